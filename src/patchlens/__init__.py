@@ -1,0 +1,24 @@
+"""patchlens: which parts of an image drive a classifier's decision, and how faithful that picture is."""
+
+__version__ = "0.1.0"
+
+from .api import explain, methods  # noqa: E402
+from .errors import ImageError, MethodError, ModelError, PatchlensError, TargetError  # noqa: E402
+from .explanation import Explanation  # noqa: E402
+from .images import load_image  # noqa: E402
+from .models import Classifier, load_model  # noqa: E402
+
+__all__ = [
+    "__version__",
+    "explain",
+    "methods",
+    "load_model",
+    "load_image",
+    "Classifier",
+    "Explanation",
+    "PatchlensError",
+    "ImageError",
+    "ModelError",
+    "MethodError",
+    "TargetError",
+]

@@ -1,0 +1,70 @@
+"""Command-line options generated from a method's declared parameters.
+
+Shared by every subcommand that runs a method (explain, compare, batch), so no
+subcommand keeps its own list of method options.
+"""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any, Sequence
+
+from ..methods.base import Method
+
+
+def flag(name: str) -> str:
+    return "--" + name.replace("_", "-")
+
+
+def _bool(text: str) -> bool:
+    if text.lower() in ("1", "true", "yes", "on"):
+        return True
+    if text.lower() in ("0", "false", "no", "off"):
+        return False
+    raise argparse.ArgumentTypeError(f"{text!r}: expected true or false")
+
+
+def add_method_arguments(parser: argparse.ArgumentParser, methods: Sequence[type[Method]]) -> None:
+    """Add ``--param-name`` options for each parameter of ``methods`` (shared names once)."""
+    seen: set[str] = set()
+    for cls in methods:
+        infos = [p for p in cls.parameters() if p.name not in seen]
+        if not infos:
+            continue
+        group = parser.add_argument_group(f"{cls.name} options")
+        for info in infos:
+            seen.add(info.name)
+            kind: Any = _bool if info.type is bool else info.type
+            extra = f" (one of: {', '.join(map(str, info.choices))})" if info.choices else ""
+            group.add_argument(
+                flag(info.name),
+                dest=f"method__{info.name}",
+                type=kind,
+                default=argparse.SUPPRESS,
+                metavar=info.type.__name__.upper(),
+                help=f"{info.help}{extra} [default: {info.default}]",
+            )
+
+
+def method_params(args: argparse.Namespace, cls: type[Method]) -> dict[str, Any]:
+    """The method options given on the command line, as keyword arguments for ``cls``."""
+    names = {p.name for p in cls.parameters()}
+    out = {}
+    for key, value in vars(args).items():
+        if key.startswith("method__") and key[8:] in names:
+            out[key[8:]] = value
+    return out
+
+
+def given_method_options(args: argparse.Namespace) -> list[str]:
+    return [k[8:] for k in vars(args) if k.startswith("method__")]
+
+
+def peek_option(argv: Sequence[str], name: str, default: str) -> str:
+    """The value of ``--name X`` or ``--name=X`` in ``argv`` before full parsing."""
+    for i, arg in enumerate(argv):
+        if arg == name and i + 1 < len(argv):
+            return argv[i + 1]
+        if arg.startswith(name + "="):
+            return arg.split("=", 1)[1]
+    return default

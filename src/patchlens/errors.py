@@ -1,0 +1,27 @@
+"""Errors that patchlens raises for a user's mistake.
+
+Each carries a one-line message that names the file or value at fault and the
+reason, so the CLI can print it without a traceback.
+"""
+
+from __future__ import annotations
+
+
+class PatchlensError(Exception):
+    """Base class: a problem with the user's input, model or options."""
+
+
+class ImageError(PatchlensError, ValueError):
+    """An image could not be read or is not usable."""
+
+
+class ModelError(PatchlensError, RuntimeError):
+    """A model could not be loaded, or returned something unusable."""
+
+
+class TargetError(PatchlensError, ValueError):
+    """A target class specification does not name a class of the model."""
+
+
+class MethodError(PatchlensError, ValueError):
+    """An unknown method, or a parameter out of range."""

@@ -1,0 +1,192 @@
+"""Methods as frozen values, and the registry that the CLI, web page and batch mode read.
+
+A method is a frozen dataclass of its hyper-parameters. It holds no model, no
+hooks and no caches, so one value can be shared between threads, written into
+a manifest and rebuilt from it. Each hyper-parameter is declared with
+:func:`param`, which records its help text, choices and bounds; the CLI options
+and web form are generated from those declarations.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any, ClassVar, Iterable
+
+import torch
+
+from ..engine import Engine
+from ..errors import MethodError
+from ..models.classifier import Classifier
+
+
+def param(
+    default: Any,
+    help: str,
+    *,
+    choices: Iterable[Any] | None = None,
+    low: float | None = None,
+    high: float | None = None,
+) -> Any:
+    """Declare a method hyper-parameter: its default, what it means, and its valid range."""
+    meta = {"help": help, "choices": tuple(choices) if choices is not None else None, "low": low, "high": high}
+    return field(default=default, metadata=meta)
+
+
+@dataclass(frozen=True)
+class ParamInfo:
+    """A declared parameter, as the CLI and web form see it."""
+
+    name: str
+    type: type
+    default: Any
+    help: str
+    choices: tuple[Any, ...] | None
+    low: float | None
+    high: float | None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "type": self.type.__name__,
+            "default": self.default,
+            "help": self.help,
+            "choices": list(self.choices) if self.choices else None,
+            "min": self.low,
+            "max": self.high,
+        }
+
+
+@dataclass
+class Job:
+    """What a method needs to explain one image."""
+
+    classifier: Classifier
+    image: torch.Tensor  # (3, H, W) in [0, 1] at the model's input size, on its device
+    targets: torch.Tensor  # (T,) long class indices
+    probs: torch.Tensor  # (C,) the model's probabilities on the unmasked image
+    engine: Engine
+    generator: torch.Generator  # on the device; the only source of randomness
+
+
+@dataclass
+class Attribution:
+    """A method's output: one map per target, at any resolution, plus extras.
+
+    ``extras`` holds per-target extra results (a ranking, curves, convergence),
+    as a list with one dict per target.
+    """
+
+    maps: torch.Tensor  # (T, h, w)
+    extras: list[dict[str, Any]] = field(default_factory=list)
+
+
+_TYPES = {"int": int, "float": float, "str": str, "bool": bool}
+
+
+@dataclass(frozen=True)
+class Method:
+    """Base of all methods. Subclasses set the class variables and implement ``attribute``."""
+
+    name: ClassVar[str] = ""
+    summary: ClassVar[str] = ""
+    #: "black-box" (needs only scores), "white-box" (needs a torch module), "vit".
+    kind: ClassVar[str] = "black-box"
+    #: whether the method draws random numbers (seed matters).
+    stochastic: ClassVar[bool] = False
+
+    def __post_init__(self) -> None:
+        for info in self.parameters():
+            value = getattr(self, info.name)
+            if info.type is float and isinstance(value, int) and not isinstance(value, bool):
+                object.__setattr__(self, info.name, float(value))
+                value = float(value)
+            if info.type in (int, float) and (isinstance(value, bool) or not isinstance(value, info.type)):
+                raise MethodError(f"{self.name}: {info.name}={value!r} must be a number ({info.type.__name__})")
+            if info.type is str and not isinstance(value, str):
+                raise MethodError(f"{self.name}: {info.name}={value!r} must be text")
+            if info.choices and value not in info.choices:
+                raise MethodError(
+                    f"{self.name}: {info.name}={value!r} is not one of {', '.join(map(str, info.choices))}"
+                )
+            if info.low is not None and value < info.low:
+                raise MethodError(f"{self.name}: {info.name}={value!r} must be at least {info.low:g}")
+            if info.high is not None and value > info.high:
+                raise MethodError(f"{self.name}: {info.name}={value!r} must be at most {info.high:g}")
+        self.validate()
+
+    def validate(self) -> None:
+        """Checks that involve more than one parameter; raise MethodError."""
+
+    @classmethod
+    def parameters(cls) -> list[ParamInfo]:
+        hints = {f.name: f.type for f in dataclasses.fields(cls)}
+        out = []
+        for f in dataclasses.fields(cls):
+            t = hints[f.name]
+            t = _TYPES.get(t, t) if isinstance(t, str) else t
+            out.append(
+                ParamInfo(
+                    name=f.name,
+                    type=t if isinstance(t, type) else str,
+                    default=f.default,
+                    help=f.metadata.get("help", ""),
+                    choices=f.metadata.get("choices"),
+                    low=f.metadata.get("low"),
+                    high=f.metadata.get("high"),
+                )
+            )
+        return out
+
+    def params(self) -> dict[str, Any]:
+        """This value's hyper-parameters, for provenance."""
+        return dataclasses.asdict(self)
+
+    def attribute(self, job: Job) -> Attribution:
+        raise NotImplementedError
+
+    def passes(self, size: tuple[int, int] = (224, 224)) -> int | None:
+        """Forward passes this configuration will run, if known in advance (for the CLI)."""
+        return None
+
+
+_REGISTRY: dict[str, type[Method]] = {}
+
+
+def register(cls: type[Method]) -> type[Method]:
+    """Class decorator: make a method available by its ``name``."""
+    if not cls.name:
+        raise TypeError(f"{cls.__name__} has no name")
+    if cls.name in _REGISTRY and _REGISTRY[cls.name] is not cls:
+        raise TypeError(f"two methods are named {cls.name!r}")
+    _REGISTRY[cls.name] = cls
+    return cls
+
+
+def registry() -> dict[str, type[Method]]:
+    from . import _discover
+
+    _discover()
+    return dict(sorted(_REGISTRY.items()))
+
+
+def get_method(name: str) -> type[Method]:
+    methods = registry()
+    if name not in methods:
+        raise MethodError(f"{name}: unknown method; available: {', '.join(methods)}")
+    return methods[name]
+
+
+def make_method(name: str, **params: Any) -> Method:
+    """An instance of method ``name`` with ``params`` (unknown names are a clear error)."""
+    cls = get_method(name)
+    known = {p.name for p in cls.parameters()}
+    unknown = sorted(set(params) - known)
+    if unknown:
+        raise MethodError(
+            f"{name}: unknown parameter(s) {', '.join(unknown)}; it takes {', '.join(sorted(known)) or 'none'}"
+        )
+    try:
+        return cls(**params)
+    except TypeError as exc:
+        raise MethodError(f"{name}: {exc}") from None

@@ -1,0 +1,73 @@
+"""Occlusion: slide a window over the image and record how much the score drops.
+
+The map at a pixel is the mean drop in the target probability over all windows
+that cover it: ``sum_k (f(x) - f(x_k)) * [pixel in window k] / #windows covering
+it``. That is Captum's ``Occlusion`` definition, so the two agree.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+
+from ..engine import BASELINES, combine_masks, make_baseline
+from .base import Attribution, Job, Method, param, register
+
+
+class WindowMasks:
+    """Mask ``k`` is 1 everywhere except 0 in window ``k`` (row-major window order)."""
+
+    def __init__(self, height: int, width: int, window: int, stride: int, device: torch.device) -> None:
+        self.height, self.width, self.window, self.device = height, width, window, device
+        ys = _starts(height, window, stride)
+        xs = _starts(width, window, stride)
+        self.y0 = torch.tensor(ys, device=device).repeat_interleave(len(xs))
+        self.x0 = torch.tensor(xs, device=device).repeat(len(ys))
+        self.total = len(ys) * len(xs)
+        self._rows = torch.arange(height, device=device)
+        self._cols = torch.arange(width, device=device)
+
+    def masks(self, start: int, stop: int) -> torch.Tensor:
+        y0, x0 = self.y0[start:stop, None], self.x0[start:stop, None]
+        in_rows = (self._rows >= y0) & (self._rows < y0 + self.window)  # (n, H)
+        in_cols = (self._cols >= x0) & (self._cols < x0 + self.window)  # (n, W)
+        hidden = in_rows[:, :, None] & in_cols[:, None, :]
+        return (~hidden).float()[:, None]
+
+
+def _starts(size: int, window: int, stride: int) -> list[int]:
+    window = min(window, size)
+    count = math.ceil((size - window) / stride) + 1
+    return [i * stride for i in range(count)]
+
+
+@register
+@dataclass(frozen=True)
+class Occlusion(Method):
+    name = "occlusion"
+    summary = "Slide a grey (or blurred) window over the image; the map is how much the score drops."
+    kind = "black-box"
+
+    window: int = param(32, "side of the square window that hides part of the image, in model-input pixels", low=1)
+    stride: int = param(16, "step between window positions, in pixels (smaller: sharper map, more passes)", low=1)
+    baseline: str = param("gray", "what hidden pixels are replaced with", choices=BASELINES)
+
+    def passes(self, size: tuple[int, int] = (224, 224)) -> int:
+        h, w = size
+        return len(_starts(h, self.window, self.stride)) * len(_starts(w, self.window, self.stride)) + 1
+
+    def attribute(self, job: Job) -> Attribution:
+        x = job.image
+        h, w = x.shape[-2:]
+        source = WindowMasks(h, w, min(self.window, h, w), self.stride, x.device)
+        baseline = make_baseline(x, self.baseline, job.generator)
+        scores = job.engine.score_masks(x, baseline, source, job.targets)  # (K, T)
+        drops = job.probs[job.targets][None, :] - scores  # f(x) - f(x_k)
+        # combine_masks sums weights * mask, and our masks are 1 - window:
+        # sum_k d_k * window_k = sum_k d_k - sum_k d_k * mask_k.
+        kept = combine_masks(source, drops)  # (T, H, W)
+        coverage = source.total - combine_masks(source, torch.ones_like(drops[:, :1]))[0]
+        summed = drops.sum(0)[:, None, None] - kept
+        return Attribution(maps=summed / coverage.clamp_min(1))

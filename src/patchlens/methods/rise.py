@@ -1,0 +1,69 @@
+"""RISE: Randomized Input Sampling for Explanation (Petsiuk et al., 2018).
+
+Hide random parts of the image many times and average the masks weighted by
+the score each masked image got: ``S(pixel) = E[f(x * M) | M(pixel) = 1]``,
+estimated as ``sum_i f(x * M_i) M_i(pixel) / (N p)``. Masks are smooth: a coarse
+random ``grid x grid`` binary pattern, upsampled and shifted by a random
+sub-cell offset. Every requested class is explained from the same masks.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+from ..engine import BASELINES, combine_masks, make_baseline
+from .base import Attribution, Job, Method, param, register
+
+
+class RiseMasks:
+    """Deterministic RISE masks: the random grids and shifts are drawn once, up front."""
+
+    def __init__(
+        self, n: int, grid: int, p_keep: float, height: int, width: int, generator: torch.Generator, device: torch.device
+    ) -> None:
+        self.total, self.grid, self.height, self.width = n, grid, height, width
+        self.cell_h, self.cell_w = math.ceil(height / grid), math.ceil(width / grid)
+        self.grids = (torch.rand(n, 1, grid, grid, generator=generator, device=device) < p_keep).float()
+        self.dy = torch.randint(0, self.cell_h, (n,), generator=generator, device=device)
+        self.dx = torch.randint(0, self.cell_w, (n,), generator=generator, device=device)
+        self._rows = torch.arange(height, device=device)
+        self._cols = torch.arange(width, device=device)
+
+    def masks(self, start: int, stop: int) -> torch.Tensor:
+        up_size = ((self.grid + 1) * self.cell_h, (self.grid + 1) * self.cell_w)
+        up = F.interpolate(self.grids[start:stop], size=up_size, mode="bilinear", align_corners=False)[:, 0]
+        # crop each upsampled mask at its own shift, in one gather
+        rows = (self.dy[start:stop, None] + self._rows)[:, :, None]  # (n, H, 1)
+        cols = (self.dx[start:stop, None] + self._cols)[:, None, :]  # (n, 1, W)
+        idx = torch.arange(up.shape[0], device=up.device)[:, None, None]
+        return up[idx, rows, cols][:, None]
+
+
+@register
+@dataclass(frozen=True)
+class Rise(Method):
+    name = "rise"
+    summary = "Average thousands of random smooth masks, each weighted by the score it leaves; works on any model."
+    kind = "black-box"
+    stochastic = True
+
+    n_masks: int = param(1000, "how many random masks to score (more: smoother, more stable map; one forward pass each)", low=1)
+    grid: int = param(7, "the masks are random grid x grid patterns of kept/hidden cells; smaller: coarser blobs", low=2)
+    p_keep: float = param(0.5, "probability that a grid cell is kept visible", low=0.01, high=0.99)
+    baseline: str = param("gray", "what hidden pixels are replaced with", choices=BASELINES)
+
+    def passes(self, size: tuple[int, int] = (224, 224)) -> int:
+        return self.n_masks + 1
+
+    def attribute(self, job: Job) -> Attribution:
+        x = job.image
+        h, w = x.shape[-2:]
+        source = RiseMasks(self.n_masks, self.grid, self.p_keep, h, w, job.generator, x.device)
+        baseline = make_baseline(x, self.baseline, job.generator)
+        scores = job.engine.score_masks(x, baseline, source, job.targets)  # (N, T)
+        maps = combine_masks(source, scores) / (self.n_masks * self.p_keep)
+        return Attribution(maps=maps)

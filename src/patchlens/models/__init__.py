@@ -1,0 +1,101 @@
+"""Model adapters and ``load_model``: every model becomes a :class:`Classifier`."""
+
+from __future__ import annotations
+
+from typing import Any, Callable
+
+import torch
+
+from ..errors import ModelError
+from .black_box import CallableClassifier
+from .classifier import Classifier
+from .imagenet import imagenet_labels, imagenet_synonyms
+from .torch_module import TorchClassifier, eval_mode
+
+__all__ = [
+    "Classifier",
+    "TorchClassifier",
+    "CallableClassifier",
+    "load_model",
+    "list_model_specs",
+    "resolve_device",
+    "imagenet_labels",
+    "imagenet_synonyms",
+    "eval_mode",
+]
+
+#: What ``load_model`` accepts, for ``patchlens models``.
+MODEL_SPECS: dict[str, str] = {
+    "default": "EfficientNet-Lite0 trained on ImageNet-1k (embedded; no download)",
+    "timm:<name>": "a timm model (pip install 'patchlens[timm]'); pretrained weights need network access",
+    "torchvision:<name>": "a torchvision model; pretrained weights need network access",
+    "onnx:<path>": "an ONNX file, run with onnxruntime (pip install 'patchlens[onnx]')",
+    "torchscript:<path>": "a TorchScript file saved with torch.jit.save",
+    "<nn.Module>": "(Python) any torch module; options mean, std, input_size, labels, softmax",
+    "<callable>": "(Python) any function batch -> scores, the black-box case; options input_size, labels, numpy, softmax",
+}
+
+
+def list_model_specs() -> dict[str, str]:
+    return dict(MODEL_SPECS)
+
+
+def resolve_device(device: str | torch.device | None) -> torch.device:
+    """``"auto"``/None picks CUDA when present; an unavailable device is a clear error."""
+    if device is None or str(device) == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        dev = torch.device(device)
+    except RuntimeError:
+        raise ModelError(f"{device}: not a device (use auto, cpu, cuda or cuda:N)") from None
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ModelError(f"{device}: CUDA is not available on this machine (use --device cpu)")
+    return dev
+
+
+def load_model(spec: Any = "default", **options: Any) -> Classifier:
+    """Turn a model specification into a :class:`Classifier`.
+
+    ``spec`` is ``"default"``, ``"timm:<name>"``, ``"torchvision:<name>"``,
+    ``"onnx:<path>"``, ``"torchscript:<path>"``, a ``torch.nn.Module``, a
+    Python callable (the black-box case), or a Classifier (returned as is).
+    ``options`` go to the adapter (``device``, ``mean``, ``std``,
+    ``input_size``, ``labels``, ``softmax``, ``numpy``, ``pretrained``, ...).
+    """
+    if isinstance(spec, Classifier):
+        if options:
+            raise ModelError(f"{spec.model_id}: options {sorted(options)} cannot be applied to an existing Classifier")
+        return spec
+    device = options.pop("device", None)
+    if isinstance(spec, torch.nn.Module):
+        return TorchClassifier(spec, device=device, **options)
+    dev = resolve_device(device)
+    if isinstance(spec, str):
+        kind, _, rest = spec.partition(":")
+        if spec == "default":
+            from .default import load_default
+
+            return load_default(dev, **options)
+        if kind == "timm" and rest:
+            from .hub import load_timm
+
+            return load_timm(rest, device=dev, **options)
+        if kind == "torchvision" and rest:
+            from .hub import load_torchvision
+
+            return load_torchvision(rest, device=dev, **options)
+        if kind == "onnx" and rest:
+            from .files import OnnxClassifier
+
+            return OnnxClassifier(rest, **options)
+        if kind == "torchscript" and rest:
+            from .files import load_torchscript
+
+            return load_torchscript(rest, device=dev, **options)
+        raise ModelError(
+            f"{spec}: unknown model; use default, timm:<name>, torchvision:<name>, onnx:<path> or torchscript:<path>"
+        )
+    if callable(spec):
+        fn: Callable[..., object] = spec
+        return CallableClassifier(fn, device=dev, **options)
+    raise ModelError(f"{type(spec).__name__}: not a model (expected a name, an nn.Module or a callable)")

@@ -1,0 +1,89 @@
+"""Models saved to disk: ONNX (through onnxruntime) and TorchScript."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import torch
+
+from ..errors import ModelError
+from .classifier import Classifier
+from .imagenet import imagenet_labels
+from .torch_module import IMAGENET_MEAN, IMAGENET_STD, TorchClassifier
+
+
+def _existing(path: str, kind: str) -> Path:
+    p = Path(path)
+    if not p.is_file():
+        raise ModelError(f"{kind}:{path}: no such file")
+    return p
+
+
+class OnnxClassifier(Classifier):
+    """Runs an ONNX graph that takes a normalised NCHW float32 batch."""
+
+    def __init__(
+        self,
+        path: str,
+        *,
+        mean: Sequence[float] = IMAGENET_MEAN,
+        std: Sequence[float] = IMAGENET_STD,
+        input_size: int | tuple[int, int] | None = None,
+        labels: Sequence[str] | None = None,
+        softmax: bool = True,
+        providers: Sequence[str] | None = None,
+        **_: object,
+    ) -> None:
+        try:
+            import onnxruntime as ort
+        except ImportError:
+            raise ModelError(f"onnx:{path}: onnxruntime is not installed (pip install 'patchlens[onnx]')") from None
+        file = _existing(path, "onnx")
+        try:
+            self.session = ort.InferenceSession(str(file), providers=list(providers or ort.get_available_providers()))
+        except Exception as exc:
+            raise ModelError(f"onnx:{path}: cannot load ({str(exc).splitlines()[0]})") from None
+        inp = self.session.get_inputs()[0]
+        self.input_name = inp.name
+        shape = inp.shape
+        if input_size is None:
+            h, w = (shape[2], shape[3]) if len(shape) == 4 else (None, None)
+            if not isinstance(h, int) or not isinstance(w, int):
+                h = w = 224
+            input_size = (h, w)
+        self.input_size = (input_size, input_size) if isinstance(input_size, int) else tuple(input_size)  # type: ignore[assignment]
+        self.fixed_batch = shape[0] if isinstance(shape[0], int) else None
+        self.mean = np.asarray(mean, np.float32).reshape(1, 3, 1, 1)
+        self.std = np.asarray(std, np.float32).reshape(1, 3, 1, 1)
+        self.softmax = softmax
+        self.model_id = f"onnx:{path}"
+        out_shape = self.session.get_outputs()[0].shape
+        n_out = out_shape[-1] if out_shape and isinstance(out_shape[-1], int) else None
+        if labels is None and n_out == 1000:
+            labels = imagenet_labels()
+        self.labels = list(labels) if labels is not None else None
+
+    def _scores(self, x: torch.Tensor) -> torch.Tensor:
+        batch = (x.cpu().numpy() - self.mean) / self.std
+        try:
+            if self.fixed_batch and self.fixed_batch != batch.shape[0]:
+                parts = [self.session.run(None, {self.input_name: batch[i : i + 1]})[0] for i in range(batch.shape[0])]
+                out = np.concatenate(parts)
+            else:
+                out = self.session.run(None, {self.input_name: batch.astype(np.float32)})[0]
+        except Exception as exc:
+            raise ModelError(f"{self.model_id}: onnxruntime failed: {str(exc).splitlines()[0]}") from None
+        t = torch.from_numpy(np.asarray(out, np.float32)).to(x.device)
+        return t.softmax(1) if self.softmax and t.ndim == 2 else t
+
+
+def load_torchscript(path: str, *, device: str | torch.device = "cpu", **options: object) -> TorchClassifier:
+    file = _existing(path, "torchscript")
+    try:
+        module = torch.jit.load(str(file), map_location=device)
+    except Exception as exc:
+        raise ModelError(f"torchscript:{path}: cannot load ({str(exc).splitlines()[0]})") from None
+    options.setdefault("model_id", f"torchscript:{path}")
+    return TorchClassifier(module, **options)  # type: ignore[arg-type]

@@ -1,0 +1,72 @@
+"""timm and torchvision models by name. Weights only where the machine can fetch them."""
+
+from __future__ import annotations
+
+import torch
+
+from ..errors import ModelError
+from .imagenet import imagenet_labels
+from .torch_module import IMAGENET_MEAN, IMAGENET_STD, TorchClassifier
+
+
+def _weights_error(spec: str, exc: BaseException) -> ModelError:
+    return ModelError(
+        f"{spec}: could not get pretrained weights ({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}); "
+        "this machine may be offline - pass pretrained=False for random weights, or load the model yourself "
+        "and pass the nn.Module"
+    )
+
+
+def load_timm(name: str, *, pretrained: bool = True, device: str | torch.device = "cpu", **options: object) -> TorchClassifier:
+    try:
+        import timm
+    except ImportError:
+        raise ModelError(f"timm:{name}: timm is not installed (pip install 'patchlens[timm]')") from None
+    if not timm.list_models(name) and name not in timm.list_models(pretrained=False):
+        raise ModelError(f"timm:{name}: timm has no model of that name (see timm.list_models())")
+    model_kwargs = dict(options.pop("model_kwargs", {}) or {})  # type: ignore[call-overload]
+    try:
+        module = timm.create_model(name, pretrained=pretrained, **model_kwargs)
+    except Exception as exc:
+        if pretrained:
+            raise _weights_error(f"timm:{name}", exc) from None
+        raise ModelError(f"timm:{name}: {type(exc).__name__}: {exc}") from None
+    module = module.eval().to(device)
+    cfg = getattr(module, "pretrained_cfg", {}) or {}
+    size = cfg.get("input_size", (3, 224, 224))[1:]
+    num_classes = getattr(module, "num_classes", 1000)
+    labels = imagenet_labels() if num_classes == 1000 else None
+    opts: dict = dict(
+        mean=cfg.get("mean", IMAGENET_MEAN),
+        std=cfg.get("std", IMAGENET_STD),
+        input_size=tuple(size),
+        labels=labels,
+        model_id=f"timm:{name}",
+    )
+    opts.update(options)
+    return TorchClassifier(module, **opts)
+
+
+def load_torchvision(name: str, *, pretrained: bool = True, device: str | torch.device = "cpu", **options: object) -> TorchClassifier:
+    try:
+        import torchvision
+    except ImportError:
+        raise ModelError(f"torchvision:{name}: torchvision is not installed (pip install torchvision)") from None
+    if name not in torchvision.models.list_models():
+        raise ModelError(f"torchvision:{name}: torchvision has no model of that name (see torchvision.models.list_models())")
+    try:
+        module = torchvision.models.get_model(name, weights="DEFAULT" if pretrained else None)
+    except Exception as exc:
+        if pretrained:
+            raise _weights_error(f"torchvision:{name}", exc) from None
+        raise ModelError(f"torchvision:{name}: {type(exc).__name__}: {exc}") from None
+    module = module.eval().to(device)
+    labels = None
+    if pretrained:
+        meta = torchvision.models.get_model_weights(name).DEFAULT.meta
+        labels = meta.get("categories")
+    elif getattr(module, "fc", None) is not None and getattr(module.fc, "out_features", 0) == 1000:
+        labels = list(imagenet_labels())
+    opts: dict = dict(labels=labels, model_id=f"torchvision:{name}")
+    opts.update(options)
+    return TorchClassifier(module, **opts)

@@ -1,0 +1,129 @@
+"""Adapter for any ``torch.nn.Module``: normalisation inside, the module untouched."""
+
+from __future__ import annotations
+
+import contextlib
+from typing import Iterator, Sequence
+
+import torch
+
+from ..errors import ModelError
+from .classifier import Classifier
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+@contextlib.contextmanager
+def eval_mode(module: torch.nn.Module) -> Iterator[None]:
+    """Put every submodule in eval mode and give each its own flag back afterwards.
+
+    Restoring per submodule matters: a user may keep, say, a frozen BatchNorm in
+    eval inside a model in training mode, and ``model.train()`` would lose that.
+    """
+    flags = [(m, m.training) for m in module.modules()]
+    try:
+        module.eval()
+        yield
+    finally:
+        for m, flag in flags:
+            m.training = flag
+
+
+class TorchClassifier(Classifier):
+    """Wraps a module that maps a normalised batch to logits (or probabilities).
+
+    Args:
+        module: the model. It is never modified: no ``.eval()`` left behind, no
+            hooks, no parameter changes, no move to another device.
+        mean, std: per-channel normalisation applied to the [0, 1] input.
+        input_size: ``(H, W)`` or an int for square inputs.
+        labels: class names.
+        softmax: apply softmax to the outputs (True when they are logits).
+        device: where to run; defaults to where the module's parameters are.
+        model_id: a name recorded in results.
+        amp: on a GPU, run the forward pass in this dtype under autocast
+            (``torch.bfloat16`` by default on CUDA; None for float32).
+        channels_last: feed inputs in channels-last layout (faster for CNNs on GPU).
+    """
+
+    def __init__(
+        self,
+        module: torch.nn.Module,
+        *,
+        mean: Sequence[float] = IMAGENET_MEAN,
+        std: Sequence[float] = IMAGENET_STD,
+        input_size: int | tuple[int, int] = 224,
+        labels: Sequence[str] | None = None,
+        softmax: bool = True,
+        device: str | torch.device | None = None,
+        model_id: str | None = None,
+        amp: torch.dtype | None | str = "auto",
+        channels_last: bool = False,
+    ) -> None:
+        if not isinstance(module, torch.nn.Module):
+            raise ModelError(f"{type(module).__name__}: not a torch.nn.Module")
+        self._module = module
+        params = list(module.parameters()) or list(module.buffers())
+        own_device = params[0].device if params else torch.device("cpu")
+        self.device = torch.device(device) if device is not None else own_device
+        if self.device != own_device and params:
+            raise ModelError(
+                f"{model_id or type(module).__name__}: the model's weights are on {own_device}, not {self.device}; "
+                "move the model yourself (patchlens does not move your model)"
+            )
+        self.input_size = (input_size, input_size) if isinstance(input_size, int) else tuple(input_size)  # type: ignore[assignment]
+        self.labels = list(labels) if labels is not None else None
+        self.softmax = softmax
+        self.model_id = model_id or type(module).__name__
+        self._mean = torch.tensor(mean, dtype=torch.float32, device=self.device).view(1, -1, 1, 1)
+        self._std = torch.tensor(std, dtype=torch.float32, device=self.device).view(1, -1, 1, 1)
+        if amp == "auto":
+            amp = torch.bfloat16 if self.device.type == "cuda" else None
+        self.autocast_dtype = amp  # type: ignore[assignment]
+        self.channels_last = channels_last
+
+    @property
+    def module(self) -> torch.nn.Module:
+        return self._module
+
+    def evaluating(self) -> contextlib.AbstractContextManager[None]:
+        return eval_mode(self._module)
+
+    def normalise(self, x: torch.Tensor) -> torch.Tensor:
+        x = (x - self._mean) / self._std
+        if self.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        return x
+
+    def _forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.normalise(x)
+        if self.autocast_dtype is not None and self.device.type in ("cuda", "cpu"):
+            with torch.autocast(self.device.type, dtype=self.autocast_dtype):
+                out = self._module(x)
+        else:
+            out = self._module(x)
+        if isinstance(out, (tuple, list)):
+            out = out[0]
+        elif hasattr(out, "logits"):  # HuggingFace-style outputs
+            out = out.logits
+        return out.float()
+
+    def logits(self, x: torch.Tensor) -> torch.Tensor:
+        """Differentiable outputs before softmax (the module's raw output)."""
+        with self.evaluating():
+            return self._forward(x.to(self.device, torch.float32))
+
+    def _scores(self, x: torch.Tensor) -> torch.Tensor:
+        with self.evaluating():
+            try:
+                out = self._forward(x)
+            except torch.cuda.OutOfMemoryError:
+                raise
+            except ModelError:
+                raise
+            except Exception as exc:
+                raise ModelError(f"{self.model_id}: the model raised {type(exc).__name__}: {exc}") from exc
+        if out.ndim != 2:
+            return out  # shape is reported by Classifier._check
+        return out.softmax(dim=1) if self.softmax else out
