@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 from typing import Sequence
 
@@ -82,7 +83,9 @@ class OnnxClassifier(Classifier):
 def load_torchscript(path: str, *, device: str | torch.device = "cpu", **options: object) -> TorchClassifier:
     file = _existing(path, "torchscript")
     try:
-        module = torch.jit.load(str(file), map_location=device)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", FutureWarning)  # "jit.load is deprecated": still the way to read these files
+            module = torch.jit.load(str(file), map_location=device)
     except Exception as exc:
         raise ModelError(f"torchscript:{path}: cannot load ({str(exc).splitlines()[0]})") from None
     options.setdefault("model_id", f"torchscript:{path}")

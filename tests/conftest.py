@@ -1,0 +1,93 @@
+"""Shared fixtures: tiny models whose right answer is known."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+import patchlens
+from patchlens.models import CallableClassifier
+
+SIZE = 64
+#: (top, left, bottom, right) of the planted evidence, in a 64x64 image; 14 % of the area.
+BOX = (8, 32, 32, 56)
+
+
+def planted_image(size: int = SIZE, box: tuple[int, int, int, int] = BOX, seed: int = 0) -> np.ndarray:
+    """Random texture with a white square where the evidence is."""
+    rng = np.random.default_rng(seed)
+    img = rng.integers(40, 200, size=(size, size, 3), dtype=np.uint8)
+    t, l, b, r = box
+    img[t:b, l:r] = 255
+    return img
+
+
+def planted_classifier(size: int = SIZE, box: tuple[int, int, int, int] = BOX) -> CallableClassifier:
+    """Two classes; P(class 1) is the mean brightness inside ``box`` and nothing else.
+
+    Any pixel outside the box has no effect on the output, so a faithful map
+    must put its evidence inside the box.
+    """
+    t, l, b, r = box
+
+    def model(x: torch.Tensor) -> torch.Tensor:
+        inside = x[:, :, t:b, l:r].mean(dim=(1, 2, 3))
+        return torch.stack([1 - inside, inside], dim=1)
+
+    return CallableClassifier(model, input_size=size, labels=["background", "evidence"], model_id="planted")
+
+
+def box_mask(size: int = SIZE, box: tuple[int, int, int, int] = BOX) -> np.ndarray:
+    m = np.zeros((size, size), bool)
+    t, l, b, r = box
+    m[t:b, l:r] = True
+    return m
+
+
+def top_fraction_inside(saliency: np.ndarray, mask: np.ndarray, fraction: float = 0.10) -> float:
+    """Share of the top ``fraction`` most salient pixels that fall inside ``mask``.
+
+    Depends only on the ranking of pixels, so a constant offset (RISE) or a
+    positive scale does not change it.
+    """
+    k = max(1, int(round(fraction * saliency.size)))
+    top = np.argsort(saliency.ravel(), kind="stable")[::-1][:k]
+    return float(mask.ravel()[top].mean())
+
+
+class TinyCNN(torch.nn.Module):
+    """A small CNN with BatchNorm and Dropout, so training flags matter."""
+
+    def __init__(self, classes: int = 5) -> None:
+        super().__init__()
+        self.features = torch.nn.Sequential(
+            torch.nn.Conv2d(3, 8, 3, padding=1),
+            torch.nn.BatchNorm2d(8),
+            torch.nn.ReLU(),
+            torch.nn.MaxPool2d(2),
+            torch.nn.Conv2d(8, 16, 3, padding=1),
+            torch.nn.ReLU(),
+        )
+        self.pool = torch.nn.AdaptiveAvgPool2d(1)
+        self.drop = torch.nn.Dropout(0.5)
+        self.fc = torch.nn.Linear(16, classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc(self.drop(self.pool(self.features(x)).flatten(1)))
+
+
+@pytest.fixture
+def planted() -> CallableClassifier:
+    return planted_classifier()
+
+
+@pytest.fixture
+def tiny_cnn() -> TinyCNN:
+    torch.manual_seed(0)  # weights only; the code under test never seeds globally
+    return TinyCNN()
+
+
+@pytest.fixture(scope="session")
+def default_model() -> patchlens.Classifier:
+    return patchlens.load_model("default", device="cpu")

@@ -1,0 +1,214 @@
+"""Model adapters: every kind of model becomes a Classifier; the user's model is left alone."""
+
+from __future__ import annotations
+
+import copy
+
+import numpy as np
+import pytest
+import torch
+
+import patchlens
+from patchlens import ModelError
+from patchlens.models import CallableClassifier, TorchClassifier
+
+from conftest import TinyCNN, planted_image
+
+
+def model_state(module: torch.nn.Module):
+    return {
+        "training": [m.training for m in module.modules()],
+        "params": {k: v.detach().clone() for k, v in module.state_dict().items()},
+        "requires_grad": [p.requires_grad for p in module.parameters()],
+        "grads": [p.grad for p in module.parameters()],
+        "hooks": [
+            (len(m._forward_hooks), len(m._forward_pre_hooks), len(m._backward_hooks)) for m in module.modules()
+        ],
+        "device": [p.device for p in module.parameters()],
+        "memory_format": next(module.parameters()).is_contiguous(),
+    }
+
+
+def assert_same_state(a, b):
+    assert a["training"] == b["training"]
+    assert a["requires_grad"] == b["requires_grad"]
+    assert a["hooks"] == b["hooks"]
+    assert a["device"] == b["device"]
+    assert all(g is None for g in b["grads"])
+    assert a["params"].keys() == b["params"].keys()
+    for k in a["params"]:
+        assert torch.equal(a["params"][k], b["params"][k]), k
+
+
+@pytest.mark.parametrize("method", ["rise", "occlusion"])
+def test_user_module_is_left_exactly_as_it_was(tiny_cnn, method):
+    tiny_cnn.train()
+    tiny_cnn.features[1].eval()  # a frozen BatchNorm inside a training model
+    before = model_state(tiny_cnn)
+    clf = patchlens.load_model(tiny_cnn, input_size=32)
+    patchlens.explain(clf, planted_image(32), method, **({"n_masks": 20} if method == "rise" else {"window": 8, "stride": 8}))
+    assert_same_state(before, model_state(tiny_cnn))
+    assert tiny_cnn.training and not tiny_cnn.features[1].training
+
+
+def test_module_left_alone_after_an_error(tiny_cnn):
+    class Exploding(torch.nn.Module):
+        def __init__(self, inner):
+            super().__init__()
+            self.inner = inner
+            self.calls = 0
+
+        def forward(self, x):
+            self.calls += 1
+            if self.calls > 1:
+                raise RuntimeError("boom")
+            return self.inner(x)
+
+    model = Exploding(tiny_cnn).train()
+    before = model_state(model)
+    with pytest.raises(ModelError, match="boom"):
+        patchlens.explain(patchlens.load_model(model, input_size=32), planted_image(32), "rise", n_masks=10)
+    assert_same_state(before, model_state(model))
+
+
+def test_module_in_eval_mode_gives_deterministic_scores(tiny_cnn):
+    """Dropout must be off while explaining, even when the user left the model in training mode."""
+    tiny_cnn.train()
+    clf = TorchClassifier(tiny_cnn, input_size=32)
+    x = torch.rand(4, 3, 32, 32)
+    assert torch.equal(clf(x), clf(x))
+
+
+def test_normalisation_happens_inside(tiny_cnn):
+    mean, std = (0.2, 0.3, 0.4), (0.5, 0.6, 0.7)
+    clf = TorchClassifier(tiny_cnn, mean=mean, std=std, input_size=32)
+    x = torch.rand(2, 3, 32, 32)
+    with torch.no_grad():
+        expected = tiny_cnn.eval()((x - torch.tensor(mean).view(1, 3, 1, 1)) / torch.tensor(std).view(1, 3, 1, 1)).softmax(1)
+    assert torch.allclose(clf(x), expected, atol=1e-6)
+
+
+def test_inputs_are_resized_to_the_model_size(tiny_cnn):
+    clf = TorchClassifier(tiny_cnn, input_size=(32, 48))
+    seen = []
+    handle = tiny_cnn.register_forward_pre_hook(lambda m, a: seen.append(a[0].shape))
+    try:
+        clf(torch.rand(1, 3, 100, 70))
+    finally:
+        handle.remove()
+    assert seen == [torch.Size([1, 3, 32, 48])]
+
+
+def test_callable_with_numpy_batches():
+    shapes = []
+
+    def fn(batch):
+        shapes.append((type(batch), batch.shape, batch.dtype))
+        return np.stack([batch.mean(axis=(1, 2, 3)), 1 - batch.mean(axis=(1, 2, 3))], 1)
+
+    clf = patchlens.load_model(fn, numpy=True, input_size=40)
+    exp = patchlens.explain(clf, planted_image(40), "occlusion", window=10, stride=10)
+    assert shapes[0] == (np.ndarray, (1, 40, 40, 3), np.float32)
+    assert exp.saliency.shape == (40, 40)
+
+
+@pytest.mark.parametrize(
+    "output,message",
+    [
+        (lambda x: torch.full((x.shape[0], 3), float("nan")), "NaN"),
+        (lambda x: torch.ones(x.shape[0], 3, 2), "shape"),
+        (lambda x: torch.ones(x.shape[0] + 1, 3), "shape"),
+        (lambda x: "not scores", "scores"),
+    ],
+)
+def test_bad_model_outputs_are_clear_errors(output, message):
+    clf = CallableClassifier(output, input_size=16, model_id="bad-model")
+    with pytest.raises(ModelError, match=message) as info:
+        patchlens.explain(clf, planted_image(16), "occlusion", window=8, stride=8)
+    assert "bad-model" in str(info.value) and "\n" not in str(info.value)
+
+
+def test_a_model_that_raises_is_a_clear_error():
+    def fn(x):
+        raise ValueError("weights not loaded")
+
+    with pytest.raises(ModelError, match="weights not loaded"):
+        patchlens.explain(fn, planted_image(16), "rise", n_masks=4)
+
+
+def test_label_count_mismatch(tiny_cnn):
+    clf = TorchClassifier(tiny_cnn, input_size=32, labels=["a", "b"])
+    with pytest.raises(ModelError, match="5 classes but has 2 labels"):
+        clf(torch.rand(1, 3, 32, 32))
+
+
+def test_unknown_specs_and_devices():
+    with pytest.raises(ModelError, match="unknown model"):
+        patchlens.load_model("resnet")
+    with pytest.raises(ModelError, match="no such file"):
+        patchlens.load_model("onnx:/nonexistent/model.onnx")
+    with pytest.raises(ModelError, match="no such file"):
+        patchlens.load_model("torchscript:/nonexistent/model.pt")
+    with pytest.raises(ModelError, match="not a model"):
+        patchlens.load_model(42)
+    if not torch.cuda.is_available():
+        with pytest.raises(ModelError, match="CUDA is not available"):
+            patchlens.load_model("default", device="cuda")
+
+
+def test_torchscript_file(tmp_path, tiny_cnn):
+    path = tmp_path / "tiny.pt"
+    torch.jit.script(tiny_cnn.eval()).save(str(path))
+    clf = patchlens.load_model(f"torchscript:{path}", input_size=32)
+    x = torch.rand(2, 3, 32, 32)
+    direct = TorchClassifier(copy.deepcopy(tiny_cnn), input_size=32)
+    assert torch.allclose(clf(x), direct(x), atol=1e-5)
+
+
+def test_onnx_file(tmp_path, tiny_cnn):
+    pytest.importorskip("onnxruntime")
+    pytest.importorskip("onnx")
+    path = tmp_path / "tiny.onnx"
+    torch.onnx.export(
+        tiny_cnn.eval(), torch.rand(1, 3, 32, 32), str(path), input_names=["x"], output_names=["y"],
+        dynamic_axes={"x": {0: "n"}, "y": {0: "n"}}, dynamo=False,
+    )
+    clf = patchlens.load_model(f"onnx:{path}")
+    assert clf.input_size == (32, 32)
+    x = torch.rand(3, 3, 32, 32)
+    assert torch.allclose(clf(x), TorchClassifier(tiny_cnn, input_size=32)(x), atol=1e-4)
+    exp = patchlens.explain(clf, planted_image(32), "occlusion", window=8, stride=8)
+    assert exp.model.startswith("onnx:")
+
+
+def test_timm_with_random_weights():
+    timm = pytest.importorskip("timm")
+    clf = patchlens.load_model("timm:resnet18", pretrained=False, device="cpu")
+    assert clf.model_id == "timm:resnet18" and clf.input_size == (224, 224) and len(clf.labels) == 1000
+    assert clf(torch.rand(1, 3, 224, 224)).shape == (1, 1000)
+    with pytest.raises(ModelError, match="no model of that name"):
+        patchlens.load_model("timm:not_a_model_xyz", pretrained=False)
+
+
+def test_pretrained_weights_unavailable_is_a_clear_error(monkeypatch):
+    timm = pytest.importorskip("timm")
+
+    def offline(*args, **kwargs):
+        raise OSError("We couldn't connect to the hub")
+
+    monkeypatch.setattr(timm, "create_model", offline)
+    with pytest.raises(ModelError, match="could not get pretrained weights.*pretrained=False"):
+        patchlens.load_model("timm:resnet18")
+
+
+def test_torchvision_with_random_weights(monkeypatch):
+    tv = pytest.importorskip("torchvision")
+    clf = patchlens.load_model("torchvision:resnet18", pretrained=False, device="cpu")
+    assert clf(torch.rand(1, 3, 224, 224)).shape == (1, 1000)
+
+    def offline(*args, **kwargs):
+        raise RuntimeError("<urlopen error [Errno -3] Temporary failure in name resolution>")
+
+    monkeypatch.setattr(tv.models, "get_model", offline)
+    with pytest.raises(ModelError, match="could not get pretrained weights"):
+        patchlens.load_model("torchvision:resnet18")

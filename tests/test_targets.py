@@ -1,0 +1,78 @@
+"""Targets are resolved once to explicit class indices, which the result records."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+import patchlens
+from patchlens import TargetError
+from patchlens.models import CallableClassifier, imagenet_labels
+from patchlens.targets import resolve_targets
+
+from conftest import planted_image
+
+PROBS = torch.tensor([0.1, 0.5, 0.04, 0.3, 0.06])
+LABELS = ["cat", "dog", "fish", "bird", "horse"]
+
+
+def clf(labels=LABELS):
+    return CallableClassifier(lambda x: PROBS.expand(x.shape[0], -1), labels=labels, input_size=8)
+
+
+@pytest.mark.parametrize(
+    "spec,expected",
+    [
+        ("top1", [1]),
+        ("topk:3", [1, 3, 0]),
+        ("top2", [1, 3]),
+        (4, [4]),
+        ("2", [2]),
+        ("bird", [3]),
+        ("Bird", [3]),
+        ("dog,fish", [1, 2]),
+        (["top1", "cat", 1], [1, 0]),
+        ("topk:99", [1, 3, 0, 4, 2]),
+    ],
+)
+def test_resolution(spec, expected):
+    assert resolve_targets(spec, PROBS, clf()) == expected
+
+
+@pytest.mark.parametrize(
+    "spec,message",
+    [
+        (7, "out of range"),
+        (-1, "out of range"),
+        ("topk:0", "positive"),
+        ("topk:x", "positive"),
+        ("unicorn", "not a class"),
+        ("do", "did you mean 'dog'"),
+        ([], "no target"),
+        (2.5, "a target is"),
+    ],
+)
+def test_bad_targets(spec, message):
+    with pytest.raises(TargetError, match=message):
+        resolve_targets(spec, PROBS, clf())
+
+
+def test_names_need_labels():
+    with pytest.raises(TargetError, match="no class labels"):
+        resolve_targets("cat", PROBS, clf(labels=None))
+
+
+def test_imagenet_synonyms_and_ambiguity():
+    labels = imagenet_labels()
+    assert len(labels) == 1000 and labels[281] == "tabby" and labels[967] == "espresso"
+    probs = torch.full((1000,), 0.001)
+    c = CallableClassifier(lambda x: probs.expand(x.shape[0], -1), labels=labels, input_size=8)
+    assert resolve_targets("tabby cat", probs, c) == [281]
+    with pytest.raises(TargetError, match="several classes"):
+        resolve_targets("crane", probs, c)  # the bird (134) and the machine (517)
+
+
+def test_topk_returns_one_explanation_per_class_from_one_run(planted):
+    exps = patchlens.explain(planted, planted_image(), "rise", n_masks=50, target="topk:2")
+    assert [e.target for e in exps] == [1, 0]
+    assert exps[0].forward_passes == exps[1].forward_passes == 51  # the same masks serve both classes
