@@ -22,6 +22,7 @@ import torch
 import torch.nn.functional as F
 
 from ..engine import BASELINES, combine_masks, make_baseline
+from ..engine.convergence import ConvergenceMonitor, SliceSource
 from .base import Attribution, Job, Method, param, register
 
 
@@ -69,6 +70,15 @@ class Rise(Method):
         choices=("pixels", "tokens"),
     )
 
+    converge: float = param(
+        0.0,
+        "stop early once the map's rank correlation with the map one round earlier reaches this, two rounds "
+        "in a row (e.g. 0.995); n_masks is then the most that will be used. 0: always use all n_masks",
+        low=0.0,
+        high=1.0,
+    )
+    round_size: int = param(250, "masks per round between convergence checks (only with --converge)", low=1)
+
     def passes(self, size: tuple[int, int] = (224, 224)) -> int:
         return self.n_masks + 1
 
@@ -77,7 +87,21 @@ class Rise(Method):
         h, w = x.shape[-2:]
         source = RiseMasks(self.n_masks, self.grid, self.p_keep, h, w, job.generator, x.device)
         baseline = make_baseline(x, self.baseline, job.generator)
-        scores = job.engine.score_masks(x, baseline, source, job.targets, masking=self.masking)  # (N, T)
-        weighted = combine_masks(source, scores)
-        kept = combine_masks(source, torch.ones_like(scores[:, :1]))  # how often each pixel was visible
-        return Attribution(maps=weighted / kept.clamp_min(1e-6))
+        monitor = ConvergenceMonitor(self.converge)
+        # Rounds have fixed boundaries, so the map is the same at any batch size.
+        step = self.round_size if self.converge > 0 else self.n_masks
+        weighted = kept = None
+        used = 0
+        while used < self.n_masks:
+            part = SliceSource(source, used, min(self.n_masks, used + step))
+            scores = job.engine.score_masks(x, baseline, part, job.targets, masking=self.masking)  # (n, T)
+            w_part = combine_masks(part, scores)
+            k_part = combine_masks(part, torch.ones_like(scores[:, :1]))  # how often each pixel was visible
+            weighted = w_part if weighted is None else weighted + w_part
+            kept = k_part if kept is None else kept + k_part
+            used += part.total
+            if monitor.update(weighted / kept.clamp_min(1e-6)):
+                break
+        assert weighted is not None and kept is not None
+        extras = [{"convergence": monitor.report(used, self.n_masks)}] * len(job.targets) if self.converge > 0 else []
+        return Attribution(maps=weighted / kept.clamp_min(1e-6), extras=extras)
