@@ -1,0 +1,310 @@
+"""The web explorer's FastAPI app: a JSON API under ``/api`` and the page that uses it.
+
+``create_app(classifier=...)`` builds the app around one model, fixed at
+startup: visitors upload images, never models. Long explanations go through a
+bounded :class:`~patchlens.web.jobs.JobQueue` (poll ``/api/jobs/{id}``, DELETE
+to cancel, 429 when full); what-if predictions run at once on their own path.
+OpenAPI docs are at ``/docs`` (the Swagger page loads its scripts from a CDN)
+and the schema at ``/openapi.json``.
+"""
+
+from __future__ import annotations
+
+import io
+import threading
+from importlib import resources
+from typing import Any, Union
+
+import numpy as np
+from fastapi import FastAPI, File, HTTPException, Request, UploadFile
+from fastapi.concurrency import run_in_threadpool
+from fastapi.responses import FileResponse, JSONResponse, Response
+from fastapi.staticfiles import StaticFiles
+from pydantic import BaseModel, Field
+
+from .. import __version__, render
+from ..api import methods as list_methods
+from ..engine import BASELINES
+from ..errors import ImageError, PatchlensError
+from ..examples import EXAMPLES, example_path
+from ..images import load_image
+from ..models import Classifier, load_model
+from ..targets import resolve_targets
+from .jobs import JobQueue, QueueFull
+from .state import (
+    NotAnImage,
+    Store,
+    StoredImage,
+    StoredResult,
+    TooLarge,
+    WebConfig,
+    available_metrics,
+    build_methods,
+    check_pixels,
+    heatmap_png,
+    load_stored,
+    predict_hidden,
+    run_explanations,
+    safe_name,
+    top_predictions,
+)
+
+
+class MethodChoice(BaseModel):
+    name: str = Field(description="a registered method name (see /api/info)")
+    params: dict[str, Any] = Field(default_factory=dict, description="the method's parameters; defaults for the rest")
+
+
+class JobRequest(BaseModel):
+    image_id: str
+    methods: list[MethodChoice] = Field(min_length=1)
+    target: Union[int, str] = Field("top1", description="top1, topk:K, a class index or a label name")
+    seed: int = 0
+    metrics: bool = Field(False, description="also compute deletion/insertion, when patchlens.metrics provides them")
+
+
+class PredictRequest(BaseModel):
+    hidden: list[int] = Field(default_factory=list, description="patches to hide, row-major indices in the grid")
+    grid: int | None = Field(None, ge=2, le=32, description="the grid is grid x grid patches (default: the server's)")
+    baseline: str = Field("gray", description="what hidden patches are replaced with")
+
+
+def _static_dir() -> str:
+    return str(resources.files("patchlens").joinpath("web/static"))
+
+
+def create_app(
+    classifier: Classifier | None = None,
+    *,
+    model: Any = "default",
+    device: str | None = None,
+    config: WebConfig | None = None,
+) -> FastAPI:
+    """The web app around ``classifier`` (or the model ``model`` loaded once now)."""
+    cfg = config or WebConfig()
+    # Fill the method and metric registries now, in one thread: their first use
+    # imports modules, and concurrent first requests could see them half-filled.
+    list_methods()
+    available_metrics()
+    clf = classifier if classifier is not None else load_model(model, device=device or "auto")
+    lock = threading.RLock()  # every model call, from jobs and what-if alike
+    queue = JobQueue(workers=cfg.workers, max_queued=cfg.max_queued)
+    images: Store[StoredImage] = Store(cfg.keep_images)
+    results: Store[StoredResult] = Store(cfg.keep_results)
+
+    app = FastAPI(
+        title="patchlens",
+        version=__version__,
+        description="Explore which parts of an image drive the model's decision.",
+        on_shutdown=[queue.shutdown],
+    )
+    app.state.classifier, app.state.config, app.state.queue = clf, cfg, queue
+
+    @app.exception_handler(PatchlensError)
+    async def user_error(request: Request, exc: PatchlensError) -> JSONResponse:
+        status = 413 if isinstance(exc, TooLarge) else 415 if isinstance(exc, NotAnImage) else 422
+        return JSONResponse({"detail": str(exc)}, status_code=status)
+
+    @app.middleware("http")
+    async def limit_upload(request: Request, call_next: Any) -> Response:
+        # Refuse big uploads from the header, before the body is read and parsed.
+        if request.method == "POST" and request.url.path == "/api/images":
+            length = request.headers.get("content-length")
+            if length is None:
+                return JSONResponse({"detail": "uploads must give their Content-Length"}, status_code=411)
+            if not length.isdigit() or int(length) > cfg.max_upload_bytes + 64 * 1024:
+                return JSONResponse({"detail": _too_big(int(length) if length.isdigit() else -1, cfg)}, status_code=413)
+        return await call_next(request)
+
+    def image_info(image_id: str, stored: StoredImage) -> dict[str, Any]:
+        h, w = stored.image.pixels.shape[:2]
+        return {
+            "id": image_id,
+            "name": stored.image.name,
+            "width": w,
+            "height": h,
+            "url": f"/api/images/{image_id}.png",
+            "mean_color": [round(float(v) * 255) for v in stored.x.mean(dim=(-2, -1))],
+            "predictions": top_predictions(stored.probs, clf),
+        }
+
+    def get_image(image_id: str) -> StoredImage:
+        stored = images.get(image_id)
+        if stored is None:
+            raise HTTPException(404, f"image {image_id}: unknown or expired; upload it again")
+        return stored
+
+    def get_result(result_id: str) -> StoredResult:
+        found = results.get(result_id)
+        if found is None:
+            raise HTTPException(404, f"result {result_id}: unknown or expired; run the method again")
+        return found
+
+    @app.get("/", include_in_schema=False)
+    def index() -> FileResponse:
+        return FileResponse(f"{_static_dir()}/index.html")
+
+    @app.get("/api/info", summary="The model, the methods with their parameters, examples and limits")
+    def info() -> dict[str, Any]:
+        return {
+            "version": __version__,
+            "model": {"id": clf.model_id, "input_size": list(clf.input_size), "classes": clf.num_classes,
+                      "white_box": clf.module is not None},
+            "methods": list_methods(),
+            "examples": [{"name": n, "url": f"/api/examples/{n}"} for n in EXAMPLES],
+            "grid": cfg.grid,
+            "baselines": sorted((b for b in BASELINES if b != "noise"), key=lambda b: b != "gray"),
+            "limits": {"max_upload_bytes": cfg.max_upload_bytes, "max_pixels": cfg.max_pixels,
+                       "max_queued": cfg.max_queued, "max_passes": cfg.max_passes, "max_methods": cfg.max_methods},
+            "metrics": available_metrics(),
+        }
+
+    @app.get("/api/examples/{name}", summary="A bundled example photo")
+    def example_file(name: str) -> FileResponse:
+        if name not in EXAMPLES:
+            raise HTTPException(404, f"example {name}: no such example; bundled: {', '.join(EXAMPLES)}")
+        return FileResponse(example_path(name))
+
+    @app.post("/api/images/example/{name}", summary="Start from a bundled example photo")
+    def use_example(name: str) -> dict[str, Any]:
+        if name not in EXAMPLES:
+            raise HTTPException(404, f"example {name}: no such example; bundled: {', '.join(EXAMPLES)}")
+        stored = load_stored(clf, lock, load_image(f"example:{name}"))
+        return image_info(images.add(stored), stored)
+
+    @app.post("/api/images", summary="Upload an image; answers its id and the top-5 predictions")
+    async def upload(file: UploadFile = File(...)) -> dict[str, Any]:
+        data = await file.read(cfg.max_upload_bytes + 1)
+        name = safe_name(file.filename)
+        if len(data) > cfg.max_upload_bytes:
+            raise TooLarge(_too_big(len(data), cfg, name))
+        if not data:
+            raise ImageError(f"{name}: the file is empty")
+        stored = await run_in_threadpool(_decode_and_score, data, name)
+        return image_info(images.add(stored), stored)
+
+    def _decode_and_score(data: bytes, name: str) -> StoredImage:
+        check_pixels(data, name, cfg.max_pixels)
+        # load_image applies the package's own decompression-bomb limit and conversions too
+        return load_stored(clf, lock, _load_bytes(data, name))
+
+    @app.get("/api/images/{image_id}.png", summary="The stored image, as PNG")
+    def image_png(image_id: str) -> Response:
+        from PIL import Image
+
+        buf = io.BytesIO()
+        Image.fromarray(get_image(image_id).image.pixels).save(buf, format="PNG")
+        return Response(buf.getvalue(), media_type="image/png")
+
+    @app.post("/api/images/{image_id}/predict", summary="What-if: predictions with some grid patches hidden")
+    def predict(image_id: str, body: PredictRequest) -> dict[str, Any]:
+        stored = get_image(image_id)
+        grid = body.grid or cfg.grid
+        probs = predict_hidden(clf, lock, stored, body.hidden, grid, body.baseline)
+        return {"hidden": sorted(set(body.hidden)), "grid": grid, "predictions": top_predictions(probs, clf)}
+
+    @app.post("/api/jobs", status_code=202, summary="Run one or more methods on a stored image (a job)")
+    def submit(body: JobRequest) -> JSONResponse:
+        stored = get_image(body.image_id)
+        chosen = build_methods([(m.name, m.params) for m in body.methods], clf, cfg)
+        resolve_targets(body.target, stored.probs, clf)  # a bad class is a 422 now, not a failed job later
+        passes = [m.passes(clf.input_size) for m in chosen]
+        total = sum(p for p in passes if p is not None) if all(p is not None for p in passes) else None
+
+        def work(job: Any) -> list[dict[str, Any]]:
+            return run_explanations(
+                job, clf, lock, stored, body.image_id, chosen, body.target, body.seed, body.metrics, results, cfg.grid
+            )
+
+        try:
+            job = queue.submit(work, total=total)
+        except QueueFull as exc:
+            return JSONResponse({"detail": f"the server is busy: {exc}; try again in a moment"}, status_code=429)
+        return JSONResponse(job_json(job), status_code=202)
+
+    def job_json(job: Any) -> dict[str, Any]:
+        out = job.to_dict()
+        out["results"] = job.result if job.status == "done" else None
+        return out
+
+    @app.get("/api/jobs/{job_id}", summary="A job's status, progress and (when done) results")
+    def job_status(job_id: str) -> dict[str, Any]:
+        job = queue.get(job_id)
+        if job is None:
+            raise HTTPException(404, f"job {job_id}: unknown or expired")
+        return job_json(job)
+
+    @app.delete("/api/jobs/{job_id}", summary="Cancel a job (a running one stops at its next batch)")
+    def cancel(job_id: str) -> dict[str, Any]:
+        job = queue.cancel(job_id)
+        if job is None:
+            raise HTTPException(404, f"job {job_id}: unknown or expired")
+        return job_json(job)
+
+    @app.get("/api/results/{result_id}", summary="One map's summary: method, class, range, description")
+    def result(result_id: str) -> dict[str, Any]:
+        return get_result(result_id).summary
+
+    @app.get("/api/results/{result_id}/explanation.json", summary="Download the map's provenance as JSON")
+    def result_json(result_id: str) -> JSONResponse:
+        found = get_result(result_id)
+        body = found.explanation.to_dict()
+        body["description"] = found.summary.get("description")
+        body["metrics"] = found.summary.get("metrics")
+        return JSONResponse(body, headers=_attachment(found, "json"))
+
+    @app.get("/api/results/{result_id}/map.npy", summary="Download the raw map (float32, image resolution)")
+    def result_npy(result_id: str) -> Response:
+        found = get_result(result_id)
+        buf = io.BytesIO()
+        np.save(buf, found.explanation.saliency.astype(np.float32))
+        return Response(buf.getvalue(), media_type="application/octet-stream", headers=_attachment(found, "npy"))
+
+    @app.get("/api/results/{result_id}/heatmap.png", summary="The map alone, coloured (to blend over the photo)")
+    def result_heatmap(result_id: str) -> Response:
+        return Response(heatmap_png(get_result(result_id).explanation.saliency), media_type="image/png")
+
+    @app.get("/api/results/{result_id}/overlay.png", summary="Download the overlay with colour bar and title")
+    def result_overlay(result_id: str) -> Response:
+        found = get_result(result_id)
+        buf = io.BytesIO()
+        found.explanation.overlay().save(buf, format="PNG")
+        return Response(buf.getvalue(), media_type="image/png", headers=_attachment(found, "png"))
+
+    @app.get("/api/colorbar/{kind}.png", summary="The colour scale of the maps (sequential or diverging)")
+    def colorbar(kind: str) -> Response:
+        if kind not in ("sequential", "diverging"):
+            raise HTTPException(404, f"colour bar {kind}: choose sequential or diverging")
+        from PIL import Image
+
+        ramp = render.colormap(np.linspace(0, 1, 256)[None].repeat(8, 0), diverging=kind == "diverging")
+        buf = io.BytesIO()
+        Image.fromarray(ramp).save(buf, format="PNG")
+        return Response(buf.getvalue(), media_type="image/png")
+
+    app.mount("/static", StaticFiles(directory=_static_dir()), name="static")
+    return app
+
+
+def _load_bytes(data: bytes, name: str) -> Any:
+    """Decode uploaded bytes with :func:`load_image` (its checks and conversions), via a temporary file."""
+    import os
+    import tempfile
+
+    fd, path = tempfile.mkstemp(prefix="patchlens-upload-")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+        return load_image(path, name=name)
+    finally:
+        os.unlink(path)
+
+
+def _too_big(size: int, cfg: WebConfig, name: str = "the upload") -> str:
+    mb = cfg.max_upload_bytes / 1024 / 1024
+    got = f" ({size / 1024 / 1024:.1f} MB)" if size >= 0 else ""
+    return f"{name}{got} is larger than this server's limit of {mb:g} MB"
+
+
+def _attachment(found: StoredResult, ext: str) -> dict[str, str]:
+    return {"Content-Disposition": f'attachment; filename="{found.explanation.default_stem()}.{ext}"'}

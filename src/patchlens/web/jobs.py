@@ -1,0 +1,225 @@
+"""A bounded job queue for long explanations, with progress and cancellation.
+
+A small pool of worker threads takes jobs from a queue of limited length; a
+full queue is refused (the web app answers 429) instead of piling up work.
+Cancellation and progress need no change to the engine: each job sees the
+model through :class:`WatchedClassifier`, which counts forward passes and
+raises :class:`JobCancelled` at the next batch once the job's flag is set.
+Every call into the model goes through one lock, so the cheap what-if
+predictions interleave with a long job batch by batch instead of waiting for
+the whole queue, and a model that is not thread-safe is never run twice at once.
+"""
+
+from __future__ import annotations
+
+import collections
+import contextlib
+import threading
+import time
+import uuid
+from dataclasses import dataclass, field
+from typing import Any, Callable, Iterator
+
+import torch
+
+from ..models.classifier import Classifier
+
+
+class JobCancelled(Exception):
+    """Raised inside a job's model calls once the job has been cancelled."""
+
+
+class QueueFull(Exception):
+    """The queue already holds as many waiting jobs as it may."""
+
+
+class WatchedClassifier(Classifier):
+    """The server's classifier as one job sees it: same answers, counted and cancellable.
+
+    Args:
+        inner: the real classifier (never modified).
+        lock: held around each model call, shared by every user of ``inner``.
+        on_batch: called with the number of images after each scored batch.
+        cancelled: returns True when the job should stop.
+    """
+
+    def __init__(
+        self,
+        inner: Classifier,
+        lock: threading.RLock,
+        on_batch: Callable[[int], None],
+        cancelled: Callable[[], bool],
+    ) -> None:
+        self.inner, self.lock, self.on_batch, self.cancelled = inner, lock, on_batch, cancelled
+        self.input_size, self.labels, self.device = inner.input_size, inner.labels, inner.device
+        self.model_id, self.autocast_dtype = inner.model_id, inner.autocast_dtype
+
+    def _check_cancel(self) -> None:
+        if self.cancelled():
+            raise JobCancelled()
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        self._check_cancel()
+        with self.lock:
+            out = self.inner(x)
+        self.on_batch(int(x.shape[0]))
+        return out
+
+    @property
+    def module(self) -> torch.nn.Module | None:
+        return self.inner.module
+
+    def logits(self, x: torch.Tensor) -> torch.Tensor:
+        self._check_cancel()
+        with self.lock:
+            out = self.inner.logits(x)
+        self.on_batch(int(x.shape[0]))
+        return out
+
+    def evaluating(self) -> contextlib.AbstractContextManager[None]:
+        return self.inner.evaluating()
+
+    def label(self, index: int) -> str:
+        return self.inner.label(index)
+
+    def __getattr__(self, name: str) -> Any:
+        # adapters may expose more (normalise, token layout...): pass it through
+        if name == "inner":
+            raise AttributeError(name)
+        return getattr(self.inner, name)
+
+
+@dataclass
+class Job:
+    """One submitted computation and what is known about it so far."""
+
+    id: str
+    work: Callable[["Job"], Any]
+    total: int | None = None  # forward passes expected, when known
+    done: int = 0
+    status: str = "queued"  # queued, running, done, error, cancelled
+    result: Any = None
+    error: str | None = None
+    created: float = field(default_factory=time.time)
+    started: float | None = None
+    finished: float | None = None
+    cancel_flag: threading.Event = field(default_factory=threading.Event)
+
+    def to_dict(self) -> dict[str, Any]:
+        fraction = None
+        if self.status == "done":
+            fraction = 1.0
+        elif self.total:
+            fraction = min(1.0, self.done / self.total)
+        return {
+            "id": self.id,
+            "status": self.status,
+            "progress": {"done": self.done, "total": self.total, "fraction": fraction},
+            "error": self.error,
+            "seconds": round((self.finished or time.time()) - self.started, 3) if self.started else None,
+        }
+
+
+class JobQueue:
+    """``workers`` threads running jobs from a queue of at most ``max_queued`` waiting jobs.
+
+    Finished jobs are kept (newest ``keep`` of them) so their results can be fetched.
+    """
+
+    def __init__(self, workers: int = 1, max_queued: int = 8, keep: int = 64) -> None:
+        if workers < 1 or max_queued < 1:
+            raise ValueError("a job queue needs at least one worker and room for one job")
+        self.max_queued, self.keep = max_queued, keep
+        self._jobs: collections.OrderedDict[str, Job] = collections.OrderedDict()
+        self._waiting: collections.deque[Job] = collections.deque()
+        self._cond = threading.Condition()
+        self._stopping = False
+        self._threads = [
+            threading.Thread(target=self._worker, name=f"patchlens-job-{i}", daemon=True) for i in range(workers)
+        ]
+        for t in self._threads:
+            t.start()
+
+    def submit(self, work: Callable[[Job], Any], total: int | None = None) -> Job:
+        """Queue ``work(job)``; raises :class:`QueueFull` when the queue is full."""
+        with self._cond:
+            if len(self._waiting) >= self.max_queued:
+                raise QueueFull(f"{len(self._waiting)} jobs are already waiting (the limit is {self.max_queued})")
+            job = Job(id=uuid.uuid4().hex[:16], work=work, total=total)
+            self._jobs[job.id] = job
+            self._waiting.append(job)
+            self._forget_old()
+            self._cond.notify()
+        return job
+
+    def get(self, job_id: str) -> Job | None:
+        with self._cond:
+            return self._jobs.get(job_id)
+
+    def cancel(self, job_id: str) -> Job | None:
+        """Ask a job to stop: a waiting job is dropped now, a running one at its next batch."""
+        with self._cond:
+            job = self._jobs.get(job_id)
+            if job is None:
+                return None
+            job.cancel_flag.set()
+            if job.status == "queued":
+                self._waiting.remove(job)
+                job.status, job.finished = "cancelled", time.time()
+        return job
+
+    @property
+    def waiting(self) -> int:
+        with self._cond:
+            return len(self._waiting)
+
+    def shutdown(self, timeout: float = 5.0) -> None:
+        """Cancel everything and stop the workers."""
+        with self._cond:
+            self._stopping = True
+            for job in list(self._jobs.values()):
+                job.cancel_flag.set()
+            self._cond.notify_all()
+        for t in self._threads:
+            t.join(timeout)
+
+    def _forget_old(self) -> None:
+        finished = [j for j in self._jobs.values() if j.status in ("done", "error", "cancelled")]
+        for job in finished[: max(0, len(finished) - self.keep)]:
+            del self._jobs[job.id]
+
+    def _worker(self) -> None:
+        while True:
+            with self._cond:
+                while not self._waiting and not self._stopping:
+                    self._cond.wait()
+                if self._stopping:
+                    return
+                job = self._waiting.popleft()
+                job.status, job.started = "running", time.time()
+            try:
+                result = job.work(job)
+                status, error = "done", None
+            except JobCancelled:
+                result, status, error = None, "cancelled", None
+            except Exception as exc:  # reported to the user; the worker must survive
+                result, status = None, "error"
+                error = str(exc) if _is_user_error(exc) else f"internal error: {type(exc).__name__}: {exc}"
+            with self._cond:
+                job.result, job.status, job.error, job.finished = result, status, error, time.time()
+
+
+def _is_user_error(exc: BaseException) -> bool:
+    from ..errors import PatchlensError
+
+    return isinstance(exc, PatchlensError)
+
+
+@contextlib.contextmanager
+def holding(lock: threading.RLock, hold: bool) -> Iterator[None]:
+    """Hold ``lock`` for a whole block when ``hold`` (methods that hook into the model)."""
+    if hold:
+        with lock:
+            yield
+    else:
+        yield

@@ -1,0 +1,300 @@
+"""What the web server keeps between requests: images by id, results by id, and the work on them.
+
+Everything here is plain Python over the public API (``explain_one``,
+``Explanation``, the engine); ``app.py`` only turns it into HTTP.
+"""
+
+from __future__ import annotations
+
+import collections
+import io
+import re
+import threading
+import uuid
+from dataclasses import dataclass, field
+from typing import Any, Generic, TypeVar
+
+import numpy as np
+import torch
+from PIL import Image
+
+from .. import render
+from ..api import explain_one
+from ..engine import BASELINES, Engine, FeatureMasks, make_baseline, patch_grid
+from ..errors import ImageError, MethodError, PatchlensError
+from ..explanation import Explanation
+from ..images import LoadedImage, resize, to_tensor
+from ..methods import Method, make_method
+from ..models.classifier import Classifier
+from .jobs import Job, WatchedClassifier, holding
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class WebConfig:
+    """Limits and defaults of one server.
+
+    Attributes:
+        max_upload_bytes: largest accepted upload.
+        max_pixels: largest accepted image, in pixels (width x height).
+        workers: threads that run explanations at the same time.
+        max_queued: explanations that may wait; more are refused with 429.
+        grid: the what-if patch grid is ``grid x grid``.
+        max_passes: largest forward-pass budget one method may ask for.
+        max_methods: methods per request (side-by-side comparison).
+        keep_images, keep_results: how many uploads and maps are remembered.
+    """
+
+    max_upload_bytes: int = 20 * 1024 * 1024
+    max_pixels: int = 40_000_000
+    workers: int = 1
+    max_queued: int = 8
+    grid: int = 8
+    max_passes: int = 20_000
+    max_methods: int = 8
+    keep_images: int = 32
+    keep_results: int = 128
+
+
+class Store(Generic[T]):
+    """A thread-safe dict that forgets its oldest entries beyond ``size``."""
+
+    def __init__(self, size: int) -> None:
+        self.size = size
+        self._items: collections.OrderedDict[str, T] = collections.OrderedDict()
+        self._lock = threading.Lock()
+
+    def add(self, item: T) -> str:
+        key = uuid.uuid4().hex[:16]
+        with self._lock:
+            self._items[key] = item
+            while len(self._items) > self.size:
+                self._items.popitem(last=False)
+        return key
+
+    def get(self, key: str) -> T | None:
+        with self._lock:
+            item = self._items.get(key)
+            if item is not None:
+                self._items.move_to_end(key)
+            return item
+
+
+@dataclass
+class StoredImage:
+    image: LoadedImage
+    x: torch.Tensor  # (3, h, w) at the model's input size
+    probs: torch.Tensor  # (C,) on the unmasked image
+
+
+@dataclass
+class StoredResult:
+    explanation: Explanation
+    image_id: str
+    summary: dict[str, Any] = field(default_factory=dict)
+
+
+def safe_name(name: str | None) -> str:
+    """A display name from an uploaded file name: no folders, no odd characters."""
+    base = re.split(r"[\\/]", name or "")[-1]
+    return re.sub(r"[^A-Za-z0-9_. -]+", "_", base)[:80] or "upload"
+
+
+def check_pixels(data: bytes, name: str, max_pixels: int) -> None:
+    """Refuse non-images and oversized images from the header alone, before decoding."""
+    try:
+        with Image.open(io.BytesIO(data)) as img:
+            w, h = img.size
+    except Image.DecompressionBombError:
+        raise TooLarge(f"{name}: too many pixels, possible decompression bomb") from None
+    except Exception:
+        raise NotAnImage(f"{name}: not an image file (or a format Pillow cannot read)") from None
+    if w * h > max_pixels:
+        raise TooLarge(f"{name}: {w}x{h} pixels is over this server's limit of {max_pixels:,} pixels")
+
+
+class TooLarge(ImageError):
+    """The upload is bigger than the server accepts (HTTP 413)."""
+
+
+class NotAnImage(ImageError):
+    """The upload is not an image (HTTP 415)."""
+
+
+def top_predictions(probs: torch.Tensor, classifier: Classifier, k: int = 5) -> list[dict[str, Any]]:
+    values, indices = probs.float().cpu().topk(min(k, probs.shape[-1]))
+    return [
+        {"index": int(i), "label": classifier.label(int(i)), "prob": float(v)} for v, i in zip(values, indices)
+    ]
+
+
+def predict_hidden(
+    classifier: Classifier, lock: threading.RLock, stored: StoredImage, hidden: list[int], grid: int, baseline: str
+) -> torch.Tensor:
+    """Class probabilities ``(C,)`` with the patches ``hidden`` of a ``grid x grid`` grid replaced by ``baseline``.
+
+    One engine call: the mask is a :class:`FeatureMasks` over the patch grid,
+    composed with the baseline and scored like any method's masks.
+    """
+    if baseline not in BASELINES or baseline == "noise":
+        raise MethodError(f"baseline={baseline!r}: choose one of {', '.join(b for b in BASELINES if b != 'noise')}")
+    bad = [i for i in hidden if not 0 <= i < grid * grid]
+    if bad:
+        raise MethodError(f"hidden patches {bad}: a {grid}x{grid} grid has patches 0..{grid * grid - 1}")
+    x = stored.x
+    if not hidden:
+        return stored.probs
+    labels = patch_grid(x.shape[-2], x.shape[-1], grid, grid, device=x.device)
+    keep = torch.ones(1, grid * grid, device=x.device)
+    keep[0, torch.tensor(sorted(set(hidden)), device=x.device)] = 0
+    engine = Engine(WatchedClassifier(classifier, lock, lambda n: None, lambda: False), batch_size=1)
+    classes = torch.arange(stored.probs.shape[-1], device=x.device)
+    return engine.score_masks(x, make_baseline(x, baseline), FeatureMasks(labels, keep), classes)[0]
+
+
+def load_stored(classifier: Classifier, lock: threading.RLock, image: LoadedImage) -> StoredImage:
+    x = resize(to_tensor(image.pixels).to(classifier.device), classifier.input_size)
+    with lock:
+        probs = classifier(x[None])[0]
+    return StoredImage(image=image, x=x, probs=probs)
+
+
+def build_methods(choices: list[tuple[str, dict[str, Any]]], classifier: Classifier, config: WebConfig) -> list[Method]:
+    """Method values for a request; unknown names, bad values and over-budget runs are MethodErrors."""
+    if not choices:
+        raise MethodError("no method chosen")
+    if len(choices) > config.max_methods:
+        raise MethodError(f"{len(choices)} methods at once: this server runs at most {config.max_methods}")
+    out = []
+    for name, params in choices:
+        method = make_method(name, **params)
+        passes = method.passes(classifier.input_size)
+        if passes is not None and passes > config.max_passes:
+            raise MethodError(
+                f"{name}: {passes:,} forward passes is over this server's limit of {config.max_passes:,}; lower its budget"
+            )
+        out.append(method)
+    return out
+
+
+def heatmap_png(saliency: np.ndarray) -> bytes:
+    """The map alone, coloured as in the overlays (for blending over the photo in the page)."""
+    scaled, signed, _, _ = render.normalise(saliency)
+    buf = io.BytesIO()
+    Image.fromarray(render.colormap(scaled, diverging=signed)).save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def patch_scores(saliency: np.ndarray, grid: int) -> list[float]:
+    """Mean of the map over each patch of the what-if grid (row-major), for "hide the top k"."""
+    h, w = saliency.shape
+    labels = patch_grid(h, w, grid, grid).numpy().ravel()
+    sums = np.bincount(labels, weights=saliency.astype(np.float64).ravel(), minlength=grid * grid)
+    counts = np.bincount(labels, minlength=grid * grid)
+    return [float(v) for v in sums / np.maximum(counts, 1)]
+
+
+def describe(exp: Explanation) -> str | None:
+    """The map in words, when ``patchlens.metrics.describe`` is available."""
+    try:
+        return exp.describe()
+    except Exception:  # the description is optional; never lose a result over it
+        return None
+
+
+def available_metrics() -> dict[str, dict[str, str]]:
+    """Registered metrics that need nothing but the model and the map: ``{name: {column: "higher"|"lower"|""}}``.
+
+    ``patchlens.metrics`` is optional here: with no such registry, none.
+    """
+    try:
+        from ..metrics import registry as metric_registry
+
+        found = metric_registry()
+    except Exception:
+        return {}
+    return {name: dict(m.columns) for name, m in found.items() if set(m.needs) <= {"model"}}
+
+
+def faithfulness(classifier: Classifier, stored: StoredImage, exp: Explanation) -> dict[str, Any] | None:
+    """Scores of every metric that needs only the model (deletion, insertion, ...), with their curves."""
+    wanted = available_metrics()
+    if not wanted:
+        return None
+    from ..metrics import Case, Options, registry as metric_registry
+
+    found = metric_registry()
+    out: dict[str, Any] = {}
+    for name, columns in wanted.items():
+        case = Case(explanation=exp, options=Options(), classifier=classifier, engine=Engine(classifier), image=stored.x)
+        try:
+            values = found[name].compute(case)
+        except PatchlensError:
+            continue
+        for column, value in values.items():
+            entry: dict[str, Any] = {"score": float(value), "better": columns.get(column, "")}
+            if column in case.curves:
+                x, y = case.curves[column]
+                entry["x"] = np.round(np.asarray(x, float), 4).tolist()
+                entry["y"] = np.round(np.asarray(y, float), 5).tolist()
+            out[column] = entry
+    return out or None
+
+
+def run_explanations(
+    job: Job,
+    classifier: Classifier,
+    lock: threading.RLock,
+    stored: StoredImage,
+    image_id: str,
+    methods: list[Method],
+    target: Any,
+    seed: int,
+    with_metrics: bool,
+    results: Store[StoredResult],
+    grid: int,
+) -> list[dict[str, Any]]:
+    """The body of an explanation job: each method in turn, results stored, summaries returned."""
+
+    def counted(n: int) -> None:
+        job.done += n
+
+    watched = WatchedClassifier(classifier, lock, counted, job.cancel_flag.is_set)
+    summaries = []
+    for method in methods:
+        try:
+            # methods that hook into the module must not share it with what-if calls meanwhile
+            with holding(lock, method.kind != "black-box"):
+                exps = explain_one(watched, stored.image, method, target=target, seed=seed)
+        except PatchlensError as exc:  # one method failing (say, white-box on a black box) keeps the others
+            summaries.append({"method": method.name, "error": str(exc)})
+            continue
+        for exp in exps:
+            summary = summarize(exp, grid)
+            if with_metrics:
+                summary["metrics"] = faithfulness(watched, stored, exp)
+            rid = results.add(StoredResult(exp, image_id, summary))
+            summary["id"] = rid
+            summaries.append(summary)
+    return summaries
+
+
+def summarize(exp: Explanation, grid: int) -> dict[str, Any]:
+    _, signed, lo, hi = render.normalise(exp.saliency)
+    return {
+        "method": exp.method,
+        "title": exp.title,
+        "target": exp.target,
+        "label": exp.label,
+        "score": exp.score,
+        "params": exp.to_dict()["params"],
+        "seed": exp.seed,
+        "forward_passes": exp.forward_passes,
+        "seconds": exp.seconds,
+        "range": [lo, hi],
+        "signed": signed,
+        "description": describe(exp),
+        "patch_scores": patch_scores(exp.saliency, grid),
+        "grid": grid,
+    }

@@ -1,0 +1,347 @@
+"""The web explorer's JSON API, with a tiny model injected (FastAPI TestClient).
+
+Each test checks a fact against a direct computation: the predictions are the
+model's, a what-if equals the image composed by hand, a map equals
+``patchlens.explain``'s, and the limits answer the documented status codes.
+"""
+
+from __future__ import annotations
+
+import io
+import time
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+pytest.importorskip("fastapi")
+pytest.importorskip("httpx")
+from fastapi.testclient import TestClient  # noqa: E402
+
+import patchlens  # noqa: E402
+from patchlens.images import load_image, resize, to_tensor  # noqa: E402
+from patchlens.methods import make_method  # noqa: E402
+from patchlens.models import CallableClassifier, TorchClassifier  # noqa: E402
+from patchlens.web import WebConfig, create_app  # noqa: E402
+
+SIZE, CLASSES, GRID = 32, 6, 8
+
+
+def tiny_classifier() -> TorchClassifier:
+    """A fixed linear model on 32x32 images: every pixel matters, differently per class."""
+    g = torch.Generator().manual_seed(0)
+    net = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(3 * SIZE * SIZE, CLASSES))
+    with torch.no_grad():
+        net[1].weight.copy_(torch.randn(CLASSES, 3 * SIZE * SIZE, generator=g) * 0.05)
+        net[1].bias.zero_()
+    return TorchClassifier(net, input_size=SIZE, labels=[f"class{i}" for i in range(CLASSES)], model_id="tiny")
+
+
+def slow_classifier(per_image: float) -> CallableClassifier:
+    """A black box that takes ``per_image`` seconds per image, to keep jobs running a while."""
+    fast = tiny_classifier()
+
+    def fn(x: torch.Tensor) -> torch.Tensor:
+        time.sleep(per_image * x.shape[0])
+        return fast(x)
+
+    return CallableClassifier(fn, input_size=SIZE, labels=fast.labels, model_id="slow")
+
+
+def png_bytes(pixels: np.ndarray) -> bytes:
+    buf = io.BytesIO()
+    Image.fromarray(pixels).save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def random_pixels(h: int, w: int, seed: int = 1) -> np.ndarray:
+    return np.random.default_rng(seed).integers(0, 256, (h, w, 3), dtype=np.uint8)
+
+
+@pytest.fixture(scope="module")
+def clf() -> TorchClassifier:
+    return tiny_classifier()
+
+
+@pytest.fixture(scope="module")
+def client(clf: TorchClassifier):
+    with TestClient(create_app(clf, config=WebConfig(grid=GRID, max_passes=5000))) as c:
+        yield c
+
+
+def upload(client: TestClient, pixels: np.ndarray, name: str = "photo.png") -> dict:
+    r = client.post("/api/images", files={"file": (name, png_bytes(pixels), "image/png")})
+    assert r.status_code == 200, r.text
+    return r.json()
+
+
+def wait(client: TestClient, job_id: str, timeout: float = 30.0) -> dict:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        job = client.get(f"/api/jobs/{job_id}").json()
+        if job["status"] not in ("queued", "running"):
+            return job
+        time.sleep(0.02)
+    raise AssertionError(f"job {job_id} still running after {timeout} s")
+
+
+def model_probs(clf: TorchClassifier, pixels: np.ndarray) -> torch.Tensor:
+    return clf(resize(to_tensor(pixels), clf.input_size)[None])[0]
+
+
+# -- info, page, docs ------------------------------------------------------------------------
+
+
+def test_info_lists_every_registered_method_with_its_parameters(client: TestClient) -> None:
+    info = client.get("/api/info").json()
+    assert info["methods"] == patchlens.methods()  # generated from the registry, nothing hard-coded
+    assert info["model"] == {"id": "tiny", "input_size": [SIZE, SIZE], "classes": CLASSES, "white_box": True}
+    assert [e["name"] for e in info["examples"]] == list(patchlens.examples.EXAMPLES)
+    assert info["grid"] == GRID and "noise" not in info["baselines"] and info["baselines"][0] == "gray"
+
+
+def test_page_static_files_and_openapi(client: TestClient) -> None:
+    page = client.get("/")
+    assert page.status_code == 200 and "/static/app.js" in page.text
+    for name in ("app.js", "style.css"):
+        assert client.get(f"/static/{name}").status_code == 200
+    paths = client.get("/openapi.json").json()["paths"]
+    for path in ("/api/info", "/api/images", "/api/images/{image_id}/predict", "/api/jobs", "/api/jobs/{job_id}",
+                 "/api/results/{result_id}/map.npy", "/api/results/{result_id}/explanation.json"):
+        assert path in paths
+    bar = Image.open(io.BytesIO(client.get("/api/colorbar/diverging.png").content))
+    assert bar.size == (256, 8)
+    assert client.get("/api/colorbar/rainbow.png").status_code == 404
+
+
+def test_example_image_and_its_predictions(client: TestClient, clf: TorchClassifier) -> None:
+    r = client.get("/api/examples/coffee")
+    assert r.status_code == 200 and Image.open(io.BytesIO(r.content)).size == (600, 400)
+    info = client.post("/api/images/example/coffee").json()
+    expected = model_probs(clf, load_image("example:coffee").pixels)
+    top = expected.topk(5)
+    assert [p["index"] for p in info["predictions"]] == top.indices.tolist()
+    assert [p["prob"] for p in info["predictions"]] == pytest.approx(top.values.tolist(), abs=1e-6)
+    assert (info["width"], info["height"]) == (600, 400)
+    assert client.post("/api/images/example/nope").status_code == 404
+
+
+def test_upload_round_trip(client: TestClient, clf: TorchClassifier) -> None:
+    pixels = random_pixels(40, 56)
+    info = upload(client, pixels, name="../../etc/odd name?.png")
+    assert info["name"] == "odd name_.png"  # no folders, no odd characters
+    assert (info["width"], info["height"]) == (56, 40)
+    back = np.asarray(Image.open(io.BytesIO(client.get(info["url"]).content)))
+    np.testing.assert_array_equal(back, pixels)
+    assert info["mean_color"] == [round(float(v) * 255) for v in resize(to_tensor(pixels), (SIZE, SIZE)).mean((1, 2))]
+    assert client.get("/api/images/nosuchimage.png").status_code == 404
+
+
+# -- what-if -------------------------------------------------------------------------------------
+
+
+def test_what_if_equals_the_image_composed_by_hand(client: TestClient, clf: TorchClassifier) -> None:
+    pixels = random_pixels(64, 64, seed=3)
+    info = upload(client, pixels)
+    hidden = [0, 9, 27, 63]
+    r = client.post(f"/api/images/{info['id']}/predict", json={"hidden": hidden, "grid": GRID, "baseline": "gray"})
+    assert r.status_code == 200, r.text
+    x = resize(to_tensor(pixels), (SIZE, SIZE))
+    cell = SIZE // GRID
+    for i in hidden:
+        row, col = divmod(i, GRID)
+        x[:, row * cell:(row + 1) * cell, col * cell:(col + 1) * cell] = 0.5
+    expected = clf(x[None])[0]
+    got = r.json()["predictions"]
+    assert [p["index"] for p in got] == expected.topk(5).indices.tolist()
+    assert [p["prob"] for p in got] == pytest.approx(expected.topk(5).values.tolist(), abs=1e-6)
+    # hiding nothing gives the original predictions back
+    none = client.post(f"/api/images/{info['id']}/predict", json={"hidden": []}).json()["predictions"]
+    assert none == info["predictions"]
+    # hiding everything with black equals the model on a black image
+    black = client.post(f"/api/images/{info['id']}/predict", json={"hidden": list(range(16)), "grid": 4, "baseline": "black"})
+    assert black.json()["predictions"][0]["prob"] == pytest.approx(float(clf(torch.zeros(1, 3, SIZE, SIZE))[0].max()), abs=1e-6)
+
+
+def test_what_if_rejects_bad_requests(client: TestClient) -> None:
+    image_id = upload(client, random_pixels(32, 32))["id"]
+    r = client.post(f"/api/images/{image_id}/predict", json={"hidden": [64], "grid": 8})
+    assert r.status_code == 422 and "0..63" in r.json()["detail"]
+    r = client.post(f"/api/images/{image_id}/predict", json={"hidden": [1], "baseline": "plaid"})
+    assert r.status_code == 422 and "plaid" in r.json()["detail"]
+    assert client.post(f"/api/images/{image_id}/predict", json={"grid": 1}).status_code == 422
+    assert client.post("/api/images/unknown/predict", json={"hidden": []}).status_code == 404
+
+
+# -- jobs and results ------------------------------------------------------------------------------
+
+
+def test_job_map_equals_explain_and_downloads(client: TestClient, clf: TorchClassifier) -> None:
+    pixels = random_pixels(48, 40, seed=5)
+    image_id = upload(client, pixels)["id"]
+    methods = [{"name": "occlusion", "params": {"window": 8, "stride": 4}}, {"name": "rise", "params": {"n_masks": 40, "grid": 4}}]
+    r = client.post("/api/jobs", json={"image_id": image_id, "methods": methods, "target": 2, "seed": 3})
+    assert r.status_code == 202, r.text
+    job = wait(client, r.json()["id"])
+    assert job["status"] == "done", job
+    expected_passes = sum(make_method(m["name"], **m["params"]).passes((SIZE, SIZE)) for m in methods)
+    assert job["progress"]["done"] == job["progress"]["total"] == expected_passes
+    occ, rise = job["results"]
+    assert (occ["method"], rise["method"], occ["target"], occ["label"]) == ("occlusion", "rise", 2, "class2")
+    for result, m in zip((occ, rise), methods):
+        reference = patchlens.explain(clf, pixels, m["name"], target=2, seed=3, **m["params"])
+        saliency = np.load(io.BytesIO(client.get(f"/api/results/{result['id']}/map.npy").content))
+        np.testing.assert_allclose(saliency, reference.saliency, atol=1e-6)
+        # the what-if top-k ranking is the patch means of this very map
+        cells = saliency.reshape(GRID, 48 // GRID, GRID, 40 // GRID).mean(axis=(1, 3)).ravel()
+        np.testing.assert_allclose(result["patch_scores"], cells, rtol=1e-5, atol=1e-9)
+        assert result["range"][0] <= saliency.min() + 1e-6 and result["range"][1] >= saliency.max() - 1e-6
+    assert rise["seed"] == 3 and occ["seed"] is None
+    meta = client.get(f"/api/results/{occ['id']}/explanation.json")
+    assert "attachment" in meta.headers["content-disposition"]
+    assert meta.json()["params"]["window"] == 8 and meta.json()["target"] == 2
+    heat = Image.open(io.BytesIO(client.get(f"/api/results/{occ['id']}/heatmap.png").content))
+    assert heat.size == (40, 48)
+    overlay = Image.open(io.BytesIO(client.get(f"/api/results/{occ['id']}/overlay.png").content))
+    assert overlay.size[0] > 40 and overlay.size[1] > 48  # photo plus colour bar and title
+    assert client.get(f"/api/results/{occ['id']}").json()["id"] == occ["id"]
+    assert client.get("/api/results/nope/map.npy").status_code == 404
+
+
+def test_description_and_metrics_when_available(client: TestClient) -> None:
+    from patchlens.web.state import available_metrics
+
+    image_id = upload(client, random_pixels(32, 32, seed=8))["id"]
+    methods = [{"name": "occlusion", "params": {"window": 8, "stride": 8}}]
+    job = client.post("/api/jobs", json={"image_id": image_id, "methods": methods, "metrics": True}).json()
+    result = wait(client, job["id"])["results"][0]
+    try:
+        from patchlens.metrics.describe import describe  # noqa: F401
+    except ImportError:
+        assert result["description"] is None
+    else:
+        assert result["label"] in result["description"]
+    if "deletion" not in available_metrics():
+        pytest.skip("patchlens.metrics has no deletion metric yet")
+    deletion = result["metrics"]["deletion"]
+    x, y = np.array(deletion["x"]), np.array(deletion["y"])
+    # the curve starts on the untouched image and its area is the reported score
+    assert x[0] == 0 and x[-1] == 1 and y[0] == pytest.approx(result["score"], abs=1e-4)
+    assert deletion["score"] == pytest.approx(float(np.sum((y[1:] + y[:-1]) / 2 * np.diff(x))), abs=1e-3)
+    assert deletion["better"] == "lower"
+
+
+def test_job_errors_are_clear(client: TestClient) -> None:
+    image_id = upload(client, random_pixels(32, 32))["id"]
+
+    def submit(methods: list, **extra) -> tuple[int, str]:
+        r = client.post("/api/jobs", json={"image_id": image_id, "methods": methods, **extra})
+        return r.status_code, str(r.json()["detail"])
+
+    code, text = submit([{"name": "no_such_method"}])
+    assert code == 422 and "no_such_method" in text and "occlusion" in text
+    code, text = submit([{"name": "occlusion", "params": {"stride": 0}}])
+    assert code == 422 and "stride" in text and "at least 1" in text
+    code, text = submit([{"name": "occlusion", "params": {"windw": 8}}])
+    assert code == 422 and "windw" in text
+    code, text = submit([{"name": "rise", "params": {"n_masks": 100_000}}])
+    assert code == 422 and "limit" in text
+    code, _ = submit([])
+    assert code == 422
+    r = client.post("/api/jobs", json={"image_id": "nope", "methods": [{"name": "occlusion"}]})
+    assert r.status_code == 404
+    code, text = submit([{"name": "occlusion"}], target=99)
+    assert code == 422 and "99" in text and "out of range" in text
+    code, text = submit([{"name": "occlusion"}], target="giraffe")
+    assert code == 422 and "giraffe" in text
+    assert client.get("/api/jobs/nope").status_code == 404 and client.delete("/api/jobs/nope").status_code == 404
+
+
+# -- limits -------------------------------------------------------------------------------------
+
+
+def test_upload_limits(clf: TorchClassifier) -> None:
+    app = create_app(clf, config=WebConfig(max_upload_bytes=2000, max_pixels=30 * 30))
+    with TestClient(app) as c:
+        big = png_bytes(random_pixels(28, 28))  # under the pixel limit, over 2000 bytes
+        assert len(big) > 2000
+        r = c.post("/api/images", files={"file": ("big.png", big, "image/png")})
+        assert r.status_code == 413 and "limit" in r.json()["detail"]
+        many = png_bytes(np.zeros((40, 40, 3), np.uint8))  # small file, too many pixels
+        assert len(many) < 2000
+        r = c.post("/api/images", files={"file": ("many.png", many, "image/png")})
+        assert r.status_code == 413 and "40x40" in r.json()["detail"]
+        r = c.post("/api/images", files={"file": ("notes.txt", b"just some text", "text/plain")})
+        assert r.status_code == 415 and "notes.txt" in r.json()["detail"] and "not an image" in r.json()["detail"]
+        r = c.post("/api/images", files={"file": ("empty.png", b"", "image/png")})
+        assert r.status_code == 422 and "empty" in r.json()["detail"]
+        truncated = png_bytes(random_pixels(20, 20))[:300]
+        r = c.post("/api/images", files={"file": ("cut.png", truncated, "image/png")})
+        assert r.status_code == 422 and "cut.png" in r.json()["detail"]
+        ok = png_bytes(np.zeros((20, 20, 3), np.uint8))
+        assert c.post("/api/images", files={"file": ("ok.png", ok, "image/png")}).status_code == 200
+        headers = {"content-length": "999999999", "content-type": "multipart/form-data; boundary=x"}
+        r = c.post("/api/images", content=b"x" * 10, headers=headers)
+        assert r.status_code == 413
+
+
+# -- queue, cancellation, what-if beside a long job -------------------------------------------------
+
+
+def test_cancel_running_and_queued_jobs_and_full_queue() -> None:
+    slow = slow_classifier(per_image=0.004)
+    app = create_app(slow, config=WebConfig(workers=1, max_queued=2, max_passes=5000))
+    with TestClient(app) as c:
+        image_id = upload(c, random_pixels(32, 32))["id"]
+        long = {"image_id": image_id, "methods": [{"name": "occlusion", "params": {"window": 1, "stride": 1}}]}
+        running = c.post("/api/jobs", json=long).json()
+        queued = [c.post("/api/jobs", json=long) for _ in range(2)]
+        assert [q.status_code for q in queued] == [202, 202]
+        refused = c.post("/api/jobs", json=long)
+        assert refused.status_code == 429 and "busy" in refused.json()["detail"]
+        # what-if answers while the job runs: it does not wait behind the queue
+        while c.get(f"/api/jobs/{running['id']}").json()["status"] == "queued":
+            time.sleep(0.01)
+        start = time.monotonic()
+        assert c.post(f"/api/images/{image_id}/predict", json={"hidden": [3]}).status_code == 200
+        latency = time.monotonic() - start
+        assert c.get(f"/api/jobs/{running['id']}").json()["status"] == "running"
+        assert latency < 1.0  # one batch of 32 images is 0.13 s; the job alone is 4 s
+        # a waiting job is dropped at once, a running one stops at its next batch
+        dropped = c.delete(f"/api/jobs/{queued[0].json()['id']}").json()
+        assert dropped["status"] == "cancelled" and dropped["progress"]["done"] == 0
+        c.delete(f"/api/jobs/{running['id']}")
+        stopped = wait(c, running["id"])
+        assert stopped["status"] == "cancelled" and stopped["results"] is None
+        assert stopped["progress"]["done"] < stopped["progress"]["total"]
+        c.delete(f"/api/jobs/{queued[1].json()['id']}")
+        assert wait(c, queued[1].json()["id"])["status"] == "cancelled"
+        # the worker survives and takes new work
+        small = {"image_id": image_id, "methods": [{"name": "occlusion", "params": {"window": 16, "stride": 16}}]}
+        assert wait(c, c.post("/api/jobs", json=small).json()["id"])["status"] == "done"
+
+
+def test_cli_serve_without_web_extra(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture) -> None:
+    import sys
+
+    from patchlens.cli import main
+
+    monkeypatch.setitem(sys.modules, "uvicorn", None)
+    assert main(["serve"]) == 2
+    err = capsys.readouterr().err
+    assert "pip install 'patchlens[web]'" in err and err.count("\n") == 1
+
+
+def test_cli_serve_rejects_bad_port(capsys: pytest.CaptureFixture) -> None:
+    from patchlens.cli import main
+
+    assert main(["serve", "--port", "70000"]) == 2
+    assert "--port 70000" in capsys.readouterr().err
+
+
+def test_serve_binds_loopback_by_default() -> None:
+    from patchlens.cli import build_parser
+
+    args = build_parser(["serve"]).parse_args(["serve"])
+    assert args.host == "127.0.0.1"
