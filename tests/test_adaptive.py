@@ -67,3 +67,27 @@ def test_adaptive_rise_is_batch_size_invariant():
         for b in (3, 64)
     ]
     np.testing.assert_allclose(maps[0], maps[1], rtol=1e-6, atol=1e-7)
+
+
+def graded_model():
+    """Every 16x16 patch of a 64x64 image matters, each with its own weight."""
+    from patchlens.models import CallableClassifier
+
+    weights = torch.linspace(0.2, 1.0, 16).view(4, 4).repeat_interleave(16, 0).repeat_interleave(16, 1)
+
+    def fn(x):
+        s = (x.mean(1) * weights).mean(dim=(1, 2))
+        return torch.stack([1 - s, s], 1)
+
+    return CallableClassifier(fn, input_size=64)
+
+
+def test_lime_stops_early_and_matches_the_fit_on_the_samples_it_used():
+    kw = dict(features="grid", grid=4, kernel_width=100.0, seed=3, target=1)
+    image = np.full((64, 64, 3), 230, np.uint8)
+    stopped = patchlens.explain(graded_model(), image, "lime", n_samples=3000, converge=0.99, round_size=100, **kw)
+    conv = stopped.extras["convergence"]
+    assert conv["stopped_early"] and stopped.forward_passes == conv["samples_used"] + 1
+    # LIME draws all its samples up front, so a fixed budget of the same size uses the same samples
+    fixed = patchlens.explain(graded_model(), image, "lime", n_samples=conv["samples_used"], **kw)
+    np.testing.assert_allclose(stopped.saliency, fixed.saliency, rtol=1e-4, atol=1e-6)

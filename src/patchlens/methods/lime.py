@@ -14,7 +14,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import torch
+
 from ..engine import BASELINES, FeatureMasks, make_baseline
+from ..engine.convergence import ConvergenceMonitor
 from ._features import (
     FEATURES,
     lime_samples,
@@ -42,6 +45,14 @@ class Lime(Method):
     alpha: float = param(1.0, "ridge penalty on the coefficients (0: plain weighted least squares)", low=0.0)
     baseline: str = param("gray", "what hidden regions are replaced with", choices=BASELINES)
     masking: str = param("pixels", "how regions are hidden: blend pixels with the baseline, or drop ViT patch tokens", choices=("pixels", "tokens"))
+    converge: float = param(
+        0.0,
+        "stop early once the map's rank correlation with the map one round earlier reaches this, two rounds in a "
+        "row (e.g. 0.99); n_samples is then the most that will be used. 0: always use all n_samples",
+        low=0.0,
+        high=1.0,
+    )
+    round_size: int = param(100, "samples per round between convergence checks (only with --converge)", low=1)
 
     def passes(self, size: tuple[int, int] = (224, 224)) -> int:
         return self.n_samples + 1
@@ -51,11 +62,27 @@ class Lime(Method):
         labels, k = regions(x, self.features, self.grid)
         baseline = make_baseline(x, self.baseline, job.generator)
         z = lime_samples(self.n_samples, k, job.generator, x.device)
-        scores = job.engine.score_masks(x, baseline, FeatureMasks(labels, z), job.targets, masking=self.masking)  # (n, T)
         weights = lime_weights(z, self.kernel_width, self.distance)
-        coef, intercept, r2 = weighted_ridge(z, scores, weights, self.alpha)
+        monitor = ConvergenceMonitor(self.converge)
+        # Score in rounds of fixed size and refit after each (the fit is tiny next
+        # to the forward passes); without --converge there is one round.
+        step = self.round_size if self.converge > 0 else self.n_samples
+        parts: list = []
+        used = 0
+        while used < self.n_samples:
+            stop = min(self.n_samples, used + step)
+            part = FeatureMasks(labels, z[used:stop])
+            parts.append(job.engine.score_masks(x, baseline, part, job.targets, masking=self.masking))  # (n, T)
+            used = stop
+            scores = torch.cat(parts)
+            coef, intercept, r2 = weighted_ridge(z[:used], scores, weights[:used], self.alpha)
+            if used > k and monitor.update(paint(coef, labels)):
+                break
         extras = [
             {"coefficients": coef[t].tolist(), "intercept": float(intercept[t]), "r2": float(r2[t]), "n_regions": k}
             for t in range(coef.shape[0])
         ]
+        if self.converge > 0:
+            for e in extras:
+                e["convergence"] = monitor.report(used, self.n_samples)
         return Attribution(maps=paint(coef, labels), extras=extras)
