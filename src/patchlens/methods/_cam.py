@@ -1,0 +1,94 @@
+"""Shared by the CAM methods: read one layer's activations (and gradients) with temporary hooks.
+
+Hooks live only inside :func:`capture` and are removed in ``finally``, even when
+the model raises. Gradients are taken with ``torch.autograd.grad`` with respect
+to the hooked activation, so nothing accumulates into the parameters' ``.grad``
+and no ``requires_grad`` flag of the user's model is touched.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from functools import partial
+from typing import Any
+
+import torch
+
+from ..errors import MethodError
+from ..models.layers import as_feature_map, auto_layer, find_layer, is_feature_map, token_layout
+from .base import Job
+
+LAYER_HELP = (
+    "which layer to read: 'auto' (the last spatial feature map of a CNN; a ViT's last block) "
+    "or a dotted module name such as features.7, layer4 or blocks.11.norm1"
+)
+
+
+@dataclass
+class Capture:
+    """One layer seen on one image: ``activations`` (1, K, h, w), ``grads`` (T, K, h, w) of each target logit."""
+
+    layer: str
+    activations: torch.Tensor
+    grads: torch.Tensor | None
+
+
+def _record(state: dict[str, Any], name: str, automatic: bool, module: torch.nn.Module, inputs: Any, output: Any) -> None:
+    # Automatic choice: keep overwriting, so the last spatial map to finish wins.
+    if not automatic or is_feature_map(output):
+        state["name"], state["output"] = name, output
+
+
+def capture(job: Job, layer: str, *, gradients: bool) -> Capture:
+    """Run the model once on ``job.image`` and return the layer's activations (and target-logit gradients)."""
+    module = job.classifier.module
+    assert module is not None  # explain_one refuses black boxes for white-box methods
+    layout = token_layout(module)
+    name = auto_layer(module) if layer == "auto" else layer
+    state: dict[str, Any] = {}
+    handles = []
+    start = time.perf_counter()
+    try:
+        if name is None:  # a CNN with layer="auto": watch every submodule during this one pass
+            for sub_name, sub in module.named_modules():
+                if sub_name:
+                    handles.append(sub.register_forward_hook(partial(_record, state, sub_name, True)))
+        else:
+            handles.append(find_layer(module, name).register_forward_hook(partial(_record, state, name, False)))
+        x = job.image[None].detach().clone()
+        with torch.enable_grad() if gradients else torch.no_grad():
+            logits = job.classifier.logits(x.requires_grad_(gradients))
+        job.engine.forward_passes += 1
+        if "output" not in state:
+            raise MethodError(
+                f"layer={layer!r}: no spatial feature map (N, C, h, w) was produced by {job.classifier.model_id}"
+                if name is None
+                else f"layer={name!r}: the layer did not run during the forward pass"
+            )
+        raw = state["output"]
+        if not isinstance(raw, torch.Tensor):
+            raise MethodError(f"layer={state['name']!r}: its output is a {type(raw).__name__}, not a tensor")
+        activations = as_feature_map(raw, layout, state["name"]).detach().float()
+        grads = None
+        if gradients:
+            per_target = []
+            for i, t in enumerate(job.targets.tolist()):
+                (g,) = torch.autograd.grad(
+                    logits[0, t], raw, retain_graph=i < len(job.targets) - 1, allow_unused=True
+                )
+                # allow_unused: a layer that does not reach the logit has a zero gradient.
+                per_target.append(torch.zeros_like(raw) if g is None else g)
+            grads = as_feature_map(torch.cat(per_target), layout, state["name"]).detach().float()
+        return Capture(layer=state["name"], activations=activations, grads=grads)
+    finally:
+        for handle in handles:
+            handle.remove()
+        state.clear()
+        job.engine.seconds += time.perf_counter() - start
+
+
+def extras(capture: Capture, count: int) -> list[dict[str, Any]]:
+    """Per-target provenance: which layer was read and its resolution."""
+    h, w = capture.activations.shape[-2:]
+    return [{"layer": capture.layer, "feature_map": [int(h), int(w)]} for _ in range(count)]

@@ -1,0 +1,30 @@
+"""Vanilla gradient saliency (Simonyan et al., 2014): how sensitive the class logit is to each pixel.
+
+``map(i, j) = max over colour channels of |d logit / d x_cij|``, the paper's
+definition; the gradient is of the target's logit with respect to the [0, 1]
+input pixels. This equals Captum's ``Saliency`` (``abs=True``) followed by a
+max over channels. One forward and one backward per target; sharp but noisy
+(see ``smoothgrad``), and a measure of sensitivity, not of contribution.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from ._gradients import accumulate
+from .base import Attribution, Job, Method, register
+
+
+@register
+@dataclass(frozen=True)
+class Gradient(Method):
+    name = "gradient"
+    summary = "Absolute gradient of the class score per pixel (one backward pass; sharp, noisy, needs a PyTorch model)."
+    kind = "white-box"
+
+    def passes(self, size: tuple[int, int] = (224, 224)) -> int:
+        return 2  # the scoring pass that resolves targets, then one forward (and a backward per target)
+
+    def attribute(self, job: Job) -> Attribution:
+        grads = accumulate(job, lambda a, b: job.image[None], 1, lambda g, a, b: g[0])  # (T, 3, H, W)
+        return Attribution(maps=grads.abs().amax(dim=1))

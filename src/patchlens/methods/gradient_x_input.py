@@ -1,0 +1,30 @@
+"""Gradient x input (Shrikumar et al., 2016): each pixel's gradient times its value.
+
+``map(i, j) = sum over colour channels of x_cij * d logit / d x_cij``, signed:
+positive pixels push the target's logit up. ``x`` is the [0, 1] input, so a
+black pixel contributes nothing. For a model that is linear in the pixels
+(``logit = w . x + b``) this is exactly each pixel's contribution ``w * x``.
+Equals Captum's ``InputXGradient`` summed over channels.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from ._gradients import accumulate
+from .base import Attribution, Job, Method, register
+
+
+@register
+@dataclass(frozen=True)
+class GradientXInput(Method):
+    name = "gradient_x_input"
+    summary = "Gradient times pixel value, summed over colours; signed contributions (one backward pass)."
+    kind = "white-box"
+
+    def passes(self, size: tuple[int, int] = (224, 224)) -> int:
+        return 2  # the scoring pass that resolves targets, then one forward (and a backward per target)
+
+    def attribute(self, job: Job) -> Attribution:
+        grads = accumulate(job, lambda a, b: job.image[None], 1, lambda g, a, b: g[0])  # (T, 3, H, W)
+        return Attribution(maps=(grads * job.image[None]).sum(dim=1))

@@ -1,0 +1,105 @@
+"""Which layer a CAM method reads, and how a ViT's tokens map back to its patch grid.
+
+Layers are named by their dotted path in ``module.named_modules()``
+(``features.7``, ``layer4``, ``blocks.11.norm1``). For a CNN, ``"auto"`` means
+the last module, in execution order, whose output is a spatial feature map
+``(N, C, h, w)`` with ``h * w > 1``; that is found during the method's own
+forward pass (see :mod:`patchlens.methods._cam`), so it costs nothing extra.
+For a timm-style ViT, ``"auto"`` is the last block's ``norm1``: the tokens
+entering the last attention. The last block's *output* is no use when the head
+reads only the class token, because its patch tokens then get no gradient.
+"""
+
+from __future__ import annotations
+
+import difflib
+from dataclasses import dataclass
+
+import torch
+
+from ..errors import MethodError
+
+
+@dataclass(frozen=True)
+class TokenLayout:
+    """How a ViT lays out its tokens: ``prefix`` class/register tokens, then a row-major patch grid."""
+
+    prefix: int
+    grid: tuple[int, int]
+
+    @property
+    def length(self) -> int:
+        return self.prefix + self.grid[0] * self.grid[1]
+
+    def to_grid(self, tokens: torch.Tensor) -> torch.Tensor:
+        """``(N, prefix + gh * gw, D)`` tokens to a ``(N, D, gh, gw)`` feature map (prefix dropped)."""
+        n, length, dim = tokens.shape
+        if length != self.length:
+            raise MethodError(
+                f"layer output has {length} tokens, but the model has {self.prefix} prefix tokens "
+                f"and a {self.grid[0]}x{self.grid[1]} patch grid ({self.length} tokens)"
+            )
+        patches = tokens[:, self.prefix :]
+        return patches.reshape(n, self.grid[0], self.grid[1], dim).permute(0, 3, 1, 2)
+
+
+def _vit(module: torch.nn.Module) -> tuple[str, torch.nn.Module] | None:
+    """The (name, module) of the first timm-style ViT inside ``module`` (itself included)."""
+    for name, sub in module.named_modules():
+        embed = getattr(sub, "patch_embed", None)
+        if hasattr(sub, "blocks") and hasattr(sub, "num_prefix_tokens") and hasattr(embed, "grid_size"):
+            return name, sub
+    return None
+
+
+def token_layout(module: torch.nn.Module) -> TokenLayout | None:
+    """The model's own token layout (``num_prefix_tokens``, ``patch_embed.grid_size``), or None for a non-ViT."""
+    found = _vit(module)
+    if found is None:
+        return None
+    vit = found[1]
+    gh, gw = (int(v) for v in vit.patch_embed.grid_size)  # type: ignore[union-attr]
+    return TokenLayout(prefix=int(vit.num_prefix_tokens), grid=(gh, gw))  # type: ignore[arg-type]
+
+
+def auto_layer(module: torch.nn.Module) -> str | None:
+    """The automatic layer's name for a ViT; None for a CNN (chosen during the forward pass)."""
+    found = _vit(module)
+    if found is None:
+        return None
+    prefix, vit = found
+    blocks = list(vit.blocks)  # type: ignore[arg-type]
+    if not blocks:
+        raise MethodError(f"{type(vit).__name__}: the ViT has no blocks to read")
+    name = f"blocks.{len(blocks) - 1}"
+    if hasattr(blocks[-1], "norm1"):
+        name += ".norm1"
+    return f"{prefix}.{name}" if prefix else name
+
+
+def find_layer(module: torch.nn.Module, name: str) -> torch.nn.Module:
+    """The submodule called ``name``; a wrong name is a MethodError that lists close valid names."""
+    layers = dict(module.named_modules())
+    layers.pop("", None)
+    if name in layers:
+        return layers[name]
+    close = difflib.get_close_matches(name, list(layers), n=5, cutoff=0.5)
+    hint = close or list(layers)[-5:]
+    raise MethodError(f"layer={name!r}: the model has no such layer; valid names include {', '.join(hint)}")
+
+
+def is_feature_map(output: object) -> bool:
+    """Whether ``output`` is a spatial CNN feature map ``(N, C, h, w)`` with more than one position."""
+    return isinstance(output, torch.Tensor) and output.ndim == 4 and output.shape[-1] * output.shape[-2] > 1
+
+
+def as_feature_map(output: torch.Tensor, layout: TokenLayout | None, name: str) -> torch.Tensor:
+    """A layer's output (or its gradient) as ``(N, C, h, w)``: CNN maps as they are, ViT tokens on their grid."""
+    if is_feature_map(output):
+        return output
+    if layout is not None and output.ndim == 3:
+        return layout.to_grid(output)
+    raise MethodError(
+        f"layer={name!r}: its output has shape {tuple(output.shape)}, not a spatial feature map (N, C, h, w) "
+        "or ViT tokens; choose an earlier layer"
+    )
