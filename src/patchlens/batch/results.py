@@ -1,0 +1,120 @@
+"""Reading a batch store back for analysis: ``patchlens.open_store(path)``."""
+
+from __future__ import annotations
+
+import json
+import os
+from collections import OrderedDict
+from pathlib import Path
+from typing import Any, Iterator, Union
+
+import numpy as np
+
+from ..explanation import Explanation
+from .store import Store, StoreError
+
+RowRef = Union[int, "Any"]  # a position in ``manifest`` or one of its rows (a pandas Series)
+
+
+class BatchStore:
+    """A batch store opened for reading. Maps are read only when asked for.
+
+    Attributes:
+        path: the store folder.
+        manifest: a pandas DataFrame, one row per (image, target, method); the
+            newest row wins when an image was retried. Columns are described in
+            :mod:`patchlens.batch.store`.
+    """
+
+    _OPEN_SHARDS = 8  # map shards kept open at once; bounded so reading a large store stays flat
+
+    def __init__(self, path: str | os.PathLike) -> None:
+        self._store = Store(path)
+        if not (self._store.root / "store.json").exists():
+            raise StoreError(f"{path}: not a patchlens batch store (no store.json)")
+        self._store.check()
+        self.path = self._store.root
+        self._shards: OrderedDict[str, Any] = OrderedDict()
+        self.manifest = self._store.read()
+
+    def reload(self) -> "BatchStore":
+        """Read the manifest again (a run may still be adding to it)."""
+        self.manifest = self._store.read()
+        return self
+
+    def __len__(self) -> int:
+        return len(self.manifest)
+
+    def __repr__(self) -> str:
+        return f"BatchStore({str(self.path)!r}, rows={len(self)}, ok={len(self.ok)}, failed={len(self.failed)})"
+
+    @property
+    def ok(self) -> Any:
+        return self.manifest[self.manifest["status"] == "ok"]
+
+    @property
+    def failed(self) -> Any:
+        return self.manifest[self.manifest["status"] == "failed"]
+
+    def _row(self, row: RowRef) -> Any:
+        return self.manifest.iloc[row] if isinstance(row, (int, np.integer)) else row
+
+    def map(self, row: RowRef) -> np.ndarray:
+        """The saliency map (float32, at the photo's resolution) of a manifest row or position."""
+        r = self._row(row)
+        if r["status"] != "ok" or not isinstance(r["map_file"], str):
+            raise StoreError(f"{r['path']}: has no map ({r['status']}: {r['error']})")
+        shard = self._shards.pop(r["map_file"], None)
+        if shard is None:
+            shard = np.load(self.path / r["map_file"])
+            if len(self._shards) >= self._OPEN_SHARDS:
+                self._shards.popitem(last=False)[1].close()
+        self._shards[r["map_file"]] = shard  # most recently used last
+        return shard[r["map_key"]].astype(np.float32)
+
+    def maps(self) -> Iterator[tuple[Any, np.ndarray]]:
+        """``(row, map)`` for every successful row, reading one map at a time."""
+        for _, r in self.ok.iterrows():
+            yield r, self.map(r)
+
+    def explanation(self, row: RowRef) -> Explanation:
+        """A row as an :class:`Explanation` (without the photo; pass ``image=`` to overlay it yourself)."""
+        r = self._row(row)
+        import pandas as pd
+
+        seed = r["seed"]
+        return Explanation(
+            saliency=self.map(r),
+            target=int(r["target"]),
+            label=str(r["label"]),
+            score=float(r["score"]),
+            method=str(r["method"]),
+            params=json.loads(r["params"]),
+            seed=None if pd.isna(seed) else int(seed),
+            model=str(r["model"]),
+            forward_passes=int(r["forward_passes"]),
+            seconds=float(r["seconds"]),
+            image_name=str(r["path"]),
+            version=str(r["patchlens_version"]),
+        )
+
+    def close(self) -> None:
+        while self._shards:
+            self._shards.popitem()[1].close()
+
+    def __enter__(self) -> "BatchStore":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def open_store(path: str | os.PathLike) -> BatchStore:
+    """Open a store written by ``patchlens batch`` for analysis.
+
+    ``store.manifest`` is a pandas DataFrame; ``store.map(i)`` reads the i-th
+    row's saliency map; ``store.explanation(i)`` gives it as an Explanation.
+    """
+    if not Path(path).is_dir():
+        raise StoreError(f"{path}: no such store folder")
+    return BatchStore(path)

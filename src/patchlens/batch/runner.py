@@ -1,0 +1,226 @@
+"""``run_batch``: explain every image of a source into a resumable store, on the local or the Ray backend.
+
+The local backend keeps the model busy: worker threads read, hash and decode
+the next images while the model explains the current one (one model, on one
+device). Results go to the store in small atomic parts (see
+:mod:`patchlens.batch.store`), at most ``chunk_size`` images or
+``flush_seconds`` apart, so a killed run loses at most one part's worth of
+work and ``resume=True`` carries on where it stopped. Memory stays flat: only
+the look-ahead images and one part's maps are held at a time.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections import deque
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Any, Callable, Iterable, Iterator, Sequence
+
+from tqdm.auto import tqdm
+
+from ..errors import ModelError, TargetError
+from ..models import Classifier, load_model
+from .sources import Item, read_source
+from .store import Store, StoreError
+from .work import Plan, Result, check_metrics, explain_loaded, prepare
+
+BACKENDS = ("local", "ray")
+
+
+@dataclass
+class Summary:
+    """What a run did: images explained, failed and skipped, and its cost."""
+
+    done: int = 0
+    failed: int = 0
+    skipped: int = 0
+    seconds: float = 0.0
+    forward_passes: int = 0
+
+    @property
+    def images_per_second(self) -> float:
+        return (self.done + self.failed) / self.seconds if self.seconds > 0 else 0.0
+
+    def __str__(self) -> str:
+        return (f"{self.done} done, {self.failed} failed, {self.skipped} skipped (already in the store); "
+                f"{self.images_per_second:.2f} images/s, {self.forward_passes:,} forward passes in {self.seconds:.1f}s")
+
+
+class _Writer:
+    """Buffers finished images and writes them as parts; checks that a store holds one configuration per method."""
+
+    def __init__(self, store: Store, existing: Any, chunk_size: int, flush_seconds: float) -> None:
+        self.store, self.chunk_size, self.flush_seconds = store, max(1, chunk_size), flush_seconds
+        self.pending: list[Result] = []
+        self.images = 0
+        self.last = time.monotonic()
+        self.config: dict[str, tuple[Any, ...]] = {}
+        for _, r in existing.drop_duplicates("method").iterrows():
+            self.config[r["method"]] = (r["params"], None if _missing(r["seed"]) else int(r["seed"]), r["model"])
+
+    def check(self, row: dict[str, Any]) -> None:
+        config = (row["params"], row["seed"], row["model"])
+        known = self.config.setdefault(row["method"], config)
+        if known != config:
+            names = ("parameters", "seed", "model")
+            diff = "; ".join(f"{n}: store has {a}, this run {b}" for n, a, b in zip(names, known, config) if a != b)
+            raise StoreError(f"{self.store.root}: already holds {row['method']} results made differently ({diff}); use another --out")
+
+    def add(self, results: list[Result]) -> None:
+        now = _now()
+        for row, _ in results:
+            self.check(row)
+            row["finished_at"] = now
+        self.pending.extend(results)  # one step, so an image's rows are never split between parts
+        self.images += 1
+        if self.images >= self.chunk_size or time.monotonic() - self.last >= self.flush_seconds:
+            self.flush()
+
+    def flush(self) -> None:
+        if self.pending:
+            self.store.write_part([r for r, _ in self.pending], [m for _, m in self.pending])
+        self.pending, self.images, self.last = [], 0, time.monotonic()
+
+
+def _now() -> Any:
+    import datetime as dt
+
+    return dt.datetime.now(dt.timezone.utc)
+
+
+def _missing(value: Any) -> bool:
+    import pandas as pd
+
+    return value is None or bool(pd.isna(value))
+
+
+def local_results(classifier: Classifier, plan: Plan, items: Sequence[Item], workers: int) -> Iterator[list[Result]]:
+    """Explain ``items`` in order on one model, decoding up to ``2 * workers`` images ahead in threads."""
+    method = plan.make_method()
+    check_metrics(plan.metrics, classifier)
+    ahead = max(1, 2 * workers)
+    with ThreadPoolExecutor(max_workers=max(1, workers), thread_name_prefix="patchlens-decode") as pool:
+        queue: deque = deque()
+        todo = iter(items)
+        for item in todo:
+            queue.append(pool.submit(prepare, item))
+            if len(queue) >= ahead:
+                break
+        while queue:
+            loaded = queue.popleft().result()
+            nxt = next(todo, None)
+            if nxt is not None:
+                queue.append(pool.submit(prepare, nxt))
+            yield explain_loaded(classifier, method, plan, loaded)
+            del loaded  # the photo goes as soon as it is explained
+
+
+def run_batch(
+    source: str | Iterable[str | Item],
+    out: str,
+    *,
+    model: Any = "default",
+    method: str = "rise",
+    target: str | int = "top1",
+    seed: int = 0,
+    device: str = "auto",
+    batch_size: int | None = None,
+    metrics: Sequence[str] = (),
+    backend: str = "local",
+    workers: int = 2,
+    resume: bool = False,
+    retry_failed: bool = False,
+    chunk_size: int = 32,
+    flush_seconds: float = 60.0,
+    ray_address: str | None = None,
+    progress: bool = True,
+    on_image: Callable[[Summary], None] | None = None,
+    **method_params: Any,
+) -> Summary:
+    """Explain every image of ``source`` and store maps and a manifest in the folder ``out``.
+
+    Args:
+        source: a folder, an ImageFolder tree, a CSV/Parquet/text list (see
+            :mod:`patchlens.batch.sources`), or a list of paths.
+        out: the store folder (created if needed).
+        model: a model spec (``"default"``, ``"timm:NAME"``, ``"torchscript:PATH"``...).
+            The local backend also takes a Classifier or module; the Ray backend
+            rebuilds the model in each worker, so it needs a spec string.
+        method, **method_params: the method and its parameters, as for ``explain``.
+        target: ``"top1"``, ``"topk:K"``, a class index or name, or ``"label"``
+            for each image's true label from the source.
+        seed: the same seed gives the same maps on every backend and worker count.
+        metrics: registered metric names to compute for each map (``metric_*`` columns).
+        backend: ``"local"`` or ``"ray"``.
+        workers: local: image-decoding threads; ray: model workers (actors).
+        resume: continue a store; images already done (or failed) are skipped.
+        retry_failed: like ``resume``, but images that failed are tried again.
+        chunk_size, flush_seconds: a part is written after this many images or seconds.
+        ray_address: an existing Ray cluster (``"auto"`` or ``"ray://host:10001"``);
+            None starts a local Ray.
+        on_image: called with the running summary after each image.
+    """
+    if backend not in BACKENDS:
+        raise StoreError(f"backend={backend!r}: use one of {', '.join(BACKENDS)}")
+    items = read_source(source) if isinstance(source, str) else [i if isinstance(i, Item) else Item(str(i)) for i in source]
+    plan = Plan(method=method, params=dict(method_params), target=str(target), seed=int(seed), batch_size=batch_size,
+                metrics=tuple(metrics))
+    method_value = plan.make_method()  # a bad method or parameter fails before anything is written
+    if plan.target == "label" and not any(i.label is not None for i in items):
+        raise TargetError(f"{source}: --target label needs labels (a label column, or an ImageFolder tree of class folders)")
+    classifier = None
+    if backend == "ray" and not isinstance(model, str):
+        raise ModelError(f"{type(model).__name__}: the ray backend rebuilds the model in every worker from a spec string "
+                         "(default, timm:NAME, torchscript:PATH, onnx:PATH); save your model with torch.jit.save")
+    if backend == "local":
+        classifier = load_model(model, device=device) if isinstance(model, str) else load_model(model)
+    check_metrics(plan.metrics, classifier)
+    store = Store.create(out)
+    with store.lock():
+        existing = store.read()
+        if len(existing) and not (resume or retry_failed):
+            raise StoreError(f"{out}: already holds {len(existing)} results; pass --resume to continue it, or choose another --out")
+        same = existing[existing["method"] == method_value.name] if len(existing) else existing
+        if len(same):  # fail fast; the writer also checks the model id of every row
+            params, seed = json.dumps(method_value.params(), sort_keys=True), seed if method_value.stochastic else None
+            first = same.iloc[0]
+            if first["params"] != params or (None if _missing(first["seed"]) else int(first["seed"])) != seed:
+                raise StoreError(f"{out}: already holds {method_value.name} results made with other parameters or seed "
+                                 f"({first['params']}, seed {first['seed']}); use another --out")
+        mine = same[same["request"] == plan.target] if len(same) else same
+        settled = mine[mine["status"] == "ok"] if retry_failed and len(mine) else mine
+        done = set(settled["path"]) if len(settled) else set()
+        todo = [i for i in items if i.path not in done]
+        summary = Summary(skipped=len(items) - len(todo))
+        writer = _Writer(store, existing, chunk_size, flush_seconds)
+        if backend == "local":
+            assert classifier is not None
+            results = local_results(classifier, plan, todo, workers)
+        else:
+            from .ray_backend import ray_results
+
+            results = ray_results(model, device, plan, todo, workers, address=ray_address)
+        bar = tqdm(total=len(todo), desc=f"{method_value.name}", unit="img", disable=not progress, dynamic_ncols=True)
+        start = time.perf_counter()
+        try:
+            for rows in results:
+                writer.add(rows)
+                ok = [r for r, _ in rows if r["status"] == "ok"]
+                summary.done += bool(ok)
+                summary.failed += not ok
+                summary.forward_passes += int(ok[0]["forward_passes"]) if ok else 0
+                summary.seconds = time.perf_counter() - start
+                bar.update(1)
+                bar.set_postfix(failed=summary.failed, refresh=False)
+                if on_image is not None:
+                    on_image(summary)
+        finally:
+            # keep what is finished, also on Ctrl-C or an error (a kill -9 keeps the parts already written)
+            getattr(results, "close", lambda: None)()
+            writer.flush()
+            bar.close()
+            summary.seconds = time.perf_counter() - start
+        store.compact()
+    return summary

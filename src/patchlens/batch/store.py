@@ -1,0 +1,247 @@
+"""The batch store: one folder of plain Parquet plus float16 map shards, safe to kill at any moment.
+
+Layout::
+
+    STORE/
+      store.json                      {"format": "patchlens-batch-store", "version": 1, ...}
+      manifest/part-000000.parquet    one row per (image, target, method)
+      maps/part-000000.npz            that part's saliency maps, float16, one array per row
+
+Each finished chunk of images is written as a map shard and then a manifest
+part, each to a hidden temporary file that is renamed into place
+(``os.replace``, atomic). The manifest part is the commit point: a run killed
+with ``kill -9`` leaves either a whole part or none (a map shard without its
+part is ignored and overwritten). The manifest is the union of the parts; when
+the same unit of work, ``(path, method, request)``, appears in several parts
+(a failed image retried, or a compaction), the rows of the newest part win.
+
+Maps are kept at the photo's own resolution (as ``explain`` returns them) in
+``.npz`` shards, one per part, so a part is one small file however many images
+it holds, and a map is read only when asked for (``npz`` members load
+individually). Column ``map_file`` names the shard, ``map_key`` the member.
+
+The manifest folder is ordinary Parquet: ``pandas.read_parquet("STORE/manifest")``,
+DuckDB ``read_parquet('STORE/manifest/*.parquet')`` or ``ray.data.read_parquet``
+read it directly (temporary files start with a dot and are skipped). Read raw,
+a retried image also shows its older failed row until the store is compacted,
+which every completed run does; :func:`open_store` always deduplicates.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import json
+import os
+import re
+from pathlib import Path
+from typing import Any, BinaryIO, Callable, Iterator
+
+import numpy as np
+
+from .. import __version__
+from ..errors import PatchlensError
+
+FORMAT = "patchlens-batch-store"
+VERSION = 1
+#: a unit of work; one unit gives one row per explained class (or one failed row)
+UNIT = ["path", "method", "request"]
+_PART = re.compile(r"^part-(\d{6,})\.(parquet|npz)$")
+
+#: column -> pyarrow type name; metric columns (``metric_<name>``, float64) come on top
+COLUMNS: dict[str, str] = {
+    "path": "string",
+    "sha256": "string",
+    "file_bytes": "int64",
+    "width": "int32",
+    "height": "int32",
+    "true_label": "string",
+    "request": "string",
+    "target": "int64",
+    "label": "string",
+    "score": "float64",
+    "method": "string",
+    "params": "string",
+    "seed": "int64",
+    "model": "string",
+    "forward_passes": "int64",
+    "seconds": "float64",
+    "status": "string",
+    "error": "string",
+    "map_file": "string",
+    "map_key": "string",
+    "part": "int64",
+    "finished_at": "timestamp",
+    "patchlens_version": "string",
+}
+
+
+class StoreError(PatchlensError, ValueError):
+    """A store folder that cannot be used as asked."""
+
+
+def _atomic_write(path: Path, write: Callable[[BinaryIO], None]) -> None:
+    # Hidden temporary name: Parquet readers and our own part scan skip it.
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    try:
+        with open(tmp, "wb") as f:
+            write(f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def _arrow_type(name: str) -> Any:
+    import pyarrow as pa
+
+    if name == "timestamp":
+        return pa.timestamp("ms", tz="UTC")
+    return getattr(pa, name)()
+
+
+def _schema(metrics: list[str]) -> Any:
+    import pyarrow as pa
+
+    fields = [(name, _arrow_type(kind)) for name, kind in COLUMNS.items()]
+    return pa.schema(fields + [(name, pa.float64()) for name in metrics])
+
+
+def _pandas_type(arrow_type: Any) -> Any:
+    """Integer columns with missing values (a failed row has no target) stay integers in pandas."""
+    import pandas as pd
+    import pyarrow as pa
+
+    return {pa.int64(): pd.Int64Dtype(), pa.int32(): pd.Int32Dtype()}.get(arrow_type)
+
+
+class Store:
+    """Low-level access to a store folder (the runner writes, :class:`BatchStore` reads)."""
+
+    def __init__(self, root: str | os.PathLike) -> None:
+        self.root = Path(root)
+        self.manifest_dir = self.root / "manifest"
+        self.maps_dir = self.root / "maps"
+
+    # -- opening -------------------------------------------------------------
+    @classmethod
+    def create(cls, root: str | os.PathLike) -> "Store":
+        """Open ``root`` for writing, creating it if needed (a non-store folder is refused)."""
+        store = cls(root)
+        if store.root.exists() and not (store.root / "store.json").exists():
+            if not store.root.is_dir() or any(store.root.iterdir()):
+                raise StoreError(f"{store.root}: exists and is not a patchlens batch store; choose a new --out")
+        store.manifest_dir.mkdir(parents=True, exist_ok=True)
+        store.maps_dir.mkdir(parents=True, exist_ok=True)
+        if not (store.root / "store.json").exists():
+            info = {"format": FORMAT, "version": VERSION, "created": dt.datetime.now(dt.timezone.utc).isoformat(),
+                    "patchlens_version": __version__}
+            _atomic_write(store.root / "store.json", lambda f: f.write((json.dumps(info, indent=2) + "\n").encode()))
+        store.check()
+        return store
+
+    def check(self) -> None:
+        try:
+            info = json.loads((self.root / "store.json").read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            raise StoreError(f"{self.root}: not a patchlens batch store (no readable store.json)") from None
+        if info.get("format") != FORMAT:
+            raise StoreError(f"{self.root}: store.json is not a {FORMAT}")
+        if int(info.get("version", 0)) > VERSION:
+            raise StoreError(f"{self.root}: store format {info['version']} is newer than this patchlens understands")
+
+    @contextlib.contextmanager
+    def lock(self) -> Iterator[None]:
+        """Hold the store's writer lock; the OS drops it if the process dies, even on kill -9."""
+        try:
+            import fcntl
+        except ImportError:  # Windows: no advisory locks; one writer is then the user's responsibility
+            yield
+            return
+        with open(self.root / ".lock", "a+b") as f:
+            try:
+                fcntl.flock(f.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError:
+                raise StoreError(f"{self.root}: another patchlens batch is writing this store") from None
+            for tmp in [*self.manifest_dir.glob(".*.tmp-*"), *self.maps_dir.glob(".*.tmp-*")]:
+                tmp.unlink(missing_ok=True)  # left by a killed writer; we hold the lock, so not in use
+            try:
+                yield
+            finally:
+                fcntl.flock(f.fileno(), fcntl.LOCK_UN)
+
+    # -- parts ---------------------------------------------------------------
+    def parts(self) -> list[tuple[int, Path]]:
+        out = []
+        for p in self.manifest_dir.glob("part-*.parquet"):
+            m = _PART.match(p.name)
+            if m:
+                out.append((int(m.group(1)), p))
+        return sorted(out)
+
+    def next_part(self) -> int:
+        numbers = [int(m.group(1)) for d in (self.manifest_dir, self.maps_dir) for p in d.iterdir()
+                   if (m := _PART.match(p.name))]
+        return max(numbers, default=-1) + 1
+
+    def write_part(self, rows: list[dict[str, Any]], maps: list[np.ndarray | None]) -> int:
+        """Write ``rows`` (and their maps, None for failed rows) as one new part; returns its number."""
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        number = self.next_part()
+        shard = f"part-{number:06d}.npz"
+        arrays = {}
+        for i, (row, m) in enumerate(zip(rows, maps)):
+            row["part"] = number
+            row["map_file"] = row["map_key"] = None
+            if m is not None:
+                key = f"m{i}"
+                arrays[key] = np.asarray(m, dtype=np.float16)
+                row["map_file"], row["map_key"] = f"maps/{shard}", key
+        if arrays:
+            _atomic_write(self.maps_dir / shard, lambda f: np.savez(f, **arrays))
+        schema = _schema(sorted({k for row in rows for k in row if k.startswith("metric_")}))
+        table = pa.table({f.name: pa.array([row.get(f.name) for row in rows], type=f.type) for f in schema}, schema=schema)
+        _atomic_write(self.manifest_dir / f"part-{number:06d}.parquet", lambda f: pq.write_table(table, f))
+        return number
+
+    # -- reading -------------------------------------------------------------
+    def read(self, latest: bool = True) -> "Any":
+        """The manifest as a pandas DataFrame; ``latest`` keeps only the newest part's rows per unit."""
+        import pandas as pd
+        import pyarrow.parquet as pq
+
+        frames = []
+        for number, p in self.parts():
+            frame = pq.read_table(p).to_pandas(types_mapper=_pandas_type)
+            if len(frame):
+                frames.append(frame.assign(_file=number))
+        if not frames:
+            return pd.DataFrame({name: pd.Series(dtype="object") for name in COLUMNS})
+        df = pd.concat(frames, ignore_index=True) if len(frames) > 1 else frames[0]
+        if latest and len(frames) > 1:
+            # by file, not by the "part" column: a compacted part repeats the part numbers of its rows
+            newest = df.groupby(UNIT, dropna=False)["_file"].transform("max")
+            df = df[df["_file"] == newest]
+        df = df.drop(columns="_file")
+        return df.sort_values(["path", "method", "request", "target"], kind="stable").reset_index(drop=True)
+
+    def compact(self) -> None:
+        """Rewrite the manifest as one part (maps stay where they are); crash-safe at every step."""
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        old = self.parts()
+        if len(old) <= 1:
+            return
+        df = self.read()
+        number = self.next_part()
+        schema = _schema(sorted(c for c in df.columns if c.startswith("metric_")))
+        table = pa.Table.from_pandas(df[schema.names], schema=schema, preserve_index=False)
+        # The compacted part is the newest, so until the old parts are gone it wins every unit.
+        _atomic_write(self.manifest_dir / f"part-{number:06d}.parquet", lambda f: pq.write_table(table, f))
+        for _, p in old:
+            p.unlink(missing_ok=True)

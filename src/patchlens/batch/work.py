@@ -1,0 +1,143 @@
+"""One unit of batch work, shared by every backend: read an image, explain it, describe the result as rows.
+
+Everything here is a thin layer over the public API (``load_image``,
+``explain_one``); a backend only decides where these functions run.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import numpy as np
+
+from .. import __version__
+from ..api import explain_one
+from ..errors import PatchlensError
+from ..explanation import Explanation
+from ..images import LoadedImage, load_image
+from ..methods import Method, make_method
+from ..models import Classifier
+from .sources import Item
+
+#: one finished row and its map (float16, None for a failed row)
+Result = tuple[dict[str, Any], "np.ndarray | None"]
+
+
+@dataclass(frozen=True)
+class Plan:
+    """What every worker needs to do the same work: plain values, so Ray can ship it to any node.
+
+    ``target`` is what the user asked for (``"top1"``, ``"label"``, a class
+    index or name, ``"topk:K"``); it is the ``request`` column of the store.
+    """
+
+    method: str
+    params: dict[str, Any] = field(default_factory=dict)
+    target: str = "top1"
+    seed: int = 0
+    batch_size: int | None = None
+    metrics: tuple[str, ...] = ()
+
+    def make_method(self) -> Method:
+        return make_method(self.method, **self.params)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass
+class Loaded:
+    """An item read from disk (or the reason it could not be)."""
+
+    item: Item
+    image: LoadedImage | None = None
+    sha256: str | None = None
+    file_bytes: int | None = None
+    error: str | None = None
+
+
+def prepare(item: Item) -> Loaded:
+    """Read, hash and decode one image. Thread-safe; backends run it ahead of the model."""
+    out = Loaded(item)
+    try:
+        out.image = load_image(item.path)  # a one-line ImageError for missing, empty or corrupt files
+    except PatchlensError as exc:
+        out.error = str(exc)
+    try:
+        with open(item.path, "rb") as f:  # a second read, served from the OS cache
+            data = f.read()
+        out.sha256, out.file_bytes = hashlib.sha256(data).hexdigest(), len(data)
+    except OSError as exc:
+        out.error = out.error or f"{item.path}: cannot read: {exc.strerror or exc}"
+    return out
+
+
+def check_metrics(names: tuple[str, ...], classifier: Classifier | None) -> list[Any]:
+    """Check, before any work, that metrics ``names`` exist and can run without a ground-truth region."""
+    if not names:
+        return []
+    from ..metrics import MetricError, get_metrics
+
+    chosen = get_metrics(list(names))
+    for m in chosen:
+        if "region" in m.needs:
+            raise MetricError(f"{m.name}: needs a ground-truth region per image, which batch sources do not carry")
+        if "module" in m.needs and classifier is not None and classifier.module is None:
+            raise MetricError(f"{m.name}: needs a PyTorch model, but {classifier.model_id} is a black box")
+    return chosen
+
+
+def _metric_values(names: tuple[str, ...], exps: list[Explanation], classifier: Classifier, plan: Plan) -> list[dict[str, float]]:
+    """``metric_<column>`` values for each explanation of one image, through ``patchlens.evaluate``."""
+    if not names:
+        return [{} for _ in exps]
+    from ..metrics import evaluate
+
+    table = evaluate(classifier, None, [exps], list(names), batch_size=plan.batch_size)
+    return [{f"metric_{c}": None if row.get(c) is None else float(row[c]) for c in table.columns} for row in table]
+
+
+def explain_loaded(classifier: Classifier, method: Method, plan: Plan, loaded: Loaded) -> list[Result]:
+    """Explain one prepared image: one row per explained class, or one failed row with the reason."""
+    item = loaded.item
+    base: dict[str, Any] = {
+        "path": item.path,
+        "sha256": loaded.sha256,
+        "file_bytes": loaded.file_bytes,
+        "true_label": item.label,
+        "request": plan.target,
+        "method": method.name,
+        "params": json.dumps(method.params(), sort_keys=True),
+        "seed": plan.seed if method.stochastic else None,
+        "model": classifier.model_id,
+        "patchlens_version": __version__,
+    }
+    if loaded.image is not None:
+        base["height"], base["width"] = loaded.image.pixels.shape[:2]
+
+    def failed(reason: str) -> list[Result]:
+        return [({**base, "status": "failed", "error": reason}, None)]
+
+    if loaded.error is not None or loaded.image is None:
+        return failed(loaded.error or f"{item.path}: not read")
+    target: Any = plan.target
+    if plan.target == "label":
+        if item.label is None:
+            return failed(f"{item.path}: no label (--target label needs a label column or an ImageFolder tree)")
+        target = item.label
+    try:
+        exps = explain_one(classifier, loaded.image, method, target=target, seed=plan.seed, batch_size=plan.batch_size)
+        values = _metric_values(plan.metrics, exps, classifier, plan)
+        out: list[Result] = []
+        for exp, metric_values in zip(exps, values):
+            row = {**base, "target": exp.target, "label": exp.label, "score": exp.score, "forward_passes": exp.forward_passes,
+                   "seconds": exp.seconds, "status": "ok", "error": None, **metric_values}
+            out.append((row, exp.saliency.astype(np.float16)))
+        return out
+    except PatchlensError as exc:
+        return failed(str(exc))
+    except Exception as exc:  # one bad image must not end a long run; the reason is kept in the store
+        return failed(f"{item.path}: {type(exc).__name__}: {exc}")

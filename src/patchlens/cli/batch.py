@@ -1,0 +1,96 @@
+"""``patchlens batch``: explain a whole dataset into a resumable store (Parquet manifest + float16 maps)."""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+from ..batch import run_batch
+from ..batch.runner import BACKENDS
+from ..errors import PatchlensError
+from ..methods import get_method, registry
+from ._options import add_method_arguments, method_params, peek_option
+from .explain import add_common
+
+EXAMPLES = """examples:
+  patchlens batch photos/ --method rise --n-masks 2000 --out maps.store
+  patchlens batch photos/ --out maps.store --resume            carry on after an interruption
+  patchlens batch photos/ --out maps.store --retry-failed      try the failed images again
+  patchlens batch val.csv --target label --metrics deletion,insertion --out val.store
+  patchlens batch train/ --target label --model torchscript:model.pt --out train.store   (train/CLASS/*.jpg)
+  patchlens batch /shared/imgs --backend ray --ray-address auto --workers 4 --out /shared/run.store
+
+SOURCE is a folder (searched recursively), an ImageFolder tree (class folders:
+the folder name is the label), or a .csv/.tsv/.parquet list with a path column
+(path, image, file, filename or filepath) and an optional label column (label,
+class or target), or a .txt list with one path per line.
+
+The Ray backend rebuilds the model in every worker from --model, so it must be
+a spec string (a Python model object cannot be shipped; save it with
+torch.jit.save and use torchscript:PATH), and image paths must be readable on
+every node. Read the store with patchlens.open_store(OUT), pandas
+(pd.read_parquet("OUT/manifest")), DuckDB or Ray.
+"""
+
+
+def register(sub: Any, argv: list[str]) -> None:
+    chosen = peek_option(argv, "--method", "rise")
+    methods = registry()
+    cls = methods.get(chosen)
+    names = ", ".join(methods)
+    p = sub.add_parser(
+        "batch",
+        help="explain a dataset into a resumable Parquet store (local or Ray)",
+        description="Explain every image of SOURCE and store the maps with a Parquet manifest in --out.",
+        epilog=EXAMPLES + f"\nmethods: {names}\n(the options shown below are those of --method {chosen})",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("source", metavar="SOURCE", help="a folder, an ImageFolder tree, or a .csv/.parquet/.txt image list")
+    p.add_argument("--out", required=True, metavar="STORE", help="the store folder (created if needed)")
+    p.add_argument("--method", default="rise", help=f"one of: {names} [default: rise]")
+    p.add_argument("--target", default="top1",
+                   help="top1, topk:K, a class index or name, or 'label' for each image's true label [default: top1]")
+    p.add_argument("--metrics", default="", help="comma list of metrics to compute per map, e.g. deletion,insertion")
+    p.add_argument("--backend", default="local", choices=BACKENDS, help="local or ray [default: local]")
+    p.add_argument("--workers", type=int, default=2,
+                   help="local: image-decoding threads; ray: model workers (one per GPU at most) [default: 2]")
+    p.add_argument("--ray-address", default=None, help="an existing Ray cluster (auto, ray://HOST:10001); default: start a local Ray")
+    p.add_argument("--resume", action="store_true", help="continue the store: skip images already done or failed")
+    p.add_argument("--retry-failed", action="store_true", help="continue the store and try failed images again")
+    p.add_argument("--chunk-size", type=int, default=32, help="images per store part (a kill loses at most one part) [default: 32]")
+    p.add_argument("--quiet", action="store_true", help="no progress bar; print only the summary and errors")
+    add_common(p)
+    if cls is not None:
+        add_method_arguments(p, [cls])
+    p.set_defaults(run=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    cls = get_method(args.method)
+    for name in ("workers", "chunk_size"):
+        if getattr(args, name) < 1:
+            raise PatchlensError(f"--{name.replace('_', '-')} {getattr(args, name)}: must be at least 1")
+    summary = run_batch(
+        args.source,
+        args.out,
+        model=args.model,
+        method=args.method,
+        target=args.target,
+        seed=args.seed,
+        device=args.device,
+        batch_size=args.batch_size,
+        metrics=[m.strip() for m in args.metrics.split(",") if m.strip()],
+        backend=args.backend,
+        workers=args.workers,
+        resume=args.resume,
+        retry_failed=args.retry_failed,
+        chunk_size=args.chunk_size,
+        ray_address=args.ray_address,
+        progress=not args.quiet,
+        **method_params(args, cls),
+    )
+    print(f"{args.out}: {summary}")
+    if summary.failed:
+        print(f"patchlens: {summary.failed} image(s) failed; their reasons are in the store "
+              f"(status == 'failed'); retry with --retry-failed")
+    return 1 if summary.failed else 0

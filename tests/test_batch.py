@@ -1,0 +1,259 @@
+"""Batch mode: the store survives kill -9, resumes without duplicates, records bad files, stays flat in memory."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from PIL import Image
+
+import patchlens
+from patchlens.batch import StoreError, Summary, open_store, run_batch
+from patchlens.batch.store import Store
+from patchlens.cli import main
+from patchlens.examples import example_path
+
+RISE = {"n_masks": 12, "grid": 3}
+TIMING = ["seconds", "finished_at", "part", "map_file", "map_key"]
+
+
+@pytest.fixture(autouse=True)
+def one_torch_thread():
+    """Tiny models run fastest on one thread (the CI machine is shared); the setting is put back."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+class Tiny(torch.nn.Module):
+    """Pools the 224 px input down first, so a forward pass costs next to nothing."""
+
+    def __init__(self, classes: int = 5) -> None:
+        super().__init__()
+        self.net = torch.nn.Sequential(
+            torch.nn.AvgPool2d(8), torch.nn.Conv2d(3, 6, 3, padding=1), torch.nn.ReLU(),
+            torch.nn.AdaptiveAvgPool2d(2), torch.nn.Flatten(), torch.nn.Linear(24, classes),
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x)
+
+
+def tiny_model() -> torch.nn.Module:
+    torch.manual_seed(0)  # weights only
+    return Tiny().eval()
+
+
+@pytest.fixture(scope="module")
+def tiny_spec(tmp_path_factory: pytest.TempPathFactory) -> str:
+    """A model spec string any process can rebuild (as the CLI and Ray workers must)."""
+    path = tmp_path_factory.mktemp("model") / "tiny.pt"
+    torch.jit.save(torch.jit.trace(tiny_model(), torch.rand(1, 3, 224, 224)), str(path))
+    return f"torchscript:{path}"
+
+
+def make_images(folder: Path, n: int, size: int = 32, seed: int = 0) -> list[Path]:
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(seed)
+    paths = []
+    for i in range(n):
+        p = folder / f"img{i:03d}.png"
+        Image.fromarray(rng.integers(0, 256, (size, size + 8, 3), dtype=np.uint8)).save(p)
+        paths.append(p)
+    return paths
+
+
+def same_store(a: Path, b: Path) -> None:
+    """Same rows (timing aside) and bit-identical maps."""
+    sa, sb = open_store(a), open_store(b)
+    ma, mb = sa.manifest.drop(columns=TIMING), sb.manifest.drop(columns=TIMING)
+    pd.testing.assert_frame_equal(ma, mb)
+    for i in range(len(sa)):
+        if sa.manifest.status[i] == "ok":
+            np.testing.assert_array_equal(sa.map(i), sb.map(i))
+
+
+def test_store_holds_what_explain_returns(tmp_path: Path) -> None:
+    folder = tmp_path / "src"
+    paths = make_images(folder / "nested", 3)
+    photo = folder / "chelsea.png"
+    photo.write_bytes(example_path("chelsea").read_bytes())
+    model = patchlens.load_model(tiny_model(), input_size=64)
+    summary = run_batch(str(folder), str(tmp_path / "store"), model=model, method="rise", target="topk:2",
+                        progress=False, chunk_size=2, **RISE)
+    assert (summary.done, summary.failed, summary.skipped) == (4, 0, 0)
+    assert summary.forward_passes == 4 * (RISE["n_masks"] + 1)
+    store = open_store(tmp_path / "store")
+    m = store.manifest
+    assert len(m) == 8 and (m.groupby("path").size() == 2).all()  # one row per (image, target, method)
+    for path in [*paths, photo]:
+        rows = m[m.path == str(path)]
+        ref = patchlens.explain(model, str(path), "rise", target="topk:2", **RISE)
+        assert list(rows.target) == sorted(e.target for e in ref)
+        assert rows.sha256.iloc[0] == hashlib.sha256(path.read_bytes()).hexdigest()
+        for (_, row), exp in zip(rows.iterrows(), sorted(ref, key=lambda e: e.target)):
+            assert store.map(row).shape == exp.saliency.shape == (int(row.height), int(row.width))
+            np.testing.assert_array_equal(store.map(row), exp.saliency.astype(np.float16).astype(np.float32))
+            assert row.score == pytest.approx(exp.score) and row.forward_passes == RISE["n_masks"] + 1
+    # plain Parquet: pandas reads the folder directly, and the finished run left one deduplicated part
+    assert len(pd.read_parquet(tmp_path / "store" / "manifest")) == 8
+    assert store.explanation(0).params == patchlens.api.make_method("rise", **RISE).params()
+
+
+def test_metrics_are_those_of_evaluate(tmp_path: Path) -> None:
+    paths = make_images(tmp_path / "src", 2)
+    model = patchlens.load_model(tiny_model(), input_size=32)
+    run_batch(str(tmp_path / "src"), str(tmp_path / "s"), model=model, metrics=["deletion", "sparseness"], progress=False, **RISE)
+    m = open_store(tmp_path / "s").manifest
+    for path, (_, row) in zip(paths, m.iterrows()):
+        exp = patchlens.explain(model, str(path), "rise", **RISE)
+        ref = patchlens.evaluate(model, None, [exp], ["deletion", "sparseness"])[0]
+        assert row.metric_deletion == pytest.approx(ref["deletion"], abs=1e-9)
+        assert row.metric_sparseness == pytest.approx(ref["sparseness"], abs=1e-9)
+    with pytest.raises(patchlens.PatchlensError, match="ground-truth region"):
+        run_batch(str(tmp_path / "src"), str(tmp_path / "s2"), model=model, metrics=["pointing_game"], progress=False)
+
+
+def test_kill_9_then_resume_gives_the_uninterrupted_result(tmp_path: Path, tiny_spec: str) -> None:
+    make_images(tmp_path / "src", 20)
+    cmd = ["batch", str(tmp_path / "src"), "--model", tiny_spec, "--device", "cpu", "--n-masks", "8", "--grid", "2",
+           "--chunk-size", "1", "--quiet"]
+    store = tmp_path / "killed"
+    proc = subprocess.Popen([sys.executable, "-m", "patchlens", *cmd, "--out", str(store)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    try:
+        deadline = time.monotonic() + 45
+        while len(list((store / "manifest").glob("part-*.parquet"))) < 3 and time.monotonic() < deadline:
+            assert proc.poll() is None, "the run ended before it could be killed"
+            time.sleep(0.01)
+        os.kill(proc.pid, signal.SIGKILL)
+    finally:
+        proc.wait()
+    partial = open_store(store).manifest
+    assert 3 <= len(partial) < 20  # killed part-way, and what was written is readable
+    assert main([*cmd, "--out", str(store), "--resume"]) == 0
+    assert main([*cmd, "--out", str(tmp_path / "whole")]) == 0
+    final = open_store(store).manifest
+    assert len(final) == 20 and final.path.is_unique
+    same_store(store, tmp_path / "whole")
+    # resuming a finished store does nothing and adds no rows
+    assert main([*cmd, "--out", str(store), "--resume"]) == 0
+    assert len(pd.read_parquet(store / "manifest")) == 20
+
+
+def test_bad_files_are_recorded_and_retried(tmp_path: Path, tiny_spec: str) -> None:
+    folder = tmp_path / "src"
+    good = make_images(folder, 3)
+    good[0].rename(folder / "broken.png")
+    good_bytes = (folder / "broken.png").read_bytes()
+    (folder / "broken.png").write_bytes(good_bytes[: len(good_bytes) // 2])  # truncated PNG
+    (folder / "notes.jpg").write_text("not a picture")
+    (folder / "empty.png").write_bytes(b"")
+    (folder / "readme.md").write_text("ignored: not an image extension")
+    cmd = ["batch", str(folder), "--model", tiny_spec, "--device", "cpu", "--n-masks", "8", "--quiet", "--out", str(tmp_path / "s")]
+    assert main(cmd) == 1
+    m = open_store(tmp_path / "s").manifest.set_index("path")
+    assert len(m) == 5 and set(m.status) == {"ok", "failed"}
+    reasons = m.error.dropna().to_dict()
+    assert "truncated" in reasons[str(folder / "broken.png")]
+    assert "not an image" in reasons[str(folder / "notes.jpg")]
+    assert "empty" in reasons[str(folder / "empty.png")]
+    assert m.loc[str(folder / "notes.jpg"), "sha256"] == hashlib.sha256(b"not a picture").hexdigest()
+    assert main([*cmd, "--resume"]) == 0  # failed images are skipped on a plain resume
+    (folder / "broken.png").write_bytes(good_bytes)  # the user fixes one file
+    assert main([*cmd, "--retry-failed"]) == 1  # two are still bad
+    m = open_store(tmp_path / "s").manifest
+    assert len(m) == 5 and m.path.is_unique
+    assert m.set_index("path").status.to_dict()[str(folder / "broken.png")] == "ok"
+    assert sorted(open_store(tmp_path / "s").failed.path) == [str(folder / "empty.png"), str(folder / "notes.jpg")]
+
+
+def test_target_label_from_folders_and_lists(tmp_path: Path) -> None:
+    for cls in ("1", "3"):
+        make_images(tmp_path / "tree" / cls, 2, seed=int(cls))
+    model = patchlens.load_model(tiny_model(), input_size=32, labels=["ant", "bee", "cat", "dog", "eel"])
+    run_batch(str(tmp_path / "tree"), str(tmp_path / "s1"), model=model, target="label", progress=False, **RISE)
+    m = open_store(tmp_path / "s1").manifest
+    assert list(m.target) == [1, 1, 3, 3] and list(m.true_label) == ["1", "1", "3", "3"]
+    images = make_images(tmp_path / "flat", 3)
+    pd.DataFrame({"path": [p.name for p in images], "label": ["dog", "ant", "nope"]}).to_csv(tmp_path / "flat" / "list.csv", index=False)
+    s = run_batch(str(tmp_path / "flat" / "list.csv"), str(tmp_path / "s2"), model=model, target="label", progress=False, **RISE)
+    m = open_store(tmp_path / "s2").manifest
+    assert (s.done, s.failed) == (2, 1)
+    assert list(m.label[:2]) == ["dog", "ant"] and list(m.target[:2]) == [3, 0]
+    assert m.status[2] == "failed" and pd.isna(m.target[2]) and "'nope': not a class" in m.error[2]
+    with pytest.raises(patchlens.TargetError, match="needs labels"):
+        run_batch(str(tmp_path / "flat"), str(tmp_path / "s3"), model=model, target="label", progress=False)
+
+
+def test_a_store_is_never_mixed_or_clobbered(tmp_path: Path) -> None:
+    make_images(tmp_path / "src", 2)
+    model = patchlens.load_model(tiny_model(), input_size=32)
+    run = lambda **kw: run_batch(str(tmp_path / "src"), str(tmp_path / "s"), model=model, progress=False, **kw)
+    run(**RISE)
+    with pytest.raises(StoreError, match="--resume"):
+        run(**RISE)
+    with pytest.raises(StoreError, match="other parameters"):
+        run(resume=True, n_masks=13)
+    (tmp_path / "other").mkdir()
+    (tmp_path / "other" / "thesis.tex").write_text("precious")
+    with pytest.raises(StoreError, match="not a patchlens batch store"):
+        run_batch(str(tmp_path / "src"), str(tmp_path / "other"), model=model, progress=False)
+    with pytest.raises(patchlens.ModelError, match="spec string"):
+        run(backend="ray", resume=True, **RISE)
+
+
+def test_reads_ignore_debris_of_a_killed_writer(tmp_path: Path) -> None:
+    store = Store.create(tmp_path / "s")
+    row = lambda p: {"path": p, "request": "top1", "method": "rise", "status": "ok", "target": 1, "height": 2, "width": 2}
+    store.write_part([row("a"), row("b")], [np.ones((2, 2)), np.zeros((2, 2))])
+    store.write_part([{**row("c"), "status": "failed", "error": "bad"}], [None])
+    # a kill between the map shard and its manifest part, and a kill mid-write
+    (store.maps_dir / "part-000002.npz").write_bytes(b"orphan")
+    (store.manifest_dir / ".part-000002.parquet.tmp-999").write_bytes(b"half a file")
+    assert list(store.read().path) == ["a", "b", "c"]
+    # a kill during compaction: the compacted part and the old parts side by side
+    before = {p: p.read_bytes() for _, p in store.parts()}
+    store.compact()
+    for p, data in before.items():
+        p.write_bytes(data)
+    assert list(store.read().path) == ["a", "b", "c"]
+    assert len(pd.read_parquet(store.manifest_dir)) == 6  # raw readers do see the duplicates until compaction ...
+    store.compact()
+    assert len(pd.read_parquet(store.manifest_dir)) == 3  # ... which every finished run does
+    with open_store(tmp_path / "s") as s:
+        np.testing.assert_array_equal(s.map(0), np.ones((2, 2), np.float32))
+
+
+def rss() -> int:
+    """Resident memory of this process in bytes (Linux)."""
+    return int(Path("/proc/self/statm").read_text().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+
+@pytest.mark.skipif(not Path("/proc/self/statm").exists(), reason="reads RSS from /proc")
+def test_memory_stays_flat(tmp_path: Path) -> None:
+    make_images(tmp_path / "src", 300, size=24)
+    model = patchlens.load_model(tiny_model(), input_size=16)
+    seen: dict[int, int] = {}
+
+    def record(summary: Summary) -> None:
+        n = summary.done + summary.failed
+        if n in (100, 300):
+            seen[n] = rss()
+
+    summary = run_batch(str(tmp_path / "src"), str(tmp_path / "s"), model=model, progress=False, chunk_size=16,
+                        on_image=record, n_masks=2, grid=2)
+    assert summary.done == 300
+    growth = (seen[300] - seen[100]) / 200
+    print(f"RSS {seen[100] / 1e6:.1f} MB after 100 images, {seen[300] / 1e6:.1f} MB after 300")
+    assert growth < 20_000, f"RSS grew by {growth / 1000:.1f} kB per image"  # a kept 24 px photo + map is ~4 kB
