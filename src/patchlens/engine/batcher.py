@@ -136,8 +136,12 @@ class Engine:
         ``masking="pixels"`` blends pixels with the baseline; ``"tokens"`` (ViTs
         whose patch grid matches the masks) drops the hidden patch tokens instead.
         """
+        if masking == "tokens":
+            from .tokens import score_tokens  # late import: tokens.py imports this module
+
+            return score_tokens(self, image, baseline, source, targets)
         if masking != "pixels":
-            raise MethodError(f"masking={masking!r}: only 'pixels' is supported for {self.classifier.model_id}")
+            raise MethodError(f"masking={masking!r}: use 'pixels' or 'tokens'")
         delta = image - baseline
 
         def make(start: int, stop: int) -> torch.Tensor:

@@ -53,6 +53,12 @@ class Occlusion(Method):
     window: int = param(32, "side of the square window that hides part of the image, in model-input pixels", low=1)
     stride: int = param(16, "step between window positions, in pixels (smaller: sharper map, more passes)", low=1)
     baseline: str = param("gray", "what hidden pixels are replaced with", choices=BASELINES)
+    masking: str = param(
+        "pixels",
+        "pixels: hidden regions take the baseline's pixels; tokens (timm ViTs only): hidden patches' tokens are "
+        "dropped, which is faster and closer to what the model saw in training",
+        choices=("pixels", "tokens"),
+    )
 
     def passes(self, size: tuple[int, int] = (224, 224)) -> int:
         h, w = size
@@ -63,7 +69,7 @@ class Occlusion(Method):
         h, w = x.shape[-2:]
         source = WindowMasks(h, w, min(self.window, h, w), self.stride, x.device)
         baseline = make_baseline(x, self.baseline, job.generator)
-        scores = job.engine.score_masks(x, baseline, source, job.targets)  # (K, T)
+        scores = job.engine.score_masks(x, baseline, source, job.targets, masking=self.masking)  # (K, T)
         drops = job.probs[job.targets][None, :] - scores  # f(x) - f(x_k)
         # combine_masks sums weights * mask, and our masks are 1 - window:
         # sum_k d_k * window_k = sum_k d_k - sum_k d_k * mask_k.
