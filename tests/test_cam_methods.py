@@ -13,7 +13,8 @@ from patchlens.engine import Engine
 from patchlens.errors import MethodError
 from patchlens.methods import Job, make_method
 from patchlens.methods._cam import capture
-from patchlens.models.layers import TokenLayout, token_layout
+from patchlens.models.layers import token_layout
+from patchlens.models.vit import VitLayout
 
 timm = pytest.importorskip("timm")
 
@@ -152,7 +153,7 @@ def tiny_vit(**kw) -> torch.nn.Module:
 
 
 def test_token_layout_puts_each_patch_token_in_its_cell():
-    layout = TokenLayout(prefix=5, grid=(2, 4))
+    layout = VitLayout(patch=(16, 16), grid=(2, 4), prefix=5, class_token=True)
     tokens = torch.arange(13.0).view(1, 13, 1).expand(1, 13, 3)
     grid = layout.to_grid(tokens)
     assert grid.shape == (1, 3, 2, 4)
@@ -168,7 +169,8 @@ def test_token_layout_puts_each_patch_token_in_its_cell():
 @pytest.mark.parametrize("method", ["gradcam", "layercam"])
 def test_cams_on_vits_use_the_models_own_token_layout(kw, prefix, method):
     module = tiny_vit(**kw)
-    assert token_layout(module) == TokenLayout(prefix=prefix, grid=(2, 4))
+    layout = token_layout(module)
+    assert (layout.prefix, layout.grid) == (prefix, (2, 4))
     clf = patchlens.load_model(module, input_size=(32, 64))
     x = image(2, (32, 64))
     result = make_method(method).attribute(job_for(clf, x, [0, 5]))

@@ -13,58 +13,22 @@ reads only the class token, because its patch tokens then get no gradient.
 from __future__ import annotations
 
 import difflib
-from dataclasses import dataclass
 
 import torch
 
 from ..errors import MethodError
+from .vit import VitLayout, find_token_model, vit_layout
 
 
-@dataclass(frozen=True)
-class TokenLayout:
-    """How a ViT lays out its tokens: ``prefix`` class/register tokens, then a row-major patch grid."""
-
-    prefix: int
-    grid: tuple[int, int]
-
-    @property
-    def length(self) -> int:
-        return self.prefix + self.grid[0] * self.grid[1]
-
-    def to_grid(self, tokens: torch.Tensor) -> torch.Tensor:
-        """``(N, prefix + gh * gw, D)`` tokens to a ``(N, D, gh, gw)`` feature map (prefix dropped)."""
-        n, length, dim = tokens.shape
-        if length != self.length:
-            raise MethodError(
-                f"layer output has {length} tokens, but the model has {self.prefix} prefix tokens "
-                f"and a {self.grid[0]}x{self.grid[1]} patch grid ({self.length} tokens)"
-            )
-        patches = tokens[:, self.prefix :]
-        return patches.reshape(n, self.grid[0], self.grid[1], dim).permute(0, 3, 1, 2)
-
-
-def _vit(module: torch.nn.Module) -> tuple[str, torch.nn.Module] | None:
-    """The (name, module) of the first timm-style ViT inside ``module`` (itself included)."""
-    for name, sub in module.named_modules():
-        embed = getattr(sub, "patch_embed", None)
-        if hasattr(sub, "blocks") and hasattr(sub, "num_prefix_tokens") and hasattr(embed, "grid_size"):
-            return name, sub
-    return None
-
-
-def token_layout(module: torch.nn.Module) -> TokenLayout | None:
+def token_layout(module: torch.nn.Module) -> VitLayout | None:
     """The model's own token layout (``num_prefix_tokens``, ``patch_embed.grid_size``), or None for a non-ViT."""
-    found = _vit(module)
-    if found is None:
-        return None
-    vit = found[1]
-    gh, gw = (int(v) for v in vit.patch_embed.grid_size)  # type: ignore[union-attr]
-    return TokenLayout(prefix=int(vit.num_prefix_tokens), grid=(gh, gw))  # type: ignore[arg-type]
+    found = find_token_model(module)
+    return vit_layout(found[1]) if found is not None else None
 
 
 def auto_layer(module: torch.nn.Module) -> str | None:
     """The automatic layer's name for a ViT; None for a CNN (chosen during the forward pass)."""
-    found = _vit(module)
+    found = find_token_model(module)
     if found is None:
         return None
     prefix, vit = found
@@ -93,7 +57,7 @@ def is_feature_map(output: object) -> bool:
     return isinstance(output, torch.Tensor) and output.ndim == 4 and output.shape[-1] * output.shape[-2] > 1
 
 
-def as_feature_map(output: torch.Tensor, layout: TokenLayout | None, name: str) -> torch.Tensor:
+def as_feature_map(output: torch.Tensor, layout: VitLayout | None, name: str) -> torch.Tensor:
     """A layer's output (or its gradient) as ``(N, C, h, w)``: CNN maps as they are, ViT tokens on their grid."""
     if is_feature_map(output):
         return output

@@ -41,6 +41,22 @@ class VitLayout:
     def num_patches(self) -> int:
         return self.grid[0] * self.grid[1]
 
+    @property
+    def length(self) -> int:
+        """Tokens in the sequence: prefix plus patches."""
+        return self.prefix + self.num_patches
+
+    def to_grid(self, tokens: torch.Tensor) -> torch.Tensor:
+        """``(N, prefix + gh * gw, D)`` tokens to a ``(N, D, gh, gw)`` feature map (prefix dropped)."""
+        n, length, dim = tokens.shape
+        if length != self.length:
+            raise MethodError(
+                f"layer output has {length} tokens, but the model has {self.prefix} prefix tokens "
+                f"and a {self.grid[0]}x{self.grid[1]} patch grid ({self.length} tokens)"
+            )
+        patches = tokens[:, self.prefix :]
+        return patches.reshape(n, self.grid[0], self.grid[1], dim).permute(0, 3, 1, 2)
+
 
 def is_vit(module: object) -> bool:
     """Whether ``module`` looks like a timm ``VisionTransformer`` (or a subclass such as DeiT)."""
@@ -63,8 +79,22 @@ def find_vit(classifier: Classifier, *, nested: bool = True) -> torch.nn.Module 
     return None
 
 
-def vit_layout(vit: torch.nn.Module, image_size: tuple[int, int]) -> VitLayout:
-    """The layout of ``vit`` for inputs of ``image_size`` (height, width).
+def find_token_model(module: torch.nn.Module) -> tuple[str, torch.nn.Module] | None:
+    """The (dotted name, module) of the first timm-style ViT inside ``module`` (itself included).
+
+    Looser than :func:`is_vit`: reading a layer's tokens (Grad-CAM) needs only
+    ``blocks``, ``num_prefix_tokens`` and ``patch_embed.grid_size``; dropping
+    tokens needs the whole forward path.
+    """
+    for name, sub in module.named_modules():
+        embed = getattr(sub, "patch_embed", None)
+        if hasattr(sub, "blocks") and hasattr(sub, "num_prefix_tokens") and hasattr(embed, "grid_size"):
+            return name, sub
+    return None
+
+
+def vit_layout(vit: torch.nn.Module, image_size: tuple[int, int] | None = None) -> VitLayout:
+    """The layout of ``vit`` for inputs of ``image_size`` (height, width); None: the size it was built for.
 
     Raises MethodError when the input size is not what the model's patch grid
     was built for (timm models with ``dynamic_img_size`` accept any multiple of
@@ -72,6 +102,8 @@ def vit_layout(vit: torch.nn.Module, image_size: tuple[int, int]) -> VitLayout:
     """
     pe = vit.patch_embed
     patch = tuple(int(p) for p in pe.patch_size)
+    if image_size is None:
+        image_size = (int(pe.grid_size[0]) * patch[0], int(pe.grid_size[1]) * patch[1])
     h, w = image_size
     if getattr(vit, "dynamic_img_size", False):
         if h % patch[0] or w % patch[1]:
