@@ -7,13 +7,17 @@ from .errors import ImageError, MethodError, ModelError, PatchlensError, TargetE
 from .explanation import Explanation  # noqa: E402
 from .images import load_image  # noqa: E402
 from .models import Classifier, load_model  # noqa: E402
+from .batch.results import open_store  # noqa: E402
+from .metrics.evaluate import evaluate  # noqa: E402
 
 __all__ = [
     "__version__",
     "explain",
     "methods",
+    "evaluate",
     "load_model",
     "load_image",
+    "open_store",
     "Classifier",
     "Explanation",
     "PatchlensError",

@@ -12,11 +12,12 @@ EXAMPLES = {
     "coffee": "coffee.png",
     "astronaut": "astronaut.png",
     "rocket": "rocket.jpg",
+    "camera": "camera.png",
 }
 
 
 def example_path(name: str) -> Path:
-    """Path of a bundled photo: ``chelsea`` (cat), ``coffee`` (espresso), ``astronaut``, ``rocket``."""
+    """Path of a bundled photo: ``chelsea`` (cat), ``coffee`` (espresso), ``astronaut``, ``rocket``, ``camera`` (tripod)."""
     if name not in EXAMPLES:
         raise ImageError(f"example:{name}: no such example; bundled: {', '.join(EXAMPLES)}")
     return Path(str(resources.files("patchlens").joinpath("data/examples", EXAMPLES[name])))

@@ -1,0 +1,50 @@
+"""Faithfulness metrics: they consume explanations, not explainers.
+
+Each metric module registers its metrics by name (see :mod:`.base`); any
+module here not starting with ``_`` is imported by the registry, so no list of
+metrics is kept by hand.
+"""
+
+from __future__ import annotations
+
+import importlib
+import pkgutil
+import threading
+
+from .base import Case, Metric, MetricError, Options, directions, get_metrics, metric, registry
+
+_loaded = False
+_lock = threading.Lock()
+
+
+def _discover() -> None:
+    """Import every metric module once; locked and marked done only after the
+    imports, so a concurrent caller never sees a half-filled registry."""
+    global _loaded
+    if _loaded:
+        return
+    with _lock:
+        if _loaded:
+            return
+        for info in pkgutil.iter_modules(__path__):
+            if not info.name.startswith("_") and info.name != "base":
+                importlib.import_module(f"{__name__}.{info.name}")
+        _loaded = True
+
+
+# The public functions (after the registry machinery above, which the modules import).
+from .complexity import complexity, sparseness  # noqa: E402
+from .curves import auc, curve  # noqa: E402
+from .describe import describe  # noqa: E402
+from .evaluate import EvaluationTable, evaluate  # noqa: E402
+from .mosaics import Mosaic, builtin_mosaics, make_mosaic, make_mosaics  # noqa: E402
+from .randomization import randomization  # noqa: E402
+from .regions import energy_in_region, focus, pointing_game, segmentation  # noqa: E402
+from .compare import Comparison, budgeted, compare  # noqa: E402
+
+__all__ = [
+    "Case", "Metric", "MetricError", "Options", "directions", "get_metrics", "metric", "registry",
+    "evaluate", "EvaluationTable", "compare", "Comparison", "budgeted", "describe",
+    "auc", "curve", "pointing_game", "energy_in_region", "focus", "segmentation", "sparseness", "complexity",
+    "randomization", "Mosaic", "make_mosaic", "make_mosaics", "builtin_mosaics",
+]

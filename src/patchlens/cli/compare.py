@@ -1,0 +1,117 @@
+"""``patchlens compare``: several methods on the same images, ranked by faithfulness metrics."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..errors import MethodError
+from ..images import load_image
+from ..methods import get_method, registry
+from ..metrics.base import MetricError, get_metrics, registry as metric_registry
+from ._options import _bool, add_method_arguments, method_params, peek_option
+from .explain import add_common
+
+EXAMPLES = """examples:
+  patchlens compare cat.jpg dog.jpg --methods rise,occlusion,lime --out report/
+  patchlens compare example:coffee --methods rise,occlusion --fast
+  patchlens compare a.jpg --metrics deletion,insertion,sparseness,cost --budget 300 --steps 64
+  patchlens compare a.jpg --methods rise,lime --set rise.n_masks=2000 --set lime.grid=10
+  patchlens compare a.jpg --metrics pointing_game,energy_in_region --regions boxes.json
+    (boxes.json: {"a.jpg": [left, top, right, bottom]} or {"a.jpg": "mask.png"})
+"""
+
+
+def register(sub: Any, argv: list[str]) -> None:
+    chosen = [m for m in peek_option(argv, "--methods", "rise,occlusion").split(",") if m in registry()]
+    p = sub.add_parser(
+        "compare",
+        help="run several methods on the same images and rank them by faithfulness metrics",
+        description="Explain each image with each method, score every map, print a ranked table and "
+        "write it (Markdown, CSV, JSON) with an overlay grid and deletion/insertion curves.",
+        epilog=EXAMPLES + f"\nmetrics: {', '.join(metric_registry())}\nmethods: {', '.join(registry())}",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("images", nargs="+", metavar="IMG", help="image files (or example:NAME)")
+    p.add_argument("--methods", default="rise,occlusion", help="comma list of methods [default: rise,occlusion]")
+    p.add_argument("--metrics", default="deletion,insertion,sparseness,cost", help="comma list of metrics [default: deletion,insertion,sparseness,cost]")
+    p.add_argument("--target", default="top1", help="class to explain: top1, a class index or a label name [default: top1]")
+    p.add_argument("--out", default="patchlens-compare", help="folder for the report [default: patchlens-compare]")
+    p.add_argument("--budget", type=int, default=None, help="cut each method to about N forward passes per image (sample counts, strides)")
+    p.add_argument("--fast", action="store_true", help="quick CPU run: --budget 100 --steps 16 unless given")
+    p.add_argument("--steps", type=int, default=None, help="points on the deletion/insertion curves, one pass each [default: 32]")
+    p.add_argument("--unit", choices=("pixels", "patches"), default="pixels", help="remove/reveal pixels or patches [default: pixels]")
+    p.add_argument("--patch", type=int, default=16, help="patch side in model-input pixels for --unit patches [default: 16]")
+    p.add_argument("--regions", default=None, help="JSON file mapping each image to a box [l, t, r, b] or a mask image, for region metrics")
+    p.add_argument("--set", action="append", default=[], metavar="METHOD.PARAM=VALUE", help="a parameter for one method (repeatable)")
+    p.add_argument("--quiet", action="store_true", help="print only the table and errors")
+    add_common(p)
+    add_method_arguments(p, [get_method(m) for m in chosen])
+    p.set_defaults(run=run)
+
+
+def parse_sets(items: list[str]) -> dict[str, dict[str, Any]]:
+    """``["rise.n_masks=500"]`` -> ``{"rise": {"n_masks": 500}}``, typed by the method's declaration."""
+    out: dict[str, dict[str, Any]] = {}
+    for item in items:
+        key, eq, text = item.partition("=")
+        name, dot, param = key.partition(".")
+        if not (eq and dot):
+            raise MethodError(f"--set {item}: expected METHOD.PARAM=VALUE, as in rise.n_masks=500")
+        infos = {p.name: p for p in get_method(name).parameters()}
+        if param not in infos:
+            raise MethodError(f"--set {item}: {name} has no parameter {param!r}; it takes {', '.join(infos)}")
+        kind = infos[param].type
+        try:
+            value = _bool(text) if kind is bool else kind(text)
+        except (ValueError, argparse.ArgumentTypeError):
+            raise MethodError(f"--set {item}: {text!r} is not a valid {kind.__name__}") from None
+        out.setdefault(name, {})[param] = value
+    return out
+
+
+def load_regions(path: str, images: list[str]) -> list[Any]:
+    """One ground-truth region per image from a JSON file: boxes or mask image paths."""
+    try:
+        data = json.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise MetricError(f"{path}: cannot read the regions file ({exc})") from None
+    out = []
+    for img in images:
+        if img not in data:
+            raise MetricError(f"{path}: no region for {img}")
+        value = data[img]
+        out.append(load_image(value).pixels.mean(axis=2) > 127 if isinstance(value, str) else np.asarray(value, float).tolist())
+    return out
+
+
+def run(args: argparse.Namespace) -> int:
+    from ..metrics.compare import compare
+
+    say = (lambda *a: None) if args.quiet else print
+    methods = [m.strip() for m in args.methods.split(",") if m.strip()]
+    get_metrics(args.metrics)  # a typo fails now, not after the maps are made
+    given = parse_sets(args.set)
+    for m in methods:
+        given[m] = {**method_params(args, get_method(m)), **given.get(m, {})}
+    budget = args.budget if args.budget is not None else (100 if args.fast else None)
+    steps = args.steps if args.steps is not None else (16 if args.fast else 32)
+    regions = load_regions(args.regions, args.images) if args.regions else None
+    from ..models import load_model
+
+    classifier = load_model(args.model, device=args.device)
+    result = compare(
+        classifier, list(args.images), methods, args.metrics, target=args.target, seed=args.seed, budget=budget,
+        method_params=given, batch_size=args.batch_size, regions=regions, progress=not args.quiet,
+        steps=steps, unit=args.unit, patch=args.patch,
+    )
+    for m in result.methods:
+        say(f"{m.name}: {m.params()} ({m.passes(classifier.input_size) or 'varying'} passes per image)")
+    print(result.to_markdown())
+    for kind, path in result.save(args.out).items():
+        say(f"wrote {kind}: {path}")
+    return 0

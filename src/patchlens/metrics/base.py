@@ -1,0 +1,131 @@
+"""The metric registry: every metric is registered by name with the columns it fills.
+
+A metric scores one explanation. It declares what it needs beyond the map
+(the model, a ground-truth region, the method that made the map) and, for each
+column it writes, whether higher or lower is better, so ``compare`` can rank
+methods without keeping a list of metric directions by hand.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+import numpy as np
+import torch
+
+from ..engine import Engine
+from ..errors import PatchlensError
+from ..explanation import Explanation
+from ..models.classifier import Classifier
+
+
+class MetricError(PatchlensError, ValueError):
+    """An unknown metric, a missing ground truth, or a bad metric option."""
+
+
+@dataclass(frozen=True)
+class Options:
+    """Settings shared by the metrics (one name for one knob).
+
+    Attributes:
+        steps: points on the deletion/insertion curves after the start (one
+            forward pass each); None means one step per pixel or patch.
+        unit: what is removed or revealed at a time, ``"pixels"`` or ``"patches"``.
+        patch: side of a patch in model-input pixels when ``unit="patches"``.
+        deletion_baseline: what removed pixels become (RISE: ``"black"``).
+        insertion_baseline: what unrevealed pixels show (RISE: ``"blur"``).
+        tolerance: pointing game slack in map pixels (Zhang et al.: 15).
+        top: segmentation keeps this fraction of the most salient pixels
+            (None with no ``threshold``: as many pixels as the ground truth has).
+        threshold: segmentation keeps pixels whose saliency is at least this.
+        stages: randomization check: how many steps the layer cascade takes.
+        seed: for the randomization check's new weights and noise baselines.
+        batch_size: images per forward pass (None: chosen for the device).
+    """
+
+    steps: int | None = 32
+    unit: str = "pixels"
+    patch: int = 16
+    deletion_baseline: str = "black"
+    insertion_baseline: str = "blur"
+    tolerance: float = 15.0
+    top: float | None = None
+    threshold: float | None = None
+    stages: int = 4
+    seed: int = 0
+    batch_size: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.unit not in ("pixels", "patches"):
+            raise MetricError(f"unit={self.unit!r}: use 'pixels' or 'patches'")
+        if self.steps is not None and self.steps < 1:
+            raise MetricError(f"steps={self.steps}: must be at least 1")
+        if self.patch < 1:
+            raise MetricError(f"patch={self.patch}: must be at least 1 pixel")
+        if self.top is not None and not 0 < self.top <= 1:
+            raise MetricError(f"top={self.top}: a fraction of the image, in (0, 1]")
+        if self.stages < 1:
+            raise MetricError(f"stages={self.stages}: must be at least 1")
+
+
+@dataclass
+class Case:
+    """Everything a metric may use to score one explanation."""
+
+    explanation: Explanation
+    options: Options
+    classifier: Classifier | None = None
+    engine: Engine | None = None
+    image: torch.Tensor | None = None  # (3, H, W) in [0, 1] at the model's input size
+    region: np.ndarray | None = None  # bool (H, W) at the map's resolution
+    curves: dict[str, Any] = field(default_factory=dict)  # metrics add their curves here
+
+
+@dataclass(frozen=True)
+class Metric:
+    name: str
+    summary: str
+    #: column name -> "higher" or "lower" (which is better), or "" when neither.
+    columns: dict[str, str]
+    #: among "model", "region", "module" (a PyTorch model to copy).
+    needs: tuple[str, ...]
+    compute: Callable[[Case], dict[str, float]]
+
+
+_METRICS: dict[str, Metric] = {}
+
+
+def metric(name: str, summary: str, columns: dict[str, str], needs: tuple[str, ...] = ()) -> Callable:
+    """Decorator: register ``fn(case) -> {column: value}`` as metric ``name``."""
+
+    def deco(fn: Callable[[Case], dict[str, float]]) -> Callable[[Case], dict[str, float]]:
+        _METRICS[name] = Metric(name, summary, dict(columns), tuple(needs), fn)
+        return fn
+
+    return deco
+
+
+def registry() -> dict[str, Metric]:
+    from . import _discover
+
+    _discover()
+    return dict(_METRICS)
+
+
+def get_metrics(names: str | list[str]) -> list[Metric]:
+    """Metrics by name (a comma list or a list); an unknown name is a one-line error."""
+    if isinstance(names, str):
+        names = [n.strip() for n in names.split(",") if n.strip()]
+    known = registry()
+    unknown = [n for n in names if n not in known]
+    if unknown:
+        raise MetricError(f"{', '.join(unknown)}: unknown metric(s); available: {', '.join(known)}")
+    if not names:
+        raise MetricError("no metrics given")
+    return [known[n] for n in dict.fromkeys(names)]
+
+
+def directions() -> dict[str, str]:
+    """Which way is better for every column of every metric."""
+    return {col: way for m in registry().values() for col, way in m.columns.items()}

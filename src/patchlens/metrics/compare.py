@@ -1,0 +1,159 @@
+"""``compare``: run several methods on the same images and rank them by metrics."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+
+from ..explanation import Explanation
+from ..images import ImageLike, LoadedImage, load_image
+from ..methods import Method, make_method
+from ..models import load_model
+from ..models.classifier import Classifier
+from ..targets import TargetSpec
+from .base import directions, get_metrics
+from .budget import budgeted
+from .evaluate import EvaluationTable, evaluate
+from .mosaics import Mosaic
+
+
+@dataclass
+class Comparison:
+    """The result of :func:`compare`: the metric table, the maps, and a ranking of the methods."""
+
+    table: EvaluationTable
+    images: list[LoadedImage]
+    methods: list[Method]
+    explanations: list[list[Explanation]]  # [image][method]
+    model: str
+    settings: dict[str, Any] = field(default_factory=dict)
+
+    def ranking(self) -> list[dict[str, Any]]:
+        """Per method: the mean of each column, and its mean rank over the columns with a better side."""
+        ways = directions()
+        summary = self.table.summary("method")
+        ranked_cols = [c for c in self.table.columns if ways.get(c) and all(s[c] is not None for s in summary)]
+        for col in ranked_cols:
+            key = np.array([s[col] for s in summary], np.float64) * (-1.0 if ways[col] == "higher" else 1.0)
+            # 1 = best; tied methods share the average of their ranks
+            ranks = 1 + (key[None, :] < key[:, None]).sum(1) + ((key[None, :] == key[:, None]).sum(1) - 1) / 2
+            for s, r in zip(summary, ranks):
+                s.setdefault("_ranks", []).append(r)
+        for s in summary:
+            s["mean_rank"] = float(np.mean(s.pop("_ranks"))) if ranked_cols else None
+        return sorted(summary, key=lambda s: (s["mean_rank"] is None, s["mean_rank"] or 0))
+
+    def better(self) -> str:
+        """Which way is better for each column, in words."""
+        ways = directions()
+        return ", ".join(f"{ways[c]} {c}" for c in self.table.columns if ways.get(c))
+
+    def to_markdown(self) -> str:
+        """The ranking as a Markdown table, best method first, then each map described in words."""
+        rows = self.ranking()
+        cols = ["method", "n"] + self.table.columns + ["mean_rank"]
+        ways = directions()
+        head = [c + {"higher": " ↑", "lower": " ↓"}.get(ways.get(c, ""), "") for c in cols]
+        lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(cols)]
+        for r in rows:
+            lines.append("| " + " | ".join(cell(r.get(c), c) for c in cols) + " |")
+        text = "\n".join(lines) + f"\n\nBetter: {self.better()}; mean_rank averages the ranks over those columns.\n"
+        for img, exps in zip(self.images, self.explanations):
+            text += f"\n### {img.name}\n\n" + "".join(f"- {e.describe()}\n" for e in exps)
+        return text
+
+    def save(self, out: str | Path) -> dict[str, Path]:
+        """Write table.md, table.csv, rows.csv, results.json, overlays.png and curves.png into ``out``."""
+        from .plots import curves_figure, overlay_grid
+
+        folder = Path(out)
+        folder.mkdir(parents=True, exist_ok=True)
+        ranking = self.ranking()
+        names = {"markdown": "table.md", "csv": "table.csv", "rows": "rows.csv", "json": "results.json", "overlays": "overlays.png"}
+        paths = {key: folder / name for key, name in names.items()}
+        paths["markdown"].write_text(f"# patchlens compare ({self.model})\n\n" + self.to_markdown(), encoding="utf-8")
+        cols = ["method", "n"] + self.table.columns + ["mean_rank"]
+        lines = [",".join(cols)] + [",".join(cell(r.get(c), c, csv=True) for c in cols) for r in ranking]
+        paths["csv"].write_text("\n".join(lines) + "\n", encoding="utf-8")
+        paths["rows"].write_text(self.table.to_csv(), encoding="utf-8")
+        data = json.loads(self.table.to_json())
+        data.update(ranking=ranking, better=self.better(), model=self.model, settings=self.settings,
+                    methods=[{"name": m.name, "params": m.params()} for m in self.methods],
+                    descriptions=[e.describe() for exps in self.explanations for e in exps])
+        paths["json"].write_text(json.dumps(data, indent=1, default=str) + "\n", encoding="utf-8")
+        overlay_grid(self.explanations).save(paths["overlays"])
+        figure = curves_figure(self.table)
+        if figure is not None:
+            paths["curves"] = folder / "curves.png"
+            figure.save(paths["curves"])
+        return paths
+
+
+#: columns that count things, shown without decimals
+WHOLE = ("n", "forward_passes")
+
+
+def cell(v: Any, column: str = "", csv: bool = False) -> str:
+    """A table cell: counts as whole numbers, other numbers to 3 places (full precision for CSV)."""
+    if v is None:
+        return ""
+    if isinstance(v, float):
+        return repr(v) if csv else f"{v:.0f}" if column in WHOLE else f"{v:.3f}"
+    return str(v)
+
+
+def compare(
+    model: Any,
+    images: ImageLike | Mosaic | Sequence[ImageLike | Mosaic],
+    methods: str | Sequence[str | Method] = ("rise", "occlusion"),
+    metrics: str | Sequence[str] = ("deletion", "insertion", "cost"),
+    *,
+    target: TargetSpec | None = "top1",
+    seed: int | None = 0,
+    budget: int | None = None,
+    method_params: dict[str, dict[str, Any]] | None = None,
+    batch_size: int | None = None,
+    regions: Any = None,
+    progress: bool = False,
+    **options: Any,
+) -> Comparison:
+    """Explain every image with every method, then score all maps with ``metrics``.
+
+    Args:
+        methods: names (a comma list or a list) or Method values.
+        target: the class to explain on each image; a :class:`Mosaic` is
+            explained for its own target class unless ``target`` names another.
+        budget: cut each named method down to about this many forward passes
+            per image (see :func:`budgeted`).
+        method_params: ``{method name: {parameter: value}}`` set explicitly.
+        **options: metric settings (``steps``, ``unit``, ...), see ``evaluate``.
+    """
+    from ..api import explain_one
+
+    get_metrics(list(metrics) if not isinstance(metrics, str) else metrics)  # fail before the slow part
+    classifier: Classifier = load_model(model)
+    names = [m.strip() for m in methods.split(",") if m.strip()] if isinstance(methods, str) else list(methods)
+    given = method_params or {}
+    values: list[Method] = []
+    for m in names:
+        if isinstance(m, Method):
+            values.append(m)
+        elif budget is not None:
+            values.append(budgeted(m, budget, classifier.input_size, given.get(m)))
+        else:
+            values.append(make_method(m, **given.get(m, {})))
+    items = list(images) if isinstance(images, (list, tuple)) else [images]
+    loaded, exps = [], []
+    for item in items:
+        mosaic = item if isinstance(item, Mosaic) else None
+        img = load_image(mosaic.image, name=mosaic.name) if mosaic else load_image(item)
+        goal = mosaic.target if mosaic is not None and (target is None or target == "top1") else target
+        loaded.append(img)
+        exps.append([explain_one(classifier, img, v, target=goal, seed=seed, batch_size=batch_size, progress=progress)[0] for v in values])
+    table = evaluate(classifier, items, exps, metrics, regions=regions, batch_size=batch_size, progress=progress, **options)
+    settings = {"seed": seed, "budget": budget, **options}
+    return Comparison(table, loaded, values, exps, classifier.model_id, settings)

@@ -1,0 +1,165 @@
+"""``evaluate``: score explanations with any registered metrics, as a table of rows."""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import io
+import json
+from typing import Any, Sequence
+
+import numpy as np
+
+from ..engine import Engine
+from ..explanation import Explanation
+from ..images import ImageLike, load_image, resize, to_tensor
+from ..models import load_model
+from .base import Case, MetricError, Options, get_metrics
+from .mosaics import Mosaic
+from .regions import as_region
+
+ID_COLUMNS = ("image", "method", "target", "label", "score")
+
+
+class EvaluationTable(list):
+    """One dict row per explanation (a plain list of dicts), plus the curves behind them.
+
+    ``curves[i]`` holds row ``i``'s curves, ``{"deletion": (x, y), ...}``;
+    ``columns`` are the metric columns in order; ``forward_passes`` counts
+    what the metrics themselves ran.
+    """
+
+    def __init__(self, rows: Sequence[dict[str, Any]], curves: Sequence[dict[str, Any]], columns: Sequence[str], forward_passes: int = 0) -> None:
+        super().__init__(rows)
+        self.curves = list(curves)
+        self.columns = list(columns)
+        self.forward_passes = forward_passes
+
+    def to_pandas(self) -> Any:
+        """The rows as a pandas DataFrame (pandas is optional: ``pip install pandas``)."""
+        try:
+            import pandas as pd
+        except ImportError:
+            raise MetricError("to_pandas needs pandas: pip install pandas") from None
+        return pd.DataFrame(list(self))
+
+    def summary(self, by: str = "method") -> list[dict[str, Any]]:
+        """Mean of each metric column per ``by`` value, with the number of rows ``n``."""
+        groups: dict[Any, list[dict[str, Any]]] = {}
+        for row in self:
+            groups.setdefault(row[by], []).append(row)
+        out = []
+        for key, rows in groups.items():
+            entry: dict[str, Any] = {by: key, "n": len(rows)}
+            for col in self.columns:
+                values = [r[col] for r in rows if r.get(col) is not None]
+                entry[col] = float(np.mean(values)) if values else None
+            out.append(entry)
+        return out
+
+    def to_csv(self) -> str:
+        buf = io.StringIO()
+        writer = csv.DictWriter(buf, fieldnames=list(self[0]) if self else list(ID_COLUMNS), lineterminator="\n")
+        writer.writeheader()
+        writer.writerows(self)
+        return buf.getvalue()
+
+    def to_json(self) -> str:
+        curves = [{k: {"x": np.asarray(x).tolist(), "y": np.asarray(y).tolist()} for k, (x, y) in c.items()} for c in self.curves]
+        return json.dumps({"rows": list(self), "curves": curves}, indent=1)
+
+
+def _groups(images: Any, explanations: Any) -> list[tuple[Any, list[Explanation]]]:
+    """Pairs (image or None, explanations of it)."""
+    if isinstance(explanations, Explanation):
+        explanations = [explanations]
+    exps = list(explanations)
+    if images is None:
+        return [(None, [e]) if isinstance(e, Explanation) else (None, list(e)) for e in exps]
+    if not isinstance(images, (list, tuple)):
+        return [(images, [e for item in exps for e in ([item] if isinstance(item, Explanation) else item)])]
+    if len(images) != len(exps):
+        raise MetricError(f"{len(images)} images but {len(exps)} explanations (give one explanation, or a list, per image)")
+    return [(img, [e] if isinstance(e, Explanation) else list(e)) for img, e in zip(images, exps)]
+
+
+def _region_for(region: Any, image: Any, exp: Explanation) -> np.ndarray | None:
+    shape = exp.saliency.shape
+    if region is None and isinstance(image, Mosaic):
+        label = exp.label if exp.label in image.labels else exp.target
+        region = image.region(label)
+    if region is None:
+        return None
+    if isinstance(region, dict):  # per class: {class index or label: region}
+        region = region.get(exp.target, region.get(exp.label))
+        if region is None:
+            return None
+    return as_region(region, shape)
+
+
+def evaluate(
+    model: Any,
+    images: ImageLike | Mosaic | Sequence[ImageLike | Mosaic] | None,
+    explanations: Explanation | Sequence[Explanation | Sequence[Explanation]],
+    metrics: str | Sequence[str] = ("deletion", "insertion"),
+    *,
+    regions: Any = None,
+    progress: bool = False,
+    **options: Any,
+) -> EvaluationTable:
+    """Score explanations with the named metrics (see ``patchlens.metrics.registry()``).
+
+    Args:
+        model: the model the explanations are of (anything ``load_model`` takes).
+        images: the images explained, one per entry of ``explanations``; a
+            :class:`Mosaic` brings its own ground truth. None: each
+            explanation's own image.
+        explanations: one Explanation per image, or a list of them per image
+            (for instance one per method).
+        metrics: names such as ``deletion``, ``insertion``, ``pointing_game``,
+            ``energy_in_region``, ``focus``, ``segmentation``, ``sparseness``,
+            ``complexity``, ``cost``, ``randomization``.
+        regions: ground truth for the region metrics, one per image: a boolean
+            mask at the map's resolution, a ``(left, top, right, bottom)`` box,
+            or a dict from class (index or label) to either.
+        **options: metric settings, see :class:`patchlens.metrics.Options`
+            (``steps``, ``unit``, ``patch``, ``tolerance``, ``top``, ...).
+
+    Returns:
+        An :class:`EvaluationTable`: a list of dict rows, one per explanation,
+        with ``.curves``, ``.summary()`` and ``.to_pandas()``.
+    """
+    chosen = get_metrics(list(metrics) if not isinstance(metrics, str) else metrics)
+    known = [f.name for f in dataclasses.fields(Options)]
+    unknown = sorted(set(options) - set(known))
+    if unknown:
+        raise MetricError(f"{', '.join(unknown)}: unknown metric option(s); the options are {', '.join(known)}")
+    opts = Options(**options)
+    groups = _groups(images, explanations)
+    per_image = list(regions) if isinstance(regions, (list, tuple)) and len(groups) > 1 else [regions] * len(groups)
+    if len(per_image) != len(groups):
+        raise MetricError(f"{len(per_image)} regions for {len(groups)} images")
+    needs_model = any({"model", "module"} & set(m.needs) for m in chosen)
+    classifier = load_model(model) if needs_model else None
+    rows, curves, columns, passes = [], [], [c for m in chosen for c in m.columns], 0
+    for (image, exps), region in zip(groups, per_image):
+        engine = tensor = None
+        if classifier is not None:
+            engine = Engine(classifier, batch_size=opts.batch_size, progress=progress, description="metrics")
+            source = image.image if isinstance(image, Mosaic) else image
+            pixels = load_image(source).pixels if source is not None else exps[0].image
+            if pixels is None:
+                raise MetricError(f"{exps[0].image_name}: no image given and the explanation carries none")
+            tensor = resize(to_tensor(pixels).to(classifier.device), classifier.input_size)
+        for exp in exps:
+            case = Case(exp, opts, classifier, engine, tensor, _region_for(region, image, exp))
+            row: dict[str, Any] = {
+                "image": getattr(image, "name", None) if isinstance(image, Mosaic) else exp.image_name,
+                "method": exp.method, "target": exp.target, "label": exp.label, "score": round(exp.score, 6),
+            }
+            for m in chosen:
+                row.update(m.compute(case))
+            rows.append(row)
+            curves.append(case.curves)
+        passes += engine.forward_passes if engine is not None else 0
+    return EvaluationTable(rows, curves, columns, passes)

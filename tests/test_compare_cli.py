@@ -1,0 +1,121 @@
+"""``compare`` through Python on a tiny model, and the commands end to end with small budgets."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from patchlens.cli import main
+from patchlens.errors import MethodError
+from patchlens.metrics.compare import Comparison, budgeted, compare
+from patchlens.metrics.evaluate import EvaluationTable
+
+from conftest import BOX, planted_classifier, planted_image
+
+TOP, LEFT, BOTTOM, RIGHT = BOX
+
+
+def test_compare_ranks_methods_and_writes_the_report(tmp_path):
+    images = [planted_image(seed=0), planted_image(seed=1)]
+    result = compare(
+        planted_classifier(), images, "occlusion,rise", "deletion,insertion,pointing_game,energy_in_region,cost",
+        target="evidence", method_params={"occlusion": {"window": 8, "stride": 8}, "rise": {"n_masks": 60}},
+        regions=[(LEFT, TOP, RIGHT, BOTTOM)] * 2, steps=8,
+    )
+    assert [m.name for m in result.methods] == ["occlusion", "rise"] and len(result.table) == 4
+    assert all(row["target"] == 1 for row in result.table)
+    ranking = result.ranking()
+    # mean ranks are averages of per-column ranks, so they sum to (1 + 2) per ranked column / columns
+    assert sum(r["mean_rank"] for r in ranking) == pytest.approx(3.0)
+    assert ranking[0]["mean_rank"] <= ranking[1]["mean_rank"]
+    by = {r["method"]: r for r in ranking}
+    assert by["occlusion"]["forward_passes"] == 65 and by["rise"]["forward_passes"] == 61
+    paths = result.save(tmp_path / "report")
+    for key in ("markdown", "csv", "rows", "json", "overlays", "curves"):
+        assert paths[key].exists() and paths[key].stat().st_size > 0, key
+    md = paths["markdown"].read_text()
+    assert "deletion ↓" in md and "insertion ↑" in md and "lower deletion, higher insertion" in md
+    assert "occlusion map for evidence" in md  # the descriptions are in the report
+    data = json.loads(paths["json"].read_text())
+    assert len(data["rows"]) == 4 and len(data["curves"][0]["deletion"]["x"]) == 9
+    grid = Image.open(paths["overlays"])
+    cell_w = grid.width // 2
+    assert cell_w == 320 and grid.height > cell_w  # 2 methods across, 2 images down
+
+
+def _table(rows):
+    cols = [c for c in rows[0] if c not in ("method", "image", "target", "label", "score")]
+    return EvaluationTable(rows, [{} for _ in rows], cols)
+
+
+def test_ranking_by_hand():
+    rows = [
+        {"method": "b", "deletion": 0.2, "insertion": 0.9, "pointing_game": 0.0, "forward_passes": 10.0},
+        {"method": "a", "deletion": 0.1, "insertion": 0.5, "pointing_game": 1.0, "forward_passes": 10.0},
+        {"method": "a", "deletion": 0.2, "insertion": 0.5, "pointing_game": 1.0, "forward_passes": 10.0},
+    ]
+    ranking = Comparison(_table(rows), [], [], [], "m").ranking()
+    # a: deletion (mean 0.15, lower is better) 1, insertion 2, pointing game 1, passes tied 1.5
+    assert [r["method"] for r in ranking] == ["a", "b"]
+    assert ranking[0]["mean_rank"] == pytest.approx(5.5 / 4) and ranking[1]["mean_rank"] == pytest.approx(6.5 / 4)
+    assert ranking[0]["n"] == 2 and ranking[0]["deletion"] == pytest.approx(0.15)
+
+
+def test_budget_cuts_passes_without_opening_gaps():
+    occ = budgeted("occlusion", 100)
+    assert occ.passes() <= 100 and occ.stride <= occ.window
+    assert occ.passes() > 50  # it uses the budget, rather than collapsing to a few windows
+    rise = budgeted("rise", 100)
+    assert rise.passes() == 100
+    kept = budgeted("rise", 100, fixed={"n_masks": 300})
+    assert kept.n_masks == 300
+    for name in ("kernelshap", "lime", "occlusion", "rise", "subset"):  # whatever the parameters are called
+        passes = budgeted(name, 100, fixed={"features": "grid"} if name in ("kernelshap", "lime") else None).passes()
+        assert 50 <= passes <= 100, (name, passes)
+
+
+def test_cli_on_the_default_model_writes_the_report(tmp_path, capsys):
+    out = tmp_path / "cmp"
+    code = main(["compare", "example:coffee", "--methods", "occlusion,rise", "--budget", "5", "--steps", "3",
+                 "--metrics", "deletion,insertion,cost", "--out", str(out), "--device", "cpu", "--quiet"])
+    assert code == 0
+    printed = capsys.readouterr().out
+    assert "| method |" in printed and "espresso" in printed
+    for name in ("table.md", "table.csv", "rows.csv", "results.json", "overlays.png", "curves.png"):
+        assert (out / name).stat().st_size > 0, name
+    rows = (out / "table.csv").read_text().splitlines()
+    assert rows[0].startswith("method,n,deletion,insertion") and len(rows) == 3
+
+
+def test_cli_errors_are_one_line(tmp_path, capsys):
+    assert main(["compare", "example:coffee", "--metrics", "delation", "--out", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "delation: unknown metric" in err
+    assert main(["compare", "example:coffee", "--set", "rise.n_maks=3", "--out", str(tmp_path)]) == 2
+    assert "rise has no parameter 'n_maks'" in capsys.readouterr().err
+
+
+def test_set_values_are_typed():
+    from patchlens.cli.compare import parse_sets
+
+    assert parse_sets(["rise.n_masks=500", "rise.p_keep=0.3", "occlusion.baseline=blur"]) == {
+        "rise": {"n_masks": 500, "p_keep": 0.3}, "occlusion": {"baseline": "blur"}}
+    with pytest.raises(MethodError, match="not a valid int"):
+        parse_sets(["rise.n_masks=many"])
+
+
+def test_regions_file_gives_boxes_and_masks(tmp_path):
+    from patchlens.cli.compare import load_regions
+    from patchlens.metrics import MetricError
+
+    mask = np.zeros((10, 12), np.uint8)
+    mask[2:5, 3:9] = 255
+    Image.fromarray(mask).save(tmp_path / "m.png")
+    (tmp_path / "r.json").write_text(json.dumps({"a.jpg": [1, 2, 3, 4], "b.jpg": str(tmp_path / "m.png")}))
+    box, m = load_regions(str(tmp_path / "r.json"), ["a.jpg", "b.jpg"])
+    assert box == [1, 2, 3, 4] and m.shape == (10, 12) and m.sum() == 18 and m[2, 3] and not m[5, 3]
+    with pytest.raises(MetricError, match="no region for c.jpg"):
+        load_regions(str(tmp_path / "r.json"), ["c.jpg"])
