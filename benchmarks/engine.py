@@ -67,7 +67,10 @@ def main() -> None:
     args = ap.parse_args()
     opts = {"pretrained": False} if args.model.split(":")[0] in ("timm", "torchvision") else {}
     clf = patchlens.load_model(args.model, device=args.device, **opts)
-    batch = args.batch_size or default_batch_size(clf.device)
+    if args.batch_size is None and clf.device.type == "cpu":
+        # let the engine pick its batch size the way it does for users, then time both at it
+        Engine(clf).score_inputs(lambda a, b: torch.rand(b - a, 3, *clf.input_size), 64)
+    batch = args.batch_size or getattr(clf, "_tuned_batch_size", None) or default_batch_size(clf.device)
     n_masks = args.masks or 8 * batch
     dtype = clf.autocast_dtype or torch.float32
     print(f"model {clf.model_id} on {clf.device}, batch {batch}, dtype {dtype}, "
