@@ -13,13 +13,14 @@ from __future__ import annotations
 
 import argparse
 import platform
+import statistics
 import time
 
 import torch
 
 import patchlens
 from patchlens.engine import Engine, make_baseline
-from patchlens.engine.batcher import default_batch_size
+from patchlens.engine.batcher import CPU_CANDIDATES, default_batch_size
 from patchlens.images import load_image, resize, to_tensor
 from patchlens.methods.rise import RiseMasks
 
@@ -63,13 +64,13 @@ def main() -> None:
     ap.add_argument("--device", default="auto")
     ap.add_argument("--masks", type=int, default=None, help="RISE masks (default: 8 batches)")
     ap.add_argument("--batch-size", type=int, default=None)
-    ap.add_argument("--repeats", type=int, default=2)
+    ap.add_argument("--repeats", type=int, default=5)
     args = ap.parse_args()
     opts = {"pretrained": False} if args.model.split(":")[0] in ("timm", "torchvision") else {}
     clf = patchlens.load_model(args.model, device=args.device, **opts)
     if args.batch_size is None and clf.device.type == "cpu":
         # let the engine pick its batch size the way it does for users, then time both at it
-        Engine(clf).score_inputs(lambda a, b: torch.rand(b - a, 3, *clf.input_size), 64)
+        Engine(clf).score_inputs(lambda a, b: torch.rand(b - a, 3, *clf.input_size), 2 * sum(CPU_CANDIDATES))
     batch = args.batch_size or getattr(clf, "_tuned_batch_size", None) or default_batch_size(clf.device)
     n_masks = args.masks or 8 * batch
     dtype = clf.autocast_dtype or torch.float32
@@ -80,10 +81,10 @@ def main() -> None:
         raws.append(raw_images_per_second(clf, batch, max(1, n_masks // batch)))
         rate, passes = rise_passes_per_second(clf, batch, n_masks)
         engines.append(rate)
-    raw, eng = max(raws), max(engines)
+    raw, eng = statistics.median(raws), statistics.median(engines)
     cpu = platform.processor() or platform.machine()
-    print(f"raw model:   {raw:10.1f} images/s   (best of {args.repeats}: {', '.join(f'{r:.1f}' for r in raws)})")
-    print(f"RISE engine: {eng:10.1f} passes/s   ({passes} passes; best of {args.repeats}: {', '.join(f'{r:.1f}' for r in engines)})")
+    print(f"raw model:   {raw:10.1f} images/s   (median of {args.repeats}: {', '.join(f'{r:.1f}' for r in raws)})")
+    print(f"RISE engine: {eng:10.1f} passes/s   ({passes} passes; median of {args.repeats}: {', '.join(f'{r:.1f}' for r in engines)})")
     print(f"ratio engine/raw: {eng / raw:.3f}   [{cpu}, torch {torch.__version__}]")
 
 
