@@ -17,7 +17,7 @@ import torch
 
 from ..errors import MethodError
 from ..models.layers import as_feature_map, auto_layer, find_layer, is_feature_map, token_layout
-from .base import Job
+from .base import Attribution, Job, Method, param
 
 LAYER_HELP = (
     "which layer to read: 'auto' (the last spatial feature map of a CNN; a ViT's last block) "
@@ -92,3 +92,27 @@ def extras(capture: Capture, count: int) -> list[dict[str, Any]]:
     """Per-target provenance: which layer was read and its resolution."""
     h, w = capture.activations.shape[-2:]
     return [{"layer": capture.layer, "feature_map": [int(h), int(w)]} for _ in range(count)]
+
+
+@dataclass(frozen=True)
+class GradientCam(Method):
+    """Base of the CAMs that weight one layer's activations by its gradients.
+
+    A subclass only says how gradients and activations combine into a map
+    (:meth:`combine`); capturing the layer, the hooks and the extras are here.
+    """
+
+    kind = "white-box"
+    layer: str = param("auto", LAYER_HELP)
+
+    def passes(self, size: tuple[int, int] = (224, 224)) -> int:
+        return 2  # the scoring pass that resolves targets, then one forward (and a backward per target)
+
+    def combine(self, grads: torch.Tensor, activations: torch.Tensor) -> torch.Tensor:
+        """``(T, H', W')`` map from gradients ``(T, K, H', W')`` and activations ``(1, K, H', W')``."""
+        raise NotImplementedError
+
+    def attribute(self, job: Job) -> Attribution:
+        cap = capture(job, self.layer, gradients=True)
+        assert cap.grads is not None
+        return Attribution(maps=self.combine(cap.grads, cap.activations), extras=extras(cap, len(job.targets)))

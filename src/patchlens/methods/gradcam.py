@@ -15,25 +15,16 @@ from dataclasses import dataclass
 
 import torch
 
-from ._cam import LAYER_HELP, capture, extras
-from .base import Attribution, Job, Method, param, register
+from ._cam import GradientCam
+from .base import register
 
 
 @register
 @dataclass(frozen=True)
-class GradCam(Method):
+class GradCam(GradientCam):
     name = "gradcam"
     summary = "Weight a layer's feature maps by their average gradient for the class (fast, coarse, needs a PyTorch model)."
-    kind = "white-box"
 
-    layer: str = param("auto", LAYER_HELP)
-
-    def passes(self, size: tuple[int, int] = (224, 224)) -> int:
-        return 2  # the scoring pass that resolves targets, then one forward (and a backward per target)
-
-    def attribute(self, job: Job) -> Attribution:
-        cap = capture(job, self.layer, gradients=True)
-        assert cap.grads is not None
-        weights = cap.grads.mean(dim=(2, 3), keepdim=True)  # (T, K, 1, 1)
-        cam = torch.relu((weights * cap.activations).sum(dim=1))
-        return Attribution(maps=cam, extras=extras(cap, len(job.targets)))
+    def combine(self, grads: torch.Tensor, activations: torch.Tensor) -> torch.Tensor:
+        weights = grads.mean(dim=(2, 3), keepdim=True)  # (T, K, 1, 1)
+        return torch.relu((weights * activations).sum(dim=1))

@@ -14,32 +14,23 @@ from dataclasses import dataclass
 
 import torch
 
-from ._cam import LAYER_HELP, capture, extras
-from .base import Attribution, Job, Method, param, register
+from ._cam import GradientCam
+from .base import register
 
 _EPS = 1e-6
 
 
 @register
 @dataclass(frozen=True)
-class GradCamPlusPlus(Method):
+class GradCamPlusPlus(GradientCam):
     name = "gradcampp"
     summary = "Grad-CAM++: like Grad-CAM, weighting positive gradients per position; covers several objects better."
-    kind = "white-box"
 
-    layer: str = param("auto", LAYER_HELP)
-
-    def passes(self, size: tuple[int, int] = (224, 224)) -> int:
-        return 2  # the scoring pass that resolves targets, then one forward (and a backward per target)
-
-    def attribute(self, job: Job) -> Attribution:
-        cap = capture(job, self.layer, gradients=True)
-        g, a = cap.grads, cap.activations
-        assert g is not None
+    def combine(self, grads: torch.Tensor, activations: torch.Tensor) -> torch.Tensor:
+        g, a = grads, activations
         g2 = g * g
         summed = a.sum(dim=(2, 3), keepdim=True)  # (1, K, 1, 1)
         alpha = g2 / (2 * g2 + summed * g2 * g + _EPS)
         alpha = torch.where(g != 0, alpha, torch.zeros_like(alpha))
         weights = (alpha * torch.relu(g)).sum(dim=(2, 3), keepdim=True)
-        cam = torch.relu((weights * a).sum(dim=1))
-        return Attribution(maps=cam, extras=extras(cap, len(job.targets)))
+        return torch.relu((weights * a).sum(dim=1))

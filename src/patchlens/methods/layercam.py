@@ -12,24 +12,15 @@ from dataclasses import dataclass
 
 import torch
 
-from ._cam import LAYER_HELP, capture, extras
-from .base import Attribution, Job, Method, param, register
+from ._cam import GradientCam
+from .base import register
 
 
 @register
 @dataclass(frozen=True)
-class LayerCam(Method):
+class LayerCam(GradientCam):
     name = "layercam"
     summary = "Weight each activation by its own positive gradient; sharper than Grad-CAM on earlier layers."
-    kind = "white-box"
 
-    layer: str = param("auto", LAYER_HELP)
-
-    def passes(self, size: tuple[int, int] = (224, 224)) -> int:
-        return 2  # the scoring pass that resolves targets, then one forward (and a backward per target)
-
-    def attribute(self, job: Job) -> Attribution:
-        cap = capture(job, self.layer, gradients=True)
-        assert cap.grads is not None
-        cam = torch.relu((torch.relu(cap.grads) * cap.activations).sum(dim=1))
-        return Attribution(maps=cam, extras=extras(cap, len(job.targets)))
+    def combine(self, grads: torch.Tensor, activations: torch.Tensor) -> torch.Tensor:
+        return torch.relu((torch.relu(grads) * activations).sum(dim=1))

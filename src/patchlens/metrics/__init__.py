@@ -7,29 +7,12 @@ metrics is kept by hand.
 
 from __future__ import annotations
 
-import importlib
-import pkgutil
-import threading
-
+from .._discovery import import_submodules
 from .base import Case, Metric, MetricError, Options, directions, get_metrics, metric, registry
-
-_loaded = False
-_lock = threading.Lock()
 
 
 def _discover() -> None:
-    """Import every metric module once; locked and marked done only after the
-    imports, so a concurrent caller never sees a half-filled registry."""
-    global _loaded
-    if _loaded:
-        return
-    with _lock:
-        if _loaded:
-            return
-        for info in pkgutil.iter_modules(__path__):
-            if not info.name.startswith("_") and info.name != "base":
-                importlib.import_module(f"{__name__}.{info.name}")
-        _loaded = True
+    import_submodules(__name__, __path__)
 
 
 # The public functions (after the registry machinery above, which the modules import).
