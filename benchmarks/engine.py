@@ -20,7 +20,7 @@ import torch
 
 import patchlens
 from patchlens.engine import Engine, make_baseline
-from patchlens.engine.batcher import CPU_CANDIDATES, default_batch_size
+from patchlens.engine.batcher import measured_batch_size
 from patchlens.images import load_image, resize, to_tensor
 from patchlens.methods.rise import RiseMasks
 
@@ -68,10 +68,8 @@ def main() -> None:
     args = ap.parse_args()
     opts = {"pretrained": False} if args.model.split(":")[0] in ("timm", "torchvision") else {}
     clf = patchlens.load_model(args.model, device=args.device, **opts)
-    if args.batch_size is None and clf.device.type == "cpu":
-        # let the engine pick its batch size the way it does for users, then time both at it
-        Engine(clf).score_inputs(lambda a, b: torch.rand(b - a, 3, *clf.input_size), 2 * sum(CPU_CANDIDATES))
-    batch = args.batch_size or getattr(clf, "_tuned_batch_size", None) or default_batch_size(clf.device)
+    # the batch size our engine settles on for this model and machine; both sides are timed at it
+    batch = args.batch_size or measured_batch_size(clf)
     n_masks = args.masks or 8 * batch
     dtype = clf.autocast_dtype or torch.float32
     print(f"model {clf.model_id} on {clf.device}, batch {batch}, dtype {dtype}, "

@@ -38,8 +38,7 @@ from scipy.stats import spearmanr
 
 import patchlens
 from patchlens.engine import patch_grid
-from patchlens.engine import Engine
-from patchlens.engine.batcher import CPU_CANDIDATES, default_batch_size
+from patchlens.engine.batcher import measured_batch_size
 from patchlens.images import load_image, resize, to_tensor
 from patchlens.models.layers import find_layer
 from patchlens.models.torch_module import eval_mode
@@ -414,10 +413,8 @@ def main() -> None:
 
     opts = {"pretrained": False} if args.model.split(":")[0] in ("timm", "torchvision") else {}
     clf = patchlens.load_model(args.model, device=args.device, **opts)
-    if args.batch_size is None and clf.device.type == "cpu":
-        # the batch size our engine settles on for this model on this CPU; the peers get the same
-        Engine(clf).score_inputs(lambda a, b: torch.rand(b - a, 3, *clf.input_size), 2 * sum(CPU_CANDIDATES))
-    batch = args.batch_size or getattr(clf, "_tuned_batch_size", None) or default_batch_size(clf.device)
+    # the batch size our engine settles on for this model and machine; both sides are timed at it
+    batch = args.batch_size or measured_batch_size(clf)
     b = Budget(batch_size=batch, unbatched=not args.skip_unbatched)
     if args.quick:
         b = replace(b, window=64, stride=32, n_samples=100, ig_steps=16, scorecam_max_channels=128)

@@ -48,6 +48,17 @@ def default_batch_size(device: torch.device) -> int:
 CPU_CANDIDATES = (1, 4, 16, 32)
 
 
+def measured_batch_size(classifier: Classifier) -> int:
+    """The batch size an engine settles on for ``classifier`` (measured once on a CPU, on random inputs)."""
+    tuned = getattr(classifier, "_tuned_batch_size", None)
+    if tuned is None and classifier.device.type == "cpu":
+        Engine(classifier).score_inputs(
+            lambda a, b: torch.rand(b - a, 3, *classifier.input_size, device=classifier.device), 2 * sum(CPU_CANDIDATES)
+        )
+        tuned = getattr(classifier, "_tuned_batch_size", None)
+    return int(tuned or default_batch_size(classifier.device))
+
+
 def _is_oom(exc: BaseException) -> bool:
     if isinstance(exc, torch.cuda.OutOfMemoryError):
         return True
