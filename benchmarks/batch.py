@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import platform
 import re
 import tempfile
 import time
@@ -23,6 +22,8 @@ import torch
 from PIL import Image
 
 from patchlens.batch import open_store, run_batch
+
+from _common import machine  # benchmarks/ is the script's folder, so it is on sys.path
 
 
 class SmallCNN(torch.nn.Module):
@@ -36,19 +37,6 @@ class SmallCNN(torch.nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.net(x)
-
-
-def machine() -> str:
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
-    return f"{os.cpu_count()} CPU cores ({cpu}), no GPU, torch {torch.__version__}, load average {load:.1f} at start"
 
 
 def main() -> None:
@@ -93,7 +81,7 @@ def main() -> None:
         a, b = open_store(work / f"local1-{threads}"), open_store(work / "ray2")
         same = all(np.array_equal(a.map(i), b.map(i)) for i in range(len(a)))
     lines = [
-        f"Machine: {machine()}.",
+        f"Machine: {machine(torch.device('cpu'))}.",
         f"Workload: RISE, {args.n_masks} masks ({args.n_masks + 1} forward passes per image), {args.images} generated "
         "64 px photos, a small CNN (TorchScript) at 224 px on the CPU.",
         "",

@@ -68,3 +68,26 @@ def peek_option(argv: Sequence[str], name: str, default: str) -> str:
         if arg.startswith(name + "="):
             return arg.split("=", 1)[1]
     return default
+
+
+def method_command(
+    sub: Any, argv: Sequence[str], name: str, *, help: str, description: str, examples: str, note: str = ""
+) -> tuple[argparse.ArgumentParser, type[Method] | None, str]:
+    """A subcommand parser that takes ``--method`` and shows that method's generated options.
+
+    Returns the parser, the method class chosen on the command line (None for an
+    unknown name; the run reports it) and the comma list of method names.
+    """
+    from ..methods import registry
+
+    chosen = peek_option(argv, "--method", "rise")
+    methods = registry()
+    names = ", ".join(methods)
+    parser = sub.add_parser(
+        name,
+        help=help,
+        description=description,
+        epilog=examples + f"\nmethods: {names}\n(the options shown below are those of --method {chosen}{note})",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    return parser, methods.get(chosen), names

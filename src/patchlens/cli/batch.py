@@ -8,8 +8,8 @@ from typing import Any
 from ..batch import run_batch
 from ..batch.runner import BACKENDS
 from ..errors import PatchlensError
-from ..methods import get_method, registry
-from ._options import add_method_arguments, method_params, peek_option
+from ..methods import get_method
+from ._options import add_method_arguments, method_command, method_params
 from .explain import add_common
 
 EXAMPLES = """examples:
@@ -34,16 +34,13 @@ every node. Read the store with patchlens.open_store(OUT), pandas
 
 
 def register(sub: Any, argv: list[str]) -> None:
-    chosen = peek_option(argv, "--method", "rise")
-    methods = registry()
-    cls = methods.get(chosen)
-    names = ", ".join(methods)
-    p = sub.add_parser(
+    p, cls, names = method_command(
+        sub,
+        argv,
         "batch",
         help="explain a dataset into a resumable Parquet store (local or Ray)",
         description="Explain every image of SOURCE and store the maps with a Parquet manifest in --out.",
-        epilog=EXAMPLES + f"\nmethods: {names}\n(the options shown below are those of --method {chosen})",
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+        examples=EXAMPLES,
     )
     p.add_argument("source", metavar="SOURCE", help="a folder, an ImageFolder tree, or a .csv/.parquet/.txt image list")
     p.add_argument("--out", required=True, metavar="STORE", help="the store folder (created if needed)")

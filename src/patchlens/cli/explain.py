@@ -10,9 +10,9 @@ from typing import Any
 from ..api import explain_one
 from ..errors import PatchlensError
 from ..images import load_image
-from ..methods import get_method, make_method, registry
+from ..methods import get_method, make_method
 from ..models import load_model
-from ._options import add_method_arguments, method_params, peek_option
+from ._options import add_method_arguments, method_command, method_params
 
 EXAMPLES = """examples:
   patchlens explain cat.jpg                              RISE on the default model, top class
@@ -32,17 +32,14 @@ def add_common(p: argparse.ArgumentParser) -> None:
 
 
 def register(sub: Any, argv: list[str]) -> None:
-    chosen = peek_option(argv, "--method", "rise")
-    methods = registry()
-    cls = methods.get(chosen)
-    names = ", ".join(methods)
-    p = sub.add_parser(
+    p, cls, names = method_command(
+        sub,
+        argv,
         "explain",
         help="explain images: write overlay PNG, raw map .npy and JSON for each",
         description="Explain what drives the model's decision on each image.",
-        epilog=EXAMPLES + f"\nmethods: {names}\n(the options shown below are those of --method {chosen}; "
-        "'patchlens methods' lists every method's)",
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+        examples=EXAMPLES,
+        note="; 'patchlens methods' lists every method's",
     )
     p.add_argument("images", nargs="+", metavar="IMG", help="image files")
     p.add_argument("--method", default="rise", help=f"one of: {names} [default: rise]")

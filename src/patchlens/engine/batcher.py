@@ -97,6 +97,18 @@ class Engine:
         if self.batch_size < 1:
             raise ValueError(f"batch_size={self.batch_size}: must be at least 1")
 
+    def back_off(self, exc: BaseException, size: int) -> bool:
+        """After a batch of ``size`` raised ``exc``: on out-of-memory, halve the batch size
+        and return True (retry the same batch; what is already scored is kept).
+        Anything else returns False, for the caller to re-raise."""
+        if not (_is_oom(exc) and size > 1):
+            return False
+        self._trials = []
+        self.batch_size = max(1, size // 2)
+        if self.device.type == "cuda":
+            torch.cuda.empty_cache()
+        return True
+
     def _next_size(self) -> int:
         """The batch size for the next batch: a trial size while tuning, else the chosen one."""
         return self._trials[0] if self._trials else int(self.batch_size or 1)
@@ -145,12 +157,7 @@ class Engine:
                 try:
                     probs = self._forward(make(done, stop))
                 except Exception as exc:
-                    if _is_oom(exc) and size > 1:
-                        # Halve and retry this batch; what is already scored is kept.
-                        self._trials = []
-                        self.batch_size = max(1, size // 2)
-                        if self.device.type == "cuda":
-                            torch.cuda.empty_cache()
+                    if self.back_off(exc, size):
                         continue
                     raise
                 if self._trials and stop - done == size:  # only full batches say anything about speed

@@ -32,7 +32,7 @@ from tqdm.auto import tqdm
 
 from ..errors import MethodError
 from ..models.vit import VitLayout, find_vit, vit_layout
-from .batcher import COMBINE_CHUNK, Engine, MaskSource, _is_oom
+from .batcher import COMBINE_CHUNK, Engine, MaskSource
 
 
 class TokenScorer:
@@ -131,11 +131,7 @@ def score_tokens(
                 try:
                     probs = scorer.probs(keep[rows])
                 except Exception as exc:
-                    if _is_oom(exc) and (engine.batch_size or 1) > 1:
-                        # halve and retry this batch; what is already scored is kept
-                        engine.batch_size = max(1, int(engine.batch_size or 1) // 2)
-                        if engine.device.type == "cuda":
-                            torch.cuda.empty_cache()
+                    if engine.back_off(exc, int(engine.batch_size or 1)):
                         continue
                     raise
                 engine.forward_passes += len(rows)

@@ -37,12 +37,6 @@ def input_gradients(job: Job, inputs: torch.Tensor) -> tuple[torch.Tensor, torch
     return torch.stack(grads, dim=1), logits.detach()
 
 
-def _is_oom(exc: BaseException) -> bool:
-    return isinstance(exc, torch.cuda.OutOfMemoryError) or (
-        isinstance(exc, RuntimeError) and "out of memory" in str(exc).lower()
-    )
-
-
 def accumulate(job: Job, make: Make, total: int, reduce: Reduce) -> torch.Tensor:
     """``sum`` of ``reduce`` over ``total`` inputs, ``job.engine.batch_size`` at a time.
 
@@ -60,10 +54,7 @@ def accumulate(job: Job, make: Make, total: int, reduce: Reduce) -> torch.Tensor
             try:
                 grads, _ = input_gradients(job, make(done, stop))
             except Exception as exc:
-                if _is_oom(exc) and (engine.batch_size or 1) > 1:
-                    engine.batch_size = max(1, int(engine.batch_size or 1) // 2)
-                    if engine.device.type == "cuda":
-                        torch.cuda.empty_cache()
+                if engine.back_off(exc, int(engine.batch_size or 1)):
                     continue
                 raise
             engine.forward_passes += stop - done
