@@ -56,7 +56,7 @@ def run(name: str, module: torch.nn.Module, **kw):
 @pytest.mark.parametrize("name", sorted(registry()))
 def test_method_contract(name):
     cls = registry()[name]
-    module = model_for(cls.kind)
+    module = model_for(cls.kind())
     module.train()  # the user left it in training mode; it must stay so
     before = model_state(module)
     first = run(name, module, seed=3)
@@ -88,7 +88,7 @@ class FailsLater(torch.nn.Module):
 @pytest.mark.parametrize("name", sorted(registry()))
 def test_model_untouched_after_a_failure(name):
     cls = registry()[name]
-    module = FailsLater(model_for(cls.kind), good=1).train()
+    module = FailsLater(model_for(cls.kind()), good=1).train()
     before = model_state(module)
     with pytest.raises((ModelError, RuntimeError)):
         run(name, module, seed=0)

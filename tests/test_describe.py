@@ -7,7 +7,7 @@ import pytest
 
 import patchlens
 from patchlens.explanation import Explanation
-from patchlens.metrics.describe import concentration, describe, place, regions
+from patchlens.describe import concentration, describe, place, regions
 
 from conftest import planted_classifier, planted_image
 

@@ -10,7 +10,7 @@ timm = pytest.importorskip("timm")
 
 import patchlens
 from patchlens.engine import Engine, FeatureMasks, patch_grid
-from patchlens.engine.tokens import TokenScorer
+from patchlens.models.vit import TokenView
 from patchlens.errors import MethodError
 from patchlens.methods import Job, make_method
 from patchlens.models import TorchClassifier
@@ -131,12 +131,14 @@ def test_rollout_through_explain_maps_at_photo_size():
     clf = TorchClassifier(tiny_vit(reg_tokens=2), input_size=SIZE)
     e = patchlens.explain(clf, "example:chelsea", "attention_rollout")
     assert e.saliency.shape == (300, 451) and np.isfinite(e.saliency).all()
-    assert patchlens.methods()["attention_rollout"]["kind"] == "vit"
+    assert patchlens.list_methods()["attention_rollout"]["kind"] == "vit"
 
 
 def test_rollout_on_a_cnn_names_alternatives(tiny_cnn):
     clf = TorchClassifier(tiny_cnn, input_size=SIZE)
     with pytest.raises(MethodError, match="not a timm Vision Transformer.*rise"):
+        patchlens.explain(clf, "example:coffee", "attention_rollout")
+    with pytest.raises(MethodError, match="not a timm Vision Transformer"):  # called directly, still refused
         make_method("attention_rollout").attribute(job_for(clf, image()))
 
 
@@ -170,13 +172,13 @@ def gathered_reference(model: torch.nn.Module, xn: torch.Tensor, keep: torch.Ten
 )
 def test_dropped_tokens_equal_one_mask_at_a_time_references(kw, padded, monkeypatch):
     if not padded:  # blocks without attn_mask (older timm): batches of equal length only
-        init = TokenScorer.__init__
+        init = TokenView.__init__
 
         def unpadded(self, *args):
             init(self, *args)
             self.padded = False
 
-        monkeypatch.setattr(TokenScorer, "__init__", unpadded)
+        monkeypatch.setattr(TokenView, "__init__", unpadded)
     model = tiny_vit(**kw)
     clf = TorchClassifier(model, input_size=SIZE, softmax=False)
     x, baseline = image(2), torch.full((3, *SIZE), 0.5)
@@ -205,7 +207,7 @@ def test_dropped_tokens_equal_one_mask_at_a_time_references(kw, padded, monkeypa
 #: small budgets, applied to whichever of these parameters a method declares
 SMALL = {"n_masks": 24, "n_samples": 24, "n_designs": 4, "grid": 3, "features": "grid", "window": 16, "stride": 8}
 TOKEN_METHODS = sorted(
-    n for n, m in patchlens.methods().items() if any(p["name"] == "masking" for p in m["parameters"])
+    n for n, m in patchlens.list_methods().items() if any(p["name"] == "masking" for p in m["parameters"])
 )
 
 
@@ -215,7 +217,7 @@ def test_occlusion_and_rise_offer_token_masking():
 
 @pytest.mark.parametrize("name", TOKEN_METHODS)
 def test_methods_with_token_masking_are_finite_and_deterministic(name):
-    declared = {p["name"] for p in patchlens.methods()[name]["parameters"]}
+    declared = {p["name"] for p in patchlens.list_methods()[name]["parameters"]}
     params = {k: v for k, v in SMALL.items() if k in declared}
     model = tiny_vit()
     model.train()
@@ -232,19 +234,19 @@ def test_methods_with_token_masking_are_finite_and_deterministic(name):
 
 def test_token_masking_on_a_cnn_or_a_mismatched_grid_is_a_clear_error(tiny_cnn):
     cnn = TorchClassifier(tiny_cnn, input_size=SIZE)
-    with pytest.raises(MethodError, match="not a timm Vision Transformer; use masking='pixels'"):
+    with pytest.raises(MethodError, match="not a timm Vision Transformer.*use masking='pixels'"):
         patchlens.explain(cnn, "example:coffee", "occlusion", masking="tokens")
     wrong = TorchClassifier(tiny_vit(), input_size=(64, 64))
     with pytest.raises(MethodError, match="patch grid is 6x8"):
-        TokenScorer(wrong, torch.rand(3, 64, 64))
+        wrong.token_view(torch.rand(3, 64, 64))
 
 
 def test_a_patch_is_kept_when_its_mask_mean_is_above_one_half():
-    from patchlens.engine.tokens import keep_vectors
     from patchlens.methods.rise import RiseMasks
-    from patchlens.models.vit import VitLayout
 
-    layout = VitLayout(patch=(PATCH, PATCH), grid=(6, 8), prefix=1, class_token=True)
+    view = TorchClassifier(tiny_vit(), input_size=SIZE).token_view(torch.rand(3, *SIZE))
+    keep_vectors = lambda source, layout: view.keep_vectors(source)  # noqa: E731
+    layout = view.layout
     masks = RiseMasks(5, 3, 0.5, *SIZE, torch.Generator().manual_seed(0), torch.device("cpu"))
     expected = torch.stack(
         [

@@ -95,7 +95,7 @@ def model_probs(clf: TorchClassifier, pixels: np.ndarray) -> torch.Tensor:
 
 def test_info_lists_every_registered_method_with_its_parameters(client: TestClient) -> None:
     info = client.get("/api/info").json()
-    assert info["methods"] == patchlens.methods()  # generated from the registry, nothing hard-coded
+    assert info["methods"] == patchlens.list_methods()  # generated from the registry, nothing hard-coded
     assert info["model"] == {"id": "tiny", "input_size": [SIZE, SIZE], "classes": CLASSES, "white_box": True}
     assert [e["name"] for e in info["examples"]] == list(patchlens.examples.EXAMPLES)
     assert info["grid"] == GRID and "noise" not in info["baselines"] and info["baselines"][0] == "gray"
@@ -217,7 +217,7 @@ def test_description_and_metrics_when_available(client: TestClient) -> None:
     job = client.post("/api/jobs", json={"image_id": image_id, "methods": methods, "metrics": True}).json()
     result = wait(client, job["id"])["results"][0]
     try:
-        from patchlens.metrics.describe import describe  # noqa: F401
+        from patchlens.describe import describe  # noqa: F401
     except ImportError:
         assert result["description"] is None
     else:

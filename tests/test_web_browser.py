@@ -50,7 +50,7 @@ def test_upload_explain_compare_and_what_if(tmp_path: Path) -> None:
             page.goto(url + "/")
             # the method form is generated from the registry: every registered method appears
             page.wait_for_selector('fieldset[data-method="occlusion"]')
-            assert page.locator("#methods-form fieldset").count() == len(patchlens.methods())
+            assert page.locator("#methods-form fieldset").count() == len(patchlens.list_methods())
 
             page.set_input_files("#upload", str(COFFEE))
             page.wait_for_selector(f'#preds li[data-index="{ESPRESSO}"]')

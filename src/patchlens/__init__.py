@@ -1,8 +1,8 @@
 """patchlens: which parts of an image drive a classifier's decision, and how faithful that picture is."""
 
-__version__ = "0.1.0"
-
-from .api import explain, methods  # noqa: E402
+from ._version import __version__
+from .api import explain, list_methods  # noqa: E402
+from . import methods  # noqa: E402  the subpackage, callable as patchlens.methods() for older code
 from .errors import ImageError, MethodError, ModelError, PatchlensError, TargetError  # noqa: E402
 from .explanation import Explanation  # noqa: E402
 from .images import load_image  # noqa: E402
@@ -13,6 +13,7 @@ from .metrics.evaluate import evaluate  # noqa: E402
 __all__ = [
     "__version__",
     "explain",
+    "list_methods",
     "methods",
     "evaluate",
     "load_model",

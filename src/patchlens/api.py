@@ -1,46 +1,63 @@
-"""The public API: ``explain``, ``load_model``, ``methods``. Everything else calls these."""
+"""The public API: ``explain``, ``load_model``, ``list_methods``. The CLI, web page, batch mode and metrics call these."""
 
 from __future__ import annotations
 
-from typing import Any, Sequence, Union
+from typing import Any, Callable, Sequence, Union
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
-from . import __version__
+from . import capabilities
+from ._version import __version__
 from .engine import Engine
 from .errors import MethodError, ModelError
 from .explanation import Explanation
 from .images import ImageLike, LoadedImage, load_image, resize, to_tensor
-from .methods import Job, Method, make_method, registry
+from .methods import Job, Method, catalogue, make_method, registry
 from .models import Classifier, load_model
-from .targets import TargetSpec, resolve_targets
+from .targets import TargetSpec, names_several, resolve_targets
 
+#: what :func:`explain` returns for one image: one Explanation, or a list when the target names several classes.
 Result = Union[Explanation, list[Explanation]]
 
 
-def methods() -> dict[str, dict[str, Any]]:
-    """The registered methods: ``{name: {"summary", "kind", "parameters": [...]}}``."""
-    return {
-        name: {
-            "summary": cls.summary,
-            "kind": cls.kind,
-            "stochastic": cls.stochastic,
-            "parameters": [p.to_dict() for p in cls.parameters()],
-        }
-        for name, cls in registry().items()
-    }
+def list_methods() -> dict[str, dict[str, Any]]:
+    """The registered methods: ``{name: {"summary", "kind", "requires", "stochastic", "parameters": [...]}}``."""
+    return catalogue()
 
 
-def _as_method(method: str | Method, params: dict[str, Any]) -> Method:
+def as_method(method: str | Method, params: dict[str, Any] | None = None) -> Method:
+    """A method value from a registered name and parameters (or a value, returned as is)."""
+    params = params or {}
     if isinstance(method, Method):
         if params:
             raise MethodError(f"{method.name}: pass parameters either in the method value or as keywords, not both")
         return method
     if not isinstance(method, str):
-        raise MethodError(f"{method!r}: a method is a name (see patchlens.methods()) or a Method value")
+        raise MethodError(f"{method!r}: a method is a name (see patchlens.list_methods()) or a Method value")
     return make_method(method, **params)
+
+
+def check_supported(method: Method, classifier: Classifier) -> None:
+    """One MethodError, before any work, when ``classifier`` lacks what ``method`` requires.
+
+    The one capability check of every front-end (API, CLI, web, batch, benchmark).
+    """
+    alternatives = [cls() for cls in registry().values()]
+    capabilities.check(method, classifier, alternatives)
+
+
+def supported_methods(classifier: Classifier) -> dict[str, str | None]:
+    """Every registered method name, with None when ``classifier`` supports it, else the reason it does not."""
+    out: dict[str, str | None] = {}
+    for name, cls in registry().items():
+        try:
+            capabilities.check(cls(), classifier)
+            out[name] = None
+        except MethodError as exc:
+            out[name] = str(exc)
+    return out
 
 
 def explain_one(
@@ -52,18 +69,36 @@ def explain_one(
     seed: int | None = 0,
     batch_size: int | None = None,
     progress: bool = False,
+    max_passes: int | None = None,
+    cancelled: Callable[[], bool] | None = None,
+    on_progress: Callable[[int, int | None], None] | None = None,
+    on_map: Callable[[torch.Tensor, int], None] | None = None,
 ) -> list[Explanation]:
-    """Explain one loaded image; one Explanation per resolved target."""
-    if method.kind != "black-box" and classifier.module is None:
-        black_box = [n for n, c in registry().items() if c.kind == "black-box"]
+    """Explain one loaded image; one Explanation per resolved target.
+
+    ``max_passes``, ``cancelled`` and ``on_progress`` go to the :class:`Engine`
+    (a hard budget, cancellation between batches, progress after each batch);
+    ``on_map`` receives a sampling method's running map after each round.
+    """
+    check_supported(method, classifier)
+    announced = method.passes(classifier.input_size)
+    if max_passes is not None and announced is not None and announced > max_passes:
         raise MethodError(
-            f"{method.name}: needs a PyTorch module (gradients or internals), but {classifier.model_id} is a black box; "
-            f"use one of {', '.join(black_box)}"
+            f"{method.name}: {announced:,} forward passes is over the budget of {max_passes:,}; lower its sample count"
         )
     device = classifier.device
     photo = to_tensor(image.pixels).to(device)
     x = resize(photo, classifier.input_size)
-    engine = Engine(classifier, batch_size=batch_size, progress=progress, description=f"{method.name} {image.name}")
+    engine = Engine(
+        classifier,
+        batch_size=batch_size,
+        progress=progress,
+        description=f"{method.name} {image.name}",
+        max_passes=max_passes,
+        cancelled=cancelled,
+        on_progress=on_progress,
+        expected_passes=announced,
+    )
     probs = engine.score_one(x)
     targets = resolve_targets(target, probs, classifier)
     generator = torch.Generator(device=device)
@@ -75,6 +110,7 @@ def explain_one(
         probs=probs,
         engine=engine,
         generator=generator,
+        on_map=on_map,
     )
     attribution = method.attribute(job)
     maps = attribution.maps.detach().float()
@@ -122,6 +158,8 @@ def explain(
     device: str | torch.device | None = None,
     batch_size: int | None = None,
     progress: bool = False,
+    max_passes: int | None = None,
+    on_map: Callable[[torch.Tensor, int], None] | None = None,
     **method_params: Any,
 ) -> Result | list[Result]:
     """Explain what drives ``model``'s decision on ``image``.
@@ -130,22 +168,33 @@ def explain(
         model: a :class:`Classifier` or anything :func:`load_model` accepts
             (``"default"``, ``"timm:resnet50"``, an ``nn.Module``, a callable...).
         image: a path, PIL image, ``(H, W, 3)`` uint8 array or tensor - or a list of them.
-        method: a registered method name (see :func:`methods`) or a Method value.
+        method: a registered method name (see :func:`list_methods`) or a Method value.
         target: ``"top1"``, ``"topk:K"``, a class index, a label name, or a list.
         seed: seeds the method's own ``torch.Generator`` (no global seeding).
         device: for model specs: ``"auto"``, ``"cpu"``, ``"cuda"``.
         batch_size: images per forward pass (None: chosen for the device).
         progress: show a progress bar for long runs.
+        max_passes: a hard budget of forward passes per image; a method that would
+            exceed it stops with :class:`~patchlens.errors.BudgetError` (or a
+            MethodError before it starts, when it announces its cost).
+        on_map: called with the running maps ``(T, h, w)`` (at the model's input
+            size) and the samples used, after each round of a sampling method.
         **method_params: the method's parameters, e.g. ``n_masks=4000``.
 
     Returns:
-        An :class:`Explanation` when one class is explained, a list of them when
-        ``target`` names several; for a list of images, a list of those.
+        The result's type follows from the call's form, never from the image:
+
+        * one image, one class (``"top1"``, an index, a name): an :class:`Explanation`;
+        * one image, several (a list, ``"topk:K"``, ``"a,b"``): a ``list[Explanation]``
+          in the order the classes were resolved;
+        * a list or tuple of images: a list with one of the above per image.
     """
-    method_value = _as_method(method, method_params)
+    method_value = as_method(method, method_params)
     classifier = load_model(model, device=device) if device is not None else load_model(model)
-    many = isinstance(image, (list, tuple))
-    images = list(image) if many else [image]  # type: ignore[arg-type]
+    check_supported(method_value, classifier)
+    many_images = isinstance(image, (list, tuple))
+    images = list(image) if many_images else [image]  # type: ignore[arg-type]
+    several = names_several(target)
     results: list[Result] = []
     for item in images:
         exps = explain_one(
@@ -156,6 +205,8 @@ def explain(
             seed=seed,
             batch_size=batch_size,
             progress=progress,
+            max_passes=max_passes,
+            on_map=on_map,
         )
-        results.append(exps[0] if len(exps) == 1 else exps)
-    return results if many else results[0]
+        results.append(exps if several else exps[0])
+    return results if many_images else results[0]

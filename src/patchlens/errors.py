@@ -25,3 +25,11 @@ class TargetError(PatchlensError, ValueError):
 
 class MethodError(PatchlensError, ValueError):
     """An unknown method, or a parameter out of range."""
+
+
+class BudgetError(PatchlensError, RuntimeError):
+    """A job would run more forward passes than its budget allows."""
+
+
+class Cancelled(Exception):
+    """A job was cancelled while it ran (not a user error: nothing was wrong with the input)."""

@@ -3,15 +3,21 @@
 from __future__ import annotations
 
 import json
+import platform
 import re
-from dataclasses import dataclass, field
+import sys
+from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import Any
+from typing import Any, Mapping, NoReturn
 
 import numpy as np
 from PIL import Image
 
 from . import render
+from ._version import __version__
+
+#: version of the record layout written by :func:`record` (JSON files, batch stores, the web API).
+RECORD_SCHEMA = 1
 
 
 def _jsonable(value: Any) -> Any:
@@ -26,6 +32,28 @@ def _jsonable(value: Any) -> Any:
     if hasattr(value, "tolist") and callable(value.tolist):  # torch tensors
         return value.tolist()
     return value
+
+
+class FrozenParams(dict):  # type: ignore[type-arg]
+    """A method's parameters as recorded on a result: a dict that cannot be changed afterwards."""
+
+    def _refuse(self, *args: Any, **kwargs: Any) -> NoReturn:
+        raise TypeError("an Explanation's params are a record of how it was made and cannot be changed")
+
+    __setitem__ = __delitem__ = clear = pop = popitem = setdefault = update = __ior__ = _refuse  # type: ignore[assignment]
+
+    def __reduce__(self) -> tuple[Any, ...]:  # pickles (Ray, multiprocessing) without calling the refused methods
+        return (FrozenParams, (dict(self),))
+
+
+def library_versions() -> dict[str, str]:
+    """Versions of what made a result: patchlens, Python, numpy, torch, and a model runtime when one is loaded."""
+    versions = {"patchlens": __version__, "python": platform.python_version(), "numpy": np.__version__}
+    for name in ("torch", "onnxruntime", "timm", "torchvision"):
+        module = sys.modules.get(name)
+        if module is not None:
+            versions[name] = str(getattr(module, "__version__", "unknown"))
+    return versions
 
 
 def _stem(text: str) -> str:
@@ -63,6 +91,27 @@ class Explanation:
     version: str = ""
     image: np.ndarray | None = field(default=None, repr=False, compare=False)
 
+    def __post_init__(self) -> None:
+        if not isinstance(self.params, FrozenParams):
+            object.__setattr__(self, "params", FrozenParams(self.params))
+
+    def __eq__(self, other: object) -> bool:
+        """Equal when every recorded field is equal, maps compared element-wise (the photo is not compared)."""
+        if not isinstance(other, Explanation):
+            return NotImplemented
+        for f in fields(self):
+            if not f.compare:
+                continue
+            a, b = getattr(self, f.name), getattr(other, f.name)
+            if isinstance(a, np.ndarray) or isinstance(b, np.ndarray):
+                if not (isinstance(a, np.ndarray) and isinstance(b, np.ndarray) and np.array_equal(a, b)):
+                    return False
+            elif _jsonable(a) != _jsonable(b):
+                return False
+        return True
+
+    __hash__ = None  # type: ignore[assignment]  # holds arrays: equal values need not hash alike
+
     @property
     def title(self) -> str:
         return f"{self.method}: {self.label} (class {self.target}), p = {self.score:.3f}"
@@ -77,31 +126,13 @@ class Explanation:
 
     def describe(self) -> str:
         """The map in words, computed from the map itself."""
-        from .metrics.describe import describe
+        from .describe import describe
 
         return describe(self)
 
     def to_dict(self) -> dict[str, Any]:
-        """Everything but the pixel arrays, JSON-ready."""
-        return _jsonable(
-            {
-                "image": self.image_name,
-                "target": self.target,
-                "label": self.label,
-                "score": self.score,
-                "method": self.method,
-                "params": self.params,
-                "seed": self.seed,
-                "model": self.model,
-                "forward_passes": self.forward_passes,
-                "seconds": self.seconds,
-                "saliency_shape": list(self.saliency.shape),
-                "saliency_min": float(self.saliency.min()),
-                "saliency_max": float(self.saliency.max()),
-                "extras": self.extras,
-                "patchlens_version": self.version,
-            }
-        )
+        """Everything but the pixel arrays, JSON-ready: the same as :func:`record`."""
+        return record(self)
 
     def default_stem(self) -> str:
         name = Path(self.image_name).stem if self.image_name and not self.image_name.startswith("<") else "image"
@@ -117,3 +148,35 @@ class Explanation:
         np.save(paths["saliency"], self.saliency.astype(np.float32))
         paths["json"].write_text(json.dumps(self.to_dict(), indent=2) + "\n", encoding="utf-8")
         return paths
+
+
+def record(exp: Explanation, **context: Any) -> dict[str, Any]:
+    """The one record of how ``exp`` was made, JSON-ready; ``save()``, the batch store and the web API all use it.
+
+    ``context`` adds fields that only the caller knows (a store's source path, a
+    web result's id); they may not replace the recorded ones.
+    """
+    out: dict[str, Any] = {
+        "schema": RECORD_SCHEMA,
+        "image": exp.image_name,
+        "target": exp.target,
+        "label": exp.label,
+        "score": exp.score,
+        "method": exp.method,
+        "params": dict(exp.params),
+        "seed": exp.seed,
+        "model": exp.model,
+        "forward_passes": exp.forward_passes,
+        "seconds": exp.seconds,
+        "saliency_shape": list(exp.saliency.shape),
+        "saliency_min": float(exp.saliency.min()),
+        "saliency_max": float(exp.saliency.max()),
+        "extras": exp.extras,
+        "patchlens_version": exp.version,
+        "versions": library_versions(),
+    }
+    clash = sorted(set(context) & set(out))
+    if clash:
+        raise ValueError(f"record context may not replace recorded fields: {', '.join(clash)}")
+    return _jsonable({**out, **context})
+

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 from typing import Sequence, Union
 
 import torch
@@ -69,3 +71,17 @@ def resolve_targets(spec: TargetSpec, probs: torch.Tensor, classifier: Classifie
     if "," in text:
         return resolve_targets([s for s in text.split(",") if s.strip()], probs, classifier)
     return [_by_name(text, classifier)]
+
+
+def names_several(spec: TargetSpec) -> bool:
+    """Whether ``spec`` asks for several classes by its form (a list, ``topk:K``, ``a,b``), whatever they resolve to.
+
+    ``explain`` decides its return type from this, so the type of a call's result
+    never depends on the image.
+    """
+    if isinstance(spec, (list, tuple)):
+        return True
+    if not isinstance(spec, str):
+        return False
+    text = spec.strip().lower()
+    return "," in text or (re.fullmatch(r"top(k:)?\d+", text) is not None and text not in ("top1", "topk:1"))

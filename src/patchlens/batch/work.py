@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from .. import __version__
+from .._version import __version__
 from ..api import explain_one
 from ..errors import PatchlensError
 from ..explanation import Explanation

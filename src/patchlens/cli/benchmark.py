@@ -8,7 +8,7 @@ import platform
 import time
 from typing import Any
 
-from ..api import methods as list_methods
+from ..api import list_methods
 from .explain import add_common
 
 METRICS = "pointing_game,focus,insertion,deletion,cost"
@@ -46,7 +46,7 @@ def run(args: argparse.Namespace) -> int:
     from ..metrics.mosaics import builtin_mosaics
     from ..models import load_model
 
-    names = args.methods.split(",") if args.methods else [n for n, m in list_methods().items() if m["kind"] == "black-box"]
+    names = args.methods.split(",") if args.methods else [n for n, m in list_methods().items() if m["requires"] == ["scores"]]
     classifier = load_model(args.model, device=args.device)
     mosaics = builtin_mosaics()
     print(f"benchmark: {len(mosaics)} mosaics, model {classifier.model_id} on {classifier.device} "

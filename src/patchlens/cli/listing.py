@@ -6,7 +6,7 @@ import argparse
 import json
 from typing import Any
 
-from ..api import methods
+from ..api import list_methods
 from ..models import list_model_specs
 
 
@@ -19,7 +19,7 @@ def register(sub: Any, argv: list[str]) -> None:
 
 
 def run_methods(args: argparse.Namespace) -> int:
-    info = methods()
+    info = list_methods()
     if args.json:
         print(json.dumps(info, indent=2))
         return 0

@@ -1,28 +1,37 @@
-"""The perturbation engine: score many perturbed copies of an image, in batches.
+"""The engine: the one loop that runs a model over many inputs, in batches.
 
-Every black-box method is *propose masks -> compose masked inputs -> score ->
-combine*. Methods own the first and last steps (a :class:`MaskSource` and a
-combination of the scores); this module owns the middle: it builds each batch
-on the model's device, runs the model under inference mode, counts forward
-passes and time, picks the batch size, and halves it on out-of-memory without
-losing the batches already scored.
+Every method is *propose inputs -> run the model on them -> combine*. Methods
+own the first and last steps; this module owns the middle, once, for every
+kind of step: scoring masked pixels, scoring a ViT with tokens dropped, taking
+input gradients. :meth:`Engine.run` chunks the work, chooses the batch size
+(measured on a CPU), halves it on out-of-memory without losing what is done,
+shows progress, counts forward passes and time, honours cancellation and
+stops a job that would exceed its forward-pass budget. Methods never touch
+the counters: they hand the engine a *step* and read the results.
 """
 
 from __future__ import annotations
 
+import threading
 import time
-from dataclasses import dataclass
-from typing import Callable, Protocol
+from dataclasses import dataclass, field
+from typing import Callable, Protocol, TypeVar
 
 import torch
 from tqdm.auto import tqdm
 
-from ..errors import MethodError
+from ..errors import BudgetError, Cancelled, MethodError
 from ..models.classifier import Classifier
+
+T = TypeVar("T")
 
 #: masks are combined in chunks of this many, whatever the batch size, so that
 #: results are bit-for-bit independent of ``batch_size``.
 COMBINE_CHUNK = 256
+
+#: A step runs the model on items ``start..stop-1`` and returns its result and how
+#: many items it consumed (at least 1, at most ``stop - start``).
+Step = Callable[[int, int], "tuple[T, int]"]
 
 
 class MaskSource(Protocol):
@@ -48,15 +57,35 @@ def default_batch_size(device: torch.device) -> int:
 CPU_CANDIDATES = (1, 4, 16, 32)
 
 
+@dataclass
+class BatchSizePolicy:
+    """How engines choose a classifier's batch size; one per classifier, shared by its wrappers.
+
+    On a CPU the first engine measures :data:`CPU_CANDIDATES` on its real work and
+    writes the winner to ``chosen``; later engines use it. Wrappers (the web
+    server's per-job view of a model) return the inner classifier's policy, so a
+    model measured once stays measured.
+    """
+
+    candidates: tuple[int, ...] = CPU_CANDIDATES
+    chosen: int | None = None
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
+
+    def record(self, size: int) -> None:
+        with self._lock:
+            self.chosen = size
+
+
 def measured_batch_size(classifier: Classifier) -> int:
     """The batch size an engine settles on for ``classifier`` (measured once on a CPU, on random inputs)."""
-    tuned = getattr(classifier, "_tuned_batch_size", None)
-    if tuned is None and classifier.device.type == "cpu":
-        Engine(classifier).score_inputs(
-            lambda a, b: torch.rand(b - a, 3, *classifier.input_size, device=classifier.device), 2 * sum(CPU_CANDIDATES)
+    policy = classifier.batch_policy
+    if policy.chosen is None and classifier.device.type == "cpu":
+        engine = Engine(classifier)
+        engine.score_inputs(
+            lambda a, b: torch.rand(b - a, 3, *classifier.input_size, device=classifier.device),
+            2 * sum(policy.candidates),
         )
-        tuned = getattr(classifier, "_tuned_batch_size", None)
-    return int(tuned or default_batch_size(classifier.device))
+    return int(policy.chosen or default_batch_size(classifier.device))
 
 
 def _is_oom(exc: BaseException) -> bool:
@@ -70,33 +99,63 @@ def _is_oom(exc: BaseException) -> bool:
 
 @dataclass
 class Engine:
-    """Scores perturbed inputs with a classifier. One engine serves one explanation.
+    """Runs a classifier over many inputs. One engine serves one explanation.
 
     Args:
         classifier: the model.
-        batch_size: images per forward pass; None picks one for the device.
+        batch_size: images per forward pass; None picks one for the device
+            (measured on a CPU, see :class:`BatchSizePolicy`).
         progress: show a progress bar (appears only if the work takes over a second).
+        description: the progress bar's label.
+        max_passes: a hard budget; a batch that would take the total over it
+            raises :class:`~patchlens.errors.BudgetError` instead of running.
+        cancelled: checked before every batch; when it returns True the run
+            stops with :class:`~patchlens.errors.Cancelled`.
+        on_progress: called after every batch with ``(passes so far, passes announced)``.
+        expected_passes: passes the whole job is announced to take (for
+            ``on_progress`` and the progress bar's total); None when unknown.
     """
 
     classifier: Classifier
     batch_size: int | None = None
     progress: bool = False
-    forward_passes: int = 0
-    seconds: float = 0.0
     description: str = "scoring"
+    max_passes: int | None = None
+    cancelled: Callable[[], bool] | None = None
+    on_progress: Callable[[int, int | None], None] | None = None
+    expected_passes: int | None = None
 
     def __post_init__(self) -> None:
+        self._passes = 0
+        self._seconds = 0.0
         self._trials: list[int] = []
         self._rates: dict[int, float] = {}
+        self._bar: tqdm | None = None
         if self.batch_size is None:
-            tuned = getattr(self.classifier, "_tuned_batch_size", None)
-            if tuned is None and self.classifier.device.type == "cpu":
+            policy = self.classifier.batch_policy
+            if policy.chosen is None and self.classifier.device.type == "cpu":
                 # Try each candidate twice (the first call at a new shape pays set-up costs).
-                self._trials = [b for b in CPU_CANDIDATES for _ in range(2)]
-            self.batch_size = tuned or default_batch_size(self.classifier.device)
+                self._trials = [b for b in policy.candidates for _ in range(2)]
+            self.batch_size = policy.chosen or default_batch_size(self.classifier.device)
         if self.batch_size < 1:
-            raise ValueError(f"batch_size={self.batch_size}: must be at least 1")
+            raise MethodError(f"batch_size={self.batch_size}: must be at least 1")
 
+    # -- what the engine reports ---------------------------------------------------
+    @property
+    def forward_passes(self) -> int:
+        """Images the model has been run on (each counts once, forward and backward together)."""
+        return self._passes
+
+    @property
+    def seconds(self) -> float:
+        """Time spent inside :meth:`run`."""
+        return self._seconds
+
+    @property
+    def device(self) -> torch.device:
+        return self.classifier.device
+
+    # -- the loop --------------------------------------------------------------------
     def back_off(self, exc: BaseException, size: int) -> bool:
         """After a batch of ``size`` raised ``exc``: on out-of-memory, halve the batch size
         and return True (retry the same batch; what is already scored is kept).
@@ -119,20 +178,72 @@ class Engine:
             self._rates[size] = size / max(seconds, 1e-9)
         if not self._trials:
             self.batch_size = max(self._rates, key=self._rates.__getitem__)
-            try:
-                self.classifier._tuned_batch_size = self.batch_size  # type: ignore[attr-defined]
-            except AttributeError:
-                pass
+            self.classifier.batch_policy.record(self.batch_size)
 
-    @property
-    def device(self) -> torch.device:
-        return self.classifier.device
+    def _before_batch(self, size: int) -> None:
+        if self.cancelled is not None and self.cancelled():
+            raise Cancelled("the job was cancelled")
+        if self.max_passes is not None and self._passes + size > self.max_passes:
+            raise BudgetError(
+                f"{self.description}: {self._passes + size:,} forward passes would exceed the budget of "
+                f"{self.max_passes:,}; lower the method's sample count (or raise the budget)"
+            )
 
-    def _forward(self, batch: torch.Tensor) -> torch.Tensor:
-        out = self.classifier(batch)
-        self.forward_passes += batch.shape[0]
-        return out
+    def _after_batch(self, count: int) -> None:
+        self._passes += count
+        if self._bar is not None:
+            self._bar.update(count)
+        if self.on_progress is not None:
+            self.on_progress(self._passes, self.expected_passes)
 
+    def run(self, step: Callable[[int, int], tuple[T, int]], total: int, *, tune: bool = True) -> list[T]:
+        """Run ``step`` over items ``0..total-1`` in batches; the steps' results, in order.
+
+        ``step(start, stop)`` runs the model on items ``start..stop-1`` and returns
+        ``(result, consumed)``; a step may consume fewer items than offered (the
+        token path groups rows of equal length). Each consumed item counts as one
+        forward pass. ``tune=False`` keeps batch-size trials away from steps whose
+        speed says nothing about the model's (gradients).
+        """
+        start_time = time.perf_counter()
+        results: list[T] = []
+        opened = self._bar is None and self.progress
+        if opened:
+            bar_total = self.expected_passes if self.expected_passes is not None else total
+            self._bar = tqdm(total=bar_total, desc=self.description, unit="pass", delay=1.0, leave=False)
+            self._bar.update(self._passes)
+        done = 0
+        try:
+            while done < total:
+                size = self._next_size() if tune else int(self.batch_size or 1)
+                stop = min(total, done + size)
+                self._before_batch(stop - done)
+                tick = time.perf_counter()
+                try:
+                    value, consumed = step(done, stop)
+                except Exception as exc:
+                    if self.back_off(exc, size):
+                        continue
+                    raise
+                if not 1 <= consumed <= stop - done:
+                    raise RuntimeError(f"a step consumed {consumed} of {stop - done} items")
+                if tune and self._trials and consumed == size:  # only full batches say anything about speed
+                    self._record_trial(size, time.perf_counter() - tick)
+                results.append(value)
+                self._after_batch(consumed)
+                done += consumed
+        finally:
+            if opened and self._bar is not None:
+                self._bar.close()
+                self._bar = None
+            self._seconds += time.perf_counter() - start_time
+        return results
+
+    def run_once(self, fn: Callable[[], T]) -> T:
+        """One forward pass (and backward, if ``fn`` takes gradients) of one image, counted and timed."""
+        return self.run(lambda a, b: (fn(), 1), 1, tune=False)[0]
+
+    # -- pixel scoring -------------------------------------------------------------
     def score_inputs(
         self,
         make: Callable[[int, int], torch.Tensor],
@@ -145,29 +256,12 @@ class Engine:
         on the device. Inputs are built one batch at a time, so memory is bounded
         by the batch size whatever ``total`` is.
         """
-        start_time = time.perf_counter()
-        results: list[torch.Tensor] = []
-        bar = tqdm(total=total, desc=self.description, unit="pass", delay=1.0, disable=not self.progress, leave=False)
-        done = 0
-        try:
-            while done < total:
-                size = self._next_size()
-                stop = min(total, done + size)
-                tick = time.perf_counter()
-                try:
-                    probs = self._forward(make(done, stop))
-                except Exception as exc:
-                    if self.back_off(exc, size):
-                        continue
-                    raise
-                if self._trials and stop - done == size:  # only full batches say anything about speed
-                    self._record_trial(size, time.perf_counter() - tick)
-                results.append(probs if targets is None else probs[:, targets])
-                bar.update(stop - done)
-                done = stop
-        finally:
-            bar.close()
-            self.seconds += time.perf_counter() - start_time
+
+        def step(start: int, stop: int) -> tuple[torch.Tensor, int]:
+            probs = self.classifier(make(start, stop))
+            return (probs if targets is None else probs[:, targets]), stop - start
+
+        results = self.run(step, total)
         if not results:
             n_t = 0 if targets is None else len(targets)
             return torch.zeros(0, n_t, device=self.device)
@@ -187,9 +281,7 @@ class Engine:
         whose patch grid matches the masks) drops the hidden patch tokens instead.
         """
         if masking == "tokens":
-            from .tokens import score_tokens  # late import: tokens.py imports this module
-
-            return score_tokens(self, image, baseline, source, targets)
+            return self.score_tokens(image, baseline, source, targets)
         if masking != "pixels":
             raise MethodError(f"masking={masking!r}: use 'pixels' or 'tokens'")
         delta = image - baseline
@@ -203,6 +295,36 @@ class Engine:
     def score_one(self, image: torch.Tensor) -> torch.Tensor:
         """All class probabilities ``(C,)`` for one image ``(3, H, W)``."""
         return self.score_inputs(lambda a, b: image[None], 1)[0]
+
+    # -- token scoring (ViTs) --------------------------------------------------------
+    def score_tokens(
+        self, image: torch.Tensor, baseline: torch.Tensor, source: MaskSource, targets: torch.Tensor
+    ) -> torch.Tensor:
+        """Scores ``(source.total, T)`` of ``targets`` with each mask's hidden patch tokens dropped.
+
+        The classifier embeds the image once (:meth:`Classifier.token_view`) and
+        scores each batch of kept-token sets through its own call path. Masks are
+        run in order of how many tokens they keep, so each padded batch wastes
+        little; a mask that keeps nothing is scored as the baseline image.
+        """
+        view = self.classifier.token_view(image)
+        keep = view.keep_vectors(source)
+        counts = keep.sum(1)
+        out = torch.empty(source.total, len(targets), device=self.device)
+        empty = (counts == 0).nonzero()[:, 0]
+        if len(empty):
+            out[empty] = self.score_inputs(lambda a, b: baseline[None], 1, targets)
+        order = counts.argsort(stable=True)[len(empty) :]  # fewest tokens first: little padding per batch
+
+        def step(start: int, stop: int) -> tuple[None, int]:
+            rows = order[start:stop]
+            if not view.padded:  # blocks without attention masks need rows of one length
+                rows = rows[counts[rows] == counts[rows[0]]]
+            out[rows] = self.classifier.score_tokens(view, keep[rows])[:, targets]
+            return None, len(rows)
+
+        self.run(step, len(order))
+        return out
 
 
 def combine_masks(source: MaskSource, weights: torch.Tensor) -> torch.Tensor:

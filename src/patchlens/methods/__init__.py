@@ -6,12 +6,40 @@ found automatically; no list is kept by hand.
 
 from __future__ import annotations
 
+import sys
+import types
+import warnings
+from typing import Any
+
 from .._discovery import import_submodules
-from .base import Attribution, Job, Method, ParamInfo, get_method, make_method, param, register, registry
+from .base import Attribution, Job, Method, ParamInfo, catalogue, get_method, make_method, param, register, registry
 
 
 def _discover() -> None:
     import_submodules(__name__, __path__)
 
 
-__all__ = ["Method", "Job", "Attribution", "ParamInfo", "param", "register", "registry", "get_method", "make_method"]
+class _CallablePackage(types.ModuleType):
+    """``patchlens.methods`` is this package; calling it still lists the methods, as it did before 0.2."""
+
+    def __call__(self) -> dict[str, dict[str, Any]]:
+        warnings.warn(
+            "patchlens.methods() is deprecated: use patchlens.list_methods()", DeprecationWarning, stacklevel=2
+        )
+        return catalogue()
+
+
+sys.modules[__name__].__class__ = _CallablePackage
+
+__all__ = [
+    "Method",
+    "Job",
+    "Attribution",
+    "ParamInfo",
+    "param",
+    "register",
+    "registry",
+    "catalogue",
+    "get_method",
+    "make_method",
+]

@@ -8,13 +8,13 @@ and no ``requires_grad`` flag of the user's model is touched.
 
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass
 from functools import partial
 from typing import Any
 
 import torch
 
+from ..capabilities import Capability
 from ..errors import MethodError
 from ..models.layers import as_feature_map, auto_layer, find_layer, is_feature_map, token_layout
 from .base import Attribution, Job, Method, param
@@ -48,18 +48,11 @@ def capture(job: Job, layer: str, *, gradients: bool) -> Capture:
     name = auto_layer(module) if layer == "auto" else layer
     state: dict[str, Any] = {}
     handles = []
-    start = time.perf_counter()
-    try:
-        if name is None:  # a CNN with layer="auto": watch every submodule during this one pass
-            for sub_name, sub in module.named_modules():
-                if sub_name:
-                    handles.append(sub.register_forward_hook(partial(_record, state, sub_name, True)))
-        else:
-            handles.append(find_layer(module, name).register_forward_hook(partial(_record, state, name, False)))
+
+    def forward_and_backward() -> Capture:
         x = job.image[None].detach().clone()
         with torch.enable_grad() if gradients else torch.no_grad():
             logits = job.classifier.logits(x.requires_grad_(gradients))
-        job.engine.forward_passes += 1
         if "output" not in state:
             raise MethodError(
                 f"layer={layer!r}: no spatial feature map (N, C, h, w) was produced by {job.classifier.model_id}"
@@ -81,11 +74,19 @@ def capture(job: Job, layer: str, *, gradients: bool) -> Capture:
                 per_target.append(torch.zeros_like(raw) if g is None else g)
             grads = as_feature_map(torch.cat(per_target), layout, state["name"]).detach().float()
         return Capture(layer=state["name"], activations=activations, grads=grads)
+
+    try:
+        if name is None:  # a CNN with layer="auto": watch every submodule during this one pass
+            for sub_name, sub in module.named_modules():
+                if sub_name:
+                    handles.append(sub.register_forward_hook(partial(_record, state, sub_name, True)))
+        else:
+            handles.append(find_layer(module, name).register_forward_hook(partial(_record, state, name, False)))
+        return job.engine.run_once(forward_and_backward)
     finally:
         for handle in handles:
             handle.remove()
         state.clear()
-        job.engine.seconds += time.perf_counter() - start
 
 
 def extras(capture: Capture, count: int) -> list[dict[str, Any]]:
@@ -102,7 +103,7 @@ class GradientCam(Method):
     (:meth:`combine`); capturing the layer, the hooks and the extras are here.
     """
 
-    kind = "white-box"
+    requires = Capability.GRADIENTS | Capability.LAYERS
     layer: str = param("auto", LAYER_HELP)
 
     def passes(self, size: tuple[int, int] = (224, 224)) -> int:

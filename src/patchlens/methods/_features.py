@@ -50,7 +50,9 @@ def lime_weights(z: torch.Tensor, kernel_width: float, distance: str) -> torch.T
     return torch.exp(-(d**2) / kernel_width**2).sqrt()
 
 
-def shapley_coalitions(n: int, k: int, generator: torch.Generator, device: torch.device) -> tuple[torch.Tensor, torch.Tensor, bool]:
+def shapley_coalitions(
+    n: int, k: int, generator: torch.Generator, device: torch.device, *, paired_order: bool = False
+) -> tuple[torch.Tensor, torch.Tensor, bool]:
     """Coalitions ``z`` ``(m, k)``, their weights ``(m,)`` and whether they are all ``2^k`` of them.
 
     Rows 0 and 1 are always the empty and the full coalition (their weights are
@@ -61,6 +63,9 @@ def shapley_coalitions(n: int, k: int, generator: torch.Generator, device: torch
     listed in full while the budget allows, and the rest is drawn from the
     kernel's size distribution ``p(s) ~ (k-1) / (s (k-s))`` with uniform members,
     in complementary pairs, each draw weighing an equal share of those sizes' mass.
+    With ``paired_order`` each drawn coalition is followed by its complement
+    (instead of all drawn, then all complements), so that any prefix is a fair
+    sample: the adaptive rounds fit on prefixes.
     """
     ones = torch.ones(2, device=device)
     ends = torch.stack([torch.zeros(k, device=device), torch.ones(k, device=device)])
@@ -90,7 +95,8 @@ def shapley_coalitions(n: int, k: int, generator: torch.Generator, device: torch
         s = low + torch.multinomial(p.float(), half, replacement=True, generator=generator)
         ranks = torch.rand(half, k, generator=generator, device=device).argsort(1).argsort(1)
         z = (ranks < s[:, None]).float()
-        parts.append(torch.cat([z, 1.0 - z])[:budget])
+        pairs = torch.stack([z, 1.0 - z], dim=1).reshape(-1, k) if paired_order else torch.cat([z, 1.0 - z])
+        parts.append(pairs[:budget])
         weights.append(torch.full((budget,), float(p.sum()) / budget, device=device))
     return torch.cat(parts), torch.cat(weights), False
 

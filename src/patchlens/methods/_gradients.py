@@ -10,7 +10,6 @@ independent and the result does not depend on the batch size.
 
 from __future__ import annotations
 
-import time
 from typing import Callable
 
 import torch
@@ -38,38 +37,31 @@ def input_gradients(job: Job, inputs: torch.Tensor) -> tuple[torch.Tensor, torch
 
 
 def accumulate(job: Job, make: Make, total: int, reduce: Reduce) -> torch.Tensor:
-    """``sum`` of ``reduce`` over ``total`` inputs, ``job.engine.batch_size`` at a time.
+    """``sum`` of ``reduce`` over ``total`` inputs, run by the engine's loop.
 
     Inputs are built batch by batch, so memory is bounded whatever ``total`` is;
-    on out-of-memory the batch size is halved and the batch retried. Forward
-    passes and time are counted on the engine.
+    the engine halves the batch on out-of-memory, counts passes and time, shows
+    progress and enforces the budget. Gradient batches do not take part in the
+    batch-size measurement (their speed is not the model's forward speed).
     """
-    engine = job.engine
-    start_time = time.perf_counter()
-    acc: torch.Tensor | None = None
-    done = 0
-    try:
-        while done < total:
-            stop = min(total, done + int(engine.batch_size or 1))
-            try:
-                grads, _ = input_gradients(job, make(done, stop))
-            except Exception as exc:
-                if engine.back_off(exc, int(engine.batch_size or 1)):
-                    continue
-                raise
-            engine.forward_passes += stop - done
-            part = reduce(grads.float(), done, stop)
-            acc = part if acc is None else acc + part
-            done = stop
-    finally:
-        engine.seconds += time.perf_counter() - start_time
-    assert acc is not None, "accumulate needs at least one input"
+
+    def step(start: int, stop: int) -> tuple[torch.Tensor, int]:
+        grads, _ = input_gradients(job, make(start, stop))
+        return reduce(grads.float(), start, stop), stop - start
+
+    parts = job.engine.run(step, total, tune=False)
+    assert parts, "accumulate needs at least one input"
+    acc = parts[0]
+    for part in parts[1:]:
+        acc = acc + part
     return acc
 
 
 def logits_of(job: Job, inputs: torch.Tensor) -> torch.Tensor:
     """Target logits ``(n, T)`` without gradients (counted as forward passes)."""
-    with torch.no_grad():
-        out = job.classifier.logits(inputs)[:, job.targets]
-    job.engine.forward_passes += inputs.shape[0]
-    return out.float()
+
+    def step(start: int, stop: int) -> tuple[torch.Tensor, int]:
+        with torch.no_grad():
+            return job.classifier.logits(inputs[start:stop])[:, job.targets].float(), stop - start
+
+    return torch.cat(job.engine.run(step, inputs.shape[0], tune=False))

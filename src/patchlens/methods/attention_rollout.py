@@ -17,14 +17,14 @@ target gets the same map.
 
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass
 
 import torch
 
+from ..capabilities import Capability
 from ..errors import MethodError
 from ..models.vit import find_vit, record_attention, vit_layout
-from .base import Attribution, Job, Method, param, register, registry
+from .base import Attribution, Job, Method, param, register
 
 
 def rollout(attentions: list[torch.Tensor], head_fusion: str = "mean", discard_ratio: float = 0.0) -> torch.Tensor:
@@ -55,7 +55,7 @@ class AttentionRollout(Method):
         "ViTs only: how much each patch flows into the class token through all attention layers; "
         "one forward pass, the same map for every class (not class-specific)."
     )
-    kind = "vit"
+    requires = Capability.TOKENS | Capability.LAYERS
 
     head_fusion: str = param(
         "mean", "how each layer's attention heads are combined into one", choices=("mean", "max", "min")
@@ -72,18 +72,11 @@ class AttentionRollout(Method):
 
     def attribute(self, job: Job) -> Attribution:
         vit = find_vit(job.classifier)
-        if vit is None:
-            others = ", ".join(n for n, c in registry().items() if c.kind != "vit")
-            raise MethodError(
-                f"{self.name}: {job.classifier.model_id} is not a timm Vision Transformer "
-                f"(needs patch_embed, blocks[i].attn); use one of {others}"
-            )
+        if vit is None:  # capabilities are checked before any work; this guards direct calls
+            raise MethodError(f"{self.name}: {job.classifier.model_id} is not a timm Vision Transformer")
         layout = vit_layout(vit, tuple(job.image.shape[-2:]))  # type: ignore[arg-type]
-        start = time.perf_counter()
         with record_attention(vit) as recorded, torch.inference_mode():
-            job.classifier.logits(job.image[None])
-        job.engine.forward_passes += 1
-        job.engine.seconds += time.perf_counter() - start
+            job.engine.run_once(lambda: job.classifier.logits(job.image[None]))
         if len(recorded) != len(vit.blocks):
             raise MethodError(
                 f"{self.name}: recorded {len(recorded)} attention matrices for {len(vit.blocks)} blocks; "

@@ -11,10 +11,11 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass, field
-from typing import Any, ClassVar, Iterable
+from typing import Any, Callable, ClassVar, Iterable
 
 import torch
 
+from ..capabilities import Capability, names
 from ..engine import Engine
 from ..errors import MethodError
 from ..models.classifier import Classifier
@@ -27,9 +28,20 @@ def param(
     choices: Iterable[Any] | None = None,
     low: float | None = None,
     high: float | None = None,
+    group: str = "",
 ) -> Any:
-    """Declare a method hyper-parameter: its default, what it means, and its valid range."""
-    meta = {"help": help, "choices": tuple(choices) if choices is not None else None, "low": low, "high": high}
+    """Declare a method hyper-parameter: its default, what it means, and its valid range.
+
+    ``group`` names a shared declaration (see ``methods/_params.py``): parameters
+    of one group mean the same thing in every method that takes them.
+    """
+    meta = {
+        "help": help,
+        "choices": tuple(choices) if choices is not None else None,
+        "low": low,
+        "high": high,
+        "group": group,
+    }
     return field(default=default, metadata=meta)
 
 
@@ -44,9 +56,11 @@ class ParamInfo:
     choices: tuple[Any, ...] | None
     low: float | None
     high: float | None
+    group: str = ""
 
     def to_dict(self) -> dict[str, Any]:
         return {
+            "group": self.group or None,
             "name": self.name,
             "type": self.type.__name__,
             "default": self.default,
@@ -67,6 +81,9 @@ class Job:
     probs: torch.Tensor  # (C,) the model's probabilities on the unmasked image
     engine: Engine
     generator: torch.Generator  # on the device; the only source of randomness
+    #: called by sampling methods after each round with the running maps ``(T, h, w)``
+    #: and the samples used so far (progressive maps for the web page and scripts)
+    on_map: Callable[[torch.Tensor, int], None] | None = None
 
 
 @dataclass
@@ -90,10 +107,29 @@ class Method:
 
     name: ClassVar[str] = ""
     summary: ClassVar[str] = ""
-    #: "black-box" (needs only scores), "white-box" (needs a torch module), "vit".
-    kind: ClassVar[str] = "black-box"
+    #: what the model must offer (black-box methods need only scores).
+    requires: ClassVar[Capability] = Capability.SCORES
     #: whether the method draws random numbers (seed matters).
     stochastic: ClassVar[bool] = False
+
+    @classmethod
+    def kind(cls) -> str:
+        """A label for listings: "black-box", "white-box" or "vit", derived from :attr:`requires`."""
+        if Capability.TOKENS in cls.requires:
+            return "vit"
+        return "black-box" if cls.requires == Capability.SCORES else "white-box"
+
+    def requirements(self) -> Capability:
+        """What this value needs of the model: the class's :attr:`requires`, plus tokens for ``masking="tokens"``."""
+        if getattr(self, "masking", "pixels") == "tokens":
+            return self.requires | Capability.TOKENS
+        return self.requires
+
+    def instead(self, lack: Capability) -> tuple[str, str] | None:
+        """When a parameter value is why this method needs ``lack``: that value and how to do without it."""
+        if Capability.TOKENS in lack and Capability.TOKENS not in self.requires:
+            return "masking='tokens'", "use masking='pixels'"
+        return None
 
     def __post_init__(self) -> None:
         for info in self.parameters():
@@ -134,6 +170,7 @@ class Method:
                     choices=f.metadata.get("choices"),
                     low=f.metadata.get("low"),
                     high=f.metadata.get("high"),
+                    group=f.metadata.get("group", ""),
                 )
             )
         return out
@@ -168,6 +205,20 @@ def registry() -> dict[str, type[Method]]:
 
     _discover()
     return dict(sorted(_REGISTRY.items()))
+
+
+def catalogue() -> dict[str, dict[str, Any]]:
+    """The registered methods: ``{name: {"summary", "kind", "requires", "stochastic", "parameters": [...]}}``."""
+    return {
+        name: {
+            "summary": cls.summary,
+            "kind": cls.kind(),
+            "requires": names(cls.requires),
+            "stochastic": cls.stochastic,
+            "parameters": [p.to_dict() for p in cls.parameters()],
+        }
+        for name, cls in registry().items()
+    }
 
 
 def get_method(name: str) -> type[Method]:

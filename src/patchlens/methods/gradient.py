@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from ..capabilities import Capability
 from ._gradients import accumulate
 from .base import Attribution, Job, Method, register
 
@@ -20,7 +21,7 @@ from .base import Attribution, Job, Method, register
 class Gradient(Method):
     name = "gradient"
     summary = "Absolute gradient of the class score per pixel (one backward pass; sharp, noisy, needs a PyTorch model)."
-    kind = "white-box"
+    requires = Capability.GRADIENTS
 
     def passes(self, size: tuple[int, int] = (224, 224)) -> int:
         return 2  # the scoring pass that resolves targets, then one forward (and a backward per target)

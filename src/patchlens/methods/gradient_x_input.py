@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from ..capabilities import Capability
 from ._gradients import accumulate
 from .base import Attribution, Job, Method, register
 
@@ -20,7 +21,7 @@ from .base import Attribution, Job, Method, register
 class GradientXInput(Method):
     name = "gradient_x_input"
     summary = "Gradient times pixel value, summed over colours; signed contributions (one backward pass)."
-    kind = "white-box"
+    requires = Capability.GRADIENTS
 
     def passes(self, size: tuple[int, int] = (224, 224)) -> int:
         return 2  # the scoring pass that resolves targets, then one forward (and a backward per target)

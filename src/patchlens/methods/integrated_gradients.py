@@ -19,6 +19,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from ..capabilities import Capability
 from ..engine import make_baseline
 from ..errors import MethodError
 from ._gradients import accumulate, logits_of
@@ -40,7 +41,7 @@ def path_rule(steps: int, rule: str) -> tuple[np.ndarray, np.ndarray]:
 class IntegratedGradients(Method):
     name = "integrated_gradients"
     summary = "Sum gradients along a path from a blank image to the photo; signed contributions that add up."
-    kind = "white-box"
+    requires = Capability.GRADIENTS
 
     steps: int = param(32, "points on the path from the baseline to the image (more: more exact; one pass each)", low=1)
     baseline: str = param("black", "the 'absence' image the path starts from", choices=("black", "gray", "blur"))

@@ -11,27 +11,45 @@ estimate whose sum is still exact.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any
 
-from ..engine import BASELINES, FeatureMasks, make_baseline
+import torch
+
+from ..engine import FeatureMasks, make_baseline
 from ..errors import MethodError
-from ._features import FEATURES, constrained_shapley, paint, regions, shapley_coalitions
-from .base import Attribution, Job, Method, param, register
+from . import _params as shared
+from ._features import constrained_shapley, paint, regions, shapley_coalitions
+from ._sampling import SamplingMethod
+from .base import Job, param, register
+
+
+@dataclass
+class _ShapState:
+    image: torch.Tensor
+    baseline: torch.Tensor
+    labels: torch.Tensor
+    regions: int
+    coalitions: torch.Tensor  # (m, K); rows 0, 1: every region hidden, every region kept
+    weights: torch.Tensor  # (m,) Shapley-kernel weights
+    exact: bool
+    scores: list[torch.Tensor] = field(default_factory=list)
+    values: torch.Tensor | None = None  # (T, K) Shapley values of the samples so far
 
 
 @register
 @dataclass(frozen=True)
-class KernelShap(Method):
+class KernelShap(SamplingMethod):
     name = "kernelshap"
     summary = "Shapley values of image regions (how much each adds to the score, summing to the total) by weighted regression."
-    kind = "black-box"
-    stochastic = True
 
     n_samples: int = param(500, "how many region on/off patterns to score, one forward pass each (all of them when 2^regions is no more)", low=2)
-    features: str = param("slic", "how the image is cut into regions: a square grid or SLIC/quickshift superpixels", choices=FEATURES)
-    grid: int = param(7, "grid: the image is cut into grid x grid patches; slic/quickshift: into about grid² superpixels", low=1)
-    baseline: str = param("gray", "what hidden regions are replaced with (the 'absent' value of a region)", choices=BASELINES)
-    masking: str = param("pixels", "how regions are hidden: blend pixels with the baseline, or drop ViT patch tokens", choices=("pixels", "tokens"))
+    features: str = shared.features("slic")
+    grid: int = shared.region_grid(7)
+    baseline: str = shared.baseline()
+    masking: str = shared.masking()
+    converge: float = shared.converge()
+    round_size: int = shared.round_size(100)
 
     def validate(self) -> None:
         k = self.grid * self.grid
@@ -44,21 +62,40 @@ class KernelShap(Method):
         k = self.grid * self.grid
         return (2**k if k < 31 and 2**k <= self.n_samples else self.n_samples) + 1
 
-    def attribute(self, job: Job) -> Attribution:
+    def prepare(self, job: Job) -> _ShapState:
         x = job.image
         labels, k = regions(x, self.features, self.grid)
         baseline = make_baseline(x, self.baseline, job.generator)
-        z, weights, exact = shapley_coalitions(self.n_samples, k, job.generator, x.device)
-        scores = job.engine.score_masks(x, baseline, FeatureMasks(labels, z), job.targets, masking=self.masking)  # (m, T)
-        phi = constrained_shapley(z, scores, weights)  # (T, K)
-        extras = [
+        # In rounds, complementary pairs must stay together for every prefix to be a fair sample.
+        paired = self.converge > 0 or job.on_map is not None
+        z, weights, exact = shapley_coalitions(self.n_samples, k, job.generator, x.device, paired_order=paired)
+        return _ShapState(x, baseline, labels, k, z, weights, exact)
+
+    def sample_count(self, state: _ShapState) -> int:
+        return state.coalitions.shape[0]
+
+    def score_round(self, job: Job, state: _ShapState, start: int, stop: int) -> None:
+        part = FeatureMasks(state.labels, state.coalitions[start:stop])
+        state.scores.append(job.engine.score_masks(state.image, state.baseline, part, job.targets, masking=self.masking))
+
+    def running_maps(self, state: _ShapState, used: int) -> torch.Tensor:
+        state.values = constrained_shapley(state.coalitions[:used], torch.cat(state.scores), state.weights[:used])
+        return paint(state.values, state.labels)
+
+    def settled_enough(self, state: _ShapState, used: int) -> bool:
+        # an exact enumeration is only exact once complete; a sample needs more coalitions than unknowns
+        return not state.exact and used > state.regions + 1
+
+    def extras(self, state: _ShapState, used: int) -> list[dict[str, Any]]:
+        assert state.values is not None
+        scores = state.scores[0]
+        return [
             {
-                "shapley_values": phi[t].tolist(),
+                "shapley_values": state.values[t].tolist(),
                 "base_value": float(scores[0, t]),  # f(baseline): every region hidden
                 "full_value": float(scores[1, t]),  # f(image) as scored; sum(shapley_values) = full - base
-                "exact": exact,
-                "n_regions": k,
+                "exact": state.exact and used == state.coalitions.shape[0],
+                "n_regions": state.regions,
             }
-            for t in range(phi.shape[0])
+            for t in range(state.values.shape[0])
         ]
-        return Attribution(maps=paint(phi, labels), extras=extras)

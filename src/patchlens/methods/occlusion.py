@@ -12,7 +12,8 @@ from dataclasses import dataclass
 
 import torch
 
-from ..engine import BASELINES, combine_masks, make_baseline
+from ..engine import combine_masks, make_baseline
+from . import _params as shared
 from .base import Attribution, Job, Method, param, register
 
 
@@ -48,17 +49,11 @@ def _starts(size: int, window: int, stride: int) -> list[int]:
 class Occlusion(Method):
     name = "occlusion"
     summary = "Slide a grey (or blurred) window over the image; the map is how much the score drops."
-    kind = "black-box"
 
     window: int = param(32, "side of the square window that hides part of the image, in model-input pixels", low=1)
     stride: int = param(16, "step between window positions, in pixels (smaller: sharper map, more passes)", low=1)
-    baseline: str = param("gray", "what hidden pixels are replaced with", choices=BASELINES)
-    masking: str = param(
-        "pixels",
-        "pixels: hidden regions take the baseline's pixels; tokens (timm ViTs only): hidden patches' tokens are "
-        "dropped, which is faster and closer to what the model saw in training",
-        choices=("pixels", "tokens"),
-    )
+    baseline: str = shared.baseline()
+    masking: str = shared.masking()
 
     def passes(self, size: tuple[int, int] = (224, 224)) -> int:
         h, w = size

@@ -21,9 +21,11 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from ..engine import BASELINES, combine_masks, make_baseline
-from ..engine.convergence import ConvergenceMonitor, SliceSource
-from .base import Attribution, Job, Method, param, register
+from ..engine import combine_masks, make_baseline
+from ..engine.convergence import SliceSource
+from . import _params as shared
+from ._sampling import SamplingMethod
+from .base import Job, param, register
 
 
 class RiseMasks:
@@ -51,57 +53,50 @@ class RiseMasks:
         return up[idx, rows, cols][:, None].clamp_(0, 1)
 
 
+@dataclass
+class _RiseState:
+    image: torch.Tensor
+    baseline: torch.Tensor
+    source: RiseMasks
+    weighted: torch.Tensor | None = None  # sum of score * mask, per target
+    kept: torch.Tensor | None = None  # how often each pixel was visible
+
+
 @register
 @dataclass(frozen=True)
-class Rise(Method):
+class Rise(SamplingMethod):
     name = "rise"
     summary = "Average thousands of random smooth masks, each weighted by the score it leaves; works on any model."
-    kind = "black-box"
-    stochastic = True
 
     n_masks: int = param(1000, "how many random masks to score (more: smoother, more stable map; one forward pass each)", low=1)
-    grid: int = param(7, "the masks are random grid x grid patterns of kept/hidden cells; smaller: coarser blobs", low=2)
+    grid: int = param(7, "mask coarseness: each mask is a random grid x grid pattern of kept/hidden cells; smaller: coarser blobs", low=2)
     p_keep: float = param(0.5, "probability that a grid cell is kept visible", low=0.01, high=0.99)
-    baseline: str = param("gray", "what hidden pixels are replaced with", choices=BASELINES)
-    masking: str = param(
-        "pixels",
-        "pixels: hidden regions take the baseline's pixels; tokens (timm ViTs only): hidden patches' tokens are "
-        "dropped, which is faster and closer to what the model saw in training",
-        choices=("pixels", "tokens"),
-    )
-
-    converge: float = param(
-        0.0,
-        "stop early once the map's rank correlation with the map one round earlier reaches this, two rounds "
-        "in a row (e.g. 0.995); n_masks is then the most that will be used. 0: always use all n_masks",
-        low=0.0,
-        high=1.0,
-    )
-    round_size: int = param(250, "masks per round between convergence checks (only with --converge)", low=1)
+    baseline: str = shared.baseline()
+    masking: str = shared.masking()
+    converge: float = shared.converge()
+    round_size: int = shared.round_size(250)
 
     def passes(self, size: tuple[int, int] = (224, 224)) -> int:
         return self.n_masks + 1
 
-    def attribute(self, job: Job) -> Attribution:
+    def prepare(self, job: Job) -> _RiseState:
         x = job.image
         h, w = x.shape[-2:]
         source = RiseMasks(self.n_masks, self.grid, self.p_keep, h, w, job.generator, x.device)
-        baseline = make_baseline(x, self.baseline, job.generator)
-        monitor = ConvergenceMonitor(self.converge)
+        return _RiseState(x, make_baseline(x, self.baseline, job.generator), source)
+
+    def sample_count(self, state: _RiseState) -> int:
+        return self.n_masks
+
+    def score_round(self, job: Job, state: _RiseState, start: int, stop: int) -> None:
         # Rounds have fixed boundaries, so the map is the same at any batch size.
-        step = self.round_size if self.converge > 0 else self.n_masks
-        weighted = kept = None
-        used = 0
-        while used < self.n_masks:
-            part = SliceSource(source, used, min(self.n_masks, used + step))
-            scores = job.engine.score_masks(x, baseline, part, job.targets, masking=self.masking)  # (n, T)
-            w_part = combine_masks(part, scores)
-            k_part = combine_masks(part, torch.ones_like(scores[:, :1]))  # how often each pixel was visible
-            weighted = w_part if weighted is None else weighted + w_part
-            kept = k_part if kept is None else kept + k_part
-            used += part.total
-            if monitor.update(weighted / kept.clamp_min(1e-6)):
-                break
-        assert weighted is not None and kept is not None
-        extras = [{"convergence": monitor.report(used, self.n_masks)}] * len(job.targets) if self.converge > 0 else []
-        return Attribution(maps=weighted / kept.clamp_min(1e-6), extras=extras)
+        part = SliceSource(state.source, start, stop)
+        scores = job.engine.score_masks(state.image, state.baseline, part, job.targets, masking=self.masking)  # (n, T)
+        w_part = combine_masks(part, scores)
+        k_part = combine_masks(part, torch.ones_like(scores[:, :1]))
+        state.weighted = w_part if state.weighted is None else state.weighted + w_part
+        state.kept = k_part if state.kept is None else state.kept + k_part
+
+    def running_maps(self, state: _RiseState, used: int) -> torch.Tensor:
+        assert state.weighted is not None and state.kept is not None
+        return state.weighted / state.kept.clamp_min(1e-6)

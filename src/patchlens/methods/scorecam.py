@@ -18,6 +18,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
+from ..capabilities import Capability
 from ..engine import BASELINES, make_baseline
 from ._cam import LAYER_HELP, capture, extras
 from .base import Attribution, Job, Method, param, register
@@ -43,7 +44,7 @@ class ActivationMasks:
 class ScoreCam(Method):
     name = "scorecam"
     summary = "Mask the image with each feature map of a layer and weight it by the score left; no gradients."
-    kind = "white-box"
+    requires = Capability.LAYERS
 
     layer: str = param("auto", LAYER_HELP)
     top_channels: int = param(

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 
 import torch
 
+from ..capabilities import Capability
 from ._gradients import accumulate
 from .base import Attribution, Job, Method, param, register
 
@@ -25,7 +26,7 @@ from .base import Attribution, Job, Method, param, register
 class SmoothGrad(Method):
     name = "smoothgrad"
     summary = "Average the gradient map over noisy copies of the image; less speckle than plain gradients."
-    kind = "white-box"
+    requires = Capability.GRADIENTS
     stochastic = True
 
     n_samples: int = param(25, "how many noisy copies to average (one forward and backward pass each)", low=1)

@@ -12,13 +12,16 @@ forward passes for K regions.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 
-from ..engine import BASELINES, FeatureMasks, make_baseline
-from ._features import FEATURES, paint, regions
-from .base import Attribution, Job, Method, param, register
+from ..engine import FeatureMasks, make_baseline
+from . import _params as shared
+from ._features import paint, regions
+from ._sampling import SamplingMethod
+from .base import Job, param, register
 
 
 def jansen_total_indices(scores: torch.Tensor, n: int, k: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -30,41 +33,75 @@ def jansen_total_indices(scores: torch.Tensor, n: int, k: int) -> tuple[torch.Te
     return total.T, var
 
 
+@dataclass
+class _SobolState:
+    image: torch.Tensor
+    baseline: torch.Tensor
+    labels: torch.Tensor
+    regions: int
+    a: torch.Tensor  # (n, K) visibilities of design A
+    b: torch.Tensor  # (n, K) design B
+    scores: list[torch.Tensor] = field(default_factory=list)  # per round: [A; B; C_1..C_K] of its designs
+    indices: tuple[torch.Tensor, torch.Tensor] | None = None  # total indices (T, K), variances (T,)
+
+
 @register
 @dataclass(frozen=True)
-class Sobol(Method):
+class Sobol(SamplingMethod):
     name = "sobol"
     summary = "Total Sobol indices: the share of the score's variance each region takes part in, from quasi-random soft masks."
-    kind = "black-box"
-    stochastic = True
 
     n_designs: int = param(32, "quasi-random designs; each costs (regions + 2) forward passes (a power of 2 balances the sequence best)", low=2)
-    features: str = param("grid", "how the image is cut into regions: a square grid or SLIC/quickshift superpixels", choices=FEATURES)
-    grid: int = param(8, "grid: grid x grid patches; slic/quickshift: about grid² superpixels", low=1)
-    baseline: str = param("gray", "what a region fades to as its visibility goes to 0", choices=BASELINES)
-    masking: str = param("pixels", "how regions are hidden: blend pixels with the baseline, or drop ViT patch tokens", choices=("pixels", "tokens"))
+    features: str = shared.features("grid")
+    grid: int = shared.region_grid(8)
+    baseline: str = shared.baseline()
+    masking: str = shared.masking()
+    converge: float = shared.converge()
+    round_size: int = shared.round_size(8)
 
     def passes(self, size: tuple[int, int] = (224, 224)) -> int | None:
         if self.features != "grid":
             return None  # the number of superpixels depends on the image
         return self.n_designs * (self.grid * self.grid + 2) + 1
 
-    def attribute(self, job: Job) -> Attribution:
+    def prepare(self, job: Job) -> _SobolState:
         x = job.image
         labels, k = regions(x, self.features, self.grid)
         baseline = make_baseline(x, self.baseline, job.generator)
-        n = self.n_designs
         # SobolEngine takes an integer seed, so draw it from the job's generator
         seed = int(torch.randint(0, 2**31 - 1, (1,), generator=job.generator, device=x.device))
-        ab = torch.quasirandom.SobolEngine(2 * k, scramble=True, seed=seed).draw(n).to(x.device)
-        a, b = ab[:, :k], ab[:, k:]
+        ab = torch.quasirandom.SobolEngine(2 * k, scramble=True, seed=seed).draw(self.n_designs).to(x.device)
+        return _SobolState(x, baseline, labels, k, ab[:, :k], ab[:, k:])
+
+    def sample_count(self, state: _SobolState) -> int:
+        return self.n_designs  # a "sample" here is a design: K + 2 forward passes
+
+    def score_round(self, job: Job, state: _SobolState, start: int, stop: int) -> None:
+        a, b, k = state.a[start:stop], state.b[start:stop], state.regions
         c = a.repeat(k, 1, 1)  # (K, n, K): C_i is A with column i from B
-        idx = torch.arange(k, device=x.device)
+        idx = torch.arange(k, device=a.device)
         c[idx, :, idx] = b.T
-        design = torch.cat([a, b, c.reshape(k * n, k)])
-        scores = job.engine.score_masks(x, baseline, FeatureMasks(labels, design), job.targets, masking=self.masking)
-        total, var = jansen_total_indices(scores, n, k)
-        extras = [
-            {"total_indices": total[t].tolist(), "variance": float(var[t]), "n_regions": k} for t in range(total.shape[0])
+        design = torch.cat([a, b, c.reshape(k * len(a), k)])
+        masks = FeatureMasks(state.labels, design)
+        state.scores.append(job.engine.score_masks(state.image, state.baseline, masks, job.targets, masking=self.masking))
+
+    def running_maps(self, state: _SobolState, used: int) -> torch.Tensor:
+        k = state.regions
+        if len(state.scores) == 1:
+            scores = state.scores[0]
+        else:  # regroup the rounds' [A; B; C_1..C_K] blocks into one [A; B; C_1..C_K]
+            parts = [s.reshape(k + 2, -1, s.shape[-1]) for s in state.scores]
+            scores = torch.cat(parts, dim=1).reshape(-1, parts[0].shape[-1])
+        state.indices = jansen_total_indices(scores, used, k)
+        return paint(state.indices[0], state.labels)
+
+    def settled_enough(self, state: _SobolState, used: int) -> bool:
+        return used >= 4  # a variance from fewer designs says little
+
+    def extras(self, state: _SobolState, used: int) -> list[dict[str, Any]]:
+        assert state.indices is not None
+        total, var = state.indices
+        return [
+            {"total_indices": total[t].tolist(), "variance": float(var[t]), "n_regions": state.regions}
+            for t in range(total.shape[0])
         ]
-        return Attribution(maps=paint(total, labels), extras=extras)

@@ -21,8 +21,9 @@ from dataclasses import dataclass
 
 import torch
 
-from ..engine import BASELINES, FeatureMasks, make_baseline
-from ._features import FEATURES, regions
+from ..engine import FeatureMasks, make_baseline
+from . import _params as shared
+from ._features import regions
 from ._features import paint as paint_regions  # "paint" is also this method's parameter
 from .base import Attribution, Job, Method, param, register
 
@@ -41,13 +42,12 @@ def search_passes(k: int) -> int:
 class SubsetSelection(Method):
     name = "subset"
     summary = "Rank image regions by a greedy search from both ends (most and least important); gives insertion/deletion curves."
-    kind = "black-box"
 
-    features: str = param("grid", "how the image is cut into regions: a square grid or SLIC/quickshift superpixels", choices=FEATURES)
-    grid: int = param(5, "grid: grid x grid patches; slic/quickshift: about grid² superpixels (cost grows as regions²/2)", low=2)
-    baseline: str = param("gray", "what hidden regions are replaced with", choices=BASELINES)
+    features: str = shared.features("grid")
+    grid: int = shared.region_grid(5, low=2)  # cost grows as regions²/2
+    baseline: str = shared.baseline()
     paint: str = param("rank", "map value of a region: rank ((K - rank) / K, 1 = most important) or gain (its rise on the insertion curve)", choices=("rank", "gain"))
-    masking: str = param("pixels", "how regions are hidden: blend pixels with the baseline, or drop ViT patch tokens", choices=("pixels", "tokens"))
+    masking: str = shared.masking()
 
     def passes(self, size: tuple[int, int] = (224, 224)) -> int | None:
         if self.features != "grid":

@@ -9,12 +9,17 @@ masks in plain pixel space and never need to know the model's conventions.
 from __future__ import annotations
 
 import contextlib
-from typing import Iterator, Sequence
+from typing import TYPE_CHECKING, Iterator, Sequence
 
 import torch
 
-from ..errors import ModelError
+from ..capabilities import Capability
+from ..errors import MethodError, ModelError
 from ..images import resize
+
+if TYPE_CHECKING:
+    from ..engine.batcher import BatchSizePolicy
+    from .vit import TokenView
 
 
 class Classifier:
@@ -38,11 +43,27 @@ class Classifier:
         x = resize(x.to(self.device, torch.float32), self.input_size)
         with torch.inference_mode():
             out = self._scores(x)
-        return self._check(out, x.shape[0])
+        return self.check_scores(out, x.shape[0])
 
     # -- to implement ---------------------------------------------------------
     def _scores(self, x: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError
+
+    # -- what this model offers ----------------------------------------------------
+    @property
+    def capabilities(self) -> Capability:
+        """What methods may ask of this model (see :mod:`patchlens.capabilities`)."""
+        return Capability.SCORES
+
+    @property
+    def batch_policy(self) -> BatchSizePolicy:
+        """How engines choose this model's batch size; created on first use, kept for the model's life."""
+        policy = self.__dict__.get("_batch_policy")
+        if policy is None:
+            from ..engine.batcher import BatchSizePolicy  # the engine sits above the models
+
+            policy = self.__dict__.setdefault("_batch_policy", BatchSizePolicy())
+        return policy
 
     # -- white-box access (torch modules only) ---------------------------------
     @property
@@ -59,6 +80,16 @@ class Classifier:
         """Context in which the model is in inference mode; restores it afterwards."""
         yield
 
+    # -- token access (timm ViTs only) --------------------------------------------
+    def token_view(self, image: torch.Tensor) -> TokenView:
+        """``image`` (3, H, W) embedded once, ready for :meth:`score_tokens`; ViTs only."""
+        raise MethodError(f"masking='tokens': {self.model_id} is not a timm Vision Transformer; use masking='pixels'")
+
+    def score_tokens(self, view: TokenView, keep: torch.Tensor) -> torch.Tensor:
+        """Class probabilities ``(n, C)`` of the image of ``view`` with only the patch tokens in ``keep``
+        ``(n, patches)`` bool, through the same checks as :meth:`__call__`."""
+        raise MethodError(f"masking='tokens': {self.model_id} is not a timm Vision Transformer; use masking='pixels'")
+
     # -- helpers ---------------------------------------------------------------
     @property
     def num_classes(self) -> int | None:
@@ -69,7 +100,8 @@ class Classifier:
             return self.labels[index]
         return f"class {index}"
 
-    def _check(self, out: object, n: int) -> torch.Tensor:
+    def check_scores(self, out: object, n: int) -> torch.Tensor:
+        """``out`` as float32 scores ``(n, C)``, or a ModelError saying what is wrong with it."""
         if isinstance(out, (tuple, list)) and len(out) > 0 and isinstance(out[0], torch.Tensor):
             out = out[0]
         if not isinstance(out, torch.Tensor):

@@ -7,8 +7,10 @@ from typing import Iterator, Sequence
 
 import torch
 
-from ..errors import ModelError
+from ..capabilities import Capability
+from ..errors import MethodError, ModelError
 from .classifier import Classifier
+from .vit import TokenView, find_vit
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -87,6 +89,27 @@ class TorchClassifier(Classifier):
     def module(self) -> torch.nn.Module:
         return self._module
 
+    @property
+    def capabilities(self) -> Capability:
+        offered = Capability.WHITE_BOX
+        return offered | Capability.TOKENS if find_vit(self) is not None else offered
+
+    def token_view(self, image: torch.Tensor) -> TokenView:
+        vit = find_vit(self, nested=False)
+        if vit is None:
+            raise MethodError(
+                f"masking='tokens': {self.model_id} is not a timm Vision Transformer called directly "
+                "(a ViT inside a wrapper module cannot have its tokens dropped); use masking='pixels'"
+            )
+        with self.evaluating():
+            return TokenView(vit, self.normalise, image.to(self.device, torch.float32), self.model_id)
+
+    def score_tokens(self, view: TokenView, keep: torch.Tensor) -> torch.Tensor:
+        with self.evaluating():
+            out = view.logits(keep, self.autocast_dtype)
+        out = out.softmax(dim=1) if self.softmax else out
+        return self.check_scores(out, keep.shape[0])
+
     def evaluating(self) -> contextlib.AbstractContextManager[None]:
         return eval_mode(self._module)
 
@@ -125,5 +148,5 @@ class TorchClassifier(Classifier):
             except Exception as exc:
                 raise ModelError(f"{self.model_id}: the model raised {type(exc).__name__}: {exc}") from exc
         if out.ndim != 2:
-            return out  # shape is reported by Classifier._check
+            return out  # shape is reported by Classifier.check_scores
         return out.softmax(dim=1) if self.softmax else out

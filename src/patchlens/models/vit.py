@@ -11,13 +11,22 @@ attention matrices during a forward pass and leaves the model as it was.
 from __future__ import annotations
 
 import contextlib
+import inspect
 from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, Callable
 
 import torch
+import torch.nn.functional as F
 
 from ..errors import MethodError
-from .classifier import Classifier
+
+if TYPE_CHECKING:
+    from ..engine.batcher import MaskSource
+    from .classifier import Classifier
+
+#: masks are turned into kept-token sets in chunks of this many (memory bound only).
+_KEEP_CHUNK = 256
 
 #: what a module needs for us to treat it as a timm VisionTransformer.
 _VIT_PARTS = ("patch_embed", "blocks", "_pos_embed", "norm_pre", "norm", "forward_head", "num_prefix_tokens")
@@ -148,3 +157,91 @@ def record_attention(vit: torch.nn.Module) -> Iterator[list[torch.Tensor]]:
             h.remove()
         for a, flag in flags:
             a.fused_attn = flag
+
+
+def embed_patches(vit: torch.nn.Module, pixels: torch.Tensor) -> torch.Tensor:
+    """The token sequence ``(N, prefix + patches, D)`` that a timm ViT's blocks receive for normalised ``pixels``.
+
+    timm offers no public call for "patch embedding plus position embedding and
+    prefix tokens"; ``_pos_embed`` is the one it uses itself in ``forward_features``,
+    kept here, in one place, so a timm change breaks one function.
+    """
+    return vit._pos_embed(vit.patch_embed(pixels))  # type: ignore[operator]
+
+
+class TokenView:
+    """One image embedded once by a timm ViT, scored on chosen subsets of its patch tokens.
+
+    Token-drop masking: instead of greying hidden pixels, the hidden patches' tokens
+    are removed from the sequence, so every block runs on fewer tokens (faster)
+    and the model never sees grey squares it was not trained on. Each set of kept
+    tokens runs, with the prefix tokens (class, distillation, register), through
+    ``norm_pre``, the blocks, ``norm`` and ``forward_head``.
+
+    A pixel mask becomes a set of tokens by its mean over each patch: kept when
+    above 0.5. Binary masks aligned with the patch grid map exactly; soft masks
+    (RISE) are thresholded; a patch exactly half covered is dropped.
+
+    Rows of a batch keep different numbers of tokens, so each batch is padded to
+    its longest row; an attention mask stops every token attending to the
+    padding and the head reads each row cut back to its own length. The result
+    is exactly that of running each row alone (tested). Blocks that take no
+    ``attn_mask`` (older timm) need rows of one length (``padded`` is False).
+    """
+
+    def __init__(
+        self, vit: torch.nn.Module, normalise: Callable[[torch.Tensor], torch.Tensor], image: torch.Tensor, model_id: str
+    ) -> None:
+        self.vit = vit
+        self.layout = vit_layout(vit, tuple(image.shape[-2:]))  # type: ignore[arg-type]
+        #: whether rows of different lengths can share a batch (blocks must accept an attention mask)
+        self.padded = all("attn_mask" in inspect.signature(b.forward).parameters for b in vit.blocks)
+        with torch.inference_mode():
+            tokens = embed_patches(vit, normalise(image[None].float()))
+        p = self.layout.prefix
+        self.prefix, self.patches = tokens[:, :p], tokens[0, p:]
+        if self.patches.shape[0] != self.layout.num_patches:
+            raise MethodError(
+                f"masking='tokens': {model_id} produced {self.patches.shape[0]} patch tokens, "
+                f"expected {self.layout.num_patches}; use masking='pixels'"
+            )
+
+    def keep_vectors(self, source: MaskSource) -> torch.Tensor:
+        """``(source.total, patches)`` bool: which patch tokens each mask keeps (mask mean > 0.5)."""
+        layout, parts = self.layout, []
+        for start in range(0, source.total, _KEEP_CHUNK):
+            m = source.masks(start, min(source.total, start + _KEEP_CHUNK)).float()
+            if tuple(m.shape[-2:]) != (layout.grid[0] * layout.patch[0], layout.grid[1] * layout.patch[1]):
+                raise MethodError(f"masking='tokens': masks of {tuple(m.shape[-2:])} px do not match the ViT's patch grid")
+            parts.append(F.avg_pool2d(m, kernel_size=layout.patch, stride=layout.patch).flatten(1) > 0.5)
+        return torch.cat(parts) if parts else torch.zeros(0, layout.num_patches, dtype=torch.bool)
+
+    def logits(self, keep: torch.Tensor, autocast_dtype: torch.dtype | None = None) -> torch.Tensor:
+        """Raw outputs ``(n, C)`` for ``keep`` ``(n, patches)`` bool: the patch tokens each row keeps."""
+        vit, p = self.vit, self.layout.prefix
+        counts = keep.sum(1)
+        length = int(counts.max())
+        # each row's kept tokens first, in image order; what follows is padding
+        order = (~keep).int().argsort(dim=1, stable=True)[:, :length]
+        valid = torch.arange(length, device=keep.device) < counts[:, None]
+        device_type = self.patches.device.type
+        with torch.inference_mode(), torch.autocast(device_type, dtype=autocast_dtype, enabled=autocast_dtype is not None):
+            x = torch.cat([self.prefix.expand(len(keep), -1, -1), self.patches[order]], dim=1)
+            x = vit.norm_pre(x)
+            if bool(valid.all()):
+                x = vit.blocks(x)
+            else:
+                if not self.padded:
+                    raise MethodError("masking='tokens': this ViT's blocks take no attn_mask; rows must keep equal counts")
+                attend = torch.cat([valid.new_ones(len(keep), p), valid], dim=1)[:, None, None, :]  # keys only
+                for block in vit.blocks:  # type: ignore[union-attr]
+                    x = block(x, attn_mask=attend)
+            x = vit.norm(x)
+            out: torch.Tensor | None = None
+            for c in counts.unique().tolist():
+                rows = (counts == c).nonzero()[:, 0]
+                head = vit.forward_head(x[rows, : p + c]).float()  # type: ignore[operator]
+                out = head.new_empty(len(keep), head.shape[1]) if out is None else out
+                out[rows] = head
+        assert out is not None
+        return out

@@ -22,8 +22,9 @@ from fastapi.responses import FileResponse, JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
 from pydantic import BaseModel, Field
 
-from .. import __version__, render
-from ..api import methods as list_methods
+from .. import render
+from .._version import __version__
+from ..api import list_methods, supported_methods
 from ..engine import BASELINES
 from ..errors import ImageError, PatchlensError
 from ..examples import EXAMPLES, example_path
@@ -149,7 +150,8 @@ def create_app(
         return {
             "version": __version__,
             "model": {"id": clf.model_id, "input_size": list(clf.input_size), "classes": clf.num_classes,
-                      "white_box": clf.module is not None},
+                      "white_box": clf.module is not None,
+                      "unsupported": supported_methods(clf)},
             "methods": list_methods(),
             "examples": [{"name": n, "url": f"/api/examples/{n}"} for n in EXAMPLES],
             "grid": cfg.grid,

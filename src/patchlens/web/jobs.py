@@ -22,11 +22,15 @@ from typing import Any, Callable, Iterator
 
 import torch
 
+from ..capabilities import Capability
+from ..engine.batcher import BatchSizePolicy
+from ..errors import Cancelled
 from ..models.classifier import Classifier
+from ..models.vit import TokenView
 
 
-class JobCancelled(Exception):
-    """Raised inside a job's model calls once the job has been cancelled."""
+#: raised inside a job's model calls once the job has been cancelled
+JobCancelled = Cancelled
 
 
 class QueueFull(Exception):
@@ -75,6 +79,29 @@ class WatchedClassifier(Classifier):
             out = self.inner.logits(x)
         self.on_batch(int(x.shape[0]))
         return out
+
+    def score_tokens(self, view: TokenView, keep: torch.Tensor) -> torch.Tensor:
+        self._check_cancel()
+        with self.lock:
+            out = self.inner.score_tokens(view, keep)
+        self.on_batch(int(keep.shape[0]))
+        return out
+
+    def token_view(self, image: torch.Tensor) -> TokenView:
+        with self.lock:
+            return self.inner.token_view(image)
+
+    # what the model offers and how it is batched are the inner model's: a measured batch size stays measured
+    @property
+    def capabilities(self) -> Capability:
+        return self.inner.capabilities
+
+    @property
+    def batch_policy(self) -> BatchSizePolicy:
+        return self.inner.batch_policy
+
+    def check_scores(self, out: object, n: int) -> torch.Tensor:
+        return self.inner.check_scores(out, n)
 
     def evaluating(self) -> contextlib.AbstractContextManager[None]:
         return self.inner.evaluating()

@@ -20,6 +20,7 @@ from PIL import Image
 
 from .. import render
 from ..api import explain_one
+from ..capabilities import Capability
 from ..engine import BASELINES, Engine, FeatureMasks, make_baseline, patch_grid
 from ..errors import ImageError, MethodError, PatchlensError
 from ..explanation import Explanation
@@ -265,7 +266,7 @@ def run_explanations(
     for method in methods:
         try:
             # methods that hook into the module must not share it with what-if calls meanwhile
-            with holding(lock, method.kind != "black-box"):
+            with holding(lock, bool(method.requirements() & ~Capability.SCORES)):
                 exps = explain_one(watched, stored.image, method, target=target, seed=seed)
         except PatchlensError as exc:  # one method failing (say, white-box on a black box) keeps the others
             summaries.append({"method": method.name, "error": str(exc)})

@@ -140,14 +140,15 @@ function paramInput(method, p) {
   return el("label", { title }, el("span", { text: p.name.replace(/_/g, " ") }), input);
 }
 
-function buildMethodsForm(methods, whiteBox) {
+function buildMethodsForm(methods, unsupported) {
   const form = $("methods-form");
   for (const [name, m] of Object.entries(methods)) {
-    const usable = m.kind === "black-box" || whiteBox;
+    const why = unsupported[name];  // null when the server's model offers what the method requires
+    const usable = !why;
     const box = el("input", { type: "checkbox", name: "method", value: name, disabled: !usable,
       onchange: (e) => fieldset.classList.toggle("on", e.target.checked) });
     const fieldset = el("fieldset", { "data-method": name },
-      el("legend", {}, el("label", {}, box, ` ${name} `, el("span", { class: "muted", text: `[${m.kind}] ${usable ? m.summary : "needs a PyTorch model"}` }))),
+      el("legend", {}, el("label", {}, box, ` ${name} `, el("span", { class: "muted", text: `[${m.kind}] ${usable ? m.summary : why}` }))),
       el("div", { class: "params" }, ...m.parameters.map((p) => paramInput(name, p))));
     form.append(fieldset);
   }
@@ -286,7 +287,7 @@ async function start() {
       $("examples").append(el("img", { class: "example", src: ex.url, alt: ex.name, title: ex.name, "data-example": ex.name, onclick: () => useExample(ex.name) }));
     }
     for (const b of info.baselines) $("baseline").append(el("option", { value: b, text: b }));
-    buildMethodsForm(info.methods, info.model.white_box);
+    buildMethodsForm(info.methods, info.model.unsupported);
     const metricNames = Object.keys(info.metrics);
     $("metrics-label").hidden = metricNames.length === 0;
     $("metrics-names").textContent = metricNames.join(", ");

@@ -1,0 +1,86 @@
+"""What a model offers and what a method requires, declared as data and checked in one place.
+
+A :class:`~patchlens.models.Classifier` declares its :class:`Capability` flags
+(a black box offers only scores; a torch module also gradients and layers; a
+timm ViT also tokens). A method declares the flags it requires, and
+:func:`check` turns a mismatch into one :class:`~patchlens.errors.MethodError`
+naming the methods that would work. The API, the CLI, the web page, batch mode
+and the benchmark all call :func:`check`, so every front-end gives the same
+one-line error, before any forward pass.
+"""
+
+from __future__ import annotations
+
+import enum
+from typing import Iterable, Protocol
+
+from .errors import MethodError
+
+
+class Capability(enum.Flag):
+    """What a model can be asked for."""
+
+    #: class scores for a batch of images (every model).
+    SCORES = enum.auto()
+    #: differentiable logits, so gradients with respect to the input (torch modules).
+    GRADIENTS = enum.auto()
+    #: named inner layers whose activations can be read (torch modules).
+    LAYERS = enum.auto()
+    #: a Vision Transformer's patch tokens: dropping them, reading attention (timm ViTs).
+    TOKENS = enum.auto()
+
+    #: what a torch module offers.
+    WHITE_BOX = SCORES | GRADIENTS | LAYERS
+
+
+#: why a model may lack a capability, in the user's words.
+_MISSING = {
+    Capability.SCORES: "returns no class scores",
+    Capability.GRADIENTS: "is a black box (no gradients: it is not a PyTorch module)",
+    Capability.LAYERS: "is a black box (no layers to read: it is not a PyTorch module)",
+    Capability.TOKENS: "is not a timm Vision Transformer (no patch tokens)",
+}
+
+
+def names(flags: Capability) -> list[str]:
+    """The lower-case names of the single flags in ``flags``, e.g. ``["scores", "gradients"]``."""
+    return [f.name.lower() for f in Capability if f.name and f in flags and f is not Capability.WHITE_BOX]
+
+
+class _Requiring(Protocol):
+    name: str
+
+    def requirements(self) -> Capability: ...
+
+    def instead(self, lack: Capability) -> tuple[str, str] | None: ...
+
+
+class _Offering(Protocol):
+    model_id: str
+
+    @property
+    def capabilities(self) -> Capability: ...
+
+
+def missing(required: Capability, offered: Capability) -> Capability:
+    """The flags of ``required`` that ``offered`` lacks."""
+    return required & ~offered
+
+
+def check(method: _Requiring, classifier: _Offering, alternatives: Iterable[_Requiring] = ()) -> None:
+    """Raise one MethodError when ``classifier`` lacks something ``method`` requires.
+
+    ``alternatives`` are candidate method values; the error names those whose
+    requirements the model does meet.
+    """
+    lack = missing(method.requirements(), classifier.capabilities)
+    if not lack:
+        return
+    first = next(f for f in Capability if f in lack and f is not Capability.WHITE_BOX)
+    usable = [m.name for m in alternatives if not missing(m.requirements(), classifier.capabilities)]
+    cause = method.instead(lack)  # a parameter value that asks for the capability, and its fix
+    what = f" {cause[0]}" if cause else ""
+    hint = f"; {cause[1]}" if cause else f"; use one of {', '.join(usable)}" if usable else ""
+    raise MethodError(
+        f"{method.name}:{what} needs {' and '.join(names(lack))}, but {classifier.model_id} {_MISSING[first]}{hint}"
+    )

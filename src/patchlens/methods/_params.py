@@ -1,0 +1,70 @@
+"""Parameters that several methods share, declared once with one help text each.
+
+A method takes a shared parameter by calling the group's function as its field
+default (``masking: str = masking()``); the meaning, choices and bounds then
+come from here, and the CLI, the web form and the batch config show one text
+for it whichever method is chosen. Defaults may differ between methods (LIME
+cuts superpixels, Sobol a grid); meanings may not.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ..engine import BASELINES, PARTITIONS
+from .base import param
+
+MASKINGS = ("pixels", "tokens")
+
+
+def masking() -> Any:
+    return param(
+        "pixels",
+        "how hidden parts are hidden: pixels (they take the baseline's pixels) or tokens (timm ViTs only: "
+        "their patch tokens are dropped, faster and closer to what the model saw in training)",
+        choices=MASKINGS,
+        group="masking",
+    )
+
+
+def baseline(default: str = "gray") -> Any:
+    return param(
+        default,
+        "what hidden parts of the image are replaced with (the 'absent' value of a pixel or region)",
+        choices=BASELINES,
+        group="baseline",
+    )
+
+
+def features(default: str) -> Any:
+    return param(
+        default,
+        "how the image is cut into regions: a square grid or SLIC/quickshift superpixels",
+        choices=PARTITIONS,
+        group="regions",
+    )
+
+
+def region_grid(default: int, low: int = 1) -> Any:
+    return param(
+        default,
+        "region count: with features=grid the image is cut into grid x grid patches; with slic/quickshift "
+        "into about grid² superpixels",
+        low=low,
+        group="regions",
+    )
+
+
+def converge(default: float = 0.0) -> Any:
+    return param(
+        default,
+        "stop early once the map's rank correlation with the map one round earlier reaches this, two rounds in a "
+        "row (e.g. 0.99); the sample count is then the most that will be used. 0: always use every sample",
+        low=0.0,
+        high=1.0,
+        group="adaptive",
+    )
+
+
+def round_size(default: int) -> Any:
+    return param(default, "samples per round between convergence checks and progressive maps", low=1, group="adaptive")

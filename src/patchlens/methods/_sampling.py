@@ -1,0 +1,81 @@
+"""The template of every sampling method (RISE, LIME, KernelSHAP, Sobol): rounds, progress, adaptive stopping.
+
+A sampling method draws all its samples up front (so the map does not depend on
+how they are batched), then scores them in rounds. After each round it forms
+the running map; the template hands that map to the caller's ``on_map``
+(progressive display) and to a :class:`ConvergenceMonitor`, which stops the
+method once the map has settled (``converge > 0``). A method supplies four
+small functions; the loop is written once, here.
+
+Without ``converge`` and without ``on_map`` all samples form one round, which
+is exactly the method's plain estimator.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+from ..engine.convergence import ConvergenceMonitor
+from .base import Attribution, Job, Method
+
+
+@dataclass(frozen=True)
+class SamplingMethod(Method):
+    """Base of the sampling methods. Subclasses declare ``converge`` and ``round_size`` (``methods/_params.py``)
+    and implement :meth:`prepare`, :meth:`sample_count`, :meth:`score_round`, :meth:`running_maps`."""
+
+    stochastic = True
+
+    # -- what a method supplies -------------------------------------------------
+    def prepare(self, job: Job) -> Any:
+        """Draw every sample and return the method's state for this image."""
+        raise NotImplementedError
+
+    def sample_count(self, state: Any) -> int:
+        """How many samples ``prepare`` drew (the most that will be scored)."""
+        raise NotImplementedError
+
+    def score_round(self, job: Job, state: Any, start: int, stop: int) -> None:
+        """Score samples ``start..stop-1`` and fold them into ``state``."""
+        raise NotImplementedError
+
+    def running_maps(self, state: Any, used: int) -> torch.Tensor:
+        """The map ``(T, h, w)`` from the first ``used`` samples."""
+        raise NotImplementedError
+
+    def settled_enough(self, state: Any, used: int) -> bool:
+        """Whether ``used`` samples are enough for the map to be compared with the next (LIME: more than regions)."""
+        return True
+
+    def extras(self, state: Any, used: int) -> list[dict[str, Any]]:
+        """Per-target extra results for the final map."""
+        return []
+
+    # -- the loop -----------------------------------------------------------------
+    def attribute(self, job: Job) -> Attribution:
+        state = self.prepare(job)
+        total = self.sample_count(state)
+        converge: float = getattr(self, "converge", 0.0)
+        rounds = converge > 0 or job.on_map is not None
+        step = int(getattr(self, "round_size", total)) if rounds else total
+        monitor = ConvergenceMonitor(converge)
+        used = 0
+        maps: torch.Tensor | None = None
+        while used < total:
+            stop = min(total, used + step)
+            self.score_round(job, state, used, stop)
+            used = stop
+            maps = self.running_maps(state, used)
+            if job.on_map is not None:
+                job.on_map(maps, used)
+            if self.settled_enough(state, used) and monitor.update(maps):
+                break
+        assert maps is not None, f"{self.name}: drew no samples"
+        extras = self.extras(state, used) or [{} for _ in range(maps.shape[0])]
+        if converge > 0:
+            report = monitor.report(used, total)
+            extras = [{**e, "convergence": report} for e in extras]
+        return Attribution(maps=maps, extras=extras)
