@@ -96,7 +96,10 @@ def model_probs(clf: TorchClassifier, pixels: np.ndarray) -> torch.Tensor:
 def test_info_lists_every_registered_method_with_its_parameters(client: TestClient) -> None:
     info = client.get("/api/info").json()
     assert info["methods"] == patchlens.list_methods()  # generated from the registry, nothing hard-coded
+    unsupported = info["model"].pop("unsupported")
     assert info["model"] == {"id": "tiny", "input_size": [SIZE, SIZE], "classes": CLASSES, "white_box": True}
+    assert unsupported["rise"] is None and unsupported["gradcam"] is None  # a CNN: everything but ViT methods
+    assert "not a timm Vision Transformer" in unsupported["attention_rollout"]
     assert [e["name"] for e in info["examples"]] == list(patchlens.examples.EXAMPLES)
     assert info["grid"] == GRID and "noise" not in info["baselines"] and info["baselines"][0] == "gray"
 

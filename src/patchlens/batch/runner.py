@@ -20,7 +20,9 @@ from typing import Any, Callable, Iterable, Iterator, Sequence
 
 from tqdm.auto import tqdm
 
+from ..api import check_supported
 from ..errors import ModelError, TargetError
+from ..extras import require
 from ..models import Classifier, load_model
 from .sources import Item, read_source
 from .store import Store, StoreError
@@ -164,6 +166,7 @@ def run_batch(
     """
     if backend not in BACKENDS:
         raise StoreError(f"backend={backend!r}: use one of {', '.join(BACKENDS)}")
+    require("ray" if backend == "ray" else "batch", "patchlens batch")  # before anything is written
     items = read_source(source) if isinstance(source, str) else [i if isinstance(i, Item) else Item(str(i)) for i in source]
     plan = Plan(method=method, params=dict(method_params), target=str(target), seed=int(seed), batch_size=batch_size,
                 metrics=tuple(metrics))
@@ -176,6 +179,7 @@ def run_batch(
                          "(default, timm:NAME, torchscript:PATH, onnx:PATH); save your model with torch.jit.save")
     if backend == "local":
         classifier = load_model(model, device=device) if isinstance(model, str) else load_model(model)
+        check_supported(method_value, classifier)  # before the store is created: nothing is written
     check_metrics(plan.metrics, classifier)
     store = Store.create(out)
     with store.lock():

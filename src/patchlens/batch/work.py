@@ -16,7 +16,7 @@ import numpy as np
 from .._version import __version__
 from ..api import explain_one
 from ..errors import PatchlensError
-from ..explanation import Explanation
+from ..explanation import Explanation, record
 from ..images import LoadedImage, load_image
 from ..methods import Method, make_method
 from ..models import Classifier
@@ -83,10 +83,10 @@ def check_metrics(names: tuple[str, ...], classifier: Classifier | None) -> list
 
     chosen = get_metrics(list(names))
     for m in chosen:
-        if "region" in m.needs:
+        if m.needs_region:
             raise MetricError(f"{m.name}: needs a ground-truth region per image, which batch sources do not carry")
-        if "module" in m.needs and classifier is not None and classifier.module is None:
-            raise MetricError(f"{m.name}: needs a PyTorch model, but {classifier.model_id} is a black box")
+        if classifier is not None:
+            m.check(classifier)
     return chosen
 
 
@@ -133,8 +133,9 @@ def explain_loaded(classifier: Classifier, method: Method, plan: Plan, loaded: L
         values = _metric_values(plan.metrics, exps, classifier, plan)
         out: list[Result] = []
         for exp, metric_values in zip(exps, values):
-            row = {**base, "target": exp.target, "label": exp.label, "score": exp.score, "forward_passes": exp.forward_passes,
-                   "seconds": exp.seconds, "status": "ok", "error": None, **metric_values}
+            rec = record(exp)  # the one record of an explanation; the store keeps these columns of it
+            row = {**base, **{k: rec[k] for k in ("target", "label", "score", "forward_passes", "seconds")},
+                   "status": "ok", "error": None, **metric_values}
             out.append((row, exp.saliency.astype(np.float16)))
         return out
     except PatchlensError as exc:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 import json
 from pathlib import Path
 from typing import Any
@@ -11,9 +12,9 @@ import numpy as np
 
 from ..errors import MethodError
 from ..images import load_image
-from ..methods import get_method, registry
+from ..methods import Method, get_method, registry
 from ..metrics.base import MetricError, get_metrics, registry as metric_registry
-from ._options import _bool, add_method_arguments, method_params, peek_option
+from ._options import _bool, add_method_arguments, flag, given_method_options, method_params, peek_option
 from .explain import add_common
 
 EXAMPLES = """examples:
@@ -74,6 +75,28 @@ def parse_sets(items: list[str]) -> dict[str, dict[str, Any]]:
     return out
 
 
+def shared_flag_note(args: argparse.Namespace, classes: list[type[Method]]) -> str:
+    """Say which methods a plain ``--flag`` applies to when several chosen methods take it.
+
+    A flag that means the same for each (one shared declaration) is applied to all
+    of them, and the note says so; one whose meaning differs between them (RISE's
+    ``grid`` is mask coarseness, LIME's a region count) is refused, pointing to
+    ``--set METHOD.PARAM=VALUE``. Never silently.
+    """
+    notes = []
+    for name in given_method_options(args):
+        takers = [c for c in classes if any(p.name == name for p in c.parameters())]
+        if len(takers) < 2:
+            continue
+        helps = {next(p.help for p in c.parameters() if p.name == name) for c in takers}
+        who = ", ".join(c.name for c in takers)
+        if len(helps) > 1:
+            example = " ".join(f"--set {c.name}.{name}=VALUE" for c in takers)
+            raise MethodError(f"{flag(name)} means different things for {who}; set it per method: {example}")
+        notes.append(f"note: {flag(name)} applies to {who}")
+    return "\n".join(notes)
+
+
 def load_regions(path: str, images: list[str]) -> list[Any]:
     """One ground-truth region per image from a JSON file: boxes or mask image paths."""
     try:
@@ -98,6 +121,9 @@ def run(args: argparse.Namespace) -> int:
     given = parse_sets(args.set)
     for m in methods:
         given[m] = {**method_params(args, get_method(m)), **given.get(m, {})}
+    note = shared_flag_note(args, [get_method(m) for m in methods if m in registry()])
+    if note:
+        print(note, file=sys.stderr)
     budget = args.budget if args.budget is not None else (100 if args.fast else None)
     steps = args.steps if args.steps is not None else (16 if args.fast else 32)
     regions = load_regions(args.regions, args.images) if args.regions else None

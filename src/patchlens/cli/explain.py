@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from ..api import explain_one
+from ..api import check_supported, explain_one
 from ..errors import PatchlensError
 from ..images import load_image
 from ..methods import get_method, make_method
@@ -57,6 +57,7 @@ def run(args: argparse.Namespace) -> int:
     method = make_method(args.method, **method_params(args, cls))
     say = (lambda *a: None) if args.quiet else print
     classifier = load_model(args.model, device=args.device)
+    check_supported(method, classifier)  # once for the whole run, before any forward pass
     passes = method.passes(classifier.input_size)
     per_image = f"{passes} forward passes per image" if passes else "forward passes vary"
     say(f"{method.name} on {classifier.model_id} ({classifier.device}): {per_image}")

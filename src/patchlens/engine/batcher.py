@@ -12,16 +12,15 @@ the counters: they hand the engine a *step* and read the results.
 
 from __future__ import annotations
 
-import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Callable, Protocol, TypeVar
 
 import torch
 from tqdm.auto import tqdm
 
 from ..errors import BudgetError, Cancelled, MethodError
-from ..models.classifier import Classifier
+from ..models.classifier import CPU_CANDIDATES, BatchSizePolicy, Classifier
 
 T = TypeVar("T")
 
@@ -48,32 +47,6 @@ def default_batch_size(device: torch.device) -> int:
     # On a CPU larger batches stop paying off early and cost memory; on a GPU
     # we start big and let the out-of-memory back-off find the limit.
     return 256 if device.type == "cuda" else 32
-
-
-#: Batch sizes an engine on the CPU tries (each twice, on real work) before it
-#: settles. On the 2-core benchmark machine EfficientNet-Lite0 ran 39 % faster
-#: at batch 1 than at 32 (activations of big batches fall out of the caches),
-#: while tiny models gain from large batches: only measuring tells.
-CPU_CANDIDATES = (1, 4, 16, 32)
-
-
-@dataclass
-class BatchSizePolicy:
-    """How engines choose a classifier's batch size; one per classifier, shared by its wrappers.
-
-    On a CPU the first engine measures :data:`CPU_CANDIDATES` on its real work and
-    writes the winner to ``chosen``; later engines use it. Wrappers (the web
-    server's per-job view of a model) return the inner classifier's policy, so a
-    model measured once stays measured.
-    """
-
-    candidates: tuple[int, ...] = CPU_CANDIDATES
-    chosen: int | None = None
-    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
-
-    def record(self, size: int) -> None:
-        with self._lock:
-            self.chosen = size
 
 
 def measured_batch_size(classifier: Classifier) -> int:

@@ -40,6 +40,18 @@ def coarse(maps: torch.Tensor, side: int = 32) -> torch.Tensor:
     return F.adaptive_avg_pool2d(maps[:, None].float(), (min(h, side), min(w, side)))[:, 0]
 
 
+def settle_ties(maps: torch.Tensor, resolution: float = 1e-6) -> torch.Tensor:
+    """``(T, h, w)`` maps rounded to ``resolution`` of each map's range.
+
+    Regions that a fit gives the same value (say, no effect at all) differ only
+    by rounding noise from round to round; ranked as they are, that noise would
+    reshuffle them and a settled map would never look settled.
+    """
+    flat = maps.flatten(1).double()
+    span = (flat.amax(1) - flat.amin(1)).clamp_min(1e-30)[:, None]
+    return (torch.round(flat / (span * resolution)) * resolution).view_as(maps)
+
+
 @dataclass
 class ConvergenceMonitor:
     """Tracks a running map round by round; ``update`` says whether to stop.
@@ -58,7 +70,7 @@ class ConvergenceMonitor:
     _streak: int = 0
 
     def update(self, maps: torch.Tensor) -> bool:
-        current = coarse(maps)
+        current = settle_ties(coarse(maps))
         if self._previous is not None:
             rho = min(spearman(c, p) for c, p in zip(current, self._previous))
             self.history.append(round(rho, 5))

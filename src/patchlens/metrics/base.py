@@ -14,6 +14,7 @@ from typing import Any, Callable
 import numpy as np
 import torch
 
+from ..capabilities import Capability
 from ..engine import Engine
 from ..errors import PatchlensError
 from ..explanation import Explanation
@@ -88,16 +89,48 @@ class Metric:
     summary: str
     #: column name -> "higher" or "lower" (which is better), or "" when neither.
     columns: dict[str, str]
-    #: among "model", "region", "module" (a PyTorch model to copy).
+    #: as declared: among "model", "region", "module" (a PyTorch model to copy).
     needs: tuple[str, ...]
     compute: Callable[[Case], dict[str, float]]
+
+    @property
+    def requires(self) -> Capability | None:
+        """What the model must offer for this metric; None when it needs no model at all."""
+        if "module" in self.needs:
+            return Capability.WHITE_BOX
+        return Capability.SCORES if "model" in self.needs else None
+
+    @property
+    def needs_region(self) -> bool:
+        """Whether it needs a ground-truth region per image (a box or a mask)."""
+        return "region" in self.needs
+
+    def check(self, classifier: Classifier | None) -> None:
+        """One MetricError when ``classifier`` cannot serve this metric (None: no model given)."""
+        if self.requires is None:
+            return
+        if classifier is None:
+            raise MetricError(f"{self.name}: needs the model")
+        lack = self.requires & ~classifier.capabilities
+        if lack:
+            raise MetricError(f"{self.name}: needs a PyTorch model, but {classifier.model_id} is a black box")
 
 
 _METRICS: dict[str, Metric] = {}
 
 
+_NEEDS = ("model", "region", "module")
+
+
 def metric(name: str, summary: str, columns: dict[str, str], needs: tuple[str, ...] = ()) -> Callable:
-    """Decorator: register ``fn(case) -> {column: value}`` as metric ``name``."""
+    """Decorator: register ``fn(case) -> {column: value}`` as metric ``name``.
+
+    ``needs``: among "model" (scores), "module" (a PyTorch model) and "region";
+    read them through :attr:`Metric.requires` and :attr:`Metric.needs_region`.
+    """
+    unknown = sorted(set(needs) - set(_NEEDS))
+    if unknown:
+        raise TypeError(f"metric {name}: unknown needs {unknown}; use {_NEEDS}")
 
     def deco(fn: Callable[[Case], dict[str, float]]) -> Callable[[Case], dict[str, float]]:
         _METRICS[name] = Metric(name, summary, dict(columns), tuple(needs), fn)

@@ -9,6 +9,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from ..errors import MethodError
 from ..explanation import Explanation
 from ..images import ImageLike, LoadedImage, load_image
 from ..methods import Method, make_method
@@ -132,9 +133,12 @@ def compare(
         method_params: ``{method name: {parameter: value}}`` set explicitly.
         **options: metric settings (``steps``, ``unit``, ...), see ``evaluate``.
     """
-    from ..api import explain_one
+    from ..api import check_supported, explain_one
+    from ..targets import names_several
 
     get_metrics(list(metrics) if not isinstance(metrics, str) else metrics)  # fail before the slow part
+    if target is not None and names_several(target):
+        raise MethodError(f"target={target!r}: compare explains one class per image; run it once per class")
     classifier: Classifier = load_model(model)
     names = [m.strip() for m in methods.split(",") if m.strip()] if isinstance(methods, str) else list(methods)
     given = method_params or {}
@@ -146,6 +150,8 @@ def compare(
             values.append(budgeted(m, budget, classifier.input_size, given.get(m)))
         else:
             values.append(make_method(m, **given.get(m, {})))
+    for v in values:
+        check_supported(v, classifier)
     items = list(images) if isinstance(images, (list, tuple)) else [images]
     loaded, exps = [], []
     for item in items:

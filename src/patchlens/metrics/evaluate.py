@@ -105,6 +105,7 @@ def evaluate(
     *,
     regions: Any = None,
     progress: bool = False,
+    target: Any = None,
     **options: Any,
 ) -> EvaluationTable:
     """Score explanations with the named metrics (see ``patchlens.metrics.registry()``).
@@ -115,7 +116,11 @@ def evaluate(
             :class:`Mosaic` brings its own ground truth. None: each
             explanation's own image.
         explanations: one Explanation per image, or a list of them per image
-            (for instance one per method).
+            (for instance one per method). A map made elsewhere (Captum, your
+            own code) can stand in for an Explanation: a ``(H, W)`` array or
+            tensor, with ``images`` and ``target`` given.
+        target: for maps given as arrays, the class each explains (an index,
+            a label name or "top1"; one for all images, or a list, one per image).
         metrics: names such as ``deletion``, ``insertion``, ``pointing_game``,
             ``energy_in_region``, ``focus``, ``segmentation``, ``sparseness``,
             ``complexity``, ``cost``, ``randomization``.
@@ -135,12 +140,15 @@ def evaluate(
     if unknown:
         raise MetricError(f"{', '.join(unknown)}: unknown metric option(s); the options are {', '.join(known)}")
     opts = Options(**options)
+    explanations = _wrap_arrays(model, images, explanations, target)
     groups = _groups(images, explanations)
     per_image = list(regions) if isinstance(regions, (list, tuple)) and len(groups) > 1 else [regions] * len(groups)
     if len(per_image) != len(groups):
         raise MetricError(f"{len(per_image)} regions for {len(groups)} images")
-    needs_model = any({"model", "module"} & set(m.needs) for m in chosen)
+    needs_model = any(m.requires is not None for m in chosen)
     classifier = load_model(model) if needs_model else None
+    for m in chosen:
+        m.check(classifier)
     rows, curves, columns, passes = [], [], [c for m in chosen for c in m.columns], 0
     for (image, exps), region in zip(groups, per_image):
         engine = tensor = None
@@ -163,3 +171,44 @@ def evaluate(
             curves.append(case.curves)
         passes += engine.forward_passes if engine is not None else 0
     return EvaluationTable(rows, curves, columns, passes)
+
+
+def _is_map(item: Any) -> bool:
+    return hasattr(item, "shape") and len(getattr(item, "shape", ())) == 2 and not isinstance(item, Explanation)
+
+
+def _wrap_arrays(model: Any, images: Any, explanations: Any, target: Any) -> Any:
+    """Maps given as ``(H, W)`` arrays, as Explanations of ``target`` on their image (others untouched)."""
+    single = _is_map(explanations)
+    entries = [explanations] if single else list(explanations) if isinstance(explanations, (list, tuple)) else explanations
+    if not isinstance(entries, list) or not any(_is_map(e) or (isinstance(e, (list, tuple)) and any(map(_is_map, e))) for e in entries):
+        return explanations
+    if images is None or target is None:
+        raise MetricError("maps given as arrays need the images they explain and target= (the class each explains)")
+    from ..targets import resolve_targets
+
+    classifier = load_model(model)
+    image_list = list(images) if isinstance(images, (list, tuple)) else [images] * len(entries)
+    targets = list(target) if isinstance(target, (list, tuple)) else [target] * len(entries)
+    if len(image_list) != len(entries) or len(targets) != len(entries):
+        raise MetricError(f"{len(entries)} maps, {len(image_list)} images and {len(targets)} targets: give one of each per image")
+    out: list[Any] = []
+    for entry, image, goal in zip(entries, image_list, targets):
+        loaded = load_image(image)
+        probs = classifier(resize(to_tensor(loaded.pixels).to(classifier.device), classifier.input_size)[None])[0]
+        (index,) = resolve_targets(goal, probs, classifier)[:1]
+
+        def wrap(item: Any) -> Any:
+            if not _is_map(item):
+                return item
+            saliency = np.asarray(item.detach().cpu() if hasattr(item, "detach") else item, dtype=np.float32)
+            if not np.isfinite(saliency).all():
+                raise MetricError(f"{loaded.name}: the map has NaN or infinite values")
+            return Explanation(
+                saliency=saliency, target=index, label=classifier.label(index), score=float(probs[index]),
+                method="external", params={}, seed=None, model=classifier.model_id, forward_passes=0, seconds=0.0,
+                image_name=loaded.name, image=loaded.pixels,
+            )
+
+        out.append([wrap(e) for e in entry] if isinstance(entry, (list, tuple)) else wrap(entry))
+    return out[0] if single else out

@@ -215,7 +215,8 @@ def create_app(
 
         def work(job: Any) -> list[dict[str, Any]]:
             return run_explanations(
-                job, clf, lock, stored, body.image_id, chosen, body.target, body.seed, body.metrics, results, cfg.grid
+                job, clf, lock, stored, body.image_id, chosen, body.target, body.seed, body.metrics, results, cfg.grid,
+                max_passes=cfg.max_passes,
             )
 
         try:

@@ -23,9 +23,8 @@ from typing import Any, Callable, Iterator
 import torch
 
 from ..capabilities import Capability
-from ..engine.batcher import BatchSizePolicy
 from ..errors import Cancelled
-from ..models.classifier import Classifier
+from ..models.classifier import BatchSizePolicy, Classifier
 from ..models.vit import TokenView
 
 

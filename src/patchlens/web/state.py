@@ -19,11 +19,11 @@ import torch
 from PIL import Image
 
 from .. import render
-from ..api import explain_one
+from ..api import check_supported, explain_one
 from ..capabilities import Capability
 from ..engine import BASELINES, Engine, FeatureMasks, make_baseline, patch_grid
 from ..errors import ImageError, MethodError, PatchlensError
-from ..explanation import Explanation
+from ..explanation import Explanation, record
 from ..images import LoadedImage, resize, to_tensor
 from ..methods import Method, make_method
 from ..models.classifier import Classifier
@@ -170,6 +170,7 @@ def build_methods(choices: list[tuple[str, dict[str, Any]]], classifier: Classif
     out = []
     for name, params in choices:
         method = make_method(name, **params)
+        check_supported(method, classifier)
         passes = method.passes(classifier.input_size)
         if passes is not None and passes > config.max_passes:
             raise MethodError(
@@ -215,7 +216,11 @@ def available_metrics() -> dict[str, dict[str, str]]:
         found = metric_registry()
     except Exception:
         return {}
-    return {name: dict(m.columns) for name, m in found.items() if set(m.needs) <= {"model"}}
+    return {
+        name: dict(m.columns)
+        for name, m in found.items()
+        if not m.needs_region and (m.requires is None or m.requires == Capability.SCORES)
+    }
 
 
 def faithfulness(classifier: Classifier, stored: StoredImage, exp: Explanation) -> dict[str, Any] | None:
@@ -255,8 +260,13 @@ def run_explanations(
     with_metrics: bool,
     results: Store[StoredResult],
     grid: int,
+    max_passes: int | None = None,
 ) -> list[dict[str, Any]]:
-    """The body of an explanation job: each method in turn, results stored, summaries returned."""
+    """The body of an explanation job: each method in turn, results stored, summaries returned.
+
+    ``max_passes`` is enforced by the engine while each method runs, so a method
+    whose cost depends on the image (superpixels) cannot run past the server's limit.
+    """
 
     def counted(n: int) -> None:
         job.done += n
@@ -267,7 +277,7 @@ def run_explanations(
         try:
             # methods that hook into the module must not share it with what-if calls meanwhile
             with holding(lock, bool(method.requirements() & ~Capability.SCORES)):
-                exps = explain_one(watched, stored.image, method, target=target, seed=seed)
+                exps = explain_one(watched, stored.image, method, target=target, seed=seed, max_passes=max_passes)
         except PatchlensError as exc:  # one method failing (say, white-box on a black box) keeps the others
             summaries.append({"method": method.name, "error": str(exc)})
             continue
@@ -283,16 +293,10 @@ def run_explanations(
 
 def summarize(exp: Explanation, grid: int) -> dict[str, Any]:
     _, signed, lo, hi = render.normalise(exp.saliency)
+    rec = record(exp)  # the one record of an explanation; the page shows these fields of it
     return {
-        "method": exp.method,
+        **{k: rec[k] for k in ("method", "target", "label", "score", "params", "seed", "forward_passes", "seconds")},
         "title": exp.title,
-        "target": exp.target,
-        "label": exp.label,
-        "score": exp.score,
-        "params": exp.to_dict()["params"],
-        "seed": exp.seed,
-        "forward_passes": exp.forward_passes,
-        "seconds": exp.seconds,
         "range": [lo, hi],
         "signed": signed,
         "description": describe(exp),

@@ -1,0 +1,153 @@
+"""The one engine loop: budget, cancellation, progress, counters, the measured batch size, and what runs through it."""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass
+
+import numpy as np
+import pytest
+import torch
+
+import patchlens
+from patchlens.engine import Engine
+from patchlens.engine.convergence import settle_ties, spearman
+from patchlens.errors import BudgetError, Cancelled, MethodError
+from patchlens.images import load_image
+from patchlens.methods import make_method
+from patchlens.models import CallableClassifier
+
+from conftest import box_mask, planted_classifier, planted_image, top_fraction_inside
+
+
+def counting(classes: int = 3) -> tuple[CallableClassifier, list[int]]:
+    seen: list[int] = []
+
+    def fn(x: torch.Tensor) -> torch.Tensor:
+        seen.append(x.shape[0])
+        return torch.softmax(x.mean((2, 3)) @ torch.ones(3, classes), dim=1)
+
+    return CallableClassifier(fn, input_size=16), seen
+
+
+def test_a_budget_stops_the_run_before_the_batch_that_would_exceed_it():
+    clf, seen = counting()
+    engine = Engine(clf, batch_size=10, max_passes=25)
+    with pytest.raises(BudgetError, match="30 forward passes would exceed the budget of 25"):
+        engine.score_inputs(lambda a, b: torch.rand(b - a, 3, 16, 16), 100)
+    assert seen == [10, 10] and engine.forward_passes == 20  # the third batch never ran
+
+
+def test_explain_refuses_up_front_a_method_that_announces_more_than_the_budget_and_stops_one_that_does_not():
+    clf, seen = counting()
+    with pytest.raises(MethodError, match="1,001 forward passes is over the budget of 500"):
+        patchlens.explain(clf, "example:coffee", "rise", max_passes=500)
+    assert seen == []  # refused before the first pass
+    # superpixels: the cost is only known once the image is cut, so the engine stops it while it runs
+    assert make_method("kernelshap", features="slic", n_samples=5000).passes() is None
+    with pytest.raises(BudgetError):
+        patchlens.explain(clf, "example:coffee", "kernelshap", features="slic", n_samples=5000, max_passes=300)
+    assert sum(seen) <= 300
+
+
+def test_cancellation_is_checked_before_every_batch():
+    clf, seen = counting()
+    stop = threading.Event()
+
+    def make(a: int, b: int) -> torch.Tensor:
+        if a >= 20:
+            stop.set()
+        return torch.rand(b - a, 3, 16, 16)
+
+    engine = Engine(clf, batch_size=10, cancelled=stop.is_set)
+    with pytest.raises(Cancelled):
+        engine.score_inputs(make, 100)
+    assert seen == [10, 10, 10]
+
+
+def test_progress_reports_passes_against_the_announced_total():
+    clf, _ = counting()
+    reports: list[tuple[int, int | None]] = []
+    method = make_method("occlusion", window=8, stride=8)
+    exps = patchlens.api.explain_one(
+        clf, load_image(np.zeros((16, 16, 3), np.uint8)), method, batch_size=3, on_progress=lambda d, t: reports.append((d, t))
+    )
+    announced = method.passes((16, 16))
+    assert reports[-1] == (announced, announced) == (exps[0].forward_passes, announced)
+    assert [d for d, _ in reports] == sorted(d for d, _ in reports)
+
+
+def test_counters_belong_to_the_engine():
+    clf, _ = counting()
+    engine = Engine(clf, batch_size=4)
+    with pytest.raises(AttributeError):
+        engine.forward_passes = 5  # type: ignore[misc]
+    engine.run_once(lambda: clf(torch.rand(1, 3, 16, 16)))
+    assert engine.forward_passes == 1
+
+
+def test_the_measured_batch_size_is_kept_by_the_model_and_seen_through_wrappers():
+    from patchlens.web.jobs import WatchedClassifier
+
+    clf, seen = counting()
+    watched = WatchedClassifier(clf, threading.RLock(), lambda n: None, lambda: False)
+    first = Engine(watched)  # measures on its real work
+    first.score_inputs(lambda a, b: torch.rand(b - a, 3, 16, 16), 2 * sum(clf.batch_policy.candidates))
+    chosen = clf.batch_policy.chosen
+    assert chosen in clf.batch_policy.candidates and watched.batch_policy is clf.batch_policy
+    seen.clear()
+    again = WatchedClassifier(clf, threading.RLock(), lambda n: None, lambda: False)  # the web's next job
+    Engine(again).score_inputs(lambda a, b: torch.rand(b - a, 3, 16, 16), 2 * chosen)
+    assert seen == [chosen, chosen]  # no second round of trial batches
+
+
+def test_gradient_batches_run_through_the_engine_with_a_budget(tiny_cnn):
+    clf = patchlens.load_model(tiny_cnn, input_size=32)
+    exp = patchlens.explain(clf, "example:coffee", "smoothgrad", n_samples=9, batch_size=4)
+    assert exp.forward_passes == 10  # the scoring pass and nine noisy copies
+    with pytest.raises(BudgetError):  # announced within budget, but a run that overspends is stopped
+        patchlens.api.explain_one(
+            clf, load_image("example:coffee"), OverSpending(n_samples=9), max_passes=6, batch_size=4
+        )
+
+
+@dataclass(frozen=True)
+class OverSpending(patchlens.methods.registry()["smoothgrad"]):  # type: ignore[misc]
+    """SmoothGrad that under-announces its cost, as a buggy plug-in might."""
+
+    def passes(self, size=(224, 224)) -> int:
+        return 2
+
+
+@pytest.mark.parametrize(
+    "name, params",
+    [
+        ("kernelshap", {"n_samples": 3000, "features": "grid", "grid": 8, "round_size": 100}),
+        ("sobol", {"n_designs": 128, "grid": 8, "round_size": 8}),
+        ("lime", {"n_samples": 3000, "features": "grid", "grid": 8, "round_size": 100}),
+        ("rise", {"n_masks": 3000, "grid": 8, "round_size": 250}),
+    ],
+)
+def test_every_sampling_method_stops_once_settled_and_shows_its_map_forming(name, params):
+    rounds: list[int] = []
+    exp = patchlens.explain(
+        planted_classifier(), planted_image(), name, converge=0.98, seed=1, on_map=lambda m, used: rounds.append(used), **params
+    )
+    conv = exp.extras["convergence"]
+    assert conv["stopped_early"] and conv["samples_used"] == rounds[-1] < conv["sample_budget"]
+    assert rounds == sorted(rounds) and len(rounds) >= 3
+    assert top_fraction_inside(exp.saliency, box_mask()) >= 0.9
+    full = patchlens.explain(planted_classifier(), planted_image(), name, seed=1, **params)
+    assert "convergence" not in full.extras
+    # ranked as the monitor ranks (regions of no effect are equal up to rounding noise)
+    early, final = (settle_ties(torch.from_numpy(m)[None])[0] for m in (exp.saliency, full.saliency))
+    assert spearman(early, final) >= 0.9
+
+
+def test_kernelshap_rounds_keep_efficiency_exact_at_every_stop():
+    exp = patchlens.explain(
+        planted_classifier(), planted_image(), "kernelshap", features="grid", grid=8, n_samples=3000, converge=0.98, seed=2
+    )
+    e = exp.extras
+    assert e["convergence"]["stopped_early"] and not e["exact"]
+    assert sum(e["shapley_values"]) == pytest.approx(e["full_value"] - e["base_value"], abs=1e-6)

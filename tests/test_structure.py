@@ -1,0 +1,134 @@
+"""The package's shape: no import cycles, layers that only import downwards, `patchlens.methods` is the subpackage."""
+
+from __future__ import annotations
+
+import ast
+import warnings
+from pathlib import Path
+
+import patchlens
+
+SRC = Path(patchlens.__file__).parent
+
+#: Each top-level unit of the package and its layer: a unit may import only units of its own layer or below.
+#: base: results and views of them; models: adapters; engine; methods; api; above the api: metrics
+#: (scoring and comparing explanations); outer: the front-ends.
+LAYERS = {
+    "_version": 0, "errors": 0, "capabilities": 0, "_discovery": 0, "extras": 0, "images": 0, "render": 0,
+    "describe": 0, "explanation": 0, "examples": 0,
+    "models": 1, "targets": 1,
+    "engine": 2,
+    "methods": 3,
+    "api": 4,
+    "metrics": 5,
+    "batch": 6, "web": 6, "cli": 7, "report": 6, "__main__": 8, "__init__": 9,
+}
+
+
+def module_name(path: Path) -> str:
+    parts = list(path.relative_to(SRC.parent).with_suffix("").parts)
+    if parts[-1] == "__init__":
+        parts = parts[:-1]
+    return ".".join(parts)
+
+
+def imports_of(path: Path) -> set[str]:
+    """Every patchlens module ``path`` imports, at the top or inside a function (both count for cycles)."""
+    name = module_name(path)
+    package = name if path.name == "__init__.py" else name.rsplit(".", 1)[0]
+    found = set()
+    tree = ast.parse(path.read_text(encoding="utf-8"))
+    for node in ast.walk(tree):  # imports only for type checkers never run, so they cannot form a cycle
+        if isinstance(node, ast.If) and getattr(node.test, "id", getattr(node.test, "attr", "")) == "TYPE_CHECKING":
+            node.body = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            found |= {a.name for a in node.names if a.name.startswith("patchlens")}
+        elif isinstance(node, ast.ImportFrom):
+            if node.level:
+                base = package.split(".")
+                base = base[: len(base) - (node.level - 1)]
+                target = ".".join(base + ([node.module] if node.module else []))
+            elif node.module and node.module.startswith("patchlens"):
+                target = node.module
+            else:
+                continue
+            for alias in node.names:  # "from . import x" imports the submodule x when there is one
+                candidate = f"{target}.{alias.name}"
+                if (SRC.parent / candidate.replace(".", "/")).with_suffix(".py").exists() or (
+                    SRC.parent / candidate.replace(".", "/") / "__init__.py"
+                ).exists():
+                    found.add(candidate)
+                else:  # a name defined in the module or package itself
+                    found.add(target)
+    found.discard(name)
+    return found
+
+
+def graph() -> dict[str, set[str]]:
+    modules = {module_name(p): p for p in SRC.rglob("*.py")}
+    return {name: {i for i in imports_of(path) if i in modules} for name, path in modules.items()}
+
+
+def unit(module: str) -> str:
+    parts = module.split(".")
+    return parts[1] if len(parts) > 1 else "__init__"
+
+
+def test_no_import_cycles_between_modules():
+    g = graph()
+    # a package's __init__ may re-export its own submodules: that is not a dependency of theirs on it
+    edges = {m: {i for i in deps if not m.startswith(i + ".")} for m, deps in g.items()}
+    state: dict[str, int] = {}
+    cycles: list[list[str]] = []
+
+    def visit(node: str, path: list[str]) -> None:
+        state[node] = 1
+        for nxt in sorted(edges[node]):
+            if state.get(nxt) == 1:
+                cycles.append(path[path.index(nxt):] + [nxt] if nxt in path else [node, nxt])
+            elif nxt not in state:
+                visit(nxt, path + [nxt])
+        state[node] = 2
+
+    for node in sorted(edges):
+        if node not in state:
+            visit(node, [node])
+    assert not cycles, "import cycles: " + "; ".join(" -> ".join(c) for c in cycles)
+
+
+def test_every_unit_has_a_layer_and_imports_only_downwards():
+    g = graph()
+    wrong = []
+    for module, deps in g.items():
+        here = unit(module)
+        assert here in LAYERS, f"{module}: new top-level unit {here!r}; give it a layer in this test"
+        for dep in deps:
+            there = unit(dep)
+            if LAYERS[there] > LAYERS[here]:
+                wrong.append(f"{module} ({here}, layer {LAYERS[here]}) imports {dep} ({there}, layer {LAYERS[there]})")
+    assert not wrong, "\n".join(wrong)
+
+
+def test_the_cycle_check_can_fail(tmp_path, monkeypatch):
+    """The checker finds a planted cycle (so the test above is not vacuous)."""
+    pkg = tmp_path / "patchlens"
+    pkg.mkdir()
+    (pkg / "__init__.py").write_text("")
+    (pkg / "a.py").write_text("from .b import x\n")
+    (pkg / "b.py").write_text("def f():\n    from .a import y\n")
+    monkeypatch.setattr(__import__(__name__), "SRC", pkg)
+    g = graph()
+    assert "patchlens.b" in g["patchlens.a"] and "patchlens.a" in g["patchlens.b"]
+
+
+def test_patchlens_methods_is_the_subpackage_and_still_lists_when_called():
+    import patchlens.methods
+
+    assert patchlens.methods.registry()["rise"].name == "rise"
+    assert patchlens.methods.__name__ == "patchlens.methods"
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        listed = patchlens.methods()
+    assert listed == patchlens.list_methods()
+    assert any(issubclass(w.category, DeprecationWarning) and "list_methods" in str(w.message) for w in caught)
