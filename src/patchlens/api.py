@@ -112,7 +112,10 @@ def explain_one(
         generator=generator,
         on_map=on_map,
     )
-    attribution = method.attribute(job)
+    try:
+        attribution = method.attribute(job)
+    finally:
+        engine.close()
     maps = attribution.maps.detach().float()
     if maps.ndim != 3 or maps.shape[0] != len(targets):
         raise RuntimeError(f"{method.name} returned maps of shape {tuple(maps.shape)} for {len(targets)} targets")

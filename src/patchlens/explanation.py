@@ -85,7 +85,7 @@ class Explanation:
     seed: int | None
     model: str
     forward_passes: int
-    seconds: float
+    seconds: float = field(compare=False)  # wall time differs run to run; equal results need not
     image_name: str = ""
     extras: dict[str, Any] = field(default_factory=dict)
     version: str = ""

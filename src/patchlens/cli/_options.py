@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 from typing import Any, Sequence
 
+from ..methods._sampling import interactive_defaults
 from ..methods.base import Method
 
 
@@ -25,7 +26,11 @@ def _bool(text: str) -> bool:
 
 
 def add_method_arguments(parser: argparse.ArgumentParser, methods: Sequence[type[Method]]) -> None:
-    """Add ``--param-name`` options for each parameter of ``methods`` (shared names once)."""
+    """Add ``--param-name`` options for each parameter of ``methods`` (shared names once).
+
+    The defaults shown are the command line's: sampling methods stop once settled
+    (see :data:`~patchlens.methods._sampling.INTERACTIVE_CONVERGE`).
+    """
     seen: set[str] = set()
     for cls in methods:
         infos = [p for p in cls.parameters() if p.name not in seen]
@@ -36,24 +41,29 @@ def add_method_arguments(parser: argparse.ArgumentParser, methods: Sequence[type
             seen.add(info.name)
             kind: Any = _bool if info.type is bool else info.type
             extra = f" (one of: {', '.join(map(str, info.choices))})" if info.choices else ""
+            default = interactive_defaults(cls, {}).get(info.name, info.default)
             group.add_argument(
                 flag(info.name),
                 dest=f"method__{info.name}",
                 type=kind,
                 default=argparse.SUPPRESS,
                 metavar=info.type.__name__.upper(),
-                help=f"{info.help}{extra} [default: {info.default}]",
+                help=f"{info.help}{extra} [default: {default}]",
             )
 
 
-def method_params(args: argparse.Namespace, cls: type[Method]) -> dict[str, Any]:
-    """The method options given on the command line, as keyword arguments for ``cls``."""
+def method_params(args: argparse.Namespace, cls: type[Method], *, adaptive: bool = True) -> dict[str, Any]:
+    """The method options given on the command line, as keyword arguments for ``cls``.
+
+    ``adaptive``: fill in the command line's stopping rule for sampling methods
+    (compare keeps fixed budgets, so that methods are compared at a known cost).
+    """
     names = {p.name for p in cls.parameters()}
     out = {}
     for key, value in vars(args).items():
         if key.startswith("method__") and key[8:] in names:
             out[key[8:]] = value
-    return out
+    return interactive_defaults(cls, out) if adaptive else out
 
 
 def given_method_options(args: argparse.Namespace) -> list[str]:

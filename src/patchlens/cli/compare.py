@@ -120,7 +120,7 @@ def run(args: argparse.Namespace) -> int:
     get_metrics(args.metrics)  # a typo fails now, not after the maps are made
     given = parse_sets(args.set)
     for m in methods:
-        given[m] = {**method_params(args, get_method(m)), **given.get(m, {})}
+        given[m] = {**method_params(args, get_method(m), adaptive=False), **given.get(m, {})}
     note = shared_flag_note(args, [get_method(m) for m in methods if m in registry()])
     if note:
         print(note, file=sys.stderr)

@@ -11,6 +11,7 @@ from ..api import check_supported, explain_one
 from ..errors import PatchlensError
 from ..images import load_image
 from ..methods import get_method, make_method
+from ..methods._sampling import stopping_rule
 from ..models import load_model
 from ._options import add_method_arguments, method_command, method_params
 
@@ -61,6 +62,9 @@ def run(args: argparse.Namespace) -> int:
     passes = method.passes(classifier.input_size)
     per_image = f"{passes} forward passes per image" if passes else "forward passes vary"
     say(f"{method.name} on {classifier.model_id} ({classifier.device}): {per_image}")
+    rule = stopping_rule(method)
+    if rule:
+        say(f"  {rule}")
     out = Path(args.out)
     failed = 0
     for path in args.images:

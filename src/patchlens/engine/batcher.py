@@ -180,9 +180,9 @@ class Engine:
         """
         start_time = time.perf_counter()
         results: list[T] = []
-        opened = self._bar is None and self.progress
-        if opened:
-            bar_total = self.expected_passes if self.expected_passes is not None else total
+        if self._bar is None and self.progress:
+            # one bar for the whole job when its cost was announced (a sampling method's rounds share it)
+            bar_total = self.expected_passes if self.expected_passes is not None else self._passes + total
             self._bar = tqdm(total=bar_total, desc=self.description, unit="pass", delay=1.0, leave=False)
             self._bar.update(self._passes)
         done = 0
@@ -206,11 +206,21 @@ class Engine:
                 self._after_batch(consumed)
                 done += consumed
         finally:
-            if opened and self._bar is not None:
-                self._bar.close()
-                self._bar = None
             self._seconds += time.perf_counter() - start_time
+            if self.expected_passes is None or self._passes >= self.expected_passes:
+                self.close()
         return results
+
+    def note(self, text: str) -> None:
+        """Show ``text`` beside the progress bar (a sampling method's convergence, say)."""
+        if self._bar is not None:
+            self._bar.set_postfix_str(text, refresh=False)
+
+    def close(self) -> None:
+        """Close the progress bar (a job that stops early never reaches its announced total)."""
+        if self._bar is not None:
+            self._bar.close()
+            self._bar = None
 
     def run_once(self, fn: Callable[[], T]) -> T:
         """One forward pass (and backward, if ``fn`` takes gradients) of one image, counted and timed."""

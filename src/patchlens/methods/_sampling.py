@@ -22,6 +22,32 @@ from ..engine.convergence import ConvergenceMonitor
 from .base import Attribution, Job, Method
 
 
+#: The stopping rule the command line and the web page use for sampling methods unless told otherwise:
+#: stop once the map's rank correlation with the previous round reaches this twice in a row. The
+#: Python API keeps a fixed count by default (converge=0), so a script's maps never change under it.
+INTERACTIVE_CONVERGE = 0.99
+
+
+def interactive_defaults(cls: type[Method], params: dict[str, Any]) -> dict[str, Any]:
+    """``params`` with the front-ends' adaptive default filled in, for methods that take ``converge``."""
+    if issubclass(cls, SamplingMethod) and "converge" not in params:
+        return {**params, "converge": INTERACTIVE_CONVERGE}
+    return params
+
+
+def stopping_rule(method: Method) -> str | None:
+    """The stopping rule in words, printed before a run; None for methods that do not sample."""
+    if not isinstance(method, SamplingMethod):
+        return None
+    converge = float(getattr(method, "converge", 0.0))
+    if converge <= 0:
+        return "fixed count: every sample is scored"
+    return (
+        f"adaptive: stops once the map's rank correlation with the map one round earlier reaches {converge:g} "
+        f"two rounds in a row (rounds of {getattr(method, 'round_size', '?')}); --converge 0 scores every sample"
+    )
+
+
 @dataclass(frozen=True)
 class SamplingMethod(Method):
     """Base of the sampling methods. Subclasses declare ``converge`` and ``round_size`` (``methods/_params.py``)
@@ -73,6 +99,8 @@ class SamplingMethod(Method):
                 job.on_map(maps, used)
             if self.settled_enough(state, used) and monitor.update(maps):
                 break
+            if converge > 0 and monitor.history:
+                job.engine.note(f"rank corr. with previous round {monitor.history[-1]:.3f} (stop at {converge:g})")
         assert maps is not None, f"{self.name}: drew no samples"
         extras = self.extras(state, used) or [{} for _ in range(maps.shape[0])]
         if converge > 0:

@@ -25,7 +25,8 @@ from ..engine import BASELINES, Engine, FeatureMasks, make_baseline, patch_grid
 from ..errors import ImageError, MethodError, PatchlensError
 from ..explanation import Explanation, record
 from ..images import LoadedImage, resize, to_tensor
-from ..methods import Method, make_method
+from ..methods import Method, get_method, make_method
+from ..methods._sampling import interactive_defaults
 from ..models.classifier import Classifier
 from .jobs import Job, WatchedClassifier, holding
 
@@ -169,7 +170,7 @@ def build_methods(choices: list[tuple[str, dict[str, Any]]], classifier: Classif
         raise MethodError(f"{len(choices)} methods at once: this server runs at most {config.max_methods}")
     out = []
     for name, params in choices:
-        method = make_method(name, **params)
+        method = make_method(name, **interactive_defaults(get_method(name), params))
         check_supported(method, classifier)
         passes = method.passes(classifier.input_size)
         if passes is not None and passes > config.max_passes:
