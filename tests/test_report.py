@@ -231,3 +231,21 @@ def test_kmeans_separates_two_layouts_and_is_seeded() -> None:
     assert labels.tolist() == [0] * 7 + [1] * 5  # group 0 is the larger
     again, _ = kmeans(x, 2, seed=3)
     assert np.array_equal(labels, again)
+
+
+def test_faithfulness_metrics_are_summarised_per_class(planted, tmp_path: Path) -> None:
+    root, rows = planted
+    paths = [str(root / r["path"]) for r in rows[:2] + rows[8:10]]
+    run_batch(paths, str(tmp_path / "store"), model=tag_classifier(), progress=False, metrics=["deletion"], **OCCLUSION)
+    findings = report(tmp_path / "store", tmp_path / "m.html")
+    manifest = open_store(tmp_path / "store").manifest
+    columns = [c for c in manifest.columns if c.startswith("metric_")]
+    assert columns and findings.run.metrics == sorted(c[len("metric_"):] for c in columns)
+    for c in findings.classes:
+        for name, summary in c.metrics.items():
+            values = manifest.loc[manifest["label"] == c.label, f"metric_{name}"].astype(float).dropna().to_numpy()
+            assert summary["n"] == len(values) == 2
+            assert summary["median"] == pytest.approx(np.median(values))
+            assert summary["min"] <= summary["q1"] <= summary["median"] <= summary["q3"] <= summary["max"]
+    html = (tmp_path / "m.html").read_text()
+    assert "<h4>Faithfulness</h4>" in html and html.count('<svg class="box"') == 2 * len(columns)
