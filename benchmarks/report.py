@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import csv
-import os
 import subprocess
 import tempfile
 import time
@@ -23,13 +22,16 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from _common import (  # benchmarks/ is the script's folder, so it is on sys.path
+    machine,
+    markdown_table,
+    write_section,
+)
 from PIL import Image
 
 import patchlens
 from patchlens.batch import run_batch
 from patchlens.models import CallableClassifier
-
-from _common import machine, markdown_table, write_section  # benchmarks/ is the script's folder, so it is on sys.path
 
 SIDE = 32
 CHROMIUM = "/usr/bin/chromium"

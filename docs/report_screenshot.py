@@ -14,10 +14,10 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent / "tests"))
 
-from report_fixtures import OCCLUSION, planted_dataset, tag_classifier, write_csv  # noqa: E402
+from report_fixtures import OCCLUSION, planted_dataset, tag_classifier, write_csv
 
-import patchlens  # noqa: E402
-from patchlens.batch import run_batch  # noqa: E402
+import patchlens
+from patchlens.batch import run_batch
 
 
 def main() -> None:

@@ -20,7 +20,7 @@ from patchlens.batch import Item, SourceError, open_store, read_source, run_batc
 from patchlens.cli import main
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from report_fixtures import OCCLUSION, SIZE, planted_dataset, tag_classifier, write_csv  # noqa: E402
+from report_fixtures import OCCLUSION, SIZE, planted_dataset, tag_classifier, write_csv
 
 NETWORK = re.compile(r"""(?:src|href)\s*=\s*["']?\s*(?:https?:)?//""", re.IGNORECASE)
 
@@ -227,7 +227,7 @@ def test_kmeans_separates_two_layouts_and_is_seeded() -> None:
     left, right = np.zeros(16), np.zeros(16)
     left[:8], right[8:] = 1, 1
     x = np.vstack([left + 0.05 * rng.standard_normal((7, 16)), right + 0.05 * rng.standard_normal((5, 16))])
-    labels, centres = kmeans(x, 2, seed=3)
+    labels, _ = kmeans(x, 2, seed=3)
     assert labels.tolist() == [0] * 7 + [1] * 5  # group 0 is the larger
     again, _ = kmeans(x, 2, seed=3)
     assert np.array_equal(labels, again)

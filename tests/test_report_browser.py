@@ -23,7 +23,7 @@ pytestmark = [
 ]
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from report_fixtures import OCCLUSION, planted_dataset, tag_classifier, write_csv  # noqa: E402
+from report_fixtures import OCCLUSION, planted_dataset, tag_classifier, write_csv
 
 
 def test_filter_to_the_flagged_class_and_open_an_example(tmp_path: Path) -> None:

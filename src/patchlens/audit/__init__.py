@@ -22,7 +22,7 @@ from .signals import KINDS, Signal
 EMBED_LIMIT = 400
 PICTURES = ("auto", "embed", "folder")
 
-__all__ = ["report", "Findings", "ClassFindings", "ImageFinding", "Signal", "ReportError", "KINDS"]
+__all__ = ["KINDS", "ClassFindings", "Findings", "ImageFinding", "ReportError", "Signal", "report"]
 
 
 def report(
@@ -63,8 +63,10 @@ def report(
         ids = pictured_ids(findings)
         in_folder = pictures == "folder" or (pictures == "auto" and len(ids) > EMBED_LIMIT)
         sink = PictureSink(page.parent / f"{page.stem}_files" if in_folder else None, page.parent)
-        rows = {(str(r["path"]), int(r["target"])): r for _, r in opened.manifest.iterrows()
-                if r["status"] == "ok" and str(r["method"]) == findings.run.method and str(r["request"]) == findings.run.request}
+        wanted = {(findings.images[i].path, findings.images[i].target) for i in ids}
+        rows = {(str(r["path"]), int(r["target"])): r for r in opened.ok.to_dict("records")
+                if (str(r["path"]), int(r["target"])) in wanted and str(r["method"]) == findings.run.method
+                and str(r["request"]) == findings.run.request}
         srcs = {}
         for i in ids:
             m = findings.images[i]

@@ -18,7 +18,17 @@ from ..batch.results import BatchStore
 from ..errors import PatchlensError
 from . import clusters, signals
 from .findings import ClassFindings, Findings, Group, ImageFinding, Run
-from .maps import GRID, Regions, align, is_flat, object_mask, peak, scaled, share, top_evidence
+from .maps import (
+    GRID,
+    Regions,
+    align,
+    is_flat,
+    object_mask,
+    peak,
+    scaled,
+    share,
+    top_evidence,
+)
 
 LAYOUT = 16  # side of the small copy of each map kept for typicality and grouping
 EXAMPLES = 3
@@ -102,7 +112,7 @@ def _measure(store: BatchStore, ok: Any, request: str) -> tuple[list[ImageFindin
     images: list[ImageFinding] = []
     extras: dict[int, dict[str, Any]] = {}
     flat: list[str] = []
-    for _, r in ok.iterrows():
+    for r in ok.to_dict("records"):  # plain dicts: a pandas row per image costs more than the map
         aligned = align(store.map(r))
         path = str(r["path"])
         if is_flat(aligned):
@@ -141,7 +151,7 @@ def _measure(store: BatchStore, ok: Any, request: str) -> tuple[list[ImageFindin
 
 def _metric_summary(values: np.ndarray) -> dict[str, float]:
     q = np.percentile(values, [0, 25, 50, 75, 100])
-    return {"n": int(len(values)), "mean": float(values.mean()), "min": q[0], "q1": q[1], "median": q[2], "q3": q[3], "max": q[4]}
+    return {"n": len(values), "mean": float(values.mean()), "min": q[0], "q1": q[1], "median": q[2], "q3": q[3], "max": q[4]}
 
 
 def _class(label: str, members: list[ImageFinding], extras: dict[int, dict[str, Any]], ok: Any, metrics: list[str]) -> ClassFindings:
@@ -202,7 +212,7 @@ def _class(label: str, members: list[ImageFinding], extras: dict[int, dict[str, 
             near = idx[np.argsort(((feats[idx] - centres[j]) ** 2).sum(1), kind="stable")]
             for i in idx:
                 members[i].group = j
-            groups.append(Group(int(len(idx)), [members[i].id for i in near[:EXAMPLES]],
+            groups.append(Group(len(idx), [members[i].id for i in near[:EXAMPLES]],
                                 np.mean([extras[members[i].id]["scaled"] for i in idx], axis=0)))
     rows = ok[ok["label"].astype(str) == label]
     summaries = {}

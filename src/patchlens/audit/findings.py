@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -131,7 +132,7 @@ class Findings:
         data["flagged"] = [{"label": s.label, "kind": s.kind, "value": s.value, "sentence": s.sentence} for s in self.flagged]
         return {"format": "patchlens-report", "version": 1, **clean(data)}
 
-    def write_json(self, path: str | Path) -> Path:
+    def write_json(self, path: str | os.PathLike) -> Path:
         path = Path(path)
         path.write_text(json.dumps(self.to_dict(), indent=1) + "\n", encoding="utf-8")
         return path

@@ -29,7 +29,7 @@ def align(saliency: np.ndarray, grid: int = GRID) -> np.ndarray:
     s = np.nan_to_num(np.asarray(saliency, dtype=np.float32))
     if s.shape == (grid, grid):
         return s
-    return np.asarray(Image.fromarray(s, mode="F").resize((grid, grid), Image.BOX), dtype=np.float32)
+    return np.asarray(Image.fromarray(s, mode="F").resize((grid, grid), Image.Resampling.BOX), dtype=np.float32)
 
 
 def is_flat(aligned: np.ndarray) -> bool:
@@ -46,7 +46,7 @@ def scaled(aligned: np.ndarray) -> np.ndarray:
 def top_evidence(aligned: np.ndarray, fraction: float = TOP_FRACTION) -> np.ndarray:
     """Boolean mask of the ``fraction`` highest cells (ties broken by position, so the count is exact)."""
     flat = aligned.ravel()
-    k = max(1, int(round(fraction * flat.size)))
+    k = max(1, round(fraction * flat.size))
     order = np.argsort(-flat, kind="stable")[:k]
     mask = np.zeros(flat.size, bool)
     mask[order] = True
@@ -77,10 +77,10 @@ class Regions:
     centre: np.ndarray
 
     @classmethod
-    def of(cls, grid: int = GRID) -> "Regions":
+    def of(cls, grid: int = GRID) -> Regions:
         idx = np.arange(grid)
-        b, c = int(round(BORDER * grid)), int(round(CORNER * grid))
-        lo, hi = int(round((1 - CENTRE) / 2 * grid)), int(round((1 + CENTRE) / 2 * grid))
+        b, c = round(BORDER * grid), round(CORNER * grid)
+        lo, hi = round((1 - CENTRE) / 2 * grid), round((1 + CENTRE) / 2 * grid)
         row, col = idx[:, None], idx[None, :]
         border = (row < b) | (row >= grid - b) | (col < b) | (col >= grid - b)
         near_r, near_c = (row < c) | (row >= grid - c), (col < c) | (col >= grid - c)

@@ -4,16 +4,16 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+from collections.abc import Callable
 from html import escape
 from pathlib import Path
-from typing import Any, Callable
 
 from .. import __version__
 from .assets import CSS, JS
 from .findings import ClassFindings, Findings, ImageFinding
+from .maps import TOP_FRACTION
 from .pictures import PictureSink, map_png
 from .signals import KINDS, place_in_words
-from .maps import TOP_FRACTION
 
 
 def _pct(v: float | None) -> str:
@@ -48,7 +48,7 @@ def _example(m: ImageFinding, src: str, findings: Findings, caption: str) -> str
 
 def _box_plot(summary: dict[str, float], lo: float, hi: float) -> str:
     w, h = 220, 18
-    x = lambda v: 4 + (w - 8) * ((v - lo) / (hi - lo) if hi > lo else 0.5)  # noqa: E731
+    x = lambda v: 4 + (w - 8) * ((v - lo) / (hi - lo) if hi > lo else 0.5)
     return (f'<svg class="box" width="{w}" height="{h}" role="img" aria-label="min {summary["min"]:.3g}, median '
             f'{summary["median"]:.3g}, max {summary["max"]:.3g}">'
             f'<line x1="{x(summary["min"]):.1f}" x2="{x(summary["max"]):.1f}" y1="9" y2="9" stroke="#555"/>'
@@ -63,16 +63,16 @@ def _card(i: int, c: ClassFindings, findings: Findings, pic: Callable[[int], str
     badges = "".join(f'<span class="badge">{escape(KINDS[s.kind])}</span>' for s in c.flagged)
     truth = findings.truth.get(c.label)
     acc = f"; accuracy on true '{escape(c.label)}': {truth['accuracy']:.0%} of {truth['images']}" if truth else ""
-    out = [f'<section class="card{" flagged" if c.flagged else ""}" id="class-{i}" data-class="{escape(c.label)}" '
-           f'data-flags="{kinds}" data-images="{c.images}" data-score="{c.mean_score:.6f}" data-nflags="{len(c.flagged)}">',
+    out = [(f'<section class="card{" flagged" if c.flagged else ""}" id="class-{i}" data-class="{escape(c.label)}" '
+            f'data-flags="{kinds}" data-images="{c.images}" data-score="{c.mean_score:.6f}" data-nflags="{len(c.flagged)}">'),
            f'<h3>{escape(c.label)}{badges}</h3>',
            f'<p class="muted">{c.images} image(s) explained as this class; mean score {c.mean_score:.3f}{acc}</p>',
            '<div class="row">',
-           f'<figure><img alt="mean map" src="{sink.add(map_png(c.mean_map), "png")}"><figcaption>Mean map, every map '
-           "scaled 0 to 1 and aligned on the model's square input</figcaption></figure>",
-           f'<figure><img alt="top evidence frequency" src="{sink.add(map_png(c.top_frequency, fixed_range=True), "png")}">'
-           f"<figcaption>How often each place is in a map's top {TOP_FRACTION:.0%} (dark: never, red: in every map)"
-           "</figcaption></figure>",
+           (f'<figure><img alt="mean map" src="{sink.add(map_png(c.mean_map), "png")}"><figcaption>Mean map, every map '
+            "scaled 0 to 1 and aligned on the model's square input</figcaption></figure>"),
+           (f'<figure><img alt="top evidence frequency" src="{sink.add(map_png(c.top_frequency, fixed_range=True), "png")}">'
+            f"<figcaption>How often each place is in a map's top {TOP_FRACTION:.0%} (dark: never, red: in every map)"
+            "</figcaption></figure>"),
            '<table><tr><th>region</th><th class="n">share of evidence</th><th class="n">share of image</th></tr>']
     for name, v in c.spread.items():
         out.append(f'<tr><td>{name}</td><td class="n">{v["share"]:.0%}</td><td class="n">{v["chance"]:.0%}</td></tr>')
@@ -104,9 +104,9 @@ def _card(i: int, c: ClassFindings, findings: Findings, pic: Callable[[int], str
     if c.metrics:
         out.append('<h4>Faithfulness</h4><table><tr><th>metric</th><th class="n">n</th><th class="n">median</th>'
                    "<th>distribution (same scale across classes)</th></tr>")
-        for name, s in c.metrics.items():
-            out.append(f'<tr><td>{escape(name)}</td><td class="n">{s["n"]}</td><td class="n">{s["median"]:.3f}</td>'
-                       f"<td>{_box_plot(s, *ranges[name])}</td></tr>")
+        for name, dist in c.metrics.items():
+            out.append(f'<tr><td>{escape(name)}</td><td class="n">{dist["n"]}</td><td class="n">{dist["median"]:.3f}</td>'
+                       f"<td>{_box_plot(dist, *ranges[name])}</td></tr>")
         out.append("</table>")
     out.append("</section>")
     return "\n".join(out)
@@ -150,7 +150,7 @@ def _images(f: Findings, pictured: set[int]) -> str:
     out = ['<table id="image-table"><thead><tr>' + "".join(f'<th class="{c}">{h}</th>' for h, c in head) + "</tr></thead><tbody>"]
     for m in f.images:
         pic = f' class="pic" data-pic="{m.id}"' if m.id in pictured else ""
-        num = lambda v: f'<td class="n" data-v="{"" if v is None else f"{v:.4f}"}">{_pct(v)}</td>'  # noqa: E731
+        num = lambda v: f'<td class="n" data-v="{"" if v is None else f"{v:.4f}"}">{_pct(v)}</td>'
         out.append(
             f'<tr{pic} data-class="{escape(m.label)}" data-flags="{flags[m.label]}" data-path="{escape(m.path)}">'
             f'<td title="{escape(m.path)}">{escape(Path(m.path).name)}</td><td>{escape(m.label)}</td>'

@@ -28,7 +28,7 @@ def _fit(img: Image.Image, side: int) -> Image.Image:
     scale = side / max(img.size)
     if scale >= 1:
         return img
-    return img.resize((max(1, round(img.width * scale)), max(1, round(img.height * scale))), Image.LANCZOS)
+    return img.resize((max(1, round(img.width * scale)), max(1, round(img.height * scale))), Image.Resampling.LANCZOS)
 
 
 def example_overlay(finding: ImageFinding, saliency: np.ndarray) -> tuple[bytes, str | None]:
@@ -64,7 +64,7 @@ def example_overlay(finding: ImageFinding, saliency: np.ndarray) -> tuple[bytes,
 def map_png(values: np.ndarray, side: int = MAP_SIDE, *, fixed_range: bool = False) -> bytes:
     """PNG of a class-level map; ``fixed_range`` keeps 0..1 as is (shares), otherwise min..max is stretched."""
     scaled = np.clip(values, 0, 1) if fixed_range else normalise(values)[0]
-    img = Image.fromarray(colormap(scaled)).resize((side, side), Image.BILINEAR)
+    img = Image.fromarray(colormap(scaled)).resize((side, side), Image.Resampling.BILINEAR)
     buf = io.BytesIO()
     img.save(buf, "PNG", optimize=True)
     return buf.getvalue()

@@ -22,6 +22,7 @@ photo's size; nonzero is the object). Rows with these cells empty have no region
 from __future__ import annotations
 
 import csv
+import math
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -106,7 +107,7 @@ def _table(path: Path) -> list[Item]:
 
 def _cell(value: object) -> str | None:
     """A table cell as text; None for an empty or missing cell (Parquet nulls, NaN, blank CSV cells)."""
-    if value is None or (isinstance(value, float) and value != value):
+    if value is None or (isinstance(value, float) and math.isnan(value)):
         return None
     text = str(value).strip()
     return text or None

@@ -43,8 +43,8 @@ def register(sub: Any, argv: list[str]) -> None:
 
 def summary(findings: Findings, page: Path) -> str:
     """What the command prints: where the page is and what it flags, one line per flag."""
-    lines = [f"{page}: {len(findings.classes)} class(es), {findings.run.done} image(s), "
-             f"{findings.run.failed} failed; {len(findings.flagged)} shortcut signal(s) flagged"]
+    lines = [(f"{page}: {len(findings.classes)} class(es), {findings.run.done} image(s), "
+              f"{findings.run.failed} failed; {len(findings.flagged)} shortcut signal(s) flagged")]
     lines += [f"  {s.label}: {s.sentence}" for s in findings.flagged]
     return "\n".join(lines)
 
