@@ -249,3 +249,10 @@ def test_faithfulness_metrics_are_summarised_per_class(planted, tmp_path: Path) 
             assert summary["min"] <= summary["q1"] <= summary["median"] <= summary["q3"] <= summary["max"]
     html = (tmp_path / "m.html").read_text()
     assert "<h4>Faithfulness</h4>" in html and html.count('<svg class="box"') == 2 * len(columns)
+
+
+def test_a_mask_of_the_wrong_size_is_a_one_line_note_not_a_crash(tmp_path: Path) -> None:
+    Image.fromarray(np.full((10, 12), 255, np.uint8)).save(tmp_path / "m.png")
+    with pytest.raises(patchlens.ImageError, match=r"m\.png: mask is 12x10 pixels, its photo 40x30$"):
+        object_mask(40, 30, None, str(tmp_path / "m.png"))
+    assert object_mask(12, 10, None, str(tmp_path / "m.png")).all()
