@@ -76,6 +76,13 @@ def test_filter_to_the_flagged_class_and_open_an_example(tmp_path: Path) -> None
             scores = [float(t) for t in page.locator("#image-table tbody tr td:nth-child(4)").all_inner_texts()]
             assert scores == sorted(scores, reverse=True) and len(scores) == 16
 
+            # a row of the table that has an example opens the same overlay
+            page.locator("#image-table tbody tr.pic").first.click()
+            assert viewer.is_visible() and "explained as" in page.locator("#viewer figcaption").inner_text()
+            page.keyboard.press("Escape")
+            page.fill("#f-text", "coffee_03")
+            assert page.locator("#image-table tbody tr").count() == 1 and page.locator("#image-count").inner_text() == "1"
+
             page.emulate_media(media="print")
             assert not page.locator("nav#controls").is_visible()
             assert errors == []

@@ -25,7 +25,6 @@ button.ex span { display: block; overflow: hidden; text-overflow: ellipsis; whit
 #image-table th { cursor: pointer; user-select: none; position: sticky; top: 48px; background: #fff; }
 #image-table th[aria-sort=ascending]::after { content: " \\25B2"; } #image-table th[aria-sort=descending]::after { content: " \\25BC"; }
 #image-table tr.pic { cursor: zoom-in; } #image-table tr.pic td:first-child { text-decoration: underline dotted; }
-#image-table tbody tr { content-visibility: auto; contain-intrinsic-size: auto 26px; }
 #viewer { position: fixed; inset: 0; background: rgba(0,0,0,.78); display: flex; align-items: center; justify-content: center; z-index: 10; }
 #viewer[hidden] { display: none; }
 #viewer figure { background: #fff; padding: 14px; border-radius: 8px; max-width: min(92vw, 900px); }
@@ -35,7 +34,7 @@ svg.box { display: block; }
 @media print {
   nav#controls, #viewer { display: none !important; }
   .card { break-inside: avoid; } body { max-width: none; font-size: 11pt; }
-  #image-table th { position: static; } #image-table tbody tr { content-visibility: visible; }
+  #image-table th { position: static; } #more { display: none; }
 }
 """
 
@@ -48,17 +47,55 @@ JS = """
     return (!cls.value || el.dataset.class === cls.value) &&
       (!flag.value || (flag.value === 'any' ? flags.length > 0 : flags.includes(flag.value)));
   }
+  // The table of all images is data (id="image-data"); a page of PAGE rows is drawn at a time.
+  const PAGE = 200, data = JSON.parse($('#image-data').textContent), body = $('#image-table tbody');
+  let selected = data.rows, limit = PAGE, sortKey = null, ascending = true;
+  const numeric = Object.fromEntries(data.columns);
+  const pct = v => v === null ? '' : Math.round(v * 100) + '%';
+  const fmt = {score: v => v.toFixed(3), typicality: v => v.toFixed(2), outside: pct, corners: pct, border: pct,
+                centre: pct, group: v => v === null ? '' : v};
+  function draw() {
+    const frag = document.createDocumentFragment();
+    selected.slice(0, limit).forEach(r => {
+      const tr = document.createElement('tr');
+      tr.dataset.class = r.label; tr.dataset.path = r.path;
+      if (r.pic) { tr.className = 'pic'; tr.dataset.pic = r.id; }
+      data.columns.forEach(([key, num]) => {
+        const td = document.createElement('td');
+        td.textContent = fmt[key] ? fmt[key](r[key]) : r[key];
+        if (num) td.className = 'n';
+        if (key === 'name') td.title = r.path;
+        tr.appendChild(td);
+      });
+      frag.appendChild(tr);
+    });
+    body.replaceChildren(frag);
+    const drawn = Math.min(limit, selected.length);
+    $('#more').hidden = drawn >= selected.length;
+    $('#shown').textContent = `showing ${drawn} of ${selected.length}`;
+  }
   function apply() {
     $$('.card').forEach(c => { c.hidden = !matches(c); });
     const needle = text.value.trim().toLowerCase();
-    let shown = 0;
-    $$('#image-table tbody tr').forEach(r => {
-      const ok = matches(r) && (!needle || r.dataset.path.toLowerCase().includes(needle));
-      r.hidden = !ok; shown += ok ? 1 : 0;
-    });
-    $('#image-count').textContent = shown;
+    selected = data.rows.filter(r => matches({dataset: {class: r.label, flags: r.flags}}) &&
+      (!needle || r.path.toLowerCase().includes(needle)));
+    order();
+    limit = PAGE;
+    draw();
+    $('#image-count').textContent = selected.length;
     $('#class-count').textContent = $$('.card').filter(c => !c.hidden).length;
   }
+  function order() {
+    if (!sortKey) return;
+    const num = numeric[sortKey], missing = ascending ? Infinity : -Infinity;
+    selected.sort((a, b) => {
+      const x = a[sortKey], y = b[sortKey];
+      if (x === y) return 0;
+      const c = num ? (x === null ? missing : x) - (y === null ? missing : y) : String(x).localeCompare(String(y));
+      return ascending ? c : -c;
+    });
+  }
+  $('#more').addEventListener('click', () => { limit += PAGE * 5; draw(); });
   function sortCards() {
     const key = sort.value, box = $('#classes');
     const cards = $$('.card', box);
@@ -70,16 +107,12 @@ JS = """
   text.addEventListener('input', apply);
   sort.addEventListener('change', sortCards);
 
-  const table = $('#image-table');
-  $$('th', table).forEach((th, col) => th.addEventListener('click', () => {
-    const asc = th.getAttribute('aria-sort') !== 'ascending';
-    $$('th', table).forEach(h => h.removeAttribute('aria-sort'));
-    th.setAttribute('aria-sort', asc ? 'ascending' : 'descending');
-    const numeric = th.classList.contains('n'), body = table.tBodies[0];
-    const rows = Array.from(body.rows);
-    const value = r => { const v = r.cells[col].dataset.v ?? r.cells[col].textContent; return numeric ? (v === '' ? -Infinity : parseFloat(v)) : v; };
-    rows.sort((a, b) => { const x = value(a), y = value(b); const c = numeric ? x - y : String(x).localeCompare(String(y)); return asc ? c : -c; });
-    const frag = document.createDocumentFragment(); rows.forEach(r => frag.appendChild(r)); body.appendChild(frag);
+  $$('#image-table th').forEach(th => th.addEventListener('click', () => {
+    ascending = !(sortKey === th.dataset.key && ascending);
+    sortKey = th.dataset.key;
+    $$('#image-table th').forEach(h => h.removeAttribute('aria-sort'));
+    th.setAttribute('aria-sort', ascending ? 'ascending' : 'descending');
+    order(); draw();
   }));
 
   const viewer = $('#viewer'), big = $('#viewer img'), words = $('#viewer figcaption');

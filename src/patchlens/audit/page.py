@@ -143,21 +143,33 @@ def _truth(f: Findings) -> str:
     return "\n".join(out + ["</table>"])
 
 
+#: columns of the table of all images: (heading, key in each row of the embedded data, numeric)
+IMAGE_COLUMNS = [("image", "name", False), ("class", "label", False), ("true class", "true", False), ("score", "score", True),
+                 ("outside object", "outside", True), ("corners", "corners", True), ("border", "border", True),
+                 ("centre", "centre", True), ("typicality", "typicality", True), ("group", "group", True),
+                 ("worst example of", "worst", False)]
+
+
 def _images(f: Findings, pictured: set[int]) -> str:
+    """The table of all images: its rows travel as JSON and the script draws a page of them at a time.
+
+    10,000 rows as HTML would make the browser lay out 10,000 rows before it
+    shows anything, and again on every filter; as data they cost one parse.
+    """
     flags = {c.label: " ".join(s.kind for s in c.flagged) for c in f.classes}
-    head = [("image", ""), ("class", ""), ("true class", ""), ("score", "n"), ("outside object", "n"), ("corners", "n"),
-            ("border", "n"), ("centre", "n"), ("typicality", "n"), ("group", "n"), ("worst example of", "")]
-    out = ['<table id="image-table"><thead><tr>' + "".join(f'<th class="{c}">{h}</th>' for h, c in head) + "</tr></thead><tbody>"]
-    for m in f.images:
-        pic = f' class="pic" data-pic="{m.id}"' if m.id in pictured else ""
-        num = lambda v: f'<td class="n" data-v="{"" if v is None else f"{v:.4f}"}">{_pct(v)}</td>'
-        out.append(
-            f'<tr{pic} data-class="{escape(m.label)}" data-flags="{flags[m.label]}" data-path="{escape(m.path)}">'
-            f'<td title="{escape(m.path)}">{escape(Path(m.path).name)}</td><td>{escape(m.label)}</td>'
-            f'<td>{escape(m.true_label or "")}</td><td class="n">{m.score:.3f}</td>{num(m.outside)}{num(m.corners)}'
-            f'{num(m.border)}{num(m.centre)}<td class="n">{m.typicality:.2f}</td>'
-            f'<td class="n">{"" if m.group is None else m.group + 1}</td><td>{escape(", ".join(KINDS[k] for k in m.flags))}</td></tr>')
-    return "\n".join(out + ["</tbody></table>"])
+    rows = [{"id": m.id, "path": m.path, "name": Path(m.path).name, "label": m.label, "true": m.true_label or "",
+             "score": round(m.score, 4), "outside": None if m.outside is None else round(m.outside, 4),
+             "corners": round(m.corners, 4), "border": round(m.border, 4), "centre": round(m.centre, 4),
+             "typicality": round(m.typicality, 3), "group": None if m.group is None else m.group + 1,
+             "worst": ", ".join(KINDS[k] for k in m.flags), "flags": flags[m.label], "pic": m.id in pictured}
+            for m in f.images]
+    data = json.dumps({"columns": [[k, n] for _, k, n in IMAGE_COLUMNS], "rows": rows}, separators=(",", ":"))
+    data = data.replace("</", "<\\/")  # a path with "</script>" in it must not end the script element
+    head = "".join(f'<th class="{"n" if n else ""}" data-key="{k}">{escape(h)}</th>' for h, k, n in IMAGE_COLUMNS)
+    return (f'<table id="image-table"><thead><tr>{head}</tr></thead><tbody></tbody></table>'
+            '<p><button type="button" id="more" hidden>show more</button> <span class="muted" id="shown"></span></p>'
+            "<noscript><p>The table of all images needs JavaScript; findings.json holds the same rows.</p></noscript>"
+            f'<script id="image-data" type="application/json">{data}</script>')
 
 
 def pictured_ids(findings: Findings) -> list[int]:
