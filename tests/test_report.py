@@ -171,6 +171,8 @@ def test_several_runs_in_a_store_must_be_chosen(planted, tmp_path: Path) -> None
     with pytest.raises(ReportError, match="choose one: --method occlusion --request label, --method occlusion --request top1"):
         report(store)
     assert report(store, request="label").run.request == "label"
+    with pytest.raises(ReportError, match="holds no results for --method rise; it holds: --method occlusion"):
+        report(store, method="rise")
     assert report(store, request="top1").run.other_runs == ["occlusion / label"]
 
 

@@ -47,7 +47,8 @@ def _select(store: BatchStore, method: str | None, request: str | None) -> tuple
     chosen = [(m, r) for m, r in runs if (method is None or m == method) and (request is None or r == request)]
     if not chosen:
         listing = ", ".join(f"--method {m} --request {r}" for m, r in runs)
-        raise ReportError(f"{store.path}: holds no {method or ''} {request or ''} results; it holds: {listing}")
+        asked = " ".join(f"--{k} {v}" for k, v in (("method", method), ("request", request)) if v is not None)
+        raise ReportError(f"{store.path}: holds no results for {asked}; it holds: {listing}")
     if len(chosen) > 1:
         listing = ", ".join(f"--method {m} --request {r}" for m, r in chosen)
         raise ReportError(f"{store.path}: holds several runs; choose one: {listing}")
