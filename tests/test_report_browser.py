@@ -85,6 +85,8 @@ def test_filter_to_the_flagged_class_and_open_an_example(tmp_path: Path) -> None
 
             page.emulate_media(media="print")
             assert not page.locator("nav#controls").is_visible()
+            pdf = page.pdf(path=str(ARTIFACTS / "report.pdf"))  # "print to PDF", as a reader would
+            assert pdf.startswith(b"%PDF") and pdf.count(b"/Type /Page") >= 2
             assert errors == []
             assert all(url.startswith(("file:", "data:")) for url in fetched), fetched
         finally:

@@ -24,6 +24,7 @@ button.ex img { width: 140px; height: 105px; object-fit: contain; display: block
 button.ex span { display: block; overflow: hidden; text-overflow: ellipsis; white-space: nowrap; }
 #image-table th { cursor: pointer; user-select: none; position: sticky; top: 48px; background: #fff; }
 #image-table th[aria-sort=ascending]::after { content: " \\25B2"; } #image-table th[aria-sort=descending]::after { content: " \\25BC"; }
+#image-table td:last-child { min-width: 15em; } #image-table { font-size: .9em; }
 #image-table tr.pic { cursor: zoom-in; } #image-table tr.pic td:first-child { text-decoration: underline dotted; }
 #viewer { position: fixed; inset: 0; background: rgba(0,0,0,.78); display: flex; align-items: center; justify-content: center; z-index: 10; }
 #viewer[hidden] { display: none; }
@@ -34,7 +35,8 @@ svg.box { display: block; }
 @media print {
   nav#controls, #viewer { display: none !important; }
   .card { break-inside: avoid; } body { max-width: none; font-size: 11pt; }
-  #image-table th { position: static; } #more { display: none; }
+  #image-table th { position: static; } #more { display: none; } #image-table { font-size: 8pt; }
+  #image-table td, #image-table th { padding: 2px 4px; }
 }
 """
 
