@@ -258,3 +258,23 @@ def test_a_mask_of_the_wrong_size_is_a_one_line_note_not_a_crash(tmp_path: Path)
     with pytest.raises(patchlens.ImageError, match=r"m\.png: mask is 12x10 pixels, its photo 40x30$"):
         object_mask(40, 30, None, str(tmp_path / "m.png"))
     assert object_mask(12, 10, None, str(tmp_path / "m.png")).all()
+
+
+def test_a_store_written_before_the_region_columns_resumes_compacts_and_reports(planted, tmp_path: Path) -> None:
+    pq = pytest.importorskip("pyarrow.parquet")
+    root, rows = planted
+    items = [Item(str(root / r["path"]), str(r["label"]), (r["x0"], r["y0"], r["x1"], r["y1"])) for r in rows[:2] + rows[8:10]]
+    store = tmp_path / "store"
+    run_batch(items[:2], str(store), model=tag_classifier(), progress=False, **OCCLUSION)
+    (part,) = (store / "manifest").glob("part-*.parquet")
+    old = pq.read_table(part)
+    older = old.drop_columns(["box_x0", "box_y0", "box_x1", "box_y1", "mask_path"])  # as an older patchlens wrote it
+    pq.write_table(older, part)
+    pq.write_table(older, part.with_name("part-000099.parquet"))  # two old parts: an interrupted old run
+    run_batch(items[:2], str(store), model=tag_classifier(), progress=False, resume=True, **OCCLUSION)  # only compacts
+    run_batch(items, str(store), model=tag_classifier(), progress=False, resume=True, **OCCLUSION)
+    assert len(list((store / "manifest").glob("part-*.parquet"))) == 1  # compacted
+    manifest = open_store(store).manifest
+    assert manifest["box_x0"].isna().sum() == 2 and manifest["box_x1"].notna().sum() == 2
+    measured = {m.path: m.outside for m in report(store).images}
+    assert sum(v is not None for v in measured.values()) == 2 and len(measured) == 4
