@@ -278,3 +278,14 @@ def test_a_store_written_before_the_region_columns_resumes_compacts_and_reports(
     assert manifest["box_x0"].isna().sum() == 2 and manifest["box_x1"].notna().sum() == 2
     measured = {m.path: m.outside for m in report(store).images}
     assert sum(v is not None for v in measured.values()) == 2 and len(measured) == 4
+
+
+def test_a_common_peak_at_the_centre_says_it_may_be_the_object() -> None:
+    from patchlens.audit.signals import fixed_position
+
+    centred = fixed_position("dog", ["a", "b", "c"], np.array([[0.5, 0.5], [0.52, 0.5], [0.5, 0.47]]), np.ones(3))
+    corner = fixed_position("dog", ["a", "b", "c"], np.array([[0.1, 0.1], [0.12, 0.1], [0.1, 0.07]]), np.ones(3))
+    assert centred.flagged and corner.flagged
+    assert "may be the object" in centred.sentence and "may be the object" not in corner.sentence
+    spread = fixed_position("dog", ["a", "b", "c"], np.array([[0.1, 0.1], [0.9, 0.1], [0.5, 0.9]]), np.ones(3))
+    assert not spread.flagged and spread.value == pytest.approx(1 / 3)

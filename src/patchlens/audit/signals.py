@@ -97,6 +97,9 @@ def fixed_position(label: str, paths: Sequence[str], peaks: np.ndarray, scores: 
         f"({place_in_words(*where)}); flagged at {FIXED_THRESHOLD:.0%} or more, as a fixed-position cue "
         "(a watermark, tag or ruler) would be."
     )
+    if abs(where[0] - 0.5) < 0.2 and abs(where[1] - 0.5) < 0.2:
+        sentence += (" The point is near the centre, where photos usually put the object, so this may be the object "
+                     "itself; boxes or masks in the source would tell the two apart.")
     return Signal("fixed_position", label, value, FIXED_THRESHOLD, flagged, n, sentence, None, worst if flagged else [],
                   (where[0], where[1]))
 
