@@ -115,7 +115,7 @@ def main() -> None:
             rows.append([n, f"{batch_s:.1f}", f"{analysis_s:.2f}", f"{1000 * analysis_s / n:.2f}", f"{page_s:.2f}",
                          f"{page_s / batch_s:.2f}", f"{size / 1e6:.1f}", "" if load is None else f"{load:.2f}"])
             print(rows[-1], flags[name])
-    uptime = subprocess.run(["uptime"], capture_output=True, text=True).stdout.strip()
+    uptime = subprocess.run(["uptime"], capture_output=True, text=True, check=False).stdout.strip()
     table = markdown_table(["images", "batch run s", "analysis s", "analysis ms/image", "analysis + page s",
                             "page / batch", "page MB", "Chromium load + filter s"], rows)
     body = (f"`python benchmarks/report.py --images {args.images}` on {where}; `uptime` after: {uptime}. "
@@ -123,7 +123,7 @@ def main() -> None:
             "one after the other in one process.\n\n" + table + "\n\n"
             f"Flags found (full size): {', '.join(f'{a}: {b}' for a, b in flags['full']) or 'none'}. "
             "The planted tag class should be flagged (same place, corners/border, outside the box) and the plain class not.\n\n"
-            "Analysis reads every map once and keeps a 64 x 64 measurement and a 16 x 16 layout per image; "
+            "Analysis reads every map once and keeps a 16 x 16 layout and a few numbers per image (class means are running sums); "
             "overlays are drawn only for the examples (a few per class), so the page's size and time do not grow "
             "with the number of images beyond the table of all images.")
     print(body)

@@ -2,8 +2,8 @@
 
 One pass over the store's maps (one map in memory at a time) measures every
 image on the common grid (:mod:`patchlens.audit.maps`); the class-level
-numbers are then computed from those small per-image measurements, so a store
-of 10,000 images needs a few MB, not 10,000 maps.
+numbers are then computed from those small per-image measurements (and running
+per-class sums): about 2 KB per image (a 16 x 16 layout and the numbers), not its map.
 """
 
 from __future__ import annotations
@@ -107,11 +107,15 @@ def _box(r: Any) -> tuple[float, float, float, float] | None:
     return tuple(float(v) for v in values)  # type: ignore[return-value]
 
 
-def _measure(store: BatchStore, ok: Any, request: str) -> tuple[list[ImageFinding], dict[int, dict[str, Any]], list[str]]:
-    """Measure every map once; returns the findings, each one's class-level extras, and notes."""
+Sums = dict[str, dict[str, np.ndarray]]  # class -> sum of its scaled maps and of their top-evidence masks
+
+
+def _measure(store: BatchStore, ok: Any, request: str) -> tuple[list[ImageFinding], dict[int, dict[str, Any]], Sums, list[str]]:
+    """Measure every map once: the findings, each one's small layout for the class step, per-class sums, notes."""
     regions = Regions.of()
     images: list[ImageFinding] = []
     extras: dict[int, dict[str, Any]] = {}
+    sums: Sums = {}
     flat: list[str] = []
     for r in ok.to_dict("records"):  # plain dicts: a pandas row per image costs more than the map
         aligned = align(store.map(r))
@@ -140,14 +144,17 @@ def _measure(store: BatchStore, ok: Any, request: str) -> tuple[list[ImageFindin
         except PatchlensError as exc:
             finding.note = str(exc)
         s = scaled(aligned)
+        total = sums.setdefault(label, {"scaled": np.zeros((GRID, GRID)), "evidence": np.zeros((GRID, GRID))})
+        total["scaled"] += s
+        total["evidence"] += evidence
         layout = s.reshape(LAYOUT, GRID // LAYOUT, LAYOUT, GRID // LAYOUT).mean((1, 3))
-        extras[finding.id] = {"scaled": s, "evidence": evidence, "layout": layout, "area_outside": area_outside}
+        extras[finding.id] = {"layout": layout, "area_outside": area_outside}
         images.append(finding)
     notes = []
     if flat:
         notes.append(f"{len(flat)} map(s) are constant (the model's score did not change), so nothing could be "
                      f"measured on them; first: {flat[0]}")
-    return images, extras, notes
+    return images, extras, sums, notes
 
 
 def _metric_summary(values: np.ndarray) -> dict[str, float]:
@@ -155,31 +162,27 @@ def _metric_summary(values: np.ndarray) -> dict[str, float]:
     return {"n": len(values), "mean": float(values.mean()), "min": q[0], "q1": q[1], "median": q[2], "q3": q[3], "max": q[4]}
 
 
-def _class(label: str, members: list[ImageFinding], extras: dict[int, dict[str, Any]], ok: Any, metrics: list[str]) -> ClassFindings:
-    import pandas as pd
-
-    regions = Regions.of()
-    ids = [m.id for m in members]
-    mean_map = np.mean([extras[i]["scaled"] for i in ids], axis=0)
-    frequency = np.mean([extras[i]["evidence"] for i in ids], axis=0)
-    layouts = np.stack([extras[i]["layout"] for i in ids])
-    mean_layout = layouts.mean(0).ravel() - layouts.mean()
-    flat = layouts.reshape(len(ids), -1)
+def _typicality(members: list[ImageFinding], layouts: np.ndarray) -> None:
+    """Cosine similarity of each map's centred layout to the class's mean layout."""
+    flat = layouts.reshape(len(members), -1)
     flat = flat - flat.mean(1, keepdims=True)
-    norms = np.linalg.norm(flat, axis=1) * (np.linalg.norm(mean_layout) or 1.0)
-    for m, cos in zip(members, (flat @ mean_layout) / np.where(norms > 0, norms, 1.0)):
+    mean = flat.mean(0)
+    norms = np.linalg.norm(flat, axis=1) * (np.linalg.norm(mean) or 1.0)
+    for m, cos in zip(members, (flat @ mean) / np.where(norms > 0, norms, 1.0)):
         m.typicality = float(cos)
 
+
+def _signals(label: str, members: list[ImageFinding], extras: dict[int, dict[str, Any]]) -> tuple[list[signals.Signal], list[str]]:
+    regions = Regions.of()
     paths = [m.path for m in members]
-    scores = np.array([m.score for m in members])
-    found: list[signals.Signal | None] = [
-        signals.fixed_position(label, paths, np.array([m.peak for m in members]), scores),
+    with_object = [m for m in members if m.outside is not None]
+    found = [
+        signals.fixed_position(label, paths, np.array([m.peak for m in members]), np.array([m.score for m in members])),
         signals.region_share("corners", label, paths, np.array([m.corners for m in members]), float(regions.corners.mean())),
         signals.region_share("border", label, paths, np.array([m.border for m in members]), float(regions.border.mean())),
+        signals.outside_object(label, [m.path for m in with_object], np.array([m.outside for m in with_object]),
+                               np.array([extras[m.id]["area_outside"] for m in with_object]), len(members)),
     ]
-    with_object = [m for m in members if m.outside is not None]
-    found.append(signals.outside_object(label, [m.path for m in with_object], np.array([m.outside for m in with_object]),
-                                        np.array([extras[m.id]["area_outside"] for m in with_object]), len(members)))
     notes = []
     if found[0] is None:
         notes.append(f"only {len(members)} image(s): too few to look for a fixed-position cue (needs {signals.MIN_IMAGES})")
@@ -191,40 +194,63 @@ def _class(label: str, members: list[ImageFinding], extras: dict[int, dict[str, 
     for s in kept:
         for p in s.worst:
             by_path[p].flags.append(s.kind)
+    return kept, notes
 
+
+def _examples(members: list[ImageFinding]) -> dict[str, list[int]]:
     order = sorted(members, key=lambda m: -m.score)
     typical = sorted(members, key=lambda m: -m.typicality)
-    examples = {
+    more = len(members) > EXAMPLES  # with fewer, "least" would repeat "most"
+    return {
         "most confident": [m.id for m in order[:EXAMPLES]],
-        "least confident": [m.id for m in order[::-1][:EXAMPLES]] if len(members) > EXAMPLES else [],
+        "least confident": [m.id for m in order[::-1][:EXAMPLES]] if more else [],
         "misclassified": [m.id for m in order if m.correct is False][:EXAMPLES],
         "typical": [m.id for m in typical[:EXAMPLES]],
-        "atypical (least like the mean map)": [m.id for m in typical[::-1][:EXAMPLES]] if len(members) > EXAMPLES else [],
+        "atypical (least like the mean map)": [m.id for m in typical[::-1][:EXAMPLES]] if more else [],
     }
-    groups = []
+
+
+def _groups(members: list[ImageFinding], layouts: np.ndarray) -> list[Group]:
     k = clusters.group_count(len(members))
-    if k:
-        feats = clusters.features(layouts)
-        labels, centres = clusters.kmeans(feats, k, seed=0)
-        for j in range(k):
-            idx = np.flatnonzero(labels == j)
-            if not len(idx):
-                continue
-            near = idx[np.argsort(((feats[idx] - centres[j]) ** 2).sum(1), kind="stable")]
-            for i in idx:
-                members[i].group = j
-            groups.append(Group(len(idx), [members[i].id for i in near[:EXAMPLES]],
-                                np.mean([extras[members[i].id]["scaled"] for i in idx], axis=0)))
+    if not k:
+        return []
+    feats = clusters.features(layouts)
+    labels, centres = clusters.kmeans(feats, k, seed=0)
+    groups = []
+    for j in range(k):
+        idx = np.flatnonzero(labels == j)
+        if not len(idx):
+            continue
+        near = idx[np.argsort(((feats[idx] - centres[j]) ** 2).sum(1), kind="stable")]
+        for i in idx:
+            members[i].group = j
+        groups.append(Group(len(idx), [members[i].id for i in near[:EXAMPLES]], layouts[idx].mean(0)))
+    return groups
+
+
+def _metrics(label: str, ok: Any, metrics: list[str]) -> dict[str, dict[str, float]]:
+    import pandas as pd
+
     rows = ok[ok["label"].astype(str) == label]
     summaries = {}
     for name in metrics:
         values = pd.to_numeric(rows[f"metric_{name}"], errors="coerce").dropna().to_numpy(float)
         if len(values):
             summaries[name] = _metric_summary(values)
+    return summaries
+
+
+def _class(label: str, members: list[ImageFinding], extras: dict[int, dict[str, Any]], sums: Sums, ok: Any,
+           metrics: list[str]) -> ClassFindings:
+    regions = Regions.of()
+    layouts = np.stack([extras[m.id]["layout"] for m in members])
+    _typicality(members, layouts)
+    found, notes = _signals(label, members, extras)
     spread = {name: {"share": float(np.mean([getattr(m, name) for m in members])), "chance": float(getattr(regions, name).mean())}
               for name in ("centre", "border", "corners")}
-    return ClassFindings(label, len(members), float(scores.mean()), spread, kept, examples, groups, summaries, notes,
-                         mean_map, frequency)
+    return ClassFindings(label, len(members), float(np.mean([m.score for m in members])), spread, found, _examples(members),
+                         _groups(members, layouts), _metrics(label, ok, metrics), notes,
+                         sums[label]["scaled"] / len(members), sums[label]["evidence"] / len(members))
 
 
 def _truth(images: list[ImageFinding]) -> tuple[dict[str, dict[str, Any]], dict[str, dict[str, int]]]:
@@ -247,11 +273,11 @@ def analyse(store: BatchStore, *, method: str | None = None, request: str | None
     rows, method, request, others = _select(store, method, request)
     run = _run(store, rows, method, request, others)
     ok = rows[rows["status"] == "ok"]
-    images, extras, notes = _measure(store, ok, request)
+    images, extras, sums, notes = _measure(store, ok, request)
     by_class: dict[str, list[ImageFinding]] = defaultdict(list)
     for m in images:
         by_class[m.label].append(m)
-    classes = [_class(label, members, extras, ok, run.metrics) for label, members in sorted(by_class.items())]
+    classes = [_class(label, members, extras, sums, ok, run.metrics) for label, members in sorted(by_class.items())]
     truth, confusion = _truth(images)
     if request != "top1" and any(m.true_label for m in images):
         notes.append(f"accuracy is not reported: the maps explain '{request}', not the model's top-1 class")
