@@ -9,6 +9,7 @@ from .images import load_image  # noqa: E402
 from .models import Classifier, load_model  # noqa: E402
 from .batch.results import open_store  # noqa: E402
 from .metrics.evaluate import evaluate  # noqa: E402
+from .audit import report  # noqa: E402
 
 __all__ = [
     "__version__",
@@ -19,6 +20,7 @@ __all__ = [
     "load_model",
     "load_image",
     "open_store",
+    "report",
     "Classifier",
     "Explanation",
     "PatchlensError",

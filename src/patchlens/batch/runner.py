@@ -24,7 +24,7 @@ from ..api import check_supported
 from ..errors import ModelError, TargetError
 from ..extras import require
 from ..models import Classifier, load_model
-from .sources import Item, read_source
+from .sources import Item, read_source, region_columns
 from .store import Store, StoreError
 from .work import Plan, Result, check_metrics, explain_loaded, prepare
 
@@ -208,8 +208,11 @@ def run_batch(
             results = ray_results(model, device, plan, todo, workers, address=ray_address)
         bar = tqdm(total=len(todo), desc=f"{method_value.name}", unit="img", disable=not progress, dynamic_ncols=True)
         start = time.perf_counter()
+        regions = {i.path: region_columns(i) for i in todo if i.box is not None or i.mask is not None}
         try:
             for rows in results:
+                for row, _ in rows:  # here rather than in the workers, so every backend records them
+                    row.update(regions.get(row["path"], {}))
                 writer.add(rows)
                 ok = [r for r, _ in rows if r["status"] == "ok"]
                 summary.done += bool(ok)

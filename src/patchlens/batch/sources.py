@@ -11,11 +11,18 @@
   ``file``, ``filename`` or ``filepath``) and an optional label column
   (``label``, ``class`` or ``target``), or ``.txt``/``.lst`` with one path per
   line. Relative paths are taken relative to the list file's folder.
+
+A ``.csv``/``.tsv``/``.parquet`` list may also say where the object is in each
+image, for ``patchlens report`` to measure how much evidence falls outside it:
+columns ``x0,y0,x1,y1`` (a box, in pixels of the original image, x to the right,
+y down, x1/y1 exclusive) or ``mask`` (a path to a binary mask image of the
+photo's size; nonzero is the object). Rows with these cells empty have no region.
 """
 
 from __future__ import annotations
 
 import csv
+import math
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -25,6 +32,8 @@ from ..images import IMAGE_EXTENSIONS
 PATH_COLUMNS = ("path", "image", "file", "filename", "filepath")
 LABEL_COLUMNS = ("label", "class", "target")
 LIST_SUFFIXES = (".csv", ".tsv", ".parquet", ".txt", ".lst")
+BOX_COLUMNS = ("x0", "y0", "x1", "y1")
+MASK_COLUMN = "mask"
 
 
 class SourceError(PatchlensError, ValueError):
@@ -33,10 +42,16 @@ class SourceError(PatchlensError, ValueError):
 
 @dataclass(frozen=True)
 class Item:
-    """One image to explain: its path, and its true label if the source has one."""
+    """One image to explain: its path, and its true label and object region if the source has them.
+
+    ``box`` is ``(x0, y0, x1, y1)`` in pixels of the original image; ``mask`` the
+    path of a binary mask image (nonzero = object).
+    """
 
     path: str
     label: str | None = None
+    box: tuple[float, float, float, float] | None = None
+    mask: str | None = None
 
 
 def _folder(root: Path) -> list[Item]:
@@ -69,15 +84,55 @@ def _table(path: Path) -> list[Item]:
     if path_col is None:
         raise SourceError(f"{path}: no path column; name one of {', '.join(PATH_COLUMNS)} (columns: {', '.join(columns)})")
     label_col = _pick(columns, LABEL_COLUMNS)
+    box_cols = [_pick(columns, (name,)) for name in BOX_COLUMNS]
+    if any(box_cols) and not all(box_cols):
+        missing = [n for n, c in zip(BOX_COLUMNS, box_cols) if c is None]
+        raise SourceError(f"{path}: a box needs all of the columns x0,y0,x1,y1; missing {','.join(missing)}")
+    mask_col = _pick(columns, (MASK_COLUMN,))
     items = []
-    for row in rows:
+    for number, row in enumerate(rows, start=2):  # row 1 of a CSV is its header
         value = row.get(path_col)
         if value is None or not str(value).strip():
             continue
-        label = row.get(label_col) if label_col else None
-        label = None if label is None or str(label).strip() == "" else str(label).strip()
-        items.append(Item(_resolve(str(value).strip(), path.parent), label))
+        label = _cell(row.get(label_col) if label_col else None)
+        box = _box(path, number, [row.get(c) for c in box_cols]) if all(box_cols) else None
+        mask = _cell(row.get(mask_col) if mask_col else None)
+        if mask is not None:
+            mask = _resolve(mask, path.parent)
+            if not Path(mask).is_file():
+                raise SourceError(f"{path}: row {number}: mask {mask}: no such file")
+        items.append(Item(_resolve(str(value).strip(), path.parent), label, box, mask))
     return items
+
+
+def _cell(value: object) -> str | None:
+    """A table cell as text; None for an empty or missing cell (Parquet nulls, NaN, blank CSV cells)."""
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return None
+    text = str(value).strip()
+    return text or None
+
+
+def region_columns(item: Item) -> dict[str, object]:
+    """The store columns that record an item's object region (None where the source gives none)."""
+    x0, y0, x1, y1 = item.box if item.box is not None else (None,) * 4
+    return {"box_x0": x0, "box_y0": y0, "box_x1": x1, "box_y1": y1, "mask_path": item.mask}
+
+
+def _box(path: Path, row: int, cells: list[object]) -> tuple[float, float, float, float] | None:
+    """The box of one row: four numbers with x0 < x1 and y0 < y1, or None when all four cells are empty."""
+    texts = [_cell(c) for c in cells]
+    if all(t is None for t in texts):
+        return None
+    try:
+        x0, y0, x1, y1 = (float(t) for t in texts)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        raise SourceError(f"{path}: row {row}: box x0,y0,x1,y1 = {','.join(t or '' for t in texts)} "
+                          "is not four numbers") from None
+    if not (x1 > x0 and y1 > y0 and min(x0, y0) >= 0):
+        raise SourceError(f"{path}: row {row}: box x0,y0,x1,y1 = {x0:g},{y0:g},{x1:g},{y1:g} is empty or negative "
+                          "(x1 must exceed x0 and y1 exceed y0, in pixels)")
+    return (x0, y0, x1, y1)
 
 
 def _lines(path: Path) -> list[Item]:

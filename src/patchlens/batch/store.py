@@ -56,6 +56,11 @@ COLUMNS: dict[str, str] = {
     "width": "int32",
     "height": "int32",
     "true_label": "string",
+    "box_x0": "float64",  # the object's box or mask from the source, if it gives one (patchlens report)
+    "box_y0": "float64",
+    "box_x1": "float64",
+    "box_y1": "float64",
+    "mask_path": "string",
     "request": "string",
     "target": "int64",
     "label": "string",
@@ -240,7 +245,8 @@ class Store:
         df = self.read()
         number = self.next_part()
         schema = _schema(sorted(c for c in df.columns if c.startswith("metric_")))
-        table = pa.Table.from_pandas(df[schema.names], schema=schema, preserve_index=False)
+        # reindex: parts written before a column existed lack it; it is null there
+        table = pa.Table.from_pandas(df.reindex(columns=schema.names), schema=schema, preserve_index=False)
         # The compacted part is the newest, so until the old parts are gone it wins every unit.
         _atomic_write(self.manifest_dir / f"part-{number:06d}.parquet", lambda f: pq.write_table(table, f))
         for _, p in old:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 from typing import Any
 
 from ..batch import run_batch
@@ -18,12 +19,15 @@ EXAMPLES = """examples:
   patchlens batch photos/ --out maps.store --retry-failed      try the failed images again
   patchlens batch val.csv --target label --metrics deletion,insertion --out val.store
   patchlens batch train/ --target label --model torchscript:model.pt --out train.store   (train/CLASS/*.jpg)
+  patchlens batch boxes.csv --out val.store --report            then audit it: val.store/report.html
   patchlens batch /shared/imgs --backend ray --ray-address auto --workers 4 --out /shared/run.store
 
 SOURCE is a folder (searched recursively), an ImageFolder tree (class folders:
 the folder name is the label), or a .csv/.tsv/.parquet list with a path column
 (path, image, file, filename or filepath) and an optional label column (label,
-class or target), or a .txt list with one path per line.
+class or target), or a .txt list with one path per line. A list may also give
+each image's object, for --report: columns x0,y0,x1,y1 (a box in pixels of the
+original image) or mask (a path to a binary mask image).
 
 The Ray backend rebuilds the model in every worker from --model, so it must be
 a spec string (a Python model object cannot be shipped; save it with
@@ -56,6 +60,8 @@ def register(sub: Any, argv: list[str]) -> None:
     p.add_argument("--retry-failed", action="store_true", help="continue the store and try failed images again")
     p.add_argument("--chunk-size", type=int, default=32, help="images per store part (a kill loses at most one part) [default: 32]")
     p.add_argument("--quiet", action="store_true", help="no progress bar; print only the summary and errors")
+    p.add_argument("--report", action="store_true",
+                   help="after the run, write a dataset audit to STORE/report.html (see 'patchlens report')")
     add_common(p)
     if cls is not None:
         add_method_arguments(p, [cls])
@@ -87,6 +93,12 @@ def run(args: argparse.Namespace) -> int:
         **method_params(args, cls),
     )
     print(f"{args.out}: {summary}")
+    if args.report:
+        from ..audit import report
+        from .report import summary as report_summary
+
+        page = Path(args.out) / "report.html"
+        print(report_summary(report(args.out, page, method=args.method, request=str(args.target)), page))
     if summary.failed:
         print(f"patchlens: {summary.failed} image(s) failed; their reasons are in the store "
               f"(status == 'failed'); retry with --retry-failed")

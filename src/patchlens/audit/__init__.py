@@ -1,0 +1,82 @@
+"""``patchlens report``: a dataset audit of a batch store — where the model looks, class by class, and what looks like a shortcut.
+
+``report(store)`` returns the findings as data (:class:`Findings`); with
+``out=`` it also writes a self-contained HTML page and ``findings.json`` beside it.
+(The package is called ``audit``, not ``report``, so that the function
+``patchlens.report`` does not hide a subpackage of the same name.)
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from ..batch.results import BatchStore, open_store
+from .analysis import ReportError, analyse
+from .findings import ClassFindings, Findings, ImageFinding
+from .page import pictured_ids, render_page
+from .pictures import PictureSink, example_overlay
+from .signals import KINDS, Signal
+
+#: above this many pictures the page keeps them in a folder beside it instead of inside it
+EMBED_LIMIT = 400
+PICTURES = ("auto", "embed", "folder")
+
+__all__ = ["KINDS", "ClassFindings", "Findings", "ImageFinding", "ReportError", "Signal", "report"]
+
+
+def report(
+    store: str | os.PathLike | BatchStore,
+    out: str | os.PathLike | None = None,
+    *,
+    method: str | None = None,
+    request: str | None = None,
+    pictures: str = "auto",
+    json_path: str | os.PathLike | None = None,
+) -> Findings:
+    """Audit a batch store: per-class maps, how the evidence is spread, and shortcut signals.
+
+    Args:
+        store: a store folder written by ``patchlens batch``, or an opened store.
+        out: write the HTML page here (and ``findings.json`` beside it); None: only return the findings.
+        method, request: which run of the store to report (needed only when it holds several:
+            a method name and a target request such as ``"top1"`` or ``"label"``).
+        pictures: ``"embed"`` puts the pictures inside the page (one file to share), ``"folder"``
+            writes them to ``<page name>_files/`` beside it, ``"auto"`` embeds up to EMBED_LIMIT of them.
+        json_path: where to write the findings as JSON (default: ``findings.json`` beside ``out``).
+
+    Returns:
+        The findings; ``findings.flagged`` lists the signals that crossed their thresholds.
+    """
+    if pictures not in PICTURES:
+        raise ReportError(f"pictures={pictures!r}: use one of {', '.join(PICTURES)}")
+    opened = store if isinstance(store, BatchStore) else open_store(store)
+    try:
+        findings = analyse(opened, method=method, request=request)
+        if out is None:
+            return findings
+        page = Path(out)
+        if page.is_dir():
+            raise ReportError(f"{page}: is a folder; name the HTML file to write, e.g. {page / 'report.html'}")
+        if not page.parent.is_dir():
+            raise ReportError(f"{page.parent}: no such folder for the report")
+        ids = pictured_ids(findings)
+        in_folder = pictures == "folder" or (pictures == "auto" and len(ids) > EMBED_LIMIT)
+        sink = PictureSink(page.parent / f"{page.stem}_files" if in_folder else None, page.parent)
+        wanted = {(findings.images[i].path, findings.images[i].target) for i in ids}
+        rows = {(str(r["path"]), int(r["target"])): r for r in opened.ok.to_dict("records")
+                if (str(r["path"]), int(r["target"])) in wanted and str(r["method"]) == findings.run.method
+                and str(r["request"]) == findings.run.request}
+        srcs = {}
+        for i in ids:
+            m = findings.images[i]
+            data, note = example_overlay(m, opened.map(rows[(m.path, m.target)]))
+            if note and not m.note:
+                m.note = note
+            srcs[i] = sink.add(data, "jpg")
+        page.write_text(render_page(findings, srcs, sink), encoding="utf-8")
+        findings.write_json(json_path if json_path is not None else page.parent / "findings.json")
+        return findings
+    finally:
+        if opened is not store:
+            opened.close()

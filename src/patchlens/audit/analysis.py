@@ -1,0 +1,286 @@
+"""Turn a batch store into :class:`~patchlens.audit.findings.Findings`: per-class maps, spread, signals, examples.
+
+One pass over the store's maps (one map in memory at a time) measures every
+image on the common grid (:mod:`patchlens.audit.maps`); the class-level
+numbers are then computed from those small per-image measurements (and running
+per-class sums): about 2 KB per image (a 16 x 16 layout and the numbers), not its map.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import defaultdict
+from typing import Any
+
+import numpy as np
+
+from ..batch.results import BatchStore
+from ..errors import PatchlensError
+from . import clusters, signals
+from .findings import ClassFindings, Findings, Group, ImageFinding, Run
+from .maps import (
+    GRID,
+    Regions,
+    align,
+    is_flat,
+    object_mask,
+    peak,
+    scaled,
+    share,
+    top_evidence,
+)
+
+LAYOUT = 16  # side of the small copy of each map kept for typicality and grouping
+EXAMPLES = 3
+
+
+class ReportError(PatchlensError, ValueError):
+    """A store that cannot be reported as asked."""
+
+
+def _select(store: BatchStore, method: str | None, request: str | None) -> tuple[Any, str, str, list[str]]:
+    """The manifest rows of one (method, request) run, and the other runs the store holds."""
+    df = store.manifest
+    if not len(df):
+        raise ReportError(f"{store.path}: the store holds no results yet")
+    runs = sorted({(str(m), str(r)) for m, r in zip(df["method"], df["request"])})
+    chosen = [(m, r) for m, r in runs if (method is None or m == method) and (request is None or r == request)]
+    if not chosen:
+        listing = ", ".join(f"--method {m} --request {r}" for m, r in runs)
+        asked = " ".join(f"--{k} {v}" for k, v in (("method", method), ("request", request)) if v is not None)
+        raise ReportError(f"{store.path}: holds no results for {asked}; it holds: {listing}")
+    if len(chosen) > 1:
+        listing = ", ".join(f"--method {m} --request {r}" for m, r in chosen)
+        raise ReportError(f"{store.path}: holds several runs; choose one: {listing}")
+    m, r = chosen[0]
+    rows = df[(df["method"] == m) & (df["request"] == r)]
+    return rows, m, r, [f"{a} / {b}" for a, b in runs if (a, b) != (m, r)]
+
+
+def _text(value: Any) -> str | None:
+    import pandas as pd  # here, so that importing patchlens stays light
+
+    return None if value is None or (not isinstance(value, str) and pd.isna(value)) else str(value)
+
+
+def _reason(row: Any) -> str:
+    error, path = _text(row["error"]) or "no reason recorded", str(row["path"])
+    return error[len(path) + 2:] if error.startswith(path + ": ") else error  # group by reason, not by file
+
+
+def _run(store: BatchStore, rows: Any, method: str, request: str, others: list[str]) -> Run:
+    import pandas as pd  # here, so that importing patchlens stays light
+
+    ok, failed = rows[rows["status"] == "ok"], rows[rows["status"] == "failed"]
+    failed = failed[~failed["path"].isin(set(ok["path"]))]
+    failures: dict[str, list[str]] = defaultdict(list)
+    for _, r in failed.iterrows():
+        failures[_reason(r)].append(str(r["path"]))
+    per_image = ok.drop_duplicates("path")  # every row of an image repeats its forward passes and time
+    first = rows.iloc[0]
+    seed = first["seed"]
+    return Run(
+        store=str(store.path),
+        model=str(first["model"]),
+        method=method,
+        params=json.loads(first["params"]) if _text(first["params"]) else {},
+        request=request,
+        seed=None if pd.isna(seed) else int(seed),
+        images=int(rows["path"].nunique()),
+        done=int(per_image["path"].nunique()),
+        failed=int(failed["path"].nunique()),
+        failures=[{"reason": k, "count": len(v), "paths": v[:5]} for k, v in sorted(failures.items(), key=lambda kv: -len(kv[1]))],
+        forward_passes=int(pd.to_numeric(per_image["forward_passes"]).fillna(0).sum()),
+        seconds=float(pd.to_numeric(per_image["seconds"]).fillna(0).sum()),
+        metrics=sorted(c[len("metric_"):] for c in rows.columns if c.startswith("metric_") and rows[c].notna().any()),
+        patchlens_version=str(first["patchlens_version"]),
+        other_runs=others,
+    )
+
+
+def _box(r: Any) -> tuple[float, float, float, float] | None:
+    import pandas as pd  # here, so that importing patchlens stays light
+
+    values = [r.get(c) for c in ("box_x0", "box_y0", "box_x1", "box_y1")]
+    if any(v is None or pd.isna(v) for v in values):
+        return None
+    return tuple(float(v) for v in values)  # type: ignore[return-value]
+
+
+Sums = dict[str, dict[str, np.ndarray]]  # class -> sum of its scaled maps and of their top-evidence masks
+
+
+def _measure(store: BatchStore, ok: Any, request: str) -> tuple[list[ImageFinding], dict[int, dict[str, Any]], Sums, list[str]]:
+    """Measure every map once: the findings, each one's small layout for the class step, per-class sums, notes."""
+    regions = Regions.of()
+    images: list[ImageFinding] = []
+    extras: dict[int, dict[str, Any]] = {}
+    sums: Sums = {}
+    flat: list[str] = []
+    for r in ok.to_dict("records"):  # plain dicts: a pandas row per image costs more than the map
+        aligned = align(store.map(r))
+        path = str(r["path"])
+        if is_flat(aligned):
+            flat.append(path)
+            continue
+        evidence = top_evidence(aligned)
+        true_label, label = _text(r["true_label"]), str(r["label"])
+        box, mask_path = _box(r), _text(r.get("mask_path"))
+        width, height = int(r["width"]), int(r["height"])
+        finding = ImageFinding(
+            id=len(images), path=path, label=label, target=int(r["target"]), score=float(r["score"]),
+            true_label=true_label, correct=None if true_label is None or request != "top1" else label == true_label,
+            corners=share(evidence, regions.corners), border=share(evidence, regions.border),
+            centre=share(evidence, regions.centre), peak=peak(aligned), typicality=0.0,
+            width=width, height=height, box=box, mask_path=mask_path,
+        )
+        area_outside = None
+        try:
+            obj = object_mask(width, height, box, mask_path)
+            if obj is not None and obj.any():
+                finding.outside, area_outside = share(evidence, ~obj), float(1 - obj.mean())
+            elif obj is not None:
+                finding.note = "the object's box or mask covers less than half of any cell of the map; not measured"
+        except PatchlensError as exc:
+            finding.note = str(exc)
+        s = scaled(aligned)
+        total = sums.setdefault(label, {"scaled": np.zeros((GRID, GRID)), "evidence": np.zeros((GRID, GRID))})
+        total["scaled"] += s
+        total["evidence"] += evidence
+        layout = s.reshape(LAYOUT, GRID // LAYOUT, LAYOUT, GRID // LAYOUT).mean((1, 3))
+        extras[finding.id] = {"layout": layout, "area_outside": area_outside}
+        images.append(finding)
+    notes = []
+    if flat:
+        notes.append(f"{len(flat)} map(s) are constant (the model's score did not change), so nothing could be "
+                     f"measured on them; first: {flat[0]}")
+    return images, extras, sums, notes
+
+
+def _metric_summary(values: np.ndarray) -> dict[str, float]:
+    q = np.percentile(values, [0, 25, 50, 75, 100])
+    return {"n": len(values), "mean": float(values.mean()), "min": q[0], "q1": q[1], "median": q[2], "q3": q[3], "max": q[4]}
+
+
+def _typicality(members: list[ImageFinding], layouts: np.ndarray) -> None:
+    """Cosine similarity of each map's centred layout to the class's mean layout."""
+    flat = layouts.reshape(len(members), -1)
+    flat = flat - flat.mean(1, keepdims=True)
+    mean = flat.mean(0)
+    norms = np.linalg.norm(flat, axis=1) * (np.linalg.norm(mean) or 1.0)
+    for m, cos in zip(members, (flat @ mean) / np.where(norms > 0, norms, 1.0)):
+        m.typicality = float(cos)
+
+
+def _signals(label: str, members: list[ImageFinding], extras: dict[int, dict[str, Any]]) -> tuple[list[signals.Signal], list[str]]:
+    regions = Regions.of()
+    paths = [m.path for m in members]
+    with_object = [m for m in members if m.outside is not None]
+    found = [
+        signals.fixed_position(label, paths, np.array([m.peak for m in members]), np.array([m.score for m in members])),
+        signals.region_share("corners", label, paths, np.array([m.corners for m in members]), float(regions.corners.mean())),
+        signals.region_share("border", label, paths, np.array([m.border for m in members]), float(regions.border.mean())),
+        signals.outside_object(label, [m.path for m in with_object], np.array([m.outside for m in with_object]),
+                               np.array([extras[m.id]["area_outside"] for m in with_object]), len(members)),
+    ]
+    notes = []
+    if found[0] is None:
+        notes.append(f"only {len(members)} image(s): too few to look for a fixed-position cue (needs {signals.MIN_IMAGES})")
+    if not with_object:
+        notes.append("no boxes or masks for this class: evidence outside the object not measured "
+                     "(add x0,y0,x1,y1 or mask columns to the source list)")
+    kept = [s for s in found if s is not None]
+    by_path = {m.path: m for m in members}
+    for s in kept:
+        for p in s.worst:
+            by_path[p].flags.append(s.kind)
+    return kept, notes
+
+
+def _examples(members: list[ImageFinding]) -> dict[str, list[int]]:
+    order = sorted(members, key=lambda m: -m.score)
+    typical = sorted(members, key=lambda m: -m.typicality)
+    more = len(members) > EXAMPLES  # with fewer, "least" would repeat "most"
+    return {
+        "most confident": [m.id for m in order[:EXAMPLES]],
+        "least confident": [m.id for m in order[::-1][:EXAMPLES]] if more else [],
+        "misclassified": [m.id for m in order if m.correct is False][:EXAMPLES],
+        "typical": [m.id for m in typical[:EXAMPLES]],
+        "atypical (least like the mean map)": [m.id for m in typical[::-1][:EXAMPLES]] if more else [],
+    }
+
+
+def _groups(members: list[ImageFinding], layouts: np.ndarray) -> list[Group]:
+    k = clusters.group_count(len(members))
+    if not k:
+        return []
+    feats = clusters.features(layouts)
+    labels, centres = clusters.kmeans(feats, k, seed=0)
+    groups = []
+    for j in range(k):
+        idx = np.flatnonzero(labels == j)
+        if not len(idx):
+            continue
+        near = idx[np.argsort(((feats[idx] - centres[j]) ** 2).sum(1), kind="stable")]
+        for i in idx:
+            members[i].group = j
+        groups.append(Group(len(idx), [members[i].id for i in near[:EXAMPLES]], layouts[idx].mean(0)))
+    return groups
+
+
+def _metrics(label: str, ok: Any, metrics: list[str]) -> dict[str, dict[str, float]]:
+    import pandas as pd
+
+    rows = ok[ok["label"].astype(str) == label]
+    summaries = {}
+    for name in metrics:
+        values = pd.to_numeric(rows[f"metric_{name}"], errors="coerce").dropna().to_numpy(float)
+        if len(values):
+            summaries[name] = _metric_summary(values)
+    return summaries
+
+
+def _class(label: str, members: list[ImageFinding], extras: dict[int, dict[str, Any]], sums: Sums, ok: Any,
+           metrics: list[str]) -> ClassFindings:
+    regions = Regions.of()
+    layouts = np.stack([extras[m.id]["layout"] for m in members])
+    _typicality(members, layouts)
+    found, notes = _signals(label, members, extras)
+    spread = {name: {"share": float(np.mean([getattr(m, name) for m in members])), "chance": float(getattr(regions, name).mean())}
+              for name in ("centre", "border", "corners")}
+    return ClassFindings(label, len(members), float(np.mean([m.score for m in members])), spread, found, _examples(members),
+                         _groups(members, layouts), _metrics(label, ok, metrics), notes,
+                         sums[label]["scaled"] / len(members), sums[label]["evidence"] / len(members))
+
+
+def _truth(images: list[ImageFinding]) -> tuple[dict[str, dict[str, Any]], dict[str, dict[str, int]]]:
+    truth: dict[str, dict[str, Any]] = {}
+    confusion: dict[str, dict[str, int]] = defaultdict(lambda: defaultdict(int))
+    for m in images:
+        if m.correct is None or m.true_label is None:
+            continue
+        t = truth.setdefault(m.true_label, {"images": 0, "correct": 0})
+        t["images"] += 1
+        t["correct"] += int(m.correct)
+        confusion[m.true_label][m.label] += 1
+    for t in truth.values():
+        t["accuracy"] = t["correct"] / t["images"]
+    return dict(sorted(truth.items())), {k: dict(v) for k, v in sorted(confusion.items())}
+
+
+def analyse(store: BatchStore, *, method: str | None = None, request: str | None = None) -> Findings:
+    """Measure one run of ``store`` (a method and a target request; needed only when the store holds several)."""
+    rows, method, request, others = _select(store, method, request)
+    run = _run(store, rows, method, request, others)
+    ok = rows[rows["status"] == "ok"]
+    images, extras, sums, notes = _measure(store, ok, request)
+    by_class: dict[str, list[ImageFinding]] = defaultdict(list)
+    for m in images:
+        by_class[m.label].append(m)
+    classes = [_class(label, members, extras, sums, ok, run.metrics) for label, members in sorted(by_class.items())]
+    truth, confusion = _truth(images)
+    if request != "top1" and any(m.true_label for m in images):
+        notes.append(f"accuracy is not reported: the maps explain '{request}', not the model's top-1 class")
+    if truth and not any(m.correct for m in images):
+        notes.append("no image's true label equals its predicted class name; are the source's labels the model's class names?")
+    return Findings(run, classes, images, truth, confusion, notes)

@@ -1,0 +1,135 @@
+"""Shortcut signals: class-level measurements that suggest the model decides on something other than the object.
+
+Each signal is measured over the images explained as one class and carries
+the sentence that says what was measured, on how many images, against what
+chance level and threshold, so a reader can judge it without the code.
+Thresholds are deliberately well above chance: a flag asks a person to look,
+it does not prove a shortcut.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import numpy as np
+
+from .maps import BORDER, CORNER, TOP_FRACTION
+
+#: fewest images of a class for a fixed-position measurement to mean anything
+MIN_IMAGES = 3
+#: two peaks are "at the same place" when closer than this share of the image side
+RADIUS = 0.10
+FIXED_THRESHOLD = 0.60  # share of a class's images whose peaks coincide
+CORNER_THRESHOLD = 0.50  # about 3x the corners' area
+BORDER_THRESHOLD = 0.70  # about 2x the border band's area
+OUTSIDE_THRESHOLD = 0.50  # most of the evidence off the object
+WORST = 3  # examples kept per signal
+
+KINDS = {
+    "fixed_position": "same place in many images",
+    "corners": "evidence in the corners",
+    "border": "evidence on the border",
+    "outside_object": "evidence outside the object",
+}
+
+
+@dataclass(frozen=True)
+class Signal:
+    """One measurement for one class; ``flagged`` when ``value >= threshold``."""
+
+    kind: str
+    label: str
+    value: float
+    threshold: float
+    flagged: bool
+    images: int
+    sentence: str
+    chance: float | None = None
+    worst: list[str] = field(default_factory=list)  # paths of the most affected images, worst first
+    where: tuple[float, float] | None = None  # fixed_position: the common peak, (x, y) in [0, 1]
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def place_in_words(x: float, y: float) -> str:
+    row = "top" if y < 1 / 3 else "bottom" if y > 2 / 3 else "middle"
+    col = "left" if x < 1 / 3 else "right" if x > 2 / 3 else "centre"
+    return "centre" if (row, col) == ("middle", "centre") else f"{row} {col}" if row != "middle" else f"middle {col}"
+
+
+def _near_busiest(peaks: np.ndarray, bins: int = 64) -> np.ndarray:
+    """Which peaks lie within RADIUS of the peak that has the most other peaks within RADIUS.
+
+    Counted on a ``bins``-cell histogram of the peaks with a disc-shaped sum, so
+    10,000 images cost a few array operations rather than 10,000^2 distances.
+    """
+    cells = np.clip(np.floor(peaks * bins), 0, bins - 1).astype(int)
+    hist = np.zeros((bins, bins))
+    np.add.at(hist, (cells[:, 1], cells[:, 0]), 1)
+    r = int(np.floor(RADIUS * bins))
+    padded = np.pad(hist, r)
+    counts = np.zeros_like(hist)
+    for dy in range(-r, r + 1):
+        for dx in range(-r, r + 1):
+            if dx * dx + dy * dy <= r * r:
+                counts += padded[r + dy:r + dy + bins, r + dx:r + dx + bins]
+    counts[hist == 0] = -1  # the centre must be one of the peaks
+    cy, cx = np.unravel_index(int(np.argmax(counts)), counts.shape)
+    return ((cells[:, 0] - cx) ** 2 + (cells[:, 1] - cy) ** 2) <= r * r
+
+
+def fixed_position(label: str, paths: Sequence[str], peaks: np.ndarray, scores: np.ndarray) -> Signal | None:
+    """How many images of a class have their peak evidence at one common place (None below MIN_IMAGES)."""
+    n = len(paths)
+    if n < MIN_IMAGES:
+        return None
+    members = np.flatnonzero(_near_busiest(peaks))
+    where = tuple(float(v) for v in peaks[members].mean(0))
+    value = len(members) / n
+    flagged = value >= FIXED_THRESHOLD
+    worst = [paths[i] for i in members[np.argsort(-scores[members], kind="stable")][:WORST]]
+    sentence = (
+        f"In {len(members)} of {n} images explained as '{label}' ({value:.0%}), the strongest evidence lies within "
+        f"{RADIUS:.0%} of the image side of one point, at x={where[0]:.0%}, y={where[1]:.0%} of the image "
+        f"({place_in_words(*where)}); flagged at {FIXED_THRESHOLD:.0%} or more, as a fixed-position cue "
+        "(a watermark, tag or ruler) would be."
+    )
+    if abs(where[0] - 0.5) < 0.2 and abs(where[1] - 0.5) < 0.2:
+        sentence += (" The point is near the centre, where photos usually put the object, so this may be the object "
+                     "itself; boxes or masks in the source would tell the two apart.")
+    return Signal("fixed_position", label, value, FIXED_THRESHOLD, flagged, n, sentence, None, worst if flagged else [],
+                  (where[0], where[1]))
+
+
+def region_share(kind: str, label: str, paths: Sequence[str], shares: np.ndarray, chance: float) -> Signal:
+    """Mean share of top evidence in the corners or on the border, against the region's share of the image."""
+    threshold, region = {
+        "corners": (CORNER_THRESHOLD, f"the four corner squares (each {CORNER:.0%} of a side)"),
+        "border": (BORDER_THRESHOLD, f"the border band (the outer {BORDER:.0%} of each side)"),
+    }[kind]
+    value = float(np.mean(shares))
+    flagged = value >= threshold
+    sentence = (
+        f"On average {value:.0%} of the top {TOP_FRACTION:.0%} evidence of the {len(paths)} maps explained as "
+        f"'{label}' lies in {region}, which covers {chance:.0%} of the image; flagged at {threshold:.0%} or more."
+    )
+    worst = [paths[i] for i in np.argsort(-shares, kind="stable")[:WORST]] if flagged else []
+    return Signal(kind, label, value, threshold, flagged, len(paths), sentence, chance, worst)
+
+
+def outside_object(label: str, paths: Sequence[str], outside: np.ndarray, area_outside: np.ndarray, total: int) -> Signal | None:
+    """Mean share of top evidence outside the object's box or mask, over the images that have one."""
+    if not len(paths):
+        return None
+    value, chance = float(np.mean(outside)), float(np.mean(area_outside))
+    flagged = value >= OUTSIDE_THRESHOLD
+    sentence = (
+        f"On average {value:.0%} of the top {TOP_FRACTION:.0%} evidence lies outside the object's box or mask, "
+        f"measured on the {len(paths)} of {total} images explained as '{label}' that have one (outside the object "
+        f"is {chance:.0%} of those images); flagged at {OUTSIDE_THRESHOLD:.0%} or more."
+    )
+    worst = [paths[i] for i in np.argsort(-outside, kind="stable")[:WORST]] if flagged else []
+    return Signal("outside_object", label, value, OUTSIDE_THRESHOLD, flagged, len(paths), sentence, chance, worst)
