@@ -21,7 +21,7 @@ LAYERS = {
     "methods": 3,
     "api": 4,
     "metrics": 5,
-    "batch": 6, "web": 6, "cli": 7, "report": 6, "__main__": 8, "__init__": 9,
+    "batch": 6, "web": 6, "audit": 7, "cli": 8, "__main__": 9, "__init__": 10,
 }
 
 

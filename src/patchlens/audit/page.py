@@ -8,7 +8,7 @@ from collections.abc import Callable
 from html import escape
 from pathlib import Path
 
-from .. import __version__
+from .._version import __version__
 from .assets import CSS, JS
 from .findings import ClassFindings, Findings, ImageFinding
 from .maps import TOP_FRACTION
