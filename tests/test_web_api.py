@@ -348,3 +348,26 @@ def test_serve_binds_loopback_by_default() -> None:
 
     args = build_parser(["serve"]).parse_args(["serve"])
     assert args.host == "127.0.0.1"
+
+
+def test_a_sampling_method_shows_its_map_while_it_forms() -> None:
+    """Progressive maps: while RISE runs, the job carries the running map, newer with each round."""
+    with TestClient(create_app(slow_classifier(0.002), config=WebConfig(grid=GRID))) as c:
+        image_id = upload(c, random_pixels(32, 32, seed=2))["id"]
+        methods = [{"name": "rise", "params": {"n_masks": 600, "grid": 4, "round_size": 60, "converge": 0}}]
+        job_id = c.post("/api/jobs", json={"image_id": image_id, "methods": methods, "seed": 1}).json()["id"]
+        seen: list[int] = []
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            job = c.get(f"/api/jobs/{job_id}").json()
+            if job["status"] != "running" and job["status"] != "queued":
+                break
+            preview = job["preview"]
+            if preview and (not seen or preview["version"] != seen[-1]):
+                png = c.get(f"/api/jobs/{job_id}/preview.png")
+                assert png.status_code == 200 and Image.open(io.BytesIO(png.content)).size == (SIZE, SIZE)
+                assert preview["method"] == "rise" and preview["samples"] % 60 == 0
+                seen.append(preview["version"])
+            time.sleep(0.05)
+        assert job["status"] == "done" and job["preview"] is None  # the cards replace the preview
+        assert len(seen) >= 2 and seen == sorted(seen)

@@ -237,6 +237,13 @@ def create_app(
             raise HTTPException(404, f"job {job_id}: unknown or expired")
         return job_json(job)
 
+    @app.get("/api/jobs/{job_id}/preview.png", summary="The map a running sampling method has formed so far")
+    def job_preview(job_id: str) -> Response:
+        job = queue.get(job_id)
+        if job is None or job.preview_png is None:
+            raise HTTPException(404, f"job {job_id}: no map formed yet")
+        return Response(job.preview_png, media_type="image/png", headers={"Cache-Control": "no-store"})
+
     @app.delete("/api/jobs/{job_id}", summary="Cancel a job (a running one stops at its next batch)")
     def cancel(job_id: str) -> dict[str, Any]:
         job = queue.cancel(job_id)

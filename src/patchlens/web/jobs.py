@@ -130,6 +130,14 @@ class Job:
     started: float | None = None
     finished: float | None = None
     cancel_flag: threading.Event = field(default_factory=threading.Event)
+    #: the running map of a sampling method while it forms: what it is, and its picture
+    preview: dict[str, Any] | None = None
+    preview_png: bytes | None = field(default=None, repr=False)
+
+    def show_preview(self, png: bytes, **about: Any) -> None:
+        """Replace the running map; ``version`` counts replacements, so the page fetches each once."""
+        version = (self.preview or {}).get("version", 0) + 1
+        self.preview_png, self.preview = png, {**about, "version": version}
 
     def to_dict(self) -> dict[str, Any]:
         fraction = None
@@ -141,6 +149,7 @@ class Job:
             "id": self.id,
             "status": self.status,
             "progress": {"done": self.done, "total": self.total, "fraction": fraction},
+            "preview": self.preview if self.status == "running" else None,
             "error": self.error,
             "seconds": round((self.finished or time.time()) - self.started, 3) if self.started else None,
         }

@@ -275,10 +275,16 @@ def run_explanations(
     watched = WatchedClassifier(classifier, lock, counted, job.cancel_flag.is_set)
     summaries = []
     for method in methods:
+
+        def preview(maps: torch.Tensor, used: int, method: Method = method) -> None:
+            job.show_preview(heatmap_png(maps[0].float().cpu().numpy()), method=method.name, samples=used)
+
         try:
             # methods that hook into the module must not share it with what-if calls meanwhile
             with holding(lock, bool(method.requirements() & ~Capability.SCORES)):
-                exps = explain_one(watched, stored.image, method, target=target, seed=seed, max_passes=max_passes)
+                exps = explain_one(
+                    watched, stored.image, method, target=target, seed=seed, max_passes=max_passes, on_map=preview
+                )
         except PatchlensError as exc:  # one method failing (say, white-box on a black box) keeps the others
             summaries.append({"method": method.name, "error": str(exc)})
             continue

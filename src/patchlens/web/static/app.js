@@ -209,9 +209,23 @@ function showJob(job) {
   if (p.fraction === null) bar.removeAttribute("value"); else bar.value = p.fraction;
   const passes = p.total && p.done <= p.total ? `${p.done} / ${p.total} forward passes` : `${p.done} forward passes`;
   $("job-status").textContent = `${job.status}: ${passes}`;
+  showPreview(job);
   if (job.status === "done") { stopPolling(); bar.hidden = true; $("job-status").textContent = `done in ${job.seconds} s`; showResults(job.results); }
   if (job.status === "error") { stopPolling(); bar.hidden = true; showError(new Error(job.error)); }
   if (job.status === "cancelled") { stopPolling(); bar.hidden = true; $("job-status").textContent = "cancelled"; }
+}
+
+// The running map of a sampling method, redrawn as it sharpens; replaced by the cards when the job ends.
+function showPreview(job) {
+  const box = $("preview");
+  const p = job.status === "running" ? job.preview : null;
+  if (!p) { box.hidden = true; state.previewVersion = 0; return; }
+  if (p.version === state.previewVersion) return;
+  state.previewVersion = p.version;
+  $("preview-photo").src = state.image.url;
+  $("preview-map").src = `/api/jobs/${job.id}/preview.png?v=${p.version}`;
+  $("preview-text").textContent = `${p.method}: the map so far, from ${p.samples} samples`;
+  box.hidden = false;
 }
 
 async function cancel() {
