@@ -48,7 +48,8 @@ def names(flags: Capability) -> list[str]:
 
 
 class _Requiring(Protocol):
-    name: str
+    @property
+    def name(self) -> str: ...
 
     def requirements(self) -> Capability: ...
 
@@ -56,7 +57,8 @@ class _Requiring(Protocol):
 
 
 class _Offering(Protocol):
-    model_id: str
+    @property
+    def model_id(self) -> str: ...
 
     @property
     def capabilities(self) -> Capability: ...

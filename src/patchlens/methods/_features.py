@@ -73,13 +73,15 @@ def shapley_coalitions(
         codes = torch.arange(1, 2**k - 1, device=device)
         z = ((codes[:, None] >> torch.arange(k, device=device)) & 1).float()
         s = z.sum(1)
-        weights = (k - 1) / (torch.tensor([math.comb(k, int(v)) for v in s.tolist()], device=device) * s * (k - s))
-        return torch.cat([ends, z]), torch.cat([ones, weights]), True
+        exact = (k - 1) / (torch.tensor([math.comb(k, int(v)) for v in s.tolist()], device=device) * s * (k - s))
+        return torch.cat([ends, z]), torch.cat([ones, exact]), True
     budget = n - 2
     if budget < k - 1:
         raise MethodError(f"kernelshap: n_samples={n} is too few for {k} regions; use at least {k + 1}")
     mass = lambda s: (k - 1) / (s * (k - s))  # kernel weight of all coalitions of size s together
-    parts, weights, low = [ends], [ones], 1
+    parts: list[torch.Tensor] = [ends]
+    weights: list[torch.Tensor] = [ones]
+    low = 1
     while 2 * low < k and 2 * math.comb(k, low) <= budget:
         # listed on the host: at most n_samples rows (torch.combinations would build k^low candidates)
         members = torch.tensor(list(itertools.combinations(range(k), low)), device=device)

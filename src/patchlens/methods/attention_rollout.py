@@ -18,6 +18,7 @@ target gets the same map.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 
@@ -71,7 +72,7 @@ class AttentionRollout(Method):
         return 2  # the scoring pass explain() runs, and the pass that records attention
 
     def attribute(self, job: Job) -> Attribution:
-        vit = find_vit(job.classifier)
+        vit: Any = find_vit(job.classifier)
         if vit is None:  # capabilities are checked before any work; this guards direct calls
             raise MethodError(f"{self.name}: {job.classifier.model_id} is not a timm Vision Transformer")
         layout = vit_layout(vit, tuple(job.image.shape[-2:]))  # type: ignore[arg-type]

@@ -60,7 +60,7 @@ class ScoreCam(Method):
             keep = acts.mean(dim=(1, 2)).topk(self.top_channels).indices.sort().values
             acts = acts[keep]
         baseline = make_baseline(x, self.baseline, job.generator)
-        source = ActivationMasks(acts, tuple(x.shape[-2:]))
+        source = ActivationMasks(acts, (int(x.shape[-2]), int(x.shape[-1])))
         scores = job.engine.score_masks(x, baseline, source, job.targets)  # (K, T)
         floor = job.engine.score_inputs(lambda a, b: baseline[None], 1, job.targets)  # (1, T)
         weights = scores - floor

@@ -43,7 +43,7 @@ class CallableClassifier(Classifier):
         self.softmax = softmax
         self.numpy = numpy
         self.device = torch.device(device)
-        self.model_id = model_id or getattr(fn, "__name__", type(fn).__name__)
+        self.model_id = str(model_id or getattr(fn, "__name__", type(fn).__name__))
 
     def _scores(self, x: torch.Tensor) -> torch.Tensor:
         batch: object = x.permute(0, 2, 3, 1).cpu().numpy() if self.numpy else x

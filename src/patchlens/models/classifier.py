@@ -11,7 +11,7 @@ from __future__ import annotations
 import contextlib
 import threading
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Iterator, Sequence
+from typing import TYPE_CHECKING, Sequence
 
 import torch
 
@@ -97,10 +97,9 @@ class Classifier:
         """Differentiable pre-softmax outputs; only for classifiers that wrap a module."""
         raise ModelError(f"{self.model_id}: a black-box model has no gradients")
 
-    @contextlib.contextmanager
-    def evaluating(self) -> Iterator[None]:
+    def evaluating(self) -> contextlib.AbstractContextManager[None]:
         """Context in which the model is in inference mode; restores it afterwards."""
-        yield
+        return contextlib.nullcontext()
 
     # -- token access (timm ViTs only) --------------------------------------------
     def token_view(self, image: torch.Tensor) -> TokenView:

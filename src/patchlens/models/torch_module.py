@@ -66,7 +66,7 @@ class TorchClassifier(Classifier):
         if not isinstance(module, torch.nn.Module):
             raise ModelError(f"{type(module).__name__}: not a torch.nn.Module")
         self._module = module
-        params = list(module.parameters()) or list(module.buffers())
+        params: list[torch.Tensor] = list(module.parameters()) or list(module.buffers())
         own_device = params[0].device if params else torch.device("cpu")
         self.device = torch.device(device) if device is not None else own_device
         if self.device != own_device and params:

@@ -14,7 +14,7 @@ import contextlib
 import inspect
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 import torch
 import torch.nn.functional as F
@@ -102,36 +102,36 @@ def find_token_model(module: torch.nn.Module) -> tuple[str, torch.nn.Module] | N
     return None
 
 
-def vit_layout(vit: torch.nn.Module, image_size: tuple[int, int] | None = None) -> VitLayout:
+def vit_layout(vit: Any, image_size: tuple[int, int] | None = None) -> VitLayout:
     """The layout of ``vit`` for inputs of ``image_size`` (height, width); None: the size it was built for.
 
     Raises MethodError when the input size is not what the model's patch grid
     was built for (timm models with ``dynamic_img_size`` accept any multiple of
     the patch size).
     """
-    pe = vit.patch_embed
-    patch = tuple(int(p) for p in pe.patch_size)
+    pe: Any = vit.patch_embed
+    patch: tuple[int, int] = (int(pe.patch_size[0]), int(pe.patch_size[1]))
     if image_size is None:
         image_size = (int(pe.grid_size[0]) * patch[0], int(pe.grid_size[1]) * patch[1])
     h, w = image_size
     if getattr(vit, "dynamic_img_size", False):
         if h % patch[0] or w % patch[1]:
             raise MethodError(f"{h}x{w} input: not a multiple of the ViT's {patch[0]}x{patch[1]} patches")
-        grid = (h // patch[0], w // patch[1])
+        grid: tuple[int, int] = (h // patch[0], w // patch[1])
     else:
-        grid = tuple(int(g) for g in pe.grid_size)
+        grid = (int(pe.grid_size[0]), int(pe.grid_size[1]))
         if (grid[0] * patch[0], grid[1] * patch[1]) != (h, w):
             raise MethodError(
                 f"{h}x{w} input: the ViT's patch grid is {grid[0]}x{grid[1]} patches of {patch[0]}x{patch[1]} "
                 f"({grid[0] * patch[0]}x{grid[1] * patch[1]} px); load the model with that input size"
             )
-    prefix = int(vit.num_prefix_tokens)
+    prefix = int(vit.num_prefix_tokens)  # type: ignore[arg-type]
     class_token = bool(getattr(vit, "has_class_token", getattr(vit, "cls_token", None) is not None))
-    return VitLayout(patch=patch, grid=grid, prefix=prefix, class_token=class_token)  # type: ignore[arg-type]
+    return VitLayout(patch=patch, grid=grid, prefix=prefix, class_token=class_token)
 
 
 @contextlib.contextmanager
-def record_attention(vit: torch.nn.Module) -> Iterator[list[torch.Tensor]]:
+def record_attention(vit: Any) -> Iterator[list[torch.Tensor]]:
     """Collect each block's attention matrix ``(B, heads, N, N)`` during forward passes in this context.
 
     timm's ``Attention`` computes attention with fused ``scaled_dot_product_attention``
@@ -140,7 +140,7 @@ def record_attention(vit: torch.nn.Module) -> Iterator[list[torch.Tensor]]:
     is the softmaxed attention) records it. Flags are restored and hooks removed
     on exit, also after an error.
     """
-    attns = [getattr(block, "attn", None) for block in vit.blocks]
+    attns: list[Any] = [getattr(block, "attn", None) for block in vit.blocks]
     if not attns or any(not isinstance(getattr(a, "attn_drop", None), torch.nn.Module) for a in attns):
         raise MethodError(f"{type(vit).__name__}: its blocks have no timm-style attention (blocks[i].attn.attn_drop)")
     recorded: list[torch.Tensor] = []
@@ -159,14 +159,15 @@ def record_attention(vit: torch.nn.Module) -> Iterator[list[torch.Tensor]]:
             a.fused_attn = flag
 
 
-def embed_patches(vit: torch.nn.Module, pixels: torch.Tensor) -> torch.Tensor:
+def embed_patches(vit: Any, pixels: torch.Tensor) -> torch.Tensor:
     """The token sequence ``(N, prefix + patches, D)`` that a timm ViT's blocks receive for normalised ``pixels``.
 
     timm offers no public call for "patch embedding plus position embedding and
     prefix tokens"; ``_pos_embed`` is the one it uses itself in ``forward_features``,
     kept here, in one place, so a timm change breaks one function.
     """
-    return vit._pos_embed(vit.patch_embed(pixels))  # type: ignore[operator]
+    out: torch.Tensor = vit._pos_embed(vit.patch_embed(pixels))
+    return out
 
 
 class TokenView:
@@ -192,10 +193,11 @@ class TokenView:
     def __init__(
         self, vit: torch.nn.Module, normalise: Callable[[torch.Tensor], torch.Tensor], image: torch.Tensor, model_id: str
     ) -> None:
-        self.vit = vit
-        self.layout = vit_layout(vit, tuple(image.shape[-2:]))  # type: ignore[arg-type]
+        self.vit: Any = vit  # a timm VisionTransformer: its parts are read by name
+        self.layout = vit_layout(vit, (int(image.shape[-2]), int(image.shape[-1])))
         #: whether rows of different lengths can share a batch (blocks must accept an attention mask)
-        self.padded = all("attn_mask" in inspect.signature(b.forward).parameters for b in vit.blocks)
+        blocks: Any = vit.blocks
+        self.padded = all("attn_mask" in inspect.signature(b.forward).parameters for b in blocks)
         with torch.inference_mode():
             tokens = embed_patches(vit, normalise(image[None].float()))
         p = self.layout.prefix
@@ -234,13 +236,13 @@ class TokenView:
                 if not self.padded:
                     raise MethodError("masking='tokens': this ViT's blocks take no attn_mask; rows must keep equal counts")
                 attend = torch.cat([valid.new_ones(len(keep), p), valid], dim=1)[:, None, None, :]  # keys only
-                for block in vit.blocks:  # type: ignore[union-attr]
+                for block in vit.blocks:
                     x = block(x, attn_mask=attend)
             x = vit.norm(x)
             out: torch.Tensor | None = None
             for c in counts.unique().tolist():
                 rows = (counts == c).nonzero()[:, 0]
-                head = vit.forward_head(x[rows, : p + c]).float()  # type: ignore[operator]
+                head = vit.forward_head(x[rows, : p + c]).float()
                 out = head.new_empty(len(keep), head.shape[1]) if out is None else out
                 out[rows] = head
         assert out is not None
