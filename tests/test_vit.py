@@ -267,3 +267,24 @@ def test_a_patch_is_kept_when_its_mask_mean_is_above_one_half():
     source = type("S", (), {"total": 1, "masks": lambda self, a, b: half})()
     keep = keep_vectors(source, layout)[0]
     assert not keep[0] and keep[8] and keep.sum() == 47
+
+
+def test_token_drop_goes_through_the_classifiers_own_call_path():
+    """The web server's per-job view of a model sees every token-drop batch: counted, locked, cancellable."""
+    import threading
+
+    from patchlens.errors import Cancelled
+    from patchlens.web.jobs import WatchedClassifier
+
+    clf = TorchClassifier(tiny_vit(), input_size=SIZE)
+    counted: list[int] = []
+    watched = WatchedClassifier(clf, threading.RLock(), counted.append, lambda: False)
+    pixels = image(5).numpy().transpose(1, 2, 0)
+    exp = patchlens.explain(watched, pixels, "occlusion", masking="tokens", window=8, stride=8, batch_size=5)
+    assert sum(counted) == exp.forward_passes == 6 * 8 + 1
+    direct = patchlens.explain(clf, pixels, "occlusion", masking="tokens", window=8, stride=8, batch_size=5)
+    np.testing.assert_array_equal(exp.saliency, direct.saliency)
+    stop = threading.Event()
+    cancelling = WatchedClassifier(clf, threading.RLock(), lambda n: stop.set(), stop.is_set)
+    with pytest.raises(Cancelled):
+        patchlens.explain(cancelling, pixels, "occlusion", masking="tokens", window=8, stride=8, batch_size=5)
