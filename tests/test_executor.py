@@ -151,3 +151,23 @@ def test_kernelshap_rounds_keep_efficiency_exact_at_every_stop():
     e = exp.extras
     assert e["convergence"]["stopped_early"] and not e["exact"]
     assert sum(e["shapley_values"]) == pytest.approx(e["full_value"] - e["base_value"], abs=1e-6)
+
+
+def test_the_command_line_and_web_default_to_adaptive_and_say_so(capsys):
+    import argparse
+
+    from patchlens.cli import main
+    from patchlens.cli._options import method_params
+    from patchlens.methods._sampling import INTERACTIVE_CONVERGE, stopping_rule
+
+    rise = patchlens.methods.registry()["rise"]
+    assert method_params(argparse.Namespace(method__n_masks=500), rise) == {"n_masks": 500, "converge": INTERACTIVE_CONVERGE}
+    assert method_params(argparse.Namespace(method__converge=0.0), rise) == {"converge": 0.0}  # a fixed count on request
+    assert method_params(argparse.Namespace(), rise, adaptive=False) == {}
+    assert method_params(argparse.Namespace(), patchlens.methods.registry()["occlusion"]) == {}  # not a sampling method
+    assert "stops once" in stopping_rule(make_method("rise", converge=0.99))
+    assert stopping_rule(make_method("rise")) == "fixed count: every sample is scored"
+    assert stopping_rule(make_method("occlusion")) is None
+    with pytest.raises(SystemExit):
+        main(["explain", "--method", "lime", "--help"])
+    assert f"[default: {INTERACTIVE_CONVERGE}]" in capsys.readouterr().out
