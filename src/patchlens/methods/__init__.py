@@ -7,6 +7,7 @@ found automatically; no list is kept by hand.
 from __future__ import annotations
 
 from .._discovery import import_submodules
+from ._features import count_regions
 from .base import Attribution, Job, Method, ParamInfo, get_method, make_method, param, register, registry
 
 
@@ -14,4 +15,4 @@ def _discover() -> None:
     import_submodules(__name__, __path__)
 
 
-__all__ = ["Method", "Job", "Attribution", "ParamInfo", "param", "register", "registry", "get_method", "make_method"]
+__all__ = ["Method", "Job", "Attribution", "ParamInfo", "param", "register", "registry", "get_method", "make_method", "count_regions"]

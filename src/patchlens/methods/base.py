@@ -145,8 +145,13 @@ class Method:
     def attribute(self, job: Job) -> Attribution:
         raise NotImplementedError
 
-    def passes(self, size: tuple[int, int] = (224, 224)) -> int | None:
-        """Forward passes this configuration will run, if known in advance (for the CLI)."""
+    def passes(self, size: tuple[int, int] = (224, 224), image: torch.Tensor | None = None) -> int | None:
+        """Forward passes this configuration will run, known before it runs (budgets, progress).
+
+        ``image`` (``(3, H, W)`` at the model's input size) makes the count exact
+        for methods whose cost depends on the image (superpixels); without it
+        they give an upper bound.
+        """
         return None
 
 

@@ -13,9 +13,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import torch
+
 from ..engine import BASELINES, FeatureMasks, make_baseline
 from ..errors import MethodError
-from ._features import FEATURES, constrained_shapley, paint, regions, shapley_coalitions
+from ._features import FEATURES, MAX_GRID, constrained_shapley, count_regions, paint, regions, shapley_coalitions
 from .base import Attribution, Job, Method, param, register
 
 
@@ -29,7 +31,7 @@ class KernelShap(Method):
 
     n_samples: int = param(500, "how many region on/off patterns to score, one forward pass each (all of them when 2^regions is no more)", low=2)
     features: str = param("slic", "how the image is cut into regions: a square grid or SLIC/quickshift superpixels", choices=FEATURES)
-    grid: int = param(7, "grid: the image is cut into grid x grid patches; slic/quickshift: into about grid² superpixels", low=1)
+    grid: int = param(7, "grid: the image is cut into grid x grid patches; slic/quickshift: into about grid² superpixels", low=1, high=MAX_GRID)
     baseline: str = param("gray", "what hidden regions are replaced with (the 'absent' value of a region)", choices=BASELINES)
     masking: str = param("pixels", "how regions are hidden: blend pixels with the baseline, or drop ViT patch tokens", choices=("pixels", "tokens"))
 
@@ -38,10 +40,9 @@ class KernelShap(Method):
         if self.features == "grid" and self.n_samples < k + 1:  # superpixels: checked once counted
             raise MethodError(f"kernelshap: n_samples={self.n_samples} is too few for {k} regions; use at least {k + 1}")
 
-    def passes(self, size: tuple[int, int] = (224, 224)) -> int | None:
-        if self.features != "grid":
-            return None  # the number of superpixels, hence of coalitions, depends on the image
-        k = self.grid * self.grid
+    def passes(self, size: tuple[int, int] = (224, 224), image: torch.Tensor | None = None) -> int:
+        k = count_regions(self.features, self.grid, image)
+        # all 2^k coalitions when they fit in n_samples, else n_samples of them; + the scoring pass
         return (2**k if k < 31 and 2**k <= self.n_samples else self.n_samples) + 1
 
     def attribute(self, job: Job) -> Attribution:

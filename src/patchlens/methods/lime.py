@@ -20,6 +20,7 @@ from ..engine import BASELINES, FeatureMasks, make_baseline
 from ..engine.convergence import ConvergenceMonitor
 from ._features import (
     FEATURES,
+    MAX_GRID,
     lime_samples,
     lime_weights,
     paint,
@@ -39,7 +40,7 @@ class Lime(Method):
 
     n_samples: int = param(500, "how many randomly masked copies to score (one forward pass each; more: steadier map)", low=2)
     features: str = param("slic", "how the image is cut into regions: a square grid or SLIC/quickshift superpixels", choices=FEATURES)
-    grid: int = param(7, "grid: the image is cut into grid x grid patches; slic/quickshift: into about grid² superpixels", low=1)
+    grid: int = param(7, "grid: the image is cut into grid x grid patches; slic/quickshift: into about grid² superpixels", low=1, high=MAX_GRID)
     kernel_width: float = param(0.25, "how fast a copy's weight falls with its distance to the original (larger: all copies count alike)", low=1e-6)
     distance: str = param("cosine", "distance from a copy to the original: cosine (as lime) or hamming (fraction of regions hidden)", choices=("cosine", "hamming"))
     alpha: float = param(1.0, "ridge penalty on the coefficients (0: plain weighted least squares)", low=0.0)
@@ -54,7 +55,7 @@ class Lime(Method):
     )
     round_size: int = param(100, "samples per round between convergence checks (only with --converge)", low=1)
 
-    def passes(self, size: tuple[int, int] = (224, 224)) -> int:
+    def passes(self, size: tuple[int, int] = (224, 224), image: torch.Tensor | None = None) -> int:
         return self.n_samples + 1
 
     def attribute(self, job: Job) -> Attribution:

@@ -79,7 +79,7 @@ class Rise(Method):
     )
     round_size: int = param(250, "masks per round between convergence checks (only with --converge)", low=1)
 
-    def passes(self, size: tuple[int, int] = (224, 224)) -> int:
+    def passes(self, size: tuple[int, int] = (224, 224), image: torch.Tensor | None = None) -> int:
         return self.n_masks + 1
 
     def attribute(self, job: Job) -> Attribution:

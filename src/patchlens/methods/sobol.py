@@ -17,7 +17,7 @@ from dataclasses import dataclass
 import torch
 
 from ..engine import BASELINES, FeatureMasks, make_baseline
-from ._features import FEATURES, paint, regions
+from ._features import FEATURES, MAX_GRID, count_regions, paint, regions
 from .base import Attribution, Job, Method, param, register
 
 
@@ -40,14 +40,12 @@ class Sobol(Method):
 
     n_designs: int = param(32, "quasi-random designs; each costs (regions + 2) forward passes (a power of 2 balances the sequence best)", low=2)
     features: str = param("grid", "how the image is cut into regions: a square grid or SLIC/quickshift superpixels", choices=FEATURES)
-    grid: int = param(8, "grid: grid x grid patches; slic/quickshift: about grid² superpixels", low=1)
+    grid: int = param(8, "grid: grid x grid patches; slic/quickshift: about grid² superpixels", low=1, high=MAX_GRID)
     baseline: str = param("gray", "what a region fades to as its visibility goes to 0", choices=BASELINES)
     masking: str = param("pixels", "how regions are hidden: blend pixels with the baseline, or drop ViT patch tokens", choices=("pixels", "tokens"))
 
-    def passes(self, size: tuple[int, int] = (224, 224)) -> int | None:
-        if self.features != "grid":
-            return None  # the number of superpixels depends on the image
-        return self.n_designs * (self.grid * self.grid + 2) + 1
+    def passes(self, size: tuple[int, int] = (224, 224), image: torch.Tensor | None = None) -> int:
+        return self.n_designs * (count_regions(self.features, self.grid, image) + 2) + 1
 
     def attribute(self, job: Job) -> Attribution:
         x = job.image

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 import torch
 
 from ..engine import BASELINES, FeatureMasks, make_baseline
-from ._features import FEATURES, regions
+from ._features import FEATURES, MAX_GRID, count_regions, regions
 from ._features import paint as paint_regions  # "paint" is also this method's parameter
 from .base import Attribution, Job, Method, param, register
 
@@ -44,16 +44,14 @@ class SubsetSelection(Method):
     kind = "black-box"
 
     features: str = param("grid", "how the image is cut into regions: a square grid or SLIC/quickshift superpixels", choices=FEATURES)
-    grid: int = param(5, "grid: grid x grid patches; slic/quickshift: about grid² superpixels (cost grows as regions²/2)", low=2)
+    grid: int = param(5, "grid: grid x grid patches; slic/quickshift: about grid² superpixels (cost grows as regions²/2)", low=2, high=MAX_GRID)
     baseline: str = param("gray", "what hidden regions are replaced with", choices=BASELINES)
     paint: str = param("rank", "map value of a region: rank ((K - rank) / K, 1 = most important) or gain (its rise on the insertion curve)", choices=("rank", "gain"))
     masking: str = param("pixels", "how regions are hidden: blend pixels with the baseline, or drop ViT patch tokens", choices=("pixels", "tokens"))
 
-    def passes(self, size: tuple[int, int] = (224, 224)) -> int | None:
-        if self.features != "grid":
-            return None  # the number of superpixels depends on the image
-        k = self.grid * self.grid
-        return search_passes(k) + k + 1
+    def passes(self, size: tuple[int, int] = (224, 224), image: torch.Tensor | None = None) -> int:
+        k = count_regions(self.features, self.grid, image)
+        return search_passes(k) + k + 1  # per target
 
     def attribute(self, job: Job) -> Attribution:
         x = job.image
