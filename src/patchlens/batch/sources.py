@@ -11,6 +11,10 @@
   ``file``, ``filename`` or ``filepath``) and an optional label column
   (``label``, ``class`` or ``target``), or ``.txt``/``.lst`` with one path per
   line. Relative paths are taken relative to the list file's folder.
+
+Every path is made absolute and resolved (symlinks followed), so the same file
+typed two ways (``photos/a.jpg``, ``./photos/../photos/a.jpg``, ``/data/photos/a.jpg``)
+is one image, also when a run is resumed with the source spelled differently.
 """
 
 from __future__ import annotations
@@ -39,13 +43,25 @@ class Item:
     label: str | None = None
 
 
+def resolved(path: str) -> str:
+    """The absolute, symlink-free spelling of ``path``: one image, one name, however it was typed."""
+    try:
+        return str(Path(path).expanduser().resolve())
+    except (OSError, RuntimeError):  # a loop of symlinks, a name too long: keep it as typed; reading reports it
+        return str(Path(path).expanduser().absolute())
+
+
+def same_file(item: Item) -> Item:
+    return Item(resolved(item.path), item.label)
+
+
 def _folder(root: Path) -> list[Item]:
     files = sorted(p for p in root.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS)
     if not files:
         raise SourceError(f"{root}: no image files ({', '.join(sorted(IMAGE_EXTENSIONS))}) in this folder")
     # ImageFolder layout: nothing at the top, everything exactly one level down.
     imagefolder = all(len(p.relative_to(root).parts) == 2 for p in files)
-    return [Item(str(p), p.parent.name if imagefolder else None) for p in files]
+    return [Item(resolved(str(p)), p.parent.name if imagefolder else None) for p in files]
 
 
 def _pick(columns: list[str], wanted: tuple[str, ...]) -> str | None:
@@ -88,7 +104,7 @@ def _lines(path: Path) -> list[Item]:
 
 def _resolve(name: str, base: Path) -> str:
     p = Path(name).expanduser()
-    return str(p if p.is_absolute() else base / p)
+    return resolved(str(p if p.is_absolute() else base / p))
 
 
 def read_source(spec: str) -> list[Item]:
