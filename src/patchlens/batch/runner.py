@@ -170,6 +170,8 @@ def run_batch(
     """
     if backend not in BACKENDS:
         raise StoreError(f"backend={backend!r}: use one of {', '.join(BACKENDS)}")
+    if batch_size is not None and batch_size < 1:
+        raise StoreError(f"batch_size={batch_size}: must be at least 1 (or None to choose one for the device)")
     items = read_source(source) if isinstance(source, str) else [same_file(i if isinstance(i, Item) else Item(str(i))) for i in source]
     plan = Plan(method=method, params=dict(method_params), target=str(target), seed=int(seed), batch_size=batch_size,
                 metrics=tuple(metrics))

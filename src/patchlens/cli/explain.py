@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import sys
-from pathlib import Path
 from typing import Any
 
 from ..api import explain_one
@@ -12,6 +11,7 @@ from ..errors import PatchlensError
 from ..images import load_image
 from ..methods import get_method, make_method
 from ..models import load_model
+from ._checks import writable_folder
 from ._options import add_method_arguments, method_command, method_params
 
 EXAMPLES = """examples:
@@ -56,11 +56,11 @@ def run(args: argparse.Namespace) -> int:
     cls = get_method(args.method)
     method = make_method(args.method, **method_params(args, cls))
     say = (lambda *a: None) if args.quiet else print
+    out = writable_folder(args.out)  # before the model is loaded and any image explained
     classifier = load_model(args.model, device=args.device)
     passes = method.passes(classifier.input_size)
     per_image = f"{passes} forward passes per image" if passes else "forward passes vary"
     say(f"{method.name} on {classifier.model_id} ({classifier.device}): {per_image}")
-    out = Path(args.out)
     failed = 0
     for path in args.images:
         try:
@@ -73,7 +73,12 @@ def run(args: argparse.Namespace) -> int:
             failed += 1
             continue
         for exp in results:
-            files = exp.save(out)
+            try:
+                files = exp.save(out)
+            except OSError as exc:  # a full disk: this image fails, the others may still fit
+                print(f"patchlens: error: {path}: cannot save to {out}: {exc.strerror or exc}", file=sys.stderr)
+                failed += 1
+                break
             say(f"{path}: {exp.label} (class {exp.target}, p={exp.score:.3f}), {exp.forward_passes} passes in {exp.seconds:.1f}s")
             try:
                 say("  " + exp.describe())
