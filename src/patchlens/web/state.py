@@ -23,7 +23,7 @@ from ..api import explain_one
 from ..engine import BASELINES, Engine, FeatureMasks, make_baseline, patch_grid
 from ..errors import ImageError, MethodError, PatchlensError
 from ..explanation import Explanation
-from ..images import LoadedImage, resize, to_tensor
+from ..images import LoadedImage, check_size, resize, to_tensor
 from ..methods import Method, count_regions, make_method
 from ..models.classifier import Classifier
 from .guard import LOOPBACK_HOSTS
@@ -119,6 +119,7 @@ def check_pixels(data: bytes, name: str, max_pixels: int) -> None:
         raise NotAnImage(f"{name}: not an image file (or a format Pillow cannot read)") from None
     if w * h > max_pixels:
         raise TooLarge(f"{name}: {w}x{h} pixels is over this server's limit of {max_pixels:,} pixels")
+    check_size(w, h, name)  # the library's side and aspect limits, also from the header, before decoding
 
 
 class TooLarge(ImageError):
