@@ -25,7 +25,9 @@ The manifest folder is ordinary Parquet: ``pandas.read_parquet("STORE/manifest")
 DuckDB ``read_parquet('STORE/manifest/*.parquet')`` or ``ray.data.read_parquet``
 read it directly (temporary files start with a dot and are skipped). Read raw,
 a retried image also shows its older failed row until the store is compacted,
-which every completed run does; :func:`open_store` always deduplicates.
+which every completed run does; :func:`open_store` always deduplicates. The
+parts a compaction replaced are kept as hidden ``.part-N.parquet.replaced``
+until the next one, so a damaged compacted part loses no row.
 """
 
 from __future__ import annotations
@@ -248,7 +250,9 @@ class Store:
 
         damage = Damage()
         frames = []
-        for number, p in self.parts():
+        parts = self.parts()
+        fallback = self._fallback(parts)
+        for number, p in parts + fallback:
             sums = read_sums(self.sums_dir, number)
             why = check_manifest_part(p, sums)
             if why is None:
@@ -257,8 +261,11 @@ class Store:
                 except Exception as exc:  # pyarrow raises many kinds for a mangled file
                     why = f"not readable as Parquet: {type(exc).__name__}"
             if why is not None:
-                damage.parts[f"manifest/{p.name}"] = why
-                damage.lost_rows += int((sums or {}).get("rows") or 0)
+                if fallback and number > fallback[-1][0]:
+                    why += "; its rows were read from the parts it replaced"
+                else:
+                    damage.lost_rows += int((sums or {}).get("rows") or 0)
+                damage.parts[f"manifest/{p.name.lstrip('.')}"] = why
                 continue
             if len(frame):
                 frames.append(frame.assign(_file=number))
@@ -280,6 +287,21 @@ class Store:
         self.damage = damage
         return df.sort_values(["path", "method", "request", "target"], kind="stable").reset_index(drop=True)
 
+    def _fallback(self, parts: list[tuple[int, Path]]) -> list[tuple[int, Path]]:
+        """The replaced parts, when the compacted part that replaced them is damaged or gone, else none.
+
+        They are older than anything written since, so newer rows still win.
+        """
+        backups = self.replaced()
+        if not backups:
+            return []
+        later = [(n, p) for n, p in parts if n > backups[-1][0]]
+        if not later:
+            return backups
+        n, p = later[0]
+        healthy = check_manifest_part(p, read_sums(self.sums_dir, n)) is None and _parquet_ok(p)
+        return [] if healthy else backups
+
     def compact(self) -> None:
         """Rewrite the manifest as one part (maps stay where they are); crash-safe at every step."""
         import pyarrow as pa
@@ -294,12 +316,33 @@ class Store:
         table = pa.Table.from_pandas(df[schema.names], schema=schema, preserve_index=False)
         # The compacted part is the newest, so until the old parts are gone it wins every unit.
         self._commit(number, _bytes(lambda f: pq.write_table(table, f)), len(table), None)
+        # The parts just compacted are kept, hidden, until the next compaction: should the one
+        # compacted part be damaged, :meth:`read` falls back on them and no row is lost.
+        for _, p in self.replaced():
+            p.unlink(missing_ok=True)
         damaged = {Path(name).name for name in self.damage.parts}
         for _, p in old:
-            if p.name in damaged:  # kept aside, hidden from readers, for whoever wants to look at it
-                os.replace(p, p.with_name(f".{p.name}.damaged"))
-            else:
-                p.unlink(missing_ok=True)
+            suffix = "damaged" if p.name in damaged else "replaced"  # damaged: for whoever wants to look at it
+            os.replace(p, p.with_name(f".{p.name}.{suffix}"))
+
+    def replaced(self) -> list[tuple[int, Path]]:
+        """The parts the last compaction replaced (hidden from readers), by number."""
+        out = []
+        for p in self.manifest_dir.glob(".part-*.parquet.replaced"):
+            m = _PART.match(p.name[1 : -len(".replaced")])
+            if m:
+                out.append((int(m.group(1)), p))
+        return sorted(out)
+
+
+def _parquet_ok(path: Path) -> bool:
+    import pyarrow.parquet as pq
+
+    try:
+        pq.read_metadata(path)
+        return True
+    except Exception:
+        return False
 
 
 def _bytes(write: Callable[[BinaryIO], None]) -> bytes:
