@@ -96,6 +96,15 @@ def test_kernelshap_with_superpixels_cannot_bypass_the_pass_limit(client, image_
     assert r.status_code == 422 and "forward passes" in r.json()["detail"]
 
 
+def test_a_method_whose_passes_are_per_class_is_budgeted_for_every_class(client, image_id):
+    subset = {"name": "subset", "params": {"grid": 7}}
+    once = make_method("subset", grid=7).passes((SIZE, SIZE))
+    assert once < 5000 < 5 * once  # under the server's limit for one class, not for five
+    assert submit(client, image_id, subset, target="top1").status_code == 202
+    r = submit(client, image_id, subset, target="topk:5")
+    assert r.status_code == 422 and f"{(once - 1) * 5 + 1:,} forward passes" in r.json()["detail"]
+
+
 # -- finding 3: targets and features per request -------------------------------------------------------
 
 

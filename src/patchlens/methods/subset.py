@@ -18,6 +18,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import ClassVar
 
 import torch
 
@@ -42,6 +43,8 @@ class SubsetSelection(Method):
     name = "subset"
     summary = "Rank image regions by a greedy search from both ends (most and least important); gives insertion/deletion curves."
     kind = "black-box"
+    #: its search runs once per explained class, so budgets multiply :meth:`passes` by the targets
+    passes_per_target: ClassVar[bool] = True
 
     features: str = param("grid", "how the image is cut into regions: a square grid or SLIC/quickshift superpixels", choices=FEATURES)
     grid: int = param(5, "grid: grid x grid patches; slic/quickshift: about grid² superpixels (cost grows as regions²/2)", low=2, high=MAX_GRID)

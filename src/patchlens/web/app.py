@@ -43,6 +43,7 @@ from .state import (
     build_methods,
     check_pixels,
     check_targets,
+    job_passes,
     heatmap_png,
     load_stored,
     predict_hidden,
@@ -217,10 +218,11 @@ def create_app(
     @app.post("/api/jobs", status_code=202, summary="Run one or more methods on a stored image (a job)")
     def submit(body: JobRequest) -> JSONResponse:
         stored = get_image(body.image_id)
-        chosen = build_methods([(m.name, m.params) for m in body.methods], clf, cfg, image=stored.x)
         # a bad class is a 422 now, not a failed job later
-        check_targets(resolve_targets(body.target, stored.probs, clf), cfg)
-        passes = [m.passes(clf.input_size, image=stored.x) for m in chosen]
+        targets = resolve_targets(body.target, stored.probs, clf)
+        check_targets(targets, cfg)
+        chosen = build_methods([(m.name, m.params) for m in body.methods], clf, cfg, image=stored.x, targets=len(targets))
+        passes = [job_passes(m, clf, stored.x, len(targets)) for m in chosen]
         total = sum(p for p in passes if p is not None) if all(p is not None for p in passes) else None
 
         def work(job: Any) -> list[dict[str, Any]]:

@@ -169,12 +169,17 @@ def load_stored(classifier: Classifier, lock: threading.RLock, image: LoadedImag
 
 
 def build_methods(
-    choices: list[tuple[str, dict[str, Any]]], classifier: Classifier, config: WebConfig, image: torch.Tensor | None = None
+    choices: list[tuple[str, dict[str, Any]]],
+    classifier: Classifier,
+    config: WebConfig,
+    image: torch.Tensor | None = None,
+    targets: int = 1,
 ) -> list[Method]:
     """Method values for a request; unknown names, bad values and over-budget runs are MethodErrors.
 
     With ``image`` (the stored, model-sized image) the counts of superpixel
-    methods are exact; without it they are upper bounds.
+    methods are exact; without it they are upper bounds. ``targets``: classes
+    explained, for methods whose passes are per class.
     """
     if not choices:
         raise MethodError("no method chosen")
@@ -190,12 +195,20 @@ def build_methods(
                     f"{name}: {regions:,} regions (features) per image is over this server's limit of "
                     f"{config.max_regions:,}; lower grid"
                 )
-        passes = method.passes(classifier.input_size, image=image)
+        passes = job_passes(method, classifier, image, targets)
         if passes is None or passes > config.max_passes:
             stated = f"{passes:,} forward passes" if passes is not None else "an unstated number of forward passes"
             raise MethodError(f"{name}: {stated} is over this server's limit of {config.max_passes:,}; lower its budget")
         out.append(method)
     return out
+
+
+def job_passes(method: Method, classifier: Classifier, image: torch.Tensor | None, targets: int) -> int | None:
+    """Forward passes of ``method`` on one image for ``targets`` classes, stated before it runs."""
+    passes = method.passes(classifier.input_size, image=image)
+    if passes is not None and getattr(method, "passes_per_target", False):
+        passes = (passes - 1) * targets + 1  # the one scoring pass, then the search for each class
+    return passes
 
 
 def check_targets(targets: list[int], config: WebConfig) -> None:
