@@ -67,7 +67,7 @@ def test_a_method_in_one_file_reaches_the_api_cli_web_and_batch(plugin, tmp_path
     from patchlens.web import WebConfig, create_app
 
     clf = patchlens.load_model(lambda x: x.mean((2, 3)), input_size=32)
-    with TestClient(create_app(clf, config=WebConfig())) as client:
+    with TestClient(create_app(clf, config=WebConfig()), base_url="http://127.0.0.1") as client:
         info = client.get("/api/info").json()
         assert info["methods"][plugin]["parameters"][0]["help"] == "how much to scale the brightness by"
         assert info["model"]["unsupported"][plugin] is None
@@ -114,7 +114,7 @@ def test_the_capability_error_is_one_line_and_the_same_from_every_front_end(tmp_
 
     from patchlens.web import WebConfig, create_app
 
-    with TestClient(create_app(clf, config=WebConfig())) as client:
+    with TestClient(create_app(clf, config=WebConfig()), base_url="http://127.0.0.1") as client:
         image_id = client.post("/api/images/example/coffee").json()["id"]
         r = client.post("/api/jobs", json={"image_id": image_id, "methods": [{"name": "attention_rollout", "params": {}}]})
         assert r.status_code in (400, 422) and message in r.text

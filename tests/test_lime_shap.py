@@ -70,7 +70,7 @@ def game_model(x: torch.Tensor) -> torch.Tensor:
 
 def test_lime_recovers_linear_weights() -> None:
     image, (w, fn) = photo(4), linear_model(4)
-    model = pl.load_model(fn, input_size=SIDE)
+    model = pl.load_model(fn, input_size=SIDE, probabilities=False)
     exps = pl.explain(model, image, "lime", target=[0, 1], features="grid", grid=4, baseline="black", n_samples=300, alpha=1e-6)
     for t, exp in enumerate(exps):
         truth = w[t] * true_means(image, 4)  # keeping region k adds w_k m_k
@@ -103,7 +103,7 @@ def test_lime_surrogate_matches_sklearn() -> None:
 
 
 def _shap(fn, image, n_samples: int, seed: int = 0, batch_size: int | None = None):
-    model = pl.load_model(fn, input_size=SIDE)
+    model = pl.load_model(fn, input_size=SIDE, probabilities=False)
     return pl.explain(model, image, "kernelshap", target=[0, 1], features="grid", grid=3, baseline="black",
                       n_samples=n_samples, seed=seed, batch_size=batch_size)
 
@@ -138,7 +138,7 @@ def test_kernelshap_agrees_with_captum_exact_shapley() -> None:
     net(torch.zeros(1, 3, SIDE, SIDE))
     image = photo(2, seed=5)
     x = torch.tensor(image).permute(2, 0, 1)[None].float() / 255
-    exp = pl.explain(pl.load_model(lambda b: net(b), input_size=SIDE), image, "kernelshap", target=1,
+    exp = pl.explain(pl.load_model(lambda b: net(b), input_size=SIDE, probabilities=False), image, "kernelshap", target=1,
                      features="grid", grid=2, baseline="black", n_samples=16)
     ref = captum_attr.ShapleyValues(lambda b: net(b)).attribute(
         x, baselines=0.0, target=1, feature_mask=patch_grid(SIDE, SIDE, 2)[None, None].expand(1, 3, SIDE, SIDE).contiguous()
@@ -149,7 +149,7 @@ def test_kernelshap_agrees_with_captum_exact_shapley() -> None:
 
 @pytest.mark.parametrize("method, params", [("lime", {"n_samples": 60}), ("kernelshap", {"n_samples": 60}), ("sobol", {"n_designs": 8})])
 def test_seeded_and_batch_size_independent(method: str, params: dict) -> None:
-    model = pl.load_model(game_model, input_size=SIDE)
+    model = pl.load_model(game_model, input_size=SIDE, probabilities=False)
     image = photo(3)
     run = lambda seed, b: pl.explain(model, image, method, features="grid", grid=3, seed=seed, batch_size=b, **params)
     first = run(0, None).saliency
@@ -161,14 +161,14 @@ def test_seeded_and_batch_size_independent(method: str, params: dict) -> None:
 
 def test_sobol_total_indices() -> None:
     # a region the score ignores has total index 0; the two it reads share the variance
-    model = pl.load_model(lambda x: region_means(x, 4)[:, [0, 5]].prod(1, keepdim=True), input_size=SIDE)
+    model = pl.load_model(lambda x: region_means(x, 4)[:, [0, 5]].prod(1, keepdim=True), input_size=SIDE, probabilities=False)
     exp = pl.explain(model, photo(4), "sobol", grid=4, n_designs=16, baseline="black")
     total = np.array(exp.extras["total_indices"])
     assert np.allclose(np.delete(total, [0, 5]), 0.0, atol=1e-9) and total[[0, 5]].min() > 0.3
     assert exp.forward_passes == 16 * 18 + 1
     # additive score a . u: ST_i = a_i^2 m_i^2 / sum_j a_j^2 m_j^2 (and they sum to 1)
     image, (w, fn) = photo(3), linear_model(3)
-    exp = pl.explain(pl.load_model(fn, input_size=SIDE), image, "sobol", grid=3, n_designs=64, baseline="black")
+    exp = pl.explain(pl.load_model(fn, input_size=SIDE, probabilities=False), image, "sobol", grid=3, n_designs=64, baseline="black")
     share = (w[0] * true_means(image, 3)) ** 2
     assert np.allclose(exp.extras["total_indices"], (share / share.sum()).numpy(), atol=0.05)
 
@@ -185,7 +185,7 @@ def test_superpixels_on_a_real_photo() -> None:
 
 
 def test_clear_errors() -> None:
-    model = pl.load_model(game_model, input_size=SIDE)
+    model = pl.load_model(game_model, input_size=SIDE, probabilities=False)
     with pytest.raises(MethodError, match="n_samples=5 is too few for 16 regions"):
         pl.explain(model, photo(4), "kernelshap", features="grid", grid=4, n_samples=5)
     with pytest.raises(MethodError, match="features='squares'"):

@@ -66,7 +66,7 @@ def clf() -> TorchClassifier:
 
 @pytest.fixture(scope="module")
 def client(clf: TorchClassifier):
-    with TestClient(create_app(clf, config=WebConfig(grid=GRID, max_passes=5000))) as c:
+    with TestClient(create_app(clf, config=WebConfig(grid=GRID, max_passes=5000)), base_url="http://127.0.0.1") as c:
         yield c
 
 
@@ -266,7 +266,7 @@ def test_job_errors_are_clear(client: TestClient) -> None:
 
 def test_upload_limits(clf: TorchClassifier) -> None:
     app = create_app(clf, config=WebConfig(max_upload_bytes=2000, max_pixels=30 * 30))
-    with TestClient(app) as c:
+    with TestClient(app, base_url="http://127.0.0.1") as c:
         big = png_bytes(random_pixels(28, 28))  # under the pixel limit, over 2000 bytes
         assert len(big) > 2000
         r = c.post("/api/images", files={"file": ("big.png", big, "image/png")})
@@ -295,7 +295,7 @@ def test_upload_limits(clf: TorchClassifier) -> None:
 def test_cancel_running_and_queued_jobs_and_full_queue() -> None:
     slow = slow_classifier(per_image=0.004)
     app = create_app(slow, config=WebConfig(workers=1, max_queued=2, max_passes=5000))
-    with TestClient(app) as c:
+    with TestClient(app, base_url="http://127.0.0.1") as c:
         image_id = upload(c, random_pixels(32, 32))["id"]
         long = {"image_id": image_id, "methods": [{"name": "occlusion", "params": {"window": 1, "stride": 1}}]}
         running = c.post("/api/jobs", json=long).json()
@@ -352,7 +352,7 @@ def test_serve_binds_loopback_by_default() -> None:
 
 def test_a_sampling_method_shows_its_map_while_it_forms() -> None:
     """Progressive maps: while RISE runs, the job carries the running map, newer with each round."""
-    with TestClient(create_app(slow_classifier(0.002), config=WebConfig(grid=GRID))) as c:
+    with TestClient(create_app(slow_classifier(0.002), config=WebConfig(grid=GRID)), base_url="http://127.0.0.1") as c:
         image_id = upload(c, random_pixels(32, 32, seed=2))["id"]
         methods = [{"name": "rise", "params": {"n_masks": 600, "grid": 4, "round_size": 60, "converge": 0}}]
         job_id = c.post("/api/jobs", json={"image_id": image_id, "methods": methods, "seed": 1}).json()["id"]

@@ -81,14 +81,14 @@ def explain_one(
     ``on_map`` receives a sampling method's running map after each round.
     """
     check_supported(method, classifier)
-    announced = method.passes(classifier.input_size)
+    device = classifier.device
+    photo = to_tensor(image.pixels).to(device)
+    x = resize(photo, classifier.input_size)
+    announced = method.passes(classifier.input_size, x)  # exact: superpixel methods count their regions on x
     if max_passes is not None and announced is not None and announced > max_passes:
         raise MethodError(
             f"{method.name}: {announced:,} forward passes is over the budget of {max_passes:,}; lower its sample count"
         )
-    device = classifier.device
-    photo = to_tensor(image.pixels).to(device)
-    x = resize(photo, classifier.input_size)
     engine = Engine(
         classifier,
         batch_size=batch_size,
@@ -101,6 +101,7 @@ def explain_one(
     )
     probs = engine.score_one(x)
     targets = resolve_targets(target, probs, classifier)
+    engine.expected_passes = method.total_passes(classifier.input_size, x, len(targets))
     generator = torch.Generator(device=device)
     generator.manual_seed(0 if seed is None else int(seed))
     job = Job(

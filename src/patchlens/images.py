@@ -22,6 +22,15 @@ from .errors import ImageError
 #: Largest image we decode, in pixels. Larger files are refused as possible
 #: decompression bombs; raise it with ``set_pixel_limit`` when you mean it.
 PIXEL_LIMIT = 100_000_000
+#: Longest side accepted, in pixels (JPEG's own maximum). The pixel limit alone
+#: lets through a 1 x 8,000,000 strip, which costs gigabytes downstream.
+SIDE_LIMIT = 65_535
+#: Most elongated shape accepted: the long side at most this many times the short one.
+ASPECT_LIMIT = 100
+#: Images are downsampled on reading so that their longest side is at most this.
+#: A map never holds more detail than the model's input (224 px or so), so this
+#: loses nothing and bounds every per-target map and overlay at ~16 MP.
+WORK_SIDE = 4096
 
 ImageLike = Union[str, os.PathLike, Image.Image, np.ndarray, torch.Tensor]
 
@@ -29,9 +38,54 @@ IMAGE_EXTENSIONS = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".
 
 
 def set_pixel_limit(pixels: int) -> None:
-    """Change the decompression-bomb limit (number of pixels) for this process."""
+    """Change the decompression-bomb limit (number of pixels) for this process.
+
+    Pillow's own limit (``PIL.Image.MAX_IMAGE_PIXELS``) is raised to match when
+    it is lower, so the two agree: otherwise Pillow would still refuse images
+    between its limit and ours.
+    """
     global PIXEL_LIMIT
     PIXEL_LIMIT = int(pixels)
+    if Image.MAX_IMAGE_PIXELS is not None and Image.MAX_IMAGE_PIXELS < PIXEL_LIMIT:
+        Image.MAX_IMAGE_PIXELS = PIXEL_LIMIT
+
+
+def _short(label: str) -> str:
+    """A label fit for one line: an over-long path keeps its start and its end."""
+    return label if len(label) <= 200 else f"{label[:120]}...{label[-60:]}"
+
+
+def check_size(width: int, height: int, label: str) -> None:
+    """Refuse empty, oversized and extremely elongated images from their size alone, before decoding."""
+    if width <= 0 or height <= 0:
+        raise ImageError(f"{label}: the image is empty ({width}x{height} pixels)")
+    if width * height > PIXEL_LIMIT:
+        raise ImageError(
+            f"{label}: {width}x{height} pixels is over the limit of {PIXEL_LIMIT:,} "
+            "(possible decompression bomb; see patchlens.images.set_pixel_limit)"
+        )
+    if max(width, height) > SIDE_LIMIT:
+        raise ImageError(f"{label}: {width}x{height} pixels: a side is longer than the limit of {SIDE_LIMIT:,}")
+    if max(width, height) > ASPECT_LIMIT * min(width, height):
+        raise ImageError(
+            f"{label}: {width}x{height} pixels is more elongated than 1:{ASPECT_LIMIT}; crop or pad it first"
+        )
+
+
+def _work_size(width: int, height: int) -> tuple[int, int] | None:
+    """The downsampled size for an image whose longest side is over WORK_SIDE, else None."""
+    scale = WORK_SIDE / max(width, height)
+    if scale >= 1:
+        return None
+    return max(1, round(width * scale)), max(1, round(height * scale))
+
+
+def _shrink(img: Image.Image) -> Image.Image:
+    size = _work_size(*img.size)
+    if size is None:
+        return img
+    # reducing_gap: a fast integer-factor reduce first, then a proper filter for the rest
+    return img.resize(size, Image.Resampling.LANCZOS, reducing_gap=3.0)
 
 
 @dataclass(frozen=True)
@@ -43,19 +97,51 @@ class LoadedImage:
 
 
 def _to_rgb_uint8(img: Image.Image, name: str) -> np.ndarray:
-    if img.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
+    if img.mode.startswith("I;16"):
+        img = img.convert("I")  # Pillow resizes "I" but not every 16-bit layout
+    if img.mode in ("I", "F"):
         # 16-bit and float grayscale: rescale the real range to 8 bits rather
         # than clipping (PIL's own convert("L") clips 16-bit data to white).
-        arr = np.asarray(img, dtype=np.float64)
+        arr = np.asarray(_shrink(img), dtype=np.float64)
+        if not np.isfinite(arr).all():  # NaN would make min/max NaN and the image silently black
+            raise ImageError(f"{name}: the image contains NaN or infinite values")
         lo, hi = float(arr.min()), float(arr.max())
         arr = (arr - lo) / (hi - lo) * 255.0 if hi > lo else np.zeros_like(arr)
         img = Image.fromarray(arr.round().astype(np.uint8), mode="L")
-    if img.mode in ("RGBA", "LA", "PA") or (img.mode == "P" and "transparency" in img.info):
+    if img.mode in ("RGBA", "LA", "La", "PA", "RGBa") or (img.mode == "P" and "transparency" in img.info):
         # Transparent pixels become white, as a viewer would show them.
-        rgba = img.convert("RGBA")
+        rgba = img.convert("RGBA") if img.mode != "La" else img.convert("LA").convert("RGBA")
         background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
         img = Image.alpha_composite(background, rgba)
-    return np.asarray(img.convert("RGB"), dtype=np.uint8).copy()
+    return np.asarray(_shrink(img.convert("RGB")), dtype=np.uint8).copy()
+
+
+def _decode(img: Image.Image, label: str, own: bool = True) -> np.ndarray:
+    """Size checks, then decode (at reduced scale where the format allows), then convert to RGB.
+
+    ``own``: the image was opened here, so it may be told to decode at reduced scale
+    (``draft`` changes the object, which a user's own image must not see).
+    """
+    check_size(img.size[0], img.size[1], label)
+    size = _work_size(*img.size)
+    if own and size is not None and img.format == "JPEG":
+        img.draft("RGB", size)  # the decoder itself scales down by 1/2..1/8: a fraction of the memory
+    try:
+        img.load()
+        return _to_rgb_uint8(img, label)
+    except ImageError:
+        raise
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+        raise ImageError(f"{label}: too many pixels, possible decompression bomb ({exc})") from None
+    except OSError as exc:
+        reason = str(exc) or type(exc).__name__
+        if "cannot identify image file" in reason:
+            reason = "not an image file (or a format Pillow cannot read)"
+        elif "truncated" in reason.lower():
+            reason = "the file is truncated"
+        raise ImageError(f"{label}: cannot read image: {reason}") from None
+    except (ValueError, TypeError, SyntaxError, MemoryError, EOFError) as exc:
+        raise ImageError(f"{label}: cannot read image: {exc}") from None
 
 
 def _from_array(arr: np.ndarray, name: str) -> np.ndarray:
@@ -69,6 +155,7 @@ def _from_array(arr: np.ndarray, name: str) -> np.ndarray:
         raise ImageError(f"{name}: the image is empty ({arr.shape[0]}x{arr.shape[1]} pixels)")
     if arr.shape[2] not in (1, 3, 4):
         raise ImageError(f"{name}: expected 1, 3 or 4 channels, got {arr.shape[2]}")
+    check_size(arr.shape[1], arr.shape[0], name)
     if arr.dtype == np.uint8:
         out = arr
     elif np.issubdtype(arr.dtype, np.floating):
@@ -86,7 +173,42 @@ def _from_array(arr: np.ndarray, name: str) -> np.ndarray:
     elif out.shape[2] == 4:
         alpha = out[:, :, 3:4].astype(np.float32) / 255.0
         out = (out[:, :, :3] * alpha + 255 * (1 - alpha)).round().astype(np.uint8)
-    return np.ascontiguousarray(out)
+    out = np.ascontiguousarray(out)
+    if _work_size(out.shape[1], out.shape[0]) is not None:
+        out = np.asarray(_shrink(Image.fromarray(out)), dtype=np.uint8).copy()
+    return out
+
+
+#: tensor dtypes numpy cannot hold, read through float32
+_NARROW_FLOATS = tuple(
+    getattr(torch, n) for n in ("bfloat16", "float8_e4m3fn", "float8_e5m2", "float8_e4m3fnuz", "float8_e5m2fnuz") if hasattr(torch, n)
+)
+
+
+def _tensor_to_array(t: torch.Tensor, label: str) -> np.ndarray:
+    """A tensor's values as a numpy array, whatever its dtype, layout or device (or a one-line ImageError)."""
+    if t.device.type == "meta":
+        raise ImageError(f"{label}: a meta tensor holds no pixel values")
+    if t.is_complex():
+        raise ImageError(f"{label}: complex tensors are not images (dtype {t.dtype})")
+    if t.ndim == 4 and t.shape[0] == 1:
+        t = t[0]
+    if t.ndim not in (2, 3):
+        raise ImageError(f"{label}: expected a tensor of shape (3, H, W), (H, W, 3) or (H, W), got {tuple(t.shape)}")
+    # size checks before any dense copy: a sparse tensor can describe billions of pixels
+    hw = t.shape if t.ndim == 2 else (t.shape[1:] if t.shape[0] in (1, 3, 4) and t.shape[-1] not in (1, 3, 4) else t.shape[:2])
+    check_size(int(hw[1]), int(hw[0]), label)
+    try:
+        t = t.detach()
+        if t.layout != torch.strided:
+            t = t.to_dense()
+        if t.is_quantized:
+            t = t.dequantize()
+        if t.dtype in _NARROW_FLOATS:
+            t = t.float()
+        return t.cpu().numpy()
+    except (TypeError, RuntimeError, NotImplementedError, ValueError) as exc:
+        raise ImageError(f"{label}: cannot read this tensor ({t.dtype}, {t.layout}): {exc}") from None
 
 
 def load_image(image: ImageLike, name: str | None = None) -> LoadedImage:
@@ -94,8 +216,9 @@ def load_image(image: ImageLike, name: str | None = None) -> LoadedImage:
 
     ``"example:coffee"`` names a bundled photo (see :mod:`patchlens.examples`).
     Raises :class:`ImageError` with a one-line reason for unreadable, truncated,
-    empty or oversized images. Tensors may be ``(3, H, W)`` or ``(H, W, 3)``,
-    floats in [0, 1] or integers in [0, 255].
+    empty, oversized, extremely elongated or non-finite images. Images whose
+    longest side is over :data:`WORK_SIDE` are downsampled to it. Tensors may be
+    ``(3, H, W)`` or ``(H, W, 3)``, floats in [0, 1] or integers in [0, 255].
     """
     if isinstance(image, str) and image.startswith("example:"):
         from .examples import example_path
@@ -103,51 +226,38 @@ def load_image(image: ImageLike, name: str | None = None) -> LoadedImage:
         return load_image(example_path(image.split(":", 1)[1]), name=name or image)
     if isinstance(image, (str, os.PathLike)):
         path = Path(image)
-        label = name or str(path)
-        if not path.exists():
-            raise ImageError(f"{label}: no such file")
-        if path.is_dir():
-            raise ImageError(f"{label}: is a folder, not an image")
-        if path.stat().st_size == 0:
-            raise ImageError(f"{label}: the file is empty")
+        label = _short(name or str(path))
         try:
+            if not path.exists():
+                raise ImageError(f"{label}: no such file")
+            if path.is_dir():
+                raise ImageError(f"{label}: is a folder, not an image")
+            if path.stat().st_size == 0:
+                raise ImageError(f"{label}: the file is empty")
             with warnings.catch_warnings():
-                warnings.simplefilter("error", Image.DecompressionBombWarning)
+                # our own limit (PIXEL_LIMIT, checked in _decode) decides, not Pillow's warning threshold
+                warnings.simplefilter("ignore", Image.DecompressionBombWarning)
                 with Image.open(path) as img:
-                    w, h = img.size
-                    if w * h > PIXEL_LIMIT:
-                        raise ImageError(
-                            f"{label}: {w}x{h} pixels is over the limit of {PIXEL_LIMIT:,} "
-                            "(possible decompression bomb; see patchlens.images.set_pixel_limit)"
-                        )
-                    if w == 0 or h == 0:
-                        raise ImageError(f"{label}: the image is empty ({w}x{h} pixels)")
-                    img.load()
-                    return LoadedImage(_to_rgb_uint8(img, label), label)
+                    return LoadedImage(_decode(img, label), label)
         except ImageError:
             raise
-        except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+        except Image.DecompressionBombError as exc:
             raise ImageError(f"{label}: too many pixels, possible decompression bomb ({exc})") from None
         except OSError as exc:
-            reason = str(exc) or type(exc).__name__
+            reason = exc.strerror or str(exc) or type(exc).__name__
             if "cannot identify image file" in reason:
                 reason = "not an image file (or a format Pillow cannot read)"
-            elif "truncated" in reason.lower():
-                reason = "the file is truncated"
             raise ImageError(f"{label}: cannot read image: {reason}") from None
-        except (ValueError, SyntaxError, MemoryError) as exc:
+        except (ValueError, SyntaxError, MemoryError, EOFError) as exc:
             raise ImageError(f"{label}: cannot read image: {exc}") from None
     if isinstance(image, Image.Image):
         label = name or "<PIL image>"
-        if image.size[0] == 0 or image.size[1] == 0:
-            raise ImageError(f"{label}: the image is empty ({image.size[0]}x{image.size[1]} pixels)")
-        return LoadedImage(_to_rgb_uint8(image, label), label)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            return LoadedImage(_decode(image, label, own=False), label)
     if isinstance(image, torch.Tensor):
         label = name or "<tensor>"
-        t = image.detach().cpu()
-        if t.ndim == 4 and t.shape[0] == 1:
-            t = t[0]
-        return LoadedImage(_from_array(t.numpy(), label), label)
+        return LoadedImage(_from_array(_tensor_to_array(image, label), label), label)
     if isinstance(image, np.ndarray):
         label = name or "<array>"
         return LoadedImage(_from_array(image, label), label)

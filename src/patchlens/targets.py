@@ -14,6 +14,10 @@ from .models.imagenet import imagenet_labels, imagenet_synonyms
 
 TargetSpec = Union[str, int, Sequence[Union[str, int]]]
 
+#: Most classes explained at once: each one is a map at the photo's resolution, so
+#: ``topk:1000`` on a large photo would ask for gigabytes.
+MAX_TARGETS = 32
+
 
 def _by_name(name: str, classifier: Classifier) -> int:
     labels = list(classifier.labels or [])
@@ -39,11 +43,23 @@ def resolve_targets(spec: TargetSpec, probs: torch.Tensor, classifier: Classifie
     ``spec`` is ``"top1"``, ``"topk:K"``, a class index (int or digits), a label
     name, or a list of those.
     """
+    out = _resolve(spec, probs, classifier)
+    if len(out) > MAX_TARGETS:
+        raise TargetError(f"{_shown(spec)}: {len(out)} classes at once; at most {MAX_TARGETS} can be explained together")
+    return out
+
+
+def _shown(spec: TargetSpec) -> str:
+    text = str(spec)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def _resolve(spec: TargetSpec, probs: torch.Tensor, classifier: Classifier) -> list[int]:
     n_classes = int(probs.shape[-1])
     if isinstance(spec, (list, tuple)):
         out: list[int] = []
         for item in spec:
-            for t in resolve_targets(item, probs, classifier):
+            for t in _resolve(item, probs, classifier):
                 if t not in out:
                     out.append(t)
         if not out:
@@ -69,7 +85,7 @@ def resolve_targets(spec: TargetSpec, probs: torch.Tensor, classifier: Classifie
         if text.lower().startswith("topk:"):
             raise TargetError(f"{spec}: K must be a positive whole number, as in topk:3")
     if "," in text:
-        return resolve_targets([s for s in text.split(",") if s.strip()], probs, classifier)
+        return _resolve([s for s in text.split(",") if s.strip()], probs, classifier)
     return [_by_name(text, classifier)]
 
 

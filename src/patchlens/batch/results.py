@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import warnings
 from collections import OrderedDict
 from pathlib import Path
 from typing import Any, Iterator, Union
@@ -12,6 +13,10 @@ import numpy as np
 
 from ..explanation import Explanation
 from .store import Store, StoreError
+
+
+class StoreWarning(UserWarning):
+    """A store opened with damaged parts: the readable rows are there, the rest is named."""
 
 RowRef = Union[int, "Any"]  # a position in ``manifest`` or one of its rows (a pandas Series)
 
@@ -24,6 +29,9 @@ class BatchStore:
         manifest: a pandas DataFrame, one row per (image, target, method); the
             newest row wins when an image was retried. Columns are described in
             :mod:`patchlens.batch.store`.
+        damage: the damaged parts and lost map shards found on opening (falsy
+            when none); every readable row is still in ``manifest``, and a
+            :class:`StoreWarning` names the damage in one line.
     """
 
     _OPEN_SHARDS = 8  # map shards kept open at once; bounded so reading a large store stays flat
@@ -35,11 +43,14 @@ class BatchStore:
         self._store.check()
         self.path = self._store.root
         self._shards: OrderedDict[str, Any] = OrderedDict()
-        self.manifest = self._store.read()
+        self.reload()
 
     def reload(self) -> "BatchStore":
         """Read the manifest again (a run may still be adding to it)."""
         self.manifest = self._store.read()
+        self.damage = self._store.damage
+        if self.damage:
+            warnings.warn(StoreWarning(f"{self.damage.line(self.path)}; resume the run to explain them again"), stacklevel=3)
         return self
 
     def __len__(self) -> int:
@@ -64,13 +75,18 @@ class BatchStore:
         r = self._row(row)
         if r["status"] != "ok" or not isinstance(r["map_file"], str):
             raise StoreError(f"{r['path']}: has no map ({r['status']}: {r['error']})")
-        shard = self._shards.pop(r["map_file"], None)
-        if shard is None:
-            shard = np.load(self.path / r["map_file"])
-            if len(self._shards) >= self._OPEN_SHARDS:
-                self._shards.popitem(last=False)[1].close()
-        self._shards[r["map_file"]] = shard  # most recently used last
-        return shard[r["map_key"]].astype(np.float32)
+        if r["map_file"] in self.damage.shards:
+            raise StoreError(f"{r['path']}: its map is lost ({r['map_file']}: {self.damage.shards[r['map_file']]})")
+        try:
+            shard = self._shards.pop(r["map_file"], None)
+            if shard is None:
+                shard = np.load(self.path / r["map_file"])
+                if len(self._shards) >= self._OPEN_SHARDS:
+                    self._shards.popitem(last=False)[1].close()
+            self._shards[r["map_file"]] = shard  # most recently used last
+            return shard[r["map_key"]].astype(np.float32)
+        except Exception as exc:  # zipfile, zlib and numpy each raise their own kind for a mangled shard
+            raise StoreError(f"{r['path']}: cannot read its map from {r['map_file']}: {type(exc).__name__}: {exc}") from None
 
     def maps(self) -> Iterator[tuple[Any, np.ndarray]]:
         """``(row, map)`` for every successful row, reading one map at a time."""
@@ -118,3 +134,17 @@ def open_store(path: str | os.PathLike) -> BatchStore:
     if not Path(path).is_dir():
         raise StoreError(f"{path}: no such store folder")
     return BatchStore(path)
+
+
+def verify_store(path: str | os.PathLike) -> tuple[Any, Any]:
+    """Check every part and map shard of a store against its checksums.
+
+    Returns ``(damage, manifest)``: the :class:`~patchlens.batch.health.Damage`
+    found (falsy when the store is healthy) and the readable rows.
+    """
+    if not Path(path).is_dir():
+        raise StoreError(f"{path}: no such store folder")
+    store = Store(path)
+    store.check()
+    manifest = store.read(hash_maps=True)
+    return store.damage, manifest

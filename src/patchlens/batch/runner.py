@@ -24,7 +24,7 @@ from ..api import check_supported
 from ..errors import ModelError, TargetError
 from ..extras import require
 from ..models import Classifier, load_model
-from .sources import Item, read_source, region_columns
+from .sources import Item, read_source, region_columns, resolved, same_file
 from .store import Store, StoreError
 from .work import Plan, Result, check_metrics, explain_loaded, prepare
 
@@ -81,9 +81,15 @@ class _Writer:
             self.flush()
 
     def flush(self) -> None:
-        if self.pending:
-            self.store.write_part([r for r, _ in self.pending], [m for _, m in self.pending])
-        self.pending, self.images, self.last = [], 0, time.monotonic()
+        pending, self.pending, self.images, self.last = self.pending, [], 0, time.monotonic()
+        if pending:  # taken off first: a failed write (full disk) is reported once, not again on the way out
+            self.store.write_part([r for r, _ in pending], [m for _, m in pending])
+
+
+def warn(message: str) -> None:
+    import sys
+
+    print(f"patchlens: warning: {message}", file=sys.stderr)
 
 
 def _now() -> Any:
@@ -167,7 +173,9 @@ def run_batch(
     if backend not in BACKENDS:
         raise StoreError(f"backend={backend!r}: use one of {', '.join(BACKENDS)}")
     require("ray" if backend == "ray" else "batch", "patchlens batch")  # before anything is written
-    items = read_source(source) if isinstance(source, str) else [i if isinstance(i, Item) else Item(str(i)) for i in source]
+    if batch_size is not None and batch_size < 1:
+        raise StoreError(f"batch_size={batch_size}: must be at least 1 (or None to choose one for the device)")
+    items = read_source(source) if isinstance(source, str) else [same_file(i if isinstance(i, Item) else Item(str(i))) for i in source]
     plan = Plan(method=method, params=dict(method_params), target=str(target), seed=int(seed), batch_size=batch_size,
                 metrics=tuple(metrics))
     method_value = plan.make_method()  # a bad method or parameter fails before anything is written
@@ -183,7 +191,11 @@ def run_batch(
     check_metrics(plan.metrics, classifier)
     store = Store.create(out)
     with store.lock():
-        existing = store.read()
+        existing = store.read(hash_maps=resume or retry_failed)
+        if store.damage:
+            if not (resume or retry_failed):
+                raise StoreError(f"{store.damage.line(store.root)}; pass --resume to explain the lost images again")
+            warn(f"{store.damage.line(store.root)}; explaining those images again")
         if len(existing) and not (resume or retry_failed):
             raise StoreError(f"{out}: already holds {len(existing)} results; pass --resume to continue it, or choose another --out")
         same = existing[existing["method"] == method_value.name] if len(existing) else existing
@@ -195,7 +207,10 @@ def run_batch(
                                  f"({first['params']}, seed {first['seed']}); use another --out")
         mine = same[same["request"] == plan.target] if len(same) else same
         settled = mine[mine["status"] == "ok"] if retry_failed and len(mine) else mine
-        done = set(settled["path"]) if len(settled) else set()
+        if len(settled) and store.damage.shards:  # rows whose maps are lost are not done
+            settled = settled[~settled["map_file"].isin(list(store.damage.shards))]
+        # resolved, so that a store written with another spelling of the same paths is resumed, not duplicated
+        done = {resolved(p) for p in settled["path"]} if len(settled) else set()
         todo = [i for i in items if i.path not in done]
         summary = Summary(skipped=len(items) - len(todo))
         writer = _Writer(store, existing, chunk_size, flush_seconds)

@@ -17,6 +17,9 @@ image, for ``patchlens report`` to measure how much evidence falls outside it:
 columns ``x0,y0,x1,y1`` (a box, in pixels of the original image, x to the right,
 y down, x1/y1 exclusive) or ``mask`` (a path to a binary mask image of the
 photo's size; nonzero is the object). Rows with these cells empty have no region.
+Every path is made absolute and resolved (symlinks followed), so the same file
+typed two ways (``photos/a.jpg``, ``./photos/../photos/a.jpg``, ``/data/photos/a.jpg``)
+is one image, also when a run is resumed with the source spelled differently.
 """
 
 from __future__ import annotations
@@ -54,13 +57,25 @@ class Item:
     mask: str | None = None
 
 
+def resolved(path: str) -> str:
+    """The absolute, symlink-free spelling of ``path``: one image, one name, however it was typed."""
+    try:
+        return str(Path(path).expanduser().resolve())
+    except (OSError, RuntimeError):  # a loop of symlinks, a name too long: keep it as typed; reading reports it
+        return str(Path(path).expanduser().absolute())
+
+
+def same_file(item: Item) -> Item:
+    return Item(resolved(item.path), item.label)
+
+
 def _folder(root: Path) -> list[Item]:
     files = sorted(p for p in root.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS)
     if not files:
         raise SourceError(f"{root}: no image files ({', '.join(sorted(IMAGE_EXTENSIONS))}) in this folder")
     # ImageFolder layout: nothing at the top, everything exactly one level down.
     imagefolder = all(len(p.relative_to(root).parts) == 2 for p in files)
-    return [Item(str(p), p.parent.name if imagefolder else None) for p in files]
+    return [Item(resolved(str(p)), p.parent.name if imagefolder else None) for p in files]
 
 
 def _pick(columns: list[str], wanted: tuple[str, ...]) -> str | None:
@@ -143,7 +158,7 @@ def _lines(path: Path) -> list[Item]:
 
 def _resolve(name: str, base: Path) -> str:
     p = Path(name).expanduser()
-    return str(p if p.is_absolute() else base / p)
+    return resolved(str(p if p.is_absolute() else base / p))
 
 
 def read_source(spec: str) -> list[Item]:

@@ -6,6 +6,7 @@ Layout::
       store.json                      {"format": "patchlens-batch-store", "version": 1, ...}
       manifest/part-000000.parquet    one row per (image, target, method)
       maps/part-000000.npz            that part's saliency maps, float16, one array per row
+      checksums/part-000000.json      SHA-256 of both, written with them (see :mod:`.health`)
 
 Each finished chunk of images is written as a map shard and then a manifest
 part, each to a hidden temporary file that is renamed into place
@@ -24,13 +25,16 @@ The manifest folder is ordinary Parquet: ``pandas.read_parquet("STORE/manifest")
 DuckDB ``read_parquet('STORE/manifest/*.parquet')`` or ``ray.data.read_parquet``
 read it directly (temporary files start with a dot and are skipped). Read raw,
 a retried image also shows its older failed row until the store is compacted,
-which every completed run does; :func:`open_store` always deduplicates.
+which every completed run does; :func:`open_store` always deduplicates. The
+parts a compaction replaced are kept as hidden ``.part-N.parquet.replaced``
+until the next one, so a damaged compacted part loses no row.
 """
 
 from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import io
 import json
 import os
 import re
@@ -41,6 +45,7 @@ import numpy as np
 
 from .._version import __version__
 from ..errors import PatchlensError
+from .health import Damage, check_manifest_part, check_shard, read_sums, sha256
 
 FORMAT = "patchlens-batch-store"
 VERSION = 1
@@ -129,6 +134,9 @@ class Store:
         self.root = Path(root)
         self.manifest_dir = self.root / "manifest"
         self.maps_dir = self.root / "maps"
+        self.sums_dir = self.root / "checksums"
+        #: what the last :meth:`read` found damaged (empty when all is well)
+        self.damage = Damage()
 
     # -- opening -------------------------------------------------------------
     @classmethod
@@ -138,12 +146,15 @@ class Store:
         if store.root.exists() and not (store.root / "store.json").exists():
             if not store.root.is_dir() or any(store.root.iterdir()):
                 raise StoreError(f"{store.root}: exists and is not a patchlens batch store; choose a new --out")
-        store.manifest_dir.mkdir(parents=True, exist_ok=True)
-        store.maps_dir.mkdir(parents=True, exist_ok=True)
-        if not (store.root / "store.json").exists():
-            info = {"format": FORMAT, "version": VERSION, "created": dt.datetime.now(dt.timezone.utc).isoformat(),
-                    "patchlens_version": __version__}
-            _atomic_write(store.root / "store.json", lambda f: f.write((json.dumps(info, indent=2) + "\n").encode()))
+        try:
+            for folder in (store.manifest_dir, store.maps_dir, store.sums_dir):
+                folder.mkdir(parents=True, exist_ok=True)
+            if not (store.root / "store.json").exists():
+                info = {"format": FORMAT, "version": VERSION, "created": dt.datetime.now(dt.timezone.utc).isoformat(),
+                        "patchlens_version": __version__}
+                _atomic_write(store.root / "store.json", lambda f: f.write((json.dumps(info, indent=2) + "\n").encode()))
+        except OSError as exc:  # a file in the way, no permission, a full disk: before any work is done
+            raise StoreError(f"{store.root}: cannot create the store here: {exc.strerror or exc}") from None
         store.check()
         return store
 
@@ -170,7 +181,7 @@ class Store:
                 fcntl.flock(f.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
             except OSError:
                 raise StoreError(f"{self.root}: another patchlens batch is writing this store") from None
-            for tmp in [*self.manifest_dir.glob(".*.tmp-*"), *self.maps_dir.glob(".*.tmp-*")]:
+            for tmp in [*self.manifest_dir.glob(".*.tmp-*"), *self.maps_dir.glob(".*.tmp-*"), *self.sums_dir.glob(".*.tmp-*")]:
                 tmp.unlink(missing_ok=True)  # left by a killed writer; we hold the lock, so not in use
             try:
                 yield
@@ -192,7 +203,11 @@ class Store:
         return max(numbers, default=-1) + 1
 
     def write_part(self, rows: list[dict[str, Any]], maps: list[np.ndarray | None]) -> int:
-        """Write ``rows`` (and their maps, None for failed rows) as one new part; returns its number."""
+        """Write ``rows`` (and their maps, None for failed rows) as one new part; returns its number.
+
+        Order: map shard, checksums, manifest part (the commit point). A failed
+        write (a full disk) is one StoreError; the parts written before it are intact.
+        """
         import pyarrow as pa
         import pyarrow.parquet as pq
 
@@ -206,25 +221,61 @@ class Store:
                 key = f"m{i}"
                 arrays[key] = np.asarray(m, dtype=np.float16)
                 row["map_file"], row["map_key"] = f"maps/{shard}", key
-        if arrays:
-            _atomic_write(self.maps_dir / shard, lambda f: np.savez(f, **arrays))
         schema = _schema(sorted({k for row in rows for k in row if k.startswith("metric_")}))
         table = pa.table({f.name: pa.array([row.get(f.name) for row in rows], type=f.type) for f in schema}, schema=schema)
-        _atomic_write(self.manifest_dir / f"part-{number:06d}.parquet", lambda f: pq.write_table(table, f))
+        shard_bytes = _bytes(lambda f: np.savez(f, **arrays)) if arrays else None
+        self._commit(number, _bytes(lambda f: pq.write_table(table, f)), len(rows), shard_bytes)
         return number
 
+    def _commit(self, number: int, part: bytes, rows: int, shard: bytes | None) -> None:
+        sums = {"manifest": sha256(part), "rows": rows, "map": None, "map_bytes": None}
+        try:
+            if shard is not None:
+                sums["map"], sums["map_bytes"] = sha256(shard), len(shard)
+                _atomic_write(self.maps_dir / f"part-{number:06d}.npz", lambda f: f.write(shard))
+            self.sums_dir.mkdir(exist_ok=True)  # stores from before checksums
+            _atomic_write(self.sums_dir / f"part-{number:06d}.json", lambda f: f.write(json.dumps(sums).encode()))
+            _atomic_write(self.manifest_dir / f"part-{number:06d}.parquet", lambda f: f.write(part))
+        except OSError as exc:
+            raise StoreError(
+                f"{self.root}: cannot write part {number}: {exc.strerror or exc}; "
+                "the parts already written are intact (continue with --resume)"
+            ) from None
+
     # -- reading -------------------------------------------------------------
-    def read(self, latest: bool = True) -> "Any":
-        """The manifest as a pandas DataFrame; ``latest`` keeps only the newest part's rows per unit."""
+    def read(self, latest: bool = True, hash_maps: bool = False) -> "Any":
+        """The manifest as a pandas DataFrame; ``latest`` keeps only the newest part's rows per unit.
+
+        Damaged manifest parts are skipped and every other row is kept; what was
+        damaged is left in :attr:`damage`. Map shards are checked for presence
+        and size, and with ``hash_maps`` against their checksums too.
+        """
         import pandas as pd
         import pyarrow.parquet as pq
 
+        damage = Damage()
         frames = []
-        for number, p in self.parts():
-            frame = pq.read_table(p).to_pandas(types_mapper=_pandas_type)
+        parts = self.parts()
+        fallback = self._fallback(parts)
+        for number, p in parts + fallback:
+            sums = read_sums(self.sums_dir, number)
+            why = check_manifest_part(p, sums)
+            if why is None:
+                try:
+                    frame = pq.read_table(p).to_pandas(types_mapper=_pandas_type)
+                except Exception as exc:  # pyarrow raises many kinds for a mangled file
+                    why = f"not readable as Parquet: {type(exc).__name__}"
+            if why is not None:
+                if fallback and number > fallback[-1][0]:
+                    why += "; its rows were read from the parts it replaced"
+                else:
+                    damage.lost_rows += int((sums or {}).get("rows") or 0)
+                damage.parts[f"manifest/{p.name.lstrip('.')}"] = why
+                continue
             if len(frame):
                 frames.append(frame.assign(_file=number))
         if not frames:
+            self.damage = damage
             return pd.DataFrame({name: pd.Series(dtype="object") for name in COLUMNS})
         df = pd.concat(frames, ignore_index=True) if len(frames) > 1 else frames[0]
         if latest and len(frames) > 1:
@@ -232,7 +283,29 @@ class Store:
             newest = df.groupby(UNIT, dropna=False)["_file"].transform("max")
             df = df[df["_file"] == newest]
         df = df.drop(columns="_file")
+        for map_file in df["map_file"].dropna().unique():
+            m = _PART.match(Path(str(map_file)).name)
+            sums = read_sums(self.sums_dir, int(m.group(1))) if m else None
+            why = check_shard(self.root, str(map_file), sums, hash_maps)
+            if why is not None:
+                damage.shards[str(map_file)] = f"{why}; {int((df['map_file'] == map_file).sum())} maps lost"
+        self.damage = damage
         return df.sort_values(["path", "method", "request", "target"], kind="stable").reset_index(drop=True)
+
+    def _fallback(self, parts: list[tuple[int, Path]]) -> list[tuple[int, Path]]:
+        """The replaced parts, when the compacted part that replaced them is damaged or gone, else none.
+
+        They are older than anything written since, so newer rows still win.
+        """
+        backups = self.replaced()
+        if not backups:
+            return []
+        later = [(n, p) for n, p in parts if n > backups[-1][0]]
+        if not later:
+            return backups
+        n, p = later[0]
+        healthy = check_manifest_part(p, read_sums(self.sums_dir, n)) is None and _parquet_ok(p)
+        return [] if healthy else backups
 
     def compact(self) -> None:
         """Rewrite the manifest as one part (maps stay where they are); crash-safe at every step."""
@@ -248,6 +321,38 @@ class Store:
         # reindex: parts written before a column existed lack it; it is null there
         table = pa.Table.from_pandas(df.reindex(columns=schema.names), schema=schema, preserve_index=False)
         # The compacted part is the newest, so until the old parts are gone it wins every unit.
-        _atomic_write(self.manifest_dir / f"part-{number:06d}.parquet", lambda f: pq.write_table(table, f))
-        for _, p in old:
+        self._commit(number, _bytes(lambda f: pq.write_table(table, f)), len(table), None)
+        # The parts just compacted are kept, hidden, until the next compaction: should the one
+        # compacted part be damaged, :meth:`read` falls back on them and no row is lost.
+        for _, p in self.replaced():
             p.unlink(missing_ok=True)
+        damaged = {Path(name).name for name in self.damage.parts}
+        for _, p in old:
+            suffix = "damaged" if p.name in damaged else "replaced"  # damaged: for whoever wants to look at it
+            os.replace(p, p.with_name(f".{p.name}.{suffix}"))
+
+    def replaced(self) -> list[tuple[int, Path]]:
+        """The parts the last compaction replaced (hidden from readers), by number."""
+        out = []
+        for p in self.manifest_dir.glob(".part-*.parquet.replaced"):
+            m = _PART.match(p.name[1 : -len(".replaced")])
+            if m:
+                out.append((int(m.group(1)), p))
+        return sorted(out)
+
+
+def _parquet_ok(path: Path) -> bool:
+    import pyarrow.parquet as pq
+
+    try:
+        pq.read_metadata(path)
+        return True
+    except Exception:
+        return False
+
+
+def _bytes(write: Callable[[BinaryIO], None]) -> bytes:
+    """What ``write`` writes, in memory: hashed, then written in one go (a part is small)."""
+    buf = io.BytesIO()
+    write(buf)
+    return buf.getvalue()

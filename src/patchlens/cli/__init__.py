@@ -47,6 +47,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.print_help()
         return 2
     try:
+        from ._checks import positive_batch_size
+
+        positive_batch_size(getattr(args, "batch_size", None))  # every command that runs a model has it
         return int(args.run(args) or 0)
     except PatchlensError as exc:
         error(str(exc))

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import sys
-from pathlib import Path
 from typing import Any
 
 from ..api import check_supported, explain_one
@@ -13,6 +12,7 @@ from ..images import load_image
 from ..methods import get_method, make_method
 from ..methods._sampling import stopping_rule
 from ..models import load_model
+from ._checks import writable_folder
 from ._options import add_method_arguments, method_command, method_params
 
 EXAMPLES = """examples:
@@ -57,6 +57,7 @@ def run(args: argparse.Namespace) -> int:
     cls = get_method(args.method)
     method = make_method(args.method, **method_params(args, cls))
     say = (lambda *a: None) if args.quiet else print
+    out = writable_folder(args.out)  # before the model is loaded and any image explained
     classifier = load_model(args.model, device=args.device)
     check_supported(method, classifier)  # once for the whole run, before any forward pass
     passes = method.passes(classifier.input_size)
@@ -65,7 +66,6 @@ def run(args: argparse.Namespace) -> int:
     rule = stopping_rule(method)
     if rule:
         say(f"  {rule}")
-    out = Path(args.out)
     failed = 0
     for path in args.images:
         try:
@@ -78,7 +78,12 @@ def run(args: argparse.Namespace) -> int:
             failed += 1
             continue
         for exp in results:
-            files = exp.save(out)
+            try:
+                files = exp.save(out)
+            except OSError as exc:  # a full disk: this image fails, the others may still fit
+                print(f"patchlens: error: {path}: cannot save to {out}: {exc.strerror or exc}", file=sys.stderr)
+                failed += 1
+                break
             say(f"{path}: {exp.label} (class {exp.target}, p={exp.score:.3f}), {exp.forward_passes} passes in {exp.seconds:.1f}s")
             try:
                 say("  " + exp.describe())

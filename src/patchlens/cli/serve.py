@@ -36,6 +36,11 @@ def register(sub: Any, argv: list[str]) -> None:
     p.add_argument("--workers", type=int, default=1, help="explanations computed at the same time [default: 1]")
     p.add_argument("--queue", type=int, default=8, help="explanations that may wait; more are refused with 429 [default: 8]")
     p.add_argument("--max-upload-mb", type=float, default=20, help="largest upload in MB [default: 20]")
+    p.add_argument(
+        "--allowed-hosts", default=None, metavar="NAMES",
+        help="comma list of Host names the server answers to, '*' for any (protects against DNS rebinding) "
+             "[default: localhost, 127.0.0.1, ::1, and --host]",
+    )
     p.set_defaults(run=run)
 
 
@@ -53,7 +58,8 @@ def run(args: argparse.Namespace) -> int:
         raise PatchlensError(f"--port {args.port}: must be between 1 and 65535")
     if args.workers < 1 or args.queue < 1 or args.max_upload_mb <= 0:
         raise PatchlensError("--workers and --queue must be at least 1, --max-upload-mb above 0")
-    config = WebConfig(workers=args.workers, max_queued=args.queue, max_upload_bytes=int(args.max_upload_mb * 1024 * 1024))
+    config = WebConfig(workers=args.workers, max_queued=args.queue, max_upload_bytes=int(args.max_upload_mb * 1024 * 1024),
+                       allowed_hosts=allowed_hosts(args.allowed_hosts, args.host))
     app = create_app(model=args.model, device=args.device, config=config)
     if not _is_loopback(args.host):
         print(f"patchlens: warning: listening on {args.host}: other machines can use this server", file=sys.stderr)
@@ -61,6 +67,19 @@ def run(args: argparse.Namespace) -> int:
     print(f"patchlens: {app.state.classifier.model_id} ready at http://{shown}:{args.port}/  (Ctrl+C to stop)")
     uvicorn.run(app, host=args.host, port=args.port, log_level="warning")
     return 0
+
+
+def allowed_hosts(given: str | None, listen: str) -> tuple[str, ...]:
+    """The Host allowlist: the names given, or loopback names plus the address listened on."""
+    from ..web.guard import LOOPBACK_HOSTS
+
+    if given is not None:
+        names = tuple(n.strip() for n in given.split(",") if n.strip())
+        if not names:
+            raise PatchlensError("--allowed-hosts: give at least one name, or '*' for any")
+        return names
+    extra = () if listen in ("0.0.0.0", "::") or listen in LOOPBACK_HOSTS else (listen,)
+    return LOOPBACK_HOSTS + extra
 
 
 def _is_loopback(host: str) -> bool:

@@ -12,6 +12,7 @@ import warnings
 from typing import Any
 
 from .._discovery import import_submodules
+from ._features import count_regions
 from .base import Attribution, Job, Method, ParamInfo, catalogue, get_method, make_method, param, register, registry
 
 
@@ -42,4 +43,5 @@ __all__ = [
     "catalogue",
     "get_method",
     "make_method",
+    "count_regions",
 ]

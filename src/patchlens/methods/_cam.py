@@ -106,7 +106,7 @@ class GradientCam(Method):
     requires = Capability.GRADIENTS | Capability.LAYERS
     layer: str = param("auto", LAYER_HELP)
 
-    def passes(self, size: tuple[int, int] = (224, 224)) -> int:
+    def passes(self, size: tuple[int, int] = (224, 224), image: torch.Tensor | None = None) -> int:
         return 2  # the scoring pass that resolves targets, then one forward (and a backward per target)
 
     def combine(self, grads: torch.Tensor, activations: torch.Tensor) -> torch.Tensor:

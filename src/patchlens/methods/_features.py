@@ -19,11 +19,39 @@ from ..errors import MethodError
 
 FEATURES = PARTITIONS
 
+#: Largest ``grid`` of the region methods: every per-region allocation (samples x regions,
+#: regions x regions) is bounded through it.
+MAX_GRID = 64
+
+
+def region_limit(features: str, grid: int) -> int:
+    """Most regions a partition may have: ``grid²`` for a grid, twice that for superpixels.
+
+    SLIC stays under ``grid²`` on photos; quickshift on noise makes thousands of
+    regions (33,792 for ``grid=16`` on a 224 px noise image), and every cost of
+    these methods grows with the count, so it is capped rather than trusted.
+    """
+    return grid * grid if features == "grid" else 2 * grid * grid
+
 
 def regions(image: torch.Tensor, features: str, grid: int) -> tuple[torch.Tensor, int]:
-    """The region label map ``(H, W)`` of ``image`` and the number of regions K."""
+    """The region label map ``(H, W)`` of ``image`` and the number of regions K (at most :func:`region_limit`)."""
     labels = make_partition(image, features, grid)
-    return labels, int(labels.max()) + 1
+    k = int(labels.max()) + 1
+    limit = region_limit(features, grid)
+    if k > limit:
+        raise MethodError(
+            f"features={features}: cut this image into {k:,} regions, more than the {limit:,} allowed for grid={grid}; "
+            "use features=slic or grid, or a smaller grid"
+        )
+    return labels, k
+
+
+def count_regions(features: str, grid: int, image: torch.Tensor | None = None) -> int:
+    """The number of regions of ``image`` (exact, one partition: milliseconds), or without an image its bound."""
+    if features == "grid" or image is None:
+        return region_limit(features, grid)
+    return regions(image, features, grid)[1]
 
 
 def paint(values: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:

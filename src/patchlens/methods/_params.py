@@ -12,6 +12,7 @@ from __future__ import annotations
 from typing import Any
 
 from ..engine import BASELINES, PARTITIONS
+from ._features import MAX_GRID
 from .base import param
 
 MASKINGS = ("pixels", "tokens")
@@ -51,6 +52,7 @@ def region_grid(default: int, low: int = 1) -> Any:
         "region count: with features=grid the image is cut into grid x grid patches; with slic/quickshift "
         "into about grid² superpixels",
         low=low,
+        high=MAX_GRID,
         group="regions",
     )
 

@@ -68,7 +68,7 @@ class AttentionRollout(Method):
         high=0.99,
     )
 
-    def passes(self, size: tuple[int, int] = (224, 224)) -> int:
+    def passes(self, size: tuple[int, int] = (224, 224), image: torch.Tensor | None = None) -> int:
         return 2  # the scoring pass explain() runs, and the pass that records attention
 
     def attribute(self, job: Job) -> Attribution:

@@ -182,9 +182,26 @@ class Method:
     def attribute(self, job: Job) -> Attribution:
         raise NotImplementedError
 
-    def passes(self, size: tuple[int, int] = (224, 224)) -> int | None:
-        """Forward passes this configuration will run, if known in advance (for the CLI)."""
+    def passes(self, size: tuple[int, int] = (224, 224), image: torch.Tensor | None = None) -> int | None:
+        """Forward passes this configuration will run, known before it runs (budgets, progress).
+
+        ``image`` (``(3, H, W)`` at the model's input size) makes the count exact
+        for methods whose cost depends on the image (superpixels); without it
+        they give an upper bound.
+        """
         return None
+
+    #: whether :meth:`passes` counts one class: the method then searches once per explained class
+    passes_per_target: ClassVar[bool] = False
+
+    def total_passes(
+        self, size: tuple[int, int] = (224, 224), image: torch.Tensor | None = None, targets: int = 1
+    ) -> int | None:
+        """Forward passes for ``targets`` classes on one image, the scoring pass included (budgets, progress)."""
+        passes = self.passes(size, image)
+        if passes is not None and self.passes_per_target:
+            passes = (passes - 1) * targets + 1  # the one scoring pass, then the search for each class
+        return passes
 
 
 _REGISTRY: dict[str, type[Method]] = {}

@@ -12,6 +12,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from ..capabilities import Capability
+import torch
+
 from ._gradients import accumulate
 from .base import Attribution, Job, Method, register
 
@@ -23,7 +25,7 @@ class GradientXInput(Method):
     summary = "Gradient times pixel value, summed over colours; signed contributions (one backward pass)."
     requires = Capability.GRADIENTS
 
-    def passes(self, size: tuple[int, int] = (224, 224)) -> int:
+    def passes(self, size: tuple[int, int] = (224, 224), image: torch.Tensor | None = None) -> int:
         return 2  # the scoring pass that resolves targets, then one forward (and a backward per target)
 
     def attribute(self, job: Job) -> Attribution:

@@ -51,7 +51,7 @@ class IntegratedGradients(Method):
         if self.rule == "trapezoid" and self.steps < 2:
             raise MethodError(f"{self.name}: steps={self.steps} must be at least 2 for the trapezoid rule")
 
-    def passes(self, size: tuple[int, int] = (224, 224)) -> int:
+    def passes(self, size: tuple[int, int] = (224, 224), image: torch.Tensor | None = None) -> int:
         return self.steps + 3  # + the scoring pass, the image and the baseline
 
     def attribute(self, job: Job) -> Attribution:

@@ -19,7 +19,7 @@ import torch
 from ..engine import FeatureMasks, make_baseline
 from ..errors import MethodError
 from . import _params as shared
-from ._features import constrained_shapley, paint, regions, shapley_coalitions
+from ._features import constrained_shapley, count_regions, paint, regions, shapley_coalitions
 from ._sampling import SamplingMethod
 from .base import Job, param, register
 
@@ -56,10 +56,9 @@ class KernelShap(SamplingMethod):
         if self.features == "grid" and self.n_samples < k + 1:  # superpixels: checked once counted
             raise MethodError(f"kernelshap: n_samples={self.n_samples} is too few for {k} regions; use at least {k + 1}")
 
-    def passes(self, size: tuple[int, int] = (224, 224)) -> int | None:
-        if self.features != "grid":
-            return None  # the number of superpixels, hence of coalitions, depends on the image
-        k = self.grid * self.grid
+    def passes(self, size: tuple[int, int] = (224, 224), image: torch.Tensor | None = None) -> int:
+        k = count_regions(self.features, self.grid, image)
+        # all 2^k coalitions when they fit in n_samples, else n_samples of them; + the scoring pass
         return (2**k if k < 31 and 2**k <= self.n_samples else self.n_samples) + 1
 
     def prepare(self, job: Job) -> _ShapState:

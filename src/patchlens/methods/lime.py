@@ -53,7 +53,7 @@ class Lime(SamplingMethod):
     converge: float = shared.converge()
     round_size: int = shared.round_size(100)
 
-    def passes(self, size: tuple[int, int] = (224, 224)) -> int:
+    def passes(self, size: tuple[int, int] = (224, 224), image: torch.Tensor | None = None) -> int:
         return self.n_samples + 1
 
     def prepare(self, job: Job) -> _LimeState:

@@ -55,7 +55,7 @@ class Occlusion(Method):
     baseline: str = shared.baseline()
     masking: str = shared.masking()
 
-    def passes(self, size: tuple[int, int] = (224, 224)) -> int:
+    def passes(self, size: tuple[int, int] = (224, 224), image: torch.Tensor | None = None) -> int:
         h, w = size
         return len(_starts(h, self.window, self.stride)) * len(_starts(w, self.window, self.stride)) + 1
 

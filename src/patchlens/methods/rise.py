@@ -76,7 +76,7 @@ class Rise(SamplingMethod):
     converge: float = shared.converge()
     round_size: int = shared.round_size(250)
 
-    def passes(self, size: tuple[int, int] = (224, 224)) -> int:
+    def passes(self, size: tuple[int, int] = (224, 224), image: torch.Tensor | None = None) -> int:
         return self.n_masks + 1
 
     def prepare(self, job: Job) -> _RiseState:

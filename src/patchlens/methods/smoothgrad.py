@@ -34,7 +34,7 @@ class SmoothGrad(Method):
         0.15, "noise strength: standard deviation as a fraction of the image's value range (0.1-0.2 is typical)", low=0.0
     )
 
-    def passes(self, size: tuple[int, int] = (224, 224)) -> int:
+    def passes(self, size: tuple[int, int] = (224, 224), image: torch.Tensor | None = None) -> int:
         return self.n_samples + 1
 
     def attribute(self, job: Job) -> Attribution:

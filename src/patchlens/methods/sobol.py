@@ -19,7 +19,7 @@ import torch
 
 from ..engine import FeatureMasks, make_baseline
 from . import _params as shared
-from ._features import paint, regions
+from ._features import count_regions, paint, regions
 from ._sampling import SamplingMethod
 from .base import Job, param, register
 
@@ -59,10 +59,8 @@ class Sobol(SamplingMethod):
     converge: float = shared.converge()
     round_size: int = shared.round_size(8)
 
-    def passes(self, size: tuple[int, int] = (224, 224)) -> int | None:
-        if self.features != "grid":
-            return None  # the number of superpixels depends on the image
-        return self.n_designs * (self.grid * self.grid + 2) + 1
+    def passes(self, size: tuple[int, int] = (224, 224), image: torch.Tensor | None = None) -> int:
+        return self.n_designs * (count_regions(self.features, self.grid, image) + 2) + 1
 
     def prepare(self, job: Job) -> _SobolState:
         x = job.image

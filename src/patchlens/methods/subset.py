@@ -23,7 +23,7 @@ import torch
 
 from ..engine import FeatureMasks, make_baseline
 from . import _params as shared
-from ._features import regions
+from ._features import count_regions, regions
 from ._features import paint as paint_regions  # "paint" is also this method's parameter
 from .base import Attribution, Job, Method, param, register
 
@@ -43,17 +43,17 @@ class SubsetSelection(Method):
     name = "subset"
     summary = "Rank image regions by a greedy search from both ends (most and least important); gives insertion/deletion curves."
 
+    passes_per_target = True  # its search runs once per explained class
+
     features: str = shared.features("grid")
     grid: int = shared.region_grid(5, low=2)  # cost grows as regions²/2
     baseline: str = shared.baseline()
     paint: str = param("rank", "map value of a region: rank ((K - rank) / K, 1 = most important) or gain (its rise on the insertion curve)", choices=("rank", "gain"))
     masking: str = shared.masking()
 
-    def passes(self, size: tuple[int, int] = (224, 224)) -> int | None:
-        if self.features != "grid":
-            return None  # the number of superpixels depends on the image
-        k = self.grid * self.grid
-        return search_passes(k) + k + 1
+    def passes(self, size: tuple[int, int] = (224, 224), image: torch.Tensor | None = None) -> int:
+        k = count_regions(self.features, self.grid, image)
+        return search_passes(k) + k + 1  # per target
 
     def attribute(self, job: Job) -> Attribution:
         x = job.image

@@ -32,7 +32,7 @@ MODEL_SPECS: dict[str, str] = {
     "onnx:<path>": "an ONNX file, run with onnxruntime (pip install 'patchlens[onnx]')",
     "torchscript:<path>": "a TorchScript file saved with torch.jit.save",
     "<nn.Module>": "(Python) any torch module; options mean, std, input_size, labels, softmax",
-    "<callable>": "(Python) any function batch -> scores, the black-box case; options input_size, labels, numpy, softmax",
+    "<callable>": "(Python) any function batch -> scores, the black-box case; options input_size, labels, numpy, softmax, probabilities",
 }
 
 

@@ -22,6 +22,17 @@ class CallableClassifier(Classifier):
         labels: class names.
         softmax: apply softmax to what it returns (set when it returns logits).
         numpy: hand it numpy arrays in HWC order instead of tensors.
+        probabilities: what its scores are. None (the default): checked on every
+            call; scores that cannot be probabilities (negative, above 1, or
+            integers) are refused with a ModelError that says what to pass, and
+            rows in [0, 1] that do not sum to 1 are kept as plain scores.
+            False: plain scores, explained as they are. True: trust them.
+
+    The function is handed a copy of each batch (measured cheaper than a
+    read-only view that then has to be checked; see benchmarks/RESULTS.md), so
+    one that changes its input in place cannot change the image being explained.
+    ``outputs_probabilities`` says whether the scores seen so far are
+    probabilities (for titles: "p" or "score").
     """
 
     def __init__(
@@ -34,6 +45,7 @@ class CallableClassifier(Classifier):
         numpy: bool = False,
         device: str | torch.device = "cpu",
         model_id: str | None = None,
+        probabilities: bool | None = None,
     ) -> None:
         if not callable(fn):
             raise ModelError(f"{type(fn).__name__}: not callable")
@@ -44,20 +56,52 @@ class CallableClassifier(Classifier):
         self.numpy = numpy
         self.device = torch.device(device)
         self.model_id = str(model_id or getattr(fn, "__name__", type(fn).__name__))
+        self.probabilities = probabilities
+        self.outputs_probabilities = bool(softmax) or probabilities is not False
 
     def _scores(self, x: torch.Tensor) -> torch.Tensor:
-        batch: object = x.permute(0, 2, 3, 1).cpu().numpy() if self.numpy else x
+        # A copy, so that in-place changes by the function cannot reach the image being explained.
+        batch: object = x.permute(0, 2, 3, 1).cpu().numpy().copy() if self.numpy else x.clone()
         try:
             out = self.fn(batch)
         except Exception as exc:
             raise ModelError(f"{self.model_id}: the model raised {type(exc).__name__}: {exc}") from exc
+        integers = _is_integer(out)
         if isinstance(out, np.ndarray) or isinstance(out, (list, tuple)):
             try:
                 out = torch.as_tensor(np.asarray(out, dtype=np.float32))
             except (TypeError, ValueError):
                 raise ModelError(f"{self.model_id}: model returned something that is not an array of scores") from None
         if isinstance(out, torch.Tensor):
-            out = out.to(x.device, torch.float32)
+            out = out.detach().to(x.device, torch.float32)  # an output that requires grad is still just scores
             if self.softmax and out.ndim == 2:
                 out = out.softmax(dim=1)
+            elif out.ndim == 2 and out.numel() and self.probabilities is None:
+                self._check_probabilities(out, integers)
         return out  # type: ignore[return-value]
+
+    def _check_probabilities(self, out: torch.Tensor, integers: bool) -> None:
+        """Refuse scores that cannot be probabilities; note rows that are not a distribution."""
+        low, high = float(out.min()), float(out.max())
+        if integers or low < 0 or high > 1 + 1e-4:
+            found = "integers" if integers else f"values from {low:.4g} to {high:.4g}"
+            raise ModelError(
+                f"{self.model_id}: returned scores that are not probabilities ({found}); pass softmax=True if they "
+                "are logits, or probabilities=False to explain them as plain scores"
+            )
+        sums = out.sum(dim=1)
+        if not torch.allclose(sums, torch.ones_like(sums), atol=1e-3):
+            self.outputs_probabilities = False  # in [0, 1] but not a distribution: shown as scores, not "p"
+
+
+def _is_integer(out: object) -> bool:
+    if isinstance(out, torch.Tensor):
+        return not (out.dtype.is_floating_point or out.dtype.is_complex)
+    if isinstance(out, np.ndarray):
+        return out.dtype.kind in "iub"
+    if isinstance(out, (list, tuple)):
+        try:
+            return np.asarray(out).dtype.kind in "iub"
+        except (TypeError, ValueError):
+            return False
+    return False

@@ -61,6 +61,8 @@ class Classifier:
     model_id: str = "model"
     #: matrix dtype for the forward pass on GPUs (None: full float32).
     autocast_dtype: torch.dtype | None = None
+    #: whether the scores are class probabilities (titles say "p") or plain scores ("score").
+    outputs_probabilities: bool = True
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         """Class probabilities ``(N, C)`` (float32) for a batch ``(N, 3, H, W)`` in [0, 1]."""
@@ -140,6 +142,11 @@ class Classifier:
             raise ModelError(
                 f"{self.model_id}: model returned {out.shape[1]} classes but has {len(self.labels)} labels"
             )
+        # The first answer fixes the number of classes: a model whose count changes between
+        # calls would otherwise fail later with an IndexError deep inside a method.
+        seen = self.__dict__.setdefault("_classes_seen", out.shape[1])
+        if out.shape[1] != seen:
+            raise ModelError(f"{self.model_id}: model returned {out.shape[1]} classes, but {seen} on an earlier call")
         out = out.float()
         if not torch.isfinite(out).all():
             raise ModelError(f"{self.model_id}: model returned NaN or infinite scores")

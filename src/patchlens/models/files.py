@@ -59,6 +59,7 @@ class OnnxClassifier(Classifier):
         self.mean = np.asarray(mean, np.float32).reshape(1, 3, 1, 1)
         self.std = np.asarray(std, np.float32).reshape(1, 3, 1, 1)
         self.softmax = softmax
+        self.outputs_probabilities = bool(softmax)
         self.model_id = f"onnx:{path}"
         out_shape = self.session.get_outputs()[0].shape
         n_out = out_shape[-1] if out_shape and isinstance(out_shape[-1], int) else None

@@ -77,6 +77,7 @@ class TorchClassifier(Classifier):
         self.input_size = (input_size, input_size) if isinstance(input_size, int) else tuple(input_size)  # type: ignore[assignment]
         self.labels = list(labels) if labels is not None else None
         self.softmax = softmax
+        self.outputs_probabilities = bool(softmax)  # raw module outputs are scores, not probabilities
         self.model_id = model_id or type(module).__name__
         self._mean = torch.tensor(mean, dtype=torch.float32, device=self.device).view(1, -1, 1, 1)
         self._std = torch.tensor(std, dtype=torch.float32, device=self.device).view(1, -1, 1, 1)
@@ -133,9 +134,18 @@ class TorchClassifier(Classifier):
         return out.float()
 
     def logits(self, x: torch.Tensor) -> torch.Tensor:
-        """Differentiable outputs before softmax (the module's raw output)."""
+        """Differentiable outputs before softmax (the module's raw output).
+
+        The gradient methods call this directly, so the model's own exceptions
+        become a one-line ModelError here, as :meth:`_scores` does for scoring.
+        """
         with self.evaluating():
-            return self._forward(x.to(self.device, torch.float32))
+            try:
+                return self._forward(x.to(self.device, torch.float32))
+            except (torch.cuda.OutOfMemoryError, ModelError):
+                raise  # the engine halves its batch on OOM
+            except Exception as exc:
+                raise ModelError(f"{self.model_id}: the model raised {type(exc).__name__}: {exc}") from exc
 
     def _scores(self, x: torch.Tensor) -> torch.Tensor:
         with self.evaluating():

@@ -31,6 +31,7 @@ from ..examples import EXAMPLES, example_path
 from ..images import load_image
 from ..models import Classifier, load_model
 from ..targets import resolve_targets
+from .guard import refusal
 from .jobs import JobQueue, QueueFull
 from .state import (
     NotAnImage,
@@ -42,6 +43,8 @@ from .state import (
     available_metrics,
     build_methods,
     check_pixels,
+    check_targets,
+    job_passes,
     heatmap_png,
     load_stored,
     predict_hidden,
@@ -117,6 +120,14 @@ def create_app(
                 return JSONResponse({"detail": _too_big(int(length) if length.isdigit() else -1, cfg)}, status_code=413)
         return await call_next(request)
 
+    @app.middleware("http")
+    async def same_site_only(request: Request, call_next: Any) -> Response:
+        # outermost: checked before anything else reads the request (DNS rebinding, cross-origin posts)
+        refused = refusal(request.method, request.headers.get("host"), request.headers.get("origin"), cfg.allowed_hosts)
+        if refused is not None:
+            return JSONResponse({"detail": refused[1]}, status_code=refused[0])
+        return await call_next(request)
+
     def image_info(image_id: str, stored: StoredImage) -> dict[str, Any]:
         h, w = stored.image.pixels.shape[:2]
         return {
@@ -157,7 +168,8 @@ def create_app(
             "grid": cfg.grid,
             "baselines": sorted((b for b in BASELINES if b != "noise"), key=lambda b: b != "gray"),
             "limits": {"max_upload_bytes": cfg.max_upload_bytes, "max_pixels": cfg.max_pixels,
-                       "max_queued": cfg.max_queued, "max_passes": cfg.max_passes, "max_methods": cfg.max_methods},
+                       "max_queued": cfg.max_queued, "max_passes": cfg.max_passes, "max_methods": cfg.max_methods,
+                       "max_targets": cfg.max_targets, "max_regions": cfg.max_regions},
             "metrics": available_metrics(),
         }
 
@@ -208,9 +220,11 @@ def create_app(
     @app.post("/api/jobs", status_code=202, summary="Run one or more methods on a stored image (a job)")
     def submit(body: JobRequest) -> JSONResponse:
         stored = get_image(body.image_id)
-        chosen = build_methods([(m.name, m.params) for m in body.methods], clf, cfg)
-        resolve_targets(body.target, stored.probs, clf)  # a bad class is a 422 now, not a failed job later
-        passes = [m.passes(clf.input_size) for m in chosen]
+        # a bad class is a 422 now, not a failed job later
+        targets = resolve_targets(body.target, stored.probs, clf)
+        check_targets(targets, cfg)
+        chosen = build_methods([(m.name, m.params) for m in body.methods], clf, cfg, image=stored.x, targets=len(targets))
+        passes = [job_passes(m, clf, stored.x, len(targets)) for m in chosen]
         total = sum(p for p in passes if p is not None) if all(p is not None for p in passes) else None
 
         def work(job: Any) -> list[dict[str, Any]]:

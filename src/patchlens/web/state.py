@@ -24,10 +24,11 @@ from ..capabilities import Capability
 from ..engine import BASELINES, Engine, FeatureMasks, make_baseline, patch_grid
 from ..errors import ImageError, MethodError, PatchlensError
 from ..explanation import Explanation, record
-from ..images import LoadedImage, resize, to_tensor
-from ..methods import Method, get_method, make_method
+from ..images import LoadedImage, check_size, resize, to_tensor
+from ..methods import Method, count_regions, get_method, make_method
 from ..methods._sampling import interactive_defaults
 from ..models.classifier import Classifier
+from .guard import LOOPBACK_HOSTS
 from .jobs import Job, WatchedClassifier, holding
 
 T = TypeVar("T")
@@ -45,6 +46,9 @@ class WebConfig:
         grid: the what-if patch grid is ``grid x grid``.
         max_passes: largest forward-pass budget one method may ask for.
         max_methods: methods per request (side-by-side comparison).
+        max_targets: classes explained per request (each is a map and an overlay).
+        max_regions: regions (features) per image for LIME, KernelSHAP, Sobol, subset.
+        allowed_hosts: Host names the server answers to ("*": any); loopback names by default.
         keep_images, keep_results: how many uploads and maps are remembered.
     """
 
@@ -55,6 +59,9 @@ class WebConfig:
     grid: int = 8
     max_passes: int = 20_000
     max_methods: int = 8
+    max_targets: int = 5
+    max_regions: int = 256
+    allowed_hosts: tuple[str, ...] = LOOPBACK_HOSTS
     keep_images: int = 32
     keep_results: int = 128
 
@@ -114,6 +121,7 @@ def check_pixels(data: bytes, name: str, max_pixels: int) -> None:
         raise NotAnImage(f"{name}: not an image file (or a format Pillow cannot read)") from None
     if w * h > max_pixels:
         raise TooLarge(f"{name}: {w}x{h} pixels is over this server's limit of {max_pixels:,} pixels")
+    check_size(w, h, name)  # the library's side and aspect limits, also from the header, before decoding
 
 
 class TooLarge(ImageError):
@@ -162,8 +170,19 @@ def load_stored(classifier: Classifier, lock: threading.RLock, image: LoadedImag
     return StoredImage(image=image, x=x, probs=probs)
 
 
-def build_methods(choices: list[tuple[str, dict[str, Any]]], classifier: Classifier, config: WebConfig) -> list[Method]:
-    """Method values for a request; unknown names, bad values and over-budget runs are MethodErrors."""
+def build_methods(
+    choices: list[tuple[str, dict[str, Any]]],
+    classifier: Classifier,
+    config: WebConfig,
+    image: torch.Tensor | None = None,
+    targets: int = 1,
+) -> list[Method]:
+    """Method values for a request; unknown names, bad values and over-budget runs are MethodErrors.
+
+    With ``image`` (the stored, model-sized image) the counts of superpixel
+    methods are exact; without it they are upper bounds. ``targets``: classes
+    explained, for methods whose passes are per class.
+    """
     if not choices:
         raise MethodError("no method chosen")
     if len(choices) > config.max_methods:
@@ -172,13 +191,29 @@ def build_methods(choices: list[tuple[str, dict[str, Any]]], classifier: Classif
     for name, params in choices:
         method = make_method(name, **interactive_defaults(get_method(name), params))
         check_supported(method, classifier)
-        passes = method.passes(classifier.input_size)
-        if passes is not None and passes > config.max_passes:
-            raise MethodError(
-                f"{name}: {passes:,} forward passes is over this server's limit of {config.max_passes:,}; lower its budget"
-            )
+        if hasattr(method, "features") and hasattr(method, "grid"):
+            regions = count_regions(method.features, method.grid, image)
+            if regions > config.max_regions:
+                raise MethodError(
+                    f"{name}: {regions:,} regions (features) per image is over this server's limit of "
+                    f"{config.max_regions:,}; lower grid"
+                )
+        passes = job_passes(method, classifier, image, targets)
+        if passes is None or passes > config.max_passes:
+            stated = f"{passes:,} forward passes" if passes is not None else "an unstated number of forward passes"
+            raise MethodError(f"{name}: {stated} is over this server's limit of {config.max_passes:,}; lower its budget")
         out.append(method)
     return out
+
+
+def job_passes(method: Method, classifier: Classifier, image: torch.Tensor | None, targets: int) -> int | None:
+    """Forward passes of ``method`` on one image for ``targets`` classes, stated before it runs."""
+    return method.total_passes(classifier.input_size, image, targets)
+
+
+def check_targets(targets: list[int], config: WebConfig) -> None:
+    if len(targets) > config.max_targets:
+        raise MethodError(f"{len(targets)} classes at once: this server explains at most {config.max_targets} per request")
 
 
 def heatmap_png(saliency: np.ndarray) -> bytes:

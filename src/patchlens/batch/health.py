@@ -1,0 +1,80 @@
+"""Checking a batch store against the checksums written with it.
+
+Each part ``N`` has ``checksums/part-N.json``, written after its map shard and
+before its manifest part (the commit point): the SHA-256 of both files and the
+number of rows. A manifest part that fails its checksum or cannot be parsed is
+*damaged*: its rows are dropped and named, every other part is still read. A
+map shard that is missing or fails its checksum loses the maps of its rows;
+the rows stay readable and ``--resume`` explains those images again. Parts
+written before checksums existed (no ``.json``) are trusted if they parse.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+
+def sha256(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+@dataclass
+class Damage:
+    """What is wrong with a store: damaged manifest parts and lost map shards, each with its reason."""
+
+    parts: dict[str, str] = field(default_factory=dict)  # "manifest/part-000003.parquet" -> reason
+    shards: dict[str, str] = field(default_factory=dict)  # "maps/part-000001.npz" -> reason
+    lost_rows: int = 0  # rows of damaged parts (by their checksum file's count, when it survived)
+
+    def __bool__(self) -> bool:
+        return bool(self.parts or self.shards)
+
+    def line(self, root: Path) -> str:
+        """One line naming every damaged file and what was lost."""
+        items = [f"{name} ({why})" for name, why in {**self.parts, **self.shards}.items()]
+        lost = f"; about {self.lost_rows} rows unreadable" if self.lost_rows else ""
+        return f"{root}: damaged: {', '.join(items)}{lost}"
+
+
+def read_sums(sums_dir: Path, number: int) -> dict[str, Any] | None:
+    path = sums_dir / f"part-{number:06d}.json"
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+
+
+def check_manifest_part(path: Path, sums: dict[str, Any] | None) -> str | None:
+    """Why a manifest part cannot be trusted, or None."""
+    try:
+        if sums is not None and sums.get("manifest") and file_sha256(path) != sums["manifest"]:
+            return "checksum mismatch"
+    except OSError as exc:
+        return f"unreadable: {exc.strerror or exc}"
+    return None
+
+
+def check_shard(root: Path, map_file: str, sums: dict[str, Any] | None, hash_maps: bool) -> str | None:
+    """Why a map shard cannot be used, or None. Without ``hash_maps`` only its presence and size are checked."""
+    path = root / map_file
+    if not path.is_file():
+        return "missing"
+    if sums is None or not sums.get("map"):
+        return None
+    if path.stat().st_size != sums.get("map_bytes", path.stat().st_size):
+        return "truncated"
+    if hash_maps and file_sha256(path) != sums["map"]:
+        return "checksum mismatch"
+    return None

@@ -1,0 +1,197 @@
+"""Issue 13: generated hostile inputs give patchlens errors only, in bounded memory and time.
+
+Hypothesis draws arrays, tensors, files and callables; each must either work or
+raise a :class:`PatchlensError` with a one-line message. Memory is measured per
+example with ``tracemalloc`` (numpy and Pillow buffers are traced); time by a
+per-example deadline. The whole file runs in well under a minute.
+"""
+
+from __future__ import annotations
+
+import io
+import tracemalloc
+from datetime import timedelta
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+hypothesis = pytest.importorskip("hypothesis")
+from hypothesis import HealthCheck, given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+from hypothesis.extra import numpy as hnp  # noqa: E402
+
+import patchlens  # noqa: E402
+from patchlens.errors import PatchlensError  # noqa: E402
+from patchlens.images import load_image  # noqa: E402
+
+FUZZ = settings(
+    max_examples=60,
+    deadline=timedelta(seconds=20),  # a hang fails; a slow shared CI machine does not
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
+    derandomize=True,  # the same examples on every run: CI failures reproduce
+)
+MEMORY = 96 * 2**20  # traced bytes per example; the inputs themselves are at most a few MB
+
+
+def only_patchlens_errors(action) -> object:
+    """Run ``action``; a non-patchlens exception or a multi-line message fails the test."""
+    tracemalloc.start()
+    try:
+        return action()
+    except PatchlensError as exc:
+        assert "\n" not in str(exc) and 0 < len(str(exc)) < 500, str(exc)
+        return None
+    finally:
+        peak = tracemalloc.get_traced_memory()[1]
+        tracemalloc.stop()
+        assert peak < MEMORY, f"{peak / 2**20:.0f} MB traced"
+
+
+DTYPES = st.sampled_from([np.uint8, np.int8, np.uint16, np.int32, np.int64, np.float16, np.float32, np.float64, np.bool_, np.complex64])
+SIDES = st.one_of(st.integers(0, 40), st.sampled_from([1, 2, 3, 4, 4097, 9000, 100_000]))
+SPECIAL = st.sampled_from([None, np.nan, np.inf, -np.inf, -1.0, 1e30, 256.0, 70000.0])
+
+
+@st.composite
+def arrays(draw) -> np.ndarray:
+    ndim = draw(st.integers(0, 5))
+    shape = [draw(SIDES) for _ in range(ndim)]
+    if ndim == 3 and draw(st.booleans()):
+        shape[draw(st.sampled_from([0, 2]))] = draw(st.sampled_from([1, 3, 4]))
+    if int(np.prod(shape)) > 400_000:  # keep each input small; the extreme shapes stay extreme
+        shape = [min(s, 4) if i else s for i, s in enumerate(shape)]
+    if int(np.prod(shape)) > 400_000:
+        shape = [min(s, 20) for s in shape]
+    dtype = draw(DTYPES)
+    arr = draw(hnp.arrays(dtype, tuple(shape), elements=None, fill=st.just(dtype(0)) if dtype is not np.complex64 else None)) \
+        if int(np.prod(shape)) <= 64 else np.zeros(shape, dtype)
+    special = draw(SPECIAL)
+    if special is not None and arr.size and np.issubdtype(arr.dtype, np.floating):
+        arr.flat[draw(st.integers(0, arr.size - 1))] = special
+    if arr.ndim >= 2 and draw(st.booleans()):
+        arr = arr[::-1, ::-1]  # negatively strided views
+    return arr
+
+
+@FUZZ
+@given(arrays())
+def test_arrays(arr):
+    loaded = only_patchlens_errors(lambda: load_image(arr))
+    if loaded is not None:
+        px = loaded.pixels
+        assert px.dtype == np.uint8 and px.ndim == 3 and px.shape[2] == 3 and max(px.shape[:2]) <= 4096
+
+
+TENSOR_DTYPES = st.sampled_from([torch.float32, torch.float16, torch.bfloat16, torch.float8_e4m3fn, torch.int64, torch.uint8, torch.bool, torch.complex64])
+
+
+@FUZZ
+@given(arrays(), TENSOR_DTYPES, st.sampled_from(["dense", "sparse", "transposed", "meta", "batched"]))
+def test_tensors(arr, dtype, layout):
+    def make() -> torch.Tensor:
+        t = torch.from_numpy(np.ascontiguousarray(arr.real if np.iscomplexobj(arr) else arr).astype(np.float32)).to(dtype)
+        if layout == "sparse" and t.ndim >= 1 and dtype not in (torch.float8_e4m3fn,):
+            return t.to_sparse()
+        if layout == "transposed" and t.ndim >= 2:
+            return t.transpose(0, 1)
+        if layout == "meta":
+            return torch.empty(t.shape, dtype=dtype, device="meta")
+        if layout == "batched":
+            return t[None]
+        return t
+
+    try:
+        t = make()
+    except (RuntimeError, TypeError):  # torch itself cannot build this tensor: nothing to hand patchlens
+        return
+    only_patchlens_errors(lambda: load_image(t))
+
+
+def _file_bytes(kind: str, shape: tuple[int, int], mode: str) -> bytes:
+    buf = io.BytesIO()
+    img = Image.new(mode, (shape[1], shape[0]))
+    img.save(buf, format=kind)
+    return buf.getvalue()
+
+
+@settings(FUZZ, max_examples=40)
+@given(
+    st.sampled_from(["PNG", "JPEG", "TIFF", "GIF", "BMP"]),
+    st.tuples(st.sampled_from([1, 2, 7, 64]), st.sampled_from([1, 3, 64, 5000, 70_000])),
+    st.sampled_from(["RGB", "L", "1", "P", "RGBA", "I;16", "I", "F", "LA", "CMYK"]),
+    st.sampled_from(["whole", "truncated", "flipped", "garbage", "empty"]),
+    st.integers(0, 2**16),
+)
+def test_files(tmp_path_factory, kind, shape, mode, damage, where):
+    try:
+        data = _file_bytes(kind, shape, mode)
+    except Exception:  # Pillow cannot write this mode, or this size, in this format
+        return
+    if damage == "truncated":
+        data = data[: max(1, where % len(data))]
+    elif damage == "flipped":
+        i = where % len(data)
+        data = data[:i] + bytes([data[i] ^ 0x5A]) + data[i + 1 :]
+    elif damage == "garbage":
+        data = data[:8] + np.random.default_rng(where).bytes(64)
+    elif damage == "empty":
+        data = b""
+    path = tmp_path_factory.mktemp("fuzz") / f"f.{kind.lower()}"
+    path.write_bytes(data)
+    only_patchlens_errors(lambda: load_image(path))
+    try:
+        lazy = Image.open(path)  # the header only: a user's lazily opened image
+    except Exception:  # Pillow refuses it outright: nothing to hand patchlens
+        return
+    only_patchlens_errors(lambda: load_image(lazy))
+
+
+BEHAVIOURS = st.sampled_from(
+    ["probs", "logits", "ints", "nan", "wrong_rows", "three_d", "string", "none", "list", "raise", "grows", "inplace", "grad"]
+)
+
+
+@settings(FUZZ, max_examples=30)
+@given(BEHAVIOURS, st.integers(1, 5), st.booleans())
+def test_callables(behaviour, classes, as_numpy):
+    calls = []
+
+    def fn(batch):
+        calls.append(1)
+        x = torch.as_tensor(np.asarray(batch)).float()
+        n = x.shape[0]
+        p = torch.full((n, classes), 1.0 / classes)
+        if behaviour == "logits":
+            return p * 10 - 3
+        if behaviour == "ints":
+            return np.ones((n, classes), np.int64)
+        if behaviour == "nan":
+            return p.clone().fill_(float("nan"))
+        if behaviour == "wrong_rows":
+            return p[:-1] if n > 1 else p.repeat(2, 1)
+        if behaviour == "three_d":
+            return p[:, :, None]
+        if behaviour == "string":
+            return "cat"
+        if behaviour == "none":
+            return None
+        if behaviour == "list":
+            return p.tolist()
+        if behaviour == "raise":
+            raise KeyError("weights")
+        if behaviour == "grows":
+            return torch.full((n, classes + len(calls)), 1.0 / (classes + len(calls)))
+        if behaviour == "inplace":
+            batch[...] = 0
+        if behaviour == "grad":
+            with torch.inference_mode(False):
+                return p.clone().requires_grad_()
+        return p
+
+    model = patchlens.load_model(fn, input_size=16, numpy=as_numpy)
+    image = np.random.default_rng(0).integers(0, 256, (16, 16, 3), dtype=np.uint8)
+    exp = only_patchlens_errors(lambda: patchlens.explain(model, image, "occlusion", window=8, stride=8))
+    if exp is not None:
+        assert np.isfinite(exp.saliency).all()

@@ -1,0 +1,67 @@
+"""Issue 13, findings 9 and 10 on the command line: one line per mistake, checked before the work, others still done."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+import patchlens.cli.explain as explain_cli
+from patchlens.cli import main
+
+
+@pytest.fixture
+def photo(tmp_path):
+    path = tmp_path / "photo.png"
+    Image.fromarray(np.random.default_rng(0).integers(0, 256, (40, 48, 3), dtype=np.uint8)).save(path)
+    return path
+
+
+FAST = ["--method", "occlusion", "--window", "112", "--stride", "112", "--quiet", "--device", "cpu"]
+
+
+@pytest.fixture(scope="module")
+def tiny_spec(tmp_path_factory) -> list[str]:
+    """A model spec the CLI can load that costs next to nothing per pass."""
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(torch.nn.AvgPool2d(32), torch.nn.Flatten(), torch.nn.Linear(147, 4)).eval()
+    path = tmp_path_factory.mktemp("model") / "tiny.pt"
+    torch.jit.save(torch.jit.trace(net, torch.rand(1, 3, 224, 224)), str(path))
+    return ["--model", f"torchscript:{path}"]
+
+
+def one_clean_line(err: str) -> str:
+    assert "Traceback" not in err and err.count("\n") == 1, err
+    return err
+
+
+@pytest.mark.parametrize("size", ["0", "-3"])
+@pytest.mark.parametrize("command", ["explain", "batch"])
+def test_a_batch_size_below_one_is_a_clean_error(command, size, photo, tmp_path, capsys):
+    args = [command, str(photo), "--batch-size", size, "--out", str(tmp_path / "out"), *FAST]
+    assert main(args) == 2
+    assert f"--batch-size {size}: must be at least 1" in one_clean_line(capsys.readouterr().err)
+
+
+def test_an_out_that_is_a_file_or_unwritable_is_refused_before_any_work(photo, tmp_path, capsys, monkeypatch):
+    def no_model(*a, **k):
+        raise AssertionError("the model was loaded before --out was checked")
+
+    monkeypatch.setattr(explain_cli, "load_model", no_model)
+    blocker = tmp_path / "notes.txt"
+    blocker.write_text("precious")
+    assert main(["explain", str(photo), "--out", str(blocker), *FAST]) == 2
+    assert "is a file, not a folder" in one_clean_line(capsys.readouterr().err)
+    assert main(["explain", str(photo), "--out", str(blocker / "maps"), *FAST]) == 2
+    assert "cannot write there" in one_clean_line(capsys.readouterr().err)
+    assert blocker.read_text() == "precious"
+
+
+def test_one_bad_image_does_not_stop_the_others(photo, tmp_path, capsys, tiny_spec):
+    too_long = "x" * 5000 + ".png"
+    out = tmp_path / "out"
+    assert main(["explain", too_long, str(photo), "--out", str(out), *FAST, *tiny_spec]) == 1
+    err = capsys.readouterr().err
+    assert "Traceback" not in err and "too long" in err and max(len(line) for line in err.splitlines()) < 300
+    assert sorted(p.suffix for p in out.iterdir()) == [".json", ".npy", ".png"]  # the good photo was done
