@@ -107,6 +107,7 @@ def explain_one(
                 extras=extras,
                 version=__version__,
                 image=image.pixels,
+                score_is_probability=getattr(classifier, "outputs_probabilities", True),
             )
         )
     return out
