@@ -10,6 +10,7 @@ from ..batch.runner import BACKENDS
 from ..errors import PatchlensError
 from ..methods import get_method
 from ._options import add_method_arguments, method_command, method_params
+from ._model_options import load_cli_model, model_options
 from .explain import add_common
 
 EXAMPLES = """examples:
@@ -67,10 +68,14 @@ def run(args: argparse.Namespace) -> int:
     for name in ("workers", "chunk_size"):
         if getattr(args, name) < 1:
             raise PatchlensError(f"--{name.replace('_', '-')} {getattr(args, name)}: must be at least 1")
+    options = model_options(args)
+    if options and args.backend == "ray":
+        raise PatchlensError(f"--backend ray: workers rebuild the model from --model alone, so {', '.join(sorted(options))} "
+                             "cannot reach them; save the configured model with torch.jit.save and use torchscript:PATH")
     summary = run_batch(
         args.source,
         args.out,
-        model=args.model,
+        model=load_cli_model(args) if args.backend == "local" else args.model,
         method=args.method,
         target=args.target,
         seed=args.seed,

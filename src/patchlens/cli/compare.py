@@ -14,6 +14,7 @@ from ..images import load_image
 from ..methods import get_method, registry
 from ..metrics.base import MetricError, get_metrics, registry as metric_registry
 from ._options import _bool, add_method_arguments, method_params, peek_option
+from ._model_options import load_cli_model
 from .explain import add_common
 
 EXAMPLES = """examples:
@@ -101,9 +102,7 @@ def run(args: argparse.Namespace) -> int:
     budget = args.budget if args.budget is not None else (100 if args.fast else None)
     steps = args.steps if args.steps is not None else (16 if args.fast else 32)
     regions = load_regions(args.regions, args.images) if args.regions else None
-    from ..models import load_model
-
-    classifier = load_model(args.model, device=args.device)
+    classifier = load_cli_model(args)
     result = compare(
         classifier, list(args.images), methods, args.metrics, target=args.target, seed=args.seed, budget=budget,
         method_params=given, batch_size=args.batch_size, regions=regions, progress=not args.quiet,

@@ -11,7 +11,7 @@ from ..api import explain_one
 from ..errors import PatchlensError
 from ..images import load_image
 from ..methods import get_method, make_method
-from ..models import load_model
+from ._model_options import add_model_arguments, load_cli_model
 from ._options import add_method_arguments, method_command, method_params
 
 EXAMPLES = """examples:
@@ -29,6 +29,7 @@ def add_common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N [default: auto]")
     p.add_argument("--batch-size", type=int, default=None, help="images per forward pass [default: chosen for the device]")
     p.add_argument("--seed", type=int, default=0, help="seed for the method's random numbers [default: 0]")
+    add_model_arguments(p)
 
 
 def register(sub: Any, argv: list[str]) -> None:
@@ -56,7 +57,7 @@ def run(args: argparse.Namespace) -> int:
     cls = get_method(args.method)
     method = make_method(args.method, **method_params(args, cls))
     say = (lambda *a: None) if args.quiet else print
-    classifier = load_model(args.model, device=args.device)
+    classifier = load_cli_model(args)
     passes = method.passes(classifier.input_size)
     per_image = f"{passes} forward passes per image" if passes else "forward passes vary"
     say(f"{method.name} on {classifier.model_id} ({classifier.device}): {per_image}")
