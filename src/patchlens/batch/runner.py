@@ -22,6 +22,7 @@ from tqdm.auto import tqdm
 
 from ..errors import ModelError, TargetError
 from ..models import Classifier, load_model
+from ..validation import validate_run
 from .sources import Item, read_source
 from .store import Store, StoreError
 from .work import Plan, Result, check_metrics, explain_loaded, prepare
@@ -176,6 +177,7 @@ def run_batch(
                          "(default, timm:NAME, torchscript:PATH, onnx:PATH); save your model with torch.jit.save")
     if backend == "local":
         classifier = load_model(model, device=device) if isinstance(model, str) else load_model(model)
+        validate_run(classifier, method_value, plan.target)  # one error for the run, not one per image
     check_metrics(plan.metrics, classifier)
     store = Store.create(out)
     with store.lock():

@@ -59,7 +59,7 @@ def run(args: argparse.Namespace) -> int:
     for m in result.methods:
         print(f"  {m.name}: {m.params()}")
     ranking = result.ranking()
-    cols = ["method"] + result.table.columns + ["mean_rank"]
+    cols = [c for c in result.ordered_columns() if c != "n"]
     width = max(len(c) for c in cols)
     print("  ".join(c.rjust(width) if i else c.ljust(12) for i, c in enumerate(cols)))
     for r in ranking:

@@ -11,6 +11,7 @@ from ..api import explain_one
 from ..errors import PatchlensError
 from ..images import load_image
 from ..methods import get_method, make_method
+from ..validation import validate_run
 from ._model_options import add_model_arguments, load_cli_model
 from ._options import add_method_arguments, method_command, method_params
 
@@ -58,6 +59,7 @@ def run(args: argparse.Namespace) -> int:
     method = make_method(args.method, **method_params(args, cls))
     say = (lambda *a: None) if args.quiet else print
     classifier = load_cli_model(args)
+    validate_run(classifier, method, args.target)  # one error for the whole run, before any forward pass
     passes = method.passes(classifier.input_size)
     per_image = f"{passes} forward passes per image" if passes else "forward passes vary"
     say(f"{method.name} on {classifier.model_id} ({classifier.device}): {per_image}")
