@@ -11,7 +11,8 @@ import numpy as np
 
 from ..errors import MethodError
 from ..images import load_image
-from ..methods import get_method, registry
+from ..methods import get_method, make_method, registry
+from ..metrics.budget import budgeted
 from ..metrics.base import MetricError, get_metrics, registry as metric_registry
 from ._options import _bool, add_method_arguments, method_params, peek_option
 from ._model_options import load_cli_model
@@ -103,13 +104,17 @@ def run(args: argparse.Namespace) -> int:
     steps = args.steps if args.steps is not None else (16 if args.fast else 32)
     regions = load_regions(args.regions, args.images) if args.regions else None
     classifier = load_cli_model(args)
+    values = [
+        budgeted(m, budget, classifier.input_size, given.get(m)) if budget is not None else make_method(m, **given.get(m, {}))
+        for m in methods
+    ]
+    for v in values:  # the cost, announced before the run
+        say(f"{v.name}: {v.params()} ({v.passes(classifier.input_size) or 'varying'} passes per image)")
     result = compare(
-        classifier, list(args.images), methods, args.metrics, target=args.target, seed=args.seed, budget=budget,
+        classifier, list(args.images), values, args.metrics, target=args.target, seed=args.seed, budget=budget,
         method_params=given, batch_size=args.batch_size, regions=regions, progress=not args.quiet,
         steps=steps, unit=args.unit, patch=args.patch,
     )
-    for m in result.methods:
-        say(f"{m.name}: {m.params()} ({m.passes(classifier.input_size) or 'varying'} passes per image)")
     print(result.to_markdown())
     for kind, path in result.save(args.out).items():
         say(f"wrote {kind}: {path}")
