@@ -26,6 +26,7 @@ from ..explanation import Explanation
 from ..images import LoadedImage, resize, to_tensor
 from ..methods import Method, make_method
 from ..models.classifier import Classifier
+from ..validation import check_method
 from .jobs import Job, WatchedClassifier, holding
 
 T = TypeVar("T")
@@ -169,6 +170,7 @@ def build_methods(choices: list[tuple[str, dict[str, Any]]], classifier: Classif
     out = []
     for name, params in choices:
         method = make_method(name, **params)
+        check_method(classifier, method)  # attention_rollout on a CNN: a 422 now, not an error card after the job
         passes = method.passes(classifier.input_size)
         if passes is not None and passes > config.max_passes:
             raise MethodError(
@@ -181,8 +183,12 @@ def build_methods(choices: list[tuple[str, dict[str, Any]]], classifier: Classif
 def heatmap_png(saliency: np.ndarray) -> bytes:
     """The map alone, coloured as in the overlays (for blending over the photo in the page)."""
     scaled, signed, _, _ = render.normalise(saliency)
+    rgb = render.colormap(scaled, diverging=signed)
+    if signed:  # as in the overlays: strength is opacity, so near-zero evidence does not veil the photo in white
+        alpha = (np.clip(np.abs(scaled - 0.5) * 2, 0, 1) ** 0.5 * 255).round().astype(np.uint8)
+        rgb = np.dstack([rgb, alpha])
     buf = io.BytesIO()
-    Image.fromarray(render.colormap(scaled, diverging=signed)).save(buf, format="PNG")
+    Image.fromarray(rgb).save(buf, format="PNG")
     return buf.getvalue()
 
 
@@ -281,7 +287,8 @@ def run_explanations(
 
 
 def summarize(exp: Explanation, grid: int) -> dict[str, Any]:
-    _, signed, lo, hi = render.normalise(exp.saliency)
+    scale = render.scale_for(exp.saliency)
+    signed, lo, hi = scale.signed, scale.lo, scale.hi
     return {
         "method": exp.method,
         "title": exp.title,
@@ -292,7 +299,9 @@ def summarize(exp: Explanation, grid: int) -> dict[str, Any]:
         "seed": exp.seed,
         "forward_passes": exp.forward_passes,
         "seconds": exp.seconds,
-        "range": [lo, hi],
+        "range": [lo, hi],  # the colour scale's ends (clipped at a percentile, as in the overlays)
+        "clipped": scale.clipped,
+        "extent": [float(exp.saliency.min()), float(exp.saliency.max())],
         "signed": signed,
         "description": describe(exp),
         "patch_scores": patch_scores(exp.saliency, grid),
