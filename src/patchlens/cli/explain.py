@@ -77,7 +77,8 @@ def run(args: argparse.Namespace) -> int:
             continue
         for exp in results:
             files = exp.save(out)
-            say(f"{path}: {exp.label} (class {exp.target}, p={exp.score:.3f}), {exp.forward_passes} passes in {exp.seconds:.1f}s")
+            word = "p" if exp.score_is_probability else "score"
+            say(f"{path}: {exp.label} (class {exp.target}, {word}={exp.score:.3f}), {exp.forward_passes} passes in {exp.seconds:.1f}s")
             try:
                 say("  " + exp.describe())
             except Exception:  # the description is a nicety; never lose results over it
