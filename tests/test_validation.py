@@ -93,3 +93,13 @@ def test_batch_and_compare_fail_once_before_writing_or_explaining(photos, tmp_pa
     with pytest.raises(MethodError, match="masking='tokens'"):
         compare("default", photos, ["occlusion", "rise"], "deletion", method_params={"rise": {"masking": "tokens"}})
     assert no_forward_pass == []
+
+
+def test_a_vit_passes_the_checks_a_cnn_fails():
+    pytest.importorskip("timm")
+    vit = patchlens.load_model("timm:test_vit", pretrained=False)
+    validate_run(vit, make_method("attention_rollout"))
+    validate_run(vit, make_method("rise", masking="tokens"))
+    validate_run(vit, make_method("gradcam", layer="blocks.0.norm1"))
+    with pytest.raises(MethodError, match="did you mean blocks.0"):
+        validate_run(vit, make_method("gradcam", layer="block.0"))

@@ -107,6 +107,9 @@ def check_layer(classifier: Classifier, method_name: str, layer: str) -> None:
     module = classifier.module
     assert module is not None
     names = {n for n, _ in module.named_modules() if n}
+    vit = find_token_model(module)
+    if vit is not None and layer in names and layer.startswith(f"{vit[0]}.blocks." if vit[0] else "blocks."):
+        return  # inside a ViT block: its tokens lie on the patch grid (blocks.11.norm1 is the automatic choice)
     if layer in names and layer in cam_layers(classifier, useful=False):
         return
     usable = cam_layers(classifier)
