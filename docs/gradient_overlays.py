@@ -13,17 +13,20 @@ from pathlib import Path
 import matplotlib
 
 matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-from captum.attr import visualization as viz  # noqa: E402
+import matplotlib.pyplot as plt
+import numpy as np
+from captum.attr import visualization as viz
 
-import patchlens  # noqa: E402
-from patchlens.examples import example_path  # noqa: E402
+import patchlens
+from patchlens.examples import example_path
 
 METHODS = ("gradient", "gradient_x_input", "smoothgrad", "integrated_gradients")
 
 
-def main(out: Path = Path(__file__).with_name("gradient_overlays.png")) -> None:
+OUT = Path(__file__).with_name("gradient_overlays.png")
+
+
+def main(out: Path = OUT) -> None:
     model = patchlens.load_model("default")
     photo = example_path("chelsea")
     fig, axes = plt.subplots(len(METHODS), 3, figsize=(12, 3.4 * len(METHODS)))

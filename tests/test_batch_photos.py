@@ -6,12 +6,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
-import patchlens
-
 pytest.importorskip("pyarrow")
-from patchlens.batch import open_store, run_batch  # noqa: E402
+from conftest import planted_classifier, planted_image
 
-from conftest import planted_classifier, planted_image  # noqa: E402
+from patchlens.batch import open_store, run_batch
 
 
 def test_a_store_made_from_a_relative_folder_finds_its_photos_from_another_folder(tmp_path, monkeypatch):

@@ -6,12 +6,11 @@ import pytest
 
 pytest.importorskip("fastapi")
 pytest.importorskip("httpx")
-from fastapi.testclient import TestClient  # noqa: E402
+from fastapi.testclient import TestClient
+from test_web_api import random_pixels, tiny_classifier, upload
 
-from patchlens.models import CallableClassifier  # noqa: E402
-from patchlens.web import create_app  # noqa: E402
-
-from test_web_api import random_pixels, tiny_classifier, upload  # noqa: E402
+from patchlens.models import CallableClassifier
+from patchlens.web import create_app
 
 
 @pytest.fixture(scope="module")

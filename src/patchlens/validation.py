@@ -11,7 +11,8 @@ method's ``kind`` and the model's structure.)
 from __future__ import annotations
 
 import difflib
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import torch
 
@@ -74,9 +75,9 @@ def cam_layers(classifier: Classifier, *, useful: bool = True) -> list[str]:
     names = {m: n for n, m in module.named_modules() if n}
 
     def hook(mod: torch.nn.Module, _inp: Any, out: Any) -> None:
-        if isinstance(out, torch.Tensor) and out.ndim == 4 and out.shape[-1] * out.shape[-2] > 1:
-            if names[mod] not in found and not (useful and _is_plumbing(mod)):
-                found.append(names[mod])
+        spatial = isinstance(out, torch.Tensor) and out.ndim == 4 and out.shape[-1] * out.shape[-2] > 1
+        if spatial and names[mod] not in found and not (useful and _is_plumbing(mod)):
+            found.append(names[mod])
 
     handles = [m.register_forward_hook(hook) for m in names]
     try:
