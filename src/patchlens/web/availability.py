@@ -18,7 +18,8 @@ def method_availability(classifier: Classifier) -> dict[str, str | None]:
             check_method(classifier, cls())
             out[name] = None
         except PatchlensError as exc:
-            out[name] = str(exc)
+            # the page lists the alternatives itself: keep the reason, drop the "use one of ..." list
+            out[name] = str(exc).split("; use one of")[0].removeprefix(f"{name}: ")
     return out
 
 
