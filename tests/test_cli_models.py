@@ -70,6 +70,15 @@ def test_an_onnx_file_with_its_own_normalisation_and_labels_from_the_cli(onnx_fi
     assert "    3  dog" in capsys.readouterr().out
 
 
+def test_a_label_file_of_the_wrong_length_is_one_error_for_the_run(onnx_file, tmp_path, capsys):
+    path, labels, photo = onnx_file
+    labels.write_text("ant\nbee\ncat\n")  # the model has 5 classes
+    code = main(["explain", str(photo), str(photo), "--model", f"onnx:{path}", "--labels", str(labels), *FAST,
+                 "--out", str(tmp_path / "out")])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and "returned 5 classes but has 3 labels" in err and len(err.splitlines()) == 1
+
+
 @pytest.mark.parametrize(
     "options,message",
     [

@@ -11,6 +11,8 @@ import argparse
 from pathlib import Path
 from typing import Any
 
+import torch
+
 from ..errors import ModelError
 from ..models import Classifier, load_model
 
@@ -87,7 +89,12 @@ def model_options(args: argparse.Namespace) -> dict[str, Any]:
 
 def load_cli_model(args: argparse.Namespace) -> Classifier:
     """The model named by ``--model``, with the model options, on ``--device``."""
+    options = model_options(args)
     try:
-        return load_model(args.model, device=args.device, **model_options(args))
+        classifier = load_model(args.model, device=args.device, **options)
     except TypeError as exc:  # an adapter that does not take an option
         raise ModelError(f"{args.model}: {exc}") from None
+    if "labels" in options:
+        # a label file of the wrong length fails every image alike: find it once, with one grey image
+        classifier(torch.full((1, 3, *classifier.input_size), 0.5))
+    return classifier
