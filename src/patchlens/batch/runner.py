@@ -12,6 +12,7 @@ the look-ahead images and one part's maps are held at a time.
 from __future__ import annotations
 
 import json
+import os
 import time
 from collections import deque
 from concurrent.futures import ThreadPoolExecutor
@@ -193,7 +194,8 @@ def run_batch(
                                  f"({first['params']}, seed {first['seed']}); use another --out")
         mine = same[same["request"] == plan.target] if len(same) else same
         settled = mine[mine["status"] == "ok"] if retry_failed and len(mine) else mine
-        done = set(settled["path"]) if len(settled) else set()
+        # stores written before paths were made absolute hold them relative to the folder the run started in
+        done = {os.path.abspath(p) for p in settled["path"]} | set(settled["path"]) if len(settled) else set()
         todo = [i for i in items if i.path not in done]
         summary = Summary(skipped=len(items) - len(todo))
         writer = _Writer(store, existing, chunk_size, flush_seconds)
