@@ -31,7 +31,7 @@ def test_explain_a_real_photo_end_to_end(tmp_path):
     assert result.returncode == 0, result.stderr
     assert "espresso" in result.stdout
     assert "5 forward passes per image" in result.stdout  # 2x2 windows + the unmasked image
-    png, npy, js = (out / f"coffee_occlusion_967.{ext}" for ext in ("png", "npy", "json"))
+    png, npy, js = (out / f"coffee_occlusion_967_default.{ext}" for ext in ("png", "npy", "json"))
     for f in (png, npy, js):
         assert f.exists() and str(f) in result.stdout
     assert np.load(npy).shape == (400, 600)

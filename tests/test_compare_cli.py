@@ -58,10 +58,23 @@ def test_ranking_by_hand():
         {"method": "a", "deletion": 0.2, "insertion": 0.5, "pointing_game": 1.0, "forward_passes": 10.0},
     ]
     ranking = Comparison(_table(rows), [], [], [], "m").ranking()
-    # a: deletion (mean 0.15, lower is better) 1, insertion 2, pointing game 1, passes tied 1.5
+    # a: deletion (mean 0.15, lower is better) 1, insertion 2, pointing game 1; passes are cost, not ranked
     assert [r["method"] for r in ranking] == ["a", "b"]
-    assert ranking[0]["mean_rank"] == pytest.approx(5.5 / 4) and ranking[1]["mean_rank"] == pytest.approx(6.5 / 4)
+    assert ranking[0]["mean_rank"] == pytest.approx(4 / 3) and ranking[1]["mean_rank"] == pytest.approx(5 / 3)
     assert ranking[0]["n"] == 2 and ranking[0]["deletion"] == pytest.approx(0.15)
+
+
+def test_the_cheapest_method_does_not_win_on_cost_and_cost_has_its_own_columns():
+    rows = [
+        {"method": "faithful", "deletion": 0.1, "insertion": 0.8, "sparseness": 0.2, "forward_passes": 5000.0, "seconds": 90.0},
+        {"method": "cheap", "deletion": 0.3, "insertion": 0.7, "sparseness": 0.9, "forward_passes": 2.0, "seconds": 0.1},
+    ]
+    result = Comparison(_table(rows), [], [], [], "m")
+    assert [r["method"] for r in result.ranking()] == ["faithful", "cheap"]  # with cost and sparseness ranked, cheap won (1.4 vs 1.6)
+    cols = result.ordered_columns()
+    assert cols.index("mean_rank") < cols.index("forward_passes") and cols.index("mean_rank") < cols.index("sparseness")
+    assert cols.index("deletion") < cols.index("mean_rank")
+    assert "lower deletion, higher insertion" == result.better()
 
 
 def test_budget_cuts_passes_without_opening_gaps():

@@ -82,3 +82,33 @@ def test_a_real_method_on_the_planted_model_is_described_at_the_box():
     exp = patchlens.explain(planted_classifier(), planted_image(), "occlusion", window=8, stride=4)
     assert exp.describe() == describe(exp)
     assert "in the upper right, in one region" in exp.describe()
+
+
+def test_a_sparse_pixel_level_map_is_described_where_it_is_dense_not_as_flat():
+    # gradient-like: isolated hot pixels (each a speck) densely scattered in the lower right only
+    rng = np.random.default_rng(0)
+    s = np.zeros((120, 120))
+    rows, cols = rng.integers(80, 120, 300), rng.integers(80, 120, 300)
+    s[rows, cols] = rng.random(300) + 0.5
+    s[5, 5] = 40.0  # one outlier pixel sets the peak
+    text = describe(exp_of(s))
+    assert "flat" not in text and "no evidence" not in text
+    assert "scattered pixels, densest in the lower right" in text, text
+
+
+def test_interleaved_evidence_is_not_named_twice_as_strongest():
+    # gradient x input-like: signs alternate pixel by pixel in one area
+    s = np.zeros((90, 90))
+    s[60:90, 30:60] = np.where(np.indices((30, 30)).sum(0) % 2 == 0, 1.0, -0.8)
+    text = describe(exp_of(s))
+    assert "lies in the lower centre" in text and "strongest in the lower centre" not in text
+    assert "interleaved with it in the lower centre" in text
+
+
+def test_raw_scores_are_called_score_not_p():
+    exp = Explanation(
+        saliency=blob((20, 20), 2, 2, 8, 8).astype(np.float32), target=1, label="b", score=10.516,
+        method="rise", params={}, seed=0, model="m", forward_passes=1, seconds=0.0, score_is_probability=False,
+    )
+    assert "(class 1, score = 10.516)" in describe(exp) and "p =" not in describe(exp)
+    assert "score = 10.516" in exp.title

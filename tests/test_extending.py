@@ -70,7 +70,7 @@ def test_a_method_in_one_file_reaches_the_api_cli_web_and_batch(plugin, tmp_path
     with TestClient(create_app(clf, config=WebConfig()), base_url="http://127.0.0.1") as client:
         info = client.get("/api/info").json()
         assert info["methods"][plugin]["parameters"][0]["help"] == "how much to scale the brightness by"
-        assert info["model"]["unsupported"][plugin] is None
+        assert info["methods"][plugin]["usable"] is True
 
     # batch
     pytest.importorskip("pyarrow")
@@ -104,7 +104,7 @@ def test_the_capability_error_is_one_line_and_the_same_from_every_front_end(tmp_
 
     # CLI: patchlens explain, before any forward pass (a spy counts model calls)
     calls = []
-    monkeypatch.setattr("patchlens.cli.explain.load_model", lambda *a, **k: _spy(clf, calls))
+    monkeypatch.setattr("patchlens.cli.explain.load_cli_model", lambda args: _spy(clf, calls))
     assert main(["explain", "example:coffee", "example:chelsea", "--method", "attention_rollout", "--out", str(tmp_path)]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert err == [f"patchlens: error: {message}"] and calls == []

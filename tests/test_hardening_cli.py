@@ -48,7 +48,7 @@ def test_an_out_that_is_a_file_or_unwritable_is_refused_before_any_work(photo, t
     def no_model(*a, **k):
         raise AssertionError("the model was loaded before --out was checked")
 
-    monkeypatch.setattr(explain_cli, "load_model", no_model)
+    monkeypatch.setattr(explain_cli, "load_cli_model", no_model)
     blocker = tmp_path / "notes.txt"
     blocker.write_text("precious")
     assert main(["explain", str(photo), "--out", str(blocker), *FAST]) == 2

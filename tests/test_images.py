@@ -124,3 +124,15 @@ def test_saliency_comes_back_at_the_photo_resolution(planted):
     odd = np.random.default_rng(0).integers(0, 256, (37, 91, 3), dtype=np.uint8)
     exp = patchlens.explain(planted, odd, "occlusion", window=16, stride=16)
     assert exp.saliency.shape == (37, 91) and exp.saliency.dtype == np.float32
+
+
+def test_a_read_only_array_gives_no_torch_warning():
+    import warnings
+
+    from patchlens.images import to_tensor
+
+    pixels = np.zeros((4, 4, 3), np.uint8)
+    pixels.setflags(write=False)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # torch's "non-writable array" UserWarning would fail here
+        assert to_tensor(pixels).shape == (3, 4, 4)

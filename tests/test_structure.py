@@ -20,7 +20,7 @@ LAYERS = {
     "engine": 2,
     "methods": 3,
     "api": 4,
-    "metrics": 5,
+    "metrics": 5, "validation": 5,
     "batch": 6, "web": 6, "audit": 7, "cli": 8, "__main__": 9, "__init__": 10,
 }
 

@@ -95,11 +95,12 @@ def model_probs(clf: TorchClassifier, pixels: np.ndarray) -> torch.Tensor:
 
 def test_info_lists_every_registered_method_with_its_parameters(client: TestClient) -> None:
     info = client.get("/api/info").json()
-    assert info["methods"] == patchlens.list_methods()  # generated from the registry, nothing hard-coded
-    unsupported = info["model"].pop("unsupported")
+    # generated from the registry, nothing hard-coded; each method says whether this model can run it
+    assert {k: {f: v for f, v in m.items() if f not in ("usable", "reason")} for k, m in info["methods"].items()} == patchlens.list_methods()
     assert info["model"] == {"id": "tiny", "input_size": [SIZE, SIZE], "classes": CLASSES, "white_box": True}
-    assert unsupported["rise"] is None and unsupported["gradcam"] is None  # a CNN: everything but ViT methods
-    assert "not a timm Vision Transformer" in unsupported["attention_rollout"]
+    usable = {k: m["usable"] for k, m in info["methods"].items()}
+    assert usable["rise"] and usable["gradcam"] and not usable["attention_rollout"]  # a CNN: all but ViT methods
+    assert "not a timm Vision Transformer" in info["methods"]["attention_rollout"]["reason"]
     assert [e["name"] for e in info["examples"]] == list(patchlens.examples.EXAMPLES)
     assert info["grid"] == GRID and "noise" not in info["baselines"] and info["baselines"][0] == "gray"
 
@@ -157,11 +158,18 @@ def test_what_if_equals_the_image_composed_by_hand(client: TestClient, clf: Torc
         x[:, row * cell:(row + 1) * cell, col * cell:(col + 1) * cell] = 0.5
     expected = clf(x[None])[0]
     got = r.json()["predictions"]
-    assert [p["index"] for p in got] == expected.topk(5).indices.tolist()
-    assert [p["prob"] for p in got] == pytest.approx(expected.topk(5).values.tolist(), abs=1e-6)
-    # hiding nothing gives the original predictions back
+    assert [p["index"] for p in got[:5]] == expected.topk(5).indices.tolist()
+    assert [p["prob"] for p in got[:5]] == pytest.approx(expected.topk(5).values.tolist(), abs=1e-6)
+    # each class's change from the original prediction; the original top class is listed even if it fell out
+    original = clf(resize(to_tensor(pixels), (SIZE, SIZE))[None])[0]
+    for p in got:
+        assert p["original"] == pytest.approx(float(original[p["index"]]), abs=1e-6)
+        assert p["change"] == pytest.approx(p["prob"] - p["original"], abs=1e-6)
+    assert int(original.argmax()) in [p["index"] for p in got]
+    # hiding nothing gives the original predictions back, unchanged
     none = client.post(f"/api/images/{info['id']}/predict", json={"hidden": []}).json()["predictions"]
-    assert none == info["predictions"]
+    assert [{k: p[k] for k in ("index", "label", "prob")} for p in none] == info["predictions"]
+    assert all(p["change"] == 0 for p in none)
     # hiding everything with black equals the model on a black image
     black = client.post(f"/api/images/{info['id']}/predict", json={"hidden": list(range(16)), "grid": 4, "baseline": "black"})
     assert black.json()["predictions"][0]["prob"] == pytest.approx(float(clf(torch.zeros(1, 3, SIZE, SIZE))[0].max()), abs=1e-6)
@@ -199,7 +207,10 @@ def test_job_map_equals_explain_and_downloads(client: TestClient, clf: TorchClas
         # the what-if top-k ranking is the patch means of this very map
         cells = saliency.reshape(GRID, 48 // GRID, GRID, 40 // GRID).mean(axis=(1, 3)).ravel()
         np.testing.assert_allclose(result["patch_scores"], cells, rtol=1e-5, atol=1e-9)
-        assert result["range"][0] <= saliency.min() + 1e-6 and result["range"][1] >= saliency.max() - 1e-6
+        # the colour scale is clipped at the 99th percentile of |map| (as in the overlays); the extent is the full range
+        assert result["extent"] == pytest.approx([float(saliency.min()), float(saliency.max())], abs=1e-6)
+        scale = patchlens.render.scale_for(saliency)
+        assert result["range"] == pytest.approx([scale.lo, scale.hi]) and result["clipped"] == scale.clipped
     assert rise["seed"] == 3 and occ["seed"] is None
     meta = client.get(f"/api/results/{occ['id']}/explanation.json")
     assert "attachment" in meta.headers["content-disposition"]

@@ -48,18 +48,6 @@ def check_supported(method: Method, classifier: Classifier) -> None:
     capabilities.check(method, classifier, alternatives)
 
 
-def supported_methods(classifier: Classifier) -> dict[str, str | None]:
-    """Every registered method name, with None when ``classifier`` supports it, else the reason it does not."""
-    out: dict[str, str | None] = {}
-    for name, cls in registry().items():
-        try:
-            capabilities.check(cls(), classifier)
-            out[name] = None
-        except MethodError as exc:
-            out[name] = str(exc)
-    return out
-
-
 def explain_one(
     classifier: Classifier,
     image: LoadedImage,
@@ -147,6 +135,7 @@ def explain_one(
                 extras=extras,
                 version=__version__,
                 image=image.pixels,
+                score_is_probability=getattr(classifier, "outputs_probabilities", True),
             )
         )
     return out

@@ -72,27 +72,72 @@ def concentration(saliency: np.ndarray, fraction: float = 0.1) -> float:
     return float(np.sort(e)[::-1][:k].sum() / total)
 
 
+def _smoothed(e: np.ndarray) -> np.ndarray:
+    """Evidence averaged over neighbourhoods about 1/12 of the shorter side: pixel-level maps become areas."""
+    size = max(3, min(e.shape) // 12)
+    return ndimage.uniform_filter(e, size=size, mode="constant")
+
+
+def hot_regions(saliency: np.ndarray) -> tuple[list[dict[str, Any]], bool]:
+    """The map's hot regions and whether they were found on the smoothed map.
+
+    Gradient maps hold their evidence in scattered pixels: each is a speck, so
+    the raw map has no region; its neighbourhood averages still say where the
+    evidence is dense. Used when specks hold most of the raw map's hot pixels.
+    """
+    e = relative_evidence(saliency)
+    if not e.any():
+        return [], False
+    found = regions(e)
+    hot_pixels = int((e >= 0.5).sum())
+    if found and sum(r["share"] for r in found) * e.size >= 0.5 * hot_pixels:
+        return found, False
+    return regions(_smoothed(e), min_share=0.0), True
+
+
 def describe(explanation: Any) -> str:
-    """One paragraph: the class and score, where the evidence lies, how concentrated, how many regions."""
-    s = explanation.saliency
-    head = f"{explanation.method} map for {explanation.label} (class {explanation.target}, p = {explanation.score:.3f})"
-    found = regions(s)
+    """One paragraph: the class and score, where the evidence lies, how concentrated, how many regions.
+
+    It never calls a map with evidence flat, and it does not name one place both
+    as the evidence's and as the counter-evidence's strongest.
+    """
+    s = np.nan_to_num(np.asarray(explanation.saliency, np.float64))
+    word_p = "p" if getattr(explanation, "score_is_probability", True) else "score"
+    head = f"{explanation.method} map for {explanation.label} (class {explanation.target}, {word_p} = {explanation.score:.3f})"
+    found, scattered = hot_regions(s)
+    neg = -np.minimum(s, 0.0)
+    has_against = neg.max() > 0.05 * max(float(s.max()), 1e-12) and neg.max() > 0
     if not found:
+        if has_against:
+            against, _ = hot_regions(neg)
+            where = f", strongest in the {against[0]['place']}" if against else ""
+            return f"{head}: the map shows no evidence for this class, only evidence against it{where}."
         return f"{head}: the map is flat; it shows no evidence for this class."
     hot = sum(r["share"] for r in found)
-    where = " and ".join(dict.fromkeys(r["place"] for r in found[:3]))
+    places = list(dict.fromkeys(r["place"] for r in found[:3]))
+    where = " and ".join(places)
     count = "one region" if len(found) == 1 else f"{len(found)} separate regions"
     share = concentration(s)
     word = "highly concentrated" if share >= 0.5 else "moderately concentrated" if share >= 0.25 else "diffuse"
-    text = (
-        f"{head}: the evidence lies in the {where}, in {count} covering {hot:.0%} of the image; "
-        f"it is {word} (the top 10% of pixels hold {share:.0%} of it)."
-    )
+    if scattered:
+        text = (
+            f"{head}: the evidence is in scattered pixels, densest in the {where} "
+            f"(averaged over neighbourhoods, the densest areas cover {hot:.0%} of the image); "
+        )
+    else:
+        text = f"{head}: the evidence lies in the {where}, in {count} covering {hot:.0%} of the image; "
+    text += f"it is {word} (the top 10% of pixels hold {share:.0%} of it)."
     if len(found) > 1:
         text += f" The largest region ({found[0]['share']:.0%} of the image) is in the {found[0]['place']}."
-    neg = -np.minimum(np.asarray(s, np.float64), 0.0)
-    if neg.max() > 0.05 * max(float(np.max(s)), 1e-12):
-        against = regions(neg)
-        if against:
+    if has_against:
+        against, _ = hot_regions(neg)
+        magnitude = float(np.abs(s).sum())
+        neg_share = float(neg.sum()) / magnitude if magnitude > 0 else 0.0
+        if against and against[0]["place"] not in places:
             text += f" Evidence against the class is strongest in the {against[0]['place']}."
+        elif against:
+            text += (
+                f" Evidence against the class is interleaved with it in the {against[0]['place']} "
+                f"({neg_share:.0%} of the map's total magnitude is negative)."
+            )
     return text

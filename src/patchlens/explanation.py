@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import platform
 import re
@@ -54,6 +55,12 @@ def library_versions() -> dict[str, str]:
         if module is not None:
             versions[name] = str(getattr(module, "__version__", "unknown"))
     return versions
+def short_model_id(model_id: str) -> str:
+    """A short file-name-safe name for a model that differs between models: its name, plus a hash when it is a path."""
+    kind, _, rest = model_id.partition(":")
+    name = Path(rest).stem if rest else kind
+    digest = f"-{hashlib.sha1(model_id.encode()).hexdigest()[:6]}" if ("/" in rest or "\\" in rest) else ""
+    return _stem(name)[:40] + digest
 
 
 def _stem(text: str) -> str:
@@ -90,6 +97,7 @@ class Explanation:
     extras: dict[str, Any] = field(default_factory=dict)
     version: str = ""
     image: np.ndarray | None = field(default=None, repr=False, compare=False)
+    score_is_probability: bool = True  # False when the model's outputs are raw scores (logits), not probabilities
 
     def __post_init__(self) -> None:
         if not isinstance(self.params, FrozenParams):
@@ -114,15 +122,15 @@ class Explanation:
 
     @property
     def title(self) -> str:
-        return f"{self.method}: {self.label} (class {self.target}), p = {self.score:.3f}"
+        return f"{self.method}: {self.label} (class {self.target}), {'p' if self.score_is_probability else 'score'} = {self.score:.3f}"
 
-    def overlay(self, alpha: float = 0.5, colorbar: bool = True) -> Image.Image:
-        """The heatmap blended over the photo, with a colour bar and a title naming label and score."""
-        if self.image is None:
-            base = np.full((*self.saliency.shape, 3), 128, np.uint8)
-        else:
-            base = self.image
-        return render.overlay(base, self.saliency, title=self.title, alpha=alpha, colorbar=colorbar)
+    def overlay(self, alpha: float = 0.5, colorbar: bool = True, title: str | None = None, **options: Any) -> Image.Image:
+        """The heatmap over the photo, a colour bar and a title; ``options`` go to :func:`patchlens.render.overlay`
+        (``clip_percentile``, ``value_range``, ``cmap``). Without the photo the map is drawn on grey and the title says so."""
+        missing = " [photo missing]" if self.image is None else ""
+        base = np.full((*self.saliency.shape, 3), 128, np.uint8) if self.image is None else self.image
+        text = self.title + missing if title is None else title
+        return render.overlay(base, self.saliency, title=text, alpha=alpha, colorbar=colorbar, **options)
 
     def describe(self) -> str:
         """The map in words, computed from the map itself."""
@@ -136,7 +144,7 @@ class Explanation:
 
     def default_stem(self) -> str:
         name = Path(self.image_name).stem if self.image_name and not self.image_name.startswith("<") else "image"
-        return _stem(f"{name}_{self.method}_{self.target}")
+        return _stem(f"{name}_{self.method}_{self.target}_{short_model_id(self.model)}")
 
     def save(self, directory: str | Path, stem: str | None = None) -> dict[str, Path]:
         """Write ``<stem>.png`` (overlay), ``<stem>.npy`` (raw map) and ``<stem>.json``; returns the paths."""
@@ -162,6 +170,7 @@ def record(exp: Explanation, **context: Any) -> dict[str, Any]:
         "target": exp.target,
         "label": exp.label,
         "score": exp.score,
+        "score_is_probability": exp.score_is_probability,
         "method": exp.method,
         "params": dict(exp.params),
         "seed": exp.seed,

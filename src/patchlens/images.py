@@ -266,6 +266,8 @@ def load_image(image: ImageLike, name: str | None = None) -> LoadedImage:
 
 def to_tensor(pixels: np.ndarray) -> torch.Tensor:
     """``(H, W, 3)`` uint8 to a float32 ``(3, H, W)`` tensor in [0, 1]."""
+    if not pixels.flags.writeable:  # torch warns on read-only arrays (np.asarray of a PIL image is one)
+        pixels = pixels.copy()
     return torch.from_numpy(np.ascontiguousarray(pixels)).permute(2, 0, 1).float().div_(255.0)
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import warnings
@@ -11,7 +12,9 @@ from typing import Any, Iterator, Union
 
 import numpy as np
 
+from ..errors import PatchlensError
 from ..explanation import Explanation
+from ..images import load_image
 from .store import Store, StoreError
 
 
@@ -93,8 +96,27 @@ class BatchStore:
         for _, r in self.ok.iterrows():
             yield r, self.map(r)
 
-    def explanation(self, row: RowRef) -> Explanation:
-        """A row as an :class:`Explanation` (without the photo; pass ``image=`` to overlay it yourself)."""
+    def photo(self, row: RowRef) -> np.ndarray | None:
+        """The row's photo if it can still be found unchanged: its stored path (absolute since issue 16; an
+        older relative one is tried from the working folder and the store's parent), checked by sha256."""
+        r = self._row(row)
+        path = Path(str(r["path"]))
+        candidates = [path] if path.is_absolute() else [Path.cwd() / path, self.path.parent / path]
+        for candidate in candidates:
+            if not candidate.is_file():
+                continue
+            data = candidate.read_bytes()
+            if isinstance(r.get("sha256"), str) and hashlib.sha256(data).hexdigest() != r["sha256"]:
+                continue  # another photo under the same name: drawing the map over it would mislead
+            try:
+                return load_image(candidate).pixels
+            except PatchlensError:
+                continue
+        return None
+
+    def explanation(self, row: RowRef, photo: bool = True) -> Explanation:
+        """A row as an :class:`Explanation`, with its photo when it is still there unchanged (see :meth:`photo`);
+        without it, ``overlay()`` draws on grey and its title says "[photo missing]"."""
         r = self._row(row)
         import pandas as pd
 
@@ -112,6 +134,7 @@ class BatchStore:
             seconds=float(r["seconds"]),
             image_name=str(r["path"]),
             version=str(r["patchlens_version"]),
+            image=self.photo(r) if photo else None,
         )
 
     def close(self) -> None:

@@ -12,6 +12,7 @@ the look-ahead images and one part's maps are held at a time.
 from __future__ import annotations
 
 import json
+import os
 import time
 from collections import deque
 from concurrent.futures import ThreadPoolExecutor
@@ -24,6 +25,7 @@ from ..api import check_supported
 from ..errors import ModelError, TargetError
 from ..extras import require
 from ..models import Classifier, load_model
+from ..validation import validate_run
 from .sources import Item, read_source, region_columns, resolved, same_file
 from .store import Store, StoreError
 from .work import Plan, Result, check_metrics, explain_loaded, prepare
@@ -187,7 +189,7 @@ def run_batch(
                          "(default, timm:NAME, torchscript:PATH, onnx:PATH); save your model with torch.jit.save")
     if backend == "local":
         classifier = load_model(model, device=device) if isinstance(model, str) else load_model(model)
-        check_supported(method_value, classifier)  # before the store is created: nothing is written
+        validate_run(classifier, method_value, plan.target)  # one error for the run, not one per image
     check_metrics(plan.metrics, classifier)
     store = Store.create(out)
     with store.lock():

@@ -27,6 +27,7 @@ from __future__ import annotations
 import csv
 import math
 from dataclasses import dataclass
+import os
 from pathlib import Path
 
 from ..errors import PatchlensError
@@ -163,7 +164,8 @@ def _resolve(name: str, base: Path) -> str:
 
 def read_source(spec: str) -> list[Item]:
     """The images named by ``spec`` (a folder or a list file), in a stable order, without duplicates."""
-    path = Path(spec).expanduser()
+    # absolute, so the store finds its photos whatever folder it is read from (not resolved: symlinks stay)
+    path = Path(os.path.abspath(Path(spec).expanduser()))
     if not path.exists():
         raise SourceError(f"{spec}: no such folder or file")
     if path.is_dir():

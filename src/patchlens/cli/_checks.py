@@ -14,13 +14,21 @@ from ..errors import PatchlensError
 
 
 def writable_folder(path: str | os.PathLike, flag: str = "--out") -> Path:
-    """``path`` as a folder that exists and takes files (created if needed), or a one-line PatchlensError."""
+    """``path`` as a folder that can take files, or a one-line PatchlensError.
+
+    Nothing is created: a run that then fails on its first check leaves no empty
+    folder behind. A folder that does not exist yet is judged by its nearest
+    existing parent, where it would be created.
+    """
     folder = Path(path)
-    if folder.exists() and not folder.is_dir():
-        raise PatchlensError(f"{flag} {folder}: is a file, not a folder")
+    existing = folder
+    while not existing.exists() and existing.parent != existing:
+        existing = existing.parent
+    if not existing.is_dir():
+        where = "is a file, not a folder" if existing == folder else f"cannot write there: {existing} is a file, not a folder"
+        raise PatchlensError(f"{flag} {folder}: {where}")
     try:
-        folder.mkdir(parents=True, exist_ok=True)
-        with tempfile.TemporaryFile(dir=folder):  # the real test: root ignores mode bits, read-only mounts do not
+        with tempfile.TemporaryFile(dir=existing):  # the real test: root ignores mode bits, read-only mounts do not
             pass
     except OSError as exc:
         raise PatchlensError(f"{flag} {folder}: cannot write there: {exc.strerror or exc}") from None

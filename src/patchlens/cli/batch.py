@@ -9,8 +9,9 @@ from typing import Any
 from ..batch import run_batch
 from ..batch.runner import BACKENDS
 from ..errors import PatchlensError
-from ..methods import get_method
+from ..methods import get_method, make_method
 from ._options import add_method_arguments, method_command, method_params
+from ._model_options import load_cli_model, model_options
 from .explain import add_common
 
 EXAMPLES = """examples:
@@ -73,10 +74,19 @@ def run(args: argparse.Namespace) -> int:
     for name in ("workers", "chunk_size"):
         if getattr(args, name) < 1:
             raise PatchlensError(f"--{name.replace('_', '-')} {getattr(args, name)}: must be at least 1")
+    options = model_options(args)
+    if options and args.backend == "ray":
+        raise PatchlensError(f"--backend ray: workers rebuild the model from --model alone, so {', '.join(sorted(options))} "
+                             "cannot reach them; save the configured model with torch.jit.save and use torchscript:PATH")
+    classifier = load_cli_model(args) if args.backend == "local" else None
+    if classifier is not None and not args.quiet:  # the cost, announced before the run
+        method = make_method(args.method, **method_params(args, cls))
+        passes = method.passes(classifier.input_size)
+        print(f"{method.name} on {classifier.model_id}: {f'{passes} forward passes per image' if passes else 'forward passes vary'}")
     summary = run_batch(
         args.source,
         args.out,
-        model=args.model,
+        model=classifier if classifier is not None else args.model,
         method=args.method,
         target=args.target,
         seed=args.seed,

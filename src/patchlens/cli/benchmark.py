@@ -9,6 +9,7 @@ import time
 from typing import Any
 
 from ..api import list_methods
+from ._model_options import load_cli_model
 from .explain import add_common
 
 METRICS = "pointing_game,focus,insertion,deletion,cost"
@@ -44,10 +45,9 @@ def machine() -> str:
 def run(args: argparse.Namespace) -> int:
     from ..metrics.compare import cell, compare
     from ..metrics.mosaics import builtin_mosaics
-    from ..models import load_model
 
     names = args.methods.split(",") if args.methods else [n for n, m in list_methods().items() if m["requires"] == ["scores"]]
-    classifier = load_model(args.model, device=args.device)
+    classifier = load_cli_model(args)
     mosaics = builtin_mosaics()
     print(f"benchmark: {len(mosaics)} mosaics, model {classifier.model_id} on {classifier.device} "
           f"({machine() if classifier.device.type == 'cpu' else classifier.device}), budget {args.budget} passes, {args.steps} curve steps")
@@ -59,7 +59,7 @@ def run(args: argparse.Namespace) -> int:
     for m in result.methods:
         print(f"  {m.name}: {m.params()}")
     ranking = result.ranking()
-    cols = ["method"] + result.table.columns + ["mean_rank"]
+    cols = [c for c in result.ordered_columns() if c != "n"]
     width = max(len(c) for c in cols)
     print("  ".join(c.rjust(width) if i else c.ljust(12) for i, c in enumerate(cols)))
     for r in ranking:

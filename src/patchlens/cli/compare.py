@@ -12,8 +12,10 @@ import numpy as np
 
 from ..errors import MethodError
 from ..images import load_image
-from ..methods import Method, get_method, registry
+from ..methods import Method, get_method, make_method, registry
 from ..metrics.base import MetricError, get_metrics, registry as metric_registry
+from ..metrics.budget import budgeted
+from ._model_options import load_cli_model
 from ._options import _bool, add_method_arguments, flag, given_method_options, method_params, peek_option
 from .explain import add_common
 
@@ -127,16 +129,18 @@ def run(args: argparse.Namespace) -> int:
     budget = args.budget if args.budget is not None else (100 if args.fast else None)
     steps = args.steps if args.steps is not None else (16 if args.fast else 32)
     regions = load_regions(args.regions, args.images) if args.regions else None
-    from ..models import load_model
-
-    classifier = load_model(args.model, device=args.device)
+    classifier = load_cli_model(args)
+    values = [
+        budgeted(m, budget, classifier.input_size, given.get(m)) if budget is not None else make_method(m, **given.get(m, {}))
+        for m in methods
+    ]
+    for v in values:  # the cost, announced before the run
+        say(f"{v.name}: {v.params()} ({v.passes(classifier.input_size) or 'varying'} passes per image)")
     result = compare(
-        classifier, list(args.images), methods, args.metrics, target=args.target, seed=args.seed, budget=budget,
+        classifier, list(args.images), values, args.metrics, target=args.target, seed=args.seed, budget=budget,
         method_params=given, batch_size=args.batch_size, regions=regions, progress=not args.quiet,
         steps=steps, unit=args.unit, patch=args.patch,
     )
-    for m in result.methods:
-        say(f"{m.name}: {m.params()} ({m.passes(classifier.input_size) or 'varying'} passes per image)")
     print(result.to_markdown())
     for kind, path in result.save(args.out).items():
         say(f"wrote {kind}: {path}")

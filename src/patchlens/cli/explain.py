@@ -6,13 +6,14 @@ import argparse
 import sys
 from typing import Any
 
-from ..api import check_supported, explain_one
+from ..api import explain_one
 from ..errors import PatchlensError
 from ..images import load_image
 from ..methods import get_method, make_method
 from ..methods._sampling import stopping_rule
-from ..models import load_model
+from ..validation import validate_run
 from ._checks import writable_folder
+from ._model_options import add_model_arguments, load_cli_model
 from ._options import add_method_arguments, method_command, method_params
 
 EXAMPLES = """examples:
@@ -30,6 +31,7 @@ def add_common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N [default: auto]")
     p.add_argument("--batch-size", type=int, default=None, help="images per forward pass [default: chosen for the device]")
     p.add_argument("--seed", type=int, default=0, help="seed for the method's random numbers [default: 0]")
+    add_model_arguments(p)
 
 
 def register(sub: Any, argv: list[str]) -> None:
@@ -58,8 +60,8 @@ def run(args: argparse.Namespace) -> int:
     method = make_method(args.method, **method_params(args, cls))
     say = (lambda *a: None) if args.quiet else print
     out = writable_folder(args.out)  # before the model is loaded and any image explained
-    classifier = load_model(args.model, device=args.device)
-    check_supported(method, classifier)  # once for the whole run, before any forward pass
+    classifier = load_cli_model(args)
+    validate_run(classifier, method, args.target)  # one error for the whole run, before any forward pass
     passes = method.passes(classifier.input_size)
     per_image = f"{passes} forward passes per image" if passes else "forward passes vary"
     say(f"{method.name} on {classifier.model_id} ({classifier.device}): {per_image}")
@@ -84,7 +86,8 @@ def run(args: argparse.Namespace) -> int:
                 print(f"patchlens: error: {path}: cannot save to {out}: {exc.strerror or exc}", file=sys.stderr)
                 failed += 1
                 break
-            say(f"{path}: {exp.label} (class {exp.target}, p={exp.score:.3f}), {exp.forward_passes} passes in {exp.seconds:.1f}s")
+            word = "p" if exp.score_is_probability else "score"
+            say(f"{path}: {exp.label} (class {exp.target}, {word}={exp.score:.3f}), {exp.forward_passes} passes in {exp.seconds:.1f}s")
             try:
                 say("  " + exp.describe())
             except Exception:  # the description is a nicety; never lose results over it

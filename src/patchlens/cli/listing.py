@@ -7,14 +7,27 @@ import json
 from typing import Any
 
 from ..api import list_methods
+from ..errors import ModelError
 from ..models import list_model_specs
+from ._model_options import add_model_arguments, load_cli_model
 
 
 def register(sub: Any, argv: list[str]) -> None:
     p = sub.add_parser("methods", help="list the explanation methods and their parameters")
     p.add_argument("--json", action="store_true", help="print as JSON")
     p.set_defaults(run=run_methods)
-    q = sub.add_parser("models", help="list the model specs that --model accepts")
+    q = sub.add_parser(
+        "models",
+        help="list the model specs that --model accepts, or one model's classes",
+        description="Without SPEC: the model specs --model accepts. With SPEC --classes: that model's class names.",
+        epilog="examples:\n  patchlens models\n  patchlens models default --classes\n"
+        "  patchlens models timm:resnet18 --no-pretrained --classes\n  patchlens models onnx:m.onnx --labels classes.txt --classes",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    q.add_argument("spec", nargs="?", metavar="SPEC", help="a model spec, as for --model")
+    q.add_argument("--classes", action="store_true", help="list SPEC's classes: index and name")
+    q.add_argument("--device", default="cpu", help="where to load the model [default: cpu]")
+    add_model_arguments(q)
     q.set_defaults(run=run_models)
 
 
@@ -33,6 +46,18 @@ def run_methods(args: argparse.Namespace) -> int:
 
 
 def run_models(args: argparse.Namespace) -> int:
+    if args.spec is not None or args.classes:
+        if args.spec is None:
+            raise ModelError("--classes: name the model, as in: patchlens models default --classes")
+        args.model = args.spec
+        classifier = load_cli_model(args)
+        if classifier.labels is None:
+            raise ModelError(f"{classifier.model_id}: the model has no class names; give them with --labels FILE")
+        print(f"{classifier.model_id}: {len(classifier.labels)} classes, input {classifier.input_size[0]}x{classifier.input_size[1]}")
+        if args.classes:
+            for i, name in enumerate(classifier.labels):
+                print(f"{i:>5}  {name}")
+        return 0
     for spec, text in list_model_specs().items():
         print(f"{spec:<22} {text}")
     return 0

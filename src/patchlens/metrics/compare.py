@@ -16,10 +16,22 @@ from ..methods import Method, make_method
 from ..models import load_model
 from ..models.classifier import Classifier
 from ..targets import TargetSpec
+from ..validation import validate_run
 from .base import directions, get_metrics
 from .budget import budgeted
 from .evaluate import EvaluationTable, evaluate
 from .mosaics import Mosaic
+
+
+#: metrics that describe what a map costs or how it looks, not whether it is faithful: shown, never ranked
+#: (ranked with the rest, the cheapest method won "which should I trust?")
+UNRANKED_METRICS = ("cost", "sparseness", "complexity")
+
+
+def unranked_columns() -> set[str]:
+    from .base import registry
+
+    return {col for name, m in registry().items() if name in UNRANKED_METRICS for col in m.columns}
 
 
 @dataclass
@@ -34,10 +46,12 @@ class Comparison:
     settings: dict[str, Any] = field(default_factory=dict)
 
     def ranking(self) -> list[dict[str, Any]]:
-        """Per method: the mean of each column, and its mean rank over the columns with a better side."""
-        ways = directions()
+        """Per method: the mean of each column, and its mean rank over the faithfulness columns."""
+        ways, unranked = directions(), unranked_columns()
         summary = self.table.summary("method")
-        ranked_cols = [c for c in self.table.columns if ways.get(c) and all(s[c] is not None for s in summary)]
+        ranked_cols = [
+            c for c in self.table.columns if ways.get(c) and c not in unranked and all(s[c] is not None for s in summary)
+        ]
         for col in ranked_cols:
             key = np.array([s[col] for s in summary], np.float64) * (-1.0 if ways[col] == "higher" else 1.0)
             # 1 = best; tied methods share the average of their ranks
@@ -49,20 +63,29 @@ class Comparison:
         return sorted(summary, key=lambda s: (s["mean_rank"] is None, s["mean_rank"] or 0))
 
     def better(self) -> str:
-        """Which way is better for each column, in words."""
-        ways = directions()
-        return ", ".join(f"{ways[c]} {c}" for c in self.table.columns if ways.get(c))
+        """Which way is better for each ranked column, in words."""
+        ways, unranked = directions(), unranked_columns()
+        return ", ".join(f"{ways[c]} {c}" for c in self.table.columns if ways.get(c) and c not in unranked)
+
+    def ordered_columns(self) -> list[str]:
+        """method, n, the ranked faithfulness columns, mean_rank, then cost and form columns on their own."""
+        unranked = unranked_columns()
+        ranked = [c for c in self.table.columns if c not in unranked]
+        return ["method", "n"] + ranked + ["mean_rank"] + [c for c in self.table.columns if c in unranked]
 
     def to_markdown(self) -> str:
         """The ranking as a Markdown table, best method first, then each map described in words."""
         rows = self.ranking()
-        cols = ["method", "n"] + self.table.columns + ["mean_rank"]
+        cols = self.ordered_columns()
         ways = directions()
         head = [c + {"higher": " ↑", "lower": " ↓"}.get(ways.get(c, ""), "") for c in cols]
         lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(cols)]
         for r in rows:
             lines.append("| " + " | ".join(cell(r.get(c), c) for c in cols) + " |")
-        text = "\n".join(lines) + f"\n\nBetter: {self.better()}; mean_rank averages the ranks over those columns.\n"
+        text = "\n".join(lines) + (
+            f"\n\nBetter: {self.better()}; mean_rank averages the ranks over those faithfulness columns. "
+            "Columns after mean_rank (cost, sparseness, complexity) are shown, not ranked.\n"
+        )
         for img, exps in zip(self.images, self.explanations):
             text += f"\n### {img.name}\n\n" + "".join(f"- {e.describe()}\n" for e in exps)
         return text
@@ -77,7 +100,7 @@ class Comparison:
         names = {"markdown": "table.md", "csv": "table.csv", "rows": "rows.csv", "json": "results.json", "overlays": "overlays.png"}
         paths = {key: folder / name for key, name in names.items()}
         paths["markdown"].write_text(f"# patchlens compare ({self.model})\n\n" + self.to_markdown(), encoding="utf-8")
-        cols = ["method", "n"] + self.table.columns + ["mean_rank"]
+        cols = self.ordered_columns()
         lines = [",".join(cols)] + [",".join(cell(r.get(c), c, csv=True) for c in cols) for r in ranking]
         paths["csv"].write_text("\n".join(lines) + "\n", encoding="utf-8")
         paths["rows"].write_text(self.table.to_csv(), encoding="utf-8")
@@ -150,8 +173,8 @@ def compare(
             values.append(budgeted(m, budget, classifier.input_size, given.get(m)))
         else:
             values.append(make_method(m, **given.get(m, {})))
-    for v in values:
-        check_supported(v, classifier)
+    for v in values:  # a method the model cannot run, or a misspelled target: one error before any work
+        validate_run(classifier, v, "top1" if target is None else target)
     items = list(images) if isinstance(images, (list, tuple)) else [images]
     loaded, exps = [], []
     for item in items:

@@ -24,7 +24,7 @@ from pydantic import BaseModel, Field
 
 from .. import render
 from .._version import __version__
-from ..api import list_methods, supported_methods
+from ..api import list_methods
 from ..engine import BASELINES
 from ..errors import ImageError, PatchlensError
 from ..examples import EXAMPLES, example_path
@@ -52,6 +52,8 @@ from .state import (
     safe_name,
     top_predictions,
 )
+from .availability import token_masking, with_availability
+from .whatif import whatif_predictions
 
 
 class MethodChoice(BaseModel):
@@ -161,9 +163,9 @@ def create_app(
         return {
             "version": __version__,
             "model": {"id": clf.model_id, "input_size": list(clf.input_size), "classes": clf.num_classes,
-                      "white_box": clf.module is not None,
-                      "unsupported": supported_methods(clf)},
-            "methods": list_methods(),
+                      "white_box": clf.module is not None},
+            "methods": with_availability(list_methods(), clf),
+            "token_masking": token_masking(clf),
             "examples": [{"name": n, "url": f"/api/examples/{n}"} for n in EXAMPLES],
             "grid": cfg.grid,
             "baselines": sorted((b for b in BASELINES if b != "noise"), key=lambda b: b != "gray"),
@@ -172,6 +174,14 @@ def create_app(
                        "max_targets": cfg.max_targets, "max_regions": cfg.max_regions},
             "metrics": available_metrics(),
         }
+
+    @app.get("/api/classes", summary="The model's class names, by index (for the target picker)")
+    def classes() -> dict[str, Any]:
+        return {"classes": list(clf.labels) if clf.labels is not None else None, "count": clf.num_classes}
+
+    @app.get("/favicon.ico", include_in_schema=False)
+    def favicon() -> FileResponse:
+        return FileResponse(f"{_static_dir()}/favicon.svg", media_type="image/svg+xml")
 
     @app.get("/api/examples/{name}", summary="A bundled example photo")
     def example_file(name: str) -> FileResponse:
@@ -215,7 +225,7 @@ def create_app(
         stored = get_image(image_id)
         grid = body.grid or cfg.grid
         probs = predict_hidden(clf, lock, stored, body.hidden, grid, body.baseline)
-        return {"hidden": sorted(set(body.hidden)), "grid": grid, "predictions": top_predictions(probs, clf)}
+        return {"hidden": sorted(set(body.hidden)), "grid": grid, "predictions": whatif_predictions(probs, stored.probs, clf)}
 
     @app.post("/api/jobs", status_code=202, summary="Run one or more methods on a stored image (a job)")
     def submit(body: JobRequest) -> JSONResponse:

@@ -19,7 +19,7 @@ import torch
 from PIL import Image
 
 from .. import render
-from ..api import check_supported, explain_one
+from ..api import explain_one
 from ..capabilities import Capability
 from ..engine import BASELINES, Engine, FeatureMasks, make_baseline, patch_grid
 from ..errors import ImageError, MethodError, PatchlensError
@@ -29,6 +29,7 @@ from ..methods import Method, count_regions, get_method, make_method
 from ..methods._sampling import interactive_defaults
 from ..models.classifier import Classifier
 from .guard import LOOPBACK_HOSTS
+from ..validation import check_method
 from .jobs import Job, WatchedClassifier, holding
 
 T = TypeVar("T")
@@ -190,7 +191,7 @@ def build_methods(
     out = []
     for name, params in choices:
         method = make_method(name, **interactive_defaults(get_method(name), params))
-        check_supported(method, classifier)
+        check_method(classifier, method)  # attention_rollout on a CNN: a 422 now, not an error card after the job
         if hasattr(method, "features") and hasattr(method, "grid"):
             regions = count_regions(method.features, method.grid, image)
             if regions > config.max_regions:
@@ -219,8 +220,12 @@ def check_targets(targets: list[int], config: WebConfig) -> None:
 def heatmap_png(saliency: np.ndarray) -> bytes:
     """The map alone, coloured as in the overlays (for blending over the photo in the page)."""
     scaled, signed, _, _ = render.normalise(saliency)
+    rgb = render.colormap(scaled, diverging=signed)
+    if signed:  # as in the overlays: strength is opacity, so near-zero evidence does not veil the photo in white
+        alpha = (np.clip(np.abs(scaled - 0.5) * 2, 0, 1) ** 0.5 * 255).round().astype(np.uint8)
+        rgb = np.dstack([rgb, alpha])
     buf = io.BytesIO()
-    Image.fromarray(render.colormap(scaled, diverging=signed)).save(buf, format="PNG")
+    Image.fromarray(rgb).save(buf, format="PNG")
     return buf.getvalue()
 
 
@@ -334,12 +339,15 @@ def run_explanations(
 
 
 def summarize(exp: Explanation, grid: int) -> dict[str, Any]:
-    _, signed, lo, hi = render.normalise(exp.saliency)
+    scale = render.scale_for(exp.saliency)
+    signed, lo, hi = scale.signed, scale.lo, scale.hi
     rec = record(exp)  # the one record of an explanation; the page shows these fields of it
     return {
         **{k: rec[k] for k in ("method", "target", "label", "score", "params", "seed", "forward_passes", "seconds")},
         "title": exp.title,
-        "range": [lo, hi],
+        "range": [lo, hi],  # the colour scale's ends (clipped at a percentile, as in the overlays)
+        "clipped": scale.clipped,
+        "extent": [float(exp.saliency.min()), float(exp.saliency.max())],
         "signed": signed,
         "description": describe(exp),
         "patch_scores": patch_scores(exp.saliency, grid),

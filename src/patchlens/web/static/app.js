@@ -51,7 +51,14 @@ function setImage(info) {
   showPredictions(info.predictions, false);
   $("pred-note").textContent = `${info.name}, ${info.width}×${info.height}`;
   state.maps = [];
+  $("results").replaceChildren();  // maps of the previous image do not belong to this one
+  setStatus("");
   refreshTopkChoices();
+}
+
+function setStatus(text, isError = false) {
+  $("job-status").textContent = text;
+  $("job-status").classList.toggle("error", isError);
 }
 
 function buildGrid() {
@@ -85,13 +92,24 @@ async function updateWhatIf() {
   } catch (err) { showError(err); }
 }
 
+function changeText(p) {
+  const points = (p.change || 0) * 100;
+  if (Math.abs(points) < 0.005) return el("span", { class: "change", text: "(unchanged)" });
+  const sign = points > 0 ? "+" : "−";
+  return el("span", { class: `change ${points > 0 ? "up" : "down"}`,
+    title: `was ${(p.original * 100).toFixed(2)} % on the original image`,
+    text: `${sign}${Math.abs(points).toFixed(2)} pts (was ${(p.original * 100).toFixed(2)} %)` });
+}
+
 function showPredictions(preds, changed) {
   const list = $("preds");
   list.classList.toggle("changed", changed);
-  list.replaceChildren(...preds.map((p) => el("li", { "data-index": p.index },
+  const top = Math.min(5, preds.length);
+  list.replaceChildren(...preds.map((p, i) => el("li", { "data-index": p.index, class: i >= top ? "dropped" : "" },
     el("span", { class: "label", text: p.label }),
     el("span", { class: "bar", style: `width:${Math.max(1, Math.round(p.prob * 160))}px` }),
-    el("span", { class: "prob", text: `${(p.prob * 100).toFixed(2)} %` }))));
+    el("span", { class: "prob", text: `${(p.prob * 100).toFixed(2)} %` }),
+    changed && p.original !== undefined ? changeText(p) : "")));
   $("pred-note").dataset.hidden = String(state.hidden.size);
 }
 
@@ -140,16 +158,23 @@ function paramInput(method, p) {
   return el("label", { title }, el("span", { text: p.name.replace(/_/g, " ") }), input);
 }
 
-function buildMethodsForm(methods, unsupported) {
+function buildMethodsForm(methods, whiteBox, tokenMasking) {
   const form = $("methods-form");
   for (const [name, m] of Object.entries(methods)) {
-    const why = unsupported[name];  // null when the server's model offers what the method requires
-    const usable = !why;
+    const usable = m.usable !== undefined ? m.usable : (m.kind === "black-box" || whiteBox);
+    const why = m.reason || "needs a PyTorch model";
     const box = el("input", { type: "checkbox", name: "method", value: name, disabled: !usable,
       onchange: (e) => fieldset.classList.toggle("on", e.target.checked) });
-    const fieldset = el("fieldset", { "data-method": name },
-      el("legend", {}, el("label", {}, box, ` ${name} `, el("span", { class: "muted", text: `[${m.kind}] ${usable ? m.summary : why}` }))),
+    const fieldset = el("fieldset", { "data-method": name, class: usable ? "" : "unavailable", title: usable ? null : why },
+      el("legend", {}, el("label", {}, box, ` ${name} `,
+        el("span", { class: usable ? "muted" : "muted reason", text: `[${m.kind}] ${usable ? m.summary : `not for this model: ${why}`}` }))),
       el("div", { class: "params" }, ...m.parameters.map((p) => paramInput(name, p))));
+    if (!tokenMasking) {  // dropping patch tokens needs a ViT: do not offer it
+      for (const opt of fieldset.querySelectorAll('select[data-param="masking"] option[value="tokens"]')) {
+        opt.disabled = true;
+        opt.textContent = "tokens (ViT only)";
+      }
+    }
     form.append(fieldset);
   }
 }
@@ -182,7 +207,7 @@ async function run() {
         metrics: $("metrics").checked }),
     });
     trackJob(job);
-  } catch (err) { showError(err); }
+  } catch (err) { setStatus(`not started: ${err.message}`, true); showError(err); }
 }
 
 function trackJob(job) {
@@ -208,11 +233,18 @@ function showJob(job) {
   const bar = $("progress");
   if (p.fraction === null) bar.removeAttribute("value"); else bar.value = p.fraction;
   const passes = p.total && p.done <= p.total ? `${p.done} / ${p.total} forward passes` : `${p.done} forward passes`;
-  $("job-status").textContent = `${job.status}: ${passes}`;
+  setStatus(`${job.status}: ${passes}`);
   showPreview(job);
-  if (job.status === "done") { stopPolling(); bar.hidden = true; $("job-status").textContent = `done in ${job.seconds} s`; showResults(job.results); }
-  if (job.status === "error") { stopPolling(); bar.hidden = true; showError(new Error(job.error)); }
-  if (job.status === "cancelled") { stopPolling(); bar.hidden = true; $("job-status").textContent = "cancelled"; }
+  if (job.status === "done") {
+    stopPolling(); bar.hidden = true;
+    const failed = job.results.filter((r) => r.error);
+    if (failed.length) setStatus(`${failed.length} of ${job.results.length} failed: ${failed.map((r) => `${r.method}: ${r.error}`).join("; ")}`, true);
+    else setStatus(`done in ${job.seconds} s`);
+    showResults(job.results);
+    $("result-panel").scrollIntoView({ behavior: "smooth", block: "start" });  // below the fold, Explain seemed to do nothing
+  }
+  if (job.status === "error") { stopPolling(); bar.hidden = true; setStatus(`error: ${job.error}`, true); showError(new Error(job.error)); }
+  if (job.status === "cancelled") { stopPolling(); bar.hidden = true; setStatus("cancelled"); }
 }
 
 // The running map of a sampling method, redrawn as it sharpens; replaced by the cards when the job ends.
@@ -268,12 +300,12 @@ function showResults(results) {
     const base = `/api/results/${r.id}`;
     const kind = r.signed ? "diverging" : "sequential";
     const card = el("figure", { class: "card", "data-result": r.id },
-      el("div", { class: "overlay" },
+      el("div", { class: "overlay", title: "click for a large view", onclick: () => openViewer(r) },
         el("img", { src: state.image.url, alt: "photo" }),
         el("img", { class: "heat", src: `${base}/heatmap.png`, alt: `${r.method} map` })),
       el("figcaption", {},
         el("div", { class: "title", text: r.title }),
-        el("div", { class: "legend" }, el("span", { text: r.range[0].toPrecision(2) }), el("img", { src: `/api/colorbar/${kind}.png`, alt: "" }), el("span", { text: r.range[1].toPrecision(2) })),
+        el("div", { class: "legend" }, el("span", { text: r.range[0].toPrecision(2) }), el("img", { src: `/api/colorbar/${kind}.png`, alt: "" }), el("span", { text: (r.clipped ? "≥" : "") + r.range[1].toPrecision(2), title: r.clipped ? `the colour scale is clipped at the 99th percentile of |map|; the map spans ${r.extent[0].toPrecision(2)} to ${r.extent[1].toPrecision(2)}` : null })),
         r.description ? el("p", { class: "description", text: r.description }) : "",
         ...metricsBlock(r.metrics),
         el("div", { class: "muted", text: `${r.forward_passes} forward passes, ${r.seconds.toFixed(2)} s; ${Object.entries(r.params).map(([k, v]) => `${k}=${v}`).join(", ")}` }),
@@ -289,6 +321,23 @@ function showResults(results) {
   if (last) $("topk-map").value = last.id;
 }
 
+function openViewer(r) {
+  $("viewer-title").textContent = r.title;
+  $("viewer-img").src = `/api/results/${r.id}/overlay.png`;
+  $("viewer").showModal();
+}
+
+async function loadClasses() {
+  const body = await api("/api/classes");
+  const names = body.classes || [];
+  const seen = new Map();
+  for (const n of names) seen.set(n, (seen.get(n) || 0) + 1);
+  const options = [el("option", { value: "top1", label: "the top class" }), el("option", { value: "topk:3", label: "the top 3 classes" })];
+  // a name two classes share is not a target: offer those by index
+  names.forEach((n, i) => options.push(el("option", { value: seen.get(n) > 1 ? String(i) : n, label: `${i} · ${n}` })));
+  $("class-list").replaceChildren(...options);
+}
+
 // ---- start ------------------------------------------------------------------------------------------
 
 async function start() {
@@ -301,7 +350,8 @@ async function start() {
       $("examples").append(el("img", { class: "example", src: ex.url, alt: ex.name, title: ex.name, "data-example": ex.name, onclick: () => useExample(ex.name) }));
     }
     for (const b of info.baselines) $("baseline").append(el("option", { value: b, text: b }));
-    buildMethodsForm(info.methods, info.model.unsupported);
+    buildMethodsForm(info.methods, info.model.white_box, info.token_masking);
+    await loadClasses();
     const metricNames = Object.keys(info.metrics);
     $("metrics-label").hidden = metricNames.length === 0;
     $("metrics-names").textContent = metricNames.join(", ");
@@ -312,6 +362,7 @@ async function start() {
   $("hide-topk").addEventListener("click", hideTopK);
   $("run").addEventListener("click", (e) => { e.preventDefault(); run(); });
   $("cancel").addEventListener("click", cancel);
+  $("viewer").addEventListener("click", (e) => { if (e.target === $("viewer")) $("viewer").close(); });
   $("opacity").addEventListener("input", (e) => document.documentElement.style.setProperty("--heat-opacity", e.target.value));
 }
 
