@@ -15,6 +15,7 @@ from .explanation import Explanation
 from .images import ImageLike, LoadedImage, load_image, resize, to_tensor
 from .methods import Job, Method, make_method, registry
 from .models import Classifier, load_model
+from .models.runtime import runtime_record
 from .targets import TargetSpec, resolve_targets
 
 Result = Union[Explanation, list[Explanation]]
@@ -91,6 +92,7 @@ def explain_one(
     out = []
     for i, t in enumerate(targets):
         extras = attribution.extras[i] if i < len(attribution.extras) else {}
+        extras = {**extras, "runtime": runtime_record(classifier, white_box=method.kind != "black-box")}
         out.append(
             Explanation(
                 saliency=maps_np[i],

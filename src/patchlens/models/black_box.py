@@ -24,6 +24,8 @@ class CallableClassifier(Classifier):
         numpy: hand it numpy arrays in HWC order instead of tensors.
     """
 
+    runtime = "callable"
+
     def __init__(
         self,
         fn: Callable[..., object],
