@@ -126,6 +126,7 @@ def run_batch(
     target: str | int = "top1",
     seed: int = 0,
     device: str = "auto",
+    runtime: str = "auto",
     batch_size: int | None = None,
     metrics: Sequence[str] = (),
     backend: str = "local",
@@ -175,7 +176,7 @@ def run_batch(
         raise ModelError(f"{type(model).__name__}: the ray backend rebuilds the model in every worker from a spec string "
                          "(default, timm:NAME, torchscript:PATH, onnx:PATH); save your model with torch.jit.save")
     if backend == "local":
-        classifier = load_model(model, device=device) if isinstance(model, str) else load_model(model)
+        classifier = load_model(model, device=device, runtime=runtime) if isinstance(model, str) else load_model(model)
     check_metrics(plan.metrics, classifier)
     store = Store.create(out)
     with store.lock():
@@ -201,7 +202,7 @@ def run_batch(
         else:
             from .ray_backend import ray_results
 
-            results = ray_results(model, device, plan, todo, workers, address=ray_address)
+            results = ray_results(model, device, plan, todo, workers, address=ray_address, runtime=runtime)
         bar = tqdm(total=len(todo), desc=f"{method_value.name}", unit="img", disable=not progress, dynamic_ncols=True)
         start = time.perf_counter()
         try:

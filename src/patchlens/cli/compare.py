@@ -103,7 +103,7 @@ def run(args: argparse.Namespace) -> int:
     regions = load_regions(args.regions, args.images) if args.regions else None
     from ..models import load_model
 
-    classifier = load_model(args.model, device=args.device)
+    classifier = load_model(args.model, device=args.device, runtime=args.runtime)
     result = compare(
         classifier, list(args.images), methods, args.metrics, target=args.target, seed=args.seed, budget=budget,
         method_params=given, batch_size=args.batch_size, regions=regions, progress=not args.quiet,

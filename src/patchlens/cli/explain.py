@@ -27,8 +27,17 @@ def add_common(p: argparse.ArgumentParser) -> None:
     """Options every command that runs a model shares."""
     p.add_argument("--model", default="default", help="model spec: default, timm:NAME, torchvision:NAME, onnx:PATH, torchscript:PATH [default: default]")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N [default: auto]")
+    add_runtime(p)
     p.add_argument("--batch-size", type=int, default=None, help="images per forward pass [default: chosen for the device]")
     p.add_argument("--seed", type=int, default=0, help="seed for the method's random numbers [default: 0]")
+
+
+def add_runtime(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--runtime", default="auto", choices=("auto", "torch", "onnx"),
+        help="what runs the model's forward passes: auto (ONNX Runtime on a CPU when its scores match torch's), "
+        "torch, or onnx (exported once, cached in $PATCHLENS_CACHE) [default: auto]",
+    )
 
 
 def register(sub: Any, argv: list[str]) -> None:
@@ -56,10 +65,10 @@ def run(args: argparse.Namespace) -> int:
     cls = get_method(args.method)
     method = make_method(args.method, **method_params(args, cls))
     say = (lambda *a: None) if args.quiet else print
-    classifier = load_model(args.model, device=args.device)
+    classifier = load_model(args.model, device=args.device, runtime=args.runtime)
     passes = method.passes(classifier.input_size)
     per_image = f"{passes} forward passes per image" if passes else "forward passes vary"
-    say(f"{method.name} on {classifier.model_id} ({classifier.device}): {per_image}")
+    say(f"{method.name} on {classifier.model_id} ({classifier.device}, {getattr(classifier, 'runtime', 'torch')}): {per_image}")
     out = Path(args.out)
     failed = 0
     for path in args.images:

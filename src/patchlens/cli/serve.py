@@ -8,6 +8,7 @@ import sys
 from typing import Any
 
 from ..errors import PatchlensError
+from .explain import add_runtime
 
 EXAMPLES = """examples:
   patchlens serve                                  the default model at http://127.0.0.1:8000
@@ -28,6 +29,7 @@ def register(sub: Any, argv: list[str]) -> None:
         "--model", default="default", help="model spec, loaded once at startup (visitors cannot upload models) [default: default]"
     )
     p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N [default: auto]")
+    add_runtime(p)
     p.add_argument(
         "--host", default="127.0.0.1",
         help="address to listen on; other machines can reach the page only if you change it [default: 127.0.0.1]",
@@ -54,7 +56,9 @@ def run(args: argparse.Namespace) -> int:
     if args.workers < 1 or args.queue < 1 or args.max_upload_mb <= 0:
         raise PatchlensError("--workers and --queue must be at least 1, --max-upload-mb above 0")
     config = WebConfig(workers=args.workers, max_queued=args.queue, max_upload_bytes=int(args.max_upload_mb * 1024 * 1024))
-    app = create_app(model=args.model, device=args.device, config=config)
+    from ..models import load_model
+
+    app = create_app(load_model(args.model, device=args.device, runtime=args.runtime), config=config)
     if not _is_loopback(args.host):
         print(f"patchlens: warning: listening on {args.host}: other machines can use this server", file=sys.stderr)
     shown = "127.0.0.1" if args.host in ("0.0.0.0", "::") else args.host
