@@ -10,8 +10,8 @@ import torch
 
 import patchlens
 from patchlens import ModelError
-from patchlens.models import onnx_runtime
-from patchlens.models.runtime import bf16_supported, occlusion_rank_correlation, use_runtime
+from patchlens.models import onnx_runtime, runtime
+from patchlens.models.runtime import bf16_supported, occlusion_rank_correlation, scoring_threads, use_runtime
 from patchlens.models.torch_module import TorchClassifier
 
 from conftest import TinyCNN, planted_image
@@ -114,9 +114,14 @@ def test_cache_reused_and_invalidated(cache, monkeypatch):
     def no_export(*args, **kwargs):
         raise AssertionError("exported again although the cache holds this model")
 
+    def no_check(*args, **kwargs):
+        raise AssertionError("checked again although this file's check is on record")
+
     monkeypatch.setattr(onnx_runtime, "export_onnx", no_export)
+    monkeypatch.setattr(runtime, "score_difference", no_check)
     again = patchlens.load_model(tiny(), input_size=32, runtime="onnx")  # equal weights, another object
     assert again.runtime == "onnxruntime" and not again.runtime_details["exported_now"]
+    assert again.runtime_details["check_remembered"]
     assert again.runtime_details["file"] == first.runtime_details["file"]
     monkeypatch.undo()
     monkeypatch.setenv("PATCHLENS_CACHE", str(cache))
@@ -242,3 +247,13 @@ def test_cli_runtime_option_recorded(tmp_path, cache):
     with pytest.raises(SystemExit):
         main(["explain", "example:coffee", "--runtime", "fast"])
 
+
+
+def test_torch_uses_one_thread_only_while_onnx_runtime_scores_a_black_box_method(cache):
+    fast = patchlens.load_model(tiny(), input_size=32, runtime="onnx")
+    before = torch.get_num_threads()
+    with scoring_threads(fast, "black-box"):
+        assert torch.get_num_threads() == 1
+    assert torch.get_num_threads() == before
+    with scoring_threads(fast, "white-box"):  # gradients: torch does the heavy work
+        assert torch.get_num_threads() == before

@@ -15,7 +15,7 @@ from .explanation import Explanation
 from .images import ImageLike, LoadedImage, load_image, resize, to_tensor
 from .methods import Job, Method, make_method, registry
 from .models import Classifier, load_model
-from .models.runtime import runtime_record
+from .models.runtime import runtime_record, scoring_threads
 from .targets import TargetSpec, resolve_targets
 
 Result = Union[Explanation, list[Explanation]]
@@ -77,7 +77,8 @@ def explain_one(
         engine=engine,
         generator=generator,
     )
-    attribution = method.attribute(job)
+    with scoring_threads(classifier, method.kind):  # issue 11: torch's share of an ONNX Runtime run
+        attribution = method.attribute(job)
     maps = attribution.maps.detach().float()
     if maps.ndim != 3 or maps.shape[0] != len(targets):
         raise RuntimeError(f"{method.name} returned maps of shape {tuple(maps.shape)} for {len(targets)} targets")

@@ -19,12 +19,13 @@ import copy
 import hashlib
 import io
 import itertools
+import json
 import logging
 import os
 import sys
 import warnings
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 import numpy as np
 import torch
@@ -160,6 +161,34 @@ def cached_export(classifier: TorchClassifier) -> tuple[Path, bool]:
     return path, True
 
 
+def remembered_check(path: Path, provider: str, compute: Callable[[], float]) -> tuple[float, bool]:
+    """The check's result for the exported file at ``path``, computed once per ONNX Runtime version, provider and CPU.
+
+    Scoring the check batch with torch is the slowest part of a cached load on
+    a busy CPU (5 s at load average 16 on 2 cores), and its answer only changes
+    with the graph (the file), ONNX Runtime's kernels or the CPU's instruction set.
+    Returns the largest score difference and whether it came from the record.
+    """
+    import onnxruntime as ort
+
+    record = path.with_name(path.stem + ".check.json")
+    stamp = {"onnxruntime": ort.__version__, "provider": provider, "cpu": torch.backends.cpu.get_cpu_capability()}
+    try:
+        saved = json.loads(record.read_text())
+        if saved["stamp"] == stamp:
+            return float(saved["max_abs_diff"]), True
+    except (OSError, ValueError, KeyError, TypeError):
+        pass
+    diff = compute()
+    tmp = record.with_name(f"{record.name}.{os.getpid()}.tmp")
+    try:
+        tmp.write_text(json.dumps({"stamp": stamp, "max_abs_diff": diff}))
+        os.replace(tmp, record)
+    except OSError:
+        tmp.unlink(missing_ok=True)  # a read-only cache still works, it just checks every time
+    return diff, False
+
+
 def session_options(threads: int, spinning: bool) -> Any:
     import onnxruntime as ort
 
@@ -186,6 +215,9 @@ class OnnxRuntimeClassifier(Classifier):
     """
 
     runtime = "onnxruntime"
+    #: torch threads while a black-box method runs on this model (models/runtime.py, ``scoring_threads``):
+    #: torch then only composes masks, and with 2 threads it collapsed under contention.
+    torch_threads: int | None = 1
 
     def __init__(self, torch_classifier: TorchClassifier, path: Path, *, threads: int, spinning: bool = False) -> None:
         import onnxruntime as ort

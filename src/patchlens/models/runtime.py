@@ -16,8 +16,10 @@ it is a setting of the whole process.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
+from typing import Iterator
 import torch
 
 from ..errors import ModelError
@@ -54,6 +56,28 @@ def resolve_threads(threads: int | None) -> int | None:
     if threads is not None and (not isinstance(threads, int) or threads < 1):
         raise ModelError(f"threads={threads!r}: must be a whole number of at least 1")
     return threads
+
+
+@contextlib.contextmanager
+def scoring_threads(classifier: object, method_kind: str) -> Iterator[None]:
+    """Torch's thread count while ``classifier`` explains with a ``method_kind`` method.
+
+    When ONNX Runtime scores a black-box method's passes, torch only builds
+    masks and combines scores: small operations where a second thread buys
+    little on a quiet machine and, under contention, cost 2.5-6x (RISE on the
+    default model at load average 16 on 2 cores: 12-36 passes/s with one torch
+    thread, 5 with two). Gradient methods keep torch's own setting.
+    """
+    wanted = getattr(classifier, "torch_threads", None)
+    before = torch.get_num_threads()
+    if wanted is None or method_kind != "black-box" or wanted == before:
+        yield
+        return
+    torch.set_num_threads(wanted)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
 
 
 def runtime_record(classifier: object, *, white_box: bool = False) -> dict[str, object]:
@@ -117,7 +141,7 @@ def use_runtime(
         why = "asked for" if runtime == "torch" else ("a GPU" if not on_cpu else "your own module (runtime='onnx' exports it)")
         classifier.details = {"chosen_because": why}
         return classifier
-    return _onnx(classifier, explicit=runtime == "onnx", threads=threads or available_cores())
+    return _onnx(classifier, explicit=runtime == "onnx", threads=threads or available_cores(), explicit_threads=threads is not None)
 
 
 def _fallback(classifier: TorchClassifier, reason: str, *, say: bool = True) -> TorchClassifier:
@@ -127,13 +151,13 @@ def _fallback(classifier: TorchClassifier, reason: str, *, say: bool = True) -> 
     return classifier
 
 
-def _onnx(classifier: TorchClassifier, *, explicit: bool, threads: int) -> Classifier:
+def _onnx(classifier: TorchClassifier, *, explicit: bool, threads: int, explicit_threads: bool = False) -> Classifier:
     try:
         import onnxruntime  # noqa: F401
     except ImportError:
         # "auto" without onnxruntime is a supported set-up, not a failure worth a line
         return _fallback(classifier, "onnxruntime is not installed (pip install onnxruntime onnx)", say=explicit)
-    from .onnx_runtime import OnnxRuntimeClassifier, cached_export
+    from .onnx_runtime import OnnxRuntimeClassifier, cached_export, remembered_check
 
     try:
         path, exported = cached_export(classifier)
@@ -141,14 +165,16 @@ def _onnx(classifier: TorchClassifier, *, explicit: bool, threads: int) -> Class
         return _fallback(classifier, f"ONNX export failed ({type(exc).__name__}: {_first_line(exc)})")
     try:
         fast = OnnxRuntimeClassifier(classifier, path, threads=threads)
-        diff = score_difference(classifier, fast)
+        diff, remembered = remembered_check(path, fast.provider, lambda: score_difference(classifier, fast))
     except Exception as exc:
         return _fallback(classifier, f"ONNX Runtime could not run the exported model ({type(exc).__name__}: {_first_line(exc)})")
     if diff > CHECK_TOLERANCE:
         if not explicit:
             return _fallback(classifier, f"ONNX Runtime's scores differ from torch's by {diff:.2g} (> {CHECK_TOLERANCE:g})")
         log.warning("patchlens: %s: ONNX Runtime's scores differ from torch's by %.2g on a check batch", classifier.model_id, diff)
-    fast.details = {"check_max_abs_diff": diff, "exported_now": exported, "file": str(path)}
+    fast.details = {"check_max_abs_diff": diff, "check_remembered": remembered, "exported_now": exported, "file": str(path)}
+    if explicit_threads:
+        fast.torch_threads = None  # the caller set torch's threads; leave them
     return fast
 
 
