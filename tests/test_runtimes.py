@@ -257,3 +257,18 @@ def test_torch_uses_one_thread_only_while_onnx_runtime_scores_a_black_box_method
     assert torch.get_num_threads() == before
     with scoring_threads(fast, "white-box"):  # gradients: torch does the heavy work
         assert torch.get_num_threads() == before
+
+
+def test_randomization_check_reinitialises_the_torch_side_of_an_onnx_runtime_model(cache):
+    from patchlens.metrics.randomization import randomization
+
+    module = responsive()
+    fast = patchlens.load_model(module, input_size=32, runtime="onnx")
+    slow = patchlens.load_model(module, input_size=32, runtime="torch")
+    image = planted_image(32)
+    exp = patchlens.explain(fast, image, "occlusion", window=8, stride=4)
+    fractions, rho_fast = randomization(fast, exp, stages=2)
+    _, rho_slow = randomization(slow, exp, stages=2)
+    # had the clone kept scoring the exported graph (the old weights), every rho would be 1
+    np.testing.assert_allclose(rho_fast, rho_slow, atol=1e-6)
+    assert rho_fast[-1] < 0.9
