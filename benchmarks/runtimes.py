@@ -145,6 +145,30 @@ def _spread(values: list[float]) -> str:
     return f"{statistics.median(values):.1f} ({min(values):.1f}-{max(values):.1f})"
 
 
+def torch_side_table(args: argparse.Namespace, models: dict[str, patchlens.Classifier]) -> str:
+    """RISE on ONNX Runtime with torch (mask composition only) at 1 and 2 threads, batch 1 and 4, interleaved rounds.
+
+    Set torch's threads around the whole explanation, bypassing the scoped
+    default (``scoring_threads``) by giving the classifier no preference.
+    """
+    fast = models["ONNX Runtime fp32"]
+    original, preference = torch.get_num_threads(), fast.torch_threads
+    fast.torch_threads = None
+    per: dict[tuple[int, int], list[float]] = {}
+    try:
+        for _ in range(args.rounds):
+            for threads in (1, 2):
+                for batch in (1, 4):
+                    torch.set_num_threads(threads)
+                    exp = patchlens.explain(fast, "example:coffee", "rise", n_masks=48, seed=0, batch_size=batch)
+                    per.setdefault((threads, batch), []).append(exp.forward_passes / exp.seconds)
+    finally:
+        torch.set_num_threads(original)
+        fast.torch_threads = preference
+    rows = [[f"{t}", f"{b}", _spread(v)] for (t, b), v in per.items()]
+    return markdown_table(["torch threads", "batch", "RISE passes/s (median, range)"], rows)
+
+
 def raw_table(args: argparse.Namespace, models: dict[str, patchlens.Classifier], loaded: bool) -> tuple[str, dict[str, dict[int, float]]]:
     """Images/s at each batch, interleaved rounds; each runtime at its best batch, and its ratio to torch."""
     per: dict[str, dict[int, list[float]]] = {name: {b: [] for b in BATCHES} for name in models}
@@ -219,13 +243,21 @@ def main() -> None:
     parser.add_argument("--demo-masks", type=int, default=1000, help="masks in the README demo (0: skip it)")
     parser.add_argument("--load-limit", type=float, default=600, help="a competing process stops by itself after this many s")
     parser.add_argument("--no-write", action="store_true", help="print only; leave RESULTS.md alone")
+    parser.add_argument("--torch-side-only", action="store_true", help="only the torch-threads-during-ORT table; print it")
     args = parser.parse_args()
+    if args.torch_side_only:
+        print(uptime())
+        print(torch_side_table(args, runtimes(args)))
+        print(uptime())
+        return
 
     before = uptime()
     print(before, flush=True)
     models = runtimes(args)
     parts = [f"Machine: {machine(torch.device('cpu'))}.", f"`uptime` before: `{before}`."]
     parts += ["### Threads and spinning (batch 4)", thread_table(args, models)]
+    print(parts[-1], flush=True)
+    parts += ["### Torch's threads while ONNX Runtime scores RISE (48 masks)", torch_side_table(args, models)]
     print(parts[-1], flush=True)
     maps = {}
     for loaded in (False, True):
