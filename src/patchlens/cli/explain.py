@@ -12,6 +12,7 @@ from ..errors import PatchlensError
 from ..images import load_image
 from ..methods import get_method, make_method
 from ..models import load_model
+from ..models.runtime import RUNTIMES
 from ._options import add_method_arguments, method_command, method_params
 
 EXAMPLES = """examples:
@@ -34,7 +35,7 @@ def add_common(p: argparse.ArgumentParser) -> None:
 
 def add_runtime(p: argparse.ArgumentParser) -> None:
     p.add_argument(
-        "--runtime", default="auto", choices=("auto", "torch", "onnx"),
+        "--runtime", default="auto", choices=RUNTIMES,
         help="what runs the model's forward passes: auto (ONNX Runtime on a CPU when its scores match torch's), "
         "torch, or onnx (exported once, cached in $PATCHLENS_CACHE) [default: auto]",
     )
