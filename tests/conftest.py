@@ -2,12 +2,18 @@
 
 from __future__ import annotations
 
+import os
+import tempfile
+
 import numpy as np
 import pytest
 import torch
 
 import patchlens
 from patchlens.models import CallableClassifier
+
+# Exported ONNX models go to a folder of the test machine's temp dir, not the user's ~/.cache.
+os.environ.setdefault("PATCHLENS_CACHE", os.path.join(tempfile.gettempdir(), "patchlens-test-cache"))
 
 SIZE = 64
 #: (top, left, bottom, right) of the planted evidence, in a 64x64 image; 14 % of the area.

@@ -9,6 +9,7 @@ import torch
 import torch.nn.functional as F
 
 from . import capabilities
+from .capabilities import Capability
 from ._version import __version__
 from .engine import Engine
 from .errors import MethodError, ModelError
@@ -16,6 +17,8 @@ from .explanation import Explanation
 from .images import ImageLike, LoadedImage, load_image, resize, to_tensor
 from .methods import Job, Method, catalogue, make_method, registry
 from .models import Classifier, load_model
+from .models.runtime import runtime_record, scoring_threads
+from .targets import TargetSpec, resolve_targets
 from .targets import TargetSpec, names_several, resolve_targets
 
 #: what :func:`explain` returns for one image: one Explanation, or a list when the target names several classes.
@@ -101,8 +104,11 @@ def explain_one(
         generator=generator,
         on_map=on_map,
     )
+    # only scores: ONNX Runtime may run every pass; gradients, layers and tokens come from torch
+    scores_only = method.requirements() == Capability.SCORES
     try:
-        attribution = method.attribute(job)
+        with scoring_threads(classifier, scores_only):  # torch's share of an ONNX Runtime run
+            attribution = method.attribute(job)
     finally:
         engine.close()
     maps = attribution.maps.detach().float()
@@ -119,6 +125,7 @@ def explain_one(
     out = []
     for i, t in enumerate(targets):
         extras = attribution.extras[i] if i < len(attribution.extras) else {}
+        extras = {**extras, "runtime": runtime_record(classifier, white_box=not scores_only)}
         out.append(
             Explanation(
                 saliency=maps_np[i],

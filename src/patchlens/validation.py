@@ -67,7 +67,7 @@ def cam_layers(classifier: Classifier, *, useful: bool = True) -> list[str]:
     handles = [m.register_forward_hook(hook) for m in names]
     try:
         with torch.inference_mode():
-            classifier(torch.full((1, 3, *classifier.input_size), 0.5))
+            classifier.logits(torch.full((1, 3, *classifier.input_size), 0.5))  # the torch path, whatever scores
     finally:
         for h in handles:
             h.remove()

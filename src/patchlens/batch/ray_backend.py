@@ -35,14 +35,16 @@ IMAGES_PER_CALL = 4
 class Explainer:
     """A Ray actor: one model, explaining batches of ``{"path", "label"}`` rows."""
 
-    def __init__(self, model: str, device: str, plan: dict[str, Any], threads: int | None = None) -> None:
+    def __init__(
+        self, model: str, device: str, plan: dict[str, Any], threads: int | None = None, runtime: str = "auto"
+    ) -> None:
         import torch
 
         from ..models import load_model
 
         if threads:
             torch.set_num_threads(threads)
-        self.classifier = load_model(model, device=device)
+        self.classifier = load_model(model, device=device, runtime=runtime, threads=threads)
         self.plan = Plan(**{**plan, "metrics": tuple(plan.get("metrics", ()))})
         self.method = self.plan.make_method()
         check_metrics(self.plan.metrics, self.classifier)
@@ -82,7 +84,7 @@ def _unwrap(exc: BaseException) -> BaseException:
 
 def ray_results(
     model: str, device: str, plan: Plan, items: Sequence[Item], workers: int, *, address: str | None = None,
-    cpus_per_worker: int = 1,
+    cpus_per_worker: int = 1, runtime: str = "auto",
 ) -> Iterator[list[Result]]:
     """Explain ``items`` on Ray; yields each image's results as it arrives (in no fixed order)."""
     if not items:
@@ -109,7 +111,7 @@ def ray_results(
         ds = ds.map_batches(
             Explainer,
             fn_constructor_kwargs={"model": model, "device": "cuda" if use_gpu else "cpu", "plan": plan.to_dict(),
-                                   "threads": None if use_gpu else cpus_per_worker},
+                                   "threads": None if use_gpu else cpus_per_worker, "runtime": runtime},
             batch_size=IMAGES_PER_CALL,
             batch_format="numpy",
             compute=ray.data.ActorPoolStrategy(size=actors),

@@ -136,6 +136,7 @@ def run_batch(
     target: str | int = "top1",
     seed: int = 0,
     device: str = "auto",
+    runtime: str = "auto",
     batch_size: int | None = None,
     metrics: Sequence[str] = (),
     backend: str = "local",
@@ -222,7 +223,7 @@ def run_batch(
         else:
             from .ray_backend import ray_results
 
-            results = ray_results(model, device, plan, todo, workers, address=ray_address)
+            results = ray_results(model, device, plan, todo, workers, address=ray_address, runtime=runtime)
         bar = tqdm(total=len(todo), desc=f"{method_value.name}", unit="img", disable=not progress, dynamic_ncols=True)
         start = time.perf_counter()
         regions = {i.path: region_columns(i) for i in todo if i.box is not None or i.mask is not None}

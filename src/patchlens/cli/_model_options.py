@@ -15,6 +15,7 @@ import torch
 
 from ..errors import ModelError
 from ..models import Classifier, load_model
+from ..models.runtime import RUNTIMES
 
 #: the spec kinds whose loader downloads weights, so ``--pretrained`` means something
 _HUB_KINDS = ("timm", "torchvision")
@@ -22,6 +23,11 @@ _HUB_KINDS = ("timm", "torchvision")
 
 def add_model_arguments(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("model options (override what the model spec implies)")
+    g.add_argument(
+        "--runtime", default="auto", choices=RUNTIMES,
+        help="what runs the model's forward passes: auto (ONNX Runtime on a CPU when its scores match torch's), "
+        "torch, or onnx (exported once, cached in $PATCHLENS_CACHE) [default: auto]",
+    )
     g.add_argument("--pretrained", action=argparse.BooleanOptionalAction, default=None,
                    help="timm:/torchvision: download pretrained weights, or --no-pretrained for random weights, "
                    "offline [default: pretrained]")
@@ -91,7 +97,7 @@ def load_cli_model(args: argparse.Namespace) -> Classifier:
     """The model named by ``--model``, with the model options, on ``--device``."""
     options = model_options(args)
     try:
-        classifier = load_model(args.model, device=args.device, **options)
+        classifier = load_model(args.model, device=args.device, runtime=args.runtime, **options)
     except TypeError as exc:  # an adapter that does not take an option
         raise ModelError(f"{args.model}: {exc}") from None
     if "labels" in options:

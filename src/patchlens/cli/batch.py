@@ -91,6 +91,7 @@ def run(args: argparse.Namespace) -> int:
         target=args.target,
         seed=args.seed,
         device=args.device,
+        runtime=args.runtime,
         batch_size=args.batch_size,
         metrics=[m.strip() for m in args.metrics.split(",") if m.strip()],
         backend=args.backend,

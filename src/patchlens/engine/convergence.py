@@ -15,21 +15,7 @@ from dataclasses import dataclass, field
 import torch
 import torch.nn.functional as F
 
-
-def ranks(x: torch.Tensor) -> torch.Tensor:
-    """Ranks 0..n-1 of a flat tensor (ties broken by position, enough for a convergence check)."""
-    order = x.argsort(stable=True)
-    r = torch.empty_like(order, dtype=torch.float64)
-    r[order] = torch.arange(x.numel(), device=x.device, dtype=torch.float64)
-    return r
-
-
-def spearman(a: torch.Tensor, b: torch.Tensor) -> float:
-    """Spearman rank correlation of two maps of the same shape."""
-    ra, rb = ranks(a.flatten().double()), ranks(b.flatten().double())
-    ra, rb = ra - ra.mean(), rb - rb.mean()
-    denom = float(ra.norm() * rb.norm())
-    return float((ra * rb).sum()) / denom if denom > 0 else 1.0
+from ..ranking import ranks, spearman  # noqa: F401  (re-exported: the engine's users read them here)
 
 
 def coarse(maps: torch.Tensor, side: int = 32) -> torch.Tensor:

@@ -67,6 +67,8 @@ def randomization(
     """
     from ..api import explain_one
 
+    # an ONNX Runtime model is re-initialised through the torch classifier it was exported from
+    classifier = getattr(classifier, "torch_classifier", classifier)
     if not isinstance(classifier, TorchClassifier):
         raise MetricError(f"{classifier.model_id}: the randomization check needs a PyTorch model to copy and re-initialise")
     if explanation.image is None:

@@ -53,7 +53,9 @@ def resolve_device(device: str | torch.device | None) -> torch.device:
     return dev
 
 
-def load_model(spec: Any = "default", **options: Any) -> Classifier:
+def load_model(
+    spec: Any = "default", *, runtime: str = "auto", threads: int | None = None, precision: str = "fp32", **options: Any
+) -> Classifier:
     """Turn a model specification into a :class:`Classifier`.
 
     ``spec`` is ``"default"``, ``"timm:<name>"``, ``"torchvision:<name>"``,
@@ -61,7 +63,24 @@ def load_model(spec: Any = "default", **options: Any) -> Classifier:
     Python callable (the black-box case), or a Classifier (returned as is).
     ``options`` go to the adapter (``device``, ``mean``, ``std``,
     ``input_size``, ``labels``, ``softmax``, ``numpy``, ``pretrained``, ...).
+
+    ``runtime``: ``"auto"`` runs a torch model's forward passes in ONNX Runtime
+    on a CPU when its scores match torch's (the file exported once and cached,
+    see ``PATCHLENS_CACHE``), in torch otherwise; ``"torch"`` or ``"onnx"``
+    choose. Gradients always come from torch. ``threads``: the runtime's
+    threads (default: measured, see models/runtime.py; ``PATCHLENS_THREADS``).
+    ``precision``: ``"fp32"``, or ``"bf16"`` where the CPU has it natively and
+    a check keeps the map's ranking. What ran is on ``classifier.runtime_details``.
     """
+    if isinstance(spec, Classifier) and (runtime, threads, precision) == ("auto", None, "fp32"):
+        return _adapter(spec, **options)  # returned as is
+    from .runtime import use_runtime
+
+    own_module = isinstance(spec, torch.nn.Module)
+    return use_runtime(_adapter(spec, **options), runtime, threads=threads, precision=precision, own_module=own_module)
+
+
+def _adapter(spec: Any, **options: Any) -> Classifier:
     if isinstance(spec, Classifier):
         if options:
             raise ModelError(f"{spec.model_id}: options {sorted(options)} cannot be applied to an existing Classifier")

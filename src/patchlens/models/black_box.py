@@ -35,6 +35,8 @@ class CallableClassifier(Classifier):
     probabilities (for titles: "p" or "score").
     """
 
+    runtime = "callable"
+
     def __init__(
         self,
         fn: Callable[..., object],

@@ -25,6 +25,8 @@ def _existing(path: str, kind: str) -> Path:
 class OnnxClassifier(Classifier):
     """Runs an ONNX graph that takes a normalised NCHW float32 batch."""
 
+    runtime = "onnxruntime"
+
     def __init__(
         self,
         path: str,

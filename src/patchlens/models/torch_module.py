@@ -49,6 +49,9 @@ class TorchClassifier(Classifier):
         channels_last: feed inputs in channels-last layout (faster for CNNs on GPU).
     """
 
+    #: what scores the forward passes (models/runtime.py may swap in ONNX Runtime)
+    runtime = "torch"
+
     def __init__(
         self,
         module: torch.nn.Module,
@@ -85,6 +88,13 @@ class TorchClassifier(Classifier):
             amp = torch.bfloat16 if self.device.type == "cuda" else None
         self.autocast_dtype = amp  # type: ignore[assignment]
         self.channels_last = channels_last
+        #: why this runtime was chosen, set by ``load_model`` (models/runtime.py)
+        self.details: dict[str, object] = {}
+
+    @property
+    def runtime_details(self) -> dict[str, object]:
+        precision = {None: "fp32", torch.bfloat16: "bf16", torch.float16: "fp16"}.get(self.autocast_dtype, str(self.autocast_dtype))
+        return {"runtime": "torch", "device": str(self.device), "threads": torch.get_num_threads(), "precision": precision, **self.details}
 
     @property
     def module(self) -> torch.nn.Module:

@@ -1,0 +1,301 @@
+"""Run a torch model's forward passes in ONNX Runtime, keeping torch for gradients.
+
+On a CPU, ONNX Runtime scores the same EfficientNet-Lite0 weights about four
+times faster than torch eager (benchmarks/RESULTS.md, "Runtimes"). The module
+is exported once, with normalisation and softmax inside the graph, and the file
+is cached on disk under a key made of everything that changes the graph: the
+weights, the architecture, the input size, the adapter's settings and the
+export settings. A second load with the same key does not export again.
+
+Gradient methods and everything else that needs the module (``module``,
+``logits``, ``normalise``) still go to the torch classifier this one was made
+from, so white-box methods work unchanged on an ONNX Runtime model.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import hashlib
+import io
+import itertools
+import json
+import logging
+import os
+import sys
+import warnings
+from pathlib import Path
+from typing import Any, Callable, Iterator
+
+import numpy as np
+import torch
+
+from ..capabilities import Capability
+from ..errors import ModelError
+from .classifier import Classifier
+from .torch_module import TorchClassifier
+from .vit import TokenView
+
+#: environment variable naming the cache folder (default: ~/.cache/patchlens).
+CACHE_ENV = "PATCHLENS_CACHE"
+#: opset of the exported graphs; part of the cache key.
+OPSET = 17
+#: bump when the exported graph's contract changes (inputs, outputs, what is inside).
+EXPORT_FORMAT = 1
+
+
+def cache_dir() -> Path:
+    """Where exported models are kept: ``$PATCHLENS_CACHE``, else ``$XDG_CACHE_HOME/patchlens``, else ``~/.cache/patchlens``."""
+    if os.environ.get(CACHE_ENV):
+        return Path(os.environ[CACHE_ENV]).expanduser()
+    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(base) / "patchlens"
+
+
+def export_key(classifier: TorchClassifier) -> str:
+    """A hash of everything that decides the exported graph (weights, architecture, sizes, settings)."""
+    h = hashlib.sha256()
+    module = classifier.module
+    for name, tensor in module.state_dict().items():
+        t = tensor.detach().cpu().contiguous()
+        h.update(f"{name}|{t.dtype}|{tuple(t.shape)}|".encode())
+        h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
+    settings = (
+        type(module).__module__,
+        type(module).__qualname__,
+        repr(module),  # the architecture, as far as torch can print it
+        classifier.input_size,
+        classifier._mean.flatten().tolist(),
+        classifier._std.flatten().tolist(),
+        classifier.softmax,
+        OPSET,
+        EXPORT_FORMAT,
+        "torchscript-exporter",
+        torch.__version__,
+    )
+    h.update(repr(settings).encode())
+    return h.hexdigest()
+
+
+class _ScoringGraph(torch.nn.Module):
+    """What gets exported: [0, 1] pixels in, the classifier's scores out (normalisation and softmax inside)."""
+
+    def __init__(self, classifier: TorchClassifier) -> None:
+        super().__init__()
+        self.module = classifier.module  # registered, so its weights become the graph's initializers
+        self.plain = copy.copy(classifier)
+        self.plain.autocast_dtype = None  # export the float32 graph whatever the torch side runs in
+        self.softmax = classifier.softmax
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = self.plain._forward(x)
+        return out.softmax(dim=1) if self.softmax and out.ndim == 2 else out
+
+
+def export_onnx(classifier: TorchClassifier, path: Path) -> None:
+    """Export ``classifier`` (module + normalisation + softmax) to ``path``, atomically.
+
+    The TorchScript-based exporter (``dynamo=False``) is used because it needs
+    only the ``onnx`` package; the newer exporter also needs onnxscript. The file
+    is written under a temporary name and renamed, so processes that load the
+    same model at once never read a half-written file.
+    """
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
+    graph = _ScoringGraph(classifier)
+    dummy = torch.rand(2, 3, *classifier.input_size, device=classifier.device)
+    try:
+        with classifier.evaluating(), torch.no_grad(), warnings.catch_warnings(), _stdout_silenced():
+            warnings.simplefilter("ignore")  # the exporter warns about its own deprecation and constant folding
+            torch.onnx.export(
+                graph,
+                (dummy,),
+                str(tmp),
+                dynamo=False,
+                input_names=["pixels"],
+                output_names=["scores"],
+                dynamic_axes={"pixels": {0: "batch"}, "scores": {0: "batch"}},
+                opset_version=OPSET,
+            )
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+@contextlib.contextmanager
+def _stdout_silenced() -> Iterator[None]:
+    """Silence stdout at the file-descriptor level while exporting.
+
+    On failure the TorchScript exporter prints its whole IR graph from C++
+    (torch 2.13/2.14 switch its ONNX log on and never off again), which would
+    bury the one line that says why we fell back to torch.
+    """
+    sys.stdout.flush()
+    try:
+        saved = os.dup(1)
+        devnull = os.open(os.devnull, os.O_WRONLY)
+    except OSError:  # no real stdout (embedded interpreters): nothing to silence
+        with contextlib.redirect_stdout(io.StringIO()):
+            yield
+        return
+    try:
+        os.dup2(devnull, 1)
+        with contextlib.redirect_stdout(io.StringIO()):
+            yield
+    finally:
+        os.dup2(saved, 1)
+        os.close(saved)
+        os.close(devnull)
+        try:
+            torch._C._jit_set_onnx_log_enabled(False)
+        except AttributeError:
+            pass
+
+
+def cached_export(classifier: TorchClassifier) -> tuple[Path, bool]:
+    """The exported file for ``classifier`` and whether this call had to export it."""
+    key = export_key(classifier)
+    stem = "".join(c if c.isalnum() or c in "-_" else "_" for c in classifier.model_id)[:40]
+    path = cache_dir() / "onnx" / f"{stem}-{key[:24]}.onnx"
+    if path.is_file():
+        return path, False
+    export_onnx(classifier, path)
+    return path, True
+
+
+def remembered_check(path: Path, provider: str, compute: Callable[[], float]) -> tuple[float, bool]:
+    """The check's result for the exported file at ``path``, computed once per ONNX Runtime version, provider and CPU.
+
+    Scoring the check batch with torch is the slowest part of a cached load on
+    a busy CPU (5 s at load average 16 on 2 cores), and its answer only changes
+    with the graph (the file), ONNX Runtime's kernels or the CPU's instruction set.
+    Returns the largest score difference and whether it came from the record.
+    """
+    import onnxruntime as ort
+
+    record = path.with_name(path.stem + ".check.json")
+    stamp = {"onnxruntime": ort.__version__, "provider": provider, "cpu": torch.backends.cpu.get_cpu_capability()}
+    try:
+        saved = json.loads(record.read_text())
+        if saved["stamp"] == stamp:
+            return float(saved["max_abs_diff"]), True
+    except (OSError, ValueError, KeyError, TypeError):
+        pass
+    diff = compute()
+    tmp = record.with_name(f"{record.name}.{os.getpid()}.tmp")
+    try:
+        tmp.write_text(json.dumps({"stamp": stamp, "max_abs_diff": diff}))
+        os.replace(tmp, record)
+    except OSError:
+        tmp.unlink(missing_ok=True)  # a read-only cache still works, it just checks every time
+    return diff, False
+
+
+def session_options(threads: int, spinning: bool) -> Any:
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads
+    options.inter_op_num_threads = 1
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    # Spinning threads keep a core busy between batches; when other processes want
+    # the cores they steal time from them and from each other.
+    options.add_session_config_entry("session.intra_op.allow_spinning", "1" if spinning else "0")
+    options.log_severity_level = 3  # errors only; ORT's warnings are about its own graph rewrites
+    return options
+
+
+class OnnxRuntimeClassifier(Classifier):
+    """A :class:`TorchClassifier` whose forward passes run in ONNX Runtime.
+
+    Args:
+        torch_classifier: the classifier the graph was exported from; gradients,
+            ``module``, ``logits`` and ``normalise`` are its.
+        path: the exported graph.
+        threads: ONNX Runtime's intra-op threads.
+        spinning: let idle ORT threads spin (faster on an idle machine only).
+    """
+
+    runtime = "onnxruntime"
+    #: torch threads while a black-box method runs on this model (models/runtime.py, ``scoring_threads``):
+    #: torch then only composes masks, and with 2 threads it collapsed under contention.
+    torch_threads: int | None = 1
+
+    def __init__(self, torch_classifier: TorchClassifier, path: Path, *, threads: int, spinning: bool = False) -> None:
+        import onnxruntime as ort
+
+        self.torch_classifier = torch_classifier
+        self.input_size = torch_classifier.input_size
+        self.labels = torch_classifier.labels
+        self.device = torch_classifier.device
+        self.model_id = torch_classifier.model_id
+        self.autocast_dtype = torch_classifier.autocast_dtype
+        self.path, self.threads = path, threads
+        if self.device.type == "cuda":
+            if "CUDAExecutionProvider" not in ort.get_available_providers():
+                raise ModelError("this onnxruntime build has no CUDA provider (pip install onnxruntime-gpu)")
+            index = self.device.index if self.device.index is not None else torch.cuda.current_device()
+            providers: list[Any] = [("CUDAExecutionProvider", {"device_id": index}), "CPUExecutionProvider"]
+        else:
+            providers = ["CPUExecutionProvider"]
+        self.session = ort.InferenceSession(str(path), session_options(threads, spinning), providers=providers)
+        self.provider = self.session.get_providers()[0]
+        #: filled by the runtime choice: the check's max abs difference to torch, a note.
+        self.details: dict[str, Any] = {}
+        self._stamp = weights_stamp(torch_classifier.module)
+        self.stale = False
+
+    def _scores(self, x: torch.Tensor) -> torch.Tensor:
+        if self.stale or weights_stamp(self.module) != self._stamp:
+            # The module was changed after export (say, trained on): the graph holds
+            # the old weights, so torch answers from now on rather than a stale copy.
+            if not self.stale:
+                self.stale = True
+                self.details["stale"] = "weights changed after export; scored with torch since"
+                logging.getLogger("patchlens").warning(
+                    "patchlens: %s: the model's weights changed after export; scoring with torch from now on", self.model_id
+                )
+            return self.torch_classifier._scores(x)
+        batch = x.detach().to("cpu", torch.float32).contiguous().numpy()
+        try:
+            out = self.session.run(None, {"pixels": batch})[0]
+        except Exception as exc:
+            raise ModelError(f"{self.model_id}: onnxruntime failed: {str(exc).splitlines()[0]}") from None
+        return torch.from_numpy(np.asarray(out, np.float32)).to(self.device)
+
+    # -- white-box access: the torch side ---------------------------------------
+    @property
+    def module(self) -> torch.nn.Module:
+        return self.torch_classifier.module
+
+    def logits(self, x: torch.Tensor) -> torch.Tensor:
+        return self.torch_classifier.logits(x)
+
+    def normalise(self, x: torch.Tensor) -> torch.Tensor:
+        return self.torch_classifier.normalise(x)
+
+    def evaluating(self) -> contextlib.AbstractContextManager[None]:
+        return self.torch_classifier.evaluating()
+
+    @property
+    def capabilities(self) -> Capability:
+        return self.torch_classifier.capabilities  # scores here; gradients, layers and tokens from torch
+
+    def token_view(self, image: torch.Tensor) -> TokenView:
+        return self.torch_classifier.token_view(image)
+
+    def score_tokens(self, view: TokenView, keep: torch.Tensor) -> torch.Tensor:
+        return self.torch_classifier.score_tokens(view, keep)
+
+    @property
+    def runtime_details(self) -> dict[str, Any]:
+        runtime = "torch" if self.stale else self.runtime
+        return {"runtime": runtime, "provider": self.provider, "threads": self.threads, "precision": "fp32", **self.details}
+
+    def __repr__(self) -> str:
+        return f"OnnxRuntimeClassifier({self.model_id!r}, input_size={self.input_size}, {self.provider}, threads={self.threads})"
+
+
+def weights_stamp(module: torch.nn.Module) -> tuple[tuple[int, int], ...]:
+    """Identity and version counter of every weight: any in-place change or rebinding changes it."""
+    return tuple((id(t), t._version) for t in itertools.chain(module.parameters(), module.buffers()))
