@@ -32,8 +32,14 @@ def no_forward_pass(monkeypatch):
         calls.append(x.shape[0])
         return original(self, x)
 
+    def counting_logits(self, x):  # the layer probe runs the torch path, whatever runtime scores
+        calls.append(x.shape[0])
+        return original_logits(self, x)
+
     original = patchlens.Classifier.__call__
+    original_logits = TorchClassifier.logits
     monkeypatch.setattr(patchlens.Classifier, "__call__", counting)
+    monkeypatch.setattr(TorchClassifier, "logits", counting_logits)
     return calls
 
 
