@@ -25,3 +25,7 @@ class TargetError(PatchlensError, ValueError):
 
 class MethodError(PatchlensError, ValueError):
     """An unknown method, or a parameter out of range."""
+
+
+class QueryBudgetError(ModelError):
+    """A remote model's query budget (``max_queries`` images) is spent; the explanation stopped unfinished."""

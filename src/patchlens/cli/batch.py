@@ -9,7 +9,8 @@ from ..batch import run_batch
 from ..batch.runner import BACKENDS
 from ..errors import PatchlensError
 from ..methods import get_method
-from ._options import add_method_arguments, method_command, method_params
+from ..models import load_model
+from ._options import add_method_arguments, method_command, method_params, remote_options
 from .explain import add_common
 
 EXAMPLES = """examples:
@@ -67,10 +68,11 @@ def run(args: argparse.Namespace) -> int:
     for name in ("workers", "chunk_size"):
         if getattr(args, name) < 1:
             raise PatchlensError(f"--{name.replace('_', '-')} {getattr(args, name)}: must be at least 1")
+    remote = remote_options(args)  # a remote model with options is loaded here: the runner takes only a spec's defaults
     summary = run_batch(
         args.source,
         args.out,
-        model=args.model,
+        model=load_model(args.model, device=args.device, **remote) if remote else args.model,
         method=args.method,
         target=args.target,
         seed=args.seed,

@@ -9,6 +9,7 @@ import time
 from typing import Any
 
 from ..api import methods as list_methods
+from ._options import remote_options
 from .explain import add_common
 
 METRICS = "pointing_game,focus,insertion,deletion,cost"
@@ -47,7 +48,7 @@ def run(args: argparse.Namespace) -> int:
     from ..models import load_model
 
     names = args.methods.split(",") if args.methods else [n for n, m in list_methods().items() if m["kind"] == "black-box"]
-    classifier = load_model(args.model, device=args.device)
+    classifier = load_model(args.model, device=args.device, **remote_options(args))
     mosaics = builtin_mosaics()
     print(f"benchmark: {len(mosaics)} mosaics, model {classifier.model_id} on {classifier.device} "
           f"({machine() if classifier.device.type == 'cpu' else classifier.device}), budget {args.budget} passes, {args.steps} curve steps")

@@ -13,7 +13,7 @@ from ..errors import MethodError
 from ..images import load_image
 from ..methods import get_method, registry
 from ..metrics.base import MetricError, get_metrics, registry as metric_registry
-from ._options import _bool, add_method_arguments, method_params, peek_option
+from ._options import _bool, add_method_arguments, method_params, peek_option, remote_options
 from .explain import add_common
 
 EXAMPLES = """examples:
@@ -103,7 +103,7 @@ def run(args: argparse.Namespace) -> int:
     regions = load_regions(args.regions, args.images) if args.regions else None
     from ..models import load_model
 
-    classifier = load_model(args.model, device=args.device)
+    classifier = load_model(args.model, device=args.device, **remote_options(args))
     result = compare(
         classifier, list(args.images), methods, args.metrics, target=args.target, seed=args.seed, budget=budget,
         method_params=given, batch_size=args.batch_size, regions=regions, progress=not args.quiet,

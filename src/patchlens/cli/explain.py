@@ -8,11 +8,11 @@ from pathlib import Path
 from typing import Any
 
 from ..api import explain_one
-from ..errors import PatchlensError
+from ..errors import PatchlensError, QueryBudgetError
 from ..images import load_image
 from ..methods import get_method, make_method
 from ..models import load_model
-from ._options import add_method_arguments, method_command, method_params
+from ._options import add_method_arguments, add_remote_arguments, method_command, method_params, remote_options
 
 EXAMPLES = """examples:
   patchlens explain cat.jpg                              RISE on the default model, top class
@@ -25,10 +25,11 @@ EXAMPLES = """examples:
 
 def add_common(p: argparse.ArgumentParser) -> None:
     """Options every command that runs a model shares."""
-    p.add_argument("--model", default="default", help="model spec: default, timm:NAME, torchvision:NAME, onnx:PATH, torchscript:PATH [default: default]")
+    p.add_argument("--model", default="default", help="model spec: default, timm:NAME, torchvision:NAME, onnx:PATH, torchscript:PATH, http://HOST:PORT/v2/models/NAME [default: default]")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N [default: auto]")
     p.add_argument("--batch-size", type=int, default=None, help="images per forward pass [default: chosen for the device]")
     p.add_argument("--seed", type=int, default=0, help="seed for the method's random numbers [default: 0]")
+    add_remote_arguments(p)
 
 
 def register(sub: Any, argv: list[str]) -> None:
@@ -56,18 +57,23 @@ def run(args: argparse.Namespace) -> int:
     cls = get_method(args.method)
     method = make_method(args.method, **method_params(args, cls))
     say = (lambda *a: None) if args.quiet else print
-    classifier = load_model(args.model, device=args.device)
+    classifier = load_model(args.model, device=args.device, **remote_options(args))
     passes = method.passes(classifier.input_size)
     per_image = f"{passes} forward passes per image" if passes else "forward passes vary"
     say(f"{method.name} on {classifier.model_id} ({classifier.device}): {per_image}")
     out = Path(args.out)
     failed = 0
-    for path in args.images:
+    for index, path in enumerate(args.images):
         try:
             image = load_image(path)
             results = explain_one(
                 classifier, image, method, target=args.target, seed=args.seed, batch_size=args.batch_size, progress=not args.quiet
             )
+        except QueryBudgetError as exc:  # every later image would fail the same way: stop, and say what is missing
+            print(f"patchlens: error: {exc}", file=sys.stderr)
+            done = index - failed
+            print(f"patchlens: partial run: {done} of {len(args.images)} image(s) explained; {path} and those after it were not", file=sys.stderr)
+            return 3
         except PatchlensError as exc:
             print(f"patchlens: error: {exc}", file=sys.stderr)
             failed += 1
@@ -81,6 +87,8 @@ def run(args: argparse.Namespace) -> int:
                 pass
             for kind, file in files.items():
                 say(f"  wrote {kind}: {file}")
+        if hasattr(classifier, "traffic"):  # a remote model: what the network did
+            say(f"  remote: {classifier.traffic}")
     if failed:
         print(f"patchlens: {failed} of {len(args.images)} image(s) failed", file=sys.stderr)
     return 1 if failed else 0
