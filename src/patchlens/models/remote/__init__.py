@@ -55,16 +55,14 @@ def _protocol_for(url: str, protocol: str | None, options: dict[str, Any]) -> tu
                 f"{shown_url(url)}: cannot tell the protocol from the URL; use .../v2/models/NAME, .../v1/models/NAME "
                 "or protocol='json' with encode= and decode="
             )
-    pick = {k: options.pop(k) for k in list(options) if k in ("input", "output", "mean", "std", "image_format", "scale", "encode", "decode")}
-    try:
-        if protocol == "oip-v2":
-            return OipV2(**pick), re.sub(r"/infer$", "", url.rstrip("/"))
-        if protocol == "kserve-v1":
-            return KServeV1(**pick), re.sub(r":predict$", "", url.rstrip("/"))
-        if protocol == "json":
-            return CustomJson(**pick), url
-    except TypeError as exc:
-        raise ModelError(f"{shown_url(url)}: protocol {protocol}: {exc}") from None
+    codecs: dict[str, tuple[type[Protocol], tuple[str, ...], str]] = {
+        "oip-v2": (OipV2, ("input", "output", "mean", "std", "binary"), re.sub(r"/infer$", "", url.rstrip("/"))),
+        "kserve-v1": (KServeV1, ("image_format", "scale", "output"), re.sub(r":predict$", "", url.rstrip("/"))),
+        "json": (CustomJson, ("encode", "decode"), url),
+    }
+    if protocol in codecs:
+        cls, accepted, base = codecs[protocol]
+        return cls(**{k: options.pop(k) for k in accepted if k in options}), base
     raise ModelError(f"protocol={protocol!r}: use oip-v2, kserve-v1 or json")
 
 
@@ -101,7 +99,8 @@ def load_remote(
         retries, backoff, max_wait: further tries on connection errors, 429 and 5xx;
             the first wait in seconds (doubling, with jitter); the longest wait.
         input_size, labels, softmax: override what the server says / apply softmax to logits.
-        **codec_options: ``input``, ``output``, ``mean``, ``std`` (OIP v2);
+        **codec_options: ``input``, ``output``, ``mean``, ``std``, ``binary`` (OIP v2; binary tensors
+            are used when the server lists the ``binary_tensor_data`` extension, unless ``binary=False``);
             ``image_format``, ``scale``, ``output`` (KServe v1); ``encode``, ``decode`` (json).
     """
     all_headers = parse_headers([line for line in os.environ.get(HEADERS_ENV, "").splitlines() if line.strip()])

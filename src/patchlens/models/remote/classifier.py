@@ -130,8 +130,9 @@ class RemoteClassifier(Classifier):
         return self._pool
 
     def _send(self, batch: np.ndarray) -> np.ndarray:
-        answer = self.client.call("POST", self.protocol.infer_path, self.protocol.request(batch))
-        scores = self.protocol.scores(answer, batch.shape[0], self.client.url)
+        body, headers = self.protocol.body(batch)
+        answer_headers, data = self.client.exchange("POST", self.protocol.infer_path, body, headers)
+        scores = self.protocol.read(data, answer_headers, batch.shape[0], self.client)
         if self.labels is not None and scores.shape[1] != len(self.labels):
             raise ModelError(f"{self.client.url}: the server returned {scores.shape[1]} scores per image for {len(self.labels)} labels")
         self._check_probabilities(scores)

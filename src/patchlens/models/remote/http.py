@@ -139,10 +139,10 @@ class HttpClient:
             conn.close()
             self._local.conn = None
 
-    def _once(self, method: str, path: str, body: bytes | None) -> tuple[int, str | None, bytes]:
+    def _once(self, method: str, path: str, body: bytes | None, headers: dict[str, str]) -> tuple[int, http.client.HTTPMessage, bytes]:
         conn = self._connection()
         try:
-            conn.request(method, path + self._query, body=body, headers=self._headers)
+            conn.request(method, path + self._query, body=body, headers=headers)
             answer = conn.getresponse()
             data = answer.read()
         except BaseException:
@@ -150,13 +150,27 @@ class HttpClient:
             raise
         if answer.will_close:
             self._drop_connection()
-        return answer.status, answer.getheader("Retry-After"), data
+        return answer.status, answer.msg, data
 
     # -- with retries --------------------------------------------------------------
-    def call(self, method: str, path: str = "", payload: Any = None) -> Any:
-        """``method`` on ``base_path + path``; the decoded JSON answer, after any retries."""
+    def call(self, method: str, path: str = "", payload: Any = None, *, absolute: bool = False) -> Any:
+        """``method`` on ``base_path + path`` (or on ``path`` itself); the decoded JSON answer, after any retries."""
         body = None if payload is None else json.dumps(payload, separators=(",", ":")).encode()
-        where = self.url + path
+        _, data = self.exchange(method, path, body, absolute=absolute)
+        return self.decode(data, path)
+
+    def exchange(
+        self, method: str, path: str = "", body: bytes | None = None, headers: Mapping[str, str] | None = None, *, absolute: bool = False
+    ) -> tuple[http.client.HTTPMessage, bytes]:
+        """One request, retried until it gets a 2xx/3xx answer: that answer's headers and body.
+
+        A 4xx other than 429 is an error at once, naming URL, status and the
+        server's message; connection errors, timeouts, 429 and 5xx are retried.
+        """
+        target = path if absolute else self.base_path + path
+        netloc = self._host + (f":{self._port}" if self._port else "")
+        where = f"{self._scheme}://{netloc}{path}" if absolute else self.url + path
+        sent = {**self._headers, **(headers or {})}
         tries = self.options.retries + 1
         problem = ""
         for attempt in range(tries):
@@ -164,17 +178,17 @@ class HttpClient:
                 self.traffic.add(retries=1)
             self.traffic.add(requests=1, in_flight=1)
             try:
-                status, after, data = self._once(method, self.base_path + path, body)
+                status, answer_headers, data = self._once(method, target, body, sent)
             except NETWORK_ERRORS as exc:
                 problem = self._describe(exc)
                 wait = None
             else:
                 if status < 400:
-                    return self._decode(where, data)
+                    return answer_headers, data
                 message = self._server_message(data)
                 if status not in RETRY_STATUSES:
                     raise ModelError(f"{where}: HTTP {status}: {message}")
-                problem, wait = f"HTTP {status}: {message}", retry_after(after)
+                problem, wait = f"HTTP {status}: {message}", retry_after(answer_headers.get("Retry-After"))
             finally:
                 self.traffic.add(in_flight=-1)
             if attempt + 1 < tries:
@@ -197,7 +211,9 @@ class HttpClient:
             return f"cannot resolve host {self._host}"
         return self._scrub(one_line(f"{type(exc).__name__}: {exc}"))
 
-    def _decode(self, where: str, data: bytes) -> Any:
+    def decode(self, data: bytes, path: str = "") -> Any:
+        """A JSON answer, or a one-line error quoting the start of what came instead."""
+        where = self.url + path
         try:
             return json.loads(data)
         except ValueError:

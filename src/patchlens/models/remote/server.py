@@ -103,7 +103,12 @@ class ModelServer:
             meta["parameters"] = {"labels": list(self.classifier.labels)}
         return meta
 
-    def infer(self, request: Any) -> dict[str, Any]:
+    def infer(self, request: Any, raw: bytes = b"") -> tuple[dict[str, Any], bytes]:
+        """The answer to an infer request; ``raw`` holds binary tensor data, if any.
+
+        Returns the JSON answer and, when the client asked for binary outputs,
+        the raw scores to send after it (empty otherwise).
+        """
         h, w = self.classifier.input_size
         inputs = request.get("inputs") if isinstance(request, dict) else None
         if not isinstance(inputs, list) or len(inputs) != 1 or not isinstance(inputs[0], dict):
@@ -117,10 +122,16 @@ class ModelServer:
         n = shape[0]
         if not 1 <= n <= self.max_batch:
             raise RequestError(400, f"a batch of {n} images; this server takes 1 to {self.max_batch}")
-        try:
-            x = np.asarray(tensor.get("data"), dtype=np.float32)
-        except (TypeError, ValueError):
-            raise RequestError(400, "input data is not an array of numbers") from None
+        size = (tensor.get("parameters") or {}).get("binary_data_size")
+        if size is not None:
+            if int(size) != len(raw):
+                raise RequestError(400, f"binary_data_size {size} but {len(raw)} bytes follow the JSON header")
+            x = np.frombuffer(raw, "<f4" if datatype == "FP32" else "<f8").astype(np.float32)
+        else:
+            try:
+                x = np.asarray(tensor.get("data"), dtype=np.float32)
+            except (TypeError, ValueError):
+                raise RequestError(400, "input data is not an array of numbers") from None
         if x.size != n * 3 * h * w:
             raise RequestError(400, f"input data has {x.size} numbers; shape {shape} needs {n * 3 * h * w}")
         with self._model_lock:
@@ -130,22 +141,34 @@ class ModelServer:
                 raise RequestError(500, str(exc)) from None
             self.requests += 1
             self.images += n
-        out = probs.detach().cpu().numpy().astype(np.float32)
-        answer: dict[str, Any] = {
-            "model_name": self.name,
-            "model_version": "1",
-            "outputs": [{"name": "probabilities", "datatype": "FP32", "shape": list(out.shape), "data": out.ravel().tolist()}],
-        }
+        out = probs.detach().cpu().numpy().astype("<f4")
+        wanted = request.get("outputs") or [{}]
+        binary = bool((request.get("parameters") or {}).get("binary_data_output")) or any(
+            (o.get("parameters") or {}).get("binary_data") for o in wanted if isinstance(o, dict)
+        )
+        output: dict[str, Any] = {"name": "probabilities", "datatype": "FP32", "shape": list(out.shape)}
+        if binary:
+            output["parameters"] = {"binary_data_size": out.nbytes}
+        else:
+            output["data"] = out.ravel().tolist()
+        answer: dict[str, Any] = {"model_name": self.name, "model_version": "1", "outputs": [output]}
         if "id" in request:
             answer["id"] = request["id"]
-        return answer
+        return answer, out.tobytes() if binary else b""
 
-    def route(self, method: str, path: str, body: bytes | None) -> tuple[int, Any]:
+    def route(self, method: str, path: str, body: bytes | None, json_length: str | None = None) -> tuple[int, Any, bytes]:
+        """Status, JSON answer and raw bytes to send after it, for one request."""
+        status, answer = self._route(method, path, body, json_length)
+        if isinstance(answer, tuple):
+            return status, *answer
+        return status, answer, b""
+
+    def _route(self, method: str, path: str, body: bytes | None, json_length: str | None) -> tuple[int, Any]:
         path = path.split("?", 1)[0].rstrip("/")
         if method == "GET" and path in ("/v2/health/live", "/v2/health/ready"):
             return 200, {"live": True} if path.endswith("live") else {"ready": True}
         if method == "GET" and path == "/v2":
-            return 200, {"name": "patchlens", "version": __version__, "extensions": []}
+            return 200, {"name": "patchlens", "version": __version__, "extensions": ["binary_tensor_data"]}
         prefix = "/v2/models/"
         if not path.startswith(prefix):
             raise RequestError(404, f"{path or '/'}: not an endpoint of this server; the model is at {prefix}{self.name}")
@@ -160,14 +183,16 @@ class ModelServer:
         if method == "GET" and rest == "config":
             return 200, {"name": self.name, "max_batch_size": self.max_batch}
         if method == "POST" and rest == "infer":
+            body = body or b""
             try:
-                request = json.loads(body or b"")
+                split = len(body) if json_length is None else int(json_length)
+                request = json.loads(body[:split])
             except ValueError:
-                raise RequestError(400, "the request body is not JSON") from None
+                raise RequestError(400, "the request body is not JSON (or Inference-Header-Content-Length is wrong)") from None
             if not self._slots.acquire(blocking=False):
                 raise RequestError(503, f"busy: {self.queue} requests already running or waiting")
             try:
-                return 200, self.infer(request)
+                return 200, self.infer(request, body[split:])
             finally:
                 self._slots.release()
         raise RequestError(405 if rest in ("", "ready", "config", "infer") else 404, f"{method} {path}: no such endpoint")
@@ -186,15 +211,17 @@ class ModelServer:
             def log_message(self, format: str, *args: Any) -> None:
                 pass  # one line per request is noise; headers (secrets) are never logged either
 
-            def _answer(self, status: int, payload: Any, retry_after: str | None = None) -> None:
+            def _answer(self, status: int, payload: Any, raw: bytes = b"", retry_after: str | None = None) -> None:
                 data = json.dumps(payload, separators=(",", ":")).encode()
                 self.send_response(status)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(data)))
+                self.send_header("Content-Type", "application/octet-stream" if raw else "application/json")
+                self.send_header("Content-Length", str(len(data) + len(raw)))
+                if raw:
+                    self.send_header("Inference-Header-Content-Length", str(len(data)))
                 if retry_after:
                     self.send_header("Retry-After", retry_after)
                 self.end_headers()
-                self.wfile.write(data)
+                self.wfile.write(data + raw)
 
             def _serve(self, method: str) -> None:
                 try:
@@ -207,10 +234,10 @@ class ModelServer:
                             self.close_connection = True
                             raise RequestError(413, f"a body of {length} bytes; this server reads at most {max_body}")
                         body = self.rfile.read(length)
-                    status, payload = server.route(method, self.path, body)
-                    self._answer(status, payload)
+                    status, payload, raw = server.route(method, self.path, body, self.headers.get("Inference-Header-Content-Length"))
+                    self._answer(status, payload, raw)
                 except RequestError as exc:
-                    self._answer(exc.status, {"error": str(exc)}, "1" if exc.status == 503 else None)
+                    self._answer(exc.status, {"error": str(exc)}, retry_after="1" if exc.status == 503 else None)
                 except (BrokenPipeError, ConnectionResetError):
                     self.close_connection = True  # the client left; nothing to tell it
                 except Exception as exc:  # a bug of ours must not take the server down
