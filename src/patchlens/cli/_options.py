@@ -123,4 +123,5 @@ def remote_options(args: argparse.Namespace) -> dict[str, Any]:
         return {}
     if "header" in given:
         given["headers"] = given.pop("header")
+    given["progress"] = not getattr(args, "quiet", False)
     return given

@@ -82,6 +82,7 @@ def load_remote(
     input_size: int | tuple[int, int] | None = None,
     labels: Sequence[str] | None = None,
     softmax: bool = False,
+    progress: bool = False,
     device: Any = "cpu",
     sleep: Callable[[float], None] | None = None,
     **codec_options: Any,
@@ -99,6 +100,7 @@ def load_remote(
         retries, backoff, max_wait: further tries on connection errors, 429 and 5xx;
             the first wait in seconds (doubling, with jitter); the longest wait.
         input_size, labels, softmax: override what the server says / apply softmax to logits.
+        progress: show a line with images sent, requests in flight and retries.
         **codec_options: ``input``, ``output``, ``mean``, ``std``, ``binary`` (OIP v2; binary tensors
             are used when the server lists the ``binary_tensor_data`` extension, unless ``binary=False``);
             ``image_format``, ``scale``, ``output`` (KServe v1); ``encode``, ``decode`` (json).
@@ -119,5 +121,6 @@ def load_remote(
         in_flight=in_flight,
         request_batch=request_batch,
         max_queries=max_queries,
+        progress=progress,
         device=device,
     )

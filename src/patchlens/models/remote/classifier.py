@@ -19,6 +19,7 @@ from typing import Sequence
 
 import numpy as np
 import torch
+from tqdm.auto import tqdm
 
 from ...errors import ModelError, QueryBudgetError
 from ..classifier import Classifier
@@ -45,6 +46,7 @@ class RemoteClassifier(Classifier):
         request_batch: int | None = None,
         max_queries: int | None = None,
         cache_size: int = 4096,
+        progress: bool = False,
         device: str | torch.device = "cpu",
         model_id: str | None = None,
     ) -> None:
@@ -79,6 +81,8 @@ class RemoteClassifier(Classifier):
         self._lock = threading.Lock()
         self._pool: ThreadPoolExecutor | None = None
         self._warned = False
+        # A second line under the engine's bar: what the network is doing (appears after a second).
+        self._bar = tqdm(desc="remote", unit="img", delay=1.0, leave=False, disable=not progress)
 
     def __repr__(self) -> str:
         return f"RemoteClassifier({self.model_id!r}, protocol={self.protocol.name}, input_size={self.input_size})"
@@ -129,9 +133,18 @@ class RemoteClassifier(Classifier):
             self._pool = ThreadPoolExecutor(self.in_flight, thread_name_prefix="patchlens-remote")
         return self._pool
 
+    def _show(self, done: int = 0) -> None:
+        t = self.client.traffic
+        self._bar.set_postfix_str(f"{t.in_flight} requests in flight, {t.retries} retries", refresh=False)
+        self._bar.update(done)
+
     def _send(self, batch: np.ndarray) -> np.ndarray:
         body, headers = self.protocol.body(batch)
-        answer_headers, data = self.client.exchange("POST", self.protocol.infer_path, body, headers)
+        self._show()
+        try:
+            answer_headers, data = self.client.exchange("POST", self.protocol.infer_path, body, headers)
+        finally:
+            self._show(batch.shape[0])
         scores = self.protocol.read(data, answer_headers, batch.shape[0], self.client)
         if self.labels is not None and scores.shape[1] != len(self.labels):
             raise ModelError(f"{self.client.url}: the server returned {scores.shape[1]} scores per image for {len(self.labels)} labels")
@@ -152,6 +165,7 @@ class RemoteClassifier(Classifier):
             )
 
     def close(self) -> None:
+        self._bar.close()
         if self._pool is not None:
             self._pool.shutdown(wait=False)
             self._pool = None
