@@ -12,13 +12,13 @@ import json
 import random
 import threading
 import time
+from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Callable
 
 import numpy as np
 import torch
-
 from conftest import BOX, SIZE
+
 from patchlens.models import CallableClassifier
 from patchlens.models.remote.server import ModelServer, RequestError
 
@@ -99,7 +99,7 @@ class FakeServer:
     def base(self) -> str:
         return f"http://127.0.0.1:{self.httpd.server_address[1]}"
 
-    def __enter__(self) -> "FakeServer":
+    def __enter__(self) -> FakeServer:
         threading.Thread(target=self.httpd.serve_forever, kwargs={"poll_interval": 0.1}, daemon=True).start()
         return self
 

@@ -12,14 +12,15 @@ from __future__ import annotations
 
 import os
 import re
-from typing import Any, Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
 
 from ...errors import ModelError
 from .classifier import RemoteClassifier, ScoresWarning
 from .http import HttpClient, NetworkOptions, shown_url
 from .protocols import CustomJson, KServeV1, OipV2, Protocol
 
-__all__ = ["RemoteClassifier", "ScoresWarning", "NetworkOptions", "load_remote", "parse_headers", "HEADERS_ENV"]
+__all__ = ["HEADERS_ENV", "NetworkOptions", "RemoteClassifier", "ScoresWarning", "load_remote", "parse_headers"]
 
 HEADERS_ENV = "PATCHLENS_HEADERS"
 _HEADER_NAME = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$")

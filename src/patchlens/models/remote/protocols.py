@@ -14,8 +14,10 @@ from __future__ import annotations
 import base64
 import io
 import json
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, Callable, Mapping, Sequence
+from http.client import HTTPMessage
+from typing import Any
 
 import numpy as np
 
@@ -73,7 +75,7 @@ class Protocol:
         """Request body and any extra headers."""
         return json.dumps(self.request(batch), separators=(",", ":")).encode(), {}
 
-    def read(self, data: bytes, headers: Mapping[str, str], n: int, client: HttpClient) -> np.ndarray:
+    def read(self, data: bytes, headers: HTTPMessage, n: int, client: HttpClient) -> np.ndarray:
         return self.scores(client.decode(data, self.infer_path), n, client.url)
 
 
@@ -196,7 +198,7 @@ class OipV2(Protocol):
         header = json.dumps(self._header(x, {"parameters": {"binary_data_size": x.nbytes}}), separators=(",", ":")).encode()
         return header + x.tobytes(), {"Content-Type": "application/octet-stream", JSON_LENGTH: str(len(header))}
 
-    def read(self, data: bytes, headers: Mapping[str, str], n: int, client: HttpClient) -> np.ndarray:
+    def read(self, data: bytes, headers: HTTPMessage, n: int, client: HttpClient) -> np.ndarray:
         length = headers.get(JSON_LENGTH)
         if length is None:  # the server answered in plain JSON
             return super().read(data, headers, n, client)
@@ -302,6 +304,6 @@ class CustomJson(Protocol):
     def scores(self, answer: Any, n: int, where: str) -> np.ndarray:
         try:
             rows = self.decode(answer)
-        except Exception as exc:
+        except Exception as exc:  # noqa: BLE001 - any failure of the user's decode() becomes one line
             raise ModelError(f"{where}: decode() raised {type(exc).__name__}: {one_line(str(exc), 120)}") from None
         return as_scores(rows, n, where, "decode()'s scores")

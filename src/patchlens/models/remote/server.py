@@ -68,12 +68,12 @@ class ModelServer:
     def url(self) -> str:
         """The model's URL, the spec a client passes to ``load_model``."""
         host, port = self.httpd.server_address[:2]
-        return f"http://{host}:{port}/v2/models/{self.name}"
+        return f"http://{host!s}:{port}/v2/models/{self.name}"
 
     def serve_forever(self) -> None:
         self.httpd.serve_forever(poll_interval=0.2)
 
-    def start(self) -> "ModelServer":
+    def start(self) -> ModelServer:
         """Serve from a background thread (tests, benchmarks, notebooks)."""
         self._thread = threading.Thread(target=self.serve_forever, name="patchlens-serve-model", daemon=True)
         self._thread.start()
@@ -83,7 +83,7 @@ class ModelServer:
         self.httpd.shutdown()
         self.httpd.server_close()
 
-    def __enter__(self) -> "ModelServer":
+    def __enter__(self) -> ModelServer:
         return self.start()
 
     def __exit__(self, *exc: object) -> None:
