@@ -122,6 +122,12 @@ size are interleaved, medians of {args.repeats}. "Overhead per image" is 1/(best
 Machine: {about}.
 
 {table}
+
+Read with care on a shared CPU: the server is a second process, and under contention the
+scheduler gives two processes more CPU time than one, which can make "remote" look faster than
+in-process. The transport cost proper is the tiny model's row at 1 in flight; the JSON row is
+what the same transport costs without the binary tensor extension (floats written and parsed
+as text, ~2 us each, ~150,000 per 224 px image).
 """
     print(body)
     if not args.no_write:
