@@ -33,3 +33,5 @@ class BudgetError(PatchlensError, RuntimeError):
 
 class Cancelled(Exception):
     """A job was cancelled while it ran (not a user error: nothing was wrong with the input)."""
+class QueryBudgetError(BudgetError, ModelError):
+    """A remote model's query budget (``max_queries`` images) is spent; the explanation stopped unfinished."""

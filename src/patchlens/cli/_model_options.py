@@ -16,6 +16,7 @@ import torch
 from ..errors import ModelError
 from ..models import Classifier, load_model
 from ..models.runtime import RUNTIMES
+from ._options import remote_options
 
 #: the spec kinds whose loader downloads weights, so ``--pretrained`` means something
 _HUB_KINDS = ("timm", "torchvision")
@@ -95,7 +96,7 @@ def model_options(args: argparse.Namespace) -> dict[str, Any]:
 
 def load_cli_model(args: argparse.Namespace) -> Classifier:
     """The model named by ``--model``, with the model options, on ``--device``."""
-    options = model_options(args)
+    options = {**model_options(args), **remote_options(args)}  # remote_options: {} for a local model
     try:
         classifier = load_model(args.model, device=args.device, runtime=args.runtime, **options)
     except TypeError as exc:  # an adapter that does not take an option

@@ -10,6 +10,7 @@ import argparse
 from typing import Any, Sequence
 
 from ..methods._sampling import interactive_defaults
+from ..errors import PatchlensError
 from ..methods.base import Method
 
 
@@ -101,3 +102,35 @@ def method_command(
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     return parser, methods.get(chosen), names
+
+
+def add_remote_arguments(parser: argparse.ArgumentParser) -> None:
+    """Options for a model behind an HTTP endpoint (``--model http://...``)."""
+    group = parser.add_argument_group("remote model options (with --model http://HOST:PORT/v2/models/NAME)")
+    group.add_argument(
+        "--header", action="append", default=None, metavar="'NAME: VALUE'",
+        help="HTTP header sent with every request, repeatable; the value never appears in output or files. "
+        "$PATCHLENS_HEADERS (one header a line) keeps a token off the command line, where ps shows it",
+    )
+    group.add_argument("--protocol", default=None, help="oip-v2 or kserve-v1 [default: from the URL]")
+    group.add_argument("--in-flight", type=int, default=None, help="requests sent at the same time [default: 4]")
+    group.add_argument("--request-batch", type=int, default=None, help="images per request [default: the server's max batch, else 8]")
+    group.add_argument("--max-queries", type=int, default=None, help="most images sent to the server; past it the run stops, unfinished [default: no limit]")
+    group.add_argument("--timeout", type=float, default=None, help="seconds to wait for an answer before retrying [default: 60]")
+    group.add_argument("--retries", type=int, default=None, help="further tries on errors, timeouts, 429 and 5xx [default: 5]")
+    group.add_argument("--output", default=None, help="the server's output to explain, when it has several")
+
+
+def remote_options(args: argparse.Namespace) -> dict[str, Any]:
+    """``load_model`` keyword arguments from :func:`add_remote_arguments`; none for a local model."""
+    names = ("header", "protocol", "in_flight", "request_batch", "max_queries", "timeout", "retries", "output")
+    given = {name: getattr(args, name, None) for name in names}
+    given = {name: value for name, value in given.items() if value is not None}
+    if not str(args.model).startswith(("http://", "https://")):
+        if given:
+            raise PatchlensError(f"--{next(iter(given)).replace('_', '-')}: only for a remote model (--model http://...)")
+        return {}
+    if "header" in given:
+        given["headers"] = given.pop("header")
+    given["progress"] = not getattr(args, "quiet", False)
+    return given

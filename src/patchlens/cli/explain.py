@@ -7,14 +7,14 @@ import sys
 from typing import Any
 
 from ..api import explain_one
-from ..errors import PatchlensError
+from ..errors import PatchlensError, QueryBudgetError
 from ..images import load_image
 from ..methods import get_method, make_method
 from ..methods._sampling import stopping_rule
 from ..validation import validate_run
 from ._checks import writable_folder
 from ._model_options import add_model_arguments, load_cli_model
-from ._options import add_method_arguments, method_command, method_params
+from ._options import add_method_arguments, add_remote_arguments, method_command, method_params
 
 EXAMPLES = """examples:
   patchlens explain cat.jpg                              RISE on the default model, top class
@@ -27,11 +27,12 @@ EXAMPLES = """examples:
 
 def add_common(p: argparse.ArgumentParser) -> None:
     """Options every command that runs a model shares."""
-    p.add_argument("--model", default="default", help="model spec: default, timm:NAME, torchvision:NAME, onnx:PATH, torchscript:PATH [default: default]")
+    p.add_argument("--model", default="default", help="model spec: default, timm:NAME, torchvision:NAME, onnx:PATH, torchscript:PATH, http://HOST:PORT/v2/models/NAME [default: default]")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N [default: auto]")
     p.add_argument("--batch-size", type=int, default=None, help="images per forward pass [default: chosen for the device]")
     p.add_argument("--seed", type=int, default=0, help="seed for the method's random numbers [default: 0]")
     add_model_arguments(p)
+    add_remote_arguments(p)
 
 
 def register(sub: Any, argv: list[str]) -> None:
@@ -64,17 +65,22 @@ def run(args: argparse.Namespace) -> int:
     validate_run(classifier, method, args.target)  # one error for the whole run, before any forward pass
     passes = method.passes(classifier.input_size)
     per_image = f"{passes} forward passes per image" if passes else "forward passes vary"
-    say(f"{method.name} on {classifier.model_id} ({classifier.device}): {per_image}")
+    say(f"{method.name} on {classifier.model_id} ({classifier.device}, {getattr(classifier, 'runtime', 'torch')}): {per_image}")
     rule = stopping_rule(method)
     if rule:
         say(f"  {rule}")
     failed = 0
-    for path in args.images:
+    for index, path in enumerate(args.images):
         try:
             image = load_image(path)
             results = explain_one(
                 classifier, image, method, target=args.target, seed=args.seed, batch_size=args.batch_size, progress=not args.quiet
             )
+        except QueryBudgetError as exc:  # every later image would fail the same way: stop, and say what is missing
+            print(f"patchlens: error: {exc}", file=sys.stderr)
+            done = index - failed
+            print(f"patchlens: partial run: {done} of {len(args.images)} image(s) explained; {path} and those after it were not", file=sys.stderr)
+            return 3
         except PatchlensError as exc:
             print(f"patchlens: error: {exc}", file=sys.stderr)
             failed += 1
@@ -94,6 +100,8 @@ def run(args: argparse.Namespace) -> int:
                 pass
             for kind, file in files.items():
                 say(f"  wrote {kind}: {file}")
+        if hasattr(classifier, "traffic"):  # a remote model: what the network did
+            say(f"  remote: {classifier.traffic}")
     if failed:
         print(f"patchlens: {failed} of {len(args.images)} image(s) failed", file=sys.stderr)
     return 1 if failed else 0

@@ -31,6 +31,7 @@ MODEL_SPECS: dict[str, str] = {
     "torchvision:<name>": "a torchvision model; pretrained weights need network access",
     "onnx:<path>": "an ONNX file, run with onnxruntime (pip install 'patchlens[onnx]')",
     "torchscript:<path>": "a TorchScript file saved with torch.jit.save",
+    "http(s)://HOST/v2/models/<name>": "a model behind an Open Inference Protocol v2 server (KServe, Triton, MLServer, patchlens serve-model); /v1/models/<name>: KServe v1",
     "<nn.Module>": "(Python) any torch module; options mean, std, input_size, labels, softmax",
     "<callable>": "(Python) any function batch -> scores, the black-box case; options input_size, labels, numpy, softmax, probabilities",
 }
@@ -88,6 +89,10 @@ def _adapter(spec: Any, **options: Any) -> Classifier:
     device = options.pop("device", None)
     if isinstance(spec, torch.nn.Module):
         return TorchClassifier(spec, device=device, **options)
+    if isinstance(spec, str) and spec.startswith(("http://", "https://")):
+        from .remote import load_remote  # scored on the server: compose its inputs on the CPU unless told otherwise
+
+        return load_remote(spec, device="cpu" if device in (None, "auto") else resolve_device(device), **options)
     dev = resolve_device(device)
     if isinstance(spec, str):
         kind, _, rest = spec.partition(":")

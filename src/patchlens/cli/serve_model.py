@@ -1,0 +1,58 @@
+"""``patchlens serve-model``: any model patchlens can load, served over the Open Inference Protocol v2."""
+
+from __future__ import annotations
+
+import argparse
+import re
+import sys
+from typing import Any
+
+from ..errors import PatchlensError
+from .serve import _is_loopback
+
+EXAMPLES = """examples:
+  patchlens serve-model                                  the default model at http://127.0.0.1:8500/v2/models/default
+  patchlens serve-model --model timm:resnet50 --device cuda --host 0.0.0.0 --max-batch 64
+  patchlens explain cat.jpg --model http://127.0.0.1:8500/v2/models/default   (from the other side)
+"""
+
+
+def register(sub: Any, argv: list[str]) -> None:
+    p = sub.add_parser(
+        "serve-model",
+        help="serve a model over the Open Inference Protocol v2 (KServe/Triton REST), for remote explanation",
+        description="Serve a model over HTTP (Open Inference Protocol v2: metadata, infer, health), so that "
+        "patchlens or any KServe/Triton client on another machine can score images with it.",
+        epilog=EXAMPLES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("--model", default="default", help="model spec, loaded once at startup [default: default]")
+    p.add_argument("--name", default=None, help="the model's name in its URL [default: from the spec, 'default' for the default model]")
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N [default: auto]")
+    p.add_argument(
+        "--host", default="127.0.0.1",
+        help="address to listen on; other machines can reach the model only if you change it [default: 127.0.0.1]",
+    )
+    p.add_argument("--port", type=int, default=8500, help="port; 0 picks a free one [default: 8500]")
+    p.add_argument("--max-batch", type=int, default=32, help="most images in one request [default: 32]")
+    p.add_argument("--queue", type=int, default=16, help="requests running or waiting; more get 503 + Retry-After [default: 16]")
+    p.set_defaults(run=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from ..models import load_model
+    from ..models.remote.server import ModelServer
+
+    if not 0 <= args.port <= 65535:
+        raise PatchlensError(f"--port {args.port}: must be between 0 and 65535")
+    name = args.name or re.sub(r"[^A-Za-z0-9_.-]+", "_", args.model.rsplit("/", 1)[-1].split(":")[-1]).strip("_") or "model"
+    classifier = load_model(args.model, device=args.device)
+    server = ModelServer(classifier, name=name, host=args.host, port=args.port, max_batch=args.max_batch, queue=args.queue)
+    if not _is_loopback(args.host):
+        print(f"patchlens: warning: listening on {args.host}: other machines can use this model", file=sys.stderr)
+    print(f"patchlens: {classifier.model_id} served at {server.url}  (Ctrl+C to stop)", flush=True)
+    try:
+        server.serve_forever()
+    finally:
+        server.httpd.server_close()
+    return 0

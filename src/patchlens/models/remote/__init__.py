@@ -1,0 +1,127 @@
+"""Models reachable only over the network: ``load_model("http://HOST:PORT/v2/models/NAME")``.
+
+The protocol follows from the URL (``/v2/models/NAME``: Open Inference
+Protocol v2; ``/v1/models/NAME``: KServe v1) or from ``protocol=``; any other
+JSON API takes ``protocol="json"`` with ``encode``/``decode`` functions.
+Headers (``Authorization: Bearer ...``) come from ``headers=`` and from the
+environment variable ``PATCHLENS_HEADERS`` (one ``Name: value`` a line), which
+keeps a token off the command line, where ``ps`` would show it.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+from ...errors import ModelError
+from .classifier import RemoteClassifier, ScoresWarning
+from .http import HttpClient, NetworkOptions, shown_url
+from .protocols import CustomJson, KServeV1, OipV2, Protocol
+
+__all__ = ["HEADERS_ENV", "NetworkOptions", "RemoteClassifier", "ScoresWarning", "load_remote", "parse_headers"]
+
+HEADERS_ENV = "PATCHLENS_HEADERS"
+_HEADER_NAME = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$")
+
+
+def parse_headers(lines: Sequence[str] | Mapping[str, str] | None) -> dict[str, str]:
+    """``["Name: value", ...]`` (or a mapping) as a dict; a malformed line is an error that shows only its name."""
+    if lines is None:
+        return {}
+    if isinstance(lines, Mapping):
+        return {str(k): str(v) for k, v in lines.items()}
+    out = {}
+    for line in lines:
+        name, sep, value = line.partition(":")
+        name = name.strip()
+        if not sep or not _HEADER_NAME.match(name) or not value.strip():
+            shown = name if _HEADER_NAME.match(name) else "(unreadable name)"
+            raise ModelError(f"header {shown}: expected 'Name: value' (the value is not shown: it may be a secret)")
+        out[name] = value.strip()
+    return out
+
+
+def _protocol_for(url: str, protocol: str | None, options: dict[str, Any]) -> tuple[Protocol, str]:
+    """The codec, and the model's base URL (the one ``GET`` describes it at)."""
+    path = re.sub(r"/+$", "", url.split("?", 1)[0])
+    if protocol is None:
+        if re.search(r"/v2/models/[^/]+(/versions/[^/]+)?(/infer)?$", path):
+            protocol = "oip-v2"
+        elif re.search(r"/v1/models/[^/]+(:predict)?$", path):
+            protocol = "kserve-v1"
+        else:
+            raise ModelError(
+                f"{shown_url(url)}: cannot tell the protocol from the URL; use .../v2/models/NAME, .../v1/models/NAME "
+                "or protocol='json' with encode= and decode="
+            )
+    codecs: dict[str, tuple[type[Protocol], tuple[str, ...], str]] = {
+        "oip-v2": (OipV2, ("input", "output", "mean", "std", "binary"), re.sub(r"/infer$", "", url.rstrip("/"))),
+        "kserve-v1": (KServeV1, ("image_format", "scale", "output"), re.sub(r":predict$", "", url.rstrip("/"))),
+        "json": (CustomJson, ("encode", "decode"), url),
+    }
+    if protocol in codecs:
+        cls, accepted, base = codecs[protocol]
+        return cls(**{k: options.pop(k) for k in accepted if k in options}), base
+    raise ModelError(f"protocol={protocol!r}: use oip-v2, kserve-v1 or json")
+
+
+def load_remote(
+    url: str,
+    *,
+    protocol: str | None = None,
+    headers: Sequence[str] | Mapping[str, str] | None = None,
+    in_flight: int = 4,
+    request_batch: int | None = None,
+    max_queries: int | None = None,
+    connect_timeout: float = 5.0,
+    timeout: float = 60.0,
+    retries: int = 5,
+    backoff: float = 0.5,
+    max_wait: float = 30.0,
+    input_size: int | tuple[int, int] | None = None,
+    labels: Sequence[str] | None = None,
+    softmax: bool = False,
+    progress: bool = False,
+    device: Any = "cpu",
+    sleep: Callable[[float], None] | None = None,
+    **codec_options: Any,
+) -> RemoteClassifier:
+    """A :class:`RemoteClassifier` for the model at ``url``.
+
+    Args:
+        protocol: ``"oip-v2"``, ``"kserve-v1"`` or ``"json"``; None reads it from the URL.
+        headers: ``["Name: value", ...]`` or a mapping; added to those in ``$PATCHLENS_HEADERS``.
+        in_flight: requests sent at the same time.
+        request_batch: images per request (None: the server's max batch, else 8).
+        max_queries: most images ever sent; past it the explanation stops with
+            :class:`~patchlens.errors.QueryBudgetError`.
+        connect_timeout, timeout: seconds to connect, and to wait for an answer.
+        retries, backoff, max_wait: further tries on connection errors, 429 and 5xx;
+            the first wait in seconds (doubling, with jitter); the longest wait.
+        input_size, labels, softmax: override what the server says / apply softmax to logits.
+        progress: show a line with images sent, requests in flight and retries.
+        **codec_options: ``input``, ``output``, ``mean``, ``std``, ``binary`` (OIP v2; binary tensors
+            are used when the server lists the ``binary_tensor_data`` extension, unless ``binary=False``);
+            ``image_format``, ``scale``, ``output`` (KServe v1); ``encode``, ``decode`` (json).
+    """
+    all_headers = parse_headers([line for line in os.environ.get(HEADERS_ENV, "").splitlines() if line.strip()])
+    all_headers.update(parse_headers(headers))
+    codec, base = _protocol_for(url, protocol, codec_options)
+    if codec_options:
+        raise ModelError(f"{shown_url(url)}: options {sorted(codec_options)} do not apply to protocol {codec.name}")
+    network = NetworkOptions(connect_timeout=connect_timeout, read_timeout=timeout, retries=retries, backoff=backoff, max_wait=max_wait)
+    client = HttpClient(base, all_headers, network, **({"sleep": sleep} if sleep else {}))
+    return RemoteClassifier(
+        client,
+        codec,
+        input_size=input_size,
+        labels=labels,
+        softmax=softmax,
+        in_flight=in_flight,
+        request_batch=request_batch,
+        max_queries=max_queries,
+        progress=progress,
+        device=device,
+    )

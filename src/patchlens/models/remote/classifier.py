@@ -1,0 +1,173 @@
+"""A black-box Classifier whose scores come from a server over HTTP.
+
+One engine batch is split into requests of ``request_batch`` images, sent
+``in_flight`` at a time, and put back together in order, so the scores (and
+the maps) are the same whatever the concurrency, the retries or the split.
+Identical inputs (the unmasked photo, a repeated mask) are sent once: scores
+are cached by the input's bytes. ``max_queries`` caps the images sent; when
+it would be passed the call raises :class:`QueryBudgetError` before sending.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import threading
+import warnings
+from collections import OrderedDict
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from ...errors import ModelError, QueryBudgetError
+from ..classifier import Classifier
+from .http import HttpClient
+from .protocols import Protocol
+
+
+class ScoresWarning(UserWarning):
+    """The server's scores do not look like probabilities."""
+
+
+class RemoteClassifier(Classifier):
+    """Scores from a model behind an HTTP endpoint; see :func:`patchlens.models.remote.load_remote`."""
+
+    def __init__(
+        self,
+        client: HttpClient,
+        protocol: Protocol,
+        *,
+        input_size: int | tuple[int, int] | None = None,
+        labels: Sequence[str] | None = None,
+        softmax: bool = False,
+        in_flight: int = 4,
+        request_batch: int | None = None,
+        max_queries: int | None = None,
+        cache_size: int = 4096,
+        progress: bool = False,
+        device: str | torch.device = "cpu",
+        model_id: str | None = None,
+    ) -> None:
+        if in_flight < 1 or (request_batch is not None and request_batch < 1):
+            raise ModelError(f"{client.url}: in_flight and request_batch must be at least 1")
+        if max_queries is not None and max_queries < 1:
+            raise ModelError(f"{client.url}: max_queries={max_queries} must be at least 1")
+        self.client = client
+        self.protocol = protocol
+        layout = protocol.describe(client)
+        size = input_size or layout.input_size
+        if size is None:
+            raise ModelError(f"{client.url}: the server does not state its input size; pass input_size=")
+        self.input_size = (size, size) if isinstance(size, int) else (int(size[0]), int(size[1]))
+        self.labels = list(labels) if labels is not None else layout.labels
+        self.softmax = softmax
+        self.in_flight = in_flight
+        # The server's own largest batch wins over our default of 8 (a JSON body of
+        # 8 images at 224x224 is ~10 MB: bigger bodies gain little and stall longer).
+        self.request_batch = request_batch or min(layout.max_batch or 8, 64)
+        if layout.max_batch and self.request_batch > layout.max_batch:
+            raise ModelError(f"{client.url}: request_batch={self.request_batch} is over the server's max batch {layout.max_batch}")
+        self.max_queries = max_queries
+        self.device = torch.device(device)
+        self.model_id = model_id or client.url
+        # The engine's batch: one round of every request in flight, full. Set, not measured: a
+        # remote model's speed is the network's, and trial batches would spend queries.
+        self.batch_policy.record(self.request_batch * self.in_flight)
+        self.queries = 0  # images sent to the server (retries of a request are not counted again)
+        self.cache_hits = 0
+        self._cache: OrderedDict[bytes, np.ndarray] = OrderedDict()
+        self._cache_size = cache_size
+        self._lock = threading.Lock()
+        self._pool: ThreadPoolExecutor | None = None
+        self._warned = False
+        # A second line under the engine's bar: what the network is doing (appears after a second).
+        self._bar = tqdm(desc="remote", unit="img", delay=1.0, leave=False, disable=not progress)
+
+    def __repr__(self) -> str:
+        return f"RemoteClassifier({self.model_id!r}, protocol={self.protocol.name}, input_size={self.input_size})"
+
+    @property
+    def traffic(self) -> str:
+        """A short line on what was sent: for progress and reports."""
+        t = self.client.traffic
+        budget = f" of {self.max_queries}" if self.max_queries else ""
+        return f"{self.queries}{budget} images sent in {t.requests} requests ({t.retries} retries), {self.cache_hits} from cache"
+
+    def _scores(self, x: torch.Tensor) -> torch.Tensor:
+        batch = x.detach().to("cpu", torch.float32).contiguous().numpy()
+        keys = [hashlib.blake2b(img.tobytes(), digest_size=16).digest() for img in batch]
+        with self._lock:
+            found = {k: self._cache[k] for k in keys if k in self._cache}
+            todo = list(dict.fromkeys(k for k in keys if k not in found))  # first occurrence of each, in order
+            self.cache_hits += len(keys) - len(todo)
+            self._spend(len(todo))
+        rows = {k: i for i, k in reversed(list(enumerate(keys)))}  # first index of each key
+        if todo:
+            chunks = [todo[i : i + self.request_batch] for i in range(0, len(todo), self.request_batch)]
+            pool = self._executor()
+            answers = list(pool.map(lambda c: self._send(batch[[rows[k] for k in c]]), chunks))
+            with self._lock:
+                for chunk, scores in zip(chunks, answers):
+                    for key, row in zip(chunk, scores):
+                        found[key] = row
+                        self._remember(key, row)
+        out = torch.from_numpy(np.stack([found[k] for k in keys]))
+        return out.softmax(dim=1) if self.softmax else out
+
+    def _spend(self, n: int) -> None:
+        if self.max_queries is not None and self.queries + n > self.max_queries:
+            raise QueryBudgetError(
+                f"{self.client.url}: query budget spent: {self.queries} of max_queries={self.max_queries} images used, "
+                f"{n} more needed; the explanation stopped unfinished (partial)"
+            )
+        self.queries += n
+
+    def _remember(self, key: bytes, row: np.ndarray) -> None:
+        self._cache[key] = row
+        if len(self._cache) > self._cache_size:
+            self._cache.popitem(last=False)
+
+    def _executor(self) -> ThreadPoolExecutor:
+        if self._pool is None:
+            self._pool = ThreadPoolExecutor(self.in_flight, thread_name_prefix="patchlens-remote")
+        return self._pool
+
+    def _show(self, done: int = 0) -> None:
+        t = self.client.traffic
+        self._bar.set_postfix_str(f"{t.in_flight} requests in flight, {t.retries} retries", refresh=False)
+        self._bar.update(done)
+
+    def _send(self, batch: np.ndarray) -> np.ndarray:
+        body, headers = self.protocol.body(batch)
+        self._show()
+        try:
+            answer_headers, data = self.client.exchange("POST", self.protocol.infer_path, body, headers)
+        finally:
+            self._show(batch.shape[0])
+        scores = self.protocol.read(data, answer_headers, batch.shape[0], self.client)
+        if self.labels is not None and scores.shape[1] != len(self.labels):
+            raise ModelError(f"{self.client.url}: the server returned {scores.shape[1]} scores per image for {len(self.labels)} labels")
+        self._check_probabilities(scores)
+        return scores
+
+    def _check_probabilities(self, scores: np.ndarray) -> None:
+        if self.softmax or self._warned:
+            return
+        sums = scores.sum(axis=1)
+        if scores.min() < -1e-4 or np.abs(sums - 1).max() > 1e-2:
+            self._warned = True
+            warnings.warn(
+                f"{self.client.url}: the scores do not look like probabilities (row sums {sums.min():.3g}..{sums.max():.3g}, "
+                f"min {scores.min():.3g}); pass softmax=True (--softmax) if the model returns logits",
+                ScoresWarning,
+                stacklevel=2,
+            )
+
+    def close(self) -> None:
+        self._bar.close()
+        if self._pool is not None:
+            self._pool.shutdown(wait=False)
+            self._pool = None
+        self.client.close()

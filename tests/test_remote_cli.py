@@ -1,0 +1,88 @@
+"""The command line with a remote model: secrets stay secret, a spent budget stops the run cleanly."""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+
+import pytest
+import torch
+from conftest import planted_image
+from PIL import Image
+from remote_fakes import TOKEN, FakeServer, exact_classifier, oip_responder, send
+
+from patchlens.cli import main
+from patchlens.errors import ModelError
+from patchlens.models import load_model
+from patchlens.models.remote import HEADERS_ENV
+from patchlens.models.remote.server import ModelServer
+
+
+def photos(folder: Path, n: int) -> list[str]:
+    folder.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for i in range(n):
+        path = folder / f"planted{i}.png"
+        Image.fromarray(planted_image(seed=i)).save(path)
+        paths.append(str(path))
+    return paths
+
+
+def files_holding(root: Path, secret: str) -> list[str]:
+    return [str(p) for p in root.rglob("*") if p.is_file() and secret.encode() in p.read_bytes()]
+
+
+def test_a_token_never_appears_in_files_output_logs_or_errors(tmp_path, capsys, caplog, monkeypatch):
+    caplog.set_level(logging.DEBUG)
+    model = ModelServer(exact_classifier(), port=0, max_batch=8)
+    ok = oip_responder(model)
+
+    def echo_on_purpose(handler, method, path, body):
+        if "/broken" in path and method == "POST":  # a careless server that quotes the credentials back in its error
+            return send(handler, 401, {"error": f"token {handler.headers.get('Authorization')} is not valid"})
+        ok(handler, method, path.replace("/broken", "/default"), body)
+
+    images = photos(tmp_path / "in", 2)
+    out = tmp_path / "out"
+    with FakeServer(echo_on_purpose) as server:
+        url = server.base + "/v2/models/default"
+        header = ["--header", f"Authorization: Bearer {TOKEN}", "--header", f"X-Api-Key: {TOKEN}-2"]
+        common = ["--method", "rise", "--n-masks", "20", "--device", "cpu"]
+        assert main(["explain", *images, "--model", url, *header, *common, "--out", str(out / "explain")]) == 0
+        assert main(["compare", images[0], "--model", url, *header, "--methods", "rise,occlusion", "--n-masks", "20",
+                     "--window", "32", "--stride", "32", "--device", "cpu", "--out", str(out / "compare")]) == 0
+        monkeypatch.setenv(HEADERS_ENV, f"Authorization: Bearer {TOKEN}")  # the way that keeps it out of `ps`
+        assert main(["batch", str(tmp_path / "in"), "--model", url, *common, "--out", str(out / "store")]) == 0
+        monkeypatch.delenv(HEADERS_ENV)
+        broken = server.base + "/v2/models/broken"
+        assert main(["explain", images[0], "--model", broken, *header, *common, "--out", str(out / "x")]) == 1
+        with pytest.raises(ModelError) as info:
+            load_model(broken, headers={"Authorization": f"Bearer {TOKEN}"})(torch.rand(1, 3, 64, 64))
+        remote = load_model(url, headers=[f"Authorization: Bearer {TOKEN}"])
+        shown = [str(info.value), repr(remote), repr(remote.client), str(vars(remote.protocol))]
+        assert main(["explain", images[0], "--model", url, "--header", f"Authorization Bearer {TOKEN}", *common]) == 2
+    captured = capsys.readouterr()
+    sent = [h.get("Authorization") for h in server.seen_headers]
+    assert f"Bearer {TOKEN}" in sent and any(h.get("X-Api-Key") == f"{TOKEN}-2" for h in server.seen_headers)  # it was used
+    assert "token <redacted> is not valid" in captured.err  # the server's echo, scrubbed
+    assert len(list(out.rglob("*.json"))) >= 3 and files_holding(out, TOKEN) == []
+    everything = captured.out + captured.err + caplog.text + "\n".join(shown)
+    assert TOKEN not in everything and TOKEN[4:16] not in everything
+
+
+def test_a_spent_budget_stops_the_run_and_says_what_is_missing(tmp_path, capsys):
+    images = photos(tmp_path / "in", 3)
+    with ModelServer(exact_classifier(), port=0, max_batch=8) as server:
+        code = main(["explain", *images, "--model", server.url, "--method", "rise", "--n-masks", "40",
+                     "--max-queries", "60", "--device", "cpu", "--quiet", "--out", str(tmp_path / "out")])
+        sent = server.images
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 3 and len(err) == 2, err
+    assert err[0].startswith(f"patchlens: error: {server.url}: query budget spent: 42 of max_queries=60 images used, 32 more needed")
+    assert err[0].endswith("the explanation stopped unfinished (partial)")
+    assert err[1] == f"patchlens: partial run: 1 of 3 image(s) explained; {images[1]} and those after it were not"
+    written = sorted(p.name for p in (tmp_path / "out").glob("*.npy"))
+    # 41 for the first photo, 1 for the second's unmasked score; its first batch of 32 masks would pass the budget
+    assert len(written) == 1 and written[0].startswith("planted0_rise_1_") and sent == 42  # name: photo, method, class, model
+    assert json.loads(next((tmp_path / "out").glob("*.json")).read_text())["forward_passes"] == 41
