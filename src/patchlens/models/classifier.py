@@ -59,6 +59,14 @@ class Classifier:
         """Context in which the model is in inference mode; restores it afterwards."""
         yield
 
+    def input_mean(self) -> tuple[float, float, float]:
+        """The pixel colour that the model's normalisation maps to zero (black when it takes raw pixels).
+
+        Reference protocols that work on the normalised tensor (RISE's deletion
+        to zeros) need it.
+        """
+        return (0.0, 0.0, 0.0)
+
     # -- helpers ---------------------------------------------------------------
     @property
     def num_classes(self) -> int | None:
