@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -15,7 +16,7 @@ from ..methods import Method, make_method
 from ..models import load_model
 from ..models.classifier import Classifier
 from ..targets import TargetSpec
-from .base import directions, get_metrics, registry
+from .base import Options, directions, get_metrics, registry
 from .budget import budgeted
 from .evaluate import EvaluationTable, evaluate
 from .mosaics import Mosaic
@@ -177,7 +178,8 @@ def compare(
 
     get_metrics(list(metrics) if not isinstance(metrics, str) else metrics)  # fail before the slow part
     kinds = parse_baselines(baselines)
-    get_protocol(options.get("protocol", "patchlens"))
+    known = {f.name for f in dataclasses.fields(Options)}
+    Options(**{k: v for k, v in options.items() if k in known})  # a bad protocol or option fails before the slow part
     classifier: Classifier = load_model(model)
     names = [m.strip() for m in methods.split(",") if m.strip()] if isinstance(methods, str) else list(methods)
     given = method_params or {}
