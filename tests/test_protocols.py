@@ -34,7 +34,7 @@ from patchlens.metrics.protocols import rise_kernel
 from patchlens.metrics.regions import energy_in_region, focus, pointing_game
 from patchlens.models import TorchClassifier
 
-from conftest import BOX, box_mask, planted_classifier, planted_image
+from conftest import box_mask, planted_classifier, planted_image
 
 MEAN, STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 
@@ -131,7 +131,7 @@ def test_the_rise_kernel_is_the_reference_kernel():
 # 224x224 at 16 rows a step (the reference notebook uses 8 for speed), to keep the test fast.
 @pytest.mark.parametrize("side,step", [(64, 128), (40, 224), (224, 224 * 16)])
 def test_rise_protocol_gives_the_reference_aucs(side, step):
-    clf, reference_model, photo, pixels, normalised = _setup(side)
+    clf, reference_model, photo, _, normalised = _setup(side)
     maps = _fixed_maps(side)
     target = int(reference_model(normalised).argmax(1)[0])
     exps = [_exp(m, target) for m in maps.values()]
