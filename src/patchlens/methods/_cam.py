@@ -20,7 +20,8 @@ from .base import Attribution, Job, Method, param
 
 LAYER_HELP = (
     "which layer to read: 'auto' (the last spatial feature map of a CNN; a ViT's last block) "
-    "or a dotted module name such as features.7, layer4 or blocks.11.norm1"
+    "or a dotted module name such as features.7, layer4 or blocks.11.norm1; name@k is the k-th call of a "
+    "module the model runs more than once (EfficientNet-Lite0's _swish@2)"
 )
 
 
