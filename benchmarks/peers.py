@@ -40,7 +40,7 @@ import patchlens
 from patchlens.engine import patch_grid
 from patchlens.engine.batcher import measured_batch_size
 from patchlens.images import load_image, resize, to_tensor
-from patchlens.models.layers import find_layer
+from patchlens.models.layers import find_layer, split_call
 from patchlens.models.torch_module import eval_mode
 
 from _common import machine, markdown_table, raw_images_per_second, timed, write_section
@@ -289,6 +289,7 @@ def cam_layer(s: Setup, max_channels: int | None = None) -> tuple[str, str]:
     once is used, by both sides.
     """
     auto = patchlens.explain(s.clf, s.pixels, "gradcam", target=s.target).extras["layer"]
+    module_name, _ = split_call(auto)  # "_swish@2": the module's name, then which of its calls
     calls: dict[str, list[tuple[int, ...]]] = {}
     order: list[str] = []
 
@@ -311,11 +312,12 @@ def cam_layer(s: Setup, max_channels: int | None = None) -> tuple[str, str]:
         and (max_channels is None or calls[n][0][1] <= max_channels)
         and not pass_through(modules[n])
     )
-    if fits(auto):
+    if fits(module_name):
         return auto, f"layer {auto} (our automatic choice)"
     chosen = next(n for n in reversed(order) if fits(n))
-    reasons = [f"runs {len(calls[auto])} times per forward"] if len(calls[auto]) > 1 else []
-    if max_channels is not None and calls[auto][-1][1] > max_channels:  # the last call is the one we read
+    runs = len(calls[module_name])
+    reasons = [f"runs {runs} times per forward"] if runs > 1 else []
+    if max_channels is not None and calls[module_name][-1][1] > max_channels:  # the last call is the one we read
         reasons.append(f"has more than {max_channels} channels")
     why = " and ".join(reasons)
     return chosen, f"layer {chosen} (our automatic {auto} {why})"

@@ -25,9 +25,11 @@ def test_compare_ranks_methods_and_writes_the_report(tmp_path):
         target="evidence", method_params={"occlusion": {"window": 8, "stride": 8}, "rise": {"n_masks": 60}},
         regions=[(LEFT, TOP, RIGHT, BOTTOM)] * 2, steps=8,
     )
-    assert [m.name for m in result.methods] == ["occlusion", "rise"] and len(result.table) == 4
+    # 2 images x (2 methods + the 2 sanity baselines, random and edges)
+    assert [m.name for m in result.methods] == ["occlusion", "rise"] and len(result.table) == 8
     assert all(row["target"] == 1 for row in result.table)
-    ranking = result.ranking()
+    assert [r["baseline"] for r in result.ranking()] == [False, False, True, True]
+    ranking = [r for r in result.ranking() if not r["baseline"]]
     # mean ranks are averages of per-column ranks, so they sum to (1 + 2) per ranked column / columns
     assert sum(r["mean_rank"] for r in ranking) == pytest.approx(3.0)
     assert ranking[0]["mean_rank"] <= ranking[1]["mean_rank"]
@@ -40,10 +42,10 @@ def test_compare_ranks_methods_and_writes_the_report(tmp_path):
     assert "deletion ↓" in md and "insertion ↑" in md and "lower deletion, higher insertion" in md
     assert "occlusion map for evidence" in md  # the descriptions are in the report
     data = json.loads(paths["json"].read_text())
-    assert len(data["rows"]) == 4 and len(data["curves"][0]["deletion"]["x"]) == 9
+    assert len(data["rows"]) == 8 and len(data["curves"][0]["deletion"]["x"]) == 9
     grid = Image.open(paths["overlays"])
-    cell_w = grid.width // 2
-    assert cell_w == 320 and grid.height > cell_w  # 2 methods across, 2 images down
+    cell_w = grid.width // 4
+    assert cell_w == 320 and grid.height > cell_w  # 2 methods and 2 baselines across, 2 images down
 
 
 def _table(rows):
@@ -100,7 +102,9 @@ def test_cli_on_the_default_model_writes_the_report(tmp_path, capsys):
     for name in ("table.md", "table.csv", "rows.csv", "results.json", "overlays.png", "curves.png"):
         assert (out / name).stat().st_size > 0, name
     rows = (out / "table.csv").read_text().splitlines()
-    assert rows[0].startswith("method,n,deletion,insertion") and len(rows) == 3
+    assert rows[0].startswith("method,n,deletion,insertion") and len(rows) == 5  # 2 methods, 2 sanity baselines
+    assert rows[3].startswith("baseline:random,") and rows[4].startswith("baseline:edges,")
+    assert "Deletion/insertion protocol: patchlens" in printed
 
 
 def test_cli_errors_are_one_line(tmp_path, capsys):

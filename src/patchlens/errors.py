@@ -35,3 +35,7 @@ class Cancelled(Exception):
     """A job was cancelled while it ran (not a user error: nothing was wrong with the input)."""
 class QueryBudgetError(BudgetError, ModelError):
     """A remote model's query budget (``max_queries`` images) is spent; the explanation stopped unfinished."""
+
+
+class MetricError(PatchlensError, ValueError):
+    """An unknown metric, a missing ground truth, or a bad metric option."""

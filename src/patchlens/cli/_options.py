@@ -112,7 +112,8 @@ def add_remote_arguments(parser: argparse.ArgumentParser) -> None:
         help="HTTP header sent with every request, repeatable; the value never appears in output or files. "
         "$PATCHLENS_HEADERS (one header a line) keeps a token off the command line, where ps shows it",
     )
-    group.add_argument("--protocol", default=None, help="oip-v2 or kserve-v1 [default: from the URL]")
+    # not --protocol: that is the evaluation protocol of compare and benchmark
+    group.add_argument("--remote-protocol", default=None, help="oip-v2 or kserve-v1 [default: from the URL]")
     group.add_argument("--in-flight", type=int, default=None, help="requests sent at the same time [default: 4]")
     group.add_argument("--request-batch", type=int, default=None, help="images per request [default: the server's max batch, else 8]")
     group.add_argument("--max-queries", type=int, default=None, help="most images sent to the server; past it the run stops, unfinished [default: no limit]")
@@ -123,7 +124,7 @@ def add_remote_arguments(parser: argparse.ArgumentParser) -> None:
 
 def remote_options(args: argparse.Namespace) -> dict[str, Any]:
     """``load_model`` keyword arguments from :func:`add_remote_arguments`; none for a local model."""
-    names = ("header", "protocol", "in_flight", "request_batch", "max_queries", "timeout", "retries", "output")
+    names = ("header", "remote_protocol", "in_flight", "request_batch", "max_queries", "timeout", "retries", "output")
     given = {name: getattr(args, name, None) for name in names}
     given = {name: value for name, value in given.items() if value is not None}
     if not str(args.model).startswith(("http://", "https://")):
@@ -132,5 +133,7 @@ def remote_options(args: argparse.Namespace) -> dict[str, Any]:
         return {}
     if "header" in given:
         given["headers"] = given.pop("header")
+    if "remote_protocol" in given:
+        given["protocol"] = given.pop("remote_protocol")
     given["progress"] = not getattr(args, "quiet", False)
     return given

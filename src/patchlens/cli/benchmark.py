@@ -9,6 +9,7 @@ import time
 from typing import Any
 
 from ..api import list_methods
+from ..metrics.protocols import PROTOCOLS
 from ._model_options import load_cli_model
 from .explain import add_common
 
@@ -27,6 +28,10 @@ def register(sub: Any, argv: list[str]) -> None:
     p.add_argument("--budget", type=int, default=100, help="about N forward passes per method and mosaic [default: 100]")
     p.add_argument("--steps", type=int, default=16, help="points on the deletion/insertion curves [default: 16]")
     p.add_argument("--out", default=None, help="also write the report (tables, overlays, curves) into this folder")
+    p.add_argument("--protocol", choices=tuple(PROTOCOLS), default="patchlens",
+                   help="deletion/insertion protocol (rise: the RISE reference code's; --steps is then unused) [default: patchlens]")
+    p.add_argument("--baselines", default="random,edges",
+                   help="sanity baselines ranked beside the methods: random, edges, centre, or none [default: random,edges]")
     add_common(p)
     p.set_defaults(run=run)
 
@@ -54,18 +59,21 @@ def run(args: argparse.Namespace) -> int:
     start = time.perf_counter()
     result = compare(
         classifier, mosaics, names, args.metrics, target=None, seed=args.seed, budget=args.budget,
-        batch_size=args.batch_size, steps=args.steps, progress=True,
+        batch_size=args.batch_size, progress=True, baselines=args.baselines,
+        **({"steps": args.steps} if args.protocol == "patchlens" else {"protocol": args.protocol}),
     )
     for m in result.methods:
         print(f"  {m.name}: {m.params()}")
     ranking = result.ranking()
     cols = [c for c in result.ordered_columns() if c != "n"]
     width = max(len(c) for c in cols)
-    print("  ".join(c.rjust(width) if i else c.ljust(12) for i, c in enumerate(cols)))
+    print("  ".join(c.rjust(width) if i else c.ljust(16) for i, c in enumerate(cols)))
     for r in ranking:
-        cells = [r["method"].ljust(12)] + [cell(r[c], c).rjust(width) for c in cols[1:]]
+        cells = [r["method"].ljust(16)] + [cell(r[c], c).rjust(width) for c in cols[1:]]
         print("  ".join(cells))
     print(f"better: {result.better()}")
+    for note in result.notes():
+        print(note)
     print(f"total time {time.perf_counter() - start:.0f} s (forward passes by the metrics: {result.table.forward_passes})")
     if args.out:
         for kind, path in result.save(args.out).items():

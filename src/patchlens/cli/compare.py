@@ -15,6 +15,8 @@ from ..images import load_image
 from ..methods import Method, get_method, make_method, registry
 from ..metrics.base import MetricError, get_metrics, registry as metric_registry
 from ..metrics.budget import budgeted
+from ..metrics.protocols import PROTOCOLS
+from ..metrics.sanity import parse_baselines
 from ._model_options import load_cli_model
 from ._options import _bool, add_method_arguments, flag, given_method_options, method_params, peek_option
 from .explain import add_common
@@ -24,6 +26,7 @@ EXAMPLES = """examples:
   patchlens compare example:coffee --methods rise,occlusion --fast
   patchlens compare a.jpg --metrics deletion,insertion,sparseness,cost --budget 300 --steps 64
   patchlens compare a.jpg --methods rise,lime --set rise.n_masks=2000 --set lime.grid=10
+  patchlens compare a.jpg --metrics deletion,insertion --protocol rise    (the RISE paper's evaluation)
   patchlens compare a.jpg --metrics pointing_game,energy_in_region --regions boxes.json
     (boxes.json: {"a.jpg": [left, top, right, bottom]} or {"a.jpg": "mask.png"})
 """
@@ -47,6 +50,13 @@ def register(sub: Any, argv: list[str]) -> None:
     p.add_argument("--budget", type=int, default=None, help="cut each method to about N forward passes per image (sample counts, strides)")
     p.add_argument("--fast", action="store_true", help="quick CPU run: --budget 100 --steps 16 unless given")
     p.add_argument("--steps", type=int, default=None, help="points on the deletion/insertion curves, one pass each [default: 32]")
+    p.add_argument("--protocol", choices=tuple(PROTOCOLS), default="patchlens",
+                   help="deletion/insertion protocol: patchlens, or rise (the RISE reference code's substrates, "
+                   "steps and area; see docs/metrics.md) [default: patchlens]")
+    p.add_argument("--pixels-per-step", type=int, default=None,
+                   help="with --protocol rise: pixels changed per curve point [default: 224, as the reference; 1792 with --fast]")
+    p.add_argument("--baselines", default="random,edges",
+                   help="sanity baselines scored beside the methods: random, edges, centre, or none [default: random,edges]")
     p.add_argument("--unit", choices=("pixels", "patches"), default="pixels", help="remove/reveal pixels or patches [default: pixels]")
     p.add_argument("--patch", type=int, default=16, help="patch side in model-input pixels for --unit patches [default: 16]")
     p.add_argument("--regions", default=None, help="JSON file mapping each image to a box [l, t, r, b] or a mask image, for region metrics")
@@ -114,6 +124,20 @@ def load_regions(path: str, images: list[str]) -> list[Any]:
     return out
 
 
+def curve_options(args: argparse.Namespace) -> dict[str, Any]:
+    """The deletion/insertion options the command line asks for, refusing options the protocol fixes."""
+    if args.protocol == "patchlens":
+        if args.pixels_per_step is not None:
+            raise MetricError("--pixels-per-step: only with --protocol rise (the patchlens protocol uses --steps)")
+        steps = args.steps if args.steps is not None else (16 if args.fast else 32)
+        return {"protocol": "patchlens", "steps": steps, "unit": args.unit, "patch": args.patch}
+    if args.steps is not None or args.unit != "pixels":
+        raise MetricError(f"--protocol {args.protocol}: the protocol fixes the steps and the unit; use --pixels-per-step instead of --steps")
+    # --fast: 8 rows of pixels per step, the reference notebook's own quick setting (224 * 8).
+    pixels = args.pixels_per_step if args.pixels_per_step is not None else (1792 if args.fast else None)
+    return {"protocol": args.protocol, "pixels_per_step": pixels}
+
+
 def run(args: argparse.Namespace) -> int:
     from ..metrics.compare import compare
 
@@ -127,7 +151,8 @@ def run(args: argparse.Namespace) -> int:
     if note:
         print(note, file=sys.stderr)
     budget = args.budget if args.budget is not None else (100 if args.fast else None)
-    steps = args.steps if args.steps is not None else (16 if args.fast else 32)
+    curve = curve_options(args)
+    baselines = parse_baselines(args.baselines)
     regions = load_regions(args.regions, args.images) if args.regions else None
     classifier = load_cli_model(args)
     values = [
@@ -139,7 +164,7 @@ def run(args: argparse.Namespace) -> int:
     result = compare(
         classifier, list(args.images), values, args.metrics, target=args.target, seed=args.seed, budget=budget,
         method_params=given, batch_size=args.batch_size, regions=regions, progress=not args.quiet,
-        steps=steps, unit=args.unit, patch=args.patch,
+        baselines=baselines, **curve,
     )
     print(result.to_markdown())
     for kind, path in result.save(args.out).items():

@@ -9,19 +9,19 @@ and no ``requires_grad`` flag of the user's model is touched.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from functools import partial
 from typing import Any
 
 import torch
 
 from ..capabilities import Capability
 from ..errors import MethodError
-from ..models.layers import as_feature_map, auto_layer, find_layer, is_feature_map, token_layout
+from ..models.layers import LayerRecorder, as_feature_map, auto_layer, find_layer, split_call, token_layout
 from .base import Attribution, Job, Method, param
 
 LAYER_HELP = (
     "which layer to read: 'auto' (the last spatial feature map of a CNN; a ViT's last block) "
-    "or a dotted module name such as features.7, layer4 or blocks.11.norm1"
+    "or a dotted module name such as features.7, layer4 or blocks.11.norm1; name@k is the k-th call of a "
+    "module the model runs more than once (EfficientNet-Lite0's _swish@2)"
 )
 
 
@@ -34,35 +34,34 @@ class Capture:
     grads: torch.Tensor | None
 
 
-def _record(state: dict[str, Any], name: str, automatic: bool, module: torch.nn.Module, inputs: Any, output: Any) -> None:
-    # Automatic choice: keep overwriting, so the last spatial map to finish wins.
-    if not automatic or is_feature_map(output):
-        state["name"], state["output"] = name, output
-
-
 def capture(job: Job, layer: str, *, gradients: bool) -> Capture:
     """Run the model once on ``job.image`` and return the layer's activations (and target-logit gradients)."""
     module = job.classifier.module
     assert module is not None  # explain_one refuses black boxes for white-box methods
     layout = token_layout(module)
     name = auto_layer(module) if layer == "auto" else layer
-    state: dict[str, Any] = {}
+    name, call = split_call(name) if name is not None else (None, None)
+    # Automatic choice: every hook keeps overwriting, so the last spatial map to finish wins.
+    state = LayerRecorder(automatic=name is None, call=call)
     handles = []
 
     def forward_and_backward() -> Capture:
         x = job.image[None].detach().clone()
         with torch.enable_grad() if gradients else torch.no_grad():
             logits = job.classifier.logits(x.requires_grad_(gradients))
-        if "output" not in state:
+        if state.output is None:
             raise MethodError(
                 f"layer={layer!r}: no spatial feature map (N, C, h, w) was produced by {job.classifier.model_id}"
                 if name is None
+                else f"layer={layer!r}: the module ran only {state.calls[name]} time(s) in one forward pass"
+                if call is not None and state.calls[name]
                 else f"layer={name!r}: the layer did not run during the forward pass"
             )
-        raw = state["output"]
+        resolved = state.resolved()  # refuses a name the model runs more than once
+        raw = state.output
         if not isinstance(raw, torch.Tensor):
-            raise MethodError(f"layer={state['name']!r}: its output is a {type(raw).__name__}, not a tensor")
-        activations = as_feature_map(raw, layout, state["name"]).detach().float()
+            raise MethodError(f"layer={resolved!r}: its output is a {type(raw).__name__}, not a tensor")
+        activations = as_feature_map(raw, layout, resolved).detach().float()
         grads = None
         if gradients:
             per_target = []
@@ -72,16 +71,16 @@ def capture(job: Job, layer: str, *, gradients: bool) -> Capture:
                 )
                 # allow_unused: a layer that does not reach the logit has a zero gradient.
                 per_target.append(torch.zeros_like(raw) if g is None else g)
-            grads = as_feature_map(torch.cat(per_target), layout, state["name"]).detach().float()
-        return Capture(layer=state["name"], activations=activations, grads=grads)
+            grads = as_feature_map(torch.cat(per_target), layout, resolved).detach().float()
+        return Capture(layer=resolved, activations=activations, grads=grads)
 
     try:
         if name is None:  # a CNN with layer="auto": watch every submodule during this one pass
             for sub_name, sub in module.named_modules():
                 if sub_name:
-                    handles.append(sub.register_forward_hook(partial(_record, state, sub_name, True)))
+                    handles.append(sub.register_forward_hook(state.hook(sub_name)))
         else:
-            handles.append(find_layer(module, name).register_forward_hook(partial(_record, state, name, False)))
+            handles.append(find_layer(module, name).register_forward_hook(state.hook(name)))
         return job.engine.run_once(forward_and_backward)
     finally:
         for handle in handles:

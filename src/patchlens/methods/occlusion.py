@@ -62,7 +62,8 @@ class Occlusion(Method):
     def attribute(self, job: Job) -> Attribution:
         x = job.image
         h, w = x.shape[-2:]
-        source = WindowMasks(h, w, min(self.window, h, w), self.stride, x.device)
+        window = min(self.window, h, w)  # a window larger than the image is clamped to it
+        source = WindowMasks(h, w, window, self.stride, x.device)
         baseline = make_baseline(x, self.baseline, job.generator)
         scores = job.engine.score_masks(x, baseline, source, job.targets, masking=self.masking)  # (K, T)
         drops = job.probs[job.targets][None, :] - scores  # f(x) - f(x_k)
@@ -71,4 +72,6 @@ class Occlusion(Method):
         kept = combine_masks(source, drops)  # (T, H, W)
         coverage = source.total - combine_masks(source, torch.ones_like(drops[:, :1]))[0]
         summed = drops.sum(0)[:, None, None] - kept
-        return Attribution(maps=summed / coverage.clamp_min(1))
+        # Record what was actually used, which differs from params when the window was clamped.
+        used = {"effective": {"window": window, "stride": self.stride, "windows": source.total}}
+        return Attribution(maps=summed / coverage.clamp_min(1), extras=[dict(used) for _ in range(len(job.targets))])

@@ -16,13 +16,10 @@ import torch
 
 from ..capabilities import Capability
 from ..engine import Engine
-from ..errors import PatchlensError
+from ..errors import MetricError, PatchlensError  # noqa: F401  MetricError is re-exported here
 from ..explanation import Explanation
 from ..models.classifier import Classifier
 
-
-class MetricError(PatchlensError, ValueError):
-    """An unknown metric, a missing ground truth, or a bad metric option."""
 
 
 @dataclass(frozen=True)
@@ -34,8 +31,13 @@ class Options:
             forward pass each); None means one step per pixel or patch.
         unit: what is removed or revealed at a time, ``"pixels"`` or ``"patches"``.
         patch: side of a patch in model-input pixels when ``unit="patches"``.
-        deletion_baseline: what removed pixels become (RISE: ``"black"``).
-        insertion_baseline: what unrevealed pixels show (RISE: ``"blur"``).
+        deletion_baseline: what removed pixels become (protocol "patchlens" only).
+        insertion_baseline: what unrevealed pixels show (protocol "patchlens" only).
+        protocol: how deletion/insertion are run and scored: ``"patchlens"`` or
+            ``"rise"`` (the RISE reference code's substrates, steps and area;
+            it fixes ``unit``, the baselines and the step; see docs/metrics.md).
+        pixels_per_step: with ``protocol="rise"``, pixels changed per curve
+            point (None: 224, the reference's value); ``steps`` is then unused.
         tolerance: pointing game slack in map pixels (Zhang et al.: 15).
         top: segmentation keeps this fraction of the most salient pixels
             (None with no ``threshold``: as many pixels as the ground truth has).
@@ -56,8 +58,22 @@ class Options:
     stages: int = 4
     seed: int = 0
     batch_size: int | None = None
+    protocol: str = "patchlens"
+    pixels_per_step: int | None = None
 
     def __post_init__(self) -> None:
+        from .protocols import get_protocol
+
+        fixed = get_protocol(self.protocol).pixels_per_step is not None
+        if fixed and (self.unit, self.deletion_baseline, self.insertion_baseline) != ("pixels", "black", "blur"):
+            raise MetricError(
+                f"protocol={self.protocol!r} fixes the unit (pixels) and the substrates; "
+                "use protocol='patchlens' to choose unit, deletion_baseline or insertion_baseline"
+            )
+        if self.pixels_per_step is not None and not fixed:
+            raise MetricError(f"pixels_per_step={self.pixels_per_step}: only for protocol='rise' (protocol 'patchlens' uses steps)")
+        if self.pixels_per_step is not None and self.pixels_per_step < 1:
+            raise MetricError(f"pixels_per_step={self.pixels_per_step}: must be at least 1")
         if self.unit not in ("pixels", "patches"):
             raise MetricError(f"unit={self.unit!r}: use 'pixels' or 'patches'")
         if self.steps is not None and self.steps < 1:
@@ -92,6 +108,8 @@ class Metric:
     #: as declared: among "model", "region", "module" (a PyTorch model to copy).
     needs: tuple[str, ...]
     compute: Callable[[Case], dict[str, float]]
+    #: whether the columns judge the map (False for cost), so a sanity baseline's score means something.
+    judges_map: bool = True
 
     @property
     def requires(self) -> Capability | None:
@@ -122,7 +140,7 @@ _METRICS: dict[str, Metric] = {}
 _NEEDS = ("model", "region", "module")
 
 
-def metric(name: str, summary: str, columns: dict[str, str], needs: tuple[str, ...] = ()) -> Callable:
+def metric(name: str, summary: str, columns: dict[str, str], needs: tuple[str, ...] = (), judges_map: bool = True) -> Callable:
     """Decorator: register ``fn(case) -> {column: value}`` as metric ``name``.
 
     ``needs``: among "model" (scores), "module" (a PyTorch model) and "region";
@@ -133,7 +151,7 @@ def metric(name: str, summary: str, columns: dict[str, str], needs: tuple[str, .
         raise TypeError(f"metric {name}: unknown needs {unknown}; use {_NEEDS}")
 
     def deco(fn: Callable[[Case], dict[str, float]]) -> Callable[[Case], dict[str, float]]:
-        _METRICS[name] = Metric(name, summary, dict(columns), tuple(needs), fn)
+        _METRICS[name] = Metric(name, summary, dict(columns), tuple(needs), fn, judges_map)
         return fn
 
     return deco

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -17,10 +18,12 @@ from ..models import load_model
 from ..models.classifier import Classifier
 from ..targets import TargetSpec
 from ..validation import validate_run
-from .base import directions, get_metrics
+from .base import Options, directions, get_metrics, registry
 from .budget import budgeted
 from .evaluate import EvaluationTable, evaluate
 from .mosaics import Mosaic
+from .protocols import get_protocol
+from .sanity import DEFAULT_BASELINES, Uninformative, baseline_explanations, is_sanity_baseline, parse_baselines, uninformative
 
 
 #: metrics that describe what a map costs or how it looks, not whether it is faithful: shown, never ranked
@@ -29,8 +32,6 @@ UNRANKED_METRICS = ("cost", "sparseness", "complexity")
 
 
 def unranked_columns() -> set[str]:
-    from .base import registry
-
     return {col for name, m in registry().items() if name in UNRANKED_METRICS for col in m.columns}
 
 
@@ -45,12 +46,26 @@ class Comparison:
     model: str
     settings: dict[str, Any] = field(default_factory=dict)
 
+    def uninformative(self) -> list[Uninformative]:
+        """Columns on which a sanity baseline scored as well as the best method (see :mod:`.sanity`)."""
+        judged = {c for m in registry().values() if m.judges_map for c in m.columns}
+        cols = [c for c in self.table.columns if c in judged]
+        return uninformative(self.table.summary("method"), cols, directions())
+
     def ranking(self) -> list[dict[str, Any]]:
-        """Per method: the mean of each column, and its mean rank over the faithfulness columns."""
+        """Per method: the mean of each column, and its mean rank over the informative columns with a better side.
+
+        Sanity baselines follow the methods, unranked (``mean_rank`` None, ``baseline`` True).
+        """
         ways, unranked = directions(), unranked_columns()
-        summary = self.table.summary("method")
+        flagged = {u.column for u in self.uninformative()}
+        everything = self.table.summary("method")
+        summary = [s for s in everything if not is_sanity_baseline(s["method"])]
+        baselines = [s for s in everything if is_sanity_baseline(s["method"])]
         ranked_cols = [
-            c for c in self.table.columns if ways.get(c) and c not in unranked and all(s[c] is not None for s in summary)
+            c
+            for c in self.table.columns
+            if ways.get(c) and c not in flagged and c not in unranked and all(s[c] is not None for s in summary)
         ]
         for col in ranked_cols:
             key = np.array([s[col] for s in summary], np.float64) * (-1.0 if ways[col] == "higher" else 1.0)
@@ -58,9 +73,28 @@ class Comparison:
             ranks = 1 + (key[None, :] < key[:, None]).sum(1) + ((key[None, :] == key[:, None]).sum(1) - 1) / 2
             for s, r in zip(summary, ranks):
                 s.setdefault("_ranks", []).append(r)
+        protocol = self.settings.get("protocol", "patchlens")
         for s in summary:
             s["mean_rank"] = float(np.mean(s.pop("_ranks"))) if ranked_cols else None
-        return sorted(summary, key=lambda s: (s["mean_rank"] is None, s["mean_rank"] or 0))
+        for s in summary + baselines:
+            s["baseline"] = s in baselines
+            s["protocol"] = protocol
+        for s in baselines:
+            s["mean_rank"] = None
+        return sorted(summary, key=lambda s: (s["mean_rank"] is None, s["mean_rank"] or 0)) + baselines
+
+    def notes(self) -> list[str]:
+        """The sentences under the table: the protocol, and each uninformative metric."""
+        protocol = get_protocol(self.settings.get("protocol", "patchlens"))
+        lines = []
+        if {"deletion", "insertion"} & set(self.table.columns):
+            described = protocol.describe(self.settings.get("steps", 32), self.settings.get("pixels_per_step"))
+            lines.append(f"Deletion/insertion protocol: {described}.")
+        flagged = self.uninformative()
+        lines += [u.sentence for u in flagged]
+        if any(is_sanity_baseline(s["method"]) for s in self.table.summary("method")) and not flagged:
+            lines.append("Sanity baselines (baseline:*) scored worse than the best method on every metric of the map.")
+        return lines
 
     def better(self) -> str:
         """Which way is better for each ranked column, in words."""
@@ -83,9 +117,10 @@ class Comparison:
         for r in rows:
             lines.append("| " + " | ".join(cell(r.get(c), c) for c in cols) + " |")
         text = "\n".join(lines) + (
-            f"\n\nBetter: {self.better()}; mean_rank averages the ranks over those faithfulness columns. "
-            "Columns after mean_rank (cost, sparseness, complexity) are shown, not ranked.\n"
+            f"\n\nBetter: {self.better()}; mean_rank averages the ranks over those faithfulness columns "
+            "(less any flagged below). Columns after mean_rank (cost, sparseness, complexity) are shown, not ranked.\n"
         )
+        text += "".join(f"\n{note}\n" for note in self.notes())
         for img, exps in zip(self.images, self.explanations):
             text += f"\n### {img.name}\n\n" + "".join(f"- {e.describe()}\n" for e in exps)
         return text
@@ -105,7 +140,8 @@ class Comparison:
         paths["csv"].write_text("\n".join(lines) + "\n", encoding="utf-8")
         paths["rows"].write_text(self.table.to_csv(), encoding="utf-8")
         data = json.loads(self.table.to_json())
-        data.update(ranking=ranking, better=self.better(), model=self.model, settings=self.settings,
+        data.update(ranking=ranking, better=self.better(), model=self.model, settings=self.settings, notes=self.notes(),
+                    uninformative=[{**vars(u), "sentence": u.sentence} for u in self.uninformative()],
                     methods=[{"name": m.name, "params": m.params()} for m in self.methods],
                     descriptions=[e.describe() for exps in self.explanations for e in exps])
         paths["json"].write_text(json.dumps(data, indent=1, default=str) + "\n", encoding="utf-8")
@@ -143,6 +179,7 @@ def compare(
     batch_size: int | None = None,
     regions: Any = None,
     progress: bool = False,
+    baselines: str | Sequence[str] | None = DEFAULT_BASELINES,
     **options: Any,
 ) -> Comparison:
     """Explain every image with every method, then score all maps with ``metrics``.
@@ -154,14 +191,20 @@ def compare(
         budget: cut each named method down to about this many forward passes
             per image (see :func:`budgeted`).
         method_params: ``{method name: {parameter: value}}`` set explicitly.
+        baselines: sanity baselines scored beside the methods (``random``,
+            ``edges``, ``centre``; None or ``()`` for none). A metric on which one
+            does as well as the best method is flagged and left out of the rank.
         **options: metric settings (``steps``, ``unit``, ...), see ``evaluate``.
     """
-    from ..api import check_supported, explain_one
+    from ..api import explain_one
     from ..targets import names_several
 
     get_metrics(list(metrics) if not isinstance(metrics, str) else metrics)  # fail before the slow part
     if target is not None and names_several(target):
         raise MethodError(f"target={target!r}: compare explains one class per image; run it once per class")
+    kinds = parse_baselines(baselines)
+    known = {f.name for f in dataclasses.fields(Options)}
+    Options(**{k: v for k, v in options.items() if k in known})  # a bad protocol or option fails before the slow part
     classifier: Classifier = load_model(model)
     names = [m.strip() for m in methods.split(",") if m.strip()] if isinstance(methods, str) else list(methods)
     given = method_params or {}
@@ -182,7 +225,8 @@ def compare(
         img = load_image(mosaic.image, name=mosaic.name) if mosaic else load_image(item)
         goal = mosaic.target if mosaic is not None and (target is None or target == "top1") else target
         loaded.append(img)
-        exps.append([explain_one(classifier, img, v, target=goal, seed=seed, batch_size=batch_size, progress=progress)[0] for v in values])
+        row = [explain_one(classifier, img, v, target=goal, seed=seed, batch_size=batch_size, progress=progress)[0] for v in values]
+        exps.append(row + (baseline_explanations(row[0], kinds, seed or 0) if row else []))
     table = evaluate(classifier, items, exps, metrics, regions=regions, batch_size=batch_size, progress=progress, **options)
-    settings = {"seed": seed, "budget": budget, **options}
+    settings = {"seed": seed, "budget": budget, "baselines": list(kinds), "protocol": "patchlens", **options}
     return Comparison(table, loaded, values, exps, classifier.model_id, settings)

@@ -41,7 +41,7 @@ def _complexity(case: Case) -> dict[str, float]:
     return {"complexity": complexity(case.explanation.saliency)}
 
 
-@metric("cost", "forward passes and seconds the explanation took", {"forward_passes": "lower", "seconds": "lower"})
+@metric("cost", "forward passes and seconds the explanation took", {"forward_passes": "lower", "seconds": "lower"}, judges_map=False)
 def _cost(case: Case) -> dict[str, float]:
     e = case.explanation
     return {"forward_passes": float(e.forward_passes), "seconds": float(e.seconds)}

@@ -6,6 +6,10 @@ probability; a faithful map makes it fall fast (low area under the curve).
 Insertion reveals them in the same order onto a blurred copy; a faithful map
 makes the probability rise fast (high area). The x axis is the fraction of
 pixels (or patches) removed or revealed, from 0 to 1.
+
+How the substrates, steps and area are chosen is a named protocol (see
+:mod:`.protocols`): ``"patchlens"`` by default, ``"rise"`` for the reference
+evaluation code's numbers.
 """
 
 from __future__ import annotations
@@ -16,8 +20,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ..engine import Engine, make_baseline, patch_grid
+from ..engine import Engine, patch_grid
 from .base import Case, MetricError, metric
+from .protocols import counts_per_step, get_protocol, rise_auc, substrate
 
 
 def auc(x: np.ndarray, y: np.ndarray) -> float:
@@ -70,24 +75,30 @@ def curve(
     patch: int = 16,
     baseline: str | None = None,
     generator: torch.Generator | None = None,
+    protocol: str = "patchlens",
+    pixels_per_step: int | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """The deletion or insertion curve ``(x, probability)`` of ``saliency`` on ``image``.
 
     ``image`` is ``(3, H, W)`` at the model's input size; ``saliency`` any
     ``(h, w)`` map of the same photo (resized to ``H x W`` here). ``steps + 1``
-    forward passes, scored in batches by ``engine``.
+    forward passes, scored in batches by ``engine``. With ``protocol="rise"``
+    the substrates are the reference code's and ``pixels_per_step`` pixels
+    (224 by default) change per point, whatever ``steps`` says.
     """
     if kind not in ("deletion", "insertion"):
         raise MetricError(f"{kind}: a curve is 'deletion' or 'insertion'")
+    chosen = get_protocol(protocol)
+    if chosen.pixels_per_step is not None and (unit != "pixels" or baseline is not None):
+        raise MetricError(f"protocol={protocol!r} fixes the unit (pixels) and the substrates; use protocol='patchlens' to choose them")
     h, w = image.shape[-2:]
     s = torch.as_tensor(saliency, dtype=torch.float32, device=image.device)
     if tuple(s.shape) != (h, w):
         s = F.interpolate(s[None, None], size=(h, w), mode="bilinear", align_corners=False, antialias=True)[0, 0]
     rank, n = ranks(s, unit, patch)
-    points = n if steps is None else min(steps, n)
-    counts = torch.round(torch.linspace(0, n, points + 1, dtype=torch.float64)).long().to(image.device)
-    base_kind = baseline or ("black" if kind == "deletion" else "blur")
-    base = make_baseline(image, base_kind, generator)
+    counts = counts_per_step(n, chosen, steps, pixels_per_step).to(image.device)
+    base_kind = baseline or (chosen.deletion_substrate if kind == "deletion" else chosen.insertion_substrate)
+    base = substrate(image, base_kind, engine.classifier, generator)
     source = RankMasks(rank, counts, revealed=kind == "insertion")
     scores = engine.score_masks(image, base, source, torch.tensor([target], device=image.device))[:, 0]
     return counts.cpu().numpy() / n, scores.cpu().numpy().astype(np.float64)
@@ -96,13 +107,16 @@ def curve(
 def _run(case: Case, kind: str) -> dict[str, float]:
     o, exp = case.options, case.explanation
     generator = torch.Generator(device=case.image.device).manual_seed(o.seed)
-    base = o.deletion_baseline if kind == "deletion" else o.insertion_baseline
+    protocol = get_protocol(o.protocol)
+    own = protocol.pixels_per_step is None  # only the patchlens protocol lets the baselines be chosen
+    base = (o.deletion_baseline if kind == "deletion" else o.insertion_baseline) if own else None
     x, y = curve(
         case.engine, case.image, torch.from_numpy(exp.saliency), exp.target, kind,
         steps=o.steps, unit=o.unit, patch=o.patch, baseline=base, generator=generator,
+        protocol=o.protocol, pixels_per_step=o.pixels_per_step,
     )
     case.curves[kind] = (x, y)
-    return {kind: auc(x, y)}
+    return {kind: rise_auc(y) if protocol.auc_rule == "rise" else auc(x, y)}
 
 
 @metric("deletion", "area under the probability curve as the most salient pixels are removed", {"deletion": "lower"}, ("model",))

@@ -17,8 +17,9 @@ from ..models import load_model
 from .base import Case, MetricError, Options, get_metrics
 from .mosaics import Mosaic
 from .regions import as_region
+from .sanity import is_sanity_baseline
 
-ID_COLUMNS = ("image", "method", "target", "label", "score")
+ID_COLUMNS = ("image", "method", "target", "label", "score", "protocol")
 
 
 class EvaluationTable(list):
@@ -128,7 +129,9 @@ def evaluate(
             mask at the map's resolution, a ``(left, top, right, bottom)`` box,
             or a dict from class (index or label) to either.
         **options: metric settings, see :class:`patchlens.metrics.Options`
-            (``steps``, ``unit``, ``patch``, ``tolerance``, ``top``, ...).
+            (``steps``, ``unit``, ``patch``, ``tolerance``, ``top``, ...);
+            ``protocol="rise"`` runs deletion/insertion as the RISE reference
+            code does. Every row records the protocol.
 
     Returns:
         An :class:`EvaluationTable`: a list of dict rows, one per explanation,
@@ -164,8 +167,12 @@ def evaluate(
             row: dict[str, Any] = {
                 "image": getattr(image, "name", None) if isinstance(image, Mosaic) else exp.image_name,
                 "method": exp.method, "target": exp.target, "label": exp.label, "score": round(exp.score, 6),
+                "protocol": opts.protocol,
             }
             for m in chosen:
+                if "module" in m.needs and is_sanity_baseline(exp):
+                    row.update(dict.fromkeys(m.columns))  # a baseline map has no method to re-run on a changed model
+                    continue
                 row.update(m.compute(case))
             rows.append(row)
             curves.append(case.curves)

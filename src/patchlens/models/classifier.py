@@ -113,6 +113,14 @@ class Classifier:
         ``(n, patches)`` bool, through the same checks as :meth:`__call__`."""
         raise MethodError(f"masking='tokens': {self.model_id} is not a timm Vision Transformer; use masking='pixels'")
 
+    def input_mean(self) -> tuple[float, float, float]:
+        """The pixel colour that the model's normalisation maps to zero (black when it takes raw pixels).
+
+        Reference protocols that work on the normalised tensor (RISE's deletion
+        to zeros) need it.
+        """
+        return (0.0, 0.0, 0.0)
+
     # -- helpers ---------------------------------------------------------------
     @property
     def num_classes(self) -> int | None:

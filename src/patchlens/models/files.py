@@ -69,6 +69,9 @@ class OnnxClassifier(Classifier):
             labels = imagenet_labels()
         self.labels = list(labels) if labels is not None else None
 
+    def input_mean(self) -> tuple[float, float, float]:
+        return tuple(float(v) for v in self.mean.ravel())  # type: ignore[return-value]
+
     def _scores(self, x: torch.Tensor) -> torch.Tensor:
         batch = (x.cpu().numpy() - self.mean) / self.std
         try:

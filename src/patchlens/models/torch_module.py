@@ -124,6 +124,9 @@ class TorchClassifier(Classifier):
     def evaluating(self) -> contextlib.AbstractContextManager[None]:
         return eval_mode(self._module)
 
+    def input_mean(self) -> tuple[float, float, float]:
+        return tuple(float(v) for v in self._mean.flatten().tolist())  # type: ignore[return-value]
+
     def normalise(self, x: torch.Tensor) -> torch.Tensor:
         x = (x - self._mean) / self._std
         if self.channels_last:
