@@ -21,9 +21,8 @@ import numpy as np
 import torch
 from PIL import Image
 
-from patchlens.batch import open_store, run_batch
-
 from _common import machine  # benchmarks/ is the script's folder, so it is on sys.path
+from patchlens.batch import open_store, run_batch
 
 
 class SmallCNN(torch.nn.Module):

@@ -53,10 +53,10 @@ def main() -> None:
         clf(x)  # warm-up
         timings: dict[str, list[float]] = {"forward": [], "tensor copy": [], "array copy": [], "read-only view": []}
         for _ in range(3):  # interleaved rounds: load on the machine hits all four alike
-            timings["forward"].append(median_seconds(lambda: clf(x), max(1, args.repeats // 3)))
-            timings["tensor copy"].append(median_seconds(lambda: x.clone(), args.repeats))
-            timings["array copy"].append(median_seconds(lambda: arr.copy(), args.repeats))
-            timings["read-only view"].append(median_seconds(lambda: read_only(arr), args.repeats))
+            timings["forward"].append(median_seconds(lambda x=x: clf(x), max(1, args.repeats // 3)))
+            timings["tensor copy"].append(median_seconds(lambda x=x: x.clone(), args.repeats))
+            timings["array copy"].append(median_seconds(lambda arr=arr: arr.copy(), args.repeats))
+            timings["read-only view"].append(median_seconds(lambda arr=arr: read_only(arr), args.repeats))
         med = {k: statistics.median(v) for k, v in timings.items()}
         rows.append([batch, f"{med['forward'] * 1e3:.1f} ms"]
                     + [f"{med[k] * 1e6:.0f} us ({100 * med[k] / med['forward']:.2f}%)" for k in ("tensor copy", "array copy", "read-only view")])

@@ -25,9 +25,9 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import torch
-from _common import machine, markdown_table, write_section  # benchmarks/ is the script's folder, so it is on sys.path
 
 import patchlens
+from _common import machine, markdown_table, write_section  # benchmarks/ is the script's folder, so it is on sys.path
 
 
 class Tiny(torch.nn.Module):

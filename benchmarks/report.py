@@ -22,14 +22,14 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from PIL import Image
+
+import patchlens
 from _common import (  # benchmarks/ is the script's folder, so it is on sys.path
     machine,
     markdown_table,
     write_section,
 )
-from PIL import Image
-
-import patchlens
 from patchlens.batch import run_batch
 from patchlens.models import CallableClassifier
 

@@ -14,10 +14,9 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent / "tests"))
 
-from report_fixtures import OCCLUSION, planted_dataset, tag_classifier, write_csv
-
 import patchlens
 from patchlens.batch import run_batch
+from report_fixtures import OCCLUSION, planted_dataset, tag_classifier, write_csv
 
 
 def main() -> None:

@@ -17,8 +17,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import numpy as np
 import torch
-from conftest import BOX, SIZE
 
+from conftest import BOX, SIZE
 from patchlens.models import CallableClassifier
 from patchlens.models.remote.server import ModelServer, RequestError
 

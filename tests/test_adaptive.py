@@ -6,9 +6,8 @@ import numpy as np
 import torch
 
 import patchlens
-from patchlens.engine.convergence import ConvergenceMonitor, spearman
-
 from conftest import box_mask, planted_classifier, planted_image, top_fraction_inside
+from patchlens.engine.convergence import ConvergenceMonitor, spearman
 
 
 def test_spearman_matches_a_hand_computed_case():

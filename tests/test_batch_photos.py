@@ -8,7 +8,6 @@ from PIL import Image
 
 pytest.importorskip("pyarrow")
 from conftest import planted_classifier, planted_image
-
 from patchlens.batch import open_store, run_batch
 
 

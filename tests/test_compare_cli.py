@@ -8,12 +8,11 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from conftest import BOX, planted_classifier, planted_image
 from patchlens.cli import main
 from patchlens.errors import MethodError
 from patchlens.metrics.compare import Comparison, budgeted, compare
 from patchlens.metrics.evaluate import EvaluationTable
-
-from conftest import BOX, planted_classifier, planted_image
 
 TOP, LEFT, BOTTOM, RIGHT = BOX
 

@@ -12,10 +12,9 @@ import pytest
 import torch
 
 import patchlens
+from conftest import TinyCNN
 from patchlens import ModelError
 from patchlens.methods import registry
-
-from conftest import TinyCNN
 from test_models import assert_same_state, model_state
 
 #: Small budgets so every method runs in well under a second on the tiny models.

@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import numpy as np
-import pytest
 import torch
 
 import patchlens
 from patchlens.images import load_image, resize, to_tensor
-from patchlens.models.default import build_efficientnet_lite0
 from patchlens.models import TorchClassifier, imagenet_labels
+from patchlens.models.default import build_efficientnet_lite0
 
 CATS = {281, 282, 283, 284, 285}  # tabby, tiger cat, Persian, Siamese, Egyptian cat
 COFFEE = {967, 968}  # espresso, cup

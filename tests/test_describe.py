@@ -6,10 +6,9 @@ import numpy as np
 import pytest
 
 import patchlens
-from patchlens.explanation import Explanation
-from patchlens.describe import concentration, describe, place, regions
-
 from conftest import planted_classifier, planted_image
+from patchlens.describe import concentration, describe, place, regions
+from patchlens.explanation import Explanation
 
 
 def exp_of(saliency: np.ndarray) -> Explanation:

@@ -8,13 +8,12 @@ import torch
 import torch.nn.functional as F
 
 import patchlens
+from conftest import planted_classifier, planted_image
 from patchlens.engine import Engine, combine_masks, make_baseline
 from patchlens.errors import MethodError
 from patchlens.methods.occlusion import WindowMasks
 from patchlens.methods.rise import RiseMasks
 from patchlens.models import CallableClassifier, TorchClassifier
-
-from conftest import TinyCNN, planted_classifier, planted_image
 
 
 def nonlinear_model(size: int = 24) -> CallableClassifier:

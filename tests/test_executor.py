@@ -10,14 +10,13 @@ import pytest
 import torch
 
 import patchlens
+from conftest import box_mask, planted_classifier, planted_image, top_fraction_inside
 from patchlens.engine import Engine
 from patchlens.engine.convergence import settle_ties, spearman
 from patchlens.errors import BudgetError, Cancelled, MethodError
 from patchlens.images import load_image
 from patchlens.methods import make_method
 from patchlens.models import CallableClassifier
-
-from conftest import box_mask, planted_classifier, planted_image, top_fraction_inside
 
 
 def counting(classes: int = 3) -> tuple[CallableClassifier, list[int]]:

@@ -8,7 +8,6 @@ import numpy as np
 from PIL import Image
 
 import patchlens
-
 from conftest import planted_classifier, planted_image
 
 

@@ -7,10 +7,9 @@ import pytest
 import torch
 
 import patchlens
+from conftest import BOX, SIZE, box_mask, planted_classifier, planted_image, top_fraction_inside
 from patchlens.engine import Engine
 from patchlens.methods import Job, make_method
-
-from conftest import BOX, SIZE, box_mask, planted_classifier, planted_image, top_fraction_inside
 
 S = 16  # side of the images fed to the linear models
 

@@ -7,10 +7,9 @@ import pytest
 import torch
 
 import patchlens
+from conftest import BOX, SIZE, box_mask, planted_classifier, planted_image
 from patchlens.errors import ModelError
 from patchlens.models import CallableClassifier, TorchClassifier
-
-from conftest import BOX, SIZE, box_mask, planted_classifier, planted_image
 
 
 def _in_box_share(saliency: np.ndarray) -> float:

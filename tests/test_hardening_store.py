@@ -169,7 +169,7 @@ def test_resume_with_the_source_spelled_differently_does_not_duplicate(tmp_path,
     monkeypatch.chdir(tmp_path)
     out = tmp_path / "s"
     run(Path("src"), out, model)
-    assert run(Path(f"./src/../src"), out, model, resume=True).skipped == 3
+    assert run(Path("./src/../src"), out, model, resume=True).skipped == 3
     assert run(tmp_path / "src", out, model, resume=True).skipped == 3
     (tmp_path / "list.txt").write_text("src/im00.png\n./src/im01.png\n" + str(tmp_path / "src" / "im02.png") + "\n")
     assert run(Path("list.txt"), out, model, resume=True).skipped == 3

@@ -8,9 +8,9 @@ import torch
 from PIL import Image
 
 import patchlens
+import patchlens.images as images_module
 from patchlens import ImageError
 from patchlens.images import load_image, set_pixel_limit
-import patchlens.images as images_module
 
 
 def photo(h=20, w=30):

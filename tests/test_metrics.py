@@ -9,6 +9,7 @@ import pytest
 import torch
 
 import patchlens
+from conftest import box_mask, planted_classifier, planted_image
 from patchlens.explanation import Explanation
 from patchlens.images import resize, to_tensor
 from patchlens.methods import Attribution, Job, Method
@@ -20,8 +21,6 @@ from patchlens.metrics.mosaics import builtin_mosaics, make_mosaic, make_mosaics
 from patchlens.metrics.randomization import randomization
 from patchlens.metrics.regions import as_region, energy_in_region, pointing_game, segmentation
 from patchlens.models import CallableClassifier
-
-from conftest import box_mask, planted_classifier, planted_image
 
 
 def exp_of(saliency, image=None, method="hand", target=1, passes=0, seconds=0.0) -> Explanation:

@@ -9,10 +9,9 @@ import pytest
 import torch
 
 import patchlens
+from conftest import planted_image
 from patchlens import ModelError
 from patchlens.models import CallableClassifier, TorchClassifier
-
-from conftest import TinyCNN, planted_image
 
 
 def model_state(module: torch.nn.Module):
@@ -182,7 +181,7 @@ def test_onnx_file(tmp_path, tiny_cnn):
 
 
 def test_timm_with_random_weights():
-    timm = pytest.importorskip("timm")
+    pytest.importorskip("timm")
     clf = patchlens.load_model("timm:resnet18", pretrained=False, device="cpu")
     assert clf.model_id == "timm:resnet18" and clf.input_size == (224, 224) and len(clf.labels) == 1000
     assert clf(torch.rand(1, 3, 224, 224)).shape == (1, 1000)

@@ -5,7 +5,6 @@ from __future__ import annotations
 import pytest
 
 import patchlens
-
 from conftest import box_mask, planted_classifier, planted_image, top_fraction_inside
 
 

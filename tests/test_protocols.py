@@ -20,6 +20,7 @@ import torch
 from scipy.ndimage import gaussian_filter
 
 import patchlens
+from conftest import box_mask, planted_classifier, planted_image
 from patchlens.api import explain_one
 from patchlens.cli import main
 from patchlens.errors import MethodError
@@ -33,8 +34,6 @@ from patchlens.metrics.evaluate import EvaluationTable
 from patchlens.metrics.protocols import rise_kernel
 from patchlens.metrics.regions import energy_in_region, focus, pointing_game
 from patchlens.models import TorchClassifier
-
-from conftest import box_mask, planted_classifier, planted_image
 
 MEAN, STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 

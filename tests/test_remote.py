@@ -12,14 +12,14 @@ import socket
 import numpy as np
 import pytest
 import torch
-from conftest import planted_image
-from remote_fakes import FakeServer, Faults, exact_classifier, kserve_v1_responder, oip_responder, send
 
 import patchlens
+from conftest import planted_image
 from patchlens.errors import ModelError, QueryBudgetError
 from patchlens.models import load_model
 from patchlens.models.remote import ScoresWarning
 from patchlens.models.remote.server import ModelServer
+from remote_fakes import FakeServer, Faults, exact_classifier, kserve_v1_responder, oip_responder, send
 
 FAST = dict(timeout=2.0, retries=1, backoff=0.001)
 

@@ -8,15 +8,15 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import planted_image
 from PIL import Image
-from remote_fakes import TOKEN, FakeServer, exact_classifier, oip_responder, send
 
+from conftest import planted_image
 from patchlens.cli import main
 from patchlens.errors import ModelError
 from patchlens.models import load_model
 from patchlens.models.remote import HEADERS_ENV
 from patchlens.models.remote.server import ModelServer
+from remote_fakes import TOKEN, FakeServer, exact_classifier, oip_responder, send
 
 
 def photos(folder: Path, n: int) -> list[str]:

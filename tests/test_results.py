@@ -10,10 +10,9 @@ import pytest
 import torch
 
 import patchlens
+from conftest import planted_classifier, planted_image
 from patchlens.explanation import RECORD_SCHEMA, record
 from patchlens.metrics import MetricError
-
-from conftest import planted_classifier, planted_image
 
 
 @pytest.fixture(scope="module")

@@ -9,12 +9,11 @@ import pytest
 import torch
 
 import patchlens
+from conftest import TinyCNN, planted_image
 from patchlens import ModelError
 from patchlens.models import onnx_runtime, runtime
 from patchlens.models.runtime import bf16_supported, occlusion_rank_correlation, scoring_threads, use_runtime
 from patchlens.models.torch_module import TorchClassifier
-
-from conftest import TinyCNN, planted_image
 
 pytest.importorskip("onnxruntime")
 

@@ -11,12 +11,12 @@ import threading
 import numpy as np
 import pytest
 import torch
-from conftest import SIZE, planted_image
-from remote_fakes import exact_classifier
 
+from conftest import SIZE, planted_image
 from patchlens.cli import main
 from patchlens.models import CallableClassifier, load_model
 from patchlens.models.remote.server import ModelServer
+from remote_fakes import exact_classifier
 
 
 def ask(server: ModelServer, method: str, path: str, body: bytes | None = None, headers: dict | None = None):

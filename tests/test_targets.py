@@ -6,11 +6,10 @@ import pytest
 import torch
 
 import patchlens
+from conftest import planted_image
 from patchlens import TargetError
 from patchlens.models import CallableClassifier, imagenet_labels
 from patchlens.targets import resolve_targets
-
-from conftest import planted_image
 
 PROBS = torch.tensor([0.1, 0.5, 0.04, 0.3, 0.06])
 LABELS = ["cat", "dog", "fish", "bird", "horse"]

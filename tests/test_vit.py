@@ -10,10 +10,10 @@ timm = pytest.importorskip("timm")
 
 import patchlens
 from patchlens.engine import Engine, FeatureMasks, patch_grid
-from patchlens.models.vit import TokenView
 from patchlens.errors import MethodError
 from patchlens.methods import Job, make_method
 from patchlens.models import TorchClassifier
+from patchlens.models.vit import TokenView
 
 SIZE = (48, 64)  # not square, so a transposed grid fails
 PATCH = 8  # -> a 6 x 8 grid

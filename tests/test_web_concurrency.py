@@ -72,7 +72,7 @@ def test_thirty_simultaneous_requests() -> None:
             answers = list(pool.map(request, kinds, range(len(kinds))))
 
         accepted, refused = [], 0
-        for kind, r, seconds in answers:
+        for kind, r, _seconds in answers:
             if kind == "job":
                 assert r.status_code in (202, 429), r.text
                 if r.status_code == 429:

@@ -9,8 +9,8 @@ import torch
 import torch.nn.functional as F
 
 from . import capabilities
-from .capabilities import Capability
 from ._version import __version__
+from .capabilities import Capability
 from .engine import Engine
 from .errors import MethodError, ModelError
 from .explanation import Explanation
@@ -18,7 +18,6 @@ from .images import ImageLike, LoadedImage, load_image, resize, to_tensor
 from .methods import Job, Method, catalogue, make_method, registry
 from .models import Classifier, load_model
 from .models.runtime import runtime_record, scoring_threads
-from .targets import TargetSpec, resolve_targets
 from .targets import TargetSpec, names_several, resolve_targets
 
 #: what :func:`explain` returns for one image: one Explanation, or a list when the target names several classes.

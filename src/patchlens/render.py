@@ -88,13 +88,13 @@ def scale_for(
     use_clip = clip_percentile is not None and clip_percentile < 100
     if signed:
         full = float(np.abs(s).max())
-        m = float(np.percentile(np.abs(s), clip_percentile)) if use_clip else full
+        m = float(np.percentile(np.abs(s), float(clip_percentile or 100))) if use_clip else full
         if m <= 0:
             m = full
         note = f"{clip_percentile:g}th pct of |map|" if use_clip and m < full else "max of |map|"
         return Scale(-m, m, True, m < full, note)
     lo, top = float(s.min()), float(s.max())
-    hi = float(np.percentile(s, clip_percentile)) if use_clip else top
+    hi = float(np.percentile(s, float(clip_percentile or 100))) if use_clip else top
     if hi - lo < 1e-12 * max(1.0, abs(top)):
         hi = top
     note = f"{clip_percentile:g}th pct" if use_clip and hi < top else "max"
@@ -116,7 +116,11 @@ def normalise(
     return np.clip((s - sc.lo) / (sc.hi - sc.lo), 0.0, 1.0), sc.signed, sc.lo, sc.hi
 
 
-def _font(size: int) -> ImageFont.ImageFont:
+#: what Pillow's default font is: a bitmap font, or a scalable one on Pillow >= 10.1
+Font = ImageFont.ImageFont | ImageFont.FreeTypeFont
+
+
+def _font(size: int) -> Font:
     try:
         return ImageFont.load_default(size=size)
     except TypeError:  # Pillow < 10.1
@@ -130,7 +134,7 @@ def _display_size(h: int, w: int) -> tuple[int, int]:
     return max(1, round(h * factor)), max(1, round(w * factor))
 
 
-def _fit(draw: ImageDraw.ImageDraw, text: str, width: int, size: int) -> tuple[str, ImageFont.ImageFont]:
+def _fit(draw: ImageDraw.ImageDraw, text: str, width: int, size: int) -> tuple[str, Font]:
     """The text and a font that fit ``width`` pixels: smaller type first, then an ellipsis."""
     for s in range(size, 9, -1):
         font = _font(s)
@@ -173,8 +177,8 @@ def overlay(
     s = np.nan_to_num(np.asarray(saliency, np.float64))
     scaled = np.clip((s - sc.lo) / max(sc.hi - sc.lo, 1e-30), 0.0, 1.0)
     h, w = _display_size(*image.shape[:2])
-    photo = np.asarray(Image.fromarray(image.astype(np.uint8)).resize((w, h), Image.BILINEAR), np.float32)
-    scaled = np.asarray(Image.fromarray(scaled.astype(np.float32), mode="F").resize((w, h), Image.BILINEAR), np.float64)
+    photo = np.asarray(Image.fromarray(image.astype(np.uint8)).resize((w, h), Image.Resampling.BILINEAR), np.float32)
+    scaled = np.asarray(Image.fromarray(scaled.astype(np.float32), mode="F").resize((w, h), Image.Resampling.BILINEAR), np.float64)
     heat = colormap(scaled, diverging=sc.signed, name=cmap).astype(np.float32)
     if sc.signed:
         # Opacity follows strength (|value| on the clipped scale), so zero shows the photo itself, and the

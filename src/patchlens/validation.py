@@ -16,8 +16,8 @@ from typing import Any
 
 import torch
 
-from .errors import MethodError, TargetError
 from .api import check_supported
+from .errors import MethodError, TargetError
 from .methods import Method
 from .models.classifier import Classifier
 from .models.imagenet import imagenet_labels, imagenet_synonyms

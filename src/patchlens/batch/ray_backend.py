@@ -96,7 +96,7 @@ def ray_results(
     started = not ray.is_initialized()
     if started:
         # A local Ray (address None) or a running cluster ("auto", "ray://head:10001").
-        ray.init(address=address, include_dashboard=False, log_to_driver=False, logging_level="warning")
+        ray.init(address=address, include_dashboard=False, log_to_driver=False, logging_level=logging.WARNING)
     logging.getLogger("ray.data").setLevel(logging.WARNING)  # the run prints its own progress and summary
     try:
         ctx = ray.data.DataContext.get_current()
@@ -107,7 +107,7 @@ def ray_results(
         use_gpu = gpus > 0 and device != "cpu"
         actors = min(workers, gpus) if use_gpu and workers else (gpus if use_gpu else max(1, workers))
         rows = [{"path": i.path, "label": i.label or ""} for i in items]  # "" for none: a column of one type
-        ds = ray.data.from_items(rows, override_num_blocks=max(1, min(len(rows), len(rows) // IMAGES_PER_CALL)))
+        ds: Any = ray.data.from_items(rows, override_num_blocks=max(1, min(len(rows), len(rows) // IMAGES_PER_CALL)))
         ds = ds.map_batches(
             Explainer,
             fn_constructor_kwargs={"model": model, "device": "cuda" if use_gpu else "cpu", "plan": plan.to_dict(),

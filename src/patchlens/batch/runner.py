@@ -12,7 +12,6 @@ the look-ahead images and one part's maps are held at a time.
 from __future__ import annotations
 
 import json
-import os
 import time
 from collections import deque
 from concurrent.futures import ThreadPoolExecutor
@@ -21,7 +20,6 @@ from typing import Any, Callable, Iterable, Iterator, Sequence
 
 from tqdm.auto import tqdm
 
-from ..api import check_supported
 from ..errors import ModelError, TargetError
 from ..extras import require
 from ..models import Classifier, load_model
@@ -203,9 +201,9 @@ def run_batch(
             raise StoreError(f"{out}: already holds {len(existing)} results; pass --resume to continue it, or choose another --out")
         same = existing[existing["method"] == method_value.name] if len(existing) else existing
         if len(same):  # fail fast; the writer also checks the model id of every row
-            params, seed = json.dumps(method_value.params(), sort_keys=True), seed if method_value.stochastic else None
+            params, recorded_seed = json.dumps(method_value.params(), sort_keys=True), seed if method_value.stochastic else None
             first = same.iloc[0]
-            if first["params"] != params or (None if _missing(first["seed"]) else int(first["seed"])) != seed:
+            if first["params"] != params or (None if _missing(first["seed"]) else int(first["seed"])) != recorded_seed:
                 raise StoreError(f"{out}: already holds {method_value.name} results made with other parameters or seed "
                                  f"({first['params']}, seed {first['seed']}); use another --out")
         mine = same[same["request"] == plan.target] if len(same) else same

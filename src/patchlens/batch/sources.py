@@ -26,8 +26,8 @@ from __future__ import annotations
 
 import csv
 import math
-from dataclasses import dataclass
 import os
+from dataclasses import dataclass
 from pathlib import Path
 
 from ..errors import PatchlensError

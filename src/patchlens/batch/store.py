@@ -90,7 +90,7 @@ class StoreError(PatchlensError, ValueError):
     """A store folder that cannot be used as asked."""
 
 
-def _atomic_write(path: Path, write: Callable[[BinaryIO], None]) -> None:
+def _atomic_write(path: Path, write: Callable[[BinaryIO], object]) -> None:
     # Hidden temporary name: Parquet readers and our own part scan skip it.
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     try:
@@ -223,7 +223,7 @@ class Store:
                 row["map_file"], row["map_key"] = f"maps/{shard}", key
         schema = _schema(sorted({k for row in rows for k in row if k.startswith("metric_")}))
         table = pa.table({f.name: pa.array([row.get(f.name) for row in rows], type=f.type) for f in schema}, schema=schema)
-        shard_bytes = _bytes(lambda f: np.savez(f, **arrays)) if arrays else None
+        shard_bytes = _bytes(lambda f: np.savez(f, **arrays)) if arrays else None  # type: ignore[arg-type]
         self._commit(number, _bytes(lambda f: pq.write_table(table, f)), len(rows), shard_bytes)
         return number
 
@@ -351,7 +351,7 @@ def _parquet_ok(path: Path) -> bool:
         return False
 
 
-def _bytes(write: Callable[[BinaryIO], None]) -> bytes:
+def _bytes(write: Callable[[BinaryIO], object]) -> bytes:
     """What ``write`` writes, in memory: hashed, then written in one go (a part is small)."""
     buf = io.BytesIO()
     write(buf)

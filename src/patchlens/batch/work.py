@@ -97,7 +97,7 @@ def _metric_values(names: tuple[str, ...], exps: list[Explanation], classifier: 
     from ..metrics import evaluate
 
     table = evaluate(classifier, None, [exps], list(names), batch_size=plan.batch_size)
-    return [{f"metric_{c}": None if row.get(c) is None else float(row[c]) for c in table.columns} for row in table]
+    return [{f"metric_{c}": None if row.get(c) is None else float(row[c]) for c in table.columns} for row in table]  # type: ignore[misc]
 
 
 def explain_loaded(classifier: Classifier, method: Method, plan: Plan, loaded: Loaded) -> list[Result]:

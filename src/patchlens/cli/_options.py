@@ -9,8 +9,8 @@ from __future__ import annotations
 import argparse
 from typing import Any, Sequence
 
-from ..methods._sampling import interactive_defaults
 from ..errors import PatchlensError
+from ..methods._sampling import interactive_defaults
 from ..methods.base import Method
 
 

@@ -10,8 +10,8 @@ from ..batch import run_batch
 from ..batch.runner import BACKENDS
 from ..errors import PatchlensError
 from ..methods import get_method, make_method
-from ._options import add_method_arguments, method_command, method_params
 from ._model_options import load_cli_model, model_options
+from ._options import add_method_arguments, method_command, method_params
 from .explain import add_common
 
 EXAMPLES = """examples:

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import argparse
-import sys
 import json
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -13,7 +13,8 @@ import numpy as np
 from ..errors import MethodError
 from ..images import load_image
 from ..methods import Method, get_method, make_method, registry
-from ..metrics.base import MetricError, get_metrics, registry as metric_registry
+from ..metrics.base import MetricError, get_metrics
+from ..metrics.base import registry as metric_registry
 from ..metrics.budget import budgeted
 from ..metrics.protocols import PROTOCOLS
 from ..metrics.sanity import parse_baselines

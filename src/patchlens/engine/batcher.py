@@ -20,7 +20,7 @@ import torch
 from tqdm.auto import tqdm
 
 from ..errors import BudgetError, Cancelled, MethodError
-from ..models.classifier import CPU_CANDIDATES, BatchSizePolicy, Classifier
+from ..models.classifier import Classifier
 
 T = TypeVar("T")
 

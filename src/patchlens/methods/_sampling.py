@@ -21,7 +21,6 @@ import torch
 from ..engine.convergence import ConvergenceMonitor
 from .base import Attribution, Job, Method
 
-
 #: The stopping rule the command line and the web page use for sampling methods unless told otherwise:
 #: stop once the map's rank correlation with the previous round reaches this twice in a row. The
 #: Python API keeps a fixed count by default (converge=0), so a script's maps never change under it.

@@ -11,9 +11,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ..capabilities import Capability
 import torch
 
+from ..capabilities import Capability
 from ._gradients import accumulate
 from .base import Attribution, Job, Method, register
 

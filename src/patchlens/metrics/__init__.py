@@ -16,14 +16,14 @@ def _discover() -> None:
 
 
 # The public functions (after the registry machinery above, which the modules import).
+from ..describe import describe  # noqa: E402  (lives beside render.py; re-exported here)
+from .compare import Comparison, budgeted, compare  # noqa: E402
 from .complexity import complexity, sparseness  # noqa: E402
 from .curves import auc, curve  # noqa: E402
-from ..describe import describe  # noqa: E402  (lives beside render.py; re-exported here)
 from .evaluate import EvaluationTable, evaluate  # noqa: E402
 from .mosaics import Mosaic, builtin_mosaics, make_mosaic, make_mosaics  # noqa: E402
 from .randomization import randomization  # noqa: E402
 from .regions import energy_in_region, focus, pointing_game, segmentation  # noqa: E402
-from .compare import Comparison, budgeted, compare  # noqa: E402
 
 __all__ = [
     "Case", "Metric", "MetricError", "Options", "directions", "get_metrics", "metric", "registry",

@@ -21,7 +21,6 @@ from ..explanation import Explanation
 from ..models.classifier import Classifier
 
 
-
 @dataclass(frozen=True)
 class Options:
     """Settings shared by the metrics (one name for one knob).

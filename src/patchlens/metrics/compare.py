@@ -25,7 +25,6 @@ from .mosaics import Mosaic
 from .protocols import get_protocol
 from .sanity import DEFAULT_BASELINES, Uninformative, baseline_explanations, is_sanity_baseline, parse_baselines, uninformative
 
-
 #: metrics that describe what a map costs or how it looks, not whether it is faithful: shown, never ranked
 #: (ranked with the rest, the cheapest method won "which should I trust?")
 UNRANKED_METRICS = ("cost", "sparseness", "complexity")
@@ -218,12 +217,12 @@ def compare(
             values.append(make_method(m, **given.get(m, {})))
     for v in values:  # a method the model cannot run, or a misspelled target: one error before any work
         validate_run(classifier, v, "top1" if target is None else target)
-    items = list(images) if isinstance(images, (list, tuple)) else [images]
+    items: list[Any] = list(images) if isinstance(images, (list, tuple)) else [images]
     loaded, exps = [], []
     for item in items:
         mosaic = item if isinstance(item, Mosaic) else None
         img = load_image(mosaic.image, name=mosaic.name) if mosaic else load_image(item)
-        goal = mosaic.target if mosaic is not None and (target is None or target == "top1") else target
+        goal: Any = mosaic.target if mosaic is not None and (target is None or target == "top1") else target
         loaded.append(img)
         row = [explain_one(classifier, img, v, target=goal, seed=seed, batch_size=batch_size, progress=progress)[0] for v in values]
         exps.append(row + (baseline_explanations(row[0], kinds, seed or 0) if row else []))

@@ -106,6 +106,7 @@ def curve(
 
 def _run(case: Case, kind: str) -> dict[str, float]:
     o, exp = case.options, case.explanation
+    assert case.engine is not None and case.image is not None  # declared: needs the model
     generator = torch.Generator(device=case.image.device).manual_seed(o.seed)
     protocol = get_protocol(o.protocol)
     own = protocol.pixels_per_step is None  # only the patchlens protocol lets the baselines be chosen

@@ -204,18 +204,20 @@ def _wrap_arrays(model: Any, images: Any, explanations: Any, target: Any) -> Any
         loaded = load_image(image)
         probs = classifier(resize(to_tensor(loaded.pixels).to(classifier.device), classifier.input_size)[None])[0]
         (index,) = resolve_targets(goal, probs, classifier)[:1]
-
-        def wrap(item: Any) -> Any:
-            if not _is_map(item):
-                return item
-            saliency = np.asarray(item.detach().cpu() if hasattr(item, "detach") else item, dtype=np.float32)
-            if not np.isfinite(saliency).all():
-                raise MetricError(f"{loaded.name}: the map has NaN or infinite values")
-            return Explanation(
-                saliency=saliency, target=index, label=classifier.label(index), score=float(probs[index]),
-                method="external", params={}, seed=None, model=classifier.model_id, forward_passes=0, seconds=0.0,
-                image_name=loaded.name, image=loaded.pixels,
-            )
-
-        out.append([wrap(e) for e in entry] if isinstance(entry, (list, tuple)) else wrap(entry))
+        made = [_external(e, loaded, index, float(probs[index]), classifier) for e in (entry if isinstance(entry, (list, tuple)) else [entry])]
+        out.append(made if isinstance(entry, (list, tuple)) else made[0])
     return out[0] if single else out
+
+
+def _external(item: Any, loaded: Any, index: int, score: float, classifier: Any) -> Any:
+    """A map made elsewhere as an Explanation of class ``index`` on ``loaded`` (an Explanation passes through)."""
+    if not _is_map(item):
+        return item
+    saliency = np.asarray(item.detach().cpu() if hasattr(item, "detach") else item, dtype=np.float32)
+    if not np.isfinite(saliency).all():
+        raise MetricError(f"{loaded.name}: the map has NaN or infinite values")
+    return Explanation(
+        saliency=saliency, target=index, label=classifier.label(index), score=score,
+        method="external", params={}, seed=None, model=classifier.model_id, forward_passes=0, seconds=0.0,
+        image_name=loaded.name, image=loaded.pixels,
+    )

@@ -55,7 +55,7 @@ def fit_tile(pixels: np.ndarray, tile: tuple[int, int]) -> np.ndarray:
         ch, cw = h, max(1, round(h * tw / th))
     top, left = (h - ch) // 2, (w - cw) // 2
     crop = Image.fromarray(pixels[top : top + ch, left : left + cw])
-    return np.asarray(crop.resize((tw, th), Image.BICUBIC), np.uint8)
+    return np.asarray(crop.resize((tw, th), Image.Resampling.BICUBIC), np.uint8)
 
 
 def make_mosaic(tiles: Sequence[tuple[ImageLike, Hashable]], target: Hashable, tile: tuple[int, int] = (112, 112), name: str = "mosaic") -> Mosaic:

@@ -17,7 +17,7 @@ COLOURS = ["#0072B2", "#D55E00", "#009E73", "#CC79A7", "#E69F00", "#56B4E9", "#F
 def overlay_grid(explanations: Sequence[Sequence[Explanation]], cell: int = 320) -> Image.Image:
     """Overlays in a grid: one row per image, one column per method, each ``cell`` pixels wide."""
     tiles = [[e.overlay().convert("RGB") for e in row] for row in explanations]
-    scaled = [[t.resize((cell, max(1, round(t.height * cell / t.width))), Image.BILINEAR) for t in row] for row in tiles]
+    scaled = [[t.resize((cell, max(1, round(t.height * cell / t.width))), Image.Resampling.BILINEAR) for t in row] for row in tiles]
     heights = [max((t.height for t in row), default=0) for row in scaled]
     cols = max((len(row) for row in scaled), default=0)
     canvas = Image.new("RGB", (max(1, cols * cell), max(1, sum(heights))), "white")

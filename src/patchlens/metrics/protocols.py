@@ -29,8 +29,8 @@ import torch
 import torch.nn.functional as F
 
 from ..engine import make_baseline
-from ..models.classifier import Classifier
 from ..errors import MetricError
+from ..models.classifier import Classifier
 
 
 @dataclass(frozen=True)

@@ -103,6 +103,7 @@ def randomization(
 )
 def _randomization(case: Case) -> dict[str, float]:
     o = case.options
+    assert case.classifier is not None  # declared: needs the module
     x, y = randomization(case.classifier, case.explanation, stages=o.stages, seed=o.seed, batch_size=o.batch_size)
     case.curves["randomization"] = (x, y)
     return {"randomization": float(y.mean())}

@@ -20,10 +20,11 @@ import contextlib
 import logging
 import os
 from typing import Iterator
+
 import torch
 
-from ..ranking import spearman
 from ..errors import ModelError
+from ..ranking import spearman
 from .classifier import Classifier
 from .torch_module import TorchClassifier
 

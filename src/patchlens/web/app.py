@@ -31,6 +31,7 @@ from ..examples import EXAMPLES, example_path
 from ..images import load_image
 from ..models import Classifier, load_model
 from ..targets import resolve_targets
+from .availability import token_masking, with_availability
 from .guard import refusal
 from .jobs import JobQueue, QueueFull
 from .state import (
@@ -44,15 +45,14 @@ from .state import (
     build_methods,
     check_pixels,
     check_targets,
-    job_passes,
     heatmap_png,
+    job_passes,
     load_stored,
     predict_hidden,
     run_explanations,
     safe_name,
     top_predictions,
 )
-from .availability import token_masking, with_availability
 from .whatif import whatif_predictions
 
 

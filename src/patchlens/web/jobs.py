@@ -27,7 +27,6 @@ from ..errors import Cancelled
 from ..models.classifier import BatchSizePolicy, Classifier
 from ..models.vit import TokenView
 
-
 #: raised inside a job's model calls once the job has been cancelled
 JobCancelled = Cancelled
 

@@ -28,8 +28,8 @@ from ..images import LoadedImage, check_size, resize, to_tensor
 from ..methods import Method, count_regions, get_method, make_method
 from ..methods._sampling import interactive_defaults
 from ..models.classifier import Classifier
-from .guard import LOOPBACK_HOSTS
 from ..validation import check_method
+from .guard import LOOPBACK_HOSTS
 from .jobs import Job, WatchedClassifier, holding
 
 T = TypeVar("T")
@@ -269,7 +269,8 @@ def faithfulness(classifier: Classifier, stored: StoredImage, exp: Explanation) 
     wanted = available_metrics()
     if not wanted:
         return None
-    from ..metrics import Case, Options, registry as metric_registry
+    from ..metrics import Case, Options
+    from ..metrics import registry as metric_registry
 
     found = metric_registry()
     out: dict[str, Any] = {}
