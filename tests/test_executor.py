@@ -170,3 +170,26 @@ def test_the_command_line_and_web_default_to_adaptive_and_say_so(capsys):
     with pytest.raises(SystemExit):
         main(["explain", "--method", "lime", "--help"])
     assert f"[default: {INTERACTIVE_CONVERGE}]" in capsys.readouterr().out
+
+
+def test_a_budget_spent_after_some_rounds_gives_a_map_marked_partial():
+    """A sampling method keeps the rounds it finished when a budget runs out, and says so; before one round: an error."""
+    clf, _ = counting()
+    method = OverSpendingRise(n_masks=400, round_size=100, converge=0.0)
+    exps = patchlens.api.explain_one(
+        clf, load_image(np.zeros((16, 16, 3), np.uint8)), method, max_passes=250, batch_size=50, on_map=lambda m, u: None
+    )
+    partial = exps[0].partial
+    assert partial is not None and partial["samples_used"] == 200 and partial["sample_budget"] == 400
+    assert "exceed the budget of 250" in partial["reason"] and "[partial]" in exps[0].title
+    assert exps[0].forward_passes == 201 and np.isfinite(exps[0].saliency).all()
+    with pytest.raises(BudgetError):  # the first round itself would overspend: no map at all
+        patchlens.api.explain_one(clf, load_image(np.zeros((16, 16, 3), np.uint8)), method, max_passes=50, batch_size=50)
+
+
+@dataclass(frozen=True)
+class OverSpendingRise(patchlens.methods.registry()["rise"]):  # type: ignore[misc]
+    """RISE that under-announces its cost, so the engine's budget, not the up-front check, stops it."""
+
+    def passes(self, size=(224, 224), image=None) -> int:
+        return 2

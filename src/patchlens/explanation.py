@@ -122,7 +122,14 @@ class Explanation:
 
     @property
     def title(self) -> str:
-        return f"{self.method}: {self.label} (class {self.target}), {'p' if self.score_is_probability else 'score'} = {self.score:.3f}"
+        partial = " [partial]" if self.partial else ""
+        return f"{self.method}{partial}: {self.label} (class {self.target}), {'p' if self.score_is_probability else 'score'} = {self.score:.3f}"
+
+    @property
+    def partial(self) -> dict[str, Any] | None:
+        """When a budget ran out part-way: the samples used of those drawn and why; None for a finished map."""
+        found = self.extras.get("partial")
+        return found if isinstance(found, dict) else None
 
     def overlay(self, alpha: float = 0.5, colorbar: bool = True, title: str | None = None, **options: Any) -> Image.Image:
         """The heatmap over the photo, a colour bar and a title; ``options`` go to :func:`patchlens.render.overlay`

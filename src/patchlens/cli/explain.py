@@ -92,6 +92,10 @@ def run(args: argparse.Namespace) -> int:
                 print(f"patchlens: error: {path}: cannot save to {out}: {exc.strerror or exc}", file=sys.stderr)
                 failed += 1
                 break
+            if exp.partial:  # never silently: the map was formed from the rounds done before a budget ran out
+                partial = exp.partial
+                print(f"patchlens: note: {path}: partial map from {partial['samples_used']} of {partial['sample_budget']} "
+                      f"samples: {partial['reason']}", file=sys.stderr)
             word = "p" if exp.score_is_probability else "score"
             say(f"{path}: {exp.label} (class {exp.target}, {word}={exp.score:.3f}), {exp.forward_passes} passes in {exp.seconds:.1f}s")
             try:

@@ -19,6 +19,7 @@ from typing import Any
 import torch
 
 from ..engine.convergence import ConvergenceMonitor
+from ..errors import BudgetError
 from .base import Attribution, Job, Method
 
 #: The stopping rule the command line and the web page use for sampling methods unless told otherwise:
@@ -89,9 +90,16 @@ class SamplingMethod(Method):
         monitor = ConvergenceMonitor(converge)
         used = 0
         maps: torch.Tensor | None = None
+        stopped: BudgetError | None = None
         while used < total:
             stop = min(total, used + step)
-            self.score_round(job, state, used, stop)
+            try:
+                self.score_round(job, state, used, stop)
+            except BudgetError as exc:
+                if maps is None:  # not one round done: there is no map to give
+                    raise
+                stopped = exc  # a spent budget (a remote model's queries, a server's limit): keep the rounds done
+                break
             used = stop
             maps = self.running_maps(state, used)
             if job.on_map is not None:
@@ -105,4 +113,7 @@ class SamplingMethod(Method):
         if converge > 0:
             report = monitor.report(used, total)
             extras = [{**e, "convergence": report} for e in extras]
+        if stopped is not None:  # never silently: the result says it is partial, and why
+            partial = {"samples_used": used, "sample_budget": total, "reason": str(stopped)}
+            extras = [{**e, "partial": partial} for e in extras]
         return Attribution(maps=maps, extras=extras)
