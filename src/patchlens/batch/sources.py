@@ -25,6 +25,7 @@ is one image, also when a run is resumed with the source spelled differently.
 from __future__ import annotations
 
 import csv
+import dataclasses
 import math
 import os
 from dataclasses import dataclass
@@ -67,7 +68,8 @@ def resolved(path: str) -> str:
 
 
 def same_file(item: Item) -> Item:
-    return Item(resolved(item.path), item.label)
+    """``item`` with its path resolved, everything else it carries (label, box, mask) kept."""
+    return dataclasses.replace(item, path=resolved(item.path))
 
 
 def _folder(root: Path) -> list[Item]:
