@@ -5,7 +5,6 @@ Skipped, saying so, when /usr/bin/chromium is absent (``apt-get install -y chrom
 
 from __future__ import annotations
 
-import os
 import sys
 from pathlib import Path
 
@@ -14,13 +13,11 @@ import torch
 
 playwright_api = pytest.importorskip("playwright.sync_api")
 
-CHROMIUM = os.environ.get("PATCHLENS_CHROMIUM", "/usr/bin/chromium")
+from browser_support import MARKS, launch
+
 ARTIFACTS = Path(__file__).resolve().parent / "artifacts"
 
-pytestmark = [
-    pytest.mark.browser,
-    pytest.mark.skipif(not Path(CHROMIUM).exists(), reason=f"no Chromium at {CHROMIUM} (apt-get install -y chromium)"),
-]
+pytestmark = MARKS
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from report_fixtures import OCCLUSION, planted_dataset, tag_classifier, write_csv
@@ -38,10 +35,7 @@ def test_filter_to_the_flagged_class_and_open_an_example(tmp_path: Path) -> None
     patchlens.report(tmp_path / "store", page_path)
 
     with playwright_api.sync_playwright() as pw:
-        browser = pw.chromium.launch(
-            executable_path=CHROMIUM,
-            args=["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"],
-        )
+        browser = launch(pw)
         try:
             page = browser.new_page(viewport={"width": 1280, "height": 1000})
             errors: list[str] = []

@@ -5,7 +5,6 @@ Needs ``apt-get install -y chromium``; skipped, saying so, when /usr/bin/chromiu
 
 from __future__ import annotations
 
-import os
 import shutil
 from pathlib import Path
 
@@ -15,15 +14,15 @@ pytest.importorskip("fastapi")
 pytest.importorskip("uvicorn")
 playwright_api = pytest.importorskip("playwright.sync_api")
 
-CHROMIUM = os.environ.get("PATCHLENS_CHROMIUM", "/usr/bin/chromium")
+from browser_support import MARKS, launch
+
 COFFEE = Path(__file__).resolve().parents[1] / "src/patchlens/data/examples/coffee.png"
 ARTIFACTS = Path(__file__).resolve().parent / "artifacts"
 ESPRESSO = 967
 
 pytestmark = [
-    pytest.mark.browser,
+    *MARKS,
     pytest.mark.slow,
-    pytest.mark.skipif(not Path(CHROMIUM).exists(), reason=f"no Chromium at {CHROMIUM} (apt-get install -y chromium)"),
 ]
 
 
@@ -39,10 +38,7 @@ def test_upload_explain_compare_and_what_if(tmp_path: Path) -> None:
 
     app = create_app(patchlens.load_model("default", device="cpu"))
     with BackgroundServer(app) as url, playwright_api.sync_playwright() as pw:
-        browser = pw.chromium.launch(
-            executable_path=CHROMIUM,
-            args=["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"],
-        )
+        browser = launch(pw)
         try:
             page = browser.new_page(viewport={"width": 1280, "height": 1100})
             errors: list[str] = []

@@ -6,24 +6,16 @@ A tiny 32x32 model keeps every explanation instant, so the test is about the pag
 
 from __future__ import annotations
 
-import os
-from pathlib import Path
-
 import pytest
 
 pytest.importorskip("fastapi")
 pytest.importorskip("uvicorn")
 playwright_api = pytest.importorskip("playwright.sync_api")
 
+from browser_support import MARKS, launch
 from test_web_api import tiny_classifier
 
-CHROMIUM = os.environ.get("PATCHLENS_CHROMIUM", "/usr/bin/chromium")
-ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"]
-
-pytestmark = [
-    pytest.mark.browser,
-    pytest.mark.skipif(not Path(CHROMIUM).exists(), reason=f"no Chromium at {CHROMIUM} (apt-get install -y chromium)"),
-]
+pytestmark = MARKS
 
 
 def test_page_offers_resets_reports_and_enlarges() -> None:
@@ -31,7 +23,7 @@ def test_page_offers_resets_reports_and_enlarges() -> None:
     from patchlens.web.server import BackgroundServer
 
     with BackgroundServer(create_app(tiny_classifier())) as url, playwright_api.sync_playwright() as pw:
-        browser = pw.chromium.launch(executable_path=CHROMIUM, args=ARGS)
+        browser = launch(pw)
         try:
             page = browser.new_page(viewport={"width": 1280, "height": 800})
             errors: list[str] = []

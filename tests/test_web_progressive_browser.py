@@ -6,9 +6,7 @@ little per image keeps the job running long enough for several rounds to be draw
 
 from __future__ import annotations
 
-import os
 import time
-from pathlib import Path
 
 import pytest
 
@@ -16,15 +14,10 @@ pytest.importorskip("fastapi")
 pytest.importorskip("uvicorn")
 playwright_api = pytest.importorskip("playwright.sync_api")
 
+from browser_support import MARKS, launch
 from test_web_api import slow_classifier
 
-CHROMIUM = os.environ.get("PATCHLENS_CHROMIUM", "/usr/bin/chromium")
-ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"]
-
-pytestmark = [
-    pytest.mark.browser,
-    pytest.mark.skipif(not Path(CHROMIUM).exists(), reason=f"no Chromium at {CHROMIUM} (apt-get install -y chromium)"),
-]
+pytestmark = MARKS
 
 
 def test_the_map_is_drawn_while_it_forms_then_replaced_by_the_card() -> None:
@@ -32,7 +25,7 @@ def test_the_map_is_drawn_while_it_forms_then_replaced_by_the_card() -> None:
     from patchlens.web.server import BackgroundServer
 
     with BackgroundServer(create_app(slow_classifier(0.004))) as url, playwright_api.sync_playwright() as pw:
-        browser = pw.chromium.launch(executable_path=CHROMIUM, args=ARGS)
+        browser = launch(pw)
         try:
             page = browser.new_page(viewport={"width": 1280, "height": 900})
             errors: list[str] = []
