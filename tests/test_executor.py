@@ -180,9 +180,10 @@ def test_a_budget_spent_after_some_rounds_gives_a_map_marked_partial():
         clf, load_image(np.zeros((16, 16, 3), np.uint8)), method, max_passes=250, batch_size=50, on_map=lambda m, u: None
     )
     partial = exps[0].partial
-    assert partial is not None and partial["samples_used"] == 200 and partial["sample_budget"] == 400
+    # shown four times per round of 100 (on_map is set), so the map keeps every step of 25 done
+    assert partial is not None and partial["samples_used"] == 225 and partial["sample_budget"] == 400
     assert "exceed the budget of 250" in partial["reason"] and "[partial]" in exps[0].title
-    assert exps[0].forward_passes == 201 and np.isfinite(exps[0].saliency).all()
+    assert exps[0].forward_passes == 226 and np.isfinite(exps[0].saliency).all()
     with pytest.raises(BudgetError):  # the first round itself would overspend: no map at all
         patchlens.api.explain_one(clf, load_image(np.zeros((16, 16, 3), np.uint8)), method, max_passes=50, batch_size=50)
 

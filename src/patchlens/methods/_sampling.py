@@ -22,6 +22,9 @@ from ..engine.convergence import ConvergenceMonitor
 from ..errors import BudgetError
 from .base import Attribution, Job, Method
 
+#: how many running maps a convergence round shows when someone is watching (``on_map``)
+PREVIEWS_PER_ROUND = 4
+
 #: The stopping rule the command line and the web page use for sampling methods unless told otherwise:
 #: stop once the map's rank correlation with the previous round reaches this twice in a row. The
 #: Python API keeps a fixed count by default (converge=0), so a script's maps never change under it.
@@ -86,13 +89,17 @@ class SamplingMethod(Method):
         total = self.sample_count(state)
         converge: float = getattr(self, "converge", 0.0)
         rounds = converge > 0 or job.on_map is not None
-        step = int(getattr(self, "round_size", total)) if rounds else total
+        round_size = int(getattr(self, "round_size", total)) if rounds else total
+        # A running map is shown a few times per convergence round, so the first picture comes early;
+        # convergence is still judged on whole rounds (fixed boundaries: the same at any batch size).
+        step = max(1, round_size // PREVIEWS_PER_ROUND) if job.on_map is not None else round_size
         monitor = ConvergenceMonitor(converge)
         used = 0
         maps: torch.Tensor | None = None
         stopped: BudgetError | None = None
         while used < total:
-            stop = min(total, used + step)
+            round_end = (used // round_size + 1) * round_size  # sub-steps never cross a round's boundary
+            stop = min(total, used + step, round_end)
             try:
                 self.score_round(job, state, used, stop)
             except BudgetError as exc:
@@ -104,7 +111,8 @@ class SamplingMethod(Method):
             maps = self.running_maps(state, used)
             if job.on_map is not None:
                 job.on_map(maps, used)
-            if self.settled_enough(state, used) and monitor.update(maps):
+            round_done = used % round_size == 0 or used == total
+            if round_done and self.settled_enough(state, used) and monitor.update(maps):
                 break
             if converge > 0 and monitor.history:
                 job.engine.note(f"rank corr. with previous round {monitor.history[-1]:.3f} (stop at {converge:g})")
