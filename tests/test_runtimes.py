@@ -271,3 +271,12 @@ def test_randomization_check_reinitialises_the_torch_side_of_an_onnx_runtime_mod
     # had the clone kept scoring the exported graph (the old weights), every rho would be 1
     np.testing.assert_allclose(rho_fast, rho_slow, atol=1e-6)
     assert rho_fast[-1] < 0.9
+
+
+def test_what_the_torch_model_says_about_itself_holds_on_onnx_runtime():
+    """The mean colour (RISE's deletion substrate) and the kind of scores come from the same normalisation."""
+    torch_model = patchlens.load_model("default", runtime="torch")
+    onnx_model = patchlens.load_model("default", runtime="onnx")
+    assert onnx_model.runtime == "onnxruntime"
+    assert onnx_model.input_mean() == torch_model.input_mean() != (0.0, 0.0, 0.0)
+    assert onnx_model.outputs_probabilities == torch_model.outputs_probabilities

@@ -382,3 +382,18 @@ def test_a_sampling_method_shows_its_map_while_it_forms() -> None:
             time.sleep(0.05)
         assert job["status"] == "done" and job["preview"] is None  # the cards replace the preview
         assert len(seen) >= 2 and seen == sorted(seen)
+
+
+def test_a_jobs_view_of_the_model_says_what_the_model_says() -> None:
+    """The web server's per-job wrapper forwards what Classifier declares at class level (not via __getattr__)."""
+    import threading
+
+    from patchlens.web.jobs import WatchedClassifier
+
+    scores = CallableClassifier(lambda x: x.mean((2, 3)) * 10, input_size=SIZE, probabilities=False)
+    watched = WatchedClassifier(scores, threading.RLock(), lambda n: None, lambda: False)
+    assert scores.outputs_probabilities is False and watched.outputs_probabilities is False
+    clf = tiny_classifier()
+    watched = WatchedClassifier(clf, threading.RLock(), lambda n: None, lambda: False)
+    assert watched.input_mean() == clf.input_mean() and watched.capabilities == clf.capabilities
+    assert watched.batch_policy is clf.batch_policy

@@ -230,6 +230,7 @@ class OnnxRuntimeClassifier(Classifier):
         self.device = torch_classifier.device
         self.model_id = torch_classifier.model_id
         self.autocast_dtype = torch_classifier.autocast_dtype
+        self.outputs_probabilities = torch_classifier.outputs_probabilities
         self.path, self.threads = path, threads
         if self.device.type == "cuda":
             if "CUDAExecutionProvider" not in ort.get_available_providers():
@@ -280,6 +281,9 @@ class OnnxRuntimeClassifier(Classifier):
     @property
     def capabilities(self) -> Capability:
         return self.torch_classifier.capabilities  # scores here; gradients, layers and tokens from torch
+
+    def input_mean(self) -> tuple[float, float, float]:
+        return self.torch_classifier.input_mean()  # the same normalisation runs inside the exported graph
 
     def token_view(self, image: torch.Tensor) -> TokenView:
         return self.torch_classifier.token_view(image)

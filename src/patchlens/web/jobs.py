@@ -101,6 +101,14 @@ class WatchedClassifier(Classifier):
     def check_scores(self, out: object, n: int) -> torch.Tensor:
         return self.inner.check_scores(out, n)
 
+    # class attributes and methods of Classifier are found before __getattr__: forward them by hand
+    @property
+    def outputs_probabilities(self) -> bool:  # type: ignore[override]
+        return self.inner.outputs_probabilities
+
+    def input_mean(self) -> tuple[float, float, float]:
+        return self.inner.input_mean()
+
     def evaluating(self) -> contextlib.AbstractContextManager[None]:
         return self.inner.evaluating()
 
