@@ -148,7 +148,7 @@ def _spy(clf, calls):
 
 def test_token_masking_on_a_cnn_names_the_parameter_and_its_fix():
     clf = patchlens.load_model(cnn(), input_size=32)
-    with pytest.raises(MethodError, match=r"^rise: masking='tokens' needs tokens, .* use masking='pixels'$"):
+    with pytest.raises(MethodError, match=r"^rise: masking='tokens' needs token drop, .* use masking='pixels'$"):
         patchlens.explain(clf, "example:coffee", "rise", masking="tokens", n_masks=10)
 
 

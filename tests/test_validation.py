@@ -48,7 +48,7 @@ def no_forward_pass(monkeypatch):
     [
         (["--target", "tabbby"], "'tabbby': not a class of default (did you mean 'tabby'?)", []),
         (["--method", "attention_rollout"], "attention_rollout: needs tokens, but default is not a timm Vision Transformer", []),
-        (["--masking", "tokens"], "rise: masking='tokens' needs tokens, but default is not a timm Vision Transformer", []),
+        (["--masking", "tokens"], "rise: masking='tokens' needs token drop, but default is not a timm Vision Transformer", []),
         # which layers give feature maps is seen in one pass of one grey image, once for the run
         (["--method", "gradcam", "--layer", "blocks.15"], "did you mean _blocks.15", [1]),
     ],

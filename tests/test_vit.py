@@ -288,3 +288,16 @@ def test_token_drop_goes_through_the_classifiers_own_call_path():
     cancelling = WatchedClassifier(clf, threading.RLock(), lambda n: stop.set(), stop.is_set)
     with pytest.raises(Cancelled):
         patchlens.explain(cancelling, pixels, "occlusion", masking="tokens", window=8, stride=8, batch_size=5)
+
+
+def test_a_vit_inside_a_wrapper_can_be_read_but_not_token_dropped_and_says_so_before_work():
+    from patchlens.capabilities import Capability
+
+    wrapped = TorchClassifier(torch.nn.Sequential(torch.nn.Identity(), tiny_vit()), input_size=SIZE)
+    direct = TorchClassifier(tiny_vit(), input_size=SIZE)
+    assert Capability.TOKENS in wrapped.capabilities and Capability.TOKEN_DROP not in wrapped.capabilities
+    assert Capability.TOKEN_DROP in direct.capabilities
+    pixels = image(2).numpy().transpose(1, 2, 0)
+    assert np.isfinite(patchlens.explain(wrapped, pixels, "attention_rollout").saliency).all()  # reading works
+    with pytest.raises(MethodError, match="masking='tokens' needs token drop.*called directly.*use masking='pixels'"):
+        patchlens.explain(wrapped, pixels, "rise", masking="tokens", n_masks=8)

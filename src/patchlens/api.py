@@ -190,7 +190,6 @@ def explain(
     """
     method_value = as_method(method, method_params)
     classifier = load_model(model, device=device) if device is not None else load_model(model)
-    check_supported(method_value, classifier)
     many_images = isinstance(image, (list, tuple))
     images: list[ImageLike] = list(image) if many_images else [image]  # type: ignore[arg-type,list-item]
     several = names_several(target)

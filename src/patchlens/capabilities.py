@@ -26,8 +26,11 @@ class Capability(enum.Flag):
     GRADIENTS = enum.auto()
     #: named inner layers whose activations can be read (torch modules).
     LAYERS = enum.auto()
-    #: a Vision Transformer's patch tokens: dropping them, reading attention (timm ViTs).
+    #: a Vision Transformer's patch tokens, to read (attention rollout): a timm ViT, also inside a wrapper module.
     TOKENS = enum.auto()
+    #: a Vision Transformer whose hidden patches' tokens can be dropped (masking="tokens"): a timm ViT
+    #: that the model calls directly, since its forward pass is rebuilt token by token.
+    TOKEN_DROP = enum.auto()
 
     #: what a torch module offers.
     WHITE_BOX = SCORES | GRADIENTS | LAYERS
@@ -39,12 +42,13 @@ _MISSING = {
     Capability.GRADIENTS: "is a black box (no gradients: it is not a PyTorch module)",
     Capability.LAYERS: "is a black box (no layers to read: it is not a PyTorch module)",
     Capability.TOKENS: "is not a timm Vision Transformer (no patch tokens)",
+    Capability.TOKEN_DROP: "is not a timm Vision Transformer called directly (no patch tokens to drop)",
 }
 
 
 def names(flags: Capability) -> list[str]:
     """The lower-case names of the single flags in ``flags``, e.g. ``["scores", "gradients"]``."""
-    return [f.name.lower() for f in Capability if f.name and f in flags and f is not Capability.WHITE_BOX]
+    return [f.name.lower().replace("_", " ") for f in Capability if f.name and f in flags and f is not Capability.WHITE_BOX]
 
 
 class _Requiring(Protocol):

@@ -16,10 +16,6 @@ from .pictures import PictureSink, map_png
 from .signals import KINDS, place_in_words
 
 
-def _pct(v: float | None) -> str:
-    return "" if v is None else f"{v:.0%}"
-
-
 def describe(m: ImageFinding, findings: Findings) -> str:
     """An image's findings in words, shown under its overlay."""
     parts = [f"{m.path}: explained as '{m.label}' (score {m.score:.3f})."]

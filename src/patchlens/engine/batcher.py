@@ -28,10 +28,6 @@ T = TypeVar("T")
 #: results are bit-for-bit independent of ``batch_size``.
 COMBINE_CHUNK = 256
 
-#: A step runs the model on items ``start..stop-1`` and returns its result and how
-#: many items it consumed (at least 1, at most ``stop - start``).
-Step = Callable[[int, int], "tuple[T, int]"]
-
 
 class MaskSource(Protocol):
     """A deterministic, indexable set of masks (1 = keep the pixel, 0 = baseline)."""

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 import torch
 import torch.nn.functional as F
 
-from ..ranking import ranks, spearman  # noqa: F401  (re-exported: the engine's users read them here)
+from ..ranking import spearman  # noqa: F401  (re-exported: the engine's users read it here)
 
 
 def coarse(maps: torch.Tensor, side: int = 32) -> torch.Tensor:

@@ -14,10 +14,8 @@ import math
 
 import torch
 
-from ..engine import PARTITIONS, make_partition
+from ..engine import make_partition
 from ..errors import MethodError
-
-FEATURES = PARTITIONS
 
 #: Largest ``grid`` of the region methods: every per-region allocation (samples x regions,
 #: regions x regions) is bounded through it.

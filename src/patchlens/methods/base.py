@@ -122,12 +122,12 @@ class Method:
     def requirements(self) -> Capability:
         """What this value needs of the model: the class's :attr:`requires`, plus tokens for ``masking="tokens"``."""
         if getattr(self, "masking", "pixels") == "tokens":
-            return self.requires | Capability.TOKENS
+            return self.requires | Capability.TOKEN_DROP
         return self.requires
 
     def instead(self, lack: Capability) -> tuple[str, str] | None:
         """When a parameter value is why this method needs ``lack``: that value and how to do without it."""
-        if Capability.TOKENS in lack and Capability.TOKENS not in self.requires:
+        if Capability.TOKEN_DROP in lack and Capability.TOKEN_DROP not in self.requires:
             return "masking='tokens'", "use masking='pixels'"
         return None
 

@@ -16,7 +16,7 @@ import torch
 
 from ..capabilities import Capability
 from ..engine import Engine
-from ..errors import MetricError, PatchlensError  # noqa: F401  MetricError is re-exported here
+from ..errors import MetricError  # noqa: F401  re-exported here, where metrics have always found it
 from ..explanation import Explanation
 from ..models.classifier import Classifier
 
@@ -107,7 +107,8 @@ class Metric:
     #: as declared: among "model", "region", "module" (a PyTorch model to copy).
     needs: tuple[str, ...]
     compute: Callable[[Case], dict[str, float]]
-    #: whether the columns judge the map (False for cost), so a sanity baseline's score means something.
+    #: whether the columns judge how faithful the map is: ranked, and compared with the sanity baselines.
+    #: False for what a map costs (cost) or how it looks (sparseness, complexity): shown, never ranked.
     judges_map: bool = True
 
     @property

@@ -25,13 +25,13 @@ from .mosaics import Mosaic
 from .protocols import get_protocol
 from .sanity import DEFAULT_BASELINES, Uninformative, baseline_explanations, is_sanity_baseline, parse_baselines, uninformative
 
-#: metrics that describe what a map costs or how it looks, not whether it is faithful: shown, never ranked
-#: (ranked with the rest, the cheapest method won "which should I trust?")
-UNRANKED_METRICS = ("cost", "sparseness", "complexity")
-
 
 def unranked_columns() -> set[str]:
-    return {col for name, m in registry().items() if name in UNRANKED_METRICS for col in m.columns}
+    """Columns that do not judge faithfulness (cost, form): shown beside the ranking, never in it.
+
+    Ranked with the rest, the cheapest method won "which should I trust?".
+    """
+    return {col for m in registry().values() if not m.judges_map for col in m.columns}
 
 
 @dataclass

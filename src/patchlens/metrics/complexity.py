@@ -31,12 +31,12 @@ def complexity(saliency: np.ndarray) -> float:
     return float(-(p * np.log(p)).sum() / np.log(a.size))
 
 
-@metric("sparseness", "Gini index of |map|: how few pixels carry the explanation", {"sparseness": "higher"})
+@metric("sparseness", "Gini index of |map|: how few pixels carry the explanation", {"sparseness": "higher"}, judges_map=False)
 def _sparseness(case: Case) -> dict[str, float]:
     return {"sparseness": sparseness(case.explanation.saliency)}
 
 
-@metric("complexity", "entropy of |map| over pixels, normalised to [0, 1]", {"complexity": "lower"})
+@metric("complexity", "entropy of |map| over pixels, normalised to [0, 1]", {"complexity": "lower"}, judges_map=False)
 def _complexity(case: Case) -> dict[str, float]:
     return {"complexity": complexity(case.explanation.saliency)}
 

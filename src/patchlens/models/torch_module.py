@@ -103,6 +103,8 @@ class TorchClassifier(Classifier):
     @property
     def capabilities(self) -> Capability:
         offered = Capability.WHITE_BOX
+        if find_vit(self, nested=False) is not None:
+            return offered | Capability.TOKENS | Capability.TOKEN_DROP
         return offered | Capability.TOKENS if find_vit(self) is not None else offered
 
     def token_view(self, image: torch.Tensor) -> TokenView:

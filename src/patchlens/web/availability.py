@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from ..capabilities import Capability
 from ..errors import PatchlensError
 from ..methods import registry
 from ..models.classifier import Classifier
@@ -24,10 +25,8 @@ def method_availability(classifier: Classifier) -> dict[str, str | None]:
 
 
 def token_masking(classifier: Classifier) -> bool:
-    """Whether ``masking="tokens"`` can be offered (a timm ViT)."""
-    from ..models.vit import find_vit
-
-    return classifier.module is not None and find_vit(classifier, nested=False) is not None
+    """Whether ``masking="tokens"`` can be offered (the model declares token drop)."""
+    return Capability.TOKEN_DROP in classifier.capabilities
 
 
 def with_availability(methods: dict[str, dict[str, Any]], classifier: Classifier) -> dict[str, dict[str, Any]]:

@@ -158,6 +158,7 @@ class RemoteClassifier(Classifier):
         sums = scores.sum(axis=1)
         if scores.min() < -1e-4 or np.abs(sums - 1).max() > 1e-2:
             self._warned = True
+            self.outputs_probabilities = False  # titles and descriptions say "score", not "p"
             warnings.warn(
                 f"{self.client.url}: the scores do not look like probabilities (row sums {sums.min():.3g}..{sums.max():.3g}, "
                 f"min {scores.min():.3g}); pass softmax=True (--softmax) if the model returns logits",
