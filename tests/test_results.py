@@ -85,3 +85,22 @@ def test_compare_never_applies_a_flag_silently(tmp_path, capsys):
     model = ["--model", "onnx:/nonexistent/model.onnx"]  # fails after the note, so nothing runs
     assert main([*base, *model, "--baseline", "blur"]) != 0
     assert "note: --baseline applies to rise, lime" in capsys.readouterr().err
+
+
+def test_the_batch_store_keeps_the_whole_record(tmp_path):
+    """Read back from a store: the kind of score and the extras (runtime, convergence...) are those recorded."""
+    pytest.importorskip("pyarrow")
+    from PIL import Image
+
+    from patchlens.batch import open_store, run_batch
+
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    Image.fromarray(planted_image()).save(folder / "a.png")
+    scores = patchlens.load_model(lambda x: x.mean((2, 3))[:, :2] * 5, input_size=64, probabilities=False)
+    run_batch(str(folder), str(tmp_path / "store"), model=scores, method="rise", n_masks=40, converge=0.5, round_size=20, progress=False)
+    direct = patchlens.explain(scores, planted_image(), "rise", n_masks=40, converge=0.5, round_size=20)
+    stored = open_store(tmp_path / "store").explanation(0)
+    assert stored.score_is_probability is False and "score =" in stored.title
+    assert stored.extras["convergence"] == direct.extras["convergence"]
+    assert stored.extras["runtime"]["runtime"] == direct.extras["runtime"]["runtime"]

@@ -121,6 +121,9 @@ class BatchStore:
         import pandas as pd
 
         seed = r["seed"]
+        # stores written before these columns existed: probabilities, no extras
+        kind = r.get("score_is_probability")
+        extras = r.get("extras")
         return Explanation(
             saliency=self.map(r),
             target=int(r["target"]),
@@ -133,8 +136,10 @@ class BatchStore:
             forward_passes=int(r["forward_passes"]),
             seconds=float(r["seconds"]),
             image_name=str(r["path"]),
+            extras=json.loads(extras) if isinstance(extras, str) and extras else {},
             version=str(r["patchlens_version"]),
             image=self.photo(r) if photo else None,
+            score_is_probability=True if kind is None or pd.isna(kind) else bool(kind),
         )
 
     def close(self) -> None:

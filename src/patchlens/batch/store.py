@@ -70,6 +70,7 @@ COLUMNS: dict[str, str] = {
     "target": "int64",
     "label": "string",
     "score": "float64",
+    "score_is_probability": "bool_",  # False when the model's outputs are scores, not probabilities
     "method": "string",
     "params": "string",
     "seed": "int64",
@@ -83,6 +84,7 @@ COLUMNS: dict[str, str] = {
     "part": "int64",
     "finished_at": "timestamp",
     "patchlens_version": "string",
+    "extras": "string",  # the record's per-map extras as JSON: runtime, convergence, partial, method results
 }
 
 

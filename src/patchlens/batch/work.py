@@ -134,7 +134,8 @@ def explain_loaded(classifier: Classifier, method: Method, plan: Plan, loaded: L
         out: list[Result] = []
         for exp, metric_values in zip(exps, values):
             rec = record(exp)  # the one record of an explanation; the store keeps these columns of it
-            row = {**base, **{k: rec[k] for k in ("target", "label", "score", "forward_passes", "seconds")},
+            row = {**base, **{k: rec[k] for k in ("target", "label", "score", "score_is_probability", "forward_passes", "seconds")},
+                   "extras": json.dumps(rec["extras"], sort_keys=True),
                    "status": "ok", "error": None, **metric_values}
             out.append((row, exp.saliency.astype(np.float16)))
         return out
