@@ -80,7 +80,7 @@ def same_store(a: Path, b: Path) -> None:
     ma, mb = sa.manifest.drop(columns=TIMING), sb.manifest.drop(columns=TIMING)
     # extras record what ran, per process (runtime, threads, an export's error text): the rest must match
     for m in (ma, mb):
-        m["extras"] = [None if e is None else json.dumps({k: v for k, v in json.loads(e).items() if k != "runtime"}) for e in m["extras"]]
+        m["extras"] = [json.dumps({k: v for k, v in json.loads(e).items() if k != "runtime"}) if isinstance(e, str) else None for e in m["extras"]]
     pd.testing.assert_frame_equal(ma, mb)
     for i in range(len(sa)):
         if sa.manifest.status[i] == "ok":
