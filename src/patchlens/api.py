@@ -91,7 +91,7 @@ def explain_one(
     )
     probs = engine.score_one(x)
     targets = resolve_targets(target, probs, classifier)
-    engine.expected_passes = method.total_passes(classifier.input_size, x, len(targets))
+    engine.expected_passes = method.for_targets(announced, len(targets))  # counted once: no second superpixel cut
     generator = torch.Generator(device=device)
     generator.manual_seed(0 if seed is None else int(seed))
     job = Job(

@@ -198,7 +198,10 @@ class Method:
         self, size: tuple[int, int] = (224, 224), image: torch.Tensor | None = None, targets: int = 1
     ) -> int | None:
         """Forward passes for ``targets`` classes on one image, the scoring pass included (budgets, progress)."""
-        passes = self.passes(size, image)
+        return self.for_targets(self.passes(size, image), targets)
+
+    def for_targets(self, passes: int | None, targets: int) -> int | None:
+        """:meth:`passes` (already counted, say on the image's superpixels) scaled to ``targets`` classes."""
         if passes is not None and self.passes_per_target:
             passes = (passes - 1) * targets + 1  # the one scoring pass, then the search for each class
         return passes
