@@ -97,3 +97,12 @@ def tiny_cnn() -> TinyCNN:
 @pytest.fixture(scope="session")
 def default_model() -> patchlens.Classifier:
     return patchlens.load_model("default", device="cpu")
+
+
+@pytest.fixture
+def one_torch_thread():
+    """Tiny models run fastest on one thread (the CI machine is shared); the setting is put back."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

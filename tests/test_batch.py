@@ -27,13 +27,7 @@ RISE = {"n_masks": 12, "grid": 3}
 TIMING = ["seconds", "finished_at", "part", "map_file", "map_key"]
 
 
-@pytest.fixture(autouse=True)
-def one_torch_thread():
-    """Tiny models run fastest on one thread (the CI machine is shared); the setting is put back."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 class Tiny(torch.nn.Module):

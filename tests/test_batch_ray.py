@@ -10,7 +10,9 @@ from patchlens.cli import main
 
 ray = pytest.importorskip("ray")
 
-from test_batch import make_images, one_torch_thread, same_store, tiny_spec  # noqa: E402,F401  (two are fixtures)
+from test_batch import make_images, same_store, tiny_spec  # noqa: E402,F401  (tiny_spec is a fixture)
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.mark.slow
