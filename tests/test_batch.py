@@ -255,3 +255,13 @@ def test_memory_stays_flat(tmp_path: Path) -> None:
     growth = (seen[300] - seen[100]) / 200
     print(f"RSS {seen[100] / 1e6:.1f} MB after 100 images, {seen[300] / 1e6:.1f} MB after 300")
     assert growth < 20_000, f"RSS grew by {growth / 1000:.1f} kB per image"  # a kept 24 px photo + map is ~4 kB
+
+
+@pytest.mark.parametrize("runtime", ["torch", "onnx"])
+def test_the_local_backend_runs_the_runtime_asked_for(tmp_path: Path, runtime: str) -> None:
+    # run_batch once ignored runtime= on the local backend (only the CLI, which loads the model itself, honoured it)
+    pytest.importorskip("onnxruntime")
+    make_images(tmp_path / "src", 1)
+    run_batch(str(tmp_path / "src"), str(tmp_path / "s"), model=tiny_model(), runtime=runtime, progress=False, **RISE)
+    extras = json.loads(open_store(tmp_path / "s").manifest.extras[0])
+    assert extras["runtime"]["runtime"] == ("onnxruntime" if runtime == "onnx" else "torch")
