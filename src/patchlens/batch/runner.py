@@ -187,7 +187,7 @@ def run_batch(
         raise ModelError(f"{type(model).__name__}: the ray backend rebuilds the model in every worker from a spec string "
                          "(default, timm:NAME, torchscript:PATH, onnx:PATH); save your model with torch.jit.save")
     if backend == "local":
-        options = {"device": device} if isinstance(model, str) else {}
+        options: dict[str, Any] = {"device": device} if isinstance(model, str) else {}
         classifier = load_model(model, runtime=runtime, **options)
         validate_run(classifier, method_value, plan.target)  # one error for the run, not one per image
     check_metrics(plan.metrics, classifier)
