@@ -7,6 +7,7 @@ masks used and the Spearman rank correlation of each map with the reference.
 
     python benchmarks/adaptive.py                       # 6 photos, 4,000-mask reference
     python benchmarks/adaptive.py --images coffee --reference 8000 --converge 0.99 0.995
+    python benchmarks/adaptive.py --estimator conditional_mean   # RISE's plain estimator, reference included
 """
 
 from __future__ import annotations
@@ -40,17 +41,20 @@ def main() -> None:
     ap.add_argument("--converge", type=float, nargs="+", default=[0.99])
     ap.add_argument("--round-size", type=int, default=250)
     ap.add_argument("--device", default="auto")
+    ap.add_argument("--estimator", default=None, help="RISE's estimator for every map, the reference's too (default: RISE's default)")
     args = ap.parse_args()
     model = patchlens.load_model("default", device=args.device)
     rows = []
+    chosen = {} if args.estimator is None else {"estimator": args.estimator}
+    print(f"estimator: {args.estimator or patchlens.api.make_method('rise').params()['estimator']}")
     for name in args.images:
         t = time.perf_counter()
-        ref = patchlens.explain(model, photo(name), "rise", n_masks=args.reference, seed=1)
+        ref = patchlens.explain(model, photo(name), "rise", n_masks=args.reference, seed=1, **chosen)
         print(f"{name}: reference {args.reference} masks in {time.perf_counter() - t:.0f}s", flush=True)
         runs = [(f"fixed {n}", {"n_masks": n}) for n in args.fixed]
         runs += [(f"converge {c}", {"n_masks": args.reference, "converge": c, "round_size": args.round_size}) for c in args.converge]
         for label, params in runs:
-            exp = patchlens.explain(model, photo(name), "rise", seed=2, **params)
+            exp = patchlens.explain(model, photo(name), "rise", seed=2, **params, **chosen)
             used = exp.forward_passes - 1
             rho = spearman(torch.from_numpy(exp.saliency), torch.from_numpy(ref.saliency))
             rows.append((name, label, used, rho))
