@@ -154,16 +154,20 @@ class Rise(SamplingMethod):
         # Rounds have fixed boundaries, so the map is the same at any batch size.
         part = SliceSource(state.source, start, stop)
         scores = job.engine.score_masks(state.image, state.baseline, part, job.targets, masking=self.masking)  # (n, T)
-        w_part = combine_masks(part, scores)
-        k_part = combine_masks(part, torch.ones_like(scores[:, :1]))
-        state.weighted = w_part if state.weighted is None else state.weighted + w_part
-        state.kept = k_part if state.kept is None else state.kept + k_part
+        columns = [scores, torch.ones_like(scores[:, :1])]
         if self.estimator == "control_variates":
             feats = state.source.features(start, stop, self.grid)
-            f_part = combine_masks(part, (feats - self.p_keep).float())  # (grid², h, w)
-            state.feature_sums = f_part if state.feature_sums is None else state.feature_sums + f_part
+            columns.append((feats - self.p_keep).to(scores))
             state.features.append(feats)
             state.scores.append(scores.double().cpu())
+        # one pass over the masks for every sum: regenerating them is the costly part
+        sums = combine_masks(part, torch.cat(columns, 1))
+        t = scores.shape[1]
+        w_part, k_part, f_part = sums[:t], sums[t : t + 1], sums[t + 1 :]
+        state.weighted = w_part if state.weighted is None else state.weighted + w_part
+        state.kept = k_part if state.kept is None else state.kept + k_part
+        if len(f_part):  # (grid², h, w): sum_i (feature_i - p) * mask_i
+            state.feature_sums = f_part if state.feature_sums is None else state.feature_sums + f_part
 
     def running_maps(self, state: _RiseState, used: int) -> torch.Tensor:
         assert state.weighted is not None and state.kept is not None
