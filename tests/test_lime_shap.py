@@ -192,3 +192,20 @@ def test_clear_errors() -> None:
         pl.explain(model, photo(4), "lime", features="squares")
     with pytest.raises(MethodError, match="masking='tokens'"):
         pl.explain(model, photo(4), "lime", features="grid", grid=2, n_samples=4, masking="tokens")
+
+
+@pytest.mark.parametrize("name", ["lime", "kernelshap", "subset"])
+def test_an_explanation_cuts_its_superpixels_once(name: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    # counting the passes before any work and preparing the samples both need the regions
+    from patchlens.methods import _features
+
+    cuts: list[str] = []
+    real = _features.make_partition
+    monkeypatch.setattr(_features, "make_partition", lambda *a, **k: cuts.append("cut") or real(*a, **k))
+    model = pl.load_model(game_model, input_size=SIDE, probabilities=False)
+    params = {"subset": {}, "lime": {"n_samples": 20}, "kernelshap": {"n_samples": 20}}[name]
+    image = photo(4)
+    pl.explain(model, image, name, features="slic", grid=3, **params)
+    assert len(cuts) == 1
+    pl.explain(model, image, name, features="slic", grid=2, **params)  # another cut, not the one remembered
+    assert len(cuts) == 2

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import itertools
 import math
+import weakref
 
 import torch
 
@@ -32,8 +33,18 @@ def region_limit(features: str, grid: int) -> int:
     return grid * grid if features == "grid" else 2 * grid * grid
 
 
+#: The last cut: an explanation counts its passes (to check a budget before any work) and then
+#: prepares its samples, and both need the regions; SLIC on a photo costs more than the lookup.
+#: Keyed by the image object itself (a weak reference, and its in-place version counter).
+_last_cut: tuple[weakref.ref, int, str, int, torch.Tensor, int] | None = None
+
+
 def regions(image: torch.Tensor, features: str, grid: int) -> tuple[torch.Tensor, int]:
     """The region label map ``(H, W)`` of ``image`` and the number of regions K (at most :func:`region_limit`)."""
+    global _last_cut
+    last = _last_cut
+    if last is not None and last[0]() is image and last[1:4] == (image._version, features, grid):
+        return last[4], last[5]
     labels = make_partition(image, features, grid)
     k = int(labels.max()) + 1
     limit = region_limit(features, grid)
@@ -42,6 +53,7 @@ def regions(image: torch.Tensor, features: str, grid: int) -> tuple[torch.Tensor
             f"features={features}: cut this image into {k:,} regions, more than the {limit:,} allowed for grid={grid}; "
             "use features=slic or grid, or a smaller grid"
         )
+    _last_cut = (weakref.ref(image), image._version, features, grid, labels, k)
     return labels, k
 
 
