@@ -152,15 +152,64 @@ def _stdout_silenced() -> Iterator[None]:
             pass
 
 
+class RememberedExportFailure(Exception):
+    """The export of this very graph (same cache key, same exporter) failed before; it is not tried again."""
+
+
 def cached_export(classifier: TorchClassifier) -> tuple[Path, bool]:
-    """The exported file for ``classifier`` and whether this call had to export it."""
+    """The exported file for ``classifier`` and whether this call had to export it.
+
+    A failed export is remembered beside where the file would be (``.failed.json``),
+    so that every later load falls back to torch at once instead of paying for
+    the export again (the TorchScript exporter traces the whole model first). The
+    record holds the exporter's versions: installing another onnx or torch
+    retries, as does a change of anything in the cache key, or deleting the record.
+    """
     key = export_key(classifier)
     stem = "".join(c if c.isalnum() or c in "-_" else "_" for c in classifier.model_id)[:40]
     path = cache_dir() / "onnx" / f"{stem}-{key[:24]}.onnx"
     if path.is_file():
         return path, False
-    export_onnx(classifier, path)
+    failed = path.with_name(path.stem + ".failed.json")
+    stamp = _exporter_stamp()
+    try:
+        saved = json.loads(failed.read_text())
+        if saved["stamp"] == stamp:
+            raise RememberedExportFailure(f"{saved['error']}; remembered from an earlier load, delete {failed} to retry")
+    except (OSError, ValueError, KeyError, TypeError):
+        pass
+    try:
+        export_onnx(classifier, path)
+    except OSError:
+        raise  # the disk, not the graph (a full or read-only cache): worth trying again next time
+    except Exception as exc:
+        text = str(exc).strip()
+        error = f"{type(exc).__name__}: {text.splitlines()[0][:200] if text else 'no message'}"
+        _write_atomically(failed, json.dumps({"stamp": stamp, "error": error}))
+        raise
     return path, True
+
+
+def _exporter_stamp() -> dict[str, str | None]:
+    """The versions a failed export depends on besides the cache key (which holds torch's)."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        onnx_version: str | None = version("onnx")
+    except PackageNotFoundError:
+        onnx_version = None
+    return {"torch": torch.__version__, "onnx": onnx_version}
+
+
+def _write_atomically(path: Path, text: str) -> None:
+    """Write ``text`` to ``path`` under a temporary name and rename; a read-only cache just stays unwritten."""
+    tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp.write_text(text)
+        os.replace(tmp, path)
+    except OSError:
+        tmp.unlink(missing_ok=True)
 
 
 def remembered_check(path: Path, provider: str, compute: Callable[[], float]) -> tuple[float, bool]:
