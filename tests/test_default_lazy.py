@@ -114,3 +114,14 @@ def test_weights_changed_after_a_late_build_are_not_scored_stale(cache, small_de
     assert fast.runtime_details["runtime"] == "torch"  # the exported graph holds the file's weights, not these
     assert torch.allclose(scores, fast.torch_classifier(x), atol=1e-6)
     assert any("weights changed" in r.getMessage() for r in caplog.records)
+
+
+def test_the_lazy_default_model_pickles_built_or_not(cache, small_default):
+    import pickle
+
+    clf = default.load_default("cpu", input_size=32)
+    copy = pickle.loads(pickle.dumps(clf))
+    assert not copy.module_built
+    x = torch.rand(1, 3, 32, 32, generator=torch.Generator().manual_seed(0))
+    assert torch.allclose(copy(x), clf(x))  # each builds its own from the same file
+    assert pickle.loads(pickle.dumps(clf)).module_built

@@ -87,6 +87,12 @@ class _Built:
                 self.module = module
             return self.module
 
+    def __getstate__(self) -> dict[str, Any]:  # pickled with the classifier (Ray, multiprocessing): not the lock
+        return {k: v for k, v in self.__dict__.items() if k != "lock"}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state, lock=threading.Lock())
+
 
 class DefaultClassifier(TorchClassifier):
     """The default model, its torch module built on first use.
