@@ -280,3 +280,47 @@ def test_what_the_torch_model_says_about_itself_holds_on_onnx_runtime():
     assert onnx_model.runtime == "onnxruntime"
     assert onnx_model.input_mean() == torch_model.input_mean() != (0.0, 0.0, 0.0)
     assert onnx_model.outputs_probabilities == torch_model.outputs_probabilities
+
+
+def test_a_failed_export_is_remembered_until_its_key_or_exporter_changes(cache, caplog, monkeypatch):
+    """The fallback to torch does not pay for the export again; a new key or exporter version tries again."""
+    tries = []
+    real_export = onnx_runtime.export_onnx
+
+    def counted(classifier, path):
+        tries.append(path)
+        return real_export(classifier, path)
+
+    monkeypatch.setattr(onnx_runtime, "export_onnx", counted)
+    torch.manual_seed(0)  # test weights only
+    module = Spectral()
+    first = patchlens.load_model(module, input_size=16, runtime="onnx")
+    again = patchlens.load_model(module, input_size=16, runtime="onnx")
+    assert first.runtime == again.runtime == "torch" and len(tries) == 1
+    assert "fft" in again.runtime_details["fallback"] and "remembered" in again.runtime_details["fallback"]
+    lines = patchlens_lines(caplog)
+    assert len(lines) == 2 and "remembered" in lines[1] and "\n" not in lines[1]  # still one line saying why
+
+    with torch.no_grad():
+        module.lin.bias[0] += 1.0  # other weights: another key, another try
+    patchlens.load_model(module, input_size=16, runtime="onnx")
+    assert len(tries) == 2
+    patchlens.load_model(module, input_size=16, runtime="onnx")
+    assert len(tries) == 2
+
+    stamp = onnx_runtime._exporter_stamp()
+    monkeypatch.setattr(onnx_runtime, "_exporter_stamp", lambda: {**stamp, "onnx": "another version"})
+    patchlens.load_model(module, input_size=16, runtime="onnx")  # a new exporter may succeed where the old failed
+    assert len(tries) == 3
+    assert exported_files(cache) == []
+
+
+def test_a_full_disk_is_not_remembered_as_a_failed_export(cache, monkeypatch):
+    def full(classifier, path):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(onnx_runtime, "export_onnx", full)
+    assert patchlens.load_model(tiny(), input_size=32, runtime="onnx").runtime == "torch"
+    monkeypatch.undo()
+    monkeypatch.setenv("PATCHLENS_CACHE", str(cache))
+    assert patchlens.load_model(tiny(), input_size=32, runtime="onnx").runtime == "onnxruntime"

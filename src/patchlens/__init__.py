@@ -1,15 +1,64 @@
-"""patchlens: which parts of an image drive a classifier's decision, and how faithful that picture is."""
+"""patchlens: which parts of an image drive a classifier's decision, and how faithful that picture is.
 
-from . import methods  # noqa: E402  the subpackage, callable as patchlens.methods() for older code
+The public names below are imported on first use (PEP 562), not with the
+package: ``import patchlens.cli`` must not pay for torch (2.5-3 s on a 2-core
+CPU) and scipy when all it does is print ``--version``, and ``patchlens explain``
+must not pay for the metrics and audit it never calls. ``from patchlens import
+explain`` and ``patchlens.explain`` work as before.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
 from ._version import __version__
-from .api import explain, list_methods  # noqa: E402
-from .audit import report  # noqa: E402
-from .batch.results import open_store  # noqa: E402
-from .errors import ImageError, MethodError, ModelError, PatchlensError, TargetError  # noqa: E402
-from .explanation import Explanation  # noqa: E402
-from .images import load_image  # noqa: E402
-from .metrics.evaluate import evaluate  # noqa: E402
-from .models import Classifier, load_model  # noqa: E402
+
+if TYPE_CHECKING:  # what type checkers and IDEs see; at run time __getattr__ imports on demand
+    from . import methods
+    from .api import explain, list_methods
+    from .audit import report
+    from .batch.results import open_store
+    from .errors import ImageError, MethodError, ModelError, PatchlensError, TargetError
+    from .explanation import Explanation
+    from .images import load_image
+    from .metrics.evaluate import evaluate
+    from .models import Classifier, load_model
+
+#: public name -> the module it lives in (``None``: the name is a subpackage, ``patchlens.methods``).
+_LAZY: dict[str, tuple[str, str | None]] = {
+    "methods": ("methods", None),  # the subpackage, callable as patchlens.methods() for older code
+    "explain": ("api", "explain"),
+    "list_methods": ("api", "list_methods"),
+    "report": ("audit", "report"),
+    "open_store": ("batch.results", "open_store"),
+    "ImageError": ("errors", "ImageError"),
+    "MethodError": ("errors", "MethodError"),
+    "ModelError": ("errors", "ModelError"),
+    "PatchlensError": ("errors", "PatchlensError"),
+    "TargetError": ("errors", "TargetError"),
+    "Explanation": ("explanation", "Explanation"),
+    "load_image": ("images", "load_image"),
+    "evaluate": ("metrics.evaluate", "evaluate"),
+    "Classifier": ("models", "Classifier"),
+    "load_model": ("models", "load_model"),
+}
+
+
+def __getattr__(name: str) -> Any:
+    try:
+        module_name, attribute = _LAZY[name]
+    except KeyError:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}") from None
+    module = importlib.import_module(f".{module_name}", __name__)
+    value = module if attribute is None else getattr(module, attribute)
+    globals()[name] = value  # once: later look-ups do not come back here
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_LAZY))
+
 
 __all__ = [
     "__version__",

@@ -40,9 +40,9 @@ def validate_run(classifier: Classifier, method: Method, target: TargetSpec = "t
 def check_method(classifier: Classifier, method: Method) -> None:
     """The method's needs (a module, a ViT, token masking, a layer) against what the model offers."""
     check_supported(method, classifier)  # the one capability check (capabilities.py)
-    module = classifier.module
     layer = getattr(method, "layer", None)
-    if isinstance(layer, str) and layer != "auto" and module is not None:
+    # the module only when a layer is named: the default model builds its module on first use
+    if isinstance(layer, str) and layer != "auto" and classifier.module is not None:
         check_layer(classifier, method.name, layer)
 
 

@@ -12,27 +12,44 @@ import argparse
 import importlib
 import pkgutil
 import sys
-from typing import Sequence
+from typing import Any, Sequence
 
 from .._version import __version__
 from ..errors import PatchlensError
 
 
 def build_parser(argv: Sequence[str]) -> argparse.ArgumentParser:
+    names = sorted(info.name for info in pkgutil.iter_modules(__path__) if not info.name.startswith("_"))
+    # A command run from its own module (explain.py runs "explain") needs only that module:
+    # the others import metrics, scipy, the audit and the batch store, a second or more on
+    # a busy 2-core CPU. Anything else (no command, --help, a name no module has) registers all.
+    command = argv[0] if argv and not argv[0].startswith("-") else None
+    if command and command.replace("-", "_") in names:
+        parser, sub = _bare_parser()
+        if _register(sub, command.replace("-", "_"), argv) and command in sub.choices:
+            return parser
+    parser, sub = _bare_parser()
+    for name in names:
+        _register(sub, name, argv)
+    return parser
+
+
+def _bare_parser() -> tuple[argparse.ArgumentParser, Any]:
     parser = argparse.ArgumentParser(
         prog="patchlens",
         description="See which parts of an image drive a classifier's decision.",
         epilog="Run 'patchlens COMMAND --help' for a command's options and examples.",
     )
     parser.add_argument("--version", action="version", version=f"patchlens {__version__}")
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    for info in sorted(pkgutil.iter_modules(__path__), key=lambda i: i.name):
-        if info.name.startswith("_"):
-            continue
-        module = importlib.import_module(f"{__name__}.{info.name}")
-        if hasattr(module, "register"):
-            module.register(sub, list(argv))
-    return parser
+    return parser, parser.add_subparsers(dest="command", metavar="COMMAND")
+
+
+def _register(sub: Any, name: str, argv: Sequence[str]) -> bool:
+    module = importlib.import_module(f"{__name__}.{name}")
+    if not hasattr(module, "register"):
+        return False
+    module.register(sub, list(argv))
+    return True
 
 
 def error(message: str) -> None:
@@ -41,6 +58,9 @@ def error(message: str) -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["--version"]:  # before the parser: its subcommands import torch (seconds) for nothing
+        print(f"patchlens {__version__}")
+        return 0
     parser = build_parser(argv)
     args = parser.parse_args(argv)
     if not getattr(args, "run", None):

@@ -77,6 +77,42 @@ def export_key(classifier: TorchClassifier) -> str:
     return h.hexdigest()
 
 
+def remembered_export_key(classifier: TorchClassifier) -> str:
+    """:func:`export_key`, read from a record when the weights come from a file that is unchanged since.
+
+    Hashing the weights needs the module; for a model whose module is built on
+    first use (the default model, models/default.py) building it is most of a
+    cached load. Such a classifier names its source (``weights_source()``: the
+    weights file's path, size and modification time, the architecture's
+    package version); with the adapter's settings and the export settings that
+    names the key, which is computed once and kept under ``onnx/keys/``. A
+    changed file, package, torch or setting makes another record.
+    """
+    source = getattr(classifier, "weights_source", None)
+    if not callable(source):
+        return export_key(classifier)
+    stamp = {
+        **source(),
+        "input_size": list(classifier.input_size),
+        "mean": classifier._mean.flatten().tolist(),
+        "std": classifier._std.flatten().tolist(),
+        "softmax": classifier.softmax,
+        "class": f"{type(classifier).__module__}.{type(classifier).__qualname__}",
+        "export": [OPSET, EXPORT_FORMAT, "torchscript-exporter", torch.__version__],
+    }
+    text = json.dumps(stamp, sort_keys=True)
+    record = cache_dir() / "onnx" / "keys" / f"{hashlib.sha256(text.encode()).hexdigest()[:24]}.json"
+    try:
+        saved = json.loads(record.read_text())
+        if saved["stamp"] == json.loads(text):
+            return str(saved["key"])
+    except (OSError, ValueError, KeyError, TypeError):
+        pass
+    key = export_key(classifier)
+    _write_atomically(record, json.dumps({"stamp": stamp, "key": key}))
+    return key
+
+
 class _ScoringGraph(torch.nn.Module):
     """What gets exported: [0, 1] pixels in, the classifier's scores out (normalisation and softmax inside)."""
 
@@ -152,15 +188,64 @@ def _stdout_silenced() -> Iterator[None]:
             pass
 
 
+class RememberedExportFailure(Exception):
+    """The export of this very graph (same cache key, same exporter) failed before; it is not tried again."""
+
+
 def cached_export(classifier: TorchClassifier) -> tuple[Path, bool]:
-    """The exported file for ``classifier`` and whether this call had to export it."""
-    key = export_key(classifier)
+    """The exported file for ``classifier`` and whether this call had to export it.
+
+    A failed export is remembered beside where the file would be (``.failed.json``),
+    so that every later load falls back to torch at once instead of paying for
+    the export again (the TorchScript exporter traces the whole model first). The
+    record holds the exporter's versions: installing another onnx or torch
+    retries, as does a change of anything in the cache key, or deleting the record.
+    """
+    key = remembered_export_key(classifier)
     stem = "".join(c if c.isalnum() or c in "-_" else "_" for c in classifier.model_id)[:40]
     path = cache_dir() / "onnx" / f"{stem}-{key[:24]}.onnx"
     if path.is_file():
         return path, False
-    export_onnx(classifier, path)
+    failed = path.with_name(path.stem + ".failed.json")
+    stamp = _exporter_stamp()
+    try:
+        saved = json.loads(failed.read_text())
+        if saved["stamp"] == stamp:
+            raise RememberedExportFailure(f"{saved['error']}; remembered from an earlier load, delete {failed} to retry")
+    except (OSError, ValueError, KeyError, TypeError):
+        pass
+    try:
+        export_onnx(classifier, path)
+    except OSError:
+        raise  # the disk, not the graph (a full or read-only cache): worth trying again next time
+    except Exception as exc:
+        text = str(exc).strip()
+        error = f"{type(exc).__name__}: {text.splitlines()[0][:200] if text else 'no message'}"
+        _write_atomically(failed, json.dumps({"stamp": stamp, "error": error}))
+        raise
     return path, True
+
+
+def _exporter_stamp() -> dict[str, str | None]:
+    """The versions a failed export depends on besides the cache key (which holds torch's)."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        onnx_version: str | None = version("onnx")
+    except PackageNotFoundError:
+        onnx_version = None
+    return {"torch": torch.__version__, "onnx": onnx_version}
+
+
+def _write_atomically(path: Path, text: str) -> None:
+    """Write ``text`` to ``path`` under a temporary name and rename; a read-only cache just stays unwritten."""
+    tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp.write_text(text)
+        os.replace(tmp, path)
+    except OSError:
+        tmp.unlink(missing_ok=True)
 
 
 def remembered_check(path: Path, provider: str, compute: Callable[[], float]) -> tuple[float, bool]:
@@ -243,11 +328,19 @@ class OnnxRuntimeClassifier(Classifier):
         self.provider = self.session.get_providers()[0]
         #: filled by the runtime choice: the check's max abs difference to torch, a note.
         self.details: dict[str, Any] = {}
-        self._stamp = weights_stamp(torch_classifier.module)
+        # the weights the graph holds; for a module built on first use (models/default.py), taken when it is built
+        self._stamp = weights_stamp(torch_classifier.module) if getattr(torch_classifier, "module_built", True) else None
         self.stale = False
 
+    def _weights_changed(self) -> bool:
+        if self._stamp is None:
+            if not getattr(self.torch_classifier, "module_built", True):
+                return False  # not built yet: its weights are still the file's, which the graph holds
+            self._stamp = self.torch_classifier.built_weights_stamp  # type: ignore[attr-defined]
+        return weights_stamp(self.module) != self._stamp
+
     def _scores(self, x: torch.Tensor) -> torch.Tensor:
-        if self.stale or weights_stamp(self.module) != self._stamp:
+        if self.stale or self._weights_changed():
             # The module was changed after export (say, trained on): the graph holds
             # the old weights, so torch answers from now on rather than a stale copy.
             if not self.stale:

@@ -159,10 +159,12 @@ def _onnx(classifier: TorchClassifier, *, explicit: bool, threads: int, explicit
     except ImportError:
         # "auto" without onnxruntime is a supported set-up, not a failure worth a line
         return _fallback(classifier, "onnxruntime is not installed (pip install onnxruntime onnx)", say=explicit)
-    from .onnx_runtime import OnnxRuntimeClassifier, cached_export, remembered_check
+    from .onnx_runtime import OnnxRuntimeClassifier, RememberedExportFailure, cached_export, remembered_check
 
     try:
         path, exported = cached_export(classifier)
+    except RememberedExportFailure as exc:
+        return _fallback(classifier, f"ONNX export failed ({exc})")
     except Exception as exc:
         return _fallback(classifier, f"ONNX export failed ({type(exc).__name__}: {_first_line(exc)})")
     try:
