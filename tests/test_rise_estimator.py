@@ -47,6 +47,17 @@ def saturating_classifier() -> CallableClassifier:
     return CallableClassifier(model, input_size=SIZE, labels=["no", "yes"], model_id="saturating")
 
 
+def squared_classifier() -> CallableClassifier:
+    """Even in one region's brightness: a linear fit on the masks explains almost none of it."""
+
+    def model(x: torch.Tensor) -> torch.Tensor:
+        a = x[:, :, 16:40, 16:40].mean((1, 2, 3))
+        s = 4 * (a - 0.45) ** 2
+        return torch.stack([1 - s, s], 1)
+
+    return CallableClassifier(model, input_size=SIZE, labels=["no", "yes"], model_id="squared")
+
+
 def brute_force_rise(clf: CallableClassifier, image: np.ndarray, n: int, seed: int, p: float = 0.5) -> np.ndarray:
     """``sum_i f_i M_i / sum_i M_i`` from the masks themselves, gray baseline, in chunks."""
     src = RiseMasks(n, GRID, p, SIZE, SIZE, torch.Generator().manual_seed(seed), torch.device("cpu"))
@@ -72,7 +83,7 @@ def relative_error(a: np.ndarray, reference: np.ndarray) -> float:
 
 @pytest.fixture(scope="module")
 def linear_reference() -> np.ndarray:
-    return brute_force_rise(linear_classifier(), block_image(), 20_000, seed=11)
+    return brute_force_rise(linear_classifier(), block_image(), 10_000, seed=11)
 
 
 def test_a_score_linear_in_the_mask_gives_the_exact_map_from_few_masks(linear_reference: np.ndarray) -> None:
@@ -80,34 +91,42 @@ def test_a_score_linear_in_the_mask_gives_the_exact_map_from_few_masks(linear_re
     clf, image = linear_classifier(), block_image()
     cv = rise(clf, image, 300, seed=0)
     plain = rise(clf, image, 300, seed=0, estimator="conditional_mean")
-    # the reference's own sampling error, at 20,000 masks, is about 0.12 of the map's spread (measured)
-    assert relative_error(cv, linear_reference) < 0.2 < 0.4 < relative_error(plain, linear_reference)
-    # exact, so another seed gives the same map, where the plain estimator's seeds differ by about half the spread
+    # the reference's own sampling error, at 10,000 masks, is about 0.17 of the map's spread
+    assert relative_error(cv, linear_reference) < 0.25 < 0.45 < relative_error(plain, linear_reference)
+    # exact up to the fit's light ridge (about 1e-3 of the spread), so another seed gives the same map,
+    # where the plain estimator's seeds differ by about half the spread
     other = rise(clf, image, 300, seed=1)
-    assert np.abs(cv - other).max() < 1e-3 * np.ptp(cv)
+    assert np.abs(cv - other).max() < 5e-3 * np.ptp(cv)
 
 
-def test_on_a_nonlinear_model_it_estimates_the_same_map_with_less_noise() -> None:
-    clf, image = saturating_classifier(), block_image(3)
-    # brute force, plain estimator: its own sampling error is about 0.15 of the map's spread
-    reference = brute_force_rise(clf, image, 12_000, seed=21)
-    # the same expected map: a map with the fitted part's term missing or wrong is off by about 1
-    assert relative_error(rise(clf, image, 1500, seed=5), reference) < 0.25
-    # less noise: at 400 masks, seed after seed (measured: 3 to 9 times less error)
+@pytest.mark.parametrize("make", [saturating_classifier, squared_classifier])
+def test_on_a_nonlinear_model_it_estimates_the_same_map_with_no_more_noise(make) -> None:
+    clf, image = make(), block_image(3)
+    # brute force, plain estimator: its own sampling error is about 0.15-0.2 of the map's spread
+    reference = brute_force_rise(clf, image, 8000, seed=21)
+    # the same expected map: a map with the fitted part's term (or the residual's) missing is far off
+    assert relative_error(rise(clf, image, 1500, seed=5), reference) < 0.3
+    # at 400 masks, seed after seed: less error where the fit explains the scores, never more where it cannot
+    gain = 0.5 if make is saturating_classifier else 1.1
     for seed in range(3):
         cv = rise(clf, image, 400, seed=seed)
         plain = rise(clf, image, 400, seed=seed, estimator="conditional_mean")
-        assert relative_error(cv, reference) < 0.5 * relative_error(plain, reference)
+        assert relative_error(cv, reference) < gain * relative_error(plain, reference)
 
 
-def test_too_few_masks_for_the_fit_fall_back_to_the_plain_estimator() -> None:
-    # 4 x (8² + 1) = 260 masks are needed for the fit; below that the two estimators are one
+def test_too_few_masks_for_the_fit_fall_back_to_the_plain_estimator_and_say_so() -> None:
+    # the fit needs n * min(p, 1 - p) >= 2 x (8² + 1): 260 masks at p = 0.5
     clf, image = saturating_classifier(), block_image(3)
-    # (equal up to float rounding: the sums are taken in one matrix product with the fit's columns)
-    few = rise(clf, image, 200, seed=0)
-    np.testing.assert_allclose(few, rise(clf, image, 200, seed=0, estimator="conditional_mean"), rtol=0, atol=1e-4 * np.ptp(few))
-    enough = rise(clf, image, 300, seed=0)
-    assert np.abs(enough - rise(clf, image, 300, seed=0, estimator="conditional_mean")).max() > 0.05 * np.ptp(enough)
+    few = patchlens.explain(clf, image, "rise", n_masks=200, grid=GRID, target=1, seed=0)
+    np.testing.assert_array_equal(few.saliency, rise(clf, image, 200, seed=0, estimator="conditional_mean"))
+    assert few.extras["estimator"] == "conditional_mean"
+    enough = patchlens.explain(clf, image, "rise", n_masks=300, grid=GRID, target=1, seed=0)
+    assert enough.extras["estimator"] == "control_variates"
+    plain = rise(clf, image, 300, seed=0, estimator="conditional_mean")
+    assert np.abs(enough.saliency - plain).max() > 0.05 * np.ptp(enough.saliency)
+    # near p = 0 or 1 few cells change from mask to mask: 400 masks at p = 0.99 are far too few
+    rare = patchlens.explain(clf, image, "rise", n_masks=400, grid=GRID, p_keep=0.99, target=1, seed=0)
+    assert rare.extras["estimator"] == "conditional_mean"
 
 
 def test_pooled_features_and_their_covariance_match_the_masks() -> None:

@@ -26,15 +26,14 @@ def coarse(maps: torch.Tensor, side: int = 32) -> torch.Tensor:
     return F.adaptive_avg_pool2d(maps[:, None].float(), (min(h, side), min(w, side)))[:, 0]
 
 
-def settle_ties(maps: torch.Tensor, resolution: float = 1e-3) -> torch.Tensor:
+def settle_ties(maps: torch.Tensor, resolution: float = 1e-6) -> torch.Tensor:
     """``(T, h, w)`` maps rounded to ``resolution`` of each map's range.
 
     Regions that a fit gives the same value (say, no effect at all) differ only
     by rounding noise from round to round; ranked as they are, that noise would
-    reshuffle them and a settled map would never look settled. RISE's
-    control-variates estimator makes such regions flat to about 1e-6 of the
-    range, so the resolution is 1e-3: four times finer than the 256 levels of an
-    overlay's colour map, so no visible difference is ever rounded away.
+    reshuffle them and a settled map would never look settled. A method whose
+    maps are smooth rather than exactly flat there asks for a coarser resolution
+    (RISE: 1e-3, still four times finer than an overlay's 256 colour levels).
     """
     flat = maps.flatten(1).double()
     span = (flat.amax(1) - flat.amin(1)).clamp_min(1e-30)[:, None]
@@ -50,16 +49,18 @@ class ConvergenceMonitor:
             this with the map one round earlier, for ``patience`` rounds in a
             row. 0 disables stopping (all samples are used).
         patience: consecutive rounds that must meet the threshold.
+        resolution: see :func:`settle_ties`.
     """
 
     threshold: float
     patience: int = 2
+    resolution: float = 1e-6  # differences under this share of a map's range are ties (see settle_ties)
     history: list[float] = field(default_factory=list)
     _previous: torch.Tensor | None = None
     _streak: int = 0
 
     def update(self, maps: torch.Tensor) -> bool:
-        current = settle_ties(coarse(maps))
+        current = settle_ties(coarse(maps), self.resolution)
         if self._previous is not None:
             rho = min(spearman(c, p) for c, p in zip(current, self._previous))
             self.history.append(round(rho, 5))

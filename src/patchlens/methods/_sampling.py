@@ -57,6 +57,8 @@ class SamplingMethod(Method):
     and implement :meth:`prepare`, :meth:`sample_count`, :meth:`score_round`, :meth:`running_maps`."""
 
     stochastic = True
+    #: differences under this share of a map's range count as ties when rounds are compared
+    tie_resolution = 1e-6
 
     # -- what a method supplies -------------------------------------------------
     def prepare(self, job: Job) -> Any:
@@ -93,7 +95,7 @@ class SamplingMethod(Method):
         # A running map is shown a few times per convergence round, so the first picture comes early;
         # convergence is still judged on whole rounds (fixed boundaries: the same at any batch size).
         step = max(1, round_size // PREVIEWS_PER_ROUND) if job.on_map is not None else round_size
-        monitor = ConvergenceMonitor(converge)
+        monitor = ConvergenceMonitor(converge, resolution=self.tie_resolution)
         used = 0
         maps: torch.Tensor | None = None
         stopped: BudgetError | None = None

@@ -21,14 +21,16 @@ exactly: it needs only the masks' covariance, which follows from how they are
 drawn (:meth:`RiseMasks.feature_covariance`), not from forward passes. Only
 the residual is left to sampling, so its noise shrinks by ``1 - R²``. The
 expected map is RISE's; at 500 masks the map is about as close to a 4,000-mask
-reference as the plain estimator's at 1,000 (benchmarks/RESULTS.md). With fewer
-than ``4 x (grid² + 1)`` masks the fit is too loose and the plain estimator is used.
+reference as the plain estimator's at 1,000 (benchmarks/RESULTS.md). With too few
+masks for the fit (see ``_fit_possible``: 200 at the defaults) the plain estimator
+is used; the result's extras say which estimator made the map.
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
+from typing import Sequence
 
 import torch
 import torch.nn.functional as F
@@ -53,6 +55,7 @@ class RiseMasks:
         self.dx = torch.randint(0, self.cell_w, (n,), generator=generator, device=device)
         self._rows = torch.arange(height, device=device)
         self._cols = torch.arange(width, device=device)
+        self._axes: dict[tuple[int, int, int], tuple[torch.Tensor, torch.Tensor]] = {}
 
     def masks(self, start: int, stop: int) -> torch.Tensor:
         up_size = ((self.grid + 1) * self.cell_h, (self.grid + 1) * self.cell_w)
@@ -70,6 +73,12 @@ class RiseMasks:
     # uniform shifts then needs only these small matrices.
     def _axis(self, size: int, cell: int, k: int) -> tuple[torch.Tensor, torch.Tensor]:
         """For one axis: ``pool @ R_d`` for every shift d ``(cell, k, grid)``, and ``pool @ E_d[R_d R_d.T]`` ``(k, size)``."""
+        key = (size, cell, k)
+        if key not in self._axes:  # the same for every round of an image
+            self._axes[key] = self._make_axis(size, cell, k)
+        return self._axes[key]
+
+    def _make_axis(self, size: int, cell: int, k: int) -> tuple[torch.Tensor, torch.Tensor]:
         eye = torch.eye(self.grid, dtype=torch.float64, device=self.grids.device)[:, None, :]
         up = F.interpolate(eye, size=(self.grid + 1) * cell, mode="linear", align_corners=False)[:, 0].T  # (U, grid)
         crops = torch.stack([up[d : d + size] for d in range(cell)])  # (cell, size, grid)
@@ -112,9 +121,11 @@ class _RiseState:
     source: RiseMasks
     weighted: torch.Tensor | None = None  # sum of score * mask, per target
     kept: torch.Tensor | None = None  # how often each pixel was visible
-    # for the control-variates estimator: each sample's pooled mask and scores, and sum_i (feature_i - p) * mask_i
-    features: list[torch.Tensor] = field(default_factory=list)
-    scores: list[torch.Tensor] = field(default_factory=list)
+    # for the control-variates estimator, with x_i = [1, feature_i - p]: the fit's sufficient statistics
+    # sum_i x_i x_i^T and sum_i x_i score_i (float64, on the CPU: memory does not grow with the masks),
+    # and sum_i (feature_i - p) * mask_i
+    gram: torch.Tensor | None = None
+    moments: torch.Tensor | None = None
     feature_sums: torch.Tensor | None = None
 
 
@@ -138,8 +149,28 @@ class Rise(SamplingMethod):
     converge: float = shared.converge()
     round_size: int = shared.round_size(250)
 
+    # The control-variates map is smooth where the fit explains the scores well, and there
+    # successive rounds differ by less than 1e-4 of the range (4e-5 measured on a planted model);
+    # ranking such differences would keep a settled map from ever looking settled.
+    tie_resolution = 1e-3
+    # results stored before the estimator was chosen were made with the plain one
+    added_params = {"estimator": "conditional_mean"}
+
     def passes(self, size: tuple[int, int] = (224, 224), image: torch.Tensor | None = None) -> int:
         return self.n_masks + 1
+
+    def _fit_possible(self, used: int, size: Sequence[int]) -> bool:
+        """Whether ``used`` masks are enough for the control-variates fit on an image of ``size``.
+
+        The fit has ``grid² + 1`` unknowns and learns from the cells that are
+        hidden (or kept, whichever is rarer), so the count that matters is
+        ``used * min(p, 1 - p)``: twice the unknowns. At p = 0.5 that is 4 x (grid² + 1)
+        masks (200 at the default grid 7); at p = 0.99, 50 times more. An image
+        side under ``grid`` pixels cannot be pooled to ``grid x grid``.
+        """
+        k = self.grid
+        enough = used * min(self.p_keep, 1 - self.p_keep) >= 2 * (k * k + 1)
+        return self.estimator == "control_variates" and enough and min(size) >= k
 
     def prepare(self, job: Job) -> _RiseState:
         x = job.image
@@ -155,11 +186,13 @@ class Rise(SamplingMethod):
         part = SliceSource(state.source, start, stop)
         scores = job.engine.score_masks(state.image, state.baseline, part, job.targets, masking=self.masking)  # (n, T)
         columns = [scores, torch.ones_like(scores[:, :1])]
-        if self.estimator == "control_variates":
-            feats = state.source.features(start, stop, self.grid)
-            columns.append((feats - self.p_keep).to(scores))
-            state.features.append(feats)
-            state.scores.append(scores.double().cpu())
+        if self._fit_possible(self.n_masks, state.image.shape[-2:]):  # else never used: not computed
+            centred = state.source.features(start, stop, self.grid) - self.p_keep
+            columns.append(centred.to(scores))
+            x = torch.cat([torch.ones_like(centred[:, :1]), centred], 1).cpu()
+            gram, moments = x.T @ x, x.T @ scores.double().cpu()
+            state.gram = gram if state.gram is None else state.gram + gram
+            state.moments = moments if state.moments is None else state.moments + moments
         # one pass over the masks for every sum: regenerating them is the costly part
         sums = combine_masks(part, torch.cat(columns, 1))
         t = scores.shape[1]
@@ -172,23 +205,33 @@ class Rise(SamplingMethod):
     def running_maps(self, state: _RiseState, used: int) -> torch.Tensor:
         assert state.weighted is not None and state.kept is not None
         plain = state.weighted / state.kept.clamp_min(1e-6)
-        k = self.grid
-        if self.estimator != "control_variates" or used < 4 * (k * k + 1):
+        if not self._fit_possible(used, state.image.shape[-2:]):
             return plain
-        return self._control_variates(state, k).to(plain.dtype)
+        return self._control_variates(state, self.grid).to(plain.dtype)
+
+    def extras(self, state: _RiseState, used: int) -> list[dict[str, object]]:
+        # which estimator made the map: control_variates falls back to the plain one with too few masks
+        used_fit = self._fit_possible(used, state.image.shape[-2:])
+        made_by = "control_variates" if used_fit else "conditional_mean"
+        assert state.weighted is not None
+        return [{"estimator": made_by} for _ in range(state.weighted.shape[0])]
 
     def _control_variates(self, state: _RiseState, k: int) -> torch.Tensor:
         """``(W - sum_k b_k F_k) / K + (1 - p) * rows.T @ B @ cols``, per target (see the module's notes).
 
-        ``b`` is the least-squares fit of the scores on ``[1, feature - p]``; ``W``, ``K`` and ``F_k``
+        ``b`` is the (lightly ridged) least-squares fit of the scores on ``[1, feature - p]``; ``W``, ``K`` and ``F_k``
         are the sums of score x mask, mask and (feature_k - p) x mask. The first term is the
         residual's conditional mean; the second the fitted part's exact contribution.
         """
         assert state.weighted is not None and state.kept is not None and state.feature_sums is not None
-        feats = torch.cat(state.features).to(state.weighted.device)
-        scores = torch.cat(state.scores).to(state.weighted.device)  # (n, T)
-        design = torch.cat([torch.ones_like(feats[:, :1]), feats - self.p_keep], 1)
-        fit = torch.linalg.lstsq(design.cpu(), scores.cpu()).solution.to(feats.device)  # (1 + k², T)
+        assert state.gram is not None and state.moments is not None
+        # A light ridge on the slopes: near p = 0 or 1 the pooled features are nearly collinear and
+        # plain least squares can swing wildly. Any slopes give an unbiased map (they only decide how
+        # much noise is removed), so shrinking them costs nothing in expectation.
+        gram = state.gram.clone()
+        ridge = 1e-3 * torch.diagonal(gram)[1:].mean()
+        gram[1:, 1:] += ridge * torch.eye(k * k, dtype=gram.dtype)
+        fit = torch.linalg.solve(gram, state.moments).to(state.weighted.device)  # (1 + k², T)
         slopes = fit[1:].T  # (T, k²)
         h, w = state.kept.shape[-2:]
         fitted_sums = (slopes @ state.feature_sums.double().reshape(k * k, -1)).reshape(-1, h, w)
