@@ -265,3 +265,23 @@ def test_the_local_backend_runs_the_runtime_asked_for(tmp_path: Path, runtime: s
     run_batch(str(tmp_path / "src"), str(tmp_path / "s"), model=tiny_model(), runtime=runtime, progress=False, **RISE)
     extras = json.loads(open_store(tmp_path / "s").manifest.extras[0])
     assert extras["runtime"]["runtime"] == ("onnxruntime" if runtime == "onnx" else "torch")
+
+
+def test_a_store_from_before_a_parameter_existed_resumes_as_what_it_was(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # RISE gained `estimator` (default control_variates); older stores were made with the plain estimator
+    from patchlens.methods.rise import Rise
+
+    make_images(tmp_path / "src", 3)
+    model = patchlens.load_model(tiny_model(), input_size=32)
+    today = Rise.params
+    with monkeypatch.context() as m:  # write the store as a version without the parameter did
+        m.setattr(Rise, "params", lambda self: {k: v for k, v in today(self).items() if k != "estimator"})
+        run_batch([str(tmp_path / "src" / "img000.png")], str(tmp_path / "s"),
+                  model=model, progress=False, **RISE)
+    assert "estimator" not in json.loads(open_store(tmp_path / "s").manifest.params[0])
+    assert open_store(tmp_path / "s").explanation(0).params["estimator"] == "conditional_mean"
+    with pytest.raises(StoreError, match="conditional_mean"):  # today's default would mix two estimators
+        run_batch(str(tmp_path / "src"), str(tmp_path / "s"), model=model, resume=True, progress=False, **RISE)
+    summary = run_batch(str(tmp_path / "src"), str(tmp_path / "s"), model=model, resume=True, progress=False,
+                        estimator="conditional_mean", **RISE)
+    assert (summary.done, summary.skipped) == (2, 1)

@@ -16,6 +16,7 @@ import numpy as np
 
 from ..batch.results import BatchStore
 from ..errors import PatchlensError
+from ..methods import recorded_params
 from . import clusters, signals
 from .findings import ClassFindings, Findings, Group, ImageFinding, Run
 from .maps import (
@@ -83,7 +84,7 @@ def _run(store: BatchStore, rows: Any, method: str, request: str, others: list[s
         store=str(store.path),
         model=str(first["model"]),
         method=method,
-        params=json.loads(first["params"]) if _text(first["params"]) else {},
+        params=recorded_params(method, json.loads(first["params"])) if _text(first["params"]) else {},
         request=request,
         seed=None if pd.isna(seed) else int(seed),
         images=int(rows["path"].nunique()),

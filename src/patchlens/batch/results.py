@@ -15,6 +15,7 @@ import numpy as np
 from ..errors import PatchlensError
 from ..explanation import Explanation
 from ..images import load_image
+from ..methods import recorded_params
 from .store import Store, StoreError
 
 
@@ -130,7 +131,7 @@ class BatchStore:
             label=str(r["label"]),
             score=float(r["score"]),
             method=str(r["method"]),
-            params=json.loads(r["params"]),
+            params=recorded_params(str(r["method"]), json.loads(r["params"])),
             seed=None if pd.isna(seed) else int(seed),
             model=str(r["model"]),
             forward_passes=int(r["forward_passes"]),

@@ -22,6 +22,7 @@ from tqdm.auto import tqdm
 
 from ..errors import ModelError, TargetError
 from ..extras import require
+from ..methods import recorded_params
 from ..models import Classifier, load_model
 from ..validation import validate_run
 from .sources import Item, read_source, region_columns, resolved, same_file
@@ -60,7 +61,7 @@ class _Writer:
         self.last = time.monotonic()
         self.config: dict[str, tuple[Any, ...]] = {}
         for _, r in existing.drop_duplicates("method").iterrows():
-            self.config[r["method"]] = (r["params"], None if _missing(r["seed"]) else int(r["seed"]), r["model"])
+            self.config[r["method"]] = (stored_params(r["method"], r["params"]), None if _missing(r["seed"]) else int(r["seed"]), r["model"])
 
     def check(self, row: dict[str, Any]) -> None:
         config = (row["params"], row["seed"], row["model"])
@@ -96,6 +97,12 @@ def _now() -> Any:
     import datetime as dt
 
     return dt.datetime.now(dt.timezone.utc)
+
+
+def stored_params(method: str, params: str) -> str:
+    """A store's params JSON as this version writes it: parameters added since are filled in with the
+    values the stored results were made with (``Method.added_params``), so old stores still resume."""
+    return json.dumps(recorded_params(method, json.loads(params)), sort_keys=True)
 
 
 def _missing(value: Any) -> bool:
@@ -204,9 +211,10 @@ def run_batch(
         if len(same):  # fail fast; the writer also checks the model id of every row
             params, recorded_seed = json.dumps(method_value.params(), sort_keys=True), seed if method_value.stochastic else None
             first = same.iloc[0]
-            if first["params"] != params or (None if _missing(first["seed"]) else int(first["seed"])) != recorded_seed:
+            if stored_params(method_value.name, first["params"]) != params or (None if _missing(first["seed"]) else int(first["seed"])) != recorded_seed:
                 raise StoreError(f"{out}: already holds {method_value.name} results made with other parameters or seed "
-                                 f"({first['params']}, seed {first['seed']}); use another --out")
+                                 f"({stored_params(method_value.name, first['params'])}, seed {first['seed']}); "
+                                 "pass those to continue it, or use another --out")
         mine = same[same["request"] == plan.target] if len(same) else same
         settled = mine[mine["status"] == "ok"] if retry_failed and len(mine) else mine
         if len(settled) and store.damage.shards:  # rows whose maps are lost are not done

@@ -13,7 +13,19 @@ from typing import Any
 
 from .._discovery import import_submodules
 from ._features import count_regions
-from .base import Attribution, Job, Method, ParamInfo, catalogue, get_method, make_method, param, register, registry
+from .base import (
+    Attribution,
+    Job,
+    Method,
+    ParamInfo,
+    catalogue,
+    get_method,
+    make_method,
+    param,
+    recorded_params,
+    register,
+    registry,
+)
 
 
 def _discover() -> None:
@@ -33,6 +45,7 @@ class _CallablePackage(types.ModuleType):
 sys.modules[__name__].__class__ = _CallablePackage
 
 __all__ = [
+    "recorded_params",
     "Method",
     "Job",
     "Attribution",

@@ -111,6 +111,9 @@ class Method:
     requires: ClassVar[Capability] = Capability.SCORES
     #: whether the method draws random numbers (seed matters).
     stochastic: ClassVar[bool] = False
+    #: parameters added after results were first stored, with the value those older results were
+    #: made with, so that a stored record without them still reads (and resumes) as what it was.
+    added_params: ClassVar[dict[str, Any]] = {}
 
     @classmethod
     def kind(cls) -> str:
@@ -246,6 +249,16 @@ def get_method(name: str) -> type[Method]:
     if name not in methods:
         raise MethodError(f"{name}: unknown method; available: {', '.join(methods)}")
     return methods[name]
+
+
+def recorded_params(name: str, params: dict[str, Any]) -> dict[str, Any]:
+    """``params`` as a stored record of method ``name`` gives them, completed with :attr:`Method.added_params`.
+
+    A record made before a parameter existed was made with that parameter's old
+    behaviour, not with today's default.
+    """
+    cls = registry().get(name)
+    return {**cls.added_params, **params} if cls is not None else dict(params)
 
 
 def make_method(name: str, **params: Any) -> Method:
