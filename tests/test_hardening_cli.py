@@ -65,3 +65,15 @@ def test_one_bad_image_does_not_stop_the_others(photo, tmp_path, capsys, tiny_sp
     err = capsys.readouterr().err
     assert "Traceback" not in err and "too long" in err and max(len(line) for line in err.splitlines()) < 300
     assert sorted(p.suffix for p in out.iterdir()) == [".json", ".npy", ".png"]  # the good photo was done
+
+
+def test_a_closed_pipe_ends_the_listing_without_a_traceback() -> None:
+    # `patchlens methods | head -1`: the reader leaves early; the writer must not print a traceback
+    import subprocess
+    import sys
+
+    proc = subprocess.Popen([sys.executable, "-m", "patchlens", "methods"], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    assert proc.stdout is not None and proc.stderr is not None
+    proc.stdout.close()  # before the listing is written: its first write meets a closed pipe
+    err = proc.stderr.read().decode()
+    assert proc.wait(timeout=120) == 141 and "Traceback" not in err, err
