@@ -24,6 +24,7 @@ from ..errors import ModelError, TargetError
 from ..extras import require
 from ..models import Classifier, load_model
 from ..validation import validate_run
+from .shared import can_share, shared_results
 from .sources import Item, read_source, region_columns, resolved, same_file
 from .store import Store, StoreError
 from .work import Plan, Result, check_metrics, explain_loaded, prepare
@@ -104,10 +105,15 @@ def _missing(value: Any) -> bool:
     return value is None or bool(pd.isna(value))
 
 
-def local_results(classifier: Classifier, plan: Plan, items: Sequence[Item], workers: int) -> Iterator[list[Result]]:
-    """Explain ``items`` in order on one model, decoding up to ``2 * workers`` images ahead in threads."""
+def local_results(classifier: Classifier, plan: Plan, items: Sequence[Item], workers: int,
+                  images_in_flight: int = 1) -> Iterator[list[Result]]:
+    """Explain ``items`` in order on one model, decoding up to ``2 * workers`` images ahead in threads;
+    with ``images_in_flight`` > 1 and a score-only method, that many images share the model's batches."""
     method = plan.make_method()
     check_metrics(plan.metrics, classifier)
+    if images_in_flight > 1 and len(items) > 1 and can_share(method, plan):
+        yield from shared_results(classifier, plan, items, workers, images_in_flight)
+        return
     ahead = max(1, 2 * workers)
     with ThreadPoolExecutor(max_workers=max(1, workers), thread_name_prefix="patchlens-decode") as pool:
         queue: deque = deque()
@@ -139,6 +145,7 @@ def run_batch(
     metrics: Sequence[str] = (),
     backend: str = "local",
     workers: int = 2,
+    images_in_flight: int = 4,
     resume: bool = False,
     retry_failed: bool = False,
     chunk_size: int = 32,
@@ -164,6 +171,15 @@ def run_batch(
         metrics: registered metric names to compute for each map (``metric_*`` columns).
         backend: ``"local"`` or ``"ray"``.
         workers: local: image-decoding threads; ray: model workers (actors).
+        images_in_flight: local, score-only methods (RISE, LIME, KernelSHAP, Sobol,
+            occlusion...): images explained at once, their masks sharing one
+            stream of full batches on the model (one model thread fills each
+            forward pass from every image's waiting masks; each image composes
+            its own masked inputs on its own thread). Their maps equal those of
+            one image at a time up to float rounding (see
+            :mod:`patchlens.engine.shared_batches`); budgets, cancellation and
+            forward-pass counts stay per image. 1 explains one image at a time,
+            as do gradient methods and white-box metrics always.
         resume: continue a store; images already done (or failed) are skipped.
         retry_failed: like ``resume``, but images that failed are tried again.
         chunk_size, flush_seconds: a part is written after this many images or seconds.
@@ -174,6 +190,8 @@ def run_batch(
     if backend not in BACKENDS:
         raise StoreError(f"backend={backend!r}: use one of {', '.join(BACKENDS)}")
     require("ray" if backend == "ray" else "batch", "patchlens batch")  # before anything is written
+    if images_in_flight < 1:
+        raise StoreError(f"images_in_flight={images_in_flight}: must be at least 1")
     if batch_size is not None and batch_size < 1:
         raise StoreError(f"batch_size={batch_size}: must be at least 1 (or None to choose one for the device)")
     items = read_source(source) if isinstance(source, str) else [same_file(i if isinstance(i, Item) else Item(str(i))) for i in source]
@@ -187,7 +205,7 @@ def run_batch(
         raise ModelError(f"{type(model).__name__}: the ray backend rebuilds the model in every worker from a spec string "
                          "(default, timm:NAME, torchscript:PATH, onnx:PATH); save your model with torch.jit.save")
     if backend == "local":
-        options = {"device": device} if isinstance(model, str) else {}
+        options: dict[str, Any] = {"device": device} if isinstance(model, str) else {}
         classifier = load_model(model, runtime=runtime, **options)
         validate_run(classifier, method_value, plan.target)  # one error for the run, not one per image
     check_metrics(plan.metrics, classifier)
@@ -218,7 +236,7 @@ def run_batch(
         writer = _Writer(store, existing, chunk_size, flush_seconds)
         if backend == "local":
             assert classifier is not None
-            results = local_results(classifier, plan, todo, workers)
+            results = local_results(classifier, plan, todo, workers, images_in_flight)
         else:
             from .ray_backend import ray_results
 
