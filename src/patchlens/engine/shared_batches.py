@@ -30,6 +30,10 @@ from ..errors import Cancelled, ModelError
 from ..images import resize
 from ..models.classifier import BatchSizePolicy, Classifier
 
+#: how long (seconds) the oldest waiting row may wait for a fuller batch while a caller is still
+#: composing its next request: a few percent of a batch of 32 on the default model on a 2-core CPU (~90 ms)
+MAX_WAIT = 0.01
+
 
 @dataclass(eq=False)
 class _Request:
@@ -51,16 +55,17 @@ class SharedBatches:
         classifier: the model; only the model thread calls it.
         batch_size: rows per forward pass (the model's best batch).
         max_wait: seconds the oldest waiting row may wait for a fuller batch while
-            some caller is still composing its next request. A batch runs at once
-            when it is full or when every caller is waiting for the model.
+            some caller is still composing its next request (None: :data:`MAX_WAIT`).
+            A batch runs at once when it is full or when every caller is waiting for the model.
 
     Use as a context manager; :meth:`caller` gives each image its view of the model.
     """
 
-    def __init__(self, classifier: Classifier, batch_size: int, max_wait: float = 0.01) -> None:
+    def __init__(self, classifier: Classifier, batch_size: int, max_wait: float | None = None) -> None:
         if batch_size < 1:
             raise ModelError(f"batch_size={batch_size}: must be at least 1")
-        self.classifier, self.batch_size, self.max_wait = classifier, batch_size, max_wait
+        self.classifier, self.batch_size = classifier, batch_size
+        self.max_wait = MAX_WAIT if max_wait is None else max_wait
         self._pending: deque[_Request] = deque()
         self._callers = 0
         self._closed = False
