@@ -13,13 +13,14 @@ from PIL import Image
 
 from patchlens.api import explain_one
 from patchlens.batch import open_store, run_batch
+from patchlens.cli import main
 from patchlens.engine import shared_batches
 from patchlens.engine.shared_batches import SharedBatches
 from patchlens.errors import Cancelled
 from patchlens.images import load_image
 from patchlens.methods import make_method
 from patchlens.models import CallableClassifier, Classifier
-from test_batch import same_store, tiny_model
+from test_batch import same_store, tiny_model, tiny_spec  # noqa: F401  (tiny_spec is a fixture)
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -112,6 +113,24 @@ def test_a_failing_image_fails_alone(tmp_path: Path) -> None:
         np.testing.assert_array_equal(together[i].saliency, ref.saliency)
 
 
+def test_out_of_memory_halves_the_shared_batch_and_loses_nothing(tmp_path: Path) -> None:
+    photos = bright_photos(tmp_path, 3)
+    seen: list[int] = []
+    inner = recording_model(seen)
+
+    def fn(x: torch.Tensor) -> torch.Tensor:
+        if len(x) > 12:  # a device that holds 12 rows at most
+            raise torch.cuda.OutOfMemoryError("CUDA out of memory (simulated)")
+        return inner(x)
+
+    together, stream = explain_together(CallableClassifier(fn, input_size=64, labels=inner.labels, probabilities=True), photos)
+    assert stream.batch_size == 8 and max(stream.batch_sizes) <= 12  # 32 -> 16 -> 8, kept for the later batches
+    assert sum(stream.batch_sizes) == 3 * (RISE["n_masks"] + 1)  # every row scored once
+    for photo, exp in zip(photos, together):
+        ref = explain_one(inner, load_image(str(photo)), make_method("rise", **RISE), seed=0, batch_size=BATCH)[0]
+        np.testing.assert_array_equal(exp.saliency, ref.saliency)
+
+
 def test_cancelling_one_image_leaves_the_others(tmp_path: Path) -> None:
     photos = bright_photos(tmp_path, 3)
     seen: list[int] = []
@@ -160,3 +179,15 @@ def test_an_interrupted_shared_run_resumes_to_the_same_store(tmp_path: Path) -> 
     summary = run_batch(str(tmp_path / "src"), str(tmp_path / "cut"), images_in_flight=3, resume=True, **common)
     assert (summary.done, summary.skipped) == (4, 2)
     same_store(tmp_path / "whole", tmp_path / "cut")
+
+
+def test_the_cli_takes_images_in_flight(tmp_path: Path, tiny_spec: str, capsys: pytest.CaptureFixture[str]) -> None:  # noqa: F811
+    bright_photos(tmp_path / "src", 3)
+    cmd = ["batch", str(tmp_path / "src"), "--model", tiny_spec, "--device", "cpu", "--n-masks", "8", "--quiet"]
+    assert main([*cmd, "--out", str(tmp_path / "one"), "--images-in-flight", "1"]) == 0
+    assert main([*cmd, "--out", str(tmp_path / "three"), "--images-in-flight", "3"]) == 0
+    same_store(tmp_path / "one", tmp_path / "three")
+    capsys.readouterr()
+    assert main([*cmd, "--out", str(tmp_path / "none"), "--images-in-flight", "0"]) != 0
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "--images-in-flight 0: must be at least 1" in err

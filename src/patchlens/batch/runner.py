@@ -1,8 +1,9 @@
 """``run_batch``: explain every image of a source into a resumable store, on the local or the Ray backend.
 
 The local backend keeps the model busy: worker threads read, hash and decode
-the next images while the model explains the current one (one model, on one
-device). Results go to the store in small atomic parts (see
+the next images while the model explains the current ones (one model, on one
+device), and for score-only methods several images in flight share the model's
+batches (:mod:`patchlens.batch.shared`), so no image's last masks run as a short batch. Results go to the store in small atomic parts (see
 :mod:`patchlens.batch.store`), at most ``chunk_size`` images or
 ``flush_seconds`` apart, so a killed run loses at most one part's worth of
 work and ``resume=True`` carries on where it stopped. Memory stays flat: only

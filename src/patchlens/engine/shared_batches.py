@@ -12,6 +12,16 @@ The callers compose their inputs (masking, resizing, moving to the device) on
 their own threads; the model thread only runs forward passes. Each image's
 engine still counts its passes, checks its budget and honours cancellation, as
 it does on a plain classifier: the stream changes where rows run, never how many.
+
+Which rows share a batch depends on thread timing, so a map equals the one
+explained alone exactly when the model scores a row the same whatever else is
+in its batch. The default model on ONNX Runtime's CPU provider does (measured
+on this project's 2-core CPU: a batch of 32, the same rows as 20 + 12, and as
+32 batches of one give bit-identical scores, and RISE maps come out
+bit-identical), as do the tests' small torch CNNs. A runtime whose kernels block the batch dimension differently by batch
+size may change a score's last bits (float32, about 1e-7 relative); a map, a
+weighted mean of those scores, then moves by the same relative amount, far
+below the float16 the store keeps.
 """
 
 from __future__ import annotations
@@ -29,10 +39,15 @@ from ..capabilities import Capability
 from ..errors import Cancelled, ModelError
 from ..images import resize
 from ..models.classifier import BatchSizePolicy, Classifier
+from .batcher import _is_oom
 
 #: how long (seconds) the oldest waiting row may wait for a fuller batch while a caller is still
-#: composing its next request: a few percent of a batch of 32 on the default model on a 2-core CPU (~90 ms)
+#: composing its next request, at least ...
 MAX_WAIT = 0.01
+#: ... or this share of a full batch's time, when longer: waiting then costs the model at most a tenth
+#: of its time, however slow a batch is (~90 ms for 32 rows of the default model on a quiet 2-core CPU,
+#: ten times that when other jobs share the cores, and so do the callers composing their rows)
+WAIT_SHARE = 0.1
 
 
 @dataclass(eq=False)
@@ -55,7 +70,8 @@ class SharedBatches:
         classifier: the model; only the model thread calls it.
         batch_size: rows per forward pass (the model's best batch).
         max_wait: seconds the oldest waiting row may wait for a fuller batch while
-            some caller is still composing its next request (None: :data:`MAX_WAIT`).
+            some caller is still composing its next request (None: :data:`MAX_WAIT`),
+            or :data:`WAIT_SHARE` of a full batch's measured time when that is longer.
             A batch runs at once when it is full or when every caller is waiting for the model.
 
     Use as a context manager; :meth:`caller` gives each image its view of the model.
@@ -66,6 +82,7 @@ class SharedBatches:
             raise ModelError(f"batch_size={batch_size}: must be at least 1")
         self.classifier, self.batch_size = classifier, batch_size
         self.max_wait = MAX_WAIT if max_wait is None else max_wait
+        self._full_batch_seconds = 0.0  # measured on the last batch, scaled to a full one
         self._pending: deque[_Request] = deque()
         self._callers = 0
         self._closed = False
@@ -110,7 +127,10 @@ class SharedBatches:
             return False
         if self._closed or self._waiting_rows() >= self.batch_size or len(self._pending) >= self._callers:
             return True  # full, or nobody else can add rows before this batch runs
-        return time.monotonic() - self._pending[0].arrived >= self.max_wait
+        return time.monotonic() - self._pending[0].arrived >= self._wait_limit()
+
+    def _wait_limit(self) -> float:
+        return max(self.max_wait, WAIT_SHARE * self._full_batch_seconds)
 
     def _take(self) -> list[tuple[_Request, int, int]]:
         """Slices ``(request, start, stop)`` for the next batch, oldest rows first."""
@@ -133,16 +153,27 @@ class SharedBatches:
                 while not self._ready():
                     if self._closed and not self._pending:
                         return
-                    wait = None if not self._pending else self.max_wait - (time.monotonic() - self._pending[0].arrived)
+                    wait = None if not self._pending else self._wait_limit() - (time.monotonic() - self._pending[0].arrived)
                     self._changed.wait(None if wait is None else max(wait, 1e-4))
                 slices = self._take()
             self._run(slices)
 
     def _run(self, slices: list[tuple[_Request, int, int]]) -> None:
         rows = [r.rows[a:b] for r, a, b in slices]
+        start = time.perf_counter()
         try:
             scores = self.classifier(rows[0] if len(rows) == 1 else torch.cat(rows))
         except BaseException as exc:
+            n = sum(b - a for _, a, b in slices)
+            if _is_oom(exc) and n > 1:
+                # As the engine backs off: halve the batch for this and every later one; nothing is lost.
+                self.batch_size = max(1, n // 2)
+                if self.classifier.device.type == "cuda":
+                    torch.cuda.empty_cache()
+                first, rest = _split(slices, self.batch_size)
+                self._run(first)
+                self._run(rest)
+                return
             if len(slices) == 1:
                 self._fail(slices[0][0], exc)
                 return
@@ -152,6 +183,7 @@ class SharedBatches:
                 self._run([s])
             return
         self.batch_sizes.append(len(scores))
+        self._full_batch_seconds = (time.perf_counter() - start) * self.batch_size / len(scores)
         at = 0
         for request, a, b in slices:
             if request.error is None:
@@ -181,6 +213,19 @@ class SharedBatches:
 
     def __exit__(self, *exc: Any) -> None:
         self.close()
+
+
+def _split(slices: list[tuple[_Request, int, int]], k: int) -> tuple[list[tuple[_Request, int, int]], ...]:
+    """``slices`` as their first ``k`` rows and the rest."""
+    first, rest = [], []
+    for request, a, b in slices:
+        cut = min(b, max(a, a + k))
+        if cut > a:
+            first.append((request, a, cut))
+        if b > cut:
+            rest.append((request, cut, b))
+        k -= cut - a
+    return first, rest
 
 
 class StreamClassifier(Classifier):
