@@ -154,6 +154,7 @@ def shared_stream(in_flight: int, rounds: int, batch: int | None) -> str:
     from patchlens.models.runtime import runtime_record
 
     work = Path(tempfile.mkdtemp(prefix="patchlens-bench-shared-"))
+    where = machine(torch.device("cpu"))  # its load average now, before the runs
     model = patchlens.load_model("default")
     best = measured_batch_size(model)
     raw = {b: raw_images_per_second(model, b, max(2, 64 // b)) for b in sorted({1, batch or best})}
@@ -197,7 +198,7 @@ def shared_stream(in_flight: int, rounds: int, batch: int | None) -> str:
     table = markdown_table(("RISE masks", "photos", "images in flight", "rows per forward pass", "images/s, per round",
                             "speed-up, median of rounds (range)"), rows)
     return "\n".join([
-        f"Machine: {machine(torch.device('cpu'))}; a shared 2-core VM, AVX2 only (no AVX-512), with other jobs running.",
+        f"Machine: {where}; a shared 2-core VM, AVX2 only (no AVX-512), with other jobs running.",
         f"`uptime` before: `{uptime[0]}`; after: `{uptime[1]}`.",
         f"Model: the default model, runtime {record.get('runtime')} ({record.get('threads', '?')} threads), "
         f"batch {batch or best} in both settings (the engine measured its best batch at {best} in this run; raw images/s "

@@ -168,7 +168,8 @@ def run_batch(
         method, **method_params: the method and its parameters, as for ``explain``.
         target: ``"top1"``, ``"topk:K"``, a class index or name, or ``"label"``
             for each image's true label from the source.
-        seed: the same seed gives the same maps on every backend and worker count.
+        seed: the same seed gives the same maps on every backend and worker count
+            (and number of images in flight, up to float rounding: see ``images_in_flight``).
         metrics: registered metric names to compute for each map (``metric_*`` columns).
         backend: ``"local"`` or ``"ray"``.
         workers: local: image-decoding threads; ray: model workers (actors).

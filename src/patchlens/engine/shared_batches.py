@@ -15,13 +15,16 @@ it does on a plain classifier: the stream changes where rows run, never how many
 
 Which rows share a batch depends on thread timing, so a map equals the one
 explained alone exactly when the model scores a row the same whatever else is
-in its batch. The default model on ONNX Runtime's CPU provider does (measured
-on this project's 2-core CPU: a batch of 32, the same rows as 20 + 12, and as
-32 batches of one give bit-identical scores, and RISE maps come out
-bit-identical), as do the tests' small torch CNNs. A runtime whose kernels block the batch dimension differently by batch
-size may change a score's last bits (float32, about 1e-7 relative); a map, a
-weighted mean of those scores, then moves by the same relative amount, far
-below the float16 the store keeps.
+in its batch. The default model does, on ONNX Runtime's CPU provider and on
+torch (measured on this project's 2-core AVX2 CPU: a batch of 32 and the same
+rows in smaller batches, 20 + 12 on both, 8 x 4 on torch, 32 x 1 on ONNX
+Runtime, give bit-identical scores, and RISE maps come out bit-identical), as
+do the tests' small torch CNNs. Kernels that pick their blocking by batch size
+may change a float32 score's last bits (about 1e-7 of it); a RISE map is a
+weighted mean of scores, so it moves by at most that share of the largest
+score, thousands of times below the float16 step of the store. A GPU with
+reduced precision (autocast) can differ by more, up to that precision: where
+bit-identical reruns matter there, use ``images_in_flight=1``.
 """
 
 from __future__ import annotations
