@@ -114,7 +114,8 @@ def backends(args: argparse.Namespace) -> None:
     if ray_start is not None:
         lines.append(f"Ray start-up (not in the figures above; paid once per run): {ray_start:.1f} s (plus actor start-up and model loading, which are inside the ray rows). "
                      f"Maps from local (1 worker) and ray (2 workers) bit-identical: {same}.")
-    lines.append("Local workers are decoding threads feeding one model; Ray workers are actors each holding a model "
+    lines.append("Local workers are decoding threads feeding one model (with the default 4 images in flight sharing its "
+                 "batches since issue 11; see the next section); Ray workers are actors each holding a model "
                  "with one torch thread. On a busy shared CPU, torch's own intra-op threads contend with other "
                  "processes, which is why one torch thread can be faster; on a GPU the local backend keeps one model busy "
                  "and Ray puts one actor on each GPU.")
