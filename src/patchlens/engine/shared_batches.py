@@ -151,15 +151,23 @@ class SharedBatches:
         return slices
 
     def _serve(self) -> None:
-        while True:
+        try:
+            while True:
+                with self._changed:
+                    while not self._ready():
+                        if self._closed and not self._pending:
+                            return
+                        wait = None if not self._pending else self._wait_limit() - (time.monotonic() - self._pending[0].arrived)
+                        self._changed.wait(None if wait is None else max(wait, 1e-4))
+                    slices = self._take()
+                self._run(slices)
+        except BaseException as exc:  # a bug here must not leave the callers waiting for ever
             with self._changed:
-                while not self._ready():
-                    if self._closed and not self._pending:
-                        return
-                    wait = None if not self._pending else self._wait_limit() - (time.monotonic() - self._pending[0].arrived)
-                    self._changed.wait(None if wait is None else max(wait, 1e-4))
-                slices = self._take()
-            self._run(slices)
+                self._closed = True
+                waiting = list(self._pending)
+            for request in waiting:
+                self._fail(request, exc)
+            raise
 
     def _run(self, slices: list[tuple[_Request, int, int]]) -> None:
         rows = [r.rows[a:b] for r, a, b in slices]
