@@ -1,8 +1,9 @@
 """``run_batch``: explain every image of a source into a resumable store, on the local or the Ray backend.
 
 The local backend keeps the model busy: worker threads read, hash and decode
-the next images while the model explains the current one (one model, on one
-device). Results go to the store in small atomic parts (see
+the next images while the model explains the current ones (one model, on one
+device), and for score-only methods several images in flight share the model's
+batches (:mod:`patchlens.batch.shared`), so no image's last masks run as a short batch. Results go to the store in small atomic parts (see
 :mod:`patchlens.batch.store`), at most ``chunk_size`` images or
 ``flush_seconds`` apart, so a killed run loses at most one part's worth of
 work and ``resume=True`` carries on where it stopped. Memory stays flat: only
@@ -25,6 +26,7 @@ from ..extras import require
 from ..methods import recorded_params
 from ..models import Classifier, load_model
 from ..validation import validate_run
+from .shared import can_share, shared_results
 from .sources import Item, read_source, region_columns, resolved, same_file
 from .store import Store, StoreError
 from .work import Plan, Result, check_metrics, explain_loaded, prepare
@@ -111,10 +113,15 @@ def _missing(value: Any) -> bool:
     return value is None or bool(pd.isna(value))
 
 
-def local_results(classifier: Classifier, plan: Plan, items: Sequence[Item], workers: int) -> Iterator[list[Result]]:
-    """Explain ``items`` in order on one model, decoding up to ``2 * workers`` images ahead in threads."""
+def local_results(classifier: Classifier, plan: Plan, items: Sequence[Item], workers: int,
+                  images_in_flight: int = 1) -> Iterator[list[Result]]:
+    """Explain ``items`` in order on one model, decoding up to ``2 * workers`` images ahead in threads;
+    with ``images_in_flight`` > 1 and a score-only method, that many images share the model's batches."""
     method = plan.make_method()
     check_metrics(plan.metrics, classifier)
+    if images_in_flight > 1 and len(items) > 1 and can_share(method, plan):
+        yield from shared_results(classifier, plan, items, workers, images_in_flight)
+        return
     ahead = max(1, 2 * workers)
     with ThreadPoolExecutor(max_workers=max(1, workers), thread_name_prefix="patchlens-decode") as pool:
         queue: deque = deque()
@@ -146,6 +153,7 @@ def run_batch(
     metrics: Sequence[str] = (),
     backend: str = "local",
     workers: int = 2,
+    images_in_flight: int = 4,
     resume: bool = False,
     retry_failed: bool = False,
     chunk_size: int = 32,
@@ -167,10 +175,20 @@ def run_batch(
         method, **method_params: the method and its parameters, as for ``explain``.
         target: ``"top1"``, ``"topk:K"``, a class index or name, or ``"label"``
             for each image's true label from the source.
-        seed: the same seed gives the same maps on every backend and worker count.
+        seed: the same seed gives the same maps on every backend and worker count
+            (and number of images in flight, up to float rounding: see ``images_in_flight``).
         metrics: registered metric names to compute for each map (``metric_*`` columns).
         backend: ``"local"`` or ``"ray"``.
         workers: local: image-decoding threads; ray: model workers (actors).
+        images_in_flight: local, score-only methods (RISE, LIME, KernelSHAP, Sobol,
+            occlusion...): images explained at once, their masks sharing one
+            stream of full batches on the model (one model thread fills each
+            forward pass from every image's waiting masks; each image composes
+            its own masked inputs on its own thread). Their maps equal those of
+            one image at a time up to float rounding (see
+            :mod:`patchlens.engine.shared_batches`); budgets, cancellation and
+            forward-pass counts stay per image. 1 explains one image at a time,
+            as do gradient methods and white-box metrics always.
         resume: continue a store; images already done (or failed) are skipped.
         retry_failed: like ``resume``, but images that failed are tried again.
         chunk_size, flush_seconds: a part is written after this many images or seconds.
@@ -181,6 +199,8 @@ def run_batch(
     if backend not in BACKENDS:
         raise StoreError(f"backend={backend!r}: use one of {', '.join(BACKENDS)}")
     require("ray" if backend == "ray" else "batch", "patchlens batch")  # before anything is written
+    if images_in_flight < 1:
+        raise StoreError(f"images_in_flight={images_in_flight}: must be at least 1")
     if batch_size is not None and batch_size < 1:
         raise StoreError(f"batch_size={batch_size}: must be at least 1 (or None to choose one for the device)")
     items = read_source(source) if isinstance(source, str) else [same_file(i if isinstance(i, Item) else Item(str(i))) for i in source]
@@ -226,7 +246,7 @@ def run_batch(
         writer = _Writer(store, existing, chunk_size, flush_seconds)
         if backend == "local":
             assert classifier is not None
-            results = local_results(classifier, plan, todo, workers)
+            results = local_results(classifier, plan, todo, workers, images_in_flight)
         else:
             from .ray_backend import ray_results
 

@@ -56,6 +56,9 @@ def register(sub: Any, argv: list[str]) -> None:
     p.add_argument("--backend", default="local", choices=BACKENDS, help="local or ray [default: local]")
     p.add_argument("--workers", type=int, default=2,
                    help="local: image-decoding threads; ray: model workers (one per GPU at most) [default: 2]")
+    p.add_argument("--images-in-flight", type=int, default=4, metavar="N",
+                   help="local, score-only methods: explain N images at once, their masks sharing the model's batches "
+                        "(1: one image at a time) [default: 4]")
     p.add_argument("--ray-address", default=None, help="an existing Ray cluster (auto, ray://HOST:10001); default: start a local Ray")
     p.add_argument("--resume", action="store_true", help="continue the store: skip images already done or failed")
     p.add_argument("--retry-failed", action="store_true", help="continue the store and try failed images again")
@@ -71,7 +74,7 @@ def register(sub: Any, argv: list[str]) -> None:
 
 def run(args: argparse.Namespace) -> int:
     cls = get_method(args.method)
-    for name in ("workers", "chunk_size"):
+    for name in ("workers", "chunk_size", "images_in_flight"):
         if getattr(args, name) < 1:
             raise PatchlensError(f"--{name.replace('_', '-')} {getattr(args, name)}: must be at least 1")
     options = model_options(args)
@@ -96,6 +99,7 @@ def run(args: argparse.Namespace) -> int:
         metrics=[m.strip() for m in args.metrics.split(",") if m.strip()],
         backend=args.backend,
         workers=args.workers,
+        images_in_flight=args.images_in_flight,
         resume=args.resume,
         retry_failed=args.retry_failed,
         chunk_size=args.chunk_size,

@@ -1,0 +1,288 @@
+"""Several explanations feeding one model: a dynamic batcher, as an inference server has.
+
+An engine explaining one image sends batches of at most its batch size, and
+short ones at every round's end (RISE's 250-mask rounds leave 26 over at batch
+32; a 20-mask job is one short batch). With several images explained at once,
+each through its own :class:`StreamClassifier`, one model thread concatenates
+whatever rows are waiting, from any image, into batches of the best size, runs
+one forward pass and hands each caller its rows. A request may be split between
+two batches, so batches are full whenever enough rows wait.
+
+The callers compose their inputs (masking, resizing, moving to the device) on
+their own threads; the model thread only runs forward passes. Each image's
+engine still counts its passes, checks its budget and honours cancellation, as
+it does on a plain classifier: the stream changes where rows run, never how many.
+
+Which rows share a batch depends on thread timing, so a map equals the one
+explained alone exactly when the model scores a row the same whatever else is
+in its batch. The default model does, on ONNX Runtime's CPU provider and on
+torch (measured on this project's 2-core AVX2 CPU: a batch of 32 and the same
+rows in smaller batches, 20 + 12 on both, 8 x 4 on torch, 32 x 1 on ONNX
+Runtime, give bit-identical scores, and RISE maps come out bit-identical), as
+do the tests' small torch CNNs. Kernels that pick their blocking by batch size
+may change a float32 score's last bits (about 1e-7 of it); a RISE map is a
+weighted mean of scores, so it moves by at most that share of the largest
+score, thousands of times below the float16 step of the store. A GPU with
+reduced precision (autocast) can differ by more, up to that precision: where
+bit-identical reruns matter there, use ``images_in_flight=1``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Any, Iterator
+
+import torch
+
+from ..capabilities import Capability
+from ..errors import Cancelled, ModelError
+from ..images import resize
+from ..models.classifier import BatchSizePolicy, Classifier
+from .batcher import _is_oom
+
+#: how long (seconds) the oldest waiting row may wait for a fuller batch while a caller is still
+#: composing its next request, at least ...
+MAX_WAIT = 0.01
+#: ... or this share of a full batch's time, when longer: waiting then costs the model at most a tenth
+#: of its time, however slow a batch is (~90 ms for 32 rows of the default model on a quiet 2-core CPU,
+#: ten times that when other jobs share the cores, and so do the callers composing their rows)
+WAIT_SHARE = 0.1
+
+
+@dataclass(eq=False)
+class _Request:
+    """One caller's batch: its rows, how many are handed to the model so far, and its answer."""
+
+    rows: torch.Tensor
+    arrived: float = field(default_factory=time.monotonic)
+    taken: int = 0  # rows already put in a batch
+    parts: list[torch.Tensor] = field(default_factory=list)
+    scored: int = 0
+    error: BaseException | None = None
+    done: threading.Event = field(default_factory=threading.Event)
+
+
+class SharedBatches:
+    """One model thread that runs the forward passes of many callers in shared batches.
+
+    Args:
+        classifier: the model; only the model thread calls it.
+        batch_size: rows per forward pass (the model's best batch).
+        max_wait: seconds the oldest waiting row may wait for a fuller batch while
+            some caller is still composing its next request (None: :data:`MAX_WAIT`),
+            or :data:`WAIT_SHARE` of a full batch's measured time when that is longer.
+            A batch runs at once when it is full or when every caller is waiting for the model.
+
+    Use as a context manager; :meth:`caller` gives each image its view of the model.
+    """
+
+    def __init__(self, classifier: Classifier, batch_size: int, max_wait: float | None = None) -> None:
+        if batch_size < 1:
+            raise ModelError(f"batch_size={batch_size}: must be at least 1")
+        self.classifier, self.batch_size = classifier, batch_size
+        self.max_wait = MAX_WAIT if max_wait is None else max_wait
+        self._full_batch_seconds = 0.0  # measured on the last batch, scaled to a full one
+        self._pending: deque[_Request] = deque()
+        self._callers = 0
+        self._closed = False
+        self._changed = threading.Condition()
+        #: rows per forward pass, in order (for benchmarks and tests: they show whether batches are full)
+        self.batch_sizes: list[int] = []
+        self._thread = threading.Thread(target=self._serve, name="patchlens-model", daemon=True)
+        self._thread.start()
+
+    # -- the callers' side --------------------------------------------------------
+    @contextlib.contextmanager
+    def caller(self) -> Iterator[StreamClassifier]:
+        """A view of the model for one caller thread; while it is open, the model thread counts on its rows."""
+        with self._changed:
+            self._callers += 1
+        try:
+            yield StreamClassifier(self)
+        finally:
+            with self._changed:
+                self._callers -= 1
+                self._changed.notify_all()  # the others may now be all that the model waits for
+
+    def score(self, rows: torch.Tensor) -> torch.Tensor:
+        """Scores of ``rows`` (already at the model's input size, on its device), from shared batches."""
+        request = _Request(rows)
+        with self._changed:
+            if self._closed:
+                raise Cancelled("the shared model stream was closed")
+            self._pending.append(request)
+            self._changed.notify_all()
+        request.done.wait()
+        if request.error is not None:
+            raise request.error
+        return request.parts[0] if len(request.parts) == 1 else torch.cat(request.parts)
+
+    # -- the model thread ------------------------------------------------------------
+    def _waiting_rows(self) -> int:
+        return sum(len(r.rows) - r.taken for r in self._pending)
+
+    def _ready(self) -> bool:
+        if not self._pending:
+            return False
+        if self._closed or self._waiting_rows() >= self.batch_size or len(self._pending) >= self._callers:
+            return True  # full, or nobody else can add rows before this batch runs
+        return time.monotonic() - self._pending[0].arrived >= self._wait_limit()
+
+    def _wait_limit(self) -> float:
+        return max(self.max_wait, WAIT_SHARE * self._full_batch_seconds)
+
+    def _take(self) -> list[tuple[_Request, int, int]]:
+        """Slices ``(request, start, stop)`` for the next batch, oldest rows first."""
+        slices, room = [], self.batch_size
+        for request in self._pending:
+            if room == 0:
+                break
+            n = min(room, len(request.rows) - request.taken)
+            if n:
+                slices.append((request, request.taken, request.taken + n))
+                request.taken += n
+                room -= n
+        while self._pending and self._pending[0].taken == len(self._pending[0].rows):
+            self._pending.popleft()  # wholly taken; the request still waits for its scores
+        return slices
+
+    def _serve(self) -> None:
+        try:
+            while True:
+                with self._changed:
+                    while not self._ready():
+                        if self._closed and not self._pending:
+                            return
+                        wait = None if not self._pending else self._wait_limit() - (time.monotonic() - self._pending[0].arrived)
+                        self._changed.wait(None if wait is None else max(wait, 1e-4))
+                    slices = self._take()
+                self._run(slices)
+        except BaseException as exc:  # a bug here must not leave the callers waiting for ever
+            with self._changed:
+                self._closed = True
+                waiting = list(self._pending)
+            for request in waiting:
+                self._fail(request, exc)
+            raise
+
+    def _run(self, slices: list[tuple[_Request, int, int]]) -> None:
+        rows = [r.rows[a:b] for r, a, b in slices]
+        start = time.perf_counter()
+        try:
+            scores = self.classifier(rows[0] if len(rows) == 1 else torch.cat(rows))
+        except BaseException as exc:
+            n = sum(b - a for _, a, b in slices)
+            if _is_oom(exc) and n > 1:
+                # As the engine backs off: halve the batch for this and every later one; nothing is lost.
+                self.batch_size = max(1, n // 2)
+                if self.classifier.device.type == "cuda":
+                    torch.cuda.empty_cache()
+                first, rest = _split(slices, self.batch_size)
+                self._run(first)
+                self._run(rest)
+                return
+            if len(slices) == 1:
+                self._fail(slices[0][0], exc)
+                return
+            # Whose rows made the batch fail? Run each caller's rows alone, so one image's
+            # bad input (NaN scores, say) fails that image only, as it would on its own.
+            for s in slices:
+                self._run([s])
+            return
+        self.batch_sizes.append(len(scores))
+        self._full_batch_seconds = (time.perf_counter() - start) * self.batch_size / len(scores)
+        at = 0
+        for request, a, b in slices:
+            if request.error is None:
+                request.parts.append(scores[at : at + b - a])
+                request.scored += b - a
+                if request.scored == len(request.rows):
+                    request.done.set()
+            at += b - a
+
+    def _fail(self, request: _Request, exc: BaseException) -> None:
+        with self._changed:
+            request.error = exc
+            if request in self._pending:  # rows not yet taken are not scored
+                self._pending.remove(request)
+        request.done.set()
+
+    # -- life cycle --------------------------------------------------------------------
+    def close(self) -> None:
+        """Finish what is queued, then stop the model thread; later requests raise Cancelled."""
+        with self._changed:
+            self._closed = True
+            self._changed.notify_all()
+        self._thread.join()
+
+    def __enter__(self) -> SharedBatches:
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+
+def _split(slices: list[tuple[_Request, int, int]], k: int) -> tuple[list[tuple[_Request, int, int]], ...]:
+    """``slices`` as their first ``k`` rows and the rest."""
+    first, rest = [], []
+    for request, a, b in slices:
+        cut = min(b, max(a, a + k))
+        if cut > a:
+            first.append((request, a, cut))
+        if b > cut:
+            rest.append((request, cut, b))
+        k -= cut - a
+    return first, rest
+
+
+class StreamClassifier(Classifier):
+    """A classifier whose forward passes go through a :class:`SharedBatches` stream.
+
+    Everything but scoring is the inner classifier's. Only score-only methods
+    use it (see ``patchlens.batch.runner``): gradients, module hooks and token
+    views stay with one image at a time on the plain classifier.
+    """
+
+    def __init__(self, stream: SharedBatches) -> None:
+        inner = stream.classifier
+        self.stream, self.inner = stream, inner
+        self.input_size, self.labels, self.device = inner.input_size, inner.labels, inner.device
+        self.model_id, self.autocast_dtype = inner.model_id, inner.autocast_dtype
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        if x.ndim != 4 or x.shape[1] != 3:
+            raise ModelError(f"{self.model_id}: expected a batch of shape (N, 3, H, W), got {tuple(x.shape)}")
+        # the caller's thread resizes, so the model thread's own resize has nothing to do
+        return self.stream.score(resize(x.to(self.device, torch.float32), self.input_size))
+
+    @property
+    def capabilities(self) -> Capability:
+        return Capability.SCORES
+
+    @property
+    def batch_policy(self) -> BatchSizePolicy:
+        return self.inner.batch_policy
+
+    def check_scores(self, out: object, n: int) -> torch.Tensor:
+        return self.inner.check_scores(out, n)
+
+    # class attributes and methods of Classifier are found before __getattr__: forward them by hand
+    @property
+    def outputs_probabilities(self) -> bool:  # type: ignore[override]
+        return self.inner.outputs_probabilities
+
+    def input_mean(self) -> tuple[float, float, float]:
+        return self.inner.input_mean()
+
+    def label(self, index: int) -> str:
+        return self.inner.label(index)
+
+    def __getattr__(self, name: str) -> Any:
+        # adapters may expose more (runtime details, torch_threads...): pass it through
+        if name == "inner":
+            raise AttributeError(name)
+        return getattr(self.inner, name)
