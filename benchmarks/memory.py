@@ -41,7 +41,7 @@ def measure(n: int, batch: int, estimator: str) -> dict[str, float]:
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--masks", type=int, nargs="+", default=[250, 1000, 4000, 16000])
-    ap.add_argument("--batches", type=int, nargs="+", default=[8, 32, 128])
+    ap.add_argument("--batches", type=int, nargs="*", default=[8, 32, 128])
     ap.add_argument("--estimator", nargs="+", default=["control_variates", "conditional_mean"])
     args = ap.parse_args()
     print("| estimator | masks | batch | peak RSS after warm-up (MiB) | growth in the measured run (MiB) |\n|---|---|---|---|---|")

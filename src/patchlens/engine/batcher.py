@@ -236,15 +236,24 @@ class Engine:
         by the batch size whatever ``total`` is.
         """
 
-        def step(start: int, stop: int) -> tuple[torch.Tensor, int]:
-            probs = self.classifier(make(start, stop))
-            return (probs if targets is None else probs[:, targets]), stop - start
+        # The scores go straight into one tensor allocated at the first batch. Kept as many small
+        # tensors, they sat between the batches' large freed buffers on the heap, and the process's
+        # memory grew with the number of batches (glibc: 16,000 RISE masks, +250 MB).
+        out: list[torch.Tensor] = []
 
-        results = self.run(step, total)
-        if not results:
+        def step(start: int, stop: int) -> tuple[None, int]:
+            probs = self.classifier(make(start, stop))
+            chosen = probs if targets is None else probs[:, targets]
+            if not out:
+                out.append(torch.empty(total, chosen.shape[1], dtype=chosen.dtype, device=chosen.device))
+            out[0][start:stop] = chosen
+            return None, stop - start
+
+        self.run(step, total)
+        if not out:
             n_t = 0 if targets is None else len(targets)
             return torch.zeros(0, n_t, device=self.device)
-        return torch.cat(results)
+        return out[0]
 
     def score_masks(
         self,

@@ -91,7 +91,8 @@ class RiseMasks:
         rows, _ = self._axis(self.height, self.cell_h, k)
         cols, _ = self._axis(self.width, self.cell_w, k)
         g = self.grids[start:stop, 0].double()
-        return torch.einsum("nag,ngh,nbh->nab", rows[self.dy[start:stop]], g, cols[self.dx[start:stop]]).flatten(1)
+        # two batched products, in this order: einsum may pick a path through an (n, k, g, k, g) tensor
+        return torch.bmm(torch.bmm(rows[self.dy[start:stop]], g), cols[self.dx[start:stop]].transpose(1, 2)).flatten(1)
 
     def feature_covariance(self, k: int, p_keep: float) -> tuple[torch.Tensor, torch.Tensor]:
         """``Cov(feature (a, b), M(y, x)) = p(1-p) * rows[a, y] * cols[b, x]``: returns ``(rows, cols)``.
