@@ -10,6 +10,7 @@ explain`` and ``patchlens.explain`` work as before.
 from __future__ import annotations
 
 import importlib
+import importlib.util
 from typing import TYPE_CHECKING, Any
 
 from ._version import __version__
@@ -46,10 +47,12 @@ _LAZY: dict[str, tuple[str, str | None]] = {
 
 
 def __getattr__(name: str) -> Any:
-    try:
+    if name in _LAZY:
         module_name, attribute = _LAZY[name]
-    except KeyError:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}") from None
+    elif not name.startswith("__") and importlib.util.find_spec(f"{__name__}.{name}") is not None:
+        module_name, attribute = name, None  # a subpackage (patchlens.api, patchlens.models): imported before, too
+    else:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
     module = importlib.import_module(f".{module_name}", __name__)
     value = module if attribute is None else getattr(module, attribute)
     globals()[name] = value  # once: later look-ups do not come back here
