@@ -211,3 +211,23 @@ def test_torchvision_with_random_weights(monkeypatch):
     monkeypatch.setattr(tv.models, "get_model", offline)
     with pytest.raises(ModelError, match="could not get pretrained weights"):
         patchlens.load_model("torchvision:resnet18")
+
+
+def test_pretrained_weights_offline_ask_the_hub_once_not_five_times(monkeypatch):
+    # offline, huggingface_hub retried each file five times with back-off (59 s) before our one-line error
+    timm = pytest.importorskip("timm")
+    hub = pytest.importorskip("huggingface_hub.constants")
+    from patchlens.models import hub as patchlens_hub
+
+    monkeypatch.setattr(hub, "ENDPOINT", "https://127.0.0.1:9")  # nothing listens on the discard port
+    assert patchlens_hub.hub_reachable(timeout=2) is False
+    seen = []
+
+    def create(*args, **kwargs):
+        seen.append(hub.is_offline_mode())
+        raise OSError("not in the cache")
+
+    monkeypatch.setattr(timm, "create_model", create)
+    with pytest.raises(ModelError, match="could not get pretrained weights"):
+        patchlens.load_model("timm:resnet18")
+    assert seen == [True] and hub.is_offline_mode() is False  # offline while loading, restored after

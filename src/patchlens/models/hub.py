@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+import socket
+from contextlib import contextmanager, nullcontext
+from typing import Iterator
+from urllib.parse import urlsplit
+
 import torch
 
 from ..errors import ModelError
@@ -18,6 +23,41 @@ def _weights_error(spec: str, exc: BaseException) -> ModelError:
     )
 
 
+def hub_reachable(timeout: float = 3.0) -> bool:
+    """Whether the Hugging Face Hub's host (``HF_ENDPOINT``) accepts a connection within ``timeout`` seconds."""
+    from huggingface_hub import constants
+
+    url = urlsplit(constants.ENDPOINT)
+    try:
+        socket.create_connection((url.hostname or "", url.port or 443), timeout=timeout).close()
+        return True
+    except OSError:
+        return False
+
+
+@contextmanager
+def offline_unless_reachable() -> Iterator[None]:
+    """Hugging Face Hub offline mode while the Hub cannot be reached.
+
+    Offline, huggingface_hub retries each weight file five times with back-off
+    (59 s for ``timm:resnet18`` on the CI machine) before it fails; in offline
+    mode it takes cached weights at once and fails at once without them.
+    """
+    try:
+        from huggingface_hub import constants
+    except ImportError:  # timm without the hub: nothing to switch
+        yield
+        return
+    if constants.HF_HUB_OFFLINE or hub_reachable():
+        yield
+        return
+    constants.HF_HUB_OFFLINE = True  # read at each request (constants.is_offline_mode)
+    try:
+        yield
+    finally:
+        constants.HF_HUB_OFFLINE = False
+
+
 def load_timm(name: str, *, pretrained: bool = True, device: str | torch.device = "cpu", **options: object) -> TorchClassifier:
     try:
         import timm
@@ -27,7 +67,8 @@ def load_timm(name: str, *, pretrained: bool = True, device: str | torch.device 
         raise ModelError(f"timm:{name}: timm has no model of that name (see timm.list_models())")
     model_kwargs = dict(options.pop("model_kwargs", {}) or {})  # type: ignore[call-overload]
     try:
-        module = timm.create_model(name, pretrained=pretrained, **model_kwargs)
+        with offline_unless_reachable() if pretrained else nullcontext():
+            module = timm.create_model(name, pretrained=pretrained, **model_kwargs)
     except Exception as exc:
         if pretrained:
             raise _weights_error(f"timm:{name}", exc) from None
