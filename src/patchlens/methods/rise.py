@@ -152,8 +152,9 @@ class Rise(SamplingMethod):
     masking: str = shared.masking()
     estimator: str = param(
         "control_variates",
-        "how scores become a map: control_variates (the default: the same expected map with about half the noise, "
-        "see the method's notes) or conditional_mean (the paper's average of the masks weighted by their scores)",
+        "how scores become a map: control_variates (the paper's expected map with about half its noise: the part "
+        "of the scores that a linear fit on the masks explains is counted exactly, only the rest is sampled) or "
+        "conditional_mean (the paper's average of the masks weighted by their scores)",
         choices=("control_variates", "conditional_mean"),
     )
     converge: float = shared.converge()
