@@ -397,3 +397,5 @@ def test_a_jobs_view_of_the_model_says_what_the_model_says() -> None:
     watched = WatchedClassifier(clf, threading.RLock(), lambda n: None, lambda: False)
     assert watched.input_mean() == clf.input_mean() and watched.capabilities == clf.capabilities
     assert watched.batch_policy is clf.batch_policy
+    clf.model_id = "renamed"  # read at each use, never a copy taken when the view was built
+    assert watched.model_id == "renamed"

@@ -41,7 +41,8 @@ import torch
 from ..capabilities import Capability
 from ..errors import Cancelled, ModelError
 from ..images import resize
-from ..models.classifier import BatchSizePolicy, Classifier
+from ..models.classifier import Classifier
+from ..models.view import ClassifierView
 from .batcher import _is_oom
 
 #: how long (seconds) the oldest waiting row may wait for a fuller batch while a caller is still
@@ -239,7 +240,7 @@ def _split(slices: list[tuple[_Request, int, int]], k: int) -> tuple[list[tuple[
     return first, rest
 
 
-class StreamClassifier(Classifier):
+class StreamClassifier(ClassifierView):
     """A classifier whose forward passes go through a :class:`SharedBatches` stream.
 
     Everything but scoring is the inner classifier's. Only score-only methods
@@ -248,10 +249,8 @@ class StreamClassifier(Classifier):
     """
 
     def __init__(self, stream: SharedBatches) -> None:
-        inner = stream.classifier
-        self.stream, self.inner = stream, inner
-        self.input_size, self.labels, self.device = inner.input_size, inner.labels, inner.device
-        self.model_id, self.autocast_dtype = inner.model_id, inner.autocast_dtype
+        super().__init__(stream.classifier)
+        self.stream = stream
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         if x.ndim != 4 or x.shape[1] != 3:
@@ -259,30 +258,13 @@ class StreamClassifier(Classifier):
         # the caller's thread resizes, so the model thread's own resize has nothing to do
         return self.stream.score(resize(x.to(self.device, torch.float32), self.input_size))
 
+    # scores only: no gradients, module or token views through the stream (a plain Classifier's answers)
     @property
     def capabilities(self) -> Capability:
         return Capability.SCORES
 
-    @property
-    def batch_policy(self) -> BatchSizePolicy:
-        return self.inner.batch_policy
-
-    def check_scores(self, out: object, n: int) -> torch.Tensor:
-        return self.inner.check_scores(out, n)
-
-    # class attributes and methods of Classifier are found before __getattr__: forward them by hand
-    @property
-    def outputs_probabilities(self) -> bool:  # type: ignore[override]
-        return self.inner.outputs_probabilities
-
-    def input_mean(self) -> tuple[float, float, float]:
-        return self.inner.input_mean()
-
-    def label(self, index: int) -> str:
-        return self.inner.label(index)
-
-    def __getattr__(self, name: str) -> Any:
-        # adapters may expose more (runtime details, torch_threads...): pass it through
-        if name == "inner":
-            raise AttributeError(name)
-        return getattr(self.inner, name)
+    module = Classifier.module
+    logits = Classifier.logits
+    evaluating = Classifier.evaluating
+    token_view = Classifier.token_view
+    score_tokens = Classifier.score_tokens

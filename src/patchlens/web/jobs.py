@@ -22,9 +22,9 @@ from typing import Any, Callable, Iterator
 
 import torch
 
-from ..capabilities import Capability
 from ..errors import Cancelled
-from ..models.classifier import BatchSizePolicy, Classifier
+from ..models.classifier import Classifier
+from ..models.view import ClassifierView
 from ..models.vit import TokenView
 
 #: raised inside a job's model calls once the job has been cancelled
@@ -35,7 +35,7 @@ class QueueFull(Exception):
     """The queue already holds as many waiting jobs as it may."""
 
 
-class WatchedClassifier(Classifier):
+class WatchedClassifier(ClassifierView):
     """The server's classifier as one job sees it: same answers, counted and cancellable.
 
     Args:
@@ -52,9 +52,8 @@ class WatchedClassifier(Classifier):
         on_batch: Callable[[int], None],
         cancelled: Callable[[], bool],
     ) -> None:
-        self.inner, self.lock, self.on_batch, self.cancelled = inner, lock, on_batch, cancelled
-        self.input_size, self.labels, self.device = inner.input_size, inner.labels, inner.device
-        self.model_id, self.autocast_dtype = inner.model_id, inner.autocast_dtype
+        super().__init__(inner)
+        self.lock, self.on_batch, self.cancelled = lock, on_batch, cancelled
 
     def _check_cancel(self) -> None:
         if self.cancelled():
@@ -66,10 +65,6 @@ class WatchedClassifier(Classifier):
             out = self.inner(x)
         self.on_batch(int(x.shape[0]))
         return out
-
-    @property
-    def module(self) -> torch.nn.Module | None:
-        return self.inner.module
 
     def logits(self, x: torch.Tensor) -> torch.Tensor:
         self._check_cancel()
@@ -88,38 +83,6 @@ class WatchedClassifier(Classifier):
     def token_view(self, image: torch.Tensor) -> TokenView:
         with self.lock:
             return self.inner.token_view(image)
-
-    # what the model offers and how it is batched are the inner model's: a measured batch size stays measured
-    @property
-    def capabilities(self) -> Capability:
-        return self.inner.capabilities
-
-    @property
-    def batch_policy(self) -> BatchSizePolicy:
-        return self.inner.batch_policy
-
-    def check_scores(self, out: object, n: int) -> torch.Tensor:
-        return self.inner.check_scores(out, n)
-
-    # class attributes and methods of Classifier are found before __getattr__: forward them by hand
-    @property
-    def outputs_probabilities(self) -> bool:  # type: ignore[override]
-        return self.inner.outputs_probabilities
-
-    def input_mean(self) -> tuple[float, float, float]:
-        return self.inner.input_mean()
-
-    def evaluating(self) -> contextlib.AbstractContextManager[None]:
-        return self.inner.evaluating()
-
-    def label(self, index: int) -> str:
-        return self.inner.label(index)
-
-    def __getattr__(self, name: str) -> Any:
-        # adapters may expose more (normalise, token layout...): pass it through
-        if name == "inner":
-            raise AttributeError(name)
-        return getattr(self.inner, name)
 
 
 @dataclass
