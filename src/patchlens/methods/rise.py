@@ -80,10 +80,8 @@ class RiseMasks:
         return self._axes[key]
 
     def _make_axis(self, size: int, cell: int, k: int) -> tuple[torch.Tensor, torch.Tensor]:
-        eye = torch.eye(self.grid, dtype=torch.float64, device=self.grids.device)[:, None, :]
-        up = F.interpolate(eye, size=(self.grid + 1) * cell, mode="linear", align_corners=False)[:, 0].T  # (U, grid)
-        crops = torch.stack([up[d : d + size] for d in range(cell)])  # (cell, size, grid)
-        pool = _pool_matrix(size, k, up)
+        crops = _upsampling_crops(self.grid, size, cell, self.grids.device, torch.float64)  # (cell, size, grid)
+        pool = _pool_matrix(size, k, crops)
         second_moment = torch.einsum("dag,dbg->ab", crops, crops) / cell  # E_d[sum_g R[a,g] R[b,g]]
         return pool @ crops, pool @ second_moment
 
@@ -107,10 +105,12 @@ class RiseMasks:
         return p_keep * (1 - p_keep) * rows, cols
 
 
-def _upsampling_crops(grid: int, size: int, cell: int, device: torch.device) -> torch.Tensor:
+def _upsampling_crops(
+    grid: int, size: int, cell: int, device: torch.device, dtype: torch.dtype = torch.float32
+) -> torch.Tensor:
     """``(cell, size, grid)``: for each shift d, rows d..d+size-1 of the 1-D bilinear upsampling
     (align_corners=False) of ``grid`` values to ``(grid + 1) * cell``."""
-    eye = torch.eye(grid, device=device)[:, None, :]
+    eye = torch.eye(grid, dtype=dtype, device=device)[:, None, :]
     up = F.interpolate(eye, size=(grid + 1) * cell, mode="linear", align_corners=False)[:, 0].T  # (U, grid)
     return torch.stack([up[d : d + size] for d in range(cell)])
 
