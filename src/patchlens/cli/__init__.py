@@ -9,18 +9,27 @@ message, never a traceback.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib
+import io
 import os
 import pkgutil
 import sys
+from pathlib import Path
 from typing import Any, Sequence
 
 from .._version import __version__
 from ..errors import PatchlensError
+from . import _help
+
+
+def command_modules() -> list[str]:
+    """The modules here that may define commands, in the order their commands are listed."""
+    return sorted(info.name for info in pkgutil.iter_modules(__path__) if not info.name.startswith("_"))
 
 
 def build_parser(argv: Sequence[str]) -> argparse.ArgumentParser:
-    names = sorted(info.name for info in pkgutil.iter_modules(__path__) if not info.name.startswith("_"))
+    names = command_modules()
     # A command run from its own module (explain.py runs "explain") needs only that module:
     # the others import metrics, scipy, the audit and the batch store, a second or more on
     # a busy 2-core CPU. Anything else (no command, --help, a name no module has) registers all.
@@ -53,6 +62,42 @@ def _register(sub: Any, name: str, argv: Sequence[str]) -> bool:
     return True
 
 
+def _print_help(argv: list[str]) -> int:
+    """The help ``argv`` asks for, without importing torch where the text is known (see cli/_help.py)."""
+    text = None
+    # Methods registered in this process (a plug-in imported by a script that calls main) are in no
+    # source file of the key; with the registry loaded, building the parser is quick anyway.
+    keep = "patchlens.methods.base" not in sys.modules
+    if _help.top_level(argv):
+        summaries = _help.command_summaries(Path(__file__).parent, command_modules())
+        if summaries is not None:
+            parser, sub = _bare_parser()
+            _help.summary_parser(parser, sub, summaries)
+            text = parser.format_help()
+    elif keep:
+        text = _help.remembered(argv)
+    if text is None:
+        parser = build_parser(argv)
+        if not argv:
+            text = parser.format_help()
+        else:
+            buffer = io.StringIO()
+            try:
+                with contextlib.redirect_stdout(buffer):
+                    parser.parse_args(argv)
+            except SystemExit as exc:
+                sys.stdout.write(buffer.getvalue())
+                if exc.code not in (0, None):
+                    raise  # a usage error before the help flag: argparse has said why on stderr
+                if keep:
+                    _help.remember(argv, buffer.getvalue())
+                return 0
+            sys.stdout.write(buffer.getvalue())  # pragma: no cover - argparse always exits after help
+            return 0
+    sys.stdout.write(text)
+    return 2 if not argv else 0  # ``patchlens`` alone is a usage error that shows the help
+
+
 def error(message: str) -> None:
     print(f"patchlens: error: {message}", file=sys.stderr)
 
@@ -62,6 +107,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     if argv[:1] == ["--version"]:  # before the parser: its subcommands import torch (seconds) for nothing
         print(f"patchlens {__version__}")
         return 0
+    if not argv:
+        return _print_help(argv)
+    if _help.asks_for_help(argv):
+        raise SystemExit(_print_help(argv))  # as argparse does after a help text
     parser = build_parser(argv)
     args = parser.parse_args(argv)
     if not getattr(args, "run", None):

@@ -22,6 +22,12 @@ from ._model_options import load_cli_model
 from ._options import _bool, add_method_arguments, flag, given_method_options, method_params, peek_option
 from .explain import add_common
 
+#: the commands this module adds and their one-line help (read without importing this module: cli/_help.py)
+COMMANDS = {
+    "compare": "run several methods on the same images and rank them by faithfulness metrics",
+}
+
+
 EXAMPLES = """examples:
   patchlens compare cat.jpg dog.jpg --methods rise,occlusion,lime --out report/
   patchlens compare example:coffee --methods rise,occlusion --fast
@@ -37,7 +43,7 @@ def register(sub: Any, argv: list[str]) -> None:
     chosen = [m for m in peek_option(argv, "--methods", "rise,occlusion").split(",") if m in registry()]
     p = sub.add_parser(
         "compare",
-        help="run several methods on the same images and rank them by faithfulness metrics",
+        help=COMMANDS["compare"],
         description="Explain each image with each method, score every map, print a ranked table and "
         "write it (Markdown, CSV, JSON) with an overlay grid and deletion/insertion curves.",
         epilog=EXAMPLES + f"\nmetrics: {', '.join(metric_registry())}\nmethods: {', '.join(registry())}",

@@ -16,6 +16,12 @@ from ._checks import writable_folder
 from ._model_options import add_model_arguments, load_cli_model
 from ._options import add_method_arguments, add_remote_arguments, method_command, method_params
 
+#: the commands this module adds and their one-line help (read without importing this module: cli/_help.py)
+COMMANDS = {
+    "explain": "explain images: write overlay PNG, raw map .npy and JSON for each",
+}
+
+
 EXAMPLES = """examples:
   patchlens explain cat.jpg                              RISE on the default model, top class
   patchlens explain cat.jpg --method occlusion --window 48 --stride 24
@@ -40,7 +46,7 @@ def register(sub: Any, argv: list[str]) -> None:
         sub,
         argv,
         "explain",
-        help="explain images: write overlay PNG, raw map .npy and JSON for each",
+        help=COMMANDS["explain"],
         description="Explain what drives the model's decision on each image.",
         examples=EXAMPLES,
         note="; 'patchlens methods' lists every method's",

@@ -30,26 +30,17 @@ from typing import Any, Callable, Iterator
 import numpy as np
 import torch
 
+from .._paths import CACHE_ENV, cache_dir  # noqa: F401  (re-exported: the cache's users read it here)
 from ..capabilities import Capability
 from ..errors import ModelError
 from .classifier import Classifier
 from .torch_module import TorchClassifier
 from .vit import TokenView
 
-#: environment variable naming the cache folder (default: ~/.cache/patchlens).
-CACHE_ENV = "PATCHLENS_CACHE"
 #: opset of the exported graphs; part of the cache key.
 OPSET = 17
 #: bump when the exported graph's contract changes (inputs, outputs, what is inside).
 EXPORT_FORMAT = 1
-
-
-def cache_dir() -> Path:
-    """Where exported models are kept: ``$PATCHLENS_CACHE``, else ``$XDG_CACHE_HOME/patchlens``, else ``~/.cache/patchlens``."""
-    if os.environ.get(CACHE_ENV):
-        return Path(os.environ[CACHE_ENV]).expanduser()
-    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
-    return Path(base) / "patchlens"
 
 
 def export_key(classifier: TorchClassifier) -> str:
