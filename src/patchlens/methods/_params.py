@@ -60,8 +60,9 @@ def region_grid(default: int, low: int = 1) -> Any:
 def converge(default: float = 0.0) -> Any:
     return param(
         default,
-        "stop early once the map's rank correlation with the map one round earlier reaches this, two rounds in a "
-        "row (e.g. 0.99); the sample count is then the most that will be used. 0: always use every sample",
+        "stop early once the map's estimated rank correlation with the converged map (the map unlimited samples "
+        "would give) reaches this, e.g. 0.95; estimated after each round from two maps of alternate rounds. The "
+        "sample count is then the most that will be used. 0: always use every sample",
         low=0.0,
         high=1.0,
         group="adaptive",
