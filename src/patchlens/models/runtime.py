@@ -7,9 +7,11 @@ bf16 autocast is already fast). What ran is recorded on the classifier
 (``runtime``, ``runtime_details``) and on every result made with it.
 
 Thread defaults come from benchmarks/runtimes.py on the shared 2-core machine
-(benchmarks/RESULTS.md, "Runtimes"): ONNX Runtime with spinning threads lost
-up to half its speed while other processes ran, without spinning it held up,
-so spinning is off; its thread count is the cores this process may use.
+(benchmarks/RESULTS.md, "Runtimes"): ONNX Runtime's thread count is the cores
+this process may use. Its spinning threads are faster on a quiet machine and
+lost up to half their speed while other processes ran, so whether they spin is
+measured on the real batches and measured again when the load changes
+(models/spinning.py).
 Torch's own thread count is left alone unless ``threads`` is given, because
 it is a setting of the whole process.
 """
