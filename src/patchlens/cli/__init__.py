@@ -12,6 +12,7 @@ import argparse
 import contextlib
 import importlib
 import io
+import logging
 import os
 import pkgutil
 import sys
@@ -133,5 +134,29 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 141  # the shell's code for a command ended by SIGPIPE
 
 
+#: commands whose process ends as soon as they are done: they leave nothing open (no server, worker, Ray or temporary files)
+QUICK_EXIT = ("explain", "methods", "models")
+
+
+def console() -> None:
+    """The ``patchlens`` program (the console script and ``python -m patchlens``): :func:`main`, then exit.
+
+    Once torch is loaded, tearing the interpreter down (freeing every module) takes 0.6 s of CPU
+    (benchmarks/RESULTS.md, "Start-up"), more than some commands' own work. After a command of
+    :data:`QUICK_EXIT`, which has written and closed everything it makes, the process ends at once.
+    """
+    argv = sys.argv[1:]
+    code = main(argv)
+    if argv[:1] and argv[0] in QUICK_EXIT:
+        logging.shutdown()  # flushes the log's handlers
+        for stream in (sys.stdout, sys.stderr):
+            try:
+                stream.flush()
+            except (OSError, ValueError):  # a closed pipe: nothing more can reach the reader anyway
+                pass
+        os._exit(code)
+    sys.exit(code)
+
+
 if __name__ == "__main__":  # pragma: no cover
-    sys.exit(main())
+    console()
