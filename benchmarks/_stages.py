@@ -11,6 +11,7 @@ is measured by startup.py as ``python -c pass``). Nothing in patchlens changes.
 from __future__ import annotations
 
 import json
+import os
 import sys
 import time
 
@@ -61,4 +62,6 @@ timed(Explanation, "save", "write PNG, .npy, JSON (overlay included)")
 
 code = patchlens.cli.main(sys.argv[1:])
 note("whole command (after imports)", T0, time.perf_counter())
-print(json.dumps({"code": code, "stages": stages}))
+print(json.dumps({"code": code, "stages": stages}), flush=True)
+if sys.argv[1] in patchlens.cli.QUICK_EXIT:  # end as the program does (patchlens.cli.console)
+    os._exit(code)
