@@ -17,7 +17,7 @@ from typing import Any
 
 from ...errors import ModelError
 from .classifier import RemoteClassifier, ScoresWarning
-from .http import HttpClient, NetworkOptions, shown_url
+from .http import HttpClient, NetworkOptions, check_header, shown_url
 from .protocols import CustomJson, KServeV1, OipV2, Protocol
 
 __all__ = ["HEADERS_ENV", "NetworkOptions", "RemoteClassifier", "ScoresWarning", "load_remote", "parse_headers"]
@@ -27,20 +27,34 @@ _HEADER_NAME = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$")
 
 
 def parse_headers(lines: Sequence[str] | Mapping[str, str] | None) -> dict[str, str]:
-    """``["Name: value", ...]`` (or a mapping) as a dict; a malformed line is an error that shows only its name."""
+    """``["Name: value", ...]`` (or a mapping) as a dict; a malformed header is an error that shows only its name.
+
+    Values are stripped of surrounding white space (a token read from a file
+    keeps its newline); a line break or control character inside a value is
+    refused in one line rather than by ``http.client`` with a traceback that
+    quotes the value.
+    """
     if lines is None:
         return {}
-    if isinstance(lines, Mapping):
-        return {str(k): str(v) for k, v in lines.items()}
+    pairs = [(str(k), str(v)) for k, v in lines.items()] if isinstance(lines, Mapping) else [_split(line) for line in lines]
     out = {}
-    for line in lines:
-        name, sep, value = line.partition(":")
-        name = name.strip()
-        if not sep or not _HEADER_NAME.match(name) or not value.strip():
-            shown = name if _HEADER_NAME.match(name) else "(unreadable name)"
-            raise ModelError(f"header {shown}: expected 'Name: value' (the value is not shown: it may be a secret)")
-        out[name] = value.strip()
+    for name, value in pairs:
+        name, value = name.strip(), value.strip()
+        if not _HEADER_NAME.match(name):
+            raise ModelError("header (unreadable name): expected 'Name: value' with a name of letters, digits and -")
+        if not value:
+            raise ModelError(f"header {name}: expected 'Name: value'; the value is empty")
+        check_header(name, value)
+        out[name] = value
     return out
+
+
+def _split(line: str) -> tuple[str, str]:
+    name, sep, value = str(line).partition(":")
+    if not sep or not _HEADER_NAME.match(name.strip()) or not value.strip():
+        shown = name.strip() if _HEADER_NAME.match(name.strip()) else "(unreadable name)"
+        raise ModelError(f"header {shown}: expected 'Name: value' (the value is not shown: it may be a secret)")
+    return name, value
 
 
 def _protocol_for(url: str, protocol: str | None, options: dict[str, Any]) -> tuple[Protocol, str]:

@@ -24,7 +24,10 @@ from tqdm.auto import tqdm
 from ...errors import ModelError, QueryBudgetError
 from ..classifier import Classifier
 from .http import HttpClient
-from .protocols import Protocol
+from .protocols import MAX_CLASSES, Protocol
+
+#: largest JSON answer while the number of classes is unknown (a 200 MB answer would cost ~3 GB to parse)
+UNKNOWN_ANSWER_LIMIT = 64 * 1024 * 1024
 
 
 class ScoresWarning(UserWarning):
@@ -51,15 +54,15 @@ class RemoteClassifier(Classifier):
         model_id: str | None = None,
     ) -> None:
         if in_flight < 1 or (request_batch is not None and request_batch < 1):
-            raise ModelError(f"{client.url}: in_flight and request_batch must be at least 1")
+            raise ModelError(f"{client.url}: in_flight (--in-flight) and request_batch (--request-batch) must be at least 1")
         if max_queries is not None and max_queries < 1:
-            raise ModelError(f"{client.url}: max_queries={max_queries} must be at least 1")
+            raise ModelError(f"{client.url}: max_queries={max_queries} (--max-queries) must be at least 1")
         self.client = client
         self.protocol = protocol
         layout = protocol.describe(client)
         size = input_size or layout.input_size
         if size is None:
-            raise ModelError(f"{client.url}: the server does not state its input size; pass input_size=")
+            raise ModelError(f"{client.url}: the server does not state its input size; give it with input_size= (--input-size)")
         self.input_size = (size, size) if isinstance(size, int) else (int(size[0]), int(size[1]))
         self.labels = list(labels) if labels is not None else layout.labels
         self.softmax = softmax
@@ -68,7 +71,9 @@ class RemoteClassifier(Classifier):
         # 8 images at 224x224 is ~10 MB: bigger bodies gain little and stall longer).
         self.request_batch = request_batch or min(layout.max_batch or 8, 64)
         if layout.max_batch and self.request_batch > layout.max_batch:
-            raise ModelError(f"{client.url}: request_batch={self.request_batch} is over the server's max batch {layout.max_batch}")
+            raise ModelError(
+                f"{client.url}: request_batch={self.request_batch} (--request-batch) is over the server's max batch {layout.max_batch}"
+            )
         self.max_queries = max_queries
         self.device = torch.device(device)
         self.model_id = model_id or client.url
@@ -143,7 +148,7 @@ class RemoteClassifier(Classifier):
         body, headers = self.protocol.body(batch)
         self._show()
         try:
-            answer_headers, data = self.client.exchange("POST", self.protocol.infer_path, body, headers)
+            answer_headers, data = self.client.exchange("POST", self.protocol.infer_path, body, headers, limit=self.answer_limit(len(batch)))
         finally:
             self._show(batch.shape[0])
         scores = self.protocol.read(data, answer_headers, batch.shape[0], self.client)
@@ -151,6 +156,13 @@ class RemoteClassifier(Classifier):
             raise ModelError(f"{self.client.url}: the server returned {scores.shape[1]} scores per image for {len(self.labels)} labels")
         self._check_probabilities(scores)
         return scores
+
+    def answer_limit(self, n: int) -> int:
+        """Most bytes an answer for ``n`` images may have: ~26 characters per JSON number, when the classes are known."""
+        classes = self.num_classes or self.__dict__.get("_classes_seen")
+        if classes is None:
+            return max(UNKNOWN_ANSWER_LIMIT, n * 26 * 1000 + 65536)
+        return n * 26 * min(int(classes), MAX_CLASSES) + 65536
 
     def _check_probabilities(self, scores: np.ndarray) -> None:
         if self.softmax or self._warned:
