@@ -6,9 +6,10 @@ predictors assesses what machines really learn") as CoRelAy builds it:
 1. each map, aligned on the common grid and downsampled, becomes a vector
    (centred and scaled to unit length, so a group means "the same layout of
    evidence", not "the same strength");
-2. each map is joined to its ``neighbours`` nearest maps (Euclidean distance),
-   every edge weighing 1, and the graph is made symmetric by averaging it with
-   its transpose (CoRelAy's ``SparseKNN``);
+2. each map is joined to its k nearest maps (Euclidean distance), every edge
+   weighing 1, and the graph is made symmetric by averaging it with its
+   transpose (CoRelAy's ``SparseKNN``); k is :func:`neighbour_count`, so that
+   in a small class a group of a quarter of its maps can still be told apart;
 3. the normalised Laplacian ``L = I - D^-1/2 A D^-1/2`` has one eigenvalue near
    0 per loosely connected part of that graph, so the number of groups is
    where its smallest eigenvalues jump most (the eigengap);
@@ -26,7 +27,7 @@ import numpy as np
 
 from .clusters import kmeans
 
-NEIGHBOURS = 10  # CoRelAy's default
+NEIGHBOURS = 10  # CoRelAy's default, used from 40 maps up; fewer maps get a quarter of their number (at least 3)
 MAX_GROUPS = 8  # the eigengap is looked for among the first MAX_GROUPS + 1 eigenvalues
 MIN_IMAGES = 6  # fewer maps than this are shown as they are, not grouped
 DENSE_LIMIT = 800  # up to this many maps the eigenvalues come from a dense solver, above from a sparse one
@@ -48,6 +49,11 @@ def features(layouts: np.ndarray) -> np.ndarray:
     f = f - f.mean(1, keepdims=True)
     norm = np.linalg.norm(f, axis=1, keepdims=True)
     return f / np.where(norm > 0, norm, 1.0)
+
+
+def neighbour_count(n: int, neighbours: int = NEIGHBOURS) -> int:
+    """How many neighbours each of ``n`` maps is joined to: ``neighbours``, or a quarter of ``n`` when that is fewer."""
+    return max(1, min(neighbours, max(3, n // 4), n - 1))
 
 
 def knn_affinity(x: np.ndarray, neighbours: int) -> np.ndarray | object:
@@ -107,7 +113,7 @@ def spray(layouts: np.ndarray, *, neighbours: int = NEIGHBOURS, max_groups: int 
     if n < MIN_IMAGES:
         return None
     x = features(layouts)
-    values, vectors = laplacian_spectrum(knn_affinity(x, neighbours), min(max_groups + 1, n - 1))
+    values, vectors = laplacian_spectrum(knn_affinity(x, neighbour_count(n, neighbours)), min(max_groups + 1, n - 1))
     k = eigengap_count(values, max_groups)
     if k == 1:
         return Grouping(np.zeros(n, np.int64), values, 1)
