@@ -46,6 +46,13 @@ def test_the_tagged_third_is_a_flagged_group_and_the_centred_class_is_not_flagge
     fixed = next(s for s in cup.signals if s.kind == "fixed_position")
     assert fixed.value >= 0.6 and not fixed.flagged and "not a shortcut" in fixed.sentence
     assert cup.flagged == [] and not any(g.flagged for g in cup.groups)
+    # the page shows the group with its share, mean map, sentence and examples, and links to its rows
+    html = (tmp_path / "audit.html").read_text()
+    card = html[html.index(f'id="class-{findings.classes.index(dog)}-group-{signal.group}"'):]
+    card = card[:card.index('<div class="group', 10) if '<div class="group' in card[10:] else len(card)]
+    assert "FLAGGED" in card and "4 map(s), 33% of the class" in card and 'alt="mean map of group' in card
+    assert "show its 4 image(s)" in card and card.count('class="ex"') == 3
+    assert f'href="#class-{findings.classes.index(dog)}-group-{signal.group}"' in html  # from "Look at these first"
     # findings.json has the groups, with all their members and what was measured
     data = json.loads((tmp_path / "findings.json").read_text())
     assert data["version"] == 2
