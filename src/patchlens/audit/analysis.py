@@ -3,7 +3,7 @@
 One pass over the store's maps (one map in memory at a time) measures every
 image on the common grid (:mod:`patchlens.audit.maps`); the class-level
 numbers are then computed from those small per-image measurements (and running
-per-class sums): about 2 KB per image (a 16 x 16 layout and the numbers), not its map.
+per-class sums): about 2.5 KB per image (a 16 x 16 layout, the object's grid mask as bits, the numbers), not its map.
 """
 
 from __future__ import annotations
@@ -26,6 +26,7 @@ from .maps import (
     align,
     framed,
     is_flat,
+    layout,
     object_mask,
     peak,
     scaled,
@@ -35,7 +36,6 @@ from .maps import (
 from .spray import MIN_IMAGES as MIN_GROUPED
 from .subjects import subject
 
-LAYOUT = 16  # side of the small copy of each map kept for typicality and grouping
 EXAMPLES = 3
 
 
@@ -144,8 +144,7 @@ def _measure(store: BatchStore, ok: Any, request: str) -> tuple[list[ImageFindin
         total = sums.setdefault(label, {"scaled": np.zeros((GRID, GRID)), "evidence": np.zeros((GRID, GRID))})
         total["scaled"] += s
         total["evidence"] += evidence
-        layout = s.reshape(LAYOUT, GRID // LAYOUT, LAYOUT, GRID // LAYOUT).mean((1, 3))
-        extras[finding.id] = {"layout": layout, "area_outside": area_outside, "object": packed}
+        extras[finding.id] = {"layout": layout(s), "area_outside": area_outside, "object": packed}
         images.append(finding)
     notes = []
     if flat:

@@ -64,6 +64,7 @@ class Group:
     at_place: float  # share of the group's images whose strongest evidence is there
     rest_at_place: float  # share of the other images whose strongest evidence is there
     place_inside_object: float | None  # share of the images at that place whose object covers it
+    boxed: bool  # most of its images have a box or mask, so it is judged against the object
     mean_map: np.ndarray = field(repr=False)
 
 

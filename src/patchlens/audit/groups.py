@@ -20,7 +20,6 @@ planted benchmark (``benchmarks/planted_audit.py``) and checked on the other hal
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
 
 import numpy as np
 
@@ -51,52 +50,60 @@ def _mean(values: list[float | None]) -> float | None:
     return float(np.mean(known)) if known else None
 
 
-def _place_words(near: int, size: int, where: tuple[float, float], rest_at: float) -> str:
-    return (f"its strongest evidence sits at one place in {near} of its {size} images (x={where[0]:.0%}, "
-            f"y={where[1]:.0%}, {place_in_words(*where)}), where {rest_at:.0%} of the others' does")
+def _place_words(g: Group) -> str:
+    return (f"its strongest evidence sits at one place in {round(g.at_place * g.size)} of its {g.size} images "
+            f"(x={g.place[0]:.0%}, y={g.place[1]:.0%}, {place_in_words(*g.place)}), where {g.rest_at_place:.0%} of the "
+            "others' does")
 
 
-def _describe(idx: np.ndarray, rest: np.ndarray, members: list[ImageFinding], objects: list[np.ndarray | None],
-              rule: GroupRule) -> tuple[dict[str, Any], list[str], int]:
-    """The group's measurements (Group's fields), the reasons it is flagged (none: not flagged), and its tier."""
+def _measure(index: int, idx: np.ndarray, rest: np.ndarray, members: list[ImageFinding],
+             objects: list[np.ndarray | None], mean_map: np.ndarray) -> Group:
+    """One group's measurements against the rest of its class (not judged yet: ``flagged`` False)."""
     g, r = [members[i] for i in idx], [members[i] for i in rest]
     peaks = np.array([m.peak for m in g])
     near = near_point(peaks)
     where = (float(peaks[near, 0].mean()), float(peaks[near, 1].mean()))
-    at_place = float(near.mean())
     rest_at = float((np.hypot(*(np.array([m.peak for m in r]) - where).T) <= RADIUS).mean()) if r else 0.0
     known = [v for v in (point_inside(objects[i], where) for i in idx[near]) if v is not None]
-    out, rest_out = _mean([m.outside for m in g]), _mean([m.outside for m in r])
-    corners, rest_corners = float(np.mean([m.corners for m in g])), _mean([m.corners for m in r])
-    stats = {"outside": out, "rest_outside": rest_out, "corners": corners, "rest_corners": rest_corners, "place": where,
-             "at_place": at_place, "rest_at_place": rest_at, "place_inside_object": sum(known) / len(known) if known else None}
-    if not r or len(g) < rule.min_images or len(g) / len(members) < rule.min_share:
-        return stats, [], 2
-    fixed = at_place >= rule.at_place and rest_at <= rule.rest_at_place
-    cornered = corners >= rule.corners and corners - (rest_corners or 0.0) >= rule.margin
-    corner_words = f"{corners:.0%} of it lies in the corners, against {rest_corners or 0.0:.0%} in the others"
+    return Group(index=index, size=len(g), share=len(g) / len(members), members=[m.id for m in g], flagged=False,
+                 sentence="", outside=_mean([m.outside for m in g]), rest_outside=_mean([m.outside for m in r]),
+                 corners=float(np.mean([m.corners for m in g])), rest_corners=_mean([m.corners for m in r]),
+                 place=where, at_place=float(near.mean()), rest_at_place=rest_at,
+                 place_inside_object=sum(known) / len(known) if known else None,
+                 boxed=2 * sum(m.outside is not None for m in g) >= len(g), mean_map=mean_map)
+
+
+def judge(g: Group, class_size: int, rule: GroupRule) -> tuple[list[str], int]:
+    """Why a measured group is flagged under ``rule`` (no reasons: not flagged), and the flag's tier (see signals.TIERS)."""
+    rest = class_size - g.size
+    if not rest or g.size < rule.min_images or g.share < rule.min_share:
+        return [], 2
+    fixed = g.at_place >= rule.at_place and g.rest_at_place <= rule.rest_at_place
+    rest_corners = g.rest_corners or 0.0
+    cornered = g.corners >= rule.corners and g.corners - rest_corners >= rule.margin
     reasons: list[str] = []
-    if 2 * sum(m.outside is not None for m in g) >= len(g):  # measured against the object
+    if g.boxed:  # measured against the object: only evidence off the object counts
+        out, rest_out = g.outside, g.rest_outside
         if out is not None and out >= rule.outside and (rest_out is None or out - rest_out >= rule.margin):
             against = "no measurement" if rest_out is None else f"{rest_out:.0%}"
             reasons.append(f"{out:.0%} of its top {TOP_FRACTION:.0%} evidence lies outside the object's box or mask, "
-                           f"against {against} in the other {len(r)} images")
-            reasons += [_place_words(int(near.sum()), len(g), where, rest_at)] if fixed else []
-            reasons += [corner_words] if cornered else []
-        return stats, reasons, 0
-    reasons += [_place_words(int(near.sum()), len(g), where, rest_at)] if fixed else []
+                           f"against {against} in the other {rest} images")
+            reasons += [_place_words(g)] if fixed else []
+            reasons += [f"{g.corners:.0%} of it lies in the corners, against {rest_corners:.0%} in the others"] if cornered else []
+        return reasons, 0
+    reasons += [_place_words(g)] if fixed else []
     if cornered:
-        reasons.append(f"{corners:.0%} of its top {TOP_FRACTION:.0%} evidence lies in the corner squares (each "
-                       f"{CORNER:.0%} of a side), against {rest_corners or 0.0:.0%} in the others")
+        reasons.append(f"{g.corners:.0%} of its top {TOP_FRACTION:.0%} evidence lies in the corner squares (each "
+                       f"{CORNER:.0%} of a side), against {rest_corners:.0%} in the others")
     if reasons:
         reasons.append("without boxes or masks this cannot be told from objects that sit in the same place in those "
                        "photos; add boxes to the source list to tell them apart")
-    return stats, reasons, 1 if cornered else 2
+    return reasons, 1 if cornered else 2
 
 
 def find_groups(label: str, members: list[ImageFinding], layouts: np.ndarray, objects: list[np.ndarray | None],
                 rule: GroupRule) -> tuple[list[Group], list[Signal]]:
-    """SpRAy groups of one class's maps, each measured against the rest; a signal per flagged group.
+    """SpRAy groups of one class's maps, each measured against the rest and judged; a signal per flagged group.
 
     Sets each member's ``group`` (and adds ``"group"`` to the flags of a flagged group's first members).
     """
@@ -108,24 +115,20 @@ def find_groups(label: str, members: list[ImageFinding], layouts: np.ndarray, ob
     n = len(members)
     for j in range(grouping.count):
         idx = np.flatnonzero(grouping.labels == j)
-        rest = np.flatnonzero(grouping.labels != j)
         centre = feats[idx].mean(0)
         idx = idx[np.argsort(-(feats[idx] @ centre), kind="stable")]  # the most typical of the group first
         for i in idx:
             members[i].group = j
-        stats, reasons, tier = _describe(idx, rest, members, objects, rule)
-        share = len(idx) / n
-        head = (f"Group {j + 1} of the maps explained as '{label}': {len(idx)} of {n} images ({share:.0%}), grouped by "
-                "SpRAy (spectral clustering of the maps)")
-        sentence = head + (": " + "; ".join(reasons) + "." if reasons else ".")
-        group = Group(index=j, size=len(idx), share=share, members=[members[i].id for i in idx], flagged=bool(reasons),
-                      sentence=sentence, mean_map=layouts[idx].mean(0), **stats)
+        group = _measure(j, idx, np.flatnonzero(grouping.labels != j), members, objects, layouts[idx].mean(0))
+        reasons, tier = judge(group, n, rule)
+        group.flagged = bool(reasons)
+        group.sentence = (f"Group {j + 1} of the maps explained as '{label}': {group.size} of {n} images ({group.share:.0%}), "
+                          "grouped by SpRAy (spectral clustering of the maps)" + (": " + "; ".join(reasons) if reasons else "") + ".")
         groups.append(group)
         if reasons:
             worst = [members[i].path for i in idx[:EXAMPLES]]
             for i in idx[:EXAMPLES]:
                 members[i].flags.append("group")
-            found.append(Signal("group", label, share, rule.min_share, True, len(idx), sentence, None, worst, stats["place"],
-                                tier=tier, group=j))
+            found.append(Signal("group", label, group.share, rule.min_share, True, group.size, group.sentence, None, worst,
+                                group.place, tier=tier, group=j))
     return groups, found
-

@@ -15,6 +15,8 @@ import numpy as np
 from PIL import Image
 
 GRID = 64
+#: side of the small copy of each map kept for typicality and grouping
+LAYOUT = 16
 TOP_FRACTION = 0.10
 #: width of the border band, as a share of the side (each side)
 BORDER = 0.10
@@ -60,6 +62,12 @@ def scaled(aligned: np.ndarray) -> np.ndarray:
     """Scaled to [0, 1] (min to max), so maps of different scale weigh the same in a mean."""
     lo, hi = float(aligned.min()), float(aligned.max())
     return np.zeros_like(aligned) if hi - lo <= 0 else (aligned - lo) / (hi - lo)
+
+
+def layout(scaled_map: np.ndarray, side: int = LAYOUT) -> np.ndarray:
+    """A GRID x GRID map averaged down to ``side x side`` cells: what SpRAy groups and typicality compare."""
+    g = scaled_map.shape[0]
+    return scaled_map.reshape(side, g // side, side, g // side).mean((1, 3))
 
 
 def top_evidence(aligned: np.ndarray, fraction: float = TOP_FRACTION) -> np.ndarray:
