@@ -30,6 +30,7 @@ from .clusters import kmeans
 NEIGHBOURS = 10  # CoRelAy's default, used from 40 maps up; fewer maps get a quarter of their number (at least 3)
 MAX_GROUPS = 8  # the eigengap is looked for among the first MAX_GROUPS + 1 eigenvalues
 MIN_IMAGES = 6  # fewer maps than this are shown as they are, not grouped
+RESTARTS = 10  # k-means runs from different seeds, the best kept (scikit-learn's n_init=10 too: fewer settle in worse splits)
 DENSE_LIMIT = 800  # up to this many maps the eigenvalues come from a dense solver, above from a sparse one
 _CHUNK = 512  # rows of the distance matrix held at once, so 10,000 maps need 40 MB, not 800 MB
 
@@ -119,5 +120,5 @@ def spray(layouts: np.ndarray, *, neighbours: int = NEIGHBOURS, max_groups: int 
         return Grouping(np.zeros(n, np.int64), values, 1)
     embedding = vectors[:, :k]
     norm = np.linalg.norm(embedding, axis=1, keepdims=True)
-    labels, _ = kmeans(embedding / np.where(norm > 0, norm, 1.0), k, seed=seed)
+    labels, _ = kmeans(embedding / np.where(norm > 0, norm, 1.0), k, seed=seed, restarts=RESTARTS)
     return Grouping(labels, values, int(labels.max()) + 1)
