@@ -37,11 +37,11 @@ class GroupRule:
 
     neighbours: int = NEIGHBOURS  # SpRAy's k-nearest-neighbour graph
     min_images: int = 3  # smaller groups are shown, never flagged
-    min_share: float = 0.05  # of the class's images
-    outside: float = 0.5  # the group's mean share of top evidence outside the object ...
+    min_share: float = 0.1  # of the class's images
+    outside: float = 0.7  # the group's mean share of top evidence outside the object ...
     margin: float = 0.3  # ... and how much more that is than the rest's (also for the corners)
-    at_place: float = 0.7  # share of the group's peaks within RADIUS of one point ...
-    rest_at_place: float = 0.2  # ... where at most this share of the rest's peaks are
+    at_place: float = 0.9  # share of the group's peaks within RADIUS of one point ...
+    rest_at_place: float = 0.0  # ... where at most this share of the rest's peaks are
     corners: float = 0.5  # the group's mean share of top evidence in the corners
 
 
