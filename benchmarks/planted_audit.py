@@ -231,7 +231,8 @@ def corelay_agreement(python: str, stores: list[Path]) -> tuple[list[list[object
         their_values = theirs[f"eig_{i}"]
         their_k = int(np.argmax(np.diff(their_values[:9]))) + 1
         if ours_k == their_k:
-            same[label].append(tuple(adjusted_rand_score(theirs[f"{v}_{i}"], ours[i].labels) for v in ("first", "eight", "all")))
+            same[label].append(tuple(adjusted_rand_score(theirs[f"{v}_{i}"], ours[i].labels)
+                                     for v in ("unit", "first", "eight", "all")))
         m = min(9, len(their_values), len(ours[i].eigenvalues))
         rows.append((label, ours_k == their_k, float(np.abs(their_values[:m] - ours[i].eigenvalues[:m]).max())))
     def cell(values: list[float]) -> str:
@@ -241,10 +242,10 @@ def corelay_agreement(python: str, stores: list[Path]) -> tuple[list[list[object
     for label in CLASSES:
         mine = [r for r in rows if r[0] == label]
         summary.append([label, f"{sum(r[1] for r in mine)}/{len(mine)}", f"{max(r[2] for r in mine):.3f}",
-                        *(cell([p[v] for p in same[label]]) for v in range(3))])
+                        *(cell([p[v] for p in same[label]]) for v in range(4))])
     every = [p for v in same.values() for p in v]
     summary.append(["all", f"{len(every)}/{len(rows)}", f"{max(r[2] for r in rows):.3f}",
-                    *(cell([p[v] for p in every]) for v in range(3))])
+                    *(cell([p[v] for p in every]) for v in range(4))])
     return summary, f"CoRelAy took {seconds:.1f} s for all {len(rows)} sets of maps in its own process."
 
 
@@ -337,8 +338,10 @@ def main() -> None:
         + ("." if same else f" ({best}).")
         + "\n\n### SpRAy against CoRelAy on the same maps\n\n"
         + (markdown_table(["class", "same number of groups (eigengap on each one's eigenvalues)",
-                           "largest eigenvalue difference (first 9)", "ARI, CoRelAy k-means on the first k eigenvectors",
-                           "ARI, on all of 8 eigenvectors (its example)", "ARI, on all of 32 (its default)"], agreement)
+                           "largest eigenvalue difference (first 9)",
+                           "ARI, CoRelAy k-means on the first k eigenvectors, rows of unit length (patchlens's embedding)",
+                           "ARI, on the first k, rows as CoRelAy scales them", "ARI, on all of 8 eigenvectors (its example)",
+                           "ARI, on all of 32 (its default)"], agreement)
            if agreement else "")
         + f"\n\n{note} Both build the same kNN graph from the same prepared maps (the eigenvalues differ only where "
         "maps tie in distance: CoRelAy sorts each row with an unstable sort and drops its first entry as the map "
@@ -347,8 +350,9 @@ def main() -> None:
         "Weiss) uses the first k eigenvectors, each row scaled to unit length; CoRelAy's EigenDecomposition scales each "
         "row over all the eigenvectors it computed and its KMeans clusters all of them unless told which columns to "
         "take. With 32 (its default) the k groups are dominated by eigenvectors that carry no group structure, so the "
-        "agreement is low by construction; given the first k columns (its KMeans `index` parameter), CoRelAy's "
-        "pipeline is the same method, and that is the column to read for agreement.\n\n"
+        "agreement is low by construction. Given the first k columns and rows of unit length (a `select_eigenvector` "
+        "task, CoRelAy's own hook for this), CoRelAy's pipeline is the same method as patchlens's, and that is the "
+        "column to read for agreement.\n\n"
         f"Without boxes, the object-decided classes flagged on the held-out seeds were: {bare_wrong or 'none'}. The "
         "class-wide fixed place is meant to fire on centred objects there: its sentence says centred objects produce "
         "it too, and it is listed after the flags measured against the object."
