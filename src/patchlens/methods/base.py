@@ -15,7 +15,7 @@ from typing import Any, Callable, ClassVar, Iterable
 
 import torch
 
-from ..capabilities import Capability, names
+from ..capabilities import Capability, ModelKind, every_kind, kind_names, names
 from ..engine import Engine
 from ..errors import MethodError
 from ..models.classifier import Classifier
@@ -109,6 +109,12 @@ class Method:
     summary: ClassVar[str] = ""
     #: what the model must offer (black-box methods need only scores).
     requires: ClassVar[Capability] = Capability.SCORES
+    #: the kinds of model it explains: every kind unless it says otherwise, since a method sees a
+    #: model only through the objective of its targets (:mod:`patchlens.objectives`).
+    models: ClassVar[ModelKind] = every_kind()
+    #: whether the map depends on the target; False for a method that gives one map per image
+    #: (the same for every class or label explained).
+    target_specific: ClassVar[bool] = True
     #: whether the method draws random numbers (seed matters).
     stochastic: ClassVar[bool] = False
     #: parameters added after results were first stored, with the value those older results were
@@ -231,12 +237,18 @@ def registry() -> dict[str, type[Method]]:
 
 
 def catalogue() -> dict[str, dict[str, Any]]:
-    """The registered methods: ``{name: {"summary", "kind", "requires", "stochastic", "parameters": [...]}}``."""
+    """The registered methods: ``{name: {"summary", "kind", "requires", "models", "per_target", "stochastic", "parameters"}}``.
+
+    ``models``: the kinds of model it explains (classifiers, multi-label classifiers...);
+    ``per_target``: whether each target gets its own map.
+    """
     return {
         name: {
             "summary": cls.summary,
             "kind": cls.kind(),
             "requires": names(cls.requires),
+            "models": kind_names(cls.models),
+            "per_target": cls.target_specific,
             "stochastic": cls.stochastic,
             "parameters": [p.to_dict() for p in cls.parameters()],
         }
