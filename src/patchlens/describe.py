@@ -157,7 +157,9 @@ def describe(explanation: Any) -> str:
     """
     s = np.nan_to_num(np.asarray(explanation.saliency, np.float64))
     word_p = "p" if getattr(explanation, "score_is_probability", True) else "score"
-    head = f"{explanation.method} map for {explanation.label} (class {explanation.target}, {word_p} = {explanation.score:.3f})"
+    named = explanation.objective.get("title") or f"{explanation.label} (class {explanation.target})"
+    head = f"{explanation.method} map for {named[:-1]}, {word_p} = {explanation.score:.3f})" if named.endswith(")") else (
+        f"{explanation.method} map for {named} ({word_p} = {explanation.score:.3f})")
     found, scattered = hot_regions(s)
     neg = -np.minimum(s, 0.0)
     has_against = neg.max() > 0.05 * max(float(s.max()), 1e-12) and neg.max() > 0

@@ -87,4 +87,4 @@ class AttentionRollout(Method):
         p = layout.prefix
         row = r[0, p:] if layout.class_token else r[p:, p:].mean(0)
         heat = row.float().reshape(layout.grid)
-        return Attribution(maps=heat[None].expand(len(job.targets), -1, -1).clone())
+        return Attribution(maps=heat[None].expand(len(job.objective), -1, -1).clone())

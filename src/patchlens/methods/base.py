@@ -19,6 +19,7 @@ from ..capabilities import Capability, ModelKind, every_kind, kind_names, names
 from ..engine import Engine
 from ..errors import MethodError
 from ..models.classifier import Classifier
+from ..objectives import Objective
 
 
 def param(
@@ -73,12 +74,18 @@ class ParamInfo:
 
 @dataclass
 class Job:
-    """What a method needs to explain one image."""
+    """What a method needs to explain one image.
+
+    A method scores inputs with ``objective`` (through ``engine``, or by
+    calling it on the model's differentiable output for gradients) and never
+    looks inside the model's output: what a target is (a class, a label, a
+    detection) is the objective's business.
+    """
 
     classifier: Classifier
     image: torch.Tensor  # (3, H, W) in [0, 1] at the model's input size, on its device
-    targets: torch.Tensor  # (T,) long class indices
-    probs: torch.Tensor  # (C,) the model's probabilities on the unmasked image
+    objective: Objective  # the model's output -> scores (n, T), one column per target
+    reference: torch.Tensor  # (T,) the objective's scores on the unmasked image
     engine: Engine
     generator: torch.Generator  # on the device; the only source of randomness
     #: called by sampling methods after each round with the running maps ``(T, h, w)``

@@ -75,7 +75,7 @@ class KernelShap(SamplingMethod):
 
     def score_round(self, job: Job, state: _ShapState, start: int, stop: int) -> None:
         part = FeatureMasks(state.labels, state.coalitions[start:stop])
-        state.scores.append(job.engine.score_masks(state.image, state.baseline, part, job.targets, masking=self.masking))
+        state.scores.append(job.engine.score_masks(state.image, state.baseline, part, job.objective, masking=self.masking))
 
     def running_maps(self, state: _ShapState, used: int) -> torch.Tensor:
         state.values = constrained_shapley(state.coalitions[:used], torch.cat(state.scores), state.weights[:used])
