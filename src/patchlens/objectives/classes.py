@@ -73,7 +73,6 @@ class ClassScores(Objective):
                 "index": int(i),
                 "label": self.labels[t] if t < len(self.labels) else f"{self.noun} {i}",
                 "title": f"{self.labels[t] if t < len(self.labels) else self.noun} ({self.noun} {i})",
-                "score": float(self.scores[t]) if t < len(self.scores) else None,
                 "threshold": self.threshold,
                 "request": self.request,
                 "labels": list(self.labels),  # every target resolved with it on that image (all present labels)
@@ -83,11 +82,9 @@ class ClassScores(Objective):
 
     @classmethod
     def from_record(cls, record: Mapping[str, Any]) -> ClassScores:
-        score = record.get("score")
         return cls(
             indices=(int(record["index"]),),
             labels=(str(record.get("label", f"{cls.noun} {record['index']}")),),
-            scores=() if score is None else (float(score),),
             threshold=record.get("threshold"),
             request=record.get("request"),
         )
