@@ -14,7 +14,7 @@ distractor no faithful map may point at.
 then explain every present label, one map each:
 
     patchlens explain out/scene.png --model torchscript:out/tagger.pt --labels out/labels.txt \\
-        --input-size 64 --mean 0,0,0 --std 1,1,1 --activation sigmoid --target present --method occlusion
+        --input-size 64 --mean 0,0,0 --std 1,1,1 --activation sigmoid --target present --method occlusion --runtime torch
 """
 
 from __future__ import annotations

@@ -255,3 +255,26 @@ def test_old_results_without_an_objective_read_as_a_class():
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         assert patchlens.objectives.objective_from_record(exp.objective).indices == (3,)
+
+
+def test_methods_declare_the_kinds_of_model_they_explain(model, capsys):
+    from dataclasses import dataclass
+
+    from patchlens.api import check_supported
+    from patchlens.errors import MethodError
+    from patchlens.methods import Method
+
+    assert main(["methods"]) == 0
+    text = capsys.readouterr().out
+    assert "rise  [black-box]" in text and "explains: classifiers, multi-label classifiers\n" in text
+    assert "explains: classifiers, multi-label classifiers; one map per image, the same for every target" in text
+
+    @dataclass(frozen=True)
+    class SingleLabelOnly(Method):  # not registered: a value to check, not a method for everyone
+        name = "single_label_only"
+        models = patchlens.ModelKind.CLASSIFIER
+
+    with pytest.raises(MethodError, match="single_label_only: explains classifiers, but QuadrantTagger is one of the "
+                                          "multi-label classifiers; use one of"):
+        check_supported(SingleLabelOnly(), model)
+    check_supported(SingleLabelOnly(), tagger("softmax"))
