@@ -278,3 +278,23 @@ def test_methods_declare_the_kinds_of_model_they_explain(model, capsys):
                                           "multi-label classifiers; use one of"):
         check_supported(SingleLabelOnly(), model)
     check_supported(SingleLabelOnly(), tagger("softmax"))
+
+
+@pytest.mark.parametrize("command", ["explain", "compare", "batch", "benchmark", "serve", "serve-model", "models"])
+def test_every_command_with_a_model_takes_activation(command, capsys):
+    with pytest.raises(SystemExit):
+        main([command, "--help"])
+    text = capsys.readouterr().out
+    assert "--model" in text or command == "models"
+    assert "--activation {auto,softmax,sigmoid,none}" in text
+
+
+def test_activation_and_softmax_are_one_setting():
+    assert tagger("softmax").activation == "softmax" and patchlens.load_model(QuadrantTagger(), softmax=True).activation == "softmax"
+    assert patchlens.load_model(QuadrantTagger(), softmax=False).activation == "none"
+    assert patchlens.load_model(QuadrantTagger(), softmax=False, activation="sigmoid").activation == "sigmoid"
+    assert patchlens.load_model(lambda x: x.mean((2, 3)), input_size=8).activation == "none"  # callables: auto is none
+    with pytest.raises(patchlens.ModelError, match="softmax=True and activation='sigmoid' disagree"):
+        patchlens.load_model(QuadrantTagger(), softmax=True, activation="sigmoid")
+    with pytest.raises(patchlens.ModelError, match="activation='tanh': use one of auto, softmax, sigmoid, none"):
+        patchlens.load_model(QuadrantTagger(), activation="tanh")
