@@ -154,7 +154,7 @@ def test_batch_present_and_label_columns_with_several_labels(files, tmp_path):
     store = open_store(tmp_path / "present.store")
     ok = store.ok
     assert sorted(ok.label) == ["boat", "sun"]
-    for i, row in ok.iterrows():
+    for _, row in ok.iterrows():
         assert inside(store.map(row), row.label) >= 0.7
         assert json.loads(row.objective)["kind"] == "label"
         assert store.explanation(row).objective["threshold"] == 0.5

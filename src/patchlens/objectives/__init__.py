@@ -10,8 +10,8 @@ objective and resolver (:mod:`.families`).
 """
 
 from .base import Objective, objective_from_record, register_objective
-from .classes import ClassScores, LabelScores, class_index, class_objective, predictions
-from .families import check_targets, register_family, resolve_objective
+from .classes import ClassScores, LabelScores, class_index, class_objective
+from .families import check_targets, predictions, register_family, resolve_objective
 from .requests import (
     MAX_TARGETS,
     PRESENT_THRESHOLD,

@@ -229,7 +229,7 @@ def create_app(
         grid = body.grid or cfg.grid
         output = predict_hidden(clf, lock, stored, body.hidden, grid, body.baseline)
         return {"hidden": sorted(set(body.hidden)), "grid": grid,
-                "predictions": predictions(output[0], clf, original=stored.output[0])}
+                "predictions": predictions(output, clf, original=stored.output)}
 
     @app.post("/api/jobs", status_code=202, summary="Run one or more methods on a stored image (a job)")
     def submit(body: JobRequest) -> JSONResponse:

@@ -136,7 +136,7 @@ class NotAnImage(ImageError):
 
 def top_predictions(output: Any, classifier: Classifier, k: int = 5) -> list[dict[str, Any]]:
     """What the model says about the image: its top ``k`` (and, for a multi-label model, every present label)."""
-    return predictions(output[0], classifier, k)
+    return predictions(output, classifier, k)
 
 
 def predict_hidden(
