@@ -91,7 +91,6 @@ class ClassScores(Objective):
         )
 
 
-
 @register_objective
 @dataclass(frozen=True)
 class LabelScores(ClassScores):
@@ -109,7 +108,7 @@ def _columns(indices: tuple[int, ...], device: torch.device) -> torch.Tensor:
 
 
 def class_objective(model: Classifier, *indices: int) -> ClassScores:
-    """The objective of ``indices`` on ``model`` with no image behind it (a metric of a stored map, the what-if view)."""
+    """The objective of classes ``indices`` of ``model``, with no image behind it (a curve of a map made elsewhere, a test)."""
     cls = LabelScores if model.model_kind == ModelKind.MULTI_LABEL else ClassScores
     return cls(indices=tuple(int(i) for i in indices), labels=tuple(model.label(int(i)) for i in indices))
 
