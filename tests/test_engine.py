@@ -14,6 +14,7 @@ from patchlens.errors import MethodError
 from patchlens.methods.occlusion import WindowMasks
 from patchlens.methods.rise import RiseMasks
 from patchlens.models import CallableClassifier, TorchClassifier
+from patchlens.objectives import class_objective
 
 
 def nonlinear_model(size: int = 24) -> CallableClassifier:
@@ -160,7 +161,7 @@ def test_engine_counts_passes_and_time():
     engine = Engine(clf, batch_size=7)
     x = torch.rand(3, 64, 64)
     src = WindowMasks(64, 64, 16, 16, torch.device("cpu"))
-    scores = engine.score_masks(x, make_baseline(x, "gray"), src, torch.tensor([1]))
+    scores = engine.score_masks(x, make_baseline(x, "gray"), src, class_objective(clf, 1))
     assert scores.shape == (16, 1)
     assert engine.forward_passes == 16
     assert engine.seconds > 0

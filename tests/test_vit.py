@@ -9,11 +9,13 @@ import torch
 timm = pytest.importorskip("timm")
 
 import patchlens
+from conftest import make_job
 from patchlens.engine import Engine, FeatureMasks, patch_grid
 from patchlens.errors import MethodError
 from patchlens.methods import Job, make_method
 from patchlens.models import TorchClassifier
 from patchlens.models.vit import TokenView
+from patchlens.objectives import class_objective
 
 SIZE = (48, 64)  # not square, so a transposed grid fails
 PATCH = 8  # -> a 6 x 8 grid
@@ -37,9 +39,7 @@ def image(seed: int = 0) -> torch.Tensor:
 
 
 def job_for(clf: TorchClassifier, x: torch.Tensor, batch_size: int = 4) -> Job:
-    engine = Engine(clf, batch_size=batch_size)
-    probs = engine.score_one(x)
-    return Job(clf, x, torch.tensor([0, 3]), probs, engine, torch.Generator().manual_seed(0))
+    return make_job(clf, x, [0, 3], batch_size)
 
 
 # -- attention rollout -----------------------------------------------------------------------
@@ -153,7 +153,7 @@ def test_keeping_every_token_equals_the_ordinary_forward():
         labels = patch_grid(*SIZE, 6, 8)
         engine = Engine(clf, batch_size=2)
         ones = FeatureMasks(labels, torch.ones(3, 48))
-        scores = engine.score_masks(x, torch.zeros_like(x), ones, torch.arange(10), masking="tokens")
+        scores = engine.score_masks(x, torch.zeros_like(x), ones, class_objective(clf, *range(10)), masking="tokens")
         torch.testing.assert_close(scores, full.expand(3, -1), rtol=1e-5, atol=1e-5)
 
 
@@ -187,7 +187,7 @@ def test_dropped_tokens_equal_one_mask_at_a_time_references(kw, padded, monkeypa
     z[0] = 0  # hides everything: scored as the baseline image
     engine = Engine(clf, batch_size=3)
     scores = engine.score_masks(
-        x, baseline, FeatureMasks(patch_grid(*SIZE, 6, 8), z), torch.arange(10), masking="tokens"
+        x, baseline, FeatureMasks(patch_grid(*SIZE, 6, 8), z), class_objective(clf, *range(10)), masking="tokens"
     )
     assert engine.forward_passes == 20
     xn = clf.normalise(x[None])

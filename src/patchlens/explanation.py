@@ -73,9 +73,14 @@ class Explanation:
 
     Attributes:
         saliency: float32 map ``(H, W)`` at the input image's own resolution;
-            higher means more evidence for the target class.
-        target: the class index explained; ``label`` its name; ``score`` the
-            model's probability for it on the unmasked image.
+            higher means more evidence for the target.
+        target: the class (or label) index explained; ``label`` its name;
+            ``score`` the model's probability for it on the unmasked image.
+        objective: what was explained, as the objective recorded it
+            (:mod:`patchlens.objectives`): its ``kind`` ("class", or "label" for
+            a multi-label model), ``index``, ``label``, ``title``, the
+            ``threshold`` that selected it (``present:T``), the ``request`` as
+            typed and the ``labels`` explained with it on the image.
         method, params, seed, model: how the map was made.
         forward_passes, seconds: what it cost (shared by all targets explained
             together).
@@ -98,10 +103,14 @@ class Explanation:
     version: str = ""
     image: np.ndarray | None = field(default=None, repr=False, compare=False)
     score_is_probability: bool = True  # False when the model's outputs are raw scores (logits), not probabilities
+    objective: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if not isinstance(self.params, FrozenParams):
             object.__setattr__(self, "params", FrozenParams(self.params))
+        # results made before objectives were recorded (old stores, maps made elsewhere) explained a class
+        found = dict(self.objective) or {"kind": "class", "index": int(self.target), "label": self.label}
+        object.__setattr__(self, "objective", FrozenParams(found))
 
     def __eq__(self, other: object) -> bool:
         """Equal when every recorded field is equal, maps compared element-wise (the photo is not compared)."""
@@ -121,9 +130,20 @@ class Explanation:
     __hash__ = None  # type: ignore[assignment]  # holds arrays: equal values need not hash alike
 
     @property
+    def named(self) -> str:
+        """What was explained, as titles name it: ``tabby (class 281)``, ``sun (label 0)``."""
+        return str(self.objective.get("title") or f"{self.label} (class {self.target})")
+
+    def named_with_score(self, equals: str = " = ") -> str:
+        """``tabby (class 281, p = 0.830)``: what was explained and its score (``score`` when not a probability)."""
+        score = f"{'p' if self.score_is_probability else 'score'}{equals}{self.score:.3f}"
+        named = self.named
+        return f"{named[:-1]}, {score})" if named.endswith(")") else f"{named} ({score})"
+
+    @property
     def title(self) -> str:
         partial = " [partial]" if self.partial else ""
-        return f"{self.method}{partial}: {self.label} (class {self.target}), {'p' if self.score_is_probability else 'score'} = {self.score:.3f}"
+        return f"{self.method}{partial}: {self.named}, {'p' if self.score_is_probability else 'score'} = {self.score:.3f}"
 
     @property
     def partial(self) -> dict[str, Any] | None:
@@ -165,6 +185,18 @@ class Explanation:
         return paths
 
 
+class Explanations(list):  # type: ignore[type-arg]
+    """One image's explanations, one per target (a list); ``note`` says why there are none, when there are none.
+
+    A target that may name nothing (``present``, on an image where no label is
+    present) gives an empty list; its note says what the model did see.
+    """
+
+    def __init__(self, items: Any = (), note: str | None = None) -> None:
+        super().__init__(items)
+        self.note = note
+
+
 def record(exp: Explanation, **context: Any) -> dict[str, Any]:
     """The one record of how ``exp`` was made, JSON-ready; ``save()``, the batch store and the web API all use it.
 
@@ -177,6 +209,7 @@ def record(exp: Explanation, **context: Any) -> dict[str, Any]:
         "target": exp.target,
         "label": exp.label,
         "score": exp.score,
+        "objective": dict(exp.objective),
         "score_is_probability": exp.score_is_probability,
         "method": exp.method,
         "params": dict(exp.params),

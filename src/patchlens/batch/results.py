@@ -122,9 +122,10 @@ class BatchStore:
         import pandas as pd
 
         seed = r["seed"]
-        # stores written before these columns existed: probabilities, no extras
+        # stores written before these columns existed: probabilities, no extras, a class objective
         kind = r.get("score_is_probability")
         extras = r.get("extras")
+        objective = r.get("objective")
         return Explanation(
             saliency=self.map(r),
             target=int(r["target"]),
@@ -141,6 +142,7 @@ class BatchStore:
             version=str(r["patchlens_version"]),
             image=self.photo(r) if photo else None,
             score_is_probability=True if kind is None or pd.isna(kind) else bool(kind),
+            objective=json.loads(objective) if isinstance(objective, str) and objective else {},
         )
 
     def close(self) -> None:

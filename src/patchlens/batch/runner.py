@@ -25,6 +25,7 @@ from ..errors import ModelError, TargetError
 from ..extras import require
 from ..methods import recorded_params
 from ..models import Classifier, load_model
+from ..objectives import TrueLabel, parse_targets
 from ..validation import validate_run
 from .shared import can_share, shared_results
 from .sources import Item, read_source, region_columns, resolved, same_file
@@ -36,20 +37,23 @@ BACKENDS = ("local", "ray")
 
 @dataclass
 class Summary:
-    """What a run did: images explained, failed and skipped, and its cost."""
+    """What a run did: images explained, failed, with nothing to explain and skipped, and its cost."""
 
     done: int = 0
     failed: int = 0
     skipped: int = 0
+    #: images on which the target named nothing (``present``, no label present): a row says so, no map
+    empty: int = 0
     seconds: float = 0.0
     forward_passes: int = 0
 
     @property
     def images_per_second(self) -> float:
-        return (self.done + self.failed) / self.seconds if self.seconds > 0 else 0.0
+        return (self.done + self.failed + self.empty) / self.seconds if self.seconds > 0 else 0.0
 
     def __str__(self) -> str:
-        return (f"{self.done} done, {self.failed} failed, {self.skipped} skipped (already in the store); "
+        nothing = f"{self.empty} with nothing to explain (no label present), " if self.empty else ""
+        return (f"{self.done} done, {self.failed} failed, {nothing}{self.skipped} skipped (already in the store); "
                 f"{self.images_per_second:.2f} images/s, {self.forward_passes:,} forward passes in {self.seconds:.1f}s")
 
 
@@ -173,8 +177,8 @@ def run_batch(
             The local backend also takes a Classifier or module; the Ray backend
             rebuilds the model in each worker, so it needs a spec string.
         method, **method_params: the method and its parameters, as for ``explain``.
-        target: ``"top1"``, ``"topk:K"``, a class index or name, or ``"label"``
-            for each image's true label from the source.
+        target: ``"top1"``, ``"topk:K"``, ``"present"``, a class index or name, or
+            ``"label"`` for each image's true label(s) from the source (``cat;dog``: both).
         seed: the same seed gives the same maps on every backend and worker count
             (and number of images in flight, up to float rounding: see ``images_in_flight``).
         metrics: registered metric names to compute for each map (``metric_*`` columns).
@@ -207,7 +211,8 @@ def run_batch(
     plan = Plan(method=method, params=dict(method_params), target=str(target), seed=int(seed), batch_size=batch_size,
                 metrics=tuple(metrics))
     method_value = plan.make_method()  # a bad method or parameter fails before anything is written
-    if plan.target == "label" and not any(i.label is not None for i in items):
+    wants_labels = any(isinstance(r, TrueLabel) for r in parse_targets(plan.target, true_labels=True))
+    if wants_labels and not any(i.label is not None for i in items):
         raise TargetError(f"{source}: --target label needs labels (a label column, or an ImageFolder tree of class folders)")
     classifier = None
     if backend == "ray" and not isinstance(model, str):
@@ -216,7 +221,7 @@ def run_batch(
     if backend == "local":
         options: dict[str, Any] = {"device": device} if isinstance(model, str) else {}
         classifier = load_model(model, runtime=runtime, **options)
-        validate_run(classifier, method_value, plan.target)  # one error for the run, not one per image
+        validate_run(classifier, method_value, plan.target, true_labels=True)  # one error for the run, not one per image
     check_metrics(plan.metrics, classifier)
     store = Store.create(out)
     with store.lock():
@@ -236,7 +241,7 @@ def run_batch(
                                  f"({stored_params(method_value.name, first['params'])}, seed {first['seed']}); "
                                  "pass those to continue it, or use another --out")
         mine = same[same["request"] == plan.target] if len(same) else same
-        settled = mine[mine["status"] == "ok"] if retry_failed and len(mine) else mine
+        settled = mine[mine["status"].isin(["ok", "empty"])] if retry_failed and len(mine) else mine
         if len(settled) and store.damage.shards:  # rows whose maps are lost are not done
             settled = settled[~settled["map_file"].isin(list(store.damage.shards))]
         # resolved, so that a store written with another spelling of the same paths is resumed, not duplicated
@@ -260,8 +265,10 @@ def run_batch(
                     row.update(regions.get(row["path"], {}))
                 writer.add(rows)
                 ok = [r for r, _ in rows if r["status"] == "ok"]
+                empty = not ok and any(r["status"] == "empty" for r, _ in rows)
                 summary.done += bool(ok)
-                summary.failed += not ok
+                summary.empty += empty
+                summary.failed += not ok and not empty
                 summary.forward_passes += int(ok[0]["forward_passes"]) if ok else 0
                 summary.seconds = time.perf_counter() - start
                 bar.update(1)

@@ -85,6 +85,7 @@ COLUMNS: dict[str, str] = {
     "finished_at": "timestamp",
     "patchlens_version": "string",
     "extras": "string",  # the record's per-map extras as JSON: runtime, convergence, partial, method results
+    "objective": "string",  # what was explained, as JSON: kind ("class", "label"), index, label, score, threshold
 }
 
 

@@ -15,6 +15,7 @@ import torch
 
 from ..errors import ModelError
 from ..models import Classifier, load_model
+from ..models.activation import ACTIVATIONS
 from ..models.runtime import RUNTIMES
 from ._options import remote_options
 
@@ -36,8 +37,12 @@ def add_model_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--mean", metavar="R,G,B", default=None, help="per-channel mean the model's inputs are normalised with")
     g.add_argument("--std", metavar="R,G,B", default=None, help="per-channel standard deviation for normalisation")
     g.add_argument("--input-size", metavar="N|HxW", default=None, help="the input size the model expects, e.g. 224 or 256x320")
+    g.add_argument("--activation", default=None, choices=ACTIVATIONS,
+                   help="what turns the model's outputs into the explained scores: softmax (logits of competing classes), "
+                   "sigmoid (logits of independent labels: a multi-label model, see --target present), none (explain "
+                   "them as they are), auto (softmax for torch models and files, none for remote models) [default: auto]")
     g.add_argument("--softmax", action=argparse.BooleanOptionalAction, default=None,
-                   help="apply softmax to the model's outputs (--no-softmax when it already returns probabilities)")
+                   help="the older switch: --softmax is --activation softmax, --no-softmax no softmax")
 
 
 def _triple(flag: str, text: str) -> tuple[float, float, float]:
@@ -91,6 +96,8 @@ def model_options(args: argparse.Namespace) -> dict[str, Any]:
         out["input_size"] = _size(args.input_size)
     if getattr(args, "softmax", None) is not None:
         out["softmax"] = args.softmax
+    if getattr(args, "activation", None) is not None:
+        out["activation"] = args.activation
     return out
 
 

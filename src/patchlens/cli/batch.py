@@ -51,7 +51,8 @@ def register(sub: Any, argv: list[str]) -> None:
     p.add_argument("--out", required=True, metavar="STORE", help="the store folder (created if needed)")
     p.add_argument("--method", default="rise", help=f"one of: {names} [default: rise]")
     p.add_argument("--target", default="top1",
-                   help="top1, topk:K, a class index or name, or 'label' for each image's true label [default: top1]")
+                   help="top1, topk:K, present, a class index or name, or 'label' for each image's true label(s) "
+                   "(a label cell 'cat;dog' names two) [default: top1]")
     p.add_argument("--metrics", default="", help="comma list of metrics to compute per map, e.g. deletion,insertion")
     p.add_argument("--backend", default="local", choices=BACKENDS, help="local or ray [default: local]")
     p.add_argument("--workers", type=int, default=2,

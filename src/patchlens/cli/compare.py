@@ -46,7 +46,9 @@ def register(sub: Any, argv: list[str]) -> None:
     p.add_argument("images", nargs="+", metavar="IMG", help="image files (or example:NAME)")
     p.add_argument("--methods", default="rise,occlusion", help="comma list of methods [default: rise,occlusion]")
     p.add_argument("--metrics", default="deletion,insertion,sparseness,cost", help="comma list of metrics [default: deletion,insertion,sparseness,cost]")
-    p.add_argument("--target", default="top1", help="class to explain: top1, a class index or a label name [default: top1]")
+    p.add_argument("--target", default="top1",
+                   help="what to explain on each image: top1, topk:K, present, a class index or a label name, or a comma list; "
+                   "each (image, target) pair is a row [default: top1]")
     p.add_argument("--out", default="patchlens-compare", help="folder for the report [default: patchlens-compare]")
     p.add_argument("--budget", type=int, default=None, help="cut each method to about N forward passes per image (sample counts, strides)")
     p.add_argument("--fast", action="store_true", help="quick CPU run: --budget 100 --steps 16 unless given")

@@ -22,6 +22,7 @@ EXAMPLES = """examples:
   patchlens explain a.jpg b.png --target topk:3 --out maps/
   patchlens explain xray.png --model torchscript:model.pt --target pneumonia
   patchlens explain cat.jpg --method rise --n-masks 4000 --device cuda
+  patchlens explain scene.jpg --model torchscript:tagger.pt --activation sigmoid --target present
 """
 
 
@@ -47,7 +48,9 @@ def register(sub: Any, argv: list[str]) -> None:
     )
     p.add_argument("images", nargs="+", metavar="IMG", help="image files")
     p.add_argument("--method", default="rise", help=f"one of: {names} [default: rise]")
-    p.add_argument("--target", default="top1", help="top1, topk:K, a class index, a label name, or a comma list [default: top1]")
+    p.add_argument("--target", default="top1",
+                   help="top1, topk:K, a class index, a label name, present (a multi-label model's labels with p >= 0.5, "
+                   "with --activation sigmoid; present:T for p >= T), or a comma list [default: top1]")
     p.add_argument("--out", default="patchlens-out", help="folder for the results [default: patchlens-out]")
     p.add_argument("--quiet", action="store_true", help="print only errors")
     add_common(p)
@@ -85,6 +88,8 @@ def run(args: argparse.Namespace) -> int:
             print(f"patchlens: error: {exc}", file=sys.stderr)
             failed += 1
             continue
+        if not results:  # present, and no label present: not a failure, and never silent
+            say(f"{results.note}")
         for exp in results:
             try:
                 files = exp.save(out)
@@ -96,8 +101,7 @@ def run(args: argparse.Namespace) -> int:
                 partial = exp.partial
                 print(f"patchlens: note: {path}: partial map from {partial['samples_used']} of {partial['sample_budget']} "
                       f"samples: {partial['reason']}", file=sys.stderr)
-            word = "p" if exp.score_is_probability else "score"
-            say(f"{path}: {exp.label} (class {exp.target}, {word}={exp.score:.3f}), {exp.forward_passes} passes in {exp.seconds:.1f}s")
+            say(f"{path}: {exp.named_with_score('=')}, {exp.forward_passes} passes in {exp.seconds:.1f}s")
             try:
                 say("  " + exp.describe())
             except Exception:  # the description is a nicety; never lose results over it

@@ -15,10 +15,11 @@ from typing import Any, Callable, ClassVar, Iterable
 
 import torch
 
-from ..capabilities import Capability, names
+from ..capabilities import Capability, ModelKind, every_kind, kind_names, names
 from ..engine import Engine
 from ..errors import MethodError
 from ..models.classifier import Classifier
+from ..objectives import Objective
 
 
 def param(
@@ -73,12 +74,18 @@ class ParamInfo:
 
 @dataclass
 class Job:
-    """What a method needs to explain one image."""
+    """What a method needs to explain one image.
+
+    A method scores inputs with ``objective`` (through ``engine``, or by
+    calling it on the model's differentiable output for gradients) and never
+    looks inside the model's output: what a target is (a class, a label, a
+    detection) is the objective's business.
+    """
 
     classifier: Classifier
     image: torch.Tensor  # (3, H, W) in [0, 1] at the model's input size, on its device
-    targets: torch.Tensor  # (T,) long class indices
-    probs: torch.Tensor  # (C,) the model's probabilities on the unmasked image
+    objective: Objective  # the model's output -> scores (n, T), one column per target
+    reference: torch.Tensor  # (T,) the objective's scores on the unmasked image
     engine: Engine
     generator: torch.Generator  # on the device; the only source of randomness
     #: called by sampling methods after each round with the running maps ``(T, h, w)``
@@ -109,6 +116,12 @@ class Method:
     summary: ClassVar[str] = ""
     #: what the model must offer (black-box methods need only scores).
     requires: ClassVar[Capability] = Capability.SCORES
+    #: the kinds of model it explains: every kind unless it says otherwise, since a method sees a
+    #: model only through the objective of its targets (:mod:`patchlens.objectives`).
+    models: ClassVar[ModelKind] = every_kind()
+    #: whether the map depends on the target; False for a method that gives one map per image
+    #: (the same for every class or label explained).
+    target_specific: ClassVar[bool] = True
     #: whether the method draws random numbers (seed matters).
     stochastic: ClassVar[bool] = False
     #: parameters added after results were first stored, with the value those older results were
@@ -231,12 +244,18 @@ def registry() -> dict[str, type[Method]]:
 
 
 def catalogue() -> dict[str, dict[str, Any]]:
-    """The registered methods: ``{name: {"summary", "kind", "requires", "stochastic", "parameters": [...]}}``."""
+    """The registered methods: ``{name: {"summary", "kind", "requires", "models", "per_target", "stochastic", "parameters"}}``.
+
+    ``models``: the kinds of model it explains (classifiers, multi-label classifiers...);
+    ``per_target``: whether each target gets its own map.
+    """
     return {
         name: {
             "summary": cls.summary,
             "kind": cls.kind(),
             "requires": names(cls.requires),
+            "models": kind_names(cls.models),
+            "per_target": cls.target_specific,
             "stochastic": cls.stochastic,
             "parameters": [p.to_dict() for p in cls.parameters()],
         }

@@ -75,7 +75,7 @@ class KernelShap(SamplingMethod):
 
     def score_round(self, job: Job, state: _ShapState, start: int, stop: int) -> None:
         part = FeatureMasks(state.labels, state.coalitions[start:stop])
-        state.scores.append(job.engine.score_masks(state.image, state.baseline, part, job.targets, masking=self.masking))
+        state.scores.append(job.engine.score_masks(state.image, state.baseline, part, job.objective, masking=self.masking))
 
     def running_maps(self, state: _ShapState, used: int) -> torch.Tensor:
         state.values = constrained_shapley(state.coalitions[:used], torch.cat(state.scores), state.weights[:used])
@@ -87,12 +87,13 @@ class KernelShap(SamplingMethod):
 
     def extras(self, state: _ShapState, used: int) -> list[dict[str, Any]]:
         assert state.values is not None
-        scores = state.scores[0]
+        # the first two coalitions, each target's score: f(baseline), every region hidden; f(image) as scored
+        base_values, full_values = state.scores[0][0].tolist(), state.scores[0][1].tolist()
         return [
             {
                 "shapley_values": state.values[t].tolist(),
-                "base_value": float(scores[0, t]),  # f(baseline): every region hidden
-                "full_value": float(scores[1, t]),  # f(image) as scored; sum(shapley_values) = full - base
+                "base_value": float(base_values[t]),
+                "full_value": float(full_values[t]),  # sum(shapley_values) = full - base
                 "exact": state.exact and used == state.coalitions.shape[0],
                 "n_regions": state.regions,
             }

@@ -68,7 +68,7 @@ class Lime(SamplingMethod):
 
     def score_round(self, job: Job, state: _LimeState, start: int, stop: int) -> None:
         part = FeatureMasks(state.labels, state.samples[start:stop])
-        state.scores.append(job.engine.score_masks(state.image, state.baseline, part, job.targets, masking=self.masking))
+        state.scores.append(job.engine.score_masks(state.image, state.baseline, part, job.objective, masking=self.masking))
 
     def running_maps(self, state: _LimeState, used: int) -> torch.Tensor:
         # refit on every sample so far (the fit is tiny next to the forward passes)

@@ -65,8 +65,8 @@ class Occlusion(Method):
         window = min(self.window, h, w)  # a window larger than the image is clamped to it
         source = WindowMasks(h, w, window, self.stride, x.device)
         baseline = make_baseline(x, self.baseline, job.generator)
-        scores = job.engine.score_masks(x, baseline, source, job.targets, masking=self.masking)  # (K, T)
-        drops = job.probs[job.targets][None, :] - scores  # f(x) - f(x_k)
+        scores = job.engine.score_masks(x, baseline, source, job.objective, masking=self.masking)  # (K, T)
+        drops = job.reference[None, :] - scores  # f(x) - f(x_k)
         # combine_masks sums weights * mask, and our masks are 1 - window:
         # sum_k d_k * window_k = sum_k d_k - sum_k d_k * mask_k.
         kept = combine_masks(source, drops)  # (T, H, W)
@@ -74,4 +74,4 @@ class Occlusion(Method):
         summed = drops.sum(0)[:, None, None] - kept
         # Record what was actually used, which differs from params when the window was clamped.
         used = {"effective": {"window": window, "stride": self.stride, "windows": source.total}}
-        return Attribution(maps=summed / coverage.clamp_min(1), extras=[dict(used) for _ in range(len(job.targets))])
+        return Attribution(maps=summed / coverage.clamp_min(1), extras=[dict(used) for _ in range(len(job.objective))])

@@ -195,7 +195,7 @@ class Rise(SamplingMethod):
     def score_round(self, job: Job, state: _RiseState, start: int, stop: int) -> None:
         # Rounds have fixed boundaries, so the map is the same at any batch size.
         part = SliceSource(state.source, start, stop)
-        scores = job.engine.score_masks(state.image, state.baseline, part, job.targets, masking=self.masking)  # (n, T)
+        scores = job.engine.score_masks(state.image, state.baseline, part, job.objective, masking=self.masking)  # (n, T)
         columns = [scores, torch.ones_like(scores[:, :1])]
         if self._fit_possible(self.n_masks, state.image.shape[-2:]):  # else never used: not computed
             centred = state.source.features(start, stop, self.grid) - self.p_keep

@@ -61,8 +61,8 @@ class ScoreCam(Method):
             acts = acts[keep]
         baseline = make_baseline(x, self.baseline, job.generator)
         source = ActivationMasks(acts, (int(x.shape[-2]), int(x.shape[-1])))
-        scores = job.engine.score_masks(x, baseline, source, job.targets)  # (K, T)
-        floor = job.engine.score_inputs(lambda a, b: baseline[None], 1, job.targets)  # (1, T)
+        scores = job.engine.score_masks(x, baseline, source, job.objective)  # (K, T)
+        floor = job.engine.score_inputs(lambda a, b: baseline[None], 1, job.objective)  # (1, T)
         weights = scores - floor
         cam = torch.relu(torch.einsum("kt,khw->thw", weights, acts))
-        return Attribution(maps=cam, extras=extras(cap, len(job.targets)))
+        return Attribution(maps=cam, extras=extras(cap, len(job.objective)))

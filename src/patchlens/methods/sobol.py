@@ -82,7 +82,7 @@ class Sobol(SamplingMethod):
         c[idx, :, idx] = b.T
         design = torch.cat([a, b, c.reshape(k * len(a), k)])
         masks = FeatureMasks(state.labels, design)
-        state.scores.append(job.engine.score_masks(state.image, state.baseline, masks, job.targets, masking=self.masking))
+        state.scores.append(job.engine.score_masks(state.image, state.baseline, masks, job.objective, masking=self.masking))
 
     def running_maps(self, state: _SobolState, used: int) -> torch.Tensor:
         k = state.regions

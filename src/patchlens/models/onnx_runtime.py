@@ -2,7 +2,7 @@
 
 On a CPU, ONNX Runtime scores the same EfficientNet-Lite0 weights about four
 times faster than torch eager (benchmarks/RESULTS.md, "Runtimes"). The module
-is exported once, with normalisation and softmax inside the graph, and the file
+is exported once, with normalisation and the activation inside the graph, and the file
 is cached on disk under a key made of everything that changes the graph: the
 weights, the architecture, the input size, the adapter's settings and the
 export settings. A second load with the same key does not export again.
@@ -52,6 +52,12 @@ def cache_dir() -> Path:
     return Path(base) / "patchlens"
 
 
+def activation_key(classifier: TorchClassifier) -> object:
+    """The activation as the cache key holds it: the ``softmax`` flag it held before ``activation`` existed
+    (True, False), so the files exported then stay valid; any other activation by its name."""
+    return {"softmax": True, "none": False}.get(classifier.activation, classifier.activation)
+
+
 def export_key(classifier: TorchClassifier) -> str:
     """A hash of everything that decides the exported graph (weights, architecture, sizes, settings)."""
     h = hashlib.sha256()
@@ -67,7 +73,7 @@ def export_key(classifier: TorchClassifier) -> str:
         classifier.input_size,
         classifier._mean.flatten().tolist(),
         classifier._std.flatten().tolist(),
-        classifier.softmax,
+        activation_key(classifier),
         OPSET,
         EXPORT_FORMAT,
         "torchscript-exporter",
@@ -96,7 +102,7 @@ def remembered_export_key(classifier: TorchClassifier) -> str:
         "input_size": list(classifier.input_size),
         "mean": classifier._mean.flatten().tolist(),
         "std": classifier._std.flatten().tolist(),
-        "softmax": classifier.softmax,
+        "softmax": activation_key(classifier),
         "class": f"{type(classifier).__module__}.{type(classifier).__qualname__}",
         "export": [OPSET, EXPORT_FORMAT, "torchscript-exporter", torch.__version__],
     }
@@ -114,22 +120,25 @@ def remembered_export_key(classifier: TorchClassifier) -> str:
 
 
 class _ScoringGraph(torch.nn.Module):
-    """What gets exported: [0, 1] pixels in, the classifier's scores out (normalisation and softmax inside)."""
+    """What gets exported: [0, 1] pixels in, the classifier's scores out (normalisation and activation inside).
+
+    The activation is the classifier's own :meth:`~patchlens.models.Classifier.activate`, traced into
+    the graph: ONNX Runtime's softmax differs from torch's in the last bits, and maps made with the
+    graph's must stay what they were.
+    """
 
     def __init__(self, classifier: TorchClassifier) -> None:
         super().__init__()
         self.module = classifier.module  # registered, so its weights become the graph's initializers
         self.plain = copy.copy(classifier)
         self.plain.autocast_dtype = None  # export the float32 graph whatever the torch side runs in
-        self.softmax = classifier.softmax
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        out = self.plain._forward(x)
-        return out.softmax(dim=1) if self.softmax and out.ndim == 2 else out
+        return self.plain.activate(self.plain._forward(x))  # type: ignore[return-value]
 
 
 def export_onnx(classifier: TorchClassifier, path: Path) -> None:
-    """Export ``classifier`` (module + normalisation + softmax) to ``path``, atomically.
+    """Export ``classifier`` (module + normalisation + activation) to ``path``, atomically.
 
     The TorchScript-based exporter (``dynamo=False``) is used because it needs
     only the ``onnx`` package; the newer exporter also needs onnxscript. The file
@@ -316,6 +325,7 @@ class OnnxRuntimeClassifier(Classifier):
         self.model_id = torch_classifier.model_id
         self.autocast_dtype = torch_classifier.autocast_dtype
         self.outputs_probabilities = torch_classifier.outputs_probabilities
+        self.activation = torch_classifier.activation
         self.path, self.threads = path, threads
         if self.device.type == "cuda":
             if "CUDAExecutionProvider" not in ort.get_available_providers():
@@ -349,13 +359,18 @@ class OnnxRuntimeClassifier(Classifier):
                 logging.getLogger("patchlens").warning(
                     "patchlens: %s: the model's weights changed after export; scoring with torch from now on", self.model_id
                 )
-            return self.torch_classifier._scores(x)
+            return self.torch_classifier.activate(self.torch_classifier._scores(x))  # type: ignore[return-value]
         batch = x.detach().to("cpu", torch.float32).contiguous().numpy()
         try:
             out = self.session.run(None, {"pixels": batch})[0]
         except Exception as exc:
             raise ModelError(f"{self.model_id}: onnxruntime failed: {str(exc).splitlines()[0]}") from None
         return torch.from_numpy(np.asarray(out, np.float32)).to(self.device)
+
+    def activate(self, out: object) -> object:
+        """The graph's output as it is: the graph ends in the torch classifier's own :meth:`activate`
+        (see :class:`_ScoringGraph`), so its scores are activated already, by the same function."""
+        return out
 
     # -- white-box access: the torch side ---------------------------------------
     @property

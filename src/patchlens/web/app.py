@@ -25,12 +25,13 @@ from pydantic import BaseModel, Field
 from .. import render
 from .._version import __version__
 from ..api import list_methods
+from ..capabilities import ModelKind
 from ..engine import BASELINES
 from ..errors import ImageError, PatchlensError
 from ..examples import EXAMPLES, example_path
 from ..images import load_image
 from ..models import Classifier, load_model
-from ..targets import resolve_targets
+from ..objectives import predictions, resolve_objective
 from .availability import token_masking, with_availability
 from .guard import refusal
 from .jobs import JobQueue, QueueFull
@@ -53,7 +54,6 @@ from .state import (
     safe_name,
     top_predictions,
 )
-from .whatif import whatif_predictions
 
 
 class MethodChoice(BaseModel):
@@ -64,7 +64,9 @@ class MethodChoice(BaseModel):
 class JobRequest(BaseModel):
     image_id: str
     methods: list[MethodChoice] = Field(min_length=1)
-    target: Union[int, str] = Field("top1", description="top1, topk:K, a class index or a label name")
+    target: Union[int, str] = Field(
+        "top1", description="top1, topk:K, present (a multi-label model's labels with p >= 0.5; present:T), "
+        "a class index or a label name, or a comma list of those")
     seed: int = 0
     metrics: bool = Field(False, description="also compute deletion/insertion, when patchlens.metrics provides them")
 
@@ -139,7 +141,7 @@ def create_app(
             "height": h,
             "url": f"/api/images/{image_id}.png",
             "mean_color": [round(float(v) * 255) for v in stored.x.mean(dim=(-2, -1))],
-            "predictions": top_predictions(stored.probs, clf),
+            "predictions": top_predictions(stored.output, clf),
         }
 
     def get_image(image_id: str) -> StoredImage:
@@ -163,7 +165,8 @@ def create_app(
         return {
             "version": __version__,
             "model": {"id": clf.model_id, "input_size": list(clf.input_size), "classes": clf.num_classes,
-                      "white_box": clf.module is not None},
+                      "white_box": clf.module is not None, "activation": clf.activation,
+                      "multi_label": clf.model_kind == ModelKind.MULTI_LABEL},
             "methods": with_availability(list_methods(), clf),
             "token_masking": token_masking(clf),
             "examples": [{"name": n, "url": f"/api/examples/{n}"} for n in EXAMPLES],
@@ -224,17 +227,19 @@ def create_app(
     def predict(image_id: str, body: PredictRequest) -> dict[str, Any]:
         stored = get_image(image_id)
         grid = body.grid or cfg.grid
-        probs = predict_hidden(clf, lock, stored, body.hidden, grid, body.baseline)
-        return {"hidden": sorted(set(body.hidden)), "grid": grid, "predictions": whatif_predictions(probs, stored.probs, clf)}
+        output = predict_hidden(clf, lock, stored, body.hidden, grid, body.baseline)
+        return {"hidden": sorted(set(body.hidden)), "grid": grid,
+                "predictions": predictions(output, clf, original=stored.output)}
 
     @app.post("/api/jobs", status_code=202, summary="Run one or more methods on a stored image (a job)")
     def submit(body: JobRequest) -> JSONResponse:
         stored = get_image(body.image_id)
-        # a bad class is a 422 now, not a failed job later
-        targets = resolve_targets(body.target, stored.probs, clf)
-        check_targets(targets, cfg)
-        chosen = build_methods([(m.name, m.params) for m in body.methods], clf, cfg, image=stored.x, targets=len(targets))
-        passes = [job_passes(m, clf, stored.x, len(targets)) for m in chosen]
+        # a bad class is a 422 now, not a failed job later; no label present is a job that says so
+        objective = resolve_objective(body.target, stored.output, clf)
+        check_targets(objective, cfg)
+        count = max(1, len(objective))
+        chosen = build_methods([(m.name, m.params) for m in body.methods], clf, cfg, image=stored.x, targets=count)
+        passes = [job_passes(m, clf, stored.x, count) for m in chosen]
         total = sum(p for p in passes if p is not None) if all(p is not None for p in passes) else None
 
         def work(job: Any) -> list[dict[str, Any]]:

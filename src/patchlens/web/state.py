@@ -28,6 +28,7 @@ from ..images import LoadedImage, check_size, resize, to_tensor
 from ..methods import Method, count_regions, get_method, make_method
 from ..methods._sampling import interactive_defaults
 from ..models.classifier import Classifier
+from ..objectives import Objective, predictions
 from ..validation import check_method
 from .guard import LOOPBACK_HOSTS
 from .jobs import Job, WatchedClassifier, holding
@@ -47,7 +48,7 @@ class WebConfig:
         grid: the what-if patch grid is ``grid x grid``.
         max_passes: largest forward-pass budget one method may ask for.
         max_methods: methods per request (side-by-side comparison).
-        max_targets: classes explained per request (each is a map and an overlay).
+        max_targets: targets (classes, labels) explained per request (each is a map and an overlay).
         max_regions: regions (features) per image for LIME, KernelSHAP, Sobol, subset.
         allowed_hosts: Host names the server answers to ("*": any); loopback names by default.
         keep_images, keep_results: how many uploads and maps are remembered.
@@ -95,7 +96,7 @@ class Store(Generic[T]):
 class StoredImage:
     image: LoadedImage
     x: torch.Tensor  # (3, h, w) at the model's input size
-    probs: torch.Tensor  # (C,) on the unmasked image
+    output: Any  # the model's answer on the unmasked image, a batch of one (class scores (1, C))
 
 
 @dataclass
@@ -133,20 +134,18 @@ class NotAnImage(ImageError):
     """The upload is not an image (HTTP 415)."""
 
 
-def top_predictions(probs: torch.Tensor, classifier: Classifier, k: int = 5) -> list[dict[str, Any]]:
-    values, indices = probs.float().cpu().topk(min(k, probs.shape[-1]))
-    return [
-        {"index": int(i), "label": classifier.label(int(i)), "prob": float(v)} for v, i in zip(values, indices)
-    ]
+def top_predictions(output: Any, classifier: Classifier, k: int = 5) -> list[dict[str, Any]]:
+    """What the model says about the image: its top ``k`` (and, for a multi-label model, every present label)."""
+    return predictions(output, classifier, k)
 
 
 def predict_hidden(
     classifier: Classifier, lock: threading.RLock, stored: StoredImage, hidden: list[int], grid: int, baseline: str
-) -> torch.Tensor:
-    """Class probabilities ``(C,)`` with the patches ``hidden`` of a ``grid x grid`` grid replaced by ``baseline``.
+) -> Any:
+    """The model's answer (a batch of one) with the patches ``hidden`` of a ``grid x grid`` grid replaced by ``baseline``.
 
-    One engine call: the mask is a :class:`FeatureMasks` over the patch grid,
-    composed with the baseline and scored like any method's masks.
+    The mask is a :class:`FeatureMasks` over the patch grid, composed with the
+    baseline as any method's masks are, and run through the engine once.
     """
     if baseline not in BASELINES or baseline == "noise":
         raise MethodError(f"baseline={baseline!r}: choose one of {', '.join(b for b in BASELINES if b != 'noise')}")
@@ -155,20 +154,21 @@ def predict_hidden(
         raise MethodError(f"hidden patches {bad}: a {grid}x{grid} grid has patches 0..{grid * grid - 1}")
     x = stored.x
     if not hidden:
-        return stored.probs
+        return stored.output
     labels = patch_grid(x.shape[-2], x.shape[-1], grid, grid, device=x.device)
     keep = torch.ones(1, grid * grid, device=x.device)
     keep[0, torch.tensor(sorted(set(hidden)), device=x.device)] = 0
     engine = Engine(WatchedClassifier(classifier, lock, lambda n: None, lambda: False), batch_size=1)
-    classes = torch.arange(stored.probs.shape[-1], device=x.device)
-    return engine.score_masks(x, make_baseline(x, baseline), FeatureMasks(labels, keep), classes)[0]
+    fill = make_baseline(x, baseline)
+    mask = FeatureMasks(labels, keep).masks(0, 1)[0]
+    return engine.output_of(torch.addcmul(fill, mask, x - fill))  # fill + mask * (x - fill), as the engine composes
 
 
 def load_stored(classifier: Classifier, lock: threading.RLock, image: LoadedImage) -> StoredImage:
     x = resize(to_tensor(image.pixels).to(classifier.device), classifier.input_size)
     with lock:
-        probs = classifier(x[None])[0]
-    return StoredImage(image=image, x=x, probs=probs)
+        output = classifier(x[None])
+    return StoredImage(image=image, x=x, output=output)
 
 
 def build_methods(
@@ -212,9 +212,9 @@ def job_passes(method: Method, classifier: Classifier, image: torch.Tensor | Non
     return method.total_passes(classifier.input_size, image, targets)
 
 
-def check_targets(targets: list[int], config: WebConfig) -> None:
-    if len(targets) > config.max_targets:
-        raise MethodError(f"{len(targets)} classes at once: this server explains at most {config.max_targets} per request")
+def check_targets(objective: Objective, config: WebConfig) -> None:
+    if len(objective) > config.max_targets:
+        raise MethodError(f"{len(objective)} targets at once: this server explains at most {config.max_targets} per request")
 
 
 def heatmap_png(saliency: np.ndarray) -> bytes:
@@ -329,6 +329,9 @@ def run_explanations(
         except PatchlensError as exc:  # one method failing (say, white-box on a black box) keeps the others
             summaries.append({"method": method.name, "error": str(exc)})
             continue
+        if not exps:  # present, and no label present: said so, not an error
+            summaries.append({"method": method.name, "note": exps.note or "nothing to explain"})
+            continue
         for exp in exps:
             summary = summarize(exp, grid)
             if with_metrics:
@@ -344,7 +347,7 @@ def summarize(exp: Explanation, grid: int) -> dict[str, Any]:
     signed, lo, hi = scale.signed, scale.lo, scale.hi
     rec = record(exp)  # the one record of an explanation; the page shows these fields of it
     return {
-        **{k: rec[k] for k in ("method", "target", "label", "score", "params", "seed", "forward_passes", "seconds")},
+        **{k: rec[k] for k in ("method", "target", "label", "score", "objective", "params", "seed", "forward_passes", "seconds")},
         "title": exp.title,
         "range": [lo, hi],  # the colour scale's ends (clipped at a percentile, as in the overlays)
         "clipped": scale.clipped,

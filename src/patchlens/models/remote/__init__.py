@@ -96,7 +96,8 @@ def load_remote(
     max_wait: float = 30.0,
     input_size: int | tuple[int, int] | None = None,
     labels: Sequence[str] | None = None,
-    softmax: bool = False,
+    activation: str = "auto",
+    softmax: bool | None = None,
     progress: bool = False,
     device: Any = "cpu",
     sleep: Callable[[float], None] | None = None,
@@ -114,7 +115,10 @@ def load_remote(
         connect_timeout, timeout: seconds to connect, and to wait for an answer.
         retries, backoff, max_wait: further tries on connection errors, 429 and 5xx;
             the first wait in seconds (doubling, with jitter); the longest wait.
-        input_size, labels, softmax: override what the server says / apply softmax to logits.
+        input_size, labels: override what the server says.
+        activation: "softmax" or "sigmoid" when the server returns logits (of competing classes, of
+            independent labels), "none" or "auto" (none) when it returns probabilities; ``softmax=True``
+            is the older spelling of "softmax".
         progress: show a line with images sent, requests in flight and retries.
         **codec_options: ``input``, ``output``, ``mean``, ``std``, ``binary`` (OIP v2; binary tensors
             are used when the server lists the ``binary_tensor_data`` extension, unless ``binary=False``);
@@ -132,6 +136,7 @@ def load_remote(
         codec,
         input_size=input_size,
         labels=labels,
+        activation=activation,
         softmax=softmax,
         in_flight=in_flight,
         request_batch=request_batch,

@@ -22,6 +22,7 @@ import torch
 from tqdm.auto import tqdm
 
 from ...errors import ModelError, QueryBudgetError
+from ..activation import choose_activation
 from ..classifier import Classifier
 from .http import HttpClient
 from .protocols import MAX_CLASSES, Protocol
@@ -44,7 +45,8 @@ class RemoteClassifier(Classifier):
         *,
         input_size: int | tuple[int, int] | None = None,
         labels: Sequence[str] | None = None,
-        softmax: bool = False,
+        activation: str = "auto",
+        softmax: bool | None = None,
         in_flight: int = 4,
         request_batch: int | None = None,
         max_queries: int | None = None,
@@ -65,7 +67,7 @@ class RemoteClassifier(Classifier):
             raise ModelError(f"{client.url}: the server does not state its input size; give it with input_size= (--input-size)")
         self.input_size = (size, size) if isinstance(size, int) else (int(size[0]), int(size[1]))
         self.labels = list(labels) if labels is not None else layout.labels
-        self.softmax = softmax
+        self.activation = choose_activation(activation, softmax, "none", client.url)
         self.in_flight = in_flight
         # The server's own largest batch wins over our default of 8 (a JSON body of
         # 8 images at 224x224 is ~10 MB: bigger bodies gain little and stall longer).
@@ -118,8 +120,7 @@ class RemoteClassifier(Classifier):
                     for key, row in zip(chunk, scores):
                         found[key] = row
                         self._remember(key, row)
-        out = torch.from_numpy(np.stack([found[k] for k in keys]))
-        return out.softmax(dim=1) if self.softmax else out
+        return torch.from_numpy(np.stack([found[k] for k in keys]))  # activated by Classifier.__call__
 
     def _spend(self, n: int) -> None:
         if self.max_queries is not None and self.queries + n > self.max_queries:
@@ -165,7 +166,7 @@ class RemoteClassifier(Classifier):
         return n * 26 * min(int(classes), MAX_CLASSES) + 65536
 
     def _check_probabilities(self, scores: np.ndarray) -> None:
-        if self.softmax or self._warned:
+        if self.activation != "none" or self._warned:
             return
         sums = scores.sum(axis=1)
         if scores.min() < -1e-4 or np.abs(sums - 1).max() > 1e-2:
@@ -173,7 +174,8 @@ class RemoteClassifier(Classifier):
             self.outputs_probabilities = False  # titles and descriptions say "score", not "p"
             warnings.warn(
                 f"{self.client.url}: the scores do not look like probabilities (row sums {sums.min():.3g}..{sums.max():.3g}, "
-                f"min {scores.min():.3g}); pass softmax=True (--softmax) if the model returns logits",
+                f"min {scores.min():.3g}); pass softmax=True (--softmax, --activation softmax) if the model returns logits, "
+                "--activation sigmoid if it returns logits of independent labels",
                 ScoresWarning,
                 stacklevel=2,
             )
