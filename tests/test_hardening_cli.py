@@ -77,3 +77,20 @@ def test_a_closed_pipe_ends_the_listing_without_a_traceback() -> None:
     proc.stdout.close()  # before the listing is written: its first write meets a closed pipe
     err = proc.stderr.read().decode()
     assert proc.wait(timeout=120) == 141 and "Traceback" not in err, err
+
+
+@pytest.mark.parametrize("method", ["gradcam", "gradcampp", "layercam", "scorecam"])
+def test_cam_methods_on_a_torchscript_file_are_one_line_naming_what_works(method, photo, tiny_spec, tmp_path, capsys):
+    """A ScriptModule takes no forward hooks: declared as a missing capability, not a RuntimeError mid-run."""
+    assert main(["explain", str(photo), *tiny_spec, "--method", method, "--out", str(tmp_path / "out"), "--quiet"]) == 2
+    err = one_clean_line(capsys.readouterr().err)
+    assert f"{method}: needs layers" in err and "TorchScript module, which takes no forward hooks" in err
+    assert "use one of gradient, gradient_x_input, integrated_gradients" in err and "gradcam," not in err
+    assert not (tmp_path / "out").exists()
+
+
+def test_gradients_still_flow_through_a_torchscript_file(photo, tiny_spec, tmp_path, capsys):
+    assert main(["explain", str(photo), *tiny_spec, "--method", "gradient", "--out", str(tmp_path / "out"), "--quiet"]) == 0
+    assert capsys.readouterr().err == ""  # no failed ONNX export line either: auto keeps a ScriptModule in torch
+    saliency = np.load(next((tmp_path / "out").glob("*.npy")))
+    assert np.isfinite(saliency).all() and saliency.max() > 0

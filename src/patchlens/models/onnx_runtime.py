@@ -375,6 +375,9 @@ class OnnxRuntimeClassifier(Classifier):
     def capabilities(self) -> Capability:
         return self.torch_classifier.capabilities  # scores here; gradients, layers and tokens from torch
 
+    def lacks(self, flag: Capability) -> str | None:
+        return self.torch_classifier.lacks(flag)
+
     def input_mean(self) -> tuple[float, float, float]:
         return self.torch_classifier.input_mean()  # the same normalisation runs inside the exported graph
 
