@@ -30,7 +30,7 @@ def add_common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", default="default", help="model spec: default, timm:NAME, torchvision:NAME, onnx:PATH, torchscript:PATH, http://HOST:PORT/v2/models/NAME [default: default]")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N [default: auto]")
     p.add_argument("--batch-size", type=int, default=None, help="images per forward pass [default: chosen for the device]")
-    p.add_argument("--seed", type=int, default=0, help="seed for the method's random numbers [default: 0]")
+    p.add_argument("--seed", type=int, default=0, help="seed for the method's random numbers, and for the random weights of --no-pretrained [default: 0]")
     add_model_arguments(p)
     add_remote_arguments(p)
 
