@@ -24,9 +24,14 @@ from .targets import TargetSpec, names_several, resolve_targets
 Result = Union[Explanation, list[Explanation]]
 
 
-def list_methods() -> dict[str, dict[str, Any]]:
-    """The registered methods: ``{name: {"summary", "kind", "requires", "stochastic", "parameters": [...]}}``."""
-    return catalogue()
+def list_methods(front_end: str = "python") -> dict[str, dict[str, Any]]:
+    """The registered methods: ``{name: {"summary", "kind", "requires", "stochastic", "parameters": [...]}}``.
+
+    Each parameter's ``default`` is what ``front_end`` uses when it is not given ("python": this API;
+    "explain", "batch", "compare", "web"); a parameter whose default differs between front-ends also
+    lists them all under ``defaults``.
+    """
+    return catalogue(front_end)
 
 
 def as_method(method: str | Method, params: dict[str, Any] | None = None) -> Method:

@@ -10,7 +10,6 @@ import argparse
 from typing import Any, Sequence
 
 from ..errors import PatchlensError
-from ..methods._sampling import interactive_defaults
 from ..methods.base import Method
 
 
@@ -26,11 +25,11 @@ def _bool(text: str) -> bool:
     raise argparse.ArgumentTypeError(f"{text!r}: expected true or false")
 
 
-def add_method_arguments(parser: argparse.ArgumentParser, methods: Sequence[type[Method]]) -> None:
+def add_method_arguments(parser: argparse.ArgumentParser, methods: Sequence[type[Method]], front_end: str) -> None:
     """Add ``--param-name`` options for each parameter of ``methods`` (shared names once).
 
-    The defaults shown are the command line's: sampling methods stop once settled
-    (see :data:`~patchlens.methods._sampling.INTERACTIVE_CONVERGE`).
+    The defaults shown are ``front_end``'s (the command's name), those :func:`method_params`
+    fills in: explain and batch stop sampling methods once settled, compare keeps fixed counts.
     """
     seen: set[str] = set()
     for cls in methods:
@@ -42,7 +41,7 @@ def add_method_arguments(parser: argparse.ArgumentParser, methods: Sequence[type
             seen.add(info.name)
             kind: Any = _bool if info.type is bool else info.type
             extra = f" (one of: {', '.join(map(str, info.choices))})" if info.choices else ""
-            default = interactive_defaults(cls, {}).get(info.name, info.default)
+            default = info.default_for(front_end)
             group.add_argument(
                 flag(info.name),
                 dest=f"method__{info.name}",
@@ -53,18 +52,15 @@ def add_method_arguments(parser: argparse.ArgumentParser, methods: Sequence[type
             )
 
 
-def method_params(args: argparse.Namespace, cls: type[Method], *, adaptive: bool = True) -> dict[str, Any]:
-    """The method options given on the command line, as keyword arguments for ``cls``.
-
-    ``adaptive``: fill in the command line's stopping rule for sampling methods
-    (compare keeps fixed budgets, so that methods are compared at a known cost).
-    """
+def method_params(args: argparse.Namespace, cls: type[Method], front_end: str) -> dict[str, Any]:
+    """The method options given on the command line, as keyword arguments for ``cls``, with the
+    defaults that ``front_end`` (the command) declares for those not given."""
     names = {p.name for p in cls.parameters()}
     out = {}
     for key, value in vars(args).items():
         if key.startswith("method__") and key[8:] in names:
             out[key[8:]] = value
-    return interactive_defaults(cls, out) if adaptive else out
+    return cls.with_defaults(out, front_end)
 
 
 def given_method_options(args: argparse.Namespace) -> list[str]:

@@ -68,7 +68,7 @@ def register(sub: Any, argv: list[str]) -> None:
                    help="after the run, write a dataset audit to STORE/report.html (see 'patchlens report')")
     add_common(p)
     if cls is not None:
-        add_method_arguments(p, [cls])
+        add_method_arguments(p, [cls], "batch")
     p.set_defaults(run=run)
 
 
@@ -83,7 +83,7 @@ def run(args: argparse.Namespace) -> int:
                              "cannot reach them; save the configured model with torch.jit.save and use torchscript:PATH")
     classifier = load_cli_model(args) if args.backend == "local" else None
     if classifier is not None and not args.quiet:  # the cost, announced before the run
-        method = make_method(args.method, **method_params(args, cls))
+        method = make_method(args.method, **method_params(args, cls, "batch"))
         passes = method.passes(classifier.input_size)
         print(f"{method.name} on {classifier.model_id}: {f'{passes} forward passes per image' if passes else 'forward passes vary'}")
     summary = run_batch(
@@ -105,7 +105,7 @@ def run(args: argparse.Namespace) -> int:
         chunk_size=args.chunk_size,
         ray_address=args.ray_address,
         progress=not args.quiet,
-        **method_params(args, cls),
+        **method_params(args, cls, "batch"),
     )
     print(f"{args.out}: {summary}")
     if args.report:

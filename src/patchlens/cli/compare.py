@@ -64,7 +64,7 @@ def register(sub: Any, argv: list[str]) -> None:
     p.add_argument("--set", action="append", default=[], metavar="METHOD.PARAM=VALUE", help="a parameter for one method (repeatable)")
     p.add_argument("--quiet", action="store_true", help="print only the table and errors")
     add_common(p)
-    add_method_arguments(p, [get_method(m) for m in chosen])
+    add_method_arguments(p, [get_method(m) for m in chosen], "compare")
     p.set_defaults(run=run)
 
 
@@ -147,7 +147,7 @@ def run(args: argparse.Namespace) -> int:
     get_metrics(args.metrics)  # a typo fails now, not after the maps are made
     given = parse_sets(args.set)
     for m in methods:
-        given[m] = {**method_params(args, get_method(m), adaptive=False), **given.get(m, {})}
+        given[m] = {**method_params(args, get_method(m), "compare"), **given.get(m, {})}
     note = shared_flag_note(args, [get_method(m) for m in methods if m in registry()])
     if note:
         print(note, file=sys.stderr)

@@ -52,13 +52,13 @@ def register(sub: Any, argv: list[str]) -> None:
     p.add_argument("--quiet", action="store_true", help="print only errors")
     add_common(p)
     if cls is not None:
-        add_method_arguments(p, [cls])
+        add_method_arguments(p, [cls], "explain")
     p.set_defaults(run=run)
 
 
 def run(args: argparse.Namespace) -> int:
     cls = get_method(args.method)
-    method = make_method(args.method, **method_params(args, cls))
+    method = make_method(args.method, **method_params(args, cls, "explain"))
     say = (lambda *a: None) if args.quiet else print
     out = writable_folder(args.out)  # before the model is loaded and any image explained
     classifier = load_cli_model(args)

@@ -57,6 +57,13 @@ def region_grid(default: int, low: int = 1) -> Any:
     )
 
 
+#: The stopping rule the command line and the web page use for sampling methods unless told otherwise:
+#: stop once the map's rank correlation with the previous round reaches this twice in a row. The
+#: Python API and ``compare`` keep a fixed count (converge=0): a script's maps never change under it,
+#: and compare weighs methods at a known cost.
+INTERACTIVE_CONVERGE = 0.99
+
+
 def converge(default: float = 0.0) -> Any:
     return param(
         default,
@@ -65,6 +72,7 @@ def converge(default: float = 0.0) -> Any:
         low=0.0,
         high=1.0,
         group="adaptive",
+        front_ends={"explain": INTERACTIVE_CONVERGE, "batch": INTERACTIVE_CONVERGE, "web": INTERACTIVE_CONVERGE},
     )
 
 

@@ -21,6 +21,11 @@ from ..errors import MethodError
 from ..models.classifier import Classifier
 
 
+#: Where a method's parameters are given: the Python API, the ``explain``, ``batch`` and ``compare``
+#: commands, and the web page. A parameter may declare another default for some of them (``param``).
+FRONT_ENDS = ("python", "explain", "batch", "compare", "web")
+
+
 def param(
     default: Any,
     help: str,
@@ -29,18 +34,26 @@ def param(
     low: float | None = None,
     high: float | None = None,
     group: str = "",
+    front_ends: dict[str, Any] | None = None,
 ) -> Any:
     """Declare a method hyper-parameter: its default, what it means, and its valid range.
 
     ``group`` names a shared declaration (see ``methods/_params.py``): parameters
     of one group mean the same thing in every method that takes them.
+    ``front_ends``: the default in the front-ends of :data:`FRONT_ENDS` where it
+    differs from ``default`` (the Python API's), declared here so that every
+    listing, help text and form shows what that front-end really uses.
     """
+    unknown = set(front_ends or {}) - set(FRONT_ENDS)
+    if unknown:
+        raise ValueError(f"front_ends: {sorted(unknown)} are not front-ends ({', '.join(FRONT_ENDS)})")
     meta = {
         "help": help,
         "choices": tuple(choices) if choices is not None else None,
         "low": low,
         "high": high,
         "group": group,
+        "front_ends": dict(front_ends or {}),
     }
     return field(default=default, metadata=meta)
 
@@ -57,18 +70,30 @@ class ParamInfo:
     low: float | None
     high: float | None
     group: str = ""
+    #: defaults that differ from ``default`` in some front-ends (see :data:`FRONT_ENDS`)
+    front_ends: dict[str, Any] = field(default_factory=dict)
 
-    def to_dict(self) -> dict[str, Any]:
-        return {
+    def default_for(self, front_end: str = "python") -> Any:
+        """The value this parameter takes in ``front_end`` when it is not given."""
+        if front_end not in FRONT_ENDS:
+            raise ValueError(f"{front_end!r}: not a front-end ({', '.join(FRONT_ENDS)})")
+        return self.front_ends.get(front_end, self.default)
+
+    def to_dict(self, front_end: str = "python") -> dict[str, Any]:
+        """JSON-ready; ``default`` is ``front_end``'s, ``defaults`` every front-end's when they differ."""
+        out = {
             "group": self.group or None,
             "name": self.name,
             "type": self.type.__name__,
-            "default": self.default,
+            "default": self.default_for(front_end),
             "help": self.help,
             "choices": list(self.choices) if self.choices else None,
             "min": self.low,
             "max": self.high,
         }
+        if self.front_ends:
+            out["defaults"] = {f: self.default_for(f) for f in FRONT_ENDS}
+        return out
 
 
 @dataclass
@@ -158,6 +183,18 @@ class Method:
         """Checks that involve more than one parameter; raise MethodError."""
 
     @classmethod
+    def with_defaults(cls, params: dict[str, Any], front_end: str) -> dict[str, Any]:
+        """``params`` completed with the defaults ``front_end`` declares for parameters not given.
+
+        Parameters whose default is the same everywhere are left out, so a stored
+        record keeps the parameters the user chose plus those the front-end chose.
+        """
+        if front_end not in FRONT_ENDS:
+            raise ValueError(f"{front_end!r}: not a front-end ({', '.join(FRONT_ENDS)})")
+        filled = {p.name: p.front_ends[front_end] for p in cls.parameters() if p.name not in params and front_end in p.front_ends}
+        return {**params, **filled}
+
+    @classmethod
     def parameters(cls) -> list[ParamInfo]:
         hints = {f.name: f.type for f in dataclasses.fields(cls)}
         out = []
@@ -174,6 +211,7 @@ class Method:
                     low=f.metadata.get("low"),
                     high=f.metadata.get("high"),
                     group=f.metadata.get("group", ""),
+                    front_ends=dict(f.metadata.get("front_ends", {})),
                 )
             )
         return out
@@ -230,15 +268,18 @@ def registry() -> dict[str, type[Method]]:
     return dict(sorted(_REGISTRY.items()))
 
 
-def catalogue() -> dict[str, dict[str, Any]]:
-    """The registered methods: ``{name: {"summary", "kind", "requires", "stochastic", "parameters": [...]}}``."""
+def catalogue(front_end: str = "python") -> dict[str, dict[str, Any]]:
+    """The registered methods: ``{name: {"summary", "kind", "requires", "stochastic", "parameters": [...]}}``.
+
+    Each parameter's ``default`` is the one ``front_end`` uses (the web page lists the web's).
+    """
     return {
         name: {
             "summary": cls.summary,
             "kind": cls.kind(),
             "requires": names(cls.requires),
             "stochastic": cls.stochastic,
-            "parameters": [p.to_dict() for p in cls.parameters()],
+            "parameters": [p.to_dict(front_end) for p in cls.parameters()],
         }
         for name, cls in registry().items()
     }

@@ -90,7 +90,7 @@ def create_app(
     cfg = config or WebConfig()
     # Fill the method and metric registries now, in one thread: their first use
     # imports modules, and concurrent first requests could see them half-filled.
-    list_methods()
+    list_methods(front_end="web")
     available_metrics()
     clf = classifier if classifier is not None else load_model(model, device=device or "auto")
     lock = threading.RLock()  # every model call, from jobs and what-if alike
@@ -164,7 +164,7 @@ def create_app(
             "version": __version__,
             "model": {"id": clf.model_id, "input_size": list(clf.input_size), "classes": clf.num_classes,
                       "white_box": clf.module is not None},
-            "methods": with_availability(list_methods(), clf),
+            "methods": with_availability(list_methods(front_end="web"), clf),
             "token_masking": token_masking(clf),
             "examples": [{"name": n, "url": f"/api/examples/{n}"} for n in EXAMPLES],
             "grid": cfg.grid,

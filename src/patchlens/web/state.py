@@ -26,7 +26,6 @@ from ..errors import ImageError, MethodError, PatchlensError
 from ..explanation import Explanation, record
 from ..images import LoadedImage, check_size, resize, to_tensor
 from ..methods import Method, count_regions, get_method, make_method
-from ..methods._sampling import interactive_defaults
 from ..models.classifier import Classifier
 from ..validation import check_method
 from .guard import LOOPBACK_HOSTS
@@ -190,7 +189,7 @@ def build_methods(
         raise MethodError(f"{len(choices)} methods at once: this server runs at most {config.max_methods}")
     out = []
     for name, params in choices:
-        method = make_method(name, **interactive_defaults(get_method(name), params))
+        method = make_method(name, **get_method(name).with_defaults(params, "web"))
         check_method(classifier, method)  # attention_rollout on a CNN: a 422 now, not an error card after the job
         if hasattr(method, "features") and hasattr(method, "grid"):
             regions = count_regions(method.features, method.grid, image)
