@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import pytest
-from conftest import planted_classifier
 
+from conftest import planted_classifier
 from patchlens.methods import registry
 from patchlens.models.default import INPUT_SIZE
 

@@ -20,7 +20,6 @@ from ..engine import Engine
 from ..errors import MethodError
 from ..models.classifier import Classifier
 
-
 #: Where a method's parameters are given: the Python API, the ``explain``, ``batch`` and ``compare``
 #: commands, and the web page. A parameter may declare another default for some of them (``param``).
 FRONT_ENDS = ("python", "explain", "batch", "compare", "web")
