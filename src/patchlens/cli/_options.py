@@ -52,6 +52,18 @@ def add_method_arguments(parser: argparse.ArgumentParser, methods: Sequence[type
             )
 
 
+def add_other_method_arguments(parser: argparse.ArgumentParser) -> None:
+    """Accept, unlisted, the options of every other registered method, so that one given to a method that
+    does not take it (``--method occlusion --n-masks 10``) reaches ``validation.check_method_options``
+    and its one line naming the methods that have it, instead of argparse's usage message."""
+    from ..methods import registry
+
+    for cls in registry().values():
+        for info in cls.parameters():
+            if flag(info.name) not in parser._option_string_actions:  # the chosen method's, or the command's own
+                parser.add_argument(flag(info.name), dest=f"method__{info.name}", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
+
+
 def method_params(args: argparse.Namespace, cls: type[Method], front_end: str) -> dict[str, Any]:
     """The method options given on the command line, as keyword arguments for ``cls``, with the
     defaults that ``front_end`` (the command) declares for those not given."""

@@ -10,8 +10,9 @@ from ..batch import run_batch
 from ..batch.runner import BACKENDS
 from ..errors import PatchlensError
 from ..methods import get_method, make_method
+from ..validation import check_method_options
 from ._model_options import load_cli_model, model_options
-from ._options import add_method_arguments, method_command, method_params
+from ._options import add_method_arguments, add_other_method_arguments, flag, given_method_options, method_command, method_params
 from .explain import add_common
 
 EXAMPLES = """examples:
@@ -69,11 +70,13 @@ def register(sub: Any, argv: list[str]) -> None:
     add_common(p)
     if cls is not None:
         add_method_arguments(p, [cls], "batch")
+    add_other_method_arguments(p)
     p.set_defaults(run=run)
 
 
 def run(args: argparse.Namespace) -> int:
     cls = get_method(args.method)
+    check_method_options([cls], given_method_options(args), flag)  # before the model is loaded
     for name in ("workers", "chunk_size", "images_in_flight"):
         if getattr(args, name) < 1:
             raise PatchlensError(f"--{name.replace('_', '-')} {getattr(args, name)}: must be at least 1")

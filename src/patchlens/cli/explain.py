@@ -11,10 +11,18 @@ from ..errors import PatchlensError, QueryBudgetError
 from ..images import load_image
 from ..methods import get_method, make_method
 from ..methods._sampling import stopping_rule
-from ..validation import validate_run
+from ..validation import check_method_options, validate_run
 from ._checks import writable_folder
 from ._model_options import add_model_arguments, load_cli_model
-from ._options import add_method_arguments, add_remote_arguments, method_command, method_params
+from ._options import (
+    add_method_arguments,
+    add_other_method_arguments,
+    add_remote_arguments,
+    flag,
+    given_method_options,
+    method_command,
+    method_params,
+)
 
 EXAMPLES = """examples:
   patchlens explain cat.jpg                              RISE on the default model, top class
@@ -53,11 +61,13 @@ def register(sub: Any, argv: list[str]) -> None:
     add_common(p)
     if cls is not None:
         add_method_arguments(p, [cls], "explain")
+    add_other_method_arguments(p)
     p.set_defaults(run=run)
 
 
 def run(args: argparse.Namespace) -> int:
     cls = get_method(args.method)
+    check_method_options([cls], given_method_options(args), flag)  # before the model is loaded
     method = make_method(args.method, **method_params(args, cls, "explain"))
     say = (lambda *a: None) if args.quiet else print
     out = writable_folder(args.out)  # before the model is loaded and any image explained

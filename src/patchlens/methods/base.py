@@ -10,6 +10,7 @@ and web form are generated from those declarations.
 from __future__ import annotations
 
 import dataclasses
+import difflib
 from dataclasses import dataclass, field
 from typing import Any, Callable, ClassVar, Iterable
 
@@ -287,7 +288,9 @@ def catalogue(front_end: str = "python") -> dict[str, dict[str, Any]]:
 def get_method(name: str) -> type[Method]:
     methods = registry()
     if name not in methods:
-        raise MethodError(f"{name}: unknown method; available: {', '.join(methods)}")
+        close = difflib.get_close_matches(str(name).strip().lower(), list(methods), n=1, cutoff=0.6)
+        hint = f" (did you mean {close[0]}?)" if close else ""
+        raise MethodError(f"{name}: unknown method{hint}; available: {', '.join(methods)}")
     return methods[name]
 
 

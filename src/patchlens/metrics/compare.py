@@ -17,7 +17,7 @@ from ..methods import Method, make_method
 from ..models import load_model
 from ..models.classifier import Classifier
 from ..targets import TargetSpec
-from ..validation import validate_run
+from ..validation import check_metric_needs, validate_run
 from .base import Options, directions, get_metrics, registry
 from .budget import budgeted
 from .evaluate import EvaluationTable, evaluate
@@ -198,7 +198,10 @@ def compare(
     from ..api import explain_one
     from ..targets import names_several
 
-    get_metrics(list(metrics) if not isinstance(metrics, str) else metrics)  # fail before the slow part
+    chosen = get_metrics(list(metrics) if not isinstance(metrics, str) else metrics)  # fail before the slow part
+    listed = list(images) if isinstance(images, (list, tuple)) else [images]
+    mosaics_only = bool(listed) and all(isinstance(i, Mosaic) for i in listed)  # a mosaic knows its regions
+    check_metric_needs(chosen, regions=regions is not None or mosaics_only, how="regions=[...]")
     if target is not None and names_several(target):
         raise MethodError(f"target={target!r}: compare explains one class per image; run it once per class")
     kinds = parse_baselines(baselines)
