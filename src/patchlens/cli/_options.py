@@ -64,15 +64,16 @@ def add_other_method_arguments(parser: argparse.ArgumentParser) -> None:
                 parser.add_argument(flag(info.name), dest=f"method__{info.name}", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
 
 
+def explicit_params(args: argparse.Namespace, cls: type[Method]) -> dict[str, Any]:
+    """The method options given on the command line for ``cls``, and only those."""
+    names = {p.name for p in cls.parameters()}
+    return {key[8:]: value for key, value in vars(args).items() if key.startswith("method__") and key[8:] in names}
+
+
 def method_params(args: argparse.Namespace, cls: type[Method], front_end: str) -> dict[str, Any]:
     """The method options given on the command line, as keyword arguments for ``cls``, with the
     defaults that ``front_end`` (the command) declares for those not given."""
-    names = {p.name for p in cls.parameters()}
-    out = {}
-    for key, value in vars(args).items():
-        if key.startswith("method__") and key[8:] in names:
-            out[key[8:]] = value
-    return cls.with_defaults(out, front_end)
+    return cls.with_defaults(explicit_params(args, cls), front_end)
 
 
 def given_method_options(args: argparse.Namespace) -> list[str]:

@@ -7,12 +7,20 @@ from pathlib import Path
 from typing import Any
 
 from ..batch import run_batch
-from ..batch.runner import BACKENDS
+from ..batch.runner import BACKENDS, resumed_request, stored_methods
 from ..errors import PatchlensError
 from ..methods import get_method, make_method
 from ..validation import check_method_options
 from ._model_options import load_cli_model, model_options
-from ._options import add_method_arguments, add_other_method_arguments, flag, given_method_options, method_command, method_params
+from ._options import (
+    add_method_arguments,
+    add_other_method_arguments,
+    explicit_params,
+    flag,
+    given_method_options,
+    method_command,
+    method_params,
+)
 from .explain import add_common
 
 EXAMPLES = """examples:
@@ -50,7 +58,8 @@ def register(sub: Any, argv: list[str]) -> None:
     )
     p.add_argument("source", metavar="SOURCE", help="a folder, an ImageFolder tree, or a .csv/.parquet/.txt image list")
     p.add_argument("--out", required=True, metavar="STORE", help="the store folder (created if needed)")
-    p.add_argument("--method", default="rise", help=f"one of: {names} [default: rise]")
+    p.add_argument("--method", default=None,
+                   help=f"one of: {names} [default: rise; with --resume, the method the store's run used]")
     p.add_argument("--target", default="top1",
                    help="top1, topk:K, a class index or name, or 'label' for each image's true label [default: top1]")
     p.add_argument("--metrics", default="", help="comma list of metrics to compute per map, e.g. deletion,insertion")
@@ -71,10 +80,14 @@ def register(sub: Any, argv: list[str]) -> None:
     if cls is not None:
         add_method_arguments(p, [cls], "batch")
     add_other_method_arguments(p)
-    p.set_defaults(run=run)
+    # None: 0 for a new run; with --resume, the seed the run started with (a different one given is refused)
+    p.set_defaults(run=run, seed=None)
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.method is None:  # resuming a store of one method's run continues that run
+        stored = stored_methods(args.out) if (args.resume or args.retry_failed) else []
+        args.method = stored[0] if len(stored) == 1 else "rise"
     cls = get_method(args.method)
     check_method_options([cls], given_method_options(args), flag)  # before the model is loaded
     for name in ("workers", "chunk_size", "images_in_flight"):
@@ -86,7 +99,11 @@ def run(args: argparse.Namespace) -> int:
                              "cannot reach them; save the configured model with torch.jit.save and use torchscript:PATH")
     classifier = load_cli_model(args) if args.backend == "local" else None
     if classifier is not None and not args.quiet:  # the cost, announced before the run
-        method = make_method(args.method, **method_params(args, cls, "batch"))
+        given = method_params(args, cls, "batch")
+        if args.resume or args.retry_failed:  # the parameters the run started with, as run_batch will take them
+            given, _ = resumed_request(args.out, args.method, explicit_params(args, cls), args.seed)
+            given = cls.with_defaults(given, "batch")
+        method = make_method(args.method, **given)
         passes = method.passes(classifier.input_size)
         print(f"{method.name} on {classifier.model_id}: {f'{passes} forward passes per image' if passes else 'forward passes vary'}")
     summary = run_batch(
@@ -108,7 +125,8 @@ def run(args: argparse.Namespace) -> int:
         chunk_size=args.chunk_size,
         ray_address=args.ray_address,
         progress=not args.quiet,
-        **method_params(args, cls, "batch"),
+        front_end="batch",
+        **explicit_params(args, cls),
     )
     print(f"{args.out}: {summary}")
     if args.report:
