@@ -130,6 +130,8 @@ def explain_one(
     for i, t in enumerate(targets):
         extras = attribution.extras[i] if i < len(attribution.extras) else {}
         extras = {**extras, "runtime": runtime_record(classifier, white_box=not scores_only)}
+        if method.class_agnostic:
+            extras["class_agnostic"] = True
         out.append(
             Explanation(
                 saliency=maps_np[i],

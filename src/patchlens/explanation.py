@@ -122,8 +122,23 @@ class Explanation:
 
     @property
     def title(self) -> str:
+        """One line for the picture: method, class and score, and what a reader must know before trusting the colours."""
         partial = " [partial]" if self.partial else ""
-        return f"{self.method}{partial}: {self.label} (class {self.target}), {'p' if self.score_is_probability else 'score'} = {self.score:.3f}"
+        agnostic = "class-agnostic map; " if self.class_agnostic else ""
+        note = self.flatness
+        flat = f" [{note}]" if note else ""
+        word = "p" if self.score_is_probability else "score"
+        return f"{self.method}{partial}: {agnostic}{self.label} (class {self.target}), {word} = {self.score:.3f}{flat}"
+
+    @property
+    def class_agnostic(self) -> bool:
+        """Whether the method made the same map whatever class was asked for (attention rollout)."""
+        return bool(self.extras.get("class_agnostic"))
+
+    @property
+    def flatness(self) -> str | None:
+        """"nearly constant (range 4e-04 of its mean)" when the map's colours would exaggerate it (see render)."""
+        return render.flatness_note(self.saliency)
 
     @property
     def partial(self) -> dict[str, Any] | None:

@@ -136,6 +136,8 @@ class Method:
     requires: ClassVar[Capability] = Capability.SCORES
     #: whether the method draws random numbers (seed matters).
     stochastic: ClassVar[bool] = False
+    #: whether the map is the same whatever class is asked for (attention rollout); results and titles say so.
+    class_agnostic: ClassVar[bool] = False
     #: parameters added after results were first stored, with the value those older results were
     #: made with, so that a stored record without them still reads (and resumes) as what it was.
     added_params: ClassVar[dict[str, Any]] = {}
