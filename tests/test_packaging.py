@@ -25,8 +25,6 @@ EXTRAS = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["option
 TORCH_EXTRAS = {"timm", "torchvision"}
 #: not run-time features
 TOOL_EXTRAS = {"test", "bench", "all"}
-#: the package index this machine and CI have on disk (pip's configured extra index)
-LOCAL_INDEX = Path("/opt/pypi/simple")
 
 
 def _name(requirement: str) -> str:
@@ -53,19 +51,18 @@ def test_readme_says_how_to_add_timm_on_a_cpu_torch():
 @pytest.mark.slow
 def test_all_extra_resolves_without_torch(tmp_path):
     """``pip install --dry-run --report`` of [all]'s requirements, as pip resolves them on a fresh machine."""
-    if not LOCAL_INDEX.is_dir():
-        pytest.skip(f"no local package index at {LOCAL_INDEX}: the resolution would need the network")
     requirements = tmp_path / "all.txt"
     requirements.write_text("\n".join(EXTRAS["all"]))
     report = tmp_path / "report.json"
+    # pip's own configuration: PyPI and, on this project's machines, the local index beside it (about 30 s)
     command = [sys.executable, "-m", "pip", "install", "--dry-run", "--ignore-installed", "--quiet",
-               "--report", str(report), "--index-url", LOCAL_INDEX.as_uri(), "-r", str(requirements)]
+               "--report", str(report), "-r", str(requirements)]
     try:
         done = subprocess.run(command, capture_output=True, text=True, timeout=240)
     except subprocess.TimeoutExpired:
-        pytest.skip("pip took over 240 s to resolve [all] from the local index")
+        pytest.skip("pip took over 240 s to resolve [all] (no package index within reach?)")
     if done.returncode != 0:
-        pytest.skip(f"pip could not resolve [all] from the local index: {done.stderr.strip().splitlines()[-1:]}")
+        pytest.skip(f"pip could not resolve [all] here: {done.stderr.strip().splitlines()[-1:]}")
     installed = {i["metadata"]["name"].lower() for i in json.loads(report.read_text())["install"]}
     assert "onnxscript" in installed
     dragged = sorted(n for n in installed if n in ("torch", "torchvision") or n.startswith("nvidia-"))

@@ -399,3 +399,19 @@ def test_a_jobs_view_of_the_model_says_what_the_model_says() -> None:
     assert watched.batch_policy is clf.batch_policy
     clf.model_id = "renamed"  # read at each use, never a copy taken when the view was built
     assert watched.model_id == "renamed"
+
+
+def test_the_docs_page_loads_nothing_from_another_host(client: TestClient) -> None:
+    """FastAPI's /docs pulls Swagger UI from a CDN and stays blank offline; ours serves the files itself."""
+    pytest.importorskip("swagger_ui_bundle")
+    import re
+
+    page = client.get("/docs")
+    assert page.status_code == 200
+    sources = re.findall(r"""(?:src|href)=["']([^"']+)""", page.text) + re.findall(r"url: ?'([^']+)'", page.text)
+    assert sources and not [s for s in sources if "//" in s], sources  # every script, style and icon from this server
+    for asset in ("/docs-assets/swagger-ui-bundle.js", "/docs-assets/swagger-ui.css"):
+        assert asset in page.text
+        got = client.get(asset)
+        assert got.status_code == 200 and len(got.content) > 10_000
+    assert client.get("/openapi.json").json()["info"]["title"] == "patchlens"

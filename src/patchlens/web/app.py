@@ -4,8 +4,8 @@
 startup: visitors upload images, never models. Long explanations go through a
 bounded :class:`~patchlens.web.jobs.JobQueue` (poll ``/api/jobs/{id}``, DELETE
 to cancel, 429 when full); what-if predictions run at once on their own path.
-OpenAPI docs are at ``/docs`` (the Swagger page loads its scripts from a CDN)
-and the schema at ``/openapi.json``.
+OpenAPI docs are at ``/docs`` (Swagger UI served from this machine, see
+:mod:`patchlens.web.docs`) and the schema at ``/openapi.json``.
 """
 
 from __future__ import annotations
@@ -28,6 +28,7 @@ from ..api import list_methods
 from ..engine import BASELINES
 from ..errors import ImageError, PatchlensError
 from ..examples import EXAMPLES, example_path
+from .docs import add_docs
 from ..images import load_image
 from ..models import Classifier, load_model
 from ..targets import resolve_targets
@@ -103,7 +104,10 @@ def create_app(
         version=__version__,
         description="Explore which parts of an image drive the model's decision.",
         on_shutdown=[queue.shutdown],
+        docs_url=None,  # FastAPI's page loads Swagger UI from a CDN: blank offline; ours is local (add_docs)
+        redoc_url=None,
     )
+    add_docs(app)
     app.state.classifier, app.state.config, app.state.queue = clf, cfg, queue
 
     @app.exception_handler(PatchlensError)
