@@ -96,3 +96,14 @@ def test_installed_console_script():
     if result.returncode == 127 or "not found" in result.stderr:
         pytest.skip("console script not on PATH")
     assert result.stdout.startswith("patchlens ")
+
+
+def test_explain_help_points_up_to_the_method_options_it_shows(capsys):
+    """argparse prints the epilog last: the method options are above it, not "below"."""
+    from patchlens.cli import main
+
+    with pytest.raises(SystemExit):
+        main(["explain", "--method", "occlusion", "--help"])
+    out = capsys.readouterr().out
+    assert out.index("occlusion options:") < out.index("the 'occlusion options' above are those of --method occlusion")
+    assert "below" not in out and "'patchlens explain --method NAME --help' shows another's" in out

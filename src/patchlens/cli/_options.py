@@ -107,7 +107,9 @@ def method_command(
         name,
         help=help,
         description=description,
-        epilog=examples + f"\nmethods: {names}\n(the options shown below are those of --method {chosen}{note})",
+        # argparse prints the epilog after every option, so the method's options are above it
+        epilog=examples + f"\nmethods: {names}\n(the '{chosen} options' above are those of --method {chosen}; "
+        f"'patchlens {name} --method NAME --help' shows another's{note})",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     return parser, methods.get(chosen), names
