@@ -30,7 +30,7 @@ def test_a_timm_model_with_random_weights_runs_offline_from_the_cli(tmp_path, mo
     Image.open(example_path("chelsea")).resize((64, 48)).save(photo)
     args = ["explain", str(photo), "--model", "timm:test_resnet", *FAST, "--out", str(tmp_path / "out")]
     assert main([*args, "--no-pretrained", "--window", "80", "--stride", "80"]) == 0, capsys.readouterr().err
-    record = json.loads(next((tmp_path / "out").glob("cat_occlusion_*_test_resnet.json")).read_text())
+    record = json.loads(next((tmp_path / "out").glob("cat_occlusion_*_test_resnet_window80_stride80.json")).read_text())
     assert record["model"] == "timm:test_resnet"
     # without --no-pretrained the weights are needed: one line that says how to do without them
     assert main(args) == 2

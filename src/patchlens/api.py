@@ -149,6 +149,7 @@ def explain_one(
                 version=__version__,
                 image=image.pixels,
                 score_is_probability=getattr(classifier, "outputs_probabilities", True),
+                variant=method.variant(seed),
             )
         )
     return out

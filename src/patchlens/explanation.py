@@ -98,6 +98,9 @@ class Explanation:
     version: str = ""
     image: np.ndarray | None = field(default=None, repr=False, compare=False)
     score_is_probability: bool = True  # False when the model's outputs are raw scores (logits), not probabilities
+    #: the parameters and seed a front-end did not choose by default, in a few characters ("n_masks2000_seed3"),
+    #: for file names: runs with other parameters do not overwrite each other's files
+    variant: str = field(default="", compare=False)
 
     def __post_init__(self) -> None:
         if not isinstance(self.params, FrozenParams):
@@ -166,7 +169,8 @@ class Explanation:
 
     def default_stem(self) -> str:
         name = Path(self.image_name).stem if self.image_name and not self.image_name.startswith("<") else "image"
-        return _stem(f"{name}_{self.method}_{self.target}_{short_model_id(self.model)}")
+        variant = f"_{self.variant}" if self.variant else ""
+        return _stem(f"{name}_{self.method}_{self.target}_{short_model_id(self.model)}{variant}")
 
     def save(self, directory: str | Path, stem: str | None = None) -> dict[str, Path]:
         """Write ``<stem>.png`` (overlay), ``<stem>.npy`` (raw map) and ``<stem>.json``; returns the paths."""

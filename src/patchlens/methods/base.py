@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import hashlib
 from dataclasses import dataclass, field
 from typing import Any, Callable, ClassVar, Iterable
 
@@ -221,6 +222,26 @@ class Method:
     def params(self) -> dict[str, Any]:
         """This value's hyper-parameters, for provenance."""
         return dataclasses.asdict(self)
+
+    def variant(self, seed: int | None = 0) -> str:
+        """The parameters (and seed) that are no front-end's default, short enough for a file name.
+
+        ``"n_masks2000_grid5"``, ``"seed3"``, or ``""`` for a run with defaults; past 40
+        characters a hash of them (``"p1a2b3c4d"``), so two runs differ in name exactly
+        when they differ in what was chosen.
+        """
+        parts = []
+        for info in self.parameters():
+            value = getattr(self, info.name)
+            if value == info.default or value in info.front_ends.values():
+                continue
+            parts.append(f"{info.name}{value:g}" if isinstance(value, float) else f"{info.name}{value}")
+        if self.stochastic and seed:
+            parts.append(f"seed{seed}")
+        text = "_".join(parts)
+        if len(text) > 40:
+            return "p" + hashlib.sha1(text.encode()).hexdigest()[:8]
+        return text
 
     def attribute(self, job: Job) -> Attribution:
         raise NotImplementedError

@@ -28,11 +28,11 @@ from ..api import list_methods
 from ..engine import BASELINES
 from ..errors import ImageError, PatchlensError
 from ..examples import EXAMPLES, example_path
-from .docs import add_docs
 from ..images import load_image
 from ..models import Classifier, load_model
 from ..targets import resolve_targets
 from .availability import token_masking, with_availability
+from .docs import add_docs
 from .guard import refusal
 from .jobs import JobQueue, QueueFull
 from .state import (
