@@ -27,7 +27,7 @@ from ..errors import ModelError, TargetError
 from ..extras import require
 from ..methods import get_method, recorded_params
 from ..models import Classifier, load_model
-from ..validation import validate_run
+from ..validation import check_target, validate_run
 from .shared import can_share, shared_results
 from .sources import Item, read_source, region_columns, resolved, same_file
 from .store import Store, StoreError
@@ -172,6 +172,29 @@ def _write_request(out: str | Path, method: str, params: dict[str, Any], seed: i
     os.replace(tmp, path)
 
 
+def warn_unknown_labels(source: Any, items: Sequence[Item], classifier: Classifier) -> None:
+    """One line before the run naming the labels (ImageFolder folders) that are no class of the model.
+
+    Their images still fail one by one, each with its reason in the store; without
+    this line a misnamed folder was found only by reading the manifest afterwards.
+    """
+    counts: dict[str, int] = {}
+    for item in items:
+        if item.label is not None:
+            counts[item.label] = counts.get(item.label, 0) + 1
+    bad = {}
+    for label, n in counts.items():
+        try:
+            check_target(classifier, label)
+        except TargetError:
+            bad[label] = n
+    if bad:
+        named = ", ".join(f"{label!r} ({n} image{'s' if n != 1 else ''})" for label, n in sorted(bad.items(), key=lambda kv: -kv[1])[:5])
+        more = f" and {len(bad) - 5} more" if len(bad) > 5 else ""
+        warn(f"{source}: {len(bad)} of {len(counts)} labels (ImageFolder folders) are not classes of {classifier.model_id}, "
+             f"so their images will fail: {named}{more}; name them after the model's classes (or class indices)")
+
+
 def local_results(classifier: Classifier, plan: Plan, items: Sequence[Item], workers: int,
                   images_in_flight: int = 1) -> Iterator[list[Result]]:
     """Explain ``items`` in order on one model, decoding up to ``2 * workers`` images ahead in threads;
@@ -287,6 +310,8 @@ def run_batch(
         options: dict[str, Any] = {"device": device} if isinstance(model, str) else {}
         classifier = load_model(model, runtime=runtime, **options)
         validate_run(classifier, method_value, plan.target)  # one error for the run, not one per image
+        if plan.target == "label":
+            warn_unknown_labels(source, items, classifier)
     check_metrics(plan.metrics, classifier)
     store = Store.create(out)
     with store.lock():

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import argparse
+import os
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -136,6 +138,34 @@ def run(args: argparse.Namespace) -> int:
         page = Path(args.out) / "report.html"
         print(report_summary(report(args.out, page, method=args.method, request=str(args.target)), page))
     if summary.failed:
-        print(f"patchlens: {summary.failed} image(s) failed; their reasons are in the store "
-              f"(status == 'failed'); retry with --retry-failed")
+        print(f"patchlens: {summary.failed} image(s) failed this run; the store's failures by reason:", file=sys.stderr)
+        for line in failure_lines(args.out):
+            print(f"  {line}", file=sys.stderr)
+        print("  (every reason is in the store: status == 'failed'; --retry-failed tries them again)", file=sys.stderr)
     return 1 if summary.failed else 0
+
+
+def failure_lines(store: str, groups: int = 3) -> list[str]:
+    """The store's failures grouped by reason, most frequent first: "12 x cannot read image: not an image file
+    (e.g. /data/a.jpg)"; the image's own path is taken out of the reason so that images failing alike group."""
+    from ..batch import open_store
+
+    try:
+        manifest = open_store(store).manifest
+    except Exception:  # the summary is a courtesy; the run itself is done and stored
+        return []
+    failed = manifest[manifest["status"] == "failed"].drop_duplicates("path")
+    counts: dict[str, list[str]] = {}
+    for path, error in zip(failed["path"], failed["error"]):
+        reason = str(error or "no reason recorded")
+        for spelling in (str(path), os.path.basename(str(path))):
+            if reason.startswith(spelling + ": "):
+                reason = reason[len(spelling) + 2:]
+                break
+        counts.setdefault(reason, []).append(str(path))
+    ranked = sorted(counts.items(), key=lambda kv: -len(kv[1]))
+    lines = [f"{len(paths)} x {reason} (e.g. {paths[0]})" for reason, paths in ranked[:groups]]
+    if len(ranked) > groups:
+        rest = sum(len(p) for _, p in ranked[groups:])
+        lines.append(f"and {rest} more with {len(ranked) - groups} other reason(s)")
+    return lines
