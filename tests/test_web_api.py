@@ -415,3 +415,20 @@ def test_the_docs_page_loads_nothing_from_another_host(client: TestClient) -> No
         got = client.get(asset)
         assert got.status_code == 200 and len(got.content) > 10_000
     assert client.get("/openapi.json").json()["info"]["title"] == "patchlens"
+
+
+def test_job_progress_never_passes_its_stated_total(client: TestClient) -> None:
+    """The faithfulness metrics' passes were counted as the methods' ("635 of 503"); now they are counted apart."""
+    image_id = upload(client, random_pixels(32, 32, seed=9))["id"]
+    methods = [{"name": "occlusion", "params": {"window": 8, "stride": 8}}]
+    job = client.post("/api/jobs", json={"image_id": image_id, "methods": methods, "metrics": True}).json()
+    seen = [job["progress"]]
+    while job["status"] in ("queued", "running"):
+        job = client.get(f"/api/jobs/{job['id']}").json()
+        seen.append(job["progress"])
+        time.sleep(0.01)
+    assert job["status"] == "done"
+    assert all(p["total"] is None or p["done"] <= p["total"] for p in seen), seen
+    final = seen[-1]
+    assert final["done"] == final["total"] == 17  # 16 windows and the unmasked image, as stated before the run
+    assert final["scoring_passes"] > 0 or not job["results"][0].get("metrics")

@@ -312,7 +312,12 @@ def run_explanations(
     def counted(n: int) -> None:
         job.done += n
 
+    def scored(n: int) -> None:
+        job.scoring += n
+
     watched = WatchedClassifier(classifier, lock, counted, job.cancel_flag.is_set)
+    # the metrics' passes are not in the job's stated total: counted apart, so progress never passes it
+    scoring = WatchedClassifier(classifier, lock, scored, job.cancel_flag.is_set)
     summaries = []
     for method in methods:
 
@@ -331,7 +336,7 @@ def run_explanations(
         for exp in exps:
             summary = summarize(exp, grid)
             if with_metrics:
-                summary["metrics"] = faithfulness(watched, stored, exp)
+                summary["metrics"] = faithfulness(scoring, stored, exp)
             rid = results.add(StoredResult(exp, image_id, summary))
             summary["id"] = rid
             summaries.append(summary)
