@@ -125,3 +125,12 @@ def test_runs_with_other_parameters_write_other_files(tmp_path, capsys):
                      "example_coffee_rise_967_default_n_masks20_seed4"], names
     assert main([*base, "--method", "gradient"]) == 0  # defaults only: the plain name
     assert (out / "example_coffee_gradient_967_default.json").exists()
+
+
+def test_the_run_header_says_torch_runs_a_gradient_method(tmp_path, capsys):
+    from patchlens.cli import main
+
+    assert main(["explain", "example:coffee", "--method", "gradient", "--out", str(tmp_path)]) == 0
+    header = capsys.readouterr().out.splitlines()[0]
+    assert header.startswith("gradient on default (cpu, ") and ("torch for the rest" in header or "cpu, torch)" in header)
+    assert not header.endswith("onnxruntime): 2 forward passes per image")

@@ -7,6 +7,7 @@ import sys
 from typing import Any
 
 from ..api import explain_one
+from ..capabilities import Capability
 from ..errors import PatchlensError, QueryBudgetError
 from ..images import load_image
 from ..methods import get_method, make_method
@@ -75,7 +76,10 @@ def run(args: argparse.Namespace) -> int:
     validate_run(classifier, method, args.target)  # one error for the whole run, before any forward pass
     passes = method.passes(classifier.input_size)
     per_image = f"{passes} forward passes per image" if passes else "forward passes vary"
-    say(f"{method.name} on {classifier.model_id} ({classifier.device}, {getattr(classifier, 'runtime', 'torch')}): {per_image}")
+    runtime = getattr(classifier, "runtime", "torch")
+    if runtime != "torch" and method.requirements() & ~Capability.SCORES:  # gradients, layers, tokens: torch's
+        runtime = f"{runtime} for scores, torch for the rest"
+    say(f"{method.name} on {classifier.model_id} ({classifier.device}, {runtime}): {per_image}")
     rule = stopping_rule(method)
     if rule:
         say(f"  {rule}")
