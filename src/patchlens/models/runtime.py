@@ -141,7 +141,8 @@ def use_runtime(
     on_cpu = classifier.device.type == "cpu"
     # torch's ONNX exporter traces Python modules; on a TorchScript file it fails every time (a line
     # and two seconds on each load), so "auto" does not try; runtime="onnx" still does, and says why it failed
-    scripted = isinstance(classifier.module, torch.jit.ScriptModule)
+    # read the instance's own attribute: ``.module`` would build a lazily loaded model (models/default.py)
+    scripted = isinstance(vars(classifier).get("_module"), torch.jit.ScriptModule)
     if runtime == "torch" or (runtime == "auto" and (not on_cpu or own_module or scripted)):
         why = ("asked for" if runtime == "torch" else "a GPU" if not on_cpu
                else "a TorchScript module (the ONNX exporter traces Python modules)" if scripted
