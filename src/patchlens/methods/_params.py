@@ -22,7 +22,8 @@ def masking() -> Any:
     return param(
         "pixels",
         "how hidden parts are hidden: pixels (they take the baseline's pixels) or tokens (timm ViTs only: "
-        "their patch tokens are dropped, faster and closer to what the model saw in training)",
+        "their patch tokens are dropped, closer to what the model saw in training; run in torch, so faster "
+        "or not depending on the model and runtime)",
         choices=MASKINGS,
         group="masking",
     )
