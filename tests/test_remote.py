@@ -70,7 +70,7 @@ def test_budget_stops_cleanly_and_says_how_many(served):
         patchlens.explain(remote, planted_image(), "rise", n_masks=60, seed=0)
     message = str(info.value)
     assert "\n" not in message and served.url in message
-    assert "of max_queries=25 images used" in message and "partial" in message
+    assert "of max_queries=25 are left" in message and "partial" in message
     assert remote.queries <= 25 and served.images == remote.queries
 
 

@@ -79,7 +79,9 @@ def test_a_spent_budget_stops_the_run_and_says_what_is_missing(tmp_path, capsys)
         sent = server.images
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 3 and len(err) == 2, err
-    assert err[0].startswith(f"patchlens: error: {server.url}: query budget spent: 42 of max_queries=60 images used, 32 more needed")
+    # not "spent" while 18 are left: what the next requests need against what remains
+    assert err[0].startswith(f"patchlens: error: {server.url}: query budget too small: the next requests need 32 images, "
+                             "only 18 of max_queries=60 are left (42 used)")
     assert err[0].endswith("the explanation stopped unfinished (partial)")
     assert err[1] == f"patchlens: partial run: 1 of 3 image(s) explained; {images[1]} and those after it were not"
     written = sorted(p.name for p in (tmp_path / "out").glob("*.npy"))

@@ -284,3 +284,14 @@ def test_a_common_peak_at_the_centre_says_it_may_be_the_object() -> None:
     assert "may be the object" in centred.sentence and "may be the object" not in corner.sentence
     spread = fixed_position("dog", ["a", "b", "c"], np.array([[0.1, 0.1], [0.9, 0.1], [0.5, 0.9]]), np.ones(3))
     assert not spread.flagged and spread.value == pytest.approx(1 / 3)
+
+
+def test_signal_sentences_count_maps_in_words_that_read_right():
+    import numpy as np
+
+    from patchlens.audit.signals import region_share
+
+    one = region_share("corners", "cat", ["a.png"], np.array([0.6]), 0.17).sentence
+    two = region_share("corners", "cat", ["a.png", "b.png"], np.array([0.6, 0.2]), 0.17).sentence
+    assert "of the one map explained as 'cat'" in one and "1 maps" not in one
+    assert "of the 2 maps explained as 'cat'" in two

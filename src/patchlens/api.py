@@ -29,9 +29,14 @@ class NothingToExplain(UserWarning):
     """An image on which the target named nothing (``present`` with no label present): no map was made."""
 
 
-def list_methods() -> dict[str, dict[str, Any]]:
-    """The registered methods: ``{name: {"summary", "kind", "requires", "stochastic", "parameters": [...]}}``."""
-    return catalogue()
+def list_methods(front_end: str = "python") -> dict[str, dict[str, Any]]:
+    """The registered methods: ``{name: {"summary", "kind", "requires", "stochastic", "parameters": [...]}}``.
+
+    Each parameter's ``default`` is what ``front_end`` uses when it is not given ("python": this API;
+    "explain", "batch", "compare", "web"); a parameter whose default differs between front-ends also
+    lists them all under ``defaults``.
+    """
+    return catalogue(front_end)
 
 
 def as_method(method: str | Method, params: dict[str, Any] | None = None) -> Method:
@@ -138,6 +143,8 @@ def explain_one(
     for i, rec in enumerate(objective.records()):
         extras = attribution.extras[i] if i < len(attribution.extras) else {}
         extras = {**extras, "runtime": runtime_record(classifier, white_box=not scores_only)}
+        if not method.target_specific:
+            extras["class_agnostic"] = True
         out.append(
             Explanation(
                 saliency=maps_np[i],
@@ -156,6 +163,7 @@ def explain_one(
                 version=__version__,
                 image=image.pixels,
                 score_is_probability=getattr(classifier, "outputs_probabilities", True),
+                variant=method.variant(seed),
             )
         )
     return out

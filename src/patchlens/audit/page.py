@@ -134,7 +134,7 @@ def _run(f: Findings) -> str:
             ("parameters", json.dumps(r.params, sort_keys=True)), ("target requested", r.request),
             ("seed", "none (the method is deterministic)" if r.seed is None else str(r.seed)),
             ("images", f"{r.images}: {r.done} explained, {r.failed} failed"),
-            ("forward passes", f"{r.forward_passes:,}"), ("model time", f"{r.seconds:.1f} s"),
+            ("forward passes", f"{r.forward_passes:,}"), ("time per image, added up", f"{r.seconds:.1f} s (images explained at once overlap, so this exceeds the run's wall time)"),
             ("metrics in the store", ", ".join(r.metrics) or "none"), ("made with", f"patchlens {r.patchlens_version}")]
     if r.other_runs:
         rows.append(("other runs in the store (not in this report)", "; ".join(r.other_runs)))

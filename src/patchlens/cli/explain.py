@@ -7,14 +7,23 @@ import sys
 from typing import Any
 
 from ..api import explain_one
+from ..capabilities import Capability
 from ..errors import PatchlensError, QueryBudgetError
 from ..images import load_image
 from ..methods import get_method, make_method
 from ..methods._sampling import stopping_rule
-from ..validation import validate_run
+from ..validation import check_method_options, validate_run
 from ._checks import writable_folder
 from ._model_options import add_model_arguments, load_cli_model
-from ._options import add_method_arguments, add_remote_arguments, method_command, method_params
+from ._options import (
+    add_method_arguments,
+    add_other_method_arguments,
+    add_remote_arguments,
+    flag,
+    given_method_options,
+    method_command,
+    method_params,
+)
 
 EXAMPLES = """examples:
   patchlens explain cat.jpg                              RISE on the default model, top class
@@ -31,7 +40,7 @@ def add_common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", default="default", help="model spec: default, timm:NAME, torchvision:NAME, onnx:PATH, torchscript:PATH, http://HOST:PORT/v2/models/NAME [default: default]")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N [default: auto]")
     p.add_argument("--batch-size", type=int, default=None, help="images per forward pass [default: chosen for the device]")
-    p.add_argument("--seed", type=int, default=0, help="seed for the method's random numbers [default: 0]")
+    p.add_argument("--seed", type=int, default=0, help="seed for the method's random numbers, and for the random weights of --no-pretrained [default: 0]")
     add_model_arguments(p)
     add_remote_arguments(p)
 
@@ -55,20 +64,25 @@ def register(sub: Any, argv: list[str]) -> None:
     p.add_argument("--quiet", action="store_true", help="print only errors")
     add_common(p)
     if cls is not None:
-        add_method_arguments(p, [cls])
+        add_method_arguments(p, [cls], "explain")
+    add_other_method_arguments(p)
     p.set_defaults(run=run)
 
 
 def run(args: argparse.Namespace) -> int:
     cls = get_method(args.method)
-    method = make_method(args.method, **method_params(args, cls))
+    check_method_options([cls], given_method_options(args), flag)  # before the model is loaded
+    method = make_method(args.method, **method_params(args, cls, "explain"))
     say = (lambda *a: None) if args.quiet else print
     out = writable_folder(args.out)  # before the model is loaded and any image explained
     classifier = load_cli_model(args)
     validate_run(classifier, method, args.target)  # one error for the whole run, before any forward pass
     passes = method.passes(classifier.input_size)
     per_image = f"{passes} forward passes per image" if passes else "forward passes vary"
-    say(f"{method.name} on {classifier.model_id} ({classifier.device}, {getattr(classifier, 'runtime', 'torch')}): {per_image}")
+    runtime = getattr(classifier, "runtime", "torch")
+    if runtime != "torch" and method.requirements() & ~Capability.SCORES:  # gradients, layers, tokens: torch's
+        runtime = f"{runtime} for scores, torch for the rest"
+    say(f"{method.name} on {classifier.model_id} ({classifier.device}, {runtime}): {per_image}")
     rule = stopping_rule(method)
     if rule:
         say(f"  {rule}")

@@ -10,6 +10,8 @@ and web form are generated from those declarations.
 from __future__ import annotations
 
 import dataclasses
+import difflib
+import hashlib
 from dataclasses import dataclass, field
 from typing import Any, Callable, ClassVar, Iterable
 
@@ -21,6 +23,10 @@ from ..errors import MethodError
 from ..models.classifier import Classifier
 from ..objectives import Objective
 
+#: Where a method's parameters are given: the Python API, the ``explain``, ``batch`` and ``compare``
+#: commands, and the web page. A parameter may declare another default for some of them (``param``).
+FRONT_ENDS = ("python", "explain", "batch", "compare", "web")
+
 
 def param(
     default: Any,
@@ -30,18 +36,26 @@ def param(
     low: float | None = None,
     high: float | None = None,
     group: str = "",
+    front_ends: dict[str, Any] | None = None,
 ) -> Any:
     """Declare a method hyper-parameter: its default, what it means, and its valid range.
 
     ``group`` names a shared declaration (see ``methods/_params.py``): parameters
     of one group mean the same thing in every method that takes them.
+    ``front_ends``: the default in the front-ends of :data:`FRONT_ENDS` where it
+    differs from ``default`` (the Python API's), declared here so that every
+    listing, help text and form shows what that front-end really uses.
     """
+    unknown = set(front_ends or {}) - set(FRONT_ENDS)
+    if unknown:
+        raise ValueError(f"front_ends: {sorted(unknown)} are not front-ends ({', '.join(FRONT_ENDS)})")
     meta = {
         "help": help,
         "choices": tuple(choices) if choices is not None else None,
         "low": low,
         "high": high,
         "group": group,
+        "front_ends": dict(front_ends or {}),
     }
     return field(default=default, metadata=meta)
 
@@ -58,18 +72,30 @@ class ParamInfo:
     low: float | None
     high: float | None
     group: str = ""
+    #: defaults that differ from ``default`` in some front-ends (see :data:`FRONT_ENDS`)
+    front_ends: dict[str, Any] = field(default_factory=dict)
 
-    def to_dict(self) -> dict[str, Any]:
-        return {
+    def default_for(self, front_end: str = "python") -> Any:
+        """The value this parameter takes in ``front_end`` when it is not given."""
+        if front_end not in FRONT_ENDS:
+            raise ValueError(f"{front_end!r}: not a front-end ({', '.join(FRONT_ENDS)})")
+        return self.front_ends.get(front_end, self.default)
+
+    def to_dict(self, front_end: str = "python") -> dict[str, Any]:
+        """JSON-ready; ``default`` is ``front_end``'s, ``defaults`` every front-end's when they differ."""
+        out = {
             "group": self.group or None,
             "name": self.name,
             "type": self.type.__name__,
-            "default": self.default,
+            "default": self.default_for(front_end),
             "help": self.help,
             "choices": list(self.choices) if self.choices else None,
             "min": self.low,
             "max": self.high,
         }
+        if self.front_ends:
+            out["defaults"] = {f: self.default_for(f) for f in FRONT_ENDS}
+        return out
 
 
 @dataclass
@@ -171,6 +197,18 @@ class Method:
         """Checks that involve more than one parameter; raise MethodError."""
 
     @classmethod
+    def with_defaults(cls, params: dict[str, Any], front_end: str) -> dict[str, Any]:
+        """``params`` completed with the defaults ``front_end`` declares for parameters not given.
+
+        Parameters whose default is the same everywhere are left out, so a stored
+        record keeps the parameters the user chose plus those the front-end chose.
+        """
+        if front_end not in FRONT_ENDS:
+            raise ValueError(f"{front_end!r}: not a front-end ({', '.join(FRONT_ENDS)})")
+        filled = {p.name: p.front_ends[front_end] for p in cls.parameters() if p.name not in params and front_end in p.front_ends}
+        return {**params, **filled}
+
+    @classmethod
     def parameters(cls) -> list[ParamInfo]:
         hints = {f.name: f.type for f in dataclasses.fields(cls)}
         out = []
@@ -187,6 +225,7 @@ class Method:
                     low=f.metadata.get("low"),
                     high=f.metadata.get("high"),
                     group=f.metadata.get("group", ""),
+                    front_ends=dict(f.metadata.get("front_ends", {})),
                 )
             )
         return out
@@ -194,6 +233,26 @@ class Method:
     def params(self) -> dict[str, Any]:
         """This value's hyper-parameters, for provenance."""
         return dataclasses.asdict(self)
+
+    def variant(self, seed: int | None = 0) -> str:
+        """The parameters (and seed) that are no front-end's default, short enough for a file name.
+
+        ``"n_masks2000_grid5"``, ``"seed3"``, or ``""`` for a run with defaults; past 40
+        characters a hash of them (``"p1a2b3c4d"``), so two runs differ in name exactly
+        when they differ in what was chosen.
+        """
+        parts = []
+        for info in self.parameters():
+            value = getattr(self, info.name)
+            if value == info.default or value in info.front_ends.values():
+                continue
+            parts.append(f"{info.name}{value:g}" if isinstance(value, float) else f"{info.name}{value}")
+        if self.stochastic and seed:
+            parts.append(f"seed{seed}")
+        text = "_".join(parts)
+        if len(text) > 40:
+            return "p" + hashlib.sha1(text.encode()).hexdigest()[:8]
+        return text
 
     def attribute(self, job: Job) -> Attribution:
         raise NotImplementedError
@@ -243,11 +302,12 @@ def registry() -> dict[str, type[Method]]:
     return dict(sorted(_REGISTRY.items()))
 
 
-def catalogue() -> dict[str, dict[str, Any]]:
+def catalogue(front_end: str = "python") -> dict[str, dict[str, Any]]:
     """The registered methods: ``{name: {"summary", "kind", "requires", "models", "per_target", "stochastic", "parameters"}}``.
 
     ``models``: the kinds of model it explains (classifiers, multi-label classifiers...);
-    ``per_target``: whether each target gets its own map.
+    ``per_target``: whether each target gets its own map; each parameter's ``default``
+    is the one ``front_end`` uses (the web page lists the web's).
     """
     return {
         name: {
@@ -257,7 +317,7 @@ def catalogue() -> dict[str, dict[str, Any]]:
             "models": kind_names(cls.models),
             "per_target": cls.target_specific,
             "stochastic": cls.stochastic,
-            "parameters": [p.to_dict() for p in cls.parameters()],
+            "parameters": [p.to_dict(front_end) for p in cls.parameters()],
         }
         for name, cls in registry().items()
     }
@@ -266,7 +326,9 @@ def catalogue() -> dict[str, dict[str, Any]]:
 def get_method(name: str) -> type[Method]:
     methods = registry()
     if name not in methods:
-        raise MethodError(f"{name}: unknown method; available: {', '.join(methods)}")
+        close = difflib.get_close_matches(str(name).strip().lower(), list(methods), n=1, cutoff=0.6)
+        hint = f" (did you mean {close[0]}?)" if close else ""
+        raise MethodError(f"{name}: unknown method{hint}; available: {', '.join(methods)}")
     return methods[name]
 
 

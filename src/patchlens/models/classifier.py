@@ -112,6 +112,10 @@ class Classifier:
         """What methods may ask of this model (see :mod:`patchlens.capabilities`)."""
         return Capability.SCORES
 
+    def lacks(self, flag: Capability) -> str | None:
+        """Why this model does not offer ``flag``, when the generic reason would mislead (None: the generic one)."""
+        return None
+
     @property
     def batch_policy(self) -> BatchSizePolicy:
         """How engines choose this model's batch size; created on first use, kept for the model's life."""

@@ -64,6 +64,9 @@ class ClassifierView(Classifier):
     def capabilities(self) -> Capability:
         return self.inner.capabilities
 
+    def lacks(self, flag: Capability) -> str | None:
+        return self.inner.lacks(flag)
+
     @property
     def batch_policy(self) -> BatchSizePolicy:  # a measured batch size stays measured
         return self.inner.batch_policy

@@ -4,8 +4,8 @@
 startup: visitors upload images, never models. Long explanations go through a
 bounded :class:`~patchlens.web.jobs.JobQueue` (poll ``/api/jobs/{id}``, DELETE
 to cancel, 429 when full); what-if predictions run at once on their own path.
-OpenAPI docs are at ``/docs`` (the Swagger page loads its scripts from a CDN)
-and the schema at ``/openapi.json``.
+OpenAPI docs are at ``/docs`` (Swagger UI served from this machine, see
+:mod:`patchlens.web.docs`) and the schema at ``/openapi.json``.
 """
 
 from __future__ import annotations
@@ -33,6 +33,7 @@ from ..images import load_image
 from ..models import Classifier, load_model
 from ..objectives import predictions, resolve_objective
 from .availability import token_masking, with_availability
+from .docs import add_docs
 from .guard import refusal
 from .jobs import JobQueue, QueueFull
 from .state import (
@@ -92,7 +93,7 @@ def create_app(
     cfg = config or WebConfig()
     # Fill the method and metric registries now, in one thread: their first use
     # imports modules, and concurrent first requests could see them half-filled.
-    list_methods()
+    list_methods(front_end="web")
     available_metrics()
     clf = classifier if classifier is not None else load_model(model, device=device or "auto")
     lock = threading.RLock()  # every model call, from jobs and what-if alike
@@ -105,7 +106,10 @@ def create_app(
         version=__version__,
         description="Explore which parts of an image drive the model's decision.",
         on_shutdown=[queue.shutdown],
+        docs_url=None,  # FastAPI's page loads Swagger UI from a CDN: blank offline; ours is local (add_docs)
+        redoc_url=None,
     )
+    add_docs(app)
     app.state.classifier, app.state.config, app.state.queue = clf, cfg, queue
 
     @app.exception_handler(PatchlensError)
@@ -167,7 +171,7 @@ def create_app(
             "model": {"id": clf.model_id, "input_size": list(clf.input_size), "classes": clf.num_classes,
                       "white_box": clf.module is not None, "activation": clf.activation,
                       "multi_label": clf.model_kind == ModelKind.MULTI_LABEL},
-            "methods": with_availability(list_methods(), clf),
+            "methods": with_availability(list_methods(front_end="web"), clf),
             "token_masking": token_masking(clf),
             "examples": [{"name": n, "url": f"/api/examples/{n}"} for n in EXAMPLES],
             "grid": cfg.grid,

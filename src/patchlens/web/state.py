@@ -26,7 +26,6 @@ from ..errors import ImageError, MethodError, PatchlensError
 from ..explanation import Explanation, record
 from ..images import LoadedImage, check_size, resize, to_tensor
 from ..methods import Method, count_regions, get_method, make_method
-from ..methods._sampling import interactive_defaults
 from ..models.classifier import Classifier
 from ..objectives import Objective, predictions
 from ..validation import check_method
@@ -190,7 +189,7 @@ def build_methods(
         raise MethodError(f"{len(choices)} methods at once: this server runs at most {config.max_methods}")
     out = []
     for name, params in choices:
-        method = make_method(name, **interactive_defaults(get_method(name), params))
+        method = make_method(name, **get_method(name).with_defaults(params, "web"))
         check_method(classifier, method)  # attention_rollout on a CNN: a 422 now, not an error card after the job
         if hasattr(method, "features") and hasattr(method, "grid"):
             regions = count_regions(method.features, method.grid, image)
@@ -313,7 +312,12 @@ def run_explanations(
     def counted(n: int) -> None:
         job.done += n
 
+    def scored(n: int) -> None:
+        job.scoring += n
+
     watched = WatchedClassifier(classifier, lock, counted, job.cancel_flag.is_set)
+    # the metrics' passes are not in the job's stated total: counted apart, so progress never passes it
+    scoring = WatchedClassifier(classifier, lock, scored, job.cancel_flag.is_set)
     summaries = []
     for method in methods:
 
@@ -335,7 +339,7 @@ def run_explanations(
         for exp in exps:
             summary = summarize(exp, grid)
             if with_metrics:
-                summary["metrics"] = faithfulness(watched, stored, exp)
+                summary["metrics"] = faithfulness(scoring, stored, exp)
             rid = results.add(StoredResult(exp, image_id, summary))
             summary["id"] = rid
             summaries.append(summary)

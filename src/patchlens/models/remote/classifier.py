@@ -125,8 +125,9 @@ class RemoteClassifier(Classifier):
     def _spend(self, n: int) -> None:
         if self.max_queries is not None and self.queries + n > self.max_queries:
             raise QueryBudgetError(
-                f"{self.client.url}: query budget spent: {self.queries} of max_queries={self.max_queries} images used, "
-                f"{n} more needed; the explanation stopped unfinished (partial)"
+                f"{self.client.url}: query budget too small: the next requests need {n} images, only "
+                f"{self.max_queries - self.queries} of max_queries={self.max_queries} are left ({self.queries} used); "
+                "the explanation stopped unfinished (partial)"
             )
         self.queries += n
 
