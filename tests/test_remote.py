@@ -59,7 +59,9 @@ def test_rise_map_equals_local_through_503_429_stalls_and_drops():
     assert np.array_equal(got.saliency, want.saliency)
     assert got.score == want.score and got.target == want.target
     assert all(faults.seen[kind] >= 1 for kind in ("503", "429", "drop", "stall")), faults.seen
-    assert remote.client.traffic.retries >= sum(faults.seen[k] for k in ("503", "429", "drop", "stall"))
+    # a drop on a kept-alive connection looks like one the server closed while idle: reconnected at once, not a retry
+    traffic = remote.client.traffic
+    assert traffic.retries + traffic.reconnects >= sum(faults.seen[k] for k in ("503", "429", "drop", "stall"))
     assert 0.05 in waits  # Retry-After honoured
     assert remote.queries == 61  # every image sent once, retries not counted again
 
