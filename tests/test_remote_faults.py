@@ -288,3 +288,48 @@ def _fuzz_server():
     with _FUZZ_SERVER:
         yield
     assert threading.active_count() < 200
+
+
+def _unadvertised(respond_binary):
+    """serve-model's routing, but /v2 lists no extension (as KServe and MLServer do); binary requests go to ``respond_binary``."""
+    model = ModelServer(exact_classifier(), port=0, max_batch=8)
+    ok = oip_responder(model)
+
+    def respond(handler, method, path, body):
+        if path == "/v2":
+            return send(handler, 200, {"name": "quiet", "version": "0.1", "extensions": []})
+        if handler.headers.get("Inference-Header-Content-Length"):
+            return respond_binary(handler, method, path, body, ok)
+        ok(handler, method, path, body)
+
+    return respond
+
+
+@pytest.mark.parametrize(
+    "kind,expected",
+    [("takes it", True), ("drops the connection", False), ("answers garbage", False), ("answers 400", False)],
+)
+def test_binary_tensors_are_probed_when_the_server_does_not_list_them(kind, expected):
+    def binary(handler, method, path, body, ok):
+        if kind == "takes it":
+            ok(handler, method, path, body)
+        elif kind == "drops the connection":  # MLServer 1.7's handler fails on binary bodies and closes the connection
+            handler.close_connection = True
+        elif kind == "answers garbage":  # reads the bytes as something else: scores differ from the JSON answer's
+            send(handler, 200, {"outputs": [{"name": "p", "datatype": "FP32", "shape": [1, 2], "data": [0.9, 0.1]}]})
+        else:
+            send(handler, 400, {"error": "binary data is not supported"})
+
+    with FakeServer(_unadvertised(binary)) as server:
+        remote = load_model(server.base + "/v2/models/default", request_batch=4)
+        assert remote.protocol.binary is expected and remote.queries == 2  # the probe's two grey images
+        assert remote.runtime_details == {"runtime": "remote", "protocol": "oip-v2", "server": "quiet 0.1",
+                                          "tensors": "binary" if expected else "JSON"}
+        x = torch.rand(9, 3, 64, 64)
+        assert torch.equal(remote(x), exact_classifier()(x))
+        again = load_model(server.base + "/v2/models/default")
+        assert again.protocol.binary is expected and again.queries == 0  # remembered, not probed twice
+    budgeted = None
+    with FakeServer(_unadvertised(binary)) as server:
+        budgeted = load_model(server.base + "/v2/models/default", max_queries=10)
+    assert budgeted.protocol.binary is False and budgeted.queries == 0  # a budget is not spent on probing

@@ -197,6 +197,8 @@ class HttpClient:
         self._jitter = random.Random()
         #: why the server was last found unreachable; while set, a request is tried once, not retried
         self.down: str | None = None
+        #: the Server header of the last answer ("uvicorn"), when the server says nothing better about itself
+        self.server_header: str | None = None
 
     def __repr__(self) -> str:  # never the headers
         return f"HttpClient({self.url!r}, {len(self._headers) - 2} extra header(s))"
@@ -255,6 +257,9 @@ class HttpClient:
             raise
         if answer.will_close:
             self._drop_connection()
+        server = answer.getheader("Server")
+        if server:
+            self.server_header = self.secrets.quote(server, 60)
         return answer.status, answer.msg, data
 
     def _read(self, answer: http.client.HTTPResponse, limit: int) -> bytes:
