@@ -393,6 +393,9 @@ class HttpClient:
                 text = str(decoded.get("error") or decoded.get("detail") or decoded.get("message") or text)
         except (ValueError, RecursionError):
             pass
+        if "Traceback (most recent call last)" in text:  # a server in debug mode (MLServer's default): its last line says why
+            lines = [line for line in self.secrets.scrub(text[-65536:]).splitlines() if line.strip()]
+            text = lines[-1] if lines else text
         return self.secrets.quote(text) or "(no message)"
 
     def close(self) -> None:

@@ -252,7 +252,8 @@ class OipV2(Protocol):
 
     def _header(self, x: np.ndarray, data: Any) -> dict[str, Any]:
         tensor = {"name": self.input_name or "input", "shape": list(x.shape), "datatype": self.datatype, **data}
-        out: dict[str, Any] = {"inputs": [tensor]}
+        # an id: KServe models written as its docs show copy it into their answer, and fail when it is missing
+        out: dict[str, Any] = {"id": "patchlens", "inputs": [tensor]}
         want = {"parameters": {"binary_data": True}} if self.binary else {}
         if self.output_name:
             out["outputs"] = [{"name": self.output_name, **want}]
