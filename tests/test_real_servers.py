@@ -48,7 +48,7 @@ def mlserver(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def want():
-    return patchlens.explain(local(), planted_image(), "rise", n_masks=500, seed=3)
+    return patchlens.explain(local(), planted_image(), "rise", n_masks=160, converge=0, seed=3)
 
 
 @pytest.mark.parametrize(
@@ -62,8 +62,8 @@ def want():
 )
 def test_maps_equal_the_in_process_model(request, want, server, protocol, options, tensors):
     running = request.getfixturevalue(server)
-    remote = load_model(running.url(protocol), **options)
-    got = patchlens.explain(remote, planted_image(), "rise", n_masks=500, seed=3)
+    remote = load_model(running.url(protocol), request_batch=32, **options)
+    got = patchlens.explain(remote, planted_image(), "rise", n_masks=160, converge=0, seed=3)
     remote.close()
     assert np.array_equal(got.saliency, want.saliency) and got.score == want.score
     details = got.extras["runtime"]
@@ -115,19 +115,19 @@ def test_an_idle_kept_alive_connection_is_reopened_without_a_retry(kserve):
 @pytest.mark.parametrize("server", ["kserve", "mlserver"])
 def test_a_server_killed_mid_rise_leaves_a_partial_map(server, tmp_path):
     with serve(server, tmp_path) as running:
-        remote = load_model(running.url(), request_batch=8, in_flight=2, retries=1, backoff=0.05, timeout=10)
+        remote = load_model(running.url(), request_batch=16, in_flight=2, retries=1, backoff=0.05, timeout=10)
 
-        def kill_after_300() -> None:
+        def kill_after_150() -> None:
             deadline = time.monotonic() + 60
-            while remote.queries < 300 and time.monotonic() < deadline:
+            while remote.queries < 150 and time.monotonic() < deadline:
                 time.sleep(0.01)
             running.kill()
 
-        killer = threading.Thread(target=kill_after_300, daemon=True)
+        killer = threading.Thread(target=kill_after_150, daemon=True)
         killer.start()
-        got = patchlens.explain(remote, planted_image(), "rise", n_masks=4000, converge=0.9999, seed=3)
+        got = patchlens.explain(remote, planted_image(), "rise", n_masks=4000, round_size=64, converge=0.9999, seed=3)
         killer.join(60)
     partial = got.partial
-    assert partial is not None and 250 <= partial["samples_used"] < 4000, partial
+    assert partial is not None and 64 <= partial["samples_used"] < 4000, partial
     assert "gave up after" in partial["reason"] and running.url() in partial["reason"]
     assert np.isfinite(got.saliency).all() and got.saliency.std() > 0

@@ -117,3 +117,29 @@ def test_a_server_that_dies_mid_run_leaves_a_partial_map_and_names_the_images_le
     assert '"samples_used": 250' in record and '"runtime": "remote"' in record and '"protocol": "oip-v2"' in record
     assert len(list((tmp_path / "out").glob("*.npy"))) == 1
     assert "remote: oip-v2" in captured.out  # the run's header names the protocol, not (cpu, torch)
+
+
+def test_a_scores_warning_is_one_line_in_cli_spelling(tmp_path):
+    """The command line prints patchlens's own warnings as one line, not Python's two with a source line."""
+    import subprocess
+    import sys
+
+    def logits(handler, method, path, body):
+        if path == "/v2/models/m":
+            return send(handler, 200, {"name": "m", "inputs": [{"name": "x", "datatype": "FP32", "shape": [-1, 3, 8, 8]}]})
+        if method == "GET":
+            return send(handler, 404, {"error": "not here"})
+        n = json.loads(body)["inputs"][0]["shape"][0]
+        send(handler, 200, {"outputs": [{"name": "y", "shape": [n, 3], "datatype": "FP32", "data": [[2.0, -1.0, 0.5]] * n}]})
+
+    Image.new("RGB", (8, 8), "gray").save(tmp_path / "a.png")
+    with FakeServer(logits) as server:
+        run = subprocess.run(
+            [sys.executable, "-m", "patchlens", "explain", str(tmp_path / "a.png"), "--model", server.base + "/v2/models/m",
+             "--method", "occlusion", "--window", "4", "--stride", "4", "--no-binary", "--quiet", "--out", str(tmp_path / "out")],
+            capture_output=True, text=True, timeout=120,
+        )
+    warnings = [line for line in run.stderr.splitlines() if "warning" in line.lower()]
+    assert run.returncode == 0, run.stderr
+    assert len(warnings) == 1 and warnings[0].startswith("patchlens: warning: http://127.0.0.1:"), run.stderr
+    assert "pass softmax=True (--softmax)" in warnings[0] and "warnings.warn" not in run.stderr
