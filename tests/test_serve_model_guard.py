@@ -13,6 +13,8 @@ import torch
 
 from conftest import SIZE
 from patchlens.cli import main
+from patchlens.cli.serve import allowed_hosts
+from patchlens.cli.serve_model import host_guard
 from patchlens.errors import ModelError
 from patchlens.models import CallableClassifier, load_model
 from patchlens.models.remote.server import ModelServer
@@ -24,7 +26,8 @@ TOKEN = "srv-7d1e4b9a2c"
 
 @pytest.fixture
 def server():
-    with ModelServer(exact_classifier(), name="planted", port=0, max_batch=4, queue=4, idle_timeout=1.0) as s:
+    guard = host_guard(allowed_hosts(None, "127.0.0.1"))  # what `patchlens serve-model` gives it
+    with ModelServer(exact_classifier(), name="planted", port=0, max_batch=4, queue=4, idle_timeout=1.0, guard=guard) as s:
         yield s
 
 

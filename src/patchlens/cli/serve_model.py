@@ -56,6 +56,13 @@ def register(sub: Any, argv: list[str]) -> None:
     p.set_defaults(run=run)
 
 
+def host_guard(hosts: tuple[str, ...]) -> Any:
+    """``patchlens serve``'s Host and Origin rule, for the model server (which cannot import the web layer)."""
+    from ..web.guard import refusal
+
+    return lambda method, host, origin: refusal(method, host, origin, hosts)
+
+
 def run(args: argparse.Namespace) -> int:
     from ..models import load_model
     from ..models.remote.server import ModelServer
@@ -69,7 +76,7 @@ def run(args: argparse.Namespace) -> int:
     hosts = allowed_hosts(args.allowed_hosts, args.host)
     classifier = load_model(args.model, device=args.device)
     server = ModelServer(classifier, name=name, host=args.host, port=args.port, max_batch=args.max_batch, queue=args.queue,
-                         token=token, allowed_hosts=hosts, max_memory_mb=args.max_memory_mb, idle_timeout=args.idle_timeout)
+                         token=token, guard=host_guard(hosts), max_memory_mb=args.max_memory_mb, idle_timeout=args.idle_timeout)
     if not _is_loopback(args.host):
         print(f"patchlens: warning: listening on {args.host}: other machines can use this model", file=sys.stderr)
     print(f"patchlens: {classifier.model_id} served at {server.url}  (Ctrl+C to stop)", flush=True)

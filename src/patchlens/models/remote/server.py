@@ -9,8 +9,9 @@ whose body would take the bytes in flight past ``max_memory_mb`` (a JSON
 body costs ~18 times its size while it is parsed). Both are checked before
 a body is read. Every malformed request gets a 4xx with one line that never
 echoes more than a few dozen of its characters; a 500 means the model
-failed. Like ``patchlens serve``, the server answers only to the Host names
-allowed (DNS rebinding) and refuses cross-origin writes; ``token`` requires
+failed. Given a ``guard`` (the command line gives ``patchlens serve``'s), it
+answers only to the Host names allowed (DNS rebinding) and refuses
+cross-origin writes; ``token`` requires
 ``Authorization: Bearer TOKEN`` on everything but the health endpoints;
 idle or stalled connections are closed after ``idle_timeout`` seconds. Endpoints::
 
@@ -27,14 +28,13 @@ import socket
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any, Iterable
+from typing import Any, Callable
 
 import numpy as np
 import torch
 
 from ..._version import __version__
 from ...errors import PatchlensError
-from ...web.guard import LOOPBACK_HOSTS, refusal
 from ..classifier import Classifier
 from .secrets import one_line
 
@@ -96,7 +96,7 @@ class ModelServer:
         max_batch: int = 32,
         queue: int = 16,
         token: str | None = None,
-        allowed_hosts: Iterable[str] | None = None,
+        guard: Callable[[str, str | None, str | None], tuple[int, str] | None] | None = None,
         max_memory_mb: float = 1024,
         idle_timeout: float = 30.0,
     ) -> None:
@@ -112,8 +112,9 @@ class ModelServer:
         self.queue = queue
         self.idle_timeout = idle_timeout
         self._expected = None if token is None else f"Bearer {token}".encode()
-        listen = () if host in ("0.0.0.0", "::") or host in LOOPBACK_HOSTS else (host,)  # as `patchlens serve` does
-        self.allowed_hosts = tuple(allowed_hosts) if allowed_hosts is not None else (*LOOPBACK_HOSTS, *listen)
+        #: ``guard(method, Host, Origin)``: ``(status, reason)`` for a request refused by its Host or Origin, else None;
+        #: ``patchlens serve-model`` passes the web server's rule (patchlens.web.guard), which lives in a higher layer
+        self.guard = guard
         self.memory = MemoryBudget(int(max_memory_mb * 1024 * 1024))
         self._slots = threading.BoundedSemaphore(queue)
         self._model_lock = threading.Lock()
@@ -234,7 +235,7 @@ class ModelServer:
 
     def admit(self, method: str, path: str, headers: Any) -> None:
         """Refuse a request by its headers alone, before its body is read: Host, Origin, token."""
-        refused = refusal(method, headers.get("Host"), headers.get("Origin"), self.allowed_hosts)
+        refused = self.guard(method, headers.get("Host"), headers.get("Origin")) if self.guard else None
         if refused:
             raise RequestError(*refused)
         if self._expected is not None and path.split("?", 1)[0].rstrip("/") not in OPEN_PATHS:
