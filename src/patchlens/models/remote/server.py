@@ -199,7 +199,8 @@ class ModelServer:
             x = np.frombuffer(raw, wire).astype(np.float32)
         else:
             try:
-                x = np.asarray(tensor.get("data"), dtype=np.float32)
+                with np.errstate(over="ignore"):  # numbers past FP32's range become inf, refused just below
+                    x = np.asarray(tensor.get("data"), dtype=np.float32)
             except (TypeError, ValueError, OverflowError, RecursionError):
                 raise RequestError(400, "input data is not an array of numbers") from None
         if x.size != n * 3 * h * w:
