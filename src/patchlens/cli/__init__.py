@@ -13,6 +13,7 @@ import importlib
 import os
 import pkgutil
 import sys
+import warnings
 from typing import Any, Sequence
 
 from .._version import __version__
@@ -72,8 +73,22 @@ def error(message: str) -> None:
     print(f"patchlens: error: {message}", file=sys.stderr)
 
 
+def _one_line_warnings() -> None:
+    """patchlens's own warnings print as one line (``patchlens: warning: ...``), not with a source line under them."""
+    plain = warnings.showwarning
+
+    def show(message: Any, category: type[Warning], filename: str, lineno: int, file: Any = None, line: Any = None) -> None:
+        if not category.__module__.startswith("patchlens"):
+            return plain(message, category, filename, lineno, file, line)
+        print(f"patchlens: warning: {' '.join(str(message).split())}", file=file or sys.stderr)
+
+    if getattr(plain, "__name__", "") != "show":
+        warnings.showwarning = show
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
+    _one_line_warnings()
     if argv[:1] == ["--version"]:  # before the parser: its subcommands import torch (seconds) for nothing
         print(f"patchlens {__version__}")
         return 0

@@ -131,16 +131,23 @@ def add_remote_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--timeout", type=float, default=None, help="seconds to wait for an answer before retrying [default: 60]")
     group.add_argument("--retries", type=int, default=None, help="further tries on errors, timeouts, 429 and 5xx [default: 5]")
     group.add_argument("--output", default=None, help="the server's output to explain, when it has several")
+    group.add_argument(
+        "--binary", action=argparse.BooleanOptionalAction, default=None,
+        help="send tensors as raw bytes (Open Inference Protocol's binary extension; ~2x faster than JSON) or not "
+        "[default: when the server lists the extension or answers a one-image probe correctly]",
+    )
 
 
 def remote_options(args: argparse.Namespace) -> dict[str, Any]:
     """``load_model`` keyword arguments from :func:`add_remote_arguments`; none for a local model."""
-    names = ("header", "remote_protocol", "in_flight", "request_batch", "max_queries", "timeout", "retries", "output")
+    names = ("header", "remote_protocol", "in_flight", "request_batch", "max_queries", "timeout", "retries", "output", "binary")
     given = {name: getattr(args, name, None) for name in names}
     given = {name: value for name, value in given.items() if value is not None}
     if not str(args.model).startswith(("http://", "https://")):
         if given:
-            raise PatchlensError(f"--{next(iter(given)).replace('_', '-')}: only for a remote model (--model http://...)")
+            first = next(iter(given))
+            shown = f"--{'' if given[first] is not False else 'no-'}{first.replace('_', '-')}"
+            raise PatchlensError(f"{shown}: only for a remote model (--model http://...)")
         return {}
     if "header" in given:
         given["headers"] = given.pop("header")

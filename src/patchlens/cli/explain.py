@@ -8,10 +8,11 @@ from typing import Any
 
 from ..api import explain_one
 from ..capabilities import Capability
-from ..errors import PatchlensError, QueryBudgetError
+from ..errors import PatchlensError, QueryBudgetError, ServerUnavailableError
 from ..images import load_image
 from ..methods import get_method, make_method
 from ..methods._sampling import stopping_rule
+from ..models.runtime import runs_on
 from ..validation import check_method_options, validate_run
 from ._checks import writable_folder
 from ._model_options import add_model_arguments, load_cli_model
@@ -79,21 +80,21 @@ def run(args: argparse.Namespace) -> int:
     validate_run(classifier, method, args.target)  # one error for the whole run, before any forward pass
     passes = method.passes(classifier.input_size)
     per_image = f"{passes} forward passes per image" if passes else "forward passes vary"
-    runtime = getattr(classifier, "runtime", "torch")
-    if runtime != "torch" and method.requirements() & ~Capability.SCORES:  # gradients, layers, tokens: torch's
-        runtime = f"{runtime} for scores, torch for the rest"
-    say(f"{method.name} on {classifier.model_id} ({classifier.device}, {runtime}): {per_image}")
+    where = runs_on(classifier)
+    if getattr(classifier, "runtime", "torch") not in ("torch", "remote") and method.requirements() & ~Capability.SCORES:
+        where += " for scores, torch for the rest"  # gradients, layers and tokens come from torch
+    say(f"{method.name} on {classifier.model_id} ({where}): {per_image}")
     rule = stopping_rule(method)
     if rule:
         say(f"  {rule}")
-    failed = 0
+    failed = partial_maps = 0
     for index, path in enumerate(args.images):
         try:
             image = load_image(path)
             results = explain_one(
                 classifier, image, method, target=args.target, seed=args.seed, batch_size=args.batch_size, progress=not args.quiet
             )
-        except QueryBudgetError as exc:  # every later image would fail the same way: stop, and say what is missing
+        except (QueryBudgetError, ServerUnavailableError) as exc:  # every later image would fail the same way: stop, say what is missing
             print(f"patchlens: error: {exc}", file=sys.stderr)
             done = index - failed
             print(f"patchlens: partial run: {done} of {len(args.images)} image(s) explained; {path} and those after it were not", file=sys.stderr)
@@ -112,6 +113,7 @@ def run(args: argparse.Namespace) -> int:
                 failed += 1
                 break
             if exp.partial:  # never silently: the map was formed from the rounds done before a budget ran out
+                partial_maps += 1
                 partial = exp.partial
                 print(f"patchlens: note: {path}: partial map from {partial['samples_used']} of {partial['sample_budget']} "
                       f"samples: {partial['reason']}", file=sys.stderr)
@@ -126,4 +128,4 @@ def run(args: argparse.Namespace) -> int:
             say(f"  remote: {classifier.traffic}")
     if failed:
         print(f"patchlens: {failed} of {len(args.images)} image(s) failed", file=sys.stderr)
-    return 1 if failed else 0
+    return 1 if failed else 3 if partial_maps else 0

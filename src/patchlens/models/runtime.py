@@ -95,6 +95,15 @@ def runtime_record(classifier: object, *, white_box: bool = False) -> dict[str, 
     return record
 
 
+def runs_on(classifier: object) -> str:
+    """Where and by what a classifier's forward passes run, for a run's header: "cpu, torch", "remote: oip-v2, MLServer 1.7.1"."""
+    record = runtime_record(classifier)
+    if record.get("runtime") == "remote":
+        tensors = f", {record['tensors']} tensors" if record.get("tensors") else ""
+        return f"remote: {record.get('protocol')}, {record.get('server')}{tensors}"
+    return f"{getattr(classifier, 'device', 'cpu')}, {record.get('runtime', 'torch')}"
+
+
 def check_batch(classifier: Classifier, n: int = 3) -> torch.Tensor:
     """Random pixels, the same every time; 3 images so that a graph whose batch was baked in at 2 fails."""
     generator = torch.Generator().manual_seed(0)
