@@ -144,4 +144,4 @@ def test_a_scores_warning_is_one_line_in_cli_spelling(tmp_path):
     warnings = [line for line in run.stderr.splitlines() if "warning" in line.lower()]
     assert run.returncode == 0, run.stderr
     assert len(warnings) == 1 and warnings[0].startswith("patchlens: warning: http://127.0.0.1:"), run.stderr
-    assert "pass softmax=True (--softmax)" in warnings[0] and "warnings.warn" not in run.stderr
+    assert "pass softmax=True (--softmax, --activation softmax)" in warnings[0] and "warnings.warn" not in run.stderr
