@@ -18,6 +18,7 @@ import torch
 from PIL import Image
 
 from .errors import ImageError
+from .filenames import printable
 
 #: Largest image we decode, in pixels. Larger files are refused as possible
 #: decompression bombs; raise it with ``set_pixel_limit`` when you mean it.
@@ -131,17 +132,27 @@ def _decode(img: Image.Image, label: str, own: bool = True) -> np.ndarray:
         return _to_rgb_uint8(img, label)
     except ImageError:
         raise
-    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
-        raise ImageError(f"{label}: too many pixels, possible decompression bomb ({exc})") from None
-    except OSError as exc:
+    except Exception as exc:  # a decoder plugin may raise anything (AVIF's RuntimeError); never past here
+        raise _decode_failure(label, exc) from None
+
+
+def _decode_failure(label: str, exc: BaseException) -> ImageError:
+    """The one-line ImageError for an exception raised while opening or decoding a file."""
+    if isinstance(exc, (Image.DecompressionBombError, Image.DecompressionBombWarning)):
+        return ImageError(f"{label}: too many pixels, possible decompression bomb ({exc})")
+    if isinstance(exc, OSError) and not isinstance(exc, Image.UnidentifiedImageError):
+        reason = exc.strerror or str(exc) or type(exc).__name__
+    elif isinstance(exc, (ValueError, RuntimeError, SyntaxError, EOFError)):  # what decoders raise: the text says it
         reason = str(exc) or type(exc).__name__
-        if "cannot identify image file" in reason:
-            reason = "not an image file (or a format Pillow cannot read)"
-        elif "truncated" in reason.lower():
-            reason = "the file is truncated"
-        raise ImageError(f"{label}: cannot read image: {reason}") from None
-    except (ValueError, TypeError, SyntaxError, MemoryError, EOFError) as exc:
-        raise ImageError(f"{label}: cannot read image: {exc}") from None
+    else:  # anything else is a plugin's own bug: its kind is part of the reason
+        reason = f"{type(exc).__name__}: {exc}"
+    if "cannot identify image file" in reason:
+        reason = "not an image file (or a format Pillow cannot read)"
+    elif "truncated" in reason.lower() and isinstance(exc, OSError):
+        reason = "the file is truncated"
+    elif isinstance(exc, MemoryError):
+        reason = "not enough memory to decode it"
+    return ImageError(f"{label}: cannot read image: {printable(_short(' '.join(reason.split())))}")
 
 
 def _from_array(arr: np.ndarray, name: str) -> np.ndarray:
@@ -226,7 +237,7 @@ def load_image(image: ImageLike, name: str | None = None) -> LoadedImage:
         return load_image(example_path(image.split(":", 1)[1]), name=name or image)
     if isinstance(image, (str, os.PathLike)):
         path = Path(image)
-        label = _short(name or str(path))
+        label = printable(_short(name or str(path)))  # a name that is not UTF-8 still prints
         try:
             if not path.exists():
                 raise ImageError(f"{label}: no such file")
@@ -241,25 +252,18 @@ def load_image(image: ImageLike, name: str | None = None) -> LoadedImage:
                     return LoadedImage(_decode(img, label), label)
         except ImageError:
             raise
-        except Image.DecompressionBombError as exc:
-            raise ImageError(f"{label}: too many pixels, possible decompression bomb ({exc})") from None
-        except OSError as exc:
-            reason = exc.strerror or str(exc) or type(exc).__name__
-            if "cannot identify image file" in reason:
-                reason = "not an image file (or a format Pillow cannot read)"
-            raise ImageError(f"{label}: cannot read image: {reason}") from None
-        except (ValueError, SyntaxError, MemoryError, EOFError) as exc:
-            raise ImageError(f"{label}: cannot read image: {exc}") from None
+        except Exception as exc:  # Image.open runs the format's plugin, which may raise anything
+            raise _decode_failure(label, exc) from None
     if isinstance(image, Image.Image):
-        label = name or "<PIL image>"
+        label = printable(name or "<PIL image>")
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
             return LoadedImage(_decode(image, label, own=False), label)
     if isinstance(image, torch.Tensor):
-        label = name or "<tensor>"
+        label = printable(name or "<tensor>")
         return LoadedImage(_from_array(_tensor_to_array(image, label), label), label)
     if isinstance(image, np.ndarray):
-        label = name or "<array>"
+        label = printable(name or "<array>")
         return LoadedImage(_from_array(image, label), label)
     raise ImageError(f"{type(image).__name__}: not an image (expected a path, PIL image, numpy array or torch tensor)")
 

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Iterator, Sequence
 
@@ -51,7 +52,8 @@ class Explainer:
         self.pool = ThreadPoolExecutor(max_workers=2, thread_name_prefix="patchlens-decode")
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, list[Any]]:
-        items = [Item(str(p), str(lab) or None) for p, lab in zip(batch["path"], batch["label"])]
+        # names travel as the file system's bytes: one that is not UTF-8 cannot be an Arrow string
+        items = [Item(os.fsdecode(bytes(p)), os.fsdecode(bytes(lab)) or None) for p, lab in zip(batch["path"], batch["label"])]
         rows: list[str] = []
         maps: list[bytes] = []
         # decoding the next image overlaps with explaining this one
@@ -106,7 +108,8 @@ def ray_results(
             raise ModelError(f"{device}: the Ray cluster has no GPUs (use --device cpu)")
         use_gpu = gpus > 0 and device != "cpu"
         actors = min(workers, gpus) if use_gpu and workers else (gpus if use_gpu else max(1, workers))
-        rows = [{"path": i.path, "label": i.label or ""} for i in items]  # "" for none: a column of one type
+        # "" for none: a column of one type
+        rows = [{"path": os.fsencode(i.path), "label": os.fsencode(i.label or "")} for i in items]
         ds: Any = ray.data.from_items(rows, override_num_blocks=max(1, min(len(rows), len(rows) // IMAGES_PER_CALL)))
         ds = ds.map_batches(
             Explainer,

@@ -16,7 +16,7 @@ from ..errors import PatchlensError
 from ..explanation import Explanation
 from ..images import load_image
 from ..methods import recorded_params
-from .store import Store, StoreError
+from .store import Store, StoreError, file_path
 
 
 class StoreWarning(UserWarning):
@@ -101,7 +101,7 @@ class BatchStore:
         """The row's photo if it can still be found unchanged: its stored path (absolute since issue 16; an
         older relative one is tried from the working folder and the store's parent), checked by sha256."""
         r = self._row(row)
-        path = Path(str(r["path"]))
+        path = Path(file_path(r))  # the exact name, also when it is not UTF-8
         candidates = [path] if path.is_absolute() else [Path.cwd() / path, self.path.parent / path]
         for candidate in candidates:
             if not candidate.is_file():

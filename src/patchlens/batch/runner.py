@@ -28,7 +28,7 @@ from ..models import Classifier, load_model
 from ..validation import validate_run
 from .shared import can_share, shared_results
 from .sources import Item, read_source, region_columns, resolved, same_file
-from .store import Store, StoreError
+from .store import Store, StoreError, file_paths
 from .work import Plan, Result, check_metrics, explain_loaded, prepare
 
 BACKENDS = ("local", "ray")
@@ -240,7 +240,7 @@ def run_batch(
         if len(settled) and store.damage.shards:  # rows whose maps are lost are not done
             settled = settled[~settled["map_file"].isin(list(store.damage.shards))]
         # resolved, so that a store written with another spelling of the same paths is resumed, not duplicated
-        done = {resolved(p) for p in settled["path"]} if len(settled) else set()
+        done = {resolved(p) for p in file_paths(settled)} if len(settled) else set()
         todo = [i for i in items if i.path not in done]
         summary = Summary(skipped=len(items) - len(todo))
         writer = _Writer(store, existing, chunk_size, flush_seconds)

@@ -45,17 +45,20 @@ import numpy as np
 
 from .._version import __version__
 from ..errors import PatchlensError
+from ..filenames import is_printable, printable
 from .health import Damage, check_manifest_part, check_shard, read_sums, sha256
 
 FORMAT = "patchlens-batch-store"
 VERSION = 1
-#: a unit of work; one unit gives one row per explained class (or one failed row)
+#: a unit of work; one unit gives one row per explained class (or one failed row). A name that is
+#: not UTF-8 is also told apart by its ``path_bytes`` (two such names can share their text).
 UNIT = ["path", "method", "request"]
 _PART = re.compile(r"^part-(\d{6,})\.(parquet|npz)$")
 
 #: column -> pyarrow type name; metric columns (``metric_<name>``, float64) come on top
 COLUMNS: dict[str, str] = {
-    "path": "string",
+    "path": "string",  # as text; a name that is not UTF-8 shows its odd bytes as \xNN here ...
+    "path_bytes": "binary",  # ... and is kept exactly here (null for every UTF-8 name): see file_path()
     "sha256": "string",
     "file_bytes": "int64",
     "width": "int32",
@@ -216,6 +219,7 @@ class Store:
         number = self.next_part()
         shard = f"part-{number:06d}.npz"
         arrays = {}
+        rows = [storable(row) for row in rows]
         for i, (row, m) in enumerate(zip(rows, maps)):
             row["part"] = number
             row["map_file"] = row["map_key"] = None
@@ -280,9 +284,12 @@ class Store:
             self.damage = damage
             return pd.DataFrame({name: pd.Series(dtype="object") for name in COLUMNS})
         df = pd.concat(frames, ignore_index=True) if len(frames) > 1 else frames[0]
+        # parts from before path_bytes existed lack it; a name is then its text
+        raw = df["path_bytes"] if "path_bytes" in df.columns else pd.Series(None, index=df.index, dtype="object")
+        df["path_bytes"] = raw.astype("object").where(raw.notna(), None)
         if latest and len(frames) > 1:
             # by file, not by the "part" column: a compacted part repeats the part numbers of its rows
-            newest = df.groupby(UNIT, dropna=False)["_file"].transform("max")
+            newest = df.groupby([*UNIT, "path_bytes"], dropna=False)["_file"].transform("max")
             df = df[df["_file"] == newest]
         df = df.drop(columns="_file")
         for map_file in df["map_file"].dropna().unique():
@@ -358,3 +365,35 @@ def _bytes(write: Callable[[BinaryIO], object]) -> bytes:
     buf = io.BytesIO()
     write(buf)
     return buf.getvalue()
+
+
+def storable(row: dict[str, Any]) -> dict[str, Any]:
+    """``row`` with every text valid UTF-8, as Parquet needs: a path that is not keeps its bytes in ``path_bytes``.
+
+    Other text (an error naming the file, a label from a folder name) is shown
+    with the odd bytes as ``\\xNN``: it is read by people, not used to find a file.
+    """
+    out = dict(row)
+    path = out.get("path")
+    if isinstance(path, str) and not is_printable(path):
+        out["path_bytes"] = os.fsencode(path)
+    for key, value in out.items():
+        if isinstance(value, str):
+            out[key] = printable(value)
+    return out
+
+
+def file_path(row: Any) -> str:
+    """The file a manifest row was made from, as Python opens it (``path``, or ``path_bytes`` when it has them)."""
+    raw = row.get("path_bytes") if hasattr(row, "get") else None
+    if isinstance(raw, (bytes, bytearray)) and raw:
+        return os.fsdecode(bytes(raw))
+    return str(row["path"])
+
+
+def file_paths(df: Any) -> list[str]:
+    """:func:`file_path` of every row of a manifest frame."""
+    if "path_bytes" not in df.columns:
+        return [str(p) for p in df["path"]]
+    return [os.fsdecode(bytes(b)) if isinstance(b, (bytes, bytearray)) and b else str(p)
+            for p, b in zip(df["path"], df["path_bytes"])]

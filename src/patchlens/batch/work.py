@@ -17,6 +17,7 @@ from .._version import __version__
 from ..api import explain_one
 from ..errors import PatchlensError
 from ..explanation import Explanation, record
+from ..filenames import printable
 from ..images import LoadedImage, load_image
 from ..methods import Method, make_method
 from ..models import Classifier
@@ -60,19 +61,33 @@ class Loaded:
 
 
 def prepare(item: Item) -> Loaded:
-    """Read, hash and decode one image. Thread-safe; backends run it ahead of the model."""
+    """Read, hash and decode one image. Thread-safe; backends run it ahead of the model.
+
+    Never raises for a bad file: whatever goes wrong is the image's recorded failure.
+    """
     out = Loaded(item)
+    name = printable(item.path)
     try:
         out.image = load_image(item.path)  # a one-line ImageError for missing, empty or corrupt files
     except PatchlensError as exc:
         out.error = str(exc)
+    except Exception as exc:  # load_image turns decoder failures into ImageErrors; this is the last guard
+        out.error = f"{name}: cannot read image: {type(exc).__name__}: {exc}"
     try:
-        with open(item.path, "rb") as f:  # a second read, served from the OS cache
-            data = f.read()
-        out.sha256, out.file_bytes = hashlib.sha256(data).hexdigest(), len(data)
+        out.sha256, out.file_bytes = file_digest(item.path)  # in blocks: a 2 GB file costs no more than a small one
     except OSError as exc:
-        out.error = out.error or f"{item.path}: cannot read: {exc.strerror or exc}"
+        out.error = out.error or f"{name}: cannot read: {exc.strerror or exc}"
     return out
+
+
+def file_digest(path: str) -> tuple[str, int]:
+    """SHA-256 (hex) and size of a file, read in 1 MiB blocks (served from the OS cache after decoding)."""
+    digest, size = hashlib.sha256(), 0
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+            size += len(block)
+    return digest.hexdigest(), size
 
 
 def check_metrics(names: tuple[str, ...], classifier: Classifier | None) -> list[Any]:
@@ -119,14 +134,14 @@ def explain_loaded(classifier: Classifier, method: Method, plan: Plan, loaded: L
         base["height"], base["width"] = loaded.image.pixels.shape[:2]
 
     def failed(reason: str) -> list[Result]:
-        return [({**base, "status": "failed", "error": reason}, None)]
+        return [({**base, "status": "failed", "error": printable(reason)}, None)]
 
     if loaded.error is not None or loaded.image is None:
-        return failed(loaded.error or f"{item.path}: not read")
+        return failed(loaded.error or f"{printable(item.path)}: not read")
     target: Any = plan.target
     if plan.target == "label":
         if item.label is None:
-            return failed(f"{item.path}: no label (--target label needs a label column or an ImageFolder tree)")
+            return failed(f"{printable(item.path)}: no label (--target label needs a label column or an ImageFolder tree)")
         target = item.label
     try:
         exps = explain_one(classifier, loaded.image, method, target=target, seed=plan.seed, batch_size=plan.batch_size)
@@ -142,4 +157,4 @@ def explain_loaded(classifier: Classifier, method: Method, plan: Plan, loaded: L
     except PatchlensError as exc:
         return failed(str(exc))
     except Exception as exc:  # one bad image must not end a long run; the reason is kept in the store
-        return failed(f"{item.path}: {type(exc).__name__}: {exc}")
+        return failed(f"{printable(item.path)}: {type(exc).__name__}: {exc}")

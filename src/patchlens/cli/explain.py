@@ -8,6 +8,7 @@ from typing import Any
 
 from ..api import explain_one
 from ..errors import PatchlensError, QueryBudgetError
+from ..filenames import printable
 from ..images import load_image
 from ..methods import get_method, make_method
 from ..methods._sampling import stopping_rule
@@ -70,9 +71,10 @@ def run(args: argparse.Namespace) -> int:
     if rule:
         say(f"  {rule}")
     failed = 0
-    for index, path in enumerate(args.images):
+    for index, name in enumerate(args.images):
+        path = printable(name)  # what messages show; a name that is not UTF-8 still prints
         try:
-            image = load_image(path)
+            image = load_image(name)
             results = explain_one(
                 classifier, image, method, target=args.target, seed=args.seed, batch_size=args.batch_size, progress=not args.quiet
             )
