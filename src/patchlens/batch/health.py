@@ -36,14 +36,19 @@ class Damage:
 
     parts: dict[str, str] = field(default_factory=dict)  # "manifest/part-000003.parquet" -> reason
     shards: dict[str, str] = field(default_factory=dict)  # "maps/part-000001.npz" -> reason
+    maps: dict[str, str] = field(default_factory=dict)  # "maps/part-000001.npz:m3" -> reason (one map of a readable shard)
     lost_rows: int = 0  # rows of damaged parts (by their checksum file's count, when it survived)
 
     def __bool__(self) -> bool:
-        return bool(self.parts or self.shards)
+        return bool(self.parts or self.shards or self.maps)
+
+    def items(self) -> dict[str, str]:
+        """Every damaged file or map and why."""
+        return {**self.parts, **self.shards, **self.maps}
 
     def line(self, root: Path) -> str:
         """One line naming every damaged file and what was lost."""
-        items = [f"{name} ({why})" for name, why in {**self.parts, **self.shards}.items()]
+        items = [f"{name} ({why})" for name, why in self.items().items()]
         lost = f"; about {self.lost_rows} rows unreadable" if self.lost_rows else ""
         return f"{root}: damaged: {', '.join(items)}{lost}"
 
@@ -78,3 +83,23 @@ def check_shard(root: Path, map_file: str, sums: dict[str, Any] | None, hash_map
     if hash_maps and file_sha256(path) != sums["map"]:
         return "checksum mismatch"
     return None
+
+
+def map_name(map_file: str, map_key: str) -> str:
+    """How :attr:`Damage.maps` names one map: its shard and its member."""
+    return f"{map_file}:{map_key}"
+
+
+def check_maps(root: Path, map_file: str) -> dict[str, str]:
+    """The maps of a shard that are not all finite numbers (an older patchlens stored float16 maps that overflowed)."""
+    import numpy as np
+
+    bad = {}
+    with np.load(root / map_file) as shard:
+        for key in shard.files:
+            m = shard[key]
+            if m.dtype.kind == "f":
+                count = int(m.size - np.count_nonzero(np.isfinite(m)))
+                if count:
+                    bad[map_name(map_file, key)] = f"{count:,} of {m.size:,} values are NaN or infinite"
+    return bad

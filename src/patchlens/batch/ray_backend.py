@@ -8,7 +8,7 @@ GPU (``num_gpus=1``); otherwise ``workers`` CPU actors, each with
 ``cpus_per_worker`` torch threads. Image paths must be readable by every node
 (a shared filesystem). Only the driver writes the store, so the store's
 atomic-part guarantees hold unchanged; the driver receives each finished
-image's rows and float16 map and writes them as the local backend does.
+image's rows and map and writes them as the local backend does.
 
 The work itself is :func:`patchlens.batch.work.explain_loaded`, the same
 function the local backend runs, with the same per-image seed, so the same
@@ -56,19 +56,21 @@ class Explainer:
         items = [Item(os.fsdecode(bytes(p)), os.fsdecode(bytes(lab)) or None) for p, lab in zip(batch["path"], batch["label"])]
         rows: list[str] = []
         maps: list[bytes] = []
+        dtypes: list[str] = []
         # decoding the next image overlaps with explaining this one
         for loaded in self.pool.map(prepare, items):
             for row, m in explain_loaded(self.classifier, self.method, self.plan, loaded):
                 rows.append(json.dumps(row))  # one JSON column: no schema to unify across ok/failed rows
                 maps.append(b"" if m is None else m.tobytes())
-        return {"row": rows, "map": maps}
+                dtypes.append("" if m is None else m.dtype.str)  # float16, or float32 where that cannot hold it
+        return {"row": rows, "map": maps, "dtype": dtypes}
 
 
-def _decode(row_json: str, data: bytes) -> Result:
+def _decode(row_json: str, data: bytes, dtype: str) -> Result:
     row = json.loads(row_json)
     if row.get("status") != "ok" or not data:
         return row, None
-    return row, np.frombuffer(data, dtype=np.float16).reshape(int(row["height"]), int(row["width"]))
+    return row, np.frombuffer(data, dtype=np.dtype(dtype)).reshape(int(row["height"]), int(row["width"]))
 
 
 def _unwrap(exc: BaseException) -> BaseException:
@@ -124,8 +126,8 @@ def ray_results(
         current: list[Result] = []
         try:
             for batch in ds.iter_batches(batch_size=None, batch_format="numpy"):
-                for row_json, data in zip(batch["row"], batch["map"]):
-                    result = _decode(str(row_json), bytes(data))
+                for row_json, data, dtype in zip(batch["row"], batch["map"], batch["dtype"]):
+                    result = _decode(str(row_json), bytes(data), str(dtype))
                     # an image's rows (one per class) arrive together; group them so they land in one part
                     if current and current[0][0]["path"] != result[0]["path"]:
                         yield current

@@ -88,9 +88,14 @@ class BatchStore:
                 if len(self._shards) >= self._OPEN_SHARDS:
                     self._shards.popitem(last=False)[1].close()
             self._shards[r["map_file"]] = shard  # most recently used last
-            return shard[r["map_key"]].astype(np.float32)
+            values = shard[r["map_key"]].astype(np.float32)
         except Exception as exc:  # zipfile, zlib and numpy each raise their own kind for a mangled shard
             raise StoreError(f"{r['path']}: cannot read its map from {r['map_file']}: {type(exc).__name__}: {exc}") from None
+        bad = int(values.size - np.count_nonzero(np.isfinite(values)))
+        if bad:  # an older patchlens stored float16 maps that overflowed; no analysis may read them as numbers
+            raise StoreError(f"{r['path']}: its map in {r['map_file']} holds {bad:,} NaN or infinite values of {values.size:,}; "
+                             "'patchlens batch ... --resume' explains it again")
+        return values
 
     def maps(self) -> Iterator[tuple[Any, np.ndarray]]:
         """``(row, map)`` for every successful row, reading one map at a time."""

@@ -28,7 +28,7 @@ from ..models import Classifier, load_model
 from ..validation import validate_run
 from .shared import can_share, shared_results
 from .sources import Item, read_source, region_columns, resolved, same_file
-from .store import Store, StoreError, file_paths
+from .store import Store, StoreError, file_paths, lost_maps
 from .work import Plan, Result, check_metrics, explain_loaded, prepare
 
 BACKENDS = ("local", "ray")
@@ -237,8 +237,8 @@ def run_batch(
                                  "pass those to continue it, or use another --out")
         mine = same[same["request"] == plan.target] if len(same) else same
         settled = mine[mine["status"] == "ok"] if retry_failed and len(mine) else mine
-        if len(settled) and store.damage.shards:  # rows whose maps are lost are not done
-            settled = settled[~settled["map_file"].isin(list(store.damage.shards))]
+        if len(settled) and (store.damage.shards or store.damage.maps):  # rows whose maps are lost are not done
+            settled = settled[~lost_maps(settled, store.damage)]
         # resolved, so that a store written with another spelling of the same paths is resumed, not duplicated
         done = {resolved(p) for p in file_paths(settled)} if len(settled) else set()
         todo = [i for i in items if i.path not in done]

@@ -1,11 +1,12 @@
-"""The batch store: one folder of plain Parquet plus float16 map shards, safe to kill at any moment.
+"""The batch store: one folder of plain Parquet plus map shards, safe to kill at any moment.
 
 Layout::
 
     STORE/
       store.json                      {"format": "patchlens-batch-store", "version": 1, ...}
       manifest/part-000000.parquet    one row per (image, target, method)
-      maps/part-000000.npz            that part's saliency maps, float16, one array per row
+      maps/part-000000.npz            that part's saliency maps, one array per row: float16, or
+                                      float32 for a map float16 cannot hold (see stored_map)
       checksums/part-000000.json      SHA-256 of both, written with them (see :mod:`.health`)
 
 Each finished chunk of images is written as a map shard and then a manifest
@@ -46,7 +47,7 @@ import numpy as np
 from .._version import __version__
 from ..errors import PatchlensError
 from ..filenames import is_printable, printable
-from .health import Damage, check_manifest_part, check_shard, read_sums, sha256
+from .health import Damage, check_manifest_part, check_maps, check_shard, map_name, read_sums, sha256
 
 FORMAT = "patchlens-batch-store"
 VERSION = 1
@@ -93,6 +94,35 @@ COLUMNS: dict[str, str] = {
 
 class StoreError(PatchlensError, ValueError):
     """A store folder that cannot be used as asked."""
+
+
+class MapError(PatchlensError, ValueError):
+    """A map that cannot be stored: it holds NaN or infinite values."""
+
+
+#: float16 keeps a map when rounding moves no value by more than this share of the map's largest magnitude
+#: (its own rounding at the top of the range is 2^-11); a map near 1e7 (inf in float16) or 1e-8 (all
+#: subnormal or zero) does not fit and is stored as float32.
+FLOAT16_TOLERANCE = 2.0**-10
+
+
+def stored_map(saliency: np.ndarray) -> np.ndarray:
+    """The map as the store keeps it: float16 (half the bytes) when that holds it, float32 when not.
+
+    Raises :class:`MapError` for NaN or infinite values: a store never vouches for a map it
+    cannot read back as numbers.
+    """
+    m = np.asarray(saliency, dtype=np.float32)
+    bad = int(m.size - np.count_nonzero(np.isfinite(m)))
+    if bad:
+        raise MapError(f"the map holds {bad:,} NaN or infinite values of {m.size:,}; it is not stored")
+    if m.size == 0:
+        return m.astype(np.float16)
+    with np.errstate(over="ignore"):
+        half = m.astype(np.float16)
+    top = float(np.abs(m).max())
+    error = np.abs(half.astype(np.float32) - m).max() if np.isfinite(half).all() else np.inf
+    return half if error <= FLOAT16_TOLERANCE * top else m
 
 
 def _atomic_write(path: Path, write: Callable[[BinaryIO], object]) -> None:
@@ -225,7 +255,7 @@ class Store:
             row["map_file"] = row["map_key"] = None
             if m is not None:
                 key = f"m{i}"
-                arrays[key] = np.asarray(m, dtype=np.float16)
+                arrays[key] = stored_map(m)
                 row["map_file"], row["map_key"] = f"maps/{shard}", key
         schema = _schema(sorted({k for row in rows for k in row if k.startswith("metric_")}))
         table = pa.table({f.name: pa.array([row.get(f.name) for row in rows], type=f.type) for f in schema}, schema=schema)
@@ -298,6 +328,12 @@ class Store:
             why = check_shard(self.root, str(map_file), sums, hash_maps)
             if why is not None:
                 damage.shards[str(map_file)] = f"{why}; {int((df['map_file'] == map_file).sum())} maps lost"
+            elif hash_maps:  # a checked shard is read whole anyway: its maps must be numbers
+                try:
+                    used = {map_name(str(map_file), str(k)) for k in df.loc[df["map_file"] == map_file, "map_key"]}
+                    damage.maps.update({k: v for k, v in check_maps(self.root, str(map_file)).items() if k in used})
+                except Exception as exc:  # zipfile, zlib and numpy each raise their own kind for a mangled shard
+                    damage.shards[str(map_file)] = f"not readable: {type(exc).__name__}"
         self.damage = damage
         return df.sort_values(["path", "method", "request", "target"], kind="stable").reset_index(drop=True)
 
@@ -397,3 +433,12 @@ def file_paths(df: Any) -> list[str]:
         return [str(p) for p in df["path"]]
     return [os.fsdecode(bytes(b)) if isinstance(b, (bytes, bytearray)) and b else str(p)
             for p, b in zip(df["path"], df["path_bytes"])]
+
+
+def lost_maps(df: Any, damage: Damage) -> Any:
+    """A boolean Series: the rows of ``df`` whose map is lost (its shard, or the map itself, damaged)."""
+    lost = df["map_file"].isin(list(damage.shards))
+    if damage.maps:
+        names = [map_name(str(f), str(k)) if isinstance(f, str) else "" for f, k in zip(df["map_file"], df["map_key"])]
+        lost |= np.array([n in damage.maps for n in names], dtype=bool)
+    return lost

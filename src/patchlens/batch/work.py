@@ -22,8 +22,9 @@ from ..images import LoadedImage, load_image
 from ..methods import Method, make_method
 from ..models import Classifier
 from .sources import Item
+from .store import MapError, stored_map
 
-#: one finished row and its map (float16, None for a failed row)
+#: one finished row and its map (as the store keeps it, see ``stored_map``; None for a failed row)
 Result = tuple[dict[str, Any], "np.ndarray | None"]
 
 
@@ -152,7 +153,11 @@ def explain_loaded(classifier: Classifier, method: Method, plan: Plan, loaded: L
             row = {**base, **{k: rec[k] for k in ("target", "label", "score", "score_is_probability", "forward_passes", "seconds")},
                    "extras": json.dumps(rec["extras"], sort_keys=True),
                    "status": "ok", "error": None, **metric_values}
-            out.append((row, exp.saliency.astype(np.float16)))
+            try:
+                saved = stored_map(exp.saliency)
+            except MapError as exc:  # the model's scores overflowed: the image fails, the store stays readable
+                return failed(f"{printable(item.path)}: {exp.label}: {exc}")
+            out.append((row, saved))
         return out
     except PatchlensError as exc:
         return failed(str(exc))
