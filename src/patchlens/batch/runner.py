@@ -220,7 +220,7 @@ def run_batch(
     check_metrics(plan.metrics, classifier)
     store = Store.create(out)
     with store.lock():
-        existing = store.read(hash_maps=resume or retry_failed)
+        existing = store.read(hash_maps=resume or retry_failed, finite_maps=resume or retry_failed)
         if store.damage:
             if not (resume or retry_failed):
                 raise StoreError(f"{store.damage.line(store.root)}; pass --resume to explain the lost images again")

@@ -39,6 +39,7 @@ import io
 import json
 import os
 import re
+import uuid
 from pathlib import Path
 from typing import Any, BinaryIO, Callable, Iterator
 
@@ -55,6 +56,7 @@ VERSION = 1
 #: not UTF-8 is also told apart by its ``path_bytes`` (two such names can share their text).
 UNIT = ["path", "method", "request"]
 _PART = re.compile(r"^part-(\d{6,})\.(parquet|npz)$")
+_SUMS = re.compile(r"^part-(\d{6,})\.json$")
 
 #: column -> pyarrow type name; metric columns (``metric_<name>``, float64) come on top
 COLUMNS: dict[str, str] = {
@@ -172,6 +174,22 @@ class Store:
         self.sums_dir = self.root / "checksums"
         #: what the last :meth:`read` found damaged (empty when all is well)
         self.damage = Damage()
+        self._info: dict[str, Any] | None = None
+
+    @property
+    def info(self) -> dict[str, Any]:
+        """store.json's contents (empty when it cannot be read; :meth:`check` says why)."""
+        if self._info is None:
+            try:
+                info = json.loads((self.root / "store.json").read_text(encoding="utf-8"))
+            except (OSError, ValueError):
+                info = None
+            self._info = info if isinstance(info, dict) else {}
+        return self._info
+
+    @info.setter
+    def info(self, value: dict[str, Any]) -> None:
+        self._info = value
 
     # -- opening -------------------------------------------------------------
     @classmethod
@@ -186,8 +204,8 @@ class Store:
                 folder.mkdir(parents=True, exist_ok=True)
             if not (store.root / "store.json").exists():
                 info = {"format": FORMAT, "version": VERSION, "created": dt.datetime.now(dt.timezone.utc).isoformat(),
-                        "patchlens_version": __version__}
-                _atomic_write(store.root / "store.json", lambda f: f.write((json.dumps(info, indent=2) + "\n").encode()))
+                        "patchlens_version": __version__, "id": uuid.uuid4().hex, "checksums_from": 0}
+                store._write_info(info)
         except OSError as exc:  # a file in the way, no permission, a full disk: before any work is done
             raise StoreError(f"{store.root}: cannot create the store here: {exc.strerror or exc}") from None
         store.check()
@@ -198,10 +216,45 @@ class Store:
             info = json.loads((self.root / "store.json").read_text(encoding="utf-8"))
         except (OSError, ValueError):
             raise StoreError(f"{self.root}: not a patchlens batch store (no readable store.json)") from None
-        if info.get("format") != FORMAT:
+        if not isinstance(info, dict) or info.get("format") != FORMAT:
             raise StoreError(f"{self.root}: store.json is not a {FORMAT}")
-        if int(info.get("version", 0)) > VERSION:
+        try:
+            version = int(info.get("version", 0))
+        except (TypeError, ValueError):
+            raise StoreError(f"{self.root}: store.json has no readable format version") from None
+        if version > VERSION:
             raise StoreError(f"{self.root}: store format {info['version']} is newer than this patchlens understands")
+        self.info = info
+
+    def _write_info(self, info: dict[str, Any]) -> None:
+        _atomic_write(self.root / "store.json", lambda f: f.write((json.dumps(info, indent=2) + "\n").encode()))
+        self.info = info
+
+    @property
+    def checksums_from(self) -> int:
+        """The first part that must have a checksum file; the parts before it were written before checksums existed.
+
+        New stores record 0. A store from before this field (no ``checksums_from`` in
+        store.json) is taken to have gained checksums with its oldest checksummed part,
+        and is given the field the first time a run writes to it.
+        """
+        recorded = self.info.get("checksums_from")
+        if isinstance(recorded, int) and not isinstance(recorded, bool):
+            return recorded
+        numbers = [int(m.group(1)) for p in self.sums_dir.glob("part-*.json") if (m := _SUMS.match(p.name))]
+        return min(numbers, default=self.next_part())
+
+    def _probe(self) -> None:
+        """Fail in one line, before any work, when the store cannot be written (read-only, no permission)."""
+        for folder in (self.manifest_dir, self.maps_dir, self.sums_dir):
+            probe = folder / f".probe-{os.getpid()}"
+            try:
+                folder.mkdir(exist_ok=True)
+                probe.write_bytes(b"")
+                probe.unlink()
+            except OSError as exc:
+                raise StoreError(f"{self.root}: cannot write to this store ({exc.strerror or exc}); "
+                                 "a run adds to it: make it writable, or copy it somewhere that is") from None
 
     @contextlib.contextmanager
     def lock(self) -> Iterator[None]:
@@ -211,17 +264,34 @@ class Store:
         except ImportError:  # Windows: no advisory locks; one writer is then the user's responsibility
             yield
             return
-        with open(self.root / ".lock", "a+b") as f:
+        try:
+            f = open(self.root / ".lock", "a+b")  # noqa: SIM115 - closed below, after the lock is released
+        except OSError as exc:
+            raise StoreError(f"{self.root}: cannot write to this store ({exc.strerror or exc}); "
+                             "a run adds to it: make it writable, or copy it somewhere that is") from None
+        with f:
             try:
                 fcntl.flock(f.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
             except OSError:
                 raise StoreError(f"{self.root}: another patchlens batch is writing this store") from None
-            for tmp in [*self.manifest_dir.glob(".*.tmp-*"), *self.maps_dir.glob(".*.tmp-*"), *self.sums_dir.glob(".*.tmp-*")]:
-                tmp.unlink(missing_ok=True)  # left by a killed writer; we hold the lock, so not in use
             try:
+                self._probe()
+                for tmp in [*self.manifest_dir.glob(".*.tmp-*"), *self.maps_dir.glob(".*.tmp-*"), *self.sums_dir.glob(".*.tmp-*")]:
+                    tmp.unlink(missing_ok=True)  # left by a killed writer; we hold the lock, so not in use
+                self._adopt()
                 yield
             finally:
                 fcntl.flock(f.fileno(), fcntl.LOCK_UN)
+
+    def _adopt(self) -> None:
+        """Give a store from an older patchlens its id and the part its checksums start from (see checksums_from)."""
+        if "id" in self.info and "checksums_from" in self.info:
+            return
+        info = {**self.info, "id": self.info.get("id") or uuid.uuid4().hex, "checksums_from": self.checksums_from}
+        try:
+            self._write_info(info)
+        except OSError as exc:
+            raise StoreError(f"{self.root}: cannot update store.json: {exc.strerror or exc}") from None
 
     # -- parts ---------------------------------------------------------------
     def parts(self) -> list[tuple[int, Path]]:
@@ -264,7 +334,9 @@ class Store:
         return number
 
     def _commit(self, number: int, part: bytes, rows: int, shard: bytes | None) -> None:
-        sums = {"manifest": sha256(part), "rows": rows, "map": None, "map_bytes": None}
+        # the store's id and the part's number: a part copied in from another store, or renamed, is told apart
+        sums = {"manifest": sha256(part), "rows": rows, "map": None, "map_bytes": None,
+                "store": self.info.get("id"), "part": number}
         try:
             if shard is not None:
                 sums["map"], sums["map_bytes"] = sha256(shard), len(shard)
@@ -279,12 +351,15 @@ class Store:
             ) from None
 
     # -- reading -------------------------------------------------------------
-    def read(self, latest: bool = True, hash_maps: bool = False) -> "Any":
+    def read(self, latest: bool = True, hash_maps: bool = False, finite_maps: bool = False) -> "Any":
         """The manifest as a pandas DataFrame; ``latest`` keeps only the newest part's rows per unit.
 
         Damaged manifest parts are skipped and every other row is kept; what was
-        damaged is left in :attr:`damage`. Map shards are checked for presence
-        and size, and with ``hash_maps`` against their checksums too.
+        damaged is left in :attr:`damage`. A part needs its checksum file (unless it
+        is older than checksums, see :attr:`checksums_from`), and one written by
+        another store is a stray: named, and its rows ignored. Map shards are checked
+        for presence and size, with ``hash_maps`` against their checksums too, and
+        with ``finite_maps`` every map they hold is checked for NaN and inf.
         """
         import pandas as pd
         import pyarrow.parquet as pq
@@ -293,9 +368,16 @@ class Store:
         frames = []
         parts = self.parts()
         fallback = self._fallback(parts)
+        for name in self.strangers():
+            damage.strays[f"manifest/{name}"] = ("not a part of this store; plain Parquet readers (pandas, DuckDB) "
+                                                 "fail on it, and the next run moves it aside")
         for number, p in parts + fallback:
             sums = read_sums(self.sums_dir, number)
-            why = check_manifest_part(p, sums)
+            stray = self._stray(number, sums)
+            if stray is not None:
+                damage.strays[f"manifest/{p.name.lstrip('.')}"] = f"{stray}; its rows are ignored"
+                continue
+            why = self._untrusted(number, p, sums)
             if why is None:
                 try:
                     frame = pq.read_table(p).to_pandas(types_mapper=_pandas_type)
@@ -305,7 +387,7 @@ class Store:
                 if fallback and number > fallback[-1][0]:
                     why += "; its rows were read from the parts it replaced"
                 else:
-                    damage.lost_rows += int((sums or {}).get("rows") or 0)
+                    damage.lost_rows += int((sums or {}).get("rows") or _parquet_rows(p))
                 damage.parts[f"manifest/{p.name.lstrip('.')}"] = why
                 continue
             if len(frame):
@@ -326,9 +408,11 @@ class Store:
             m = _PART.match(Path(str(map_file)).name)
             sums = read_sums(self.sums_dir, int(m.group(1))) if m else None
             why = check_shard(self.root, str(map_file), sums, hash_maps)
+            if why is None and sums is None and (m is None or int(m.group(1)) >= self.checksums_from):
+                why = "no checksum file (it was removed, or the shard is not this store's)"
             if why is not None:
                 damage.shards[str(map_file)] = f"{why}; {int((df['map_file'] == map_file).sum())} maps lost"
-            elif hash_maps:  # a checked shard is read whole anyway: its maps must be numbers
+            elif finite_maps:  # a checked shard is read whole anyway: its maps must be numbers
                 try:
                     used = {map_name(str(map_file), str(k)) for k in df.loc[df["map_file"] == map_file, "map_key"]}
                     damage.maps.update({k: v for k, v in check_maps(self.root, str(map_file)).items() if k in used})
@@ -349,18 +433,57 @@ class Store:
         if not later:
             return backups
         n, p = later[0]
-        healthy = check_manifest_part(p, read_sums(self.sums_dir, n)) is None and _parquet_ok(p)
+        sums = read_sums(self.sums_dir, n)
+        healthy = self._stray(n, sums) is None and self._untrusted(n, p, sums) is None and _parquet_ok(p)
         return [] if healthy else backups
 
+    def _stray(self, number: int, sums: dict[str, Any] | None) -> str | None:
+        """Why part ``number`` is not this store's own (its checksum file names another store or part), or None."""
+        if sums is None:
+            return None
+        if sums.get("store") and self.info.get("id") and sums["store"] != self.info["id"]:
+            return f"written by another store ({sums['store'][:12]})"
+        if "part" in sums and sums["part"] != number:
+            return f"its checksum file is part {sums['part']}'s"
+        return None
+
+    def _untrusted(self, number: int, path: Path, sums: dict[str, Any] | None) -> str | None:
+        """Why a manifest part cannot be trusted (no checksum where one is due, a mismatch), or None."""
+        if sums is None and number >= self.checksums_from:
+            return "no checksum file (it was removed, or the part is not this store's)"
+        return check_manifest_part(path, sums)
+
+    def strangers(self) -> list[str]:
+        """Files in manifest/ that are not parts (nor hidden): plain Parquet readers would try to read them."""
+        return sorted(p.name for p in self.manifest_dir.iterdir()
+                      if not p.name.startswith((".", "_")) and not (_PART.match(p.name) and p.suffix == ".parquet"))
+
     def compact(self) -> None:
-        """Rewrite the manifest as one part (maps stay where they are); crash-safe at every step."""
+        """Rewrite the manifest as one part (maps stay where they are); crash-safe at every step.
+
+        Also when there is one part but it is damaged (its rows then come from the parts it
+        replaced) or stray: the rewrite repairs the store, and moves what is not its own aside.
+        """
+        old = self.parts()
+        df = self.read()
+        damage = self.damage
+        if len(old) <= 1 and not (damage.parts or damage.strays):
+            return  # one healthy part (or none) is compact already
+        try:
+            self._compact(df, old, damage)
+        except OSError as exc:
+            raise StoreError(f"{self.root}: cannot compact the store: {exc.strerror or exc}; "
+                             "every part is still intact (the next --resume compacts it)") from None
+
+    def _compact(self, df: Any, old: list[tuple[int, Path]], damage: Damage) -> None:
         import pyarrow as pa
         import pyarrow.parquet as pq
 
-        old = self.parts()
-        if len(old) <= 1:
+        for name in self.strangers():  # out of the way of plain Parquet readers, kept for whoever wants it
+            path = self.manifest_dir / name
+            os.replace(path, path.with_name(f".{name}.stray"))
+        if not old:
             return
-        df = self.read()
         number = self.next_part()
         schema = _schema(sorted(c for c in df.columns if c.startswith("metric_")))
         # reindex: parts written before a column existed lack it; it is null there
@@ -371,9 +494,10 @@ class Store:
         # compacted part be damaged, :meth:`read` falls back on them and no row is lost.
         for _, p in self.replaced():
             p.unlink(missing_ok=True)
-        damaged = {Path(name).name for name in self.damage.parts}
-        for _, p in old:
-            suffix = "damaged" if p.name in damaged else "replaced"  # damaged: for whoever wants to look at it
+        damaged = {Path(name).name for name in damage.parts}
+        strays = {Path(name).name for name in damage.strays}
+        for _, p in old:  # damaged and stray parts: kept, hidden, for whoever wants to look at them
+            suffix = "damaged" if p.name in damaged else "stray" if p.name in strays else "replaced"
             os.replace(p, p.with_name(f".{p.name}.{suffix}"))
 
     def replaced(self) -> list[tuple[int, Path]]:
@@ -384,6 +508,16 @@ class Store:
             if m:
                 out.append((int(m.group(1)), p))
         return sorted(out)
+
+
+def _parquet_rows(path: Path) -> int:
+    """The rows a Parquet file says it holds (0 when it cannot say)."""
+    import pyarrow.parquet as pq
+
+    try:
+        return int(pq.read_metadata(path).num_rows)
+    except Exception:
+        return 0
 
 
 def _parquet_ok(path: Path) -> bool:
