@@ -198,6 +198,8 @@ _NARROW_FLOATS = tuple(
 
 def _tensor_to_array(t: torch.Tensor, label: str) -> np.ndarray:
     """A tensor's values as a numpy array, whatever its dtype, layout or device (or a one-line ImageError)."""
+    if t.is_nested:  # its .shape raises an internal error; a list of images of different sizes, not one image
+        raise ImageError(f"{label}: a nested tensor is several images; pass each image on its own")
     if t.device.type == "meta":
         raise ImageError(f"{label}: a meta tensor holds no pixel values")
     if t.is_complex():

@@ -21,6 +21,7 @@ from typing import Any, Callable, Iterable, Iterator, Sequence
 
 from tqdm.auto import tqdm
 
+from ..api import check_seed
 from ..errors import ModelError, TargetError
 from ..extras import require
 from ..methods import recorded_params
@@ -204,7 +205,7 @@ def run_batch(
     if batch_size is not None and batch_size < 1:
         raise StoreError(f"batch_size={batch_size}: must be at least 1 (or None to choose one for the device)")
     items = read_source(source) if isinstance(source, str) else [same_file(i if isinstance(i, Item) else Item(str(i))) for i in source]
-    plan = Plan(method=method, params=dict(method_params), target=str(target), seed=int(seed), batch_size=batch_size,
+    plan = Plan(method=method, params=dict(method_params), target=str(target), seed=check_seed(seed) or 0, batch_size=batch_size,
                 metrics=tuple(metrics))
     method_value = plan.make_method()  # a bad method or parameter fails before anything is written
     if plan.target == "label" and not any(i.label is not None for i in items):

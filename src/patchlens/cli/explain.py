@@ -6,7 +6,7 @@ import argparse
 import sys
 from typing import Any
 
-from ..api import explain_one
+from ..api import check_seed, explain_one
 from ..errors import PatchlensError, QueryBudgetError
 from ..filenames import printable
 from ..images import load_image
@@ -60,6 +60,7 @@ def register(sub: Any, argv: list[str]) -> None:
 def run(args: argparse.Namespace) -> int:
     cls = get_method(args.method)
     method = make_method(args.method, **method_params(args, cls))
+    check_seed(args.seed)  # one error for the run, before the model is loaded
     say = (lambda *a: None) if args.quiet else print
     out = writable_folder(args.out)  # before the model is loaded and any image explained
     classifier = load_cli_model(args)
