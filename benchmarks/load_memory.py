@@ -24,6 +24,8 @@ from pathlib import Path
 FILES = {
     "rgba.webp": ("RGBA", {"lossless": True}),
     "rgb.webp": ("RGB", {"lossless": True}),
+    "rgba_lossy.webp": ("RGBA", {"quality": 80}),
+    "rgb_lossy.webp": ("RGB", {"quality": 80}),
     "rgba.png": ("RGBA", {}),
     "la.png": ("LA", {}),
     "p_transparent.png": ("P", {"transparency": 3}),

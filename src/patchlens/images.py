@@ -235,9 +235,14 @@ def _large_webp(path: Path, label: str) -> np.ndarray | None:
     pixels = webp.decode_scaled(data, size) if size is not None else None
     if pixels is None:
         return None
-    if pixels.shape[2] == 4:  # transparent pixels become white, as for every other image
-        return np.asarray(_rgb_strip(Image.fromarray(pixels, "RGBA"), label, None, True), dtype=np.uint8).copy()
-    return pixels
+    if pixels.shape[2] == 3:
+        return pixels
+    height, width = pixels.shape[:2]
+    out = np.empty((height, width, 3), np.uint8)
+    step = _strip_rows(width, 1)
+    for top in range(0, height, step):  # transparent pixels become white, as for every other image; a strip at a time
+        out[top : top + step] = np.asarray(_rgb_strip(Image.fromarray(pixels[top : top + step], "RGBA"), label, None, True))
+    return out
 
 
 def _from_array(arr: "np.ndarray | _TensorRows", name: str) -> np.ndarray:
