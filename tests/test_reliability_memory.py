@@ -104,3 +104,45 @@ def test_a_large_webp_decoded_by_libwebp_matches_pillows_decode(tmp_path):
     reference = np.asarray(Image.alpha_composite(white, big).convert("RGB").resize((WORK_SIDE, 2731), Image.Resampling.BOX))
     inner = (slice(20, -20), slice(20, -20))
     assert np.abs(got[inner].astype(int) - reference[inner].astype(int)).mean() < 1.0
+
+
+HASH_CHILD = r"""
+import json, sys
+from patchlens.batch.sources import Item
+from patchlens.batch.work import prepare
+
+def status(field):
+    for line in open("/proc/self/status"):
+        if line.startswith(field):
+            return int(line.split()[1]) * 1024
+
+prepare(Item(sys.argv[2]))  # imports and first-call pools
+with open("/proc/self/clear_refs", "w") as f:
+    f.write("5")
+before = status("VmRSS")
+loaded = prepare(Item(sys.argv[1]))
+print(json.dumps({"growth": status("VmHWM") - before, "sha256": loaded.sha256, "bytes": loaded.file_bytes,
+                  "error": loaded.error}))
+"""
+
+
+def test_batch_hashes_a_large_file_in_blocks(tmp_path):
+    """A 2 GB file cost +2.4 GB: it was read whole to be hashed. Here 300 MB (sparse, so cheap to make)."""
+    import hashlib
+
+    big = tmp_path / "big.png"
+    with open(big, "wb") as f:
+        f.write(b"\x89PNG\r\n\x1a\n not really")
+        f.truncate(300 * 2**20)
+    small = tmp_path / "small.png"
+    Image.new("RGB", (4, 4)).save(small)
+    run = subprocess.run([sys.executable, "-c", HASH_CHILD, str(big), str(small)], capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stderr[-2000:]
+    r = json.loads(run.stdout.strip().splitlines()[-1])
+    digest = hashlib.sha256()
+    with open(big, "rb") as f:
+        for block in iter(lambda: f.read(1 << 24), b""):
+            digest.update(block)
+    assert r["sha256"] == digest.hexdigest() and r["bytes"] == 300 * 2**20
+    assert "cannot read image" in r["error"]  # recorded as the image's failure, with its hash and size
+    assert r["growth"] < 100e6, f"+{r['growth'] / 1e6:.0f} MB"

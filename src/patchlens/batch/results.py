@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import warnings
@@ -16,7 +15,7 @@ from ..errors import PatchlensError
 from ..explanation import Explanation
 from ..images import load_image
 from ..methods import recorded_params
-from .health import map_name
+from .health import file_sha256, map_name
 from .store import Store, StoreError, file_path
 
 
@@ -117,8 +116,7 @@ class BatchStore:
         for candidate in candidates:
             if not candidate.is_file():
                 continue
-            data = candidate.read_bytes()
-            if isinstance(r.get("sha256"), str) and hashlib.sha256(data).hexdigest() != r["sha256"]:
+            if isinstance(r.get("sha256"), str) and file_sha256(candidate) != r["sha256"]:  # in blocks, not whole
                 continue  # another photo under the same name: drawing the map over it would mislead
             try:
                 return load_image(candidate).pixels

@@ -6,7 +6,6 @@ Everything here is a thin layer over the public API (``load_image``,
 
 from __future__ import annotations
 
-import hashlib
 import json
 from dataclasses import asdict, dataclass, field
 from typing import Any
@@ -21,6 +20,7 @@ from ..filenames import printable
 from ..images import LoadedImage, load_image
 from ..methods import Method, make_method
 from ..models import Classifier
+from .health import file_digest
 from .sources import Item
 from .store import MapError, stored_map
 
@@ -75,20 +75,10 @@ def prepare(item: Item) -> Loaded:
     except Exception as exc:  # load_image turns decoder failures into ImageErrors; this is the last guard
         out.error = f"{name}: cannot read image: {type(exc).__name__}: {exc}"
     try:
-        out.sha256, out.file_bytes = file_digest(item.path)  # in blocks: a 2 GB file costs no more than a small one
+        out.sha256, out.file_bytes = file_digest(item.path)  # in blocks, not the whole file in memory (2 GB: +2.4 GB)
     except OSError as exc:
         out.error = out.error or f"{name}: cannot read: {exc.strerror or exc}"
     return out
-
-
-def file_digest(path: str) -> tuple[str, int]:
-    """SHA-256 (hex) and size of a file, read in 1 MiB blocks (served from the OS cache after decoding)."""
-    digest, size = hashlib.sha256(), 0
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-            size += len(block)
-    return digest.hexdigest(), size
 
 
 def check_metrics(names: tuple[str, ...], classifier: Classifier | None) -> list[Any]:
