@@ -50,6 +50,8 @@ ARRAYS = {
     "bool_gray": "np.ones((H, W), bool)",
     "tensor_float32_chw": "torch.full((3, H, W), 0.5)",
     "tensor_uint8_hwc": "torch.full((H, W, 3), 100, dtype=torch.uint8)",
+    "tensor_bfloat16_chw": "torch.full((3, H, W), 0.5, dtype=torch.bfloat16)",
+    "tensor_sparse_chw": "torch.zeros((3, H, W)).to_sparse()",
 }
 
 CHILD = r"""
