@@ -11,7 +11,7 @@ import os
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Union
+from typing import Any, Callable, Union, cast
 
 import numpy as np
 import torch
@@ -170,7 +170,7 @@ def _to_rgb_uint8(img: Image.Image, name: str) -> np.ndarray:
     """A decoded image as RGB uint8, downsampled to WORK_SIDE, converted a strip of rows at a time."""
     extrema = None
     if img.mode.startswith("I;16") or img.mode in ("I", "F"):
-        low, high = img.getextrema()  # type: ignore[misc]
+        low, high = cast("tuple[float, float]", img.getextrema())  # one band: (min, max)
         extrema = (float(low), float(high))
     transparent = img.mode in _TRANSPARENT or (img.mode == "P" and "transparency" in img.info)
     width, height = img.size

@@ -40,7 +40,8 @@ class BatchStore:
 
     _OPEN_SHARDS = 8  # map shards kept open at once; bounded so reading a large store stays flat
 
-    def __init__(self, path: str | os.PathLike) -> None:
+    def __init__(self, path: str | os.PathLike, *, hash_maps: bool = True) -> None:
+        self.hash_maps = hash_maps
         self._store = Store(path)
         if not (self._store.root / "store.json").exists():
             raise StoreError(f"{path}: not a patchlens batch store (no store.json)")
@@ -52,7 +53,7 @@ class BatchStore:
     def reload(self) -> "BatchStore":
         """Read the manifest again (a run may still be adding to it)."""
         # every shard hashed: a same-size bit flip is named here, not met later as a Bad CRC-32 (see RESULTS.md for the cost)
-        self.manifest = self._store.read(hash_maps=True)
+        self.manifest = self._store.read(hash_maps=self.hash_maps)
         self.damage = self._store.damage
         if self.damage:
             warnings.warn(StoreWarning(f"{self.damage.line(self.path)}; resume the run to explain them again"), stacklevel=3)
@@ -163,15 +164,19 @@ class BatchStore:
         self.close()
 
 
-def open_store(path: str | os.PathLike) -> BatchStore:
+def open_store(path: str | os.PathLike, *, hash_maps: bool = True) -> BatchStore:
     """Open a store written by ``patchlens batch`` for analysis.
 
     ``store.manifest`` is a pandas DataFrame; ``store.map(i)`` reads the i-th
     row's saliency map; ``store.explanation(i)`` gives it as an Explanation.
+    Every part and map shard is checked against its checksum first, and a
+    :class:`StoreWarning` names what is damaged (SHA-256 of every shard: see
+    benchmarks/RESULTS.md); ``hash_maps=False`` checks the shards by size only, for a very large store
+    (a flipped bit is then met as an error when its map is read).
     """
     if not Path(path).is_dir():
         raise StoreError(f"{path}: no such store folder")
-    return BatchStore(path)
+    return BatchStore(path, hash_maps=hash_maps)
 
 
 def verify_store(path: str | os.PathLike) -> tuple[Any, Any]:
