@@ -255,6 +255,20 @@ def test_a_mask_of_the_wrong_size_is_a_one_line_note_not_a_crash(tmp_path: Path)
     assert object_mask(12, 10, None, str(tmp_path / "m.png")).all()
 
 
+def _as_an_older_patchlens_wrote_them(store: Path, parts: list[Path]) -> None:
+    """Checksum files for rewritten parts, and store.json, in the form the version before issue 26 wrote."""
+    import hashlib
+    import json
+
+    sums = json.loads((store / "checksums" / "part-000000.json").read_text())
+    for part in parts:
+        written = {k: v for k, v in sums.items() if k not in ("store", "part")}
+        written["manifest"] = hashlib.sha256(part.read_bytes()).hexdigest()
+        (store / "checksums" / f"{part.stem}.json").write_text(json.dumps(written))
+    info = json.loads((store / "store.json").read_text())
+    (store / "store.json").write_text(json.dumps({k: v for k, v in info.items() if k not in ("id", "checksums_from")}))
+
+
 def test_a_store_written_before_the_region_columns_resumes_compacts_and_reports(planted, tmp_path: Path) -> None:
     pq = pytest.importorskip("pyarrow.parquet")
     root, rows = planted
@@ -266,6 +280,7 @@ def test_a_store_written_before_the_region_columns_resumes_compacts_and_reports(
     older = old.drop_columns(["box_x0", "box_y0", "box_x1", "box_y1", "mask_path"])  # as an older patchlens wrote it
     pq.write_table(older, part)
     pq.write_table(older, part.with_name("part-000099.parquet"))  # two old parts: an interrupted old run
+    _as_an_older_patchlens_wrote_them(store, [part, part.with_name("part-000099.parquet")])
     run_batch(items[:2], str(store), model=tag_classifier(), progress=False, resume=True, **OCCLUSION)  # only compacts
     run_batch(items, str(store), model=tag_classifier(), progress=False, resume=True, **OCCLUSION)
     assert len(list((store / "manifest").glob("part-*.parquet"))) == 1  # compacted

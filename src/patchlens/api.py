@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import operator
 import warnings
 from typing import Any, Callable, Sequence, Union
 
@@ -60,6 +61,23 @@ def check_supported(method: Method, classifier: Classifier) -> None:
     capabilities.check(method, classifier, alternatives)
 
 
+#: Seeds are whole numbers from 0 to 2**63 - 1: torch takes 64 bits, the batch store's seed column is int64.
+MAX_SEED = 2**63 - 1
+
+
+def check_seed(seed: Any) -> int | None:
+    """``seed`` as an int (None stays None), or a one-line MethodError naming it."""
+    if seed is None:
+        return None
+    try:
+        value = operator.index(seed)  # ints and numpy ints; not floats, bools count as ints
+    except TypeError:
+        raise MethodError(f"seed={seed!r}: must be a whole number from 0 to 2**63 - 1") from None
+    if isinstance(seed, bool) or not 0 <= value <= MAX_SEED:
+        raise MethodError(f"seed={seed!r}: must be a whole number from 0 to 2**63 - 1")
+    return value
+
+
 def explain_one(
     classifier: Classifier,
     image: LoadedImage,
@@ -86,6 +104,7 @@ def explain_one(
     sampling method's running map after each round.
     """
     check_supported(method, classifier)
+    seed = check_seed(seed)
     device = classifier.device
     photo = to_tensor(image.pixels).to(device)
     x = resize(photo, classifier.input_size)

@@ -180,7 +180,9 @@ def _images(f: Findings, pictured: set[int]) -> str:
              "worst": ", ".join(KINDS[k] for k in m.flags), "flags": flags[m.label], "pic": m.id in pictured}
             for m in f.images]
     data = json.dumps({"columns": [[k, n] for _, k, n in IMAGE_COLUMNS], "rows": rows}, separators=(",", ":"))
-    data = data.replace("</", "<\\/")  # a path with "</script>" in it must not end the script element
+    # every "<" as \u003c: "</script>" in a path would end the element, and "<!--<script" would make the
+    # parser swallow the rest of the page, the page's own script with it (issue 26)
+    data = data.replace("<", "\\u003c")
     head = "".join(f'<th class="{"n" if n else ""}" data-key="{k}">{escape(h)}</th>' for h, k, n in IMAGE_COLUMNS)
     return (f'<table id="image-table"><thead><tr>{head}</tr></thead><tbody></tbody></table>'
             '<p><button type="button" id="more" hidden>show more</button> <span class="muted" id="shown"></span></p>'

@@ -23,6 +23,7 @@ from typing import Any, Callable, Iterable, Iterator, Sequence
 
 from tqdm.auto import tqdm
 
+from ..api import check_seed
 from ..errors import ModelError, TargetError
 from ..extras import require
 from ..methods import get_method, recorded_params
@@ -31,7 +32,7 @@ from ..objectives import TrueLabel, parse_targets
 from ..validation import check_target, validate_run
 from .shared import can_share, shared_results
 from .sources import Item, read_source, region_columns, resolved, same_file, true_labels
-from .store import Store, StoreError
+from .store import Store, StoreError, file_paths, lost_maps
 from .work import Plan, Result, check_metrics, explain_loaded, prepare
 
 BACKENDS = ("local", "ray")
@@ -300,7 +301,7 @@ def run_batch(
     if resume or retry_failed:
         params, chosen_seed = resumed_request(out, method, params, seed)
     params = get_method(method).with_defaults(params, front_end)
-    seed = 0 if chosen_seed is None else int(chosen_seed)
+    seed = check_seed(chosen_seed) or 0
     plan = Plan(method=method, params=params, target=str(target), seed=seed, batch_size=batch_size,
                 metrics=tuple(metrics))
     method_value = plan.make_method()  # a bad method or parameter fails before anything is written
@@ -320,7 +321,7 @@ def run_batch(
     check_metrics(plan.metrics, classifier)
     store = Store.create(out)
     with store.lock():
-        existing = store.read(hash_maps=resume or retry_failed)
+        existing = store.read(hash_maps=resume or retry_failed, finite_maps=resume or retry_failed)
         if store.damage:
             if not (resume or retry_failed):
                 raise StoreError(f"{store.damage.line(store.root)}; pass --resume to explain the lost images again")
@@ -338,10 +339,10 @@ def run_batch(
         _write_request(out, method_value.name, method_value.params(), seed if method_value.stochastic else None)
         mine = same[same["request"] == plan.target] if len(same) else same
         settled = mine[mine["status"].isin(["ok", "empty"])] if retry_failed and len(mine) else mine
-        if len(settled) and store.damage.shards:  # rows whose maps are lost are not done
-            settled = settled[~settled["map_file"].isin(list(store.damage.shards))]
+        if len(settled) and (store.damage.shards or store.damage.maps):  # rows whose maps are lost are not done
+            settled = settled[~lost_maps(settled, store.damage)]
         # resolved, so that a store written with another spelling of the same paths is resumed, not duplicated
-        done = {resolved(p) for p in settled["path"]} if len(settled) else set()
+        done = {resolved(p) for p in file_paths(settled)} if len(settled) else set()
         todo = [i for i in items if i.path not in done]
         summary = Summary(skipped=len(items) - len(todo))
         writer = _Writer(store, existing, chunk_size, flush_seconds)

@@ -1,4 +1,4 @@
-"""``patchlens batch``: explain a whole dataset into a resumable store (Parquet manifest + float16 maps)."""
+"""``patchlens batch``: explain a whole dataset into a resumable store (Parquet manifest + map shards)."""
 
 from __future__ import annotations
 

@@ -6,9 +6,10 @@ import argparse
 import sys
 from typing import Any
 
-from ..api import explain_one
+from ..api import check_seed, explain_one
 from ..capabilities import Capability
 from ..errors import PatchlensError, QueryBudgetError, ServerUnavailableError
+from ..filenames import printable
 from ..images import load_image
 from ..methods import get_method, make_method
 from ..methods._sampling import stopping_rule
@@ -74,6 +75,7 @@ def run(args: argparse.Namespace) -> int:
     cls = get_method(args.method)
     check_method_options([cls], given_method_options(args), flag)  # before the model is loaded
     method = make_method(args.method, **method_params(args, cls, "explain"))
+    check_seed(args.seed)  # one error for the run, before the model is loaded
     say = (lambda *a: None) if args.quiet else print
     out = writable_folder(args.out)  # before the model is loaded and any image explained
     classifier = load_cli_model(args)
@@ -88,9 +90,10 @@ def run(args: argparse.Namespace) -> int:
     if rule:
         say(f"  {rule}")
     failed = partial_maps = 0
-    for index, path in enumerate(args.images):
+    for index, name in enumerate(args.images):
+        path = printable(name)  # what messages show; a name that is not UTF-8 still prints
         try:
-            image = load_image(path)
+            image = load_image(name)
             results = explain_one(
                 classifier, image, method, target=args.target, seed=args.seed, batch_size=args.batch_size, progress=not args.quiet
             )

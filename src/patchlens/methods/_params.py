@@ -13,7 +13,7 @@ from typing import Any
 
 from ..engine import BASELINES, PARTITIONS
 from ._features import MAX_GRID
-from .base import param
+from .base import MAX_SAMPLES, param
 
 MASKINGS = ("pixels", "tokens")
 
@@ -78,4 +78,5 @@ def converge(default: float = 0.0) -> Any:
 
 
 def round_size(default: int) -> Any:
-    return param(default, "samples per round between convergence checks and progressive maps", low=1, group="adaptive")
+    return param(default, "samples per round between convergence checks and progressive maps", low=1, high=MAX_SAMPLES,
+                 group="adaptive")

@@ -12,6 +12,7 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import hashlib
+import math
 from dataclasses import dataclass, field
 from typing import Any, Callable, ClassVar, Iterable
 
@@ -133,6 +134,12 @@ class Attribution:
 
 _TYPES = {"int": int, "float": float, "str": str, "bool": bool}
 
+#: Most samples (masks, noisy copies, coalitions, path points) a method may draw: each is a forward
+#: pass, and its bookkeeping (a mask grid, a row of a design matrix) is held until the map is made.
+MAX_SAMPLES = 100_000
+#: Longest window or stride in pixels: the longest image side patchlens reads (``images.SIDE_LIMIT``).
+MAX_SIDE = 65_535
+
 
 @dataclass(frozen=True)
 class Method:
@@ -181,6 +188,8 @@ class Method:
                 value = float(value)
             if info.type in (int, float) and (isinstance(value, bool) or not isinstance(value, info.type)):
                 raise MethodError(f"{self.name}: {info.name}={value!r} must be a number ({info.type.__name__})")
+            if info.type is float and not math.isfinite(value):  # NaN passes every comparison with a bound
+                raise MethodError(f"{self.name}: {info.name}={value!r} must be a finite number")
             if info.type is str and not isinstance(value, str):
                 raise MethodError(f"{self.name}: {info.name}={value!r} must be text")
             if info.choices and value not in info.choices:

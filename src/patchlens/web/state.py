@@ -12,13 +12,13 @@ import re
 import threading
 import uuid
 from dataclasses import dataclass, field
-from typing import Any, Generic, TypeVar
+from typing import Any, Callable, Generic, TypeVar
 
 import numpy as np
 import torch
 from PIL import Image
 
-from .. import render
+from .. import render, webp
 from ..api import explain_one
 from ..capabilities import Capability
 from ..engine import BASELINES, Engine, FeatureMasks, make_baseline, patch_grid
@@ -51,6 +51,10 @@ class WebConfig:
         max_regions: regions (features) per image for LIME, KernelSHAP, Sobol, subset.
         allowed_hosts: Host names the server answers to ("*": any); loopback names by default.
         keep_images, keep_results: how many uploads and maps are remembered.
+        keep_image_bytes, keep_result_bytes: and how many bytes of them, at most: the oldest are
+            forgotten first (a 4096 x 2560 photo's maps are 42 MB each, five classes of eight methods 1.7 GB).
+        max_body_bytes: largest JSON request body (uploads have max_upload_bytes).
+        max_decoding: uploads decoded at the same time; more wait their turn.
     """
 
     max_upload_bytes: int = 20 * 1024 * 1024
@@ -65,22 +69,39 @@ class WebConfig:
     allowed_hosts: tuple[str, ...] = LOOPBACK_HOSTS
     keep_images: int = 32
     keep_results: int = 128
+    keep_image_bytes: int = 512 * 1024 * 1024
+    keep_result_bytes: int = 1024 * 1024 * 1024
+    max_body_bytes: int = 1024 * 1024
+    max_decoding: int = 2
 
 
 class Store(Generic[T]):
-    """A thread-safe dict that forgets its oldest entries beyond ``size``."""
+    """A thread-safe dict that forgets its oldest entries beyond ``size`` entries or ``budget`` bytes.
 
-    def __init__(self, size: int) -> None:
-        self.size = size
+    ``weigh`` gives an entry's bytes. The newest entry is always kept, so the result a job has just
+    made can be fetched even when it alone is over the budget (submission refuses such jobs first).
+    """
+
+    def __init__(self, size: int, budget: int | None = None, weigh: Callable[[T], int] | None = None) -> None:
+        self.size, self.budget, self.weigh = size, budget, weigh
         self._items: collections.OrderedDict[str, T] = collections.OrderedDict()
+        self._bytes: dict[str, int] = {}
         self._lock = threading.Lock()
+
+    @property
+    def bytes(self) -> int:
+        with self._lock:
+            return sum(self._bytes.values())
 
     def add(self, item: T) -> str:
         key = uuid.uuid4().hex[:16]
         with self._lock:
             self._items[key] = item
-            while len(self._items) > self.size:
-                self._items.popitem(last=False)
+            self._bytes[key] = self.weigh(item) if self.weigh is not None else 0
+            total = sum(self._bytes.values())
+            while len(self._items) > 1 and (len(self._items) > self.size or (self.budget is not None and total > self.budget)):
+                old, _ = self._items.popitem(last=False)
+                total -= self._bytes.pop(old)
         return key
 
     def get(self, key: str) -> T | None:
@@ -113,9 +134,13 @@ def safe_name(name: str | None) -> str:
 
 def check_pixels(data: bytes, name: str, max_pixels: int) -> None:
     """Refuse non-images and oversized images from the header alone, before decoding."""
+    head = webp.features(data) if webp.is_webp(data[:12]) else None
     try:
-        with Image.open(io.BytesIO(data)) as img:
-            w, h = img.size
+        if head is not None:  # Pillow's WebP plugin allocates the whole canvas, twice, just to open the file
+            w, h = head[0], head[1]
+        else:
+            with Image.open(io.BytesIO(data)) as img:
+                w, h = img.size
     except Image.DecompressionBombError:
         raise TooLarge(f"{name}: too many pixels, possible decompression bomb") from None
     except Exception:
@@ -131,6 +156,31 @@ class TooLarge(ImageError):
 
 class NotAnImage(ImageError):
     """The upload is not an image (HTTP 415)."""
+
+
+def stored_image_bytes(stored: "StoredImage") -> int:
+    """What a stored upload holds: the photo and its tensor at the model's input size."""
+    return int(stored.image.pixels.nbytes + stored.x.element_size() * stored.x.nelement())
+
+
+def check_result_bytes(stored: "StoredImage", maps: int, cfg: WebConfig) -> None:
+    """Refuse a job whose maps alone (float32 at the photo's size) are more than the server keeps."""
+    h, w = stored.image.pixels.shape[:2]
+    need = maps * h * w * 4
+    if need > cfg.keep_result_bytes:
+        raise MethodError(
+            f"{maps} maps of this {w}x{h} photo are {need / 2**20:,.0f} MB, more than this server keeps "
+            f"({cfg.keep_result_bytes / 2**20:,.0f} MB); choose fewer methods or classes"
+        )
+
+
+def validation_errors(errors: Any, limit: int = 10) -> list[dict[str, Any]]:
+    """FastAPI's validation errors without the values that were wrong (which can be megabytes), at most ``limit``."""
+    out = []
+    for e in list(errors)[:limit]:
+        loc = [str(p)[:40] for p in e.get("loc", ())][:8]
+        out.append({"loc": loc, "msg": str(e.get("msg", ""))[:200], "type": str(e.get("type", ""))[:60]})
+    return out
 
 
 def top_predictions(output: Any, classifier: Classifier, k: int = 5) -> list[dict[str, Any]]:
