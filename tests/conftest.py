@@ -10,7 +10,10 @@ import pytest
 import torch
 
 import patchlens
+from patchlens.engine import Engine
+from patchlens.methods import Job
 from patchlens.models import CallableClassifier
+from patchlens.objectives import class_objective
 
 # Exported ONNX models go to a folder of the test machine's temp dir, not the user's ~/.cache.
 os.environ.setdefault("PATCHLENS_CACHE", os.path.join(tempfile.gettempdir(), "patchlens-test-cache"))
@@ -81,6 +84,14 @@ class TinyCNN(torch.nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.fc(self.drop(self.pool(self.features(x)).flatten(1)))
+
+
+def make_job(clf: patchlens.Classifier, x: torch.Tensor, targets: list[int], batch_size: int = 8, seed: int = 0) -> Job:
+    """What ``explain_one`` hands a method, for ``targets`` (class indices) on ``x`` (3, H, W)."""
+    objective = class_objective(clf, *targets)
+    engine = Engine(clf, batch_size=batch_size)
+    reference = objective(engine.output_of(x))[0]
+    return Job(clf, x, objective, reference, engine, torch.Generator().manual_seed(seed))
 
 
 @pytest.fixture

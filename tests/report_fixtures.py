@@ -73,3 +73,40 @@ def write_csv(path: Path, rows: list[dict[str, object]]) -> Path:
         writer.writeheader()
         writer.writerows(rows)
     return path
+
+
+# A harder planted set (issue 22): a shortcut carried by a third of a class, and a class of centred objects.
+SOME_TAG = (4, 82, 14, 92)  # x0, y0, x1, y1 of the cyan tag, bottom left
+TAGGED = (1, 5, 9, 10)  # which of the 12 "dog" images carry it
+
+
+def subpopulation_model(x: torch.Tensor) -> torch.Tensor:
+    """(N, 3, H, W) -> (N, 2): [dog = the cyan tag where there is one, else half the texture; cup = texture]."""
+    x0, y0, x1, y1 = SOME_TAG
+    patch = x[:, :, y0:y1, x0:x1]
+    cyan = ((patch[:, 1] - patch[:, 0]).clamp_min(0) * (patch[:, 2] - patch[:, 0]).clamp_min(0)).mean((1, 2))
+    texture = (x[:, :, 1:, :] - x[:, :, :-1, :]).abs().mean((1, 2, 3)) + (x[:, :, :, 1:] - x[:, :, :, :-1]).abs().mean((1, 2, 3))
+    obj = 0.9 * torch.tanh(20 * texture)
+    return torch.stack([torch.maximum(cyan, 0.5 * obj), obj], dim=1)
+
+
+def subpopulation_classifier() -> CallableClassifier:
+    return CallableClassifier(subpopulation_model, input_size=SIZE, labels=["dog", "cup"], model_id="subpopulation-model")
+
+
+def subpopulation_dataset(root: Path) -> list[dict[str, object]]:
+    """12 "dog" images (the astronaut photo at eight places), 4 of them tagged; 8 "cup" images, the coffee photo centred."""
+    (root / "images").mkdir(parents=True, exist_ok=True)
+    rows = []
+    for label, photo, count in (("dog", "astronaut", 12), ("cup", "coffee", 8)):
+        for i in range(count):
+            card = np.full((SIZE, SIZE, 3), 128, np.uint8)
+            x, y = PLACES[i % len(PLACES)] if label == "dog" else (32 + i % 3 - 1, 32 + (i // 3) % 3 - 1)
+            card[y:y + OBJECT, x:x + OBJECT] = np.asarray(_crop(photo, i))
+            if label == "dog" and i in TAGGED:
+                t = SOME_TAG
+                card[t[1]:t[3], t[0]:t[2]] = (0, 255, 255)
+            path = root / "images" / f"{label}_{i:02d}.png"
+            Image.fromarray(card).save(path)
+            rows.append({"path": str(path), "label": label, "x0": x, "y0": y, "x1": x + OBJECT, "y1": y + OBJECT})
+    return rows

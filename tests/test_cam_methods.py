@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 
 import patchlens
-from patchlens.engine import Engine
+from conftest import make_job
 from patchlens.errors import MethodError
 from patchlens.methods import Job, make_method
 from patchlens.methods._cam import capture
@@ -25,8 +25,7 @@ SMALL = {"smoothgrad": {"n_samples": 3}, "integrated_gradients": {"steps": 4}, "
 
 
 def job_for(clf, x: torch.Tensor, targets: list[int], batch_size: int = 8) -> Job:
-    probs = clf(x[None])[0]
-    return Job(clf, x, torch.tensor(targets), probs, Engine(clf, batch_size=batch_size), torch.Generator().manual_seed(0))
+    return make_job(clf, x, targets, batch_size)
 
 
 def image(seed: int = 0, size: tuple[int, int] = (SIDE, SIDE)) -> torch.Tensor:

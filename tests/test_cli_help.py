@@ -110,3 +110,40 @@ def test_only_the_newest_texts_are_kept(tmp_path):
         os.utime(tmp_path / f"{i}.txt", ns=(i * 10**9, i * 10**9))
     _help._prune(tmp_path, keep=3)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["2.txt", "3.txt", "4.txt"]
+
+
+def _distribution(folder: Path, name: str, entry_points: str = "") -> None:
+    """A minimal installed distribution in ``folder`` (what pip leaves: a ``*.dist-info`` folder)."""
+    info = folder / f"{name}-1.0.dist-info"
+    info.mkdir()
+    (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {name}\nVersion: 1.0\n")
+    if entry_points:
+        (info / "entry_points.txt").write_text(entry_points)
+
+
+def test_installing_any_distribution_is_a_new_key(tmp_path, monkeypatch):
+    monkeypatch.setenv("PATCHLENS_CACHE", str(tmp_path / "cache"))
+    site = tmp_path / "site"
+    site.mkdir()
+    monkeypatch.syspath_prepend(str(site))
+    argv = ["explain", "--help"]
+    _help.remember(argv, "text before")
+    assert _help.remembered(argv) == "text before"
+    info = site.stat()
+    _distribution(site, "timm_like")  # e.g. a library that adds model specs to the help
+    os.utime(site, ns=(info.st_atime_ns, info.st_mtime_ns + 1_000_000_000))  # as a coarse clock would still show it
+    assert _help.remembered(argv) is None
+
+
+def test_with_a_plugin_installed_a_commands_help_is_never_kept(tmp_path, monkeypatch):
+    monkeypatch.setenv("PATCHLENS_CACHE", str(tmp_path / "cache"))
+    site = tmp_path / "site"
+    site.mkdir()
+    monkeypatch.syspath_prepend(str(site))
+    assert _help.plugins() == []
+    _distribution(site, "patchlens_extra", "[patchlens.methods]\nmine = patchlens_extra:Mine\n")
+    assert _help.plugins() == ["patchlens.methods:mine"]
+    argv = ["explain", "--help"]
+    _help.remember(argv, "a text an editable plug-in could make stale")
+    assert _help.remembered(argv) is None
+    assert not (tmp_path / "cache" / "help").exists()

@@ -14,6 +14,7 @@ from patchlens.errors import MethodError
 from patchlens.methods.occlusion import WindowMasks
 from patchlens.methods.rise import RiseMasks
 from patchlens.models import CallableClassifier, TorchClassifier
+from patchlens.objectives import class_objective
 
 
 def nonlinear_model(size: int = 24) -> CallableClassifier:
@@ -73,7 +74,7 @@ def test_rise_masks_match_per_mask_reference():
     src = RiseMasks(20, 5, 0.5, 23, 31, g, torch.device("cpu"))
     got = src.masks(0, 20)[:, 0]
     for i in range(20):
-        ref = rise_mask_reference(src.grids[i, 0], int(src.dy[i]), int(src.dx[i]), (src.cell_h, src.cell_w), (23, 31))
+        ref = rise_mask_reference(src.grids[i, 0].float(), int(src.dy[i]), int(src.dx[i]), (src.cell_h, src.cell_w), (23, 31))
         assert torch.allclose(got[i], ref, atol=1e-6)
     assert float(got.min()) >= 0 and float(got.max()) <= 1
 
@@ -160,7 +161,7 @@ def test_engine_counts_passes_and_time():
     engine = Engine(clf, batch_size=7)
     x = torch.rand(3, 64, 64)
     src = WindowMasks(64, 64, 16, 16, torch.device("cpu"))
-    scores = engine.score_masks(x, make_baseline(x, "gray"), src, torch.tensor([1]))
+    scores = engine.score_masks(x, make_baseline(x, "gray"), src, class_objective(clf, 1))
     assert scores.shape == (16, 1)
     assert engine.forward_passes == 16
     assert engine.seconds > 0

@@ -33,7 +33,7 @@ def test_a_budget_stops_the_run_before_the_batch_that_would_exceed_it():
     clf, seen = counting()
     engine = Engine(clf, batch_size=10, max_passes=25)
     with pytest.raises(BudgetError, match="30 forward passes would exceed the budget of 25"):
-        engine.score_inputs(lambda a, b: torch.rand(b - a, 3, 16, 16), 100)
+        engine.run_inputs(lambda a, b: torch.rand(b - a, 3, 16, 16), 100)
     assert seen == [10, 10] and engine.forward_passes == 20  # the third batch never ran
 
 
@@ -60,7 +60,7 @@ def test_cancellation_is_checked_before_every_batch():
 
     engine = Engine(clf, batch_size=10, cancelled=stop.is_set)
     with pytest.raises(Cancelled):
-        engine.score_inputs(make, 100)
+        engine.run_inputs(make, 100)
     assert seen == [10, 10, 10]
 
 
@@ -91,12 +91,12 @@ def test_the_measured_batch_size_is_kept_by_the_model_and_seen_through_wrappers(
     clf, seen = counting()
     watched = WatchedClassifier(clf, threading.RLock(), lambda n: None, lambda: False)
     first = Engine(watched)  # measures on its real work
-    first.score_inputs(lambda a, b: torch.rand(b - a, 3, 16, 16), 2 * sum(clf.batch_policy.candidates))
+    first.run_inputs(lambda a, b: torch.rand(b - a, 3, 16, 16), 2 * sum(clf.batch_policy.candidates))
     chosen = clf.batch_policy.chosen
     assert chosen in clf.batch_policy.candidates and watched.batch_policy is clf.batch_policy
     seen.clear()
     again = WatchedClassifier(clf, threading.RLock(), lambda n: None, lambda: False)  # the web's next job
-    Engine(again).score_inputs(lambda a, b: torch.rand(b - a, 3, 16, 16), 2 * chosen)
+    Engine(again).run_inputs(lambda a, b: torch.rand(b - a, 3, 16, 16), 2 * chosen)
     assert seen == [chosen, chosen]  # no second round of trial batches
 
 
@@ -161,10 +161,11 @@ def test_the_command_line_and_web_default_to_adaptive_and_say_so(capsys):
     from patchlens.methods._sampling import INTERACTIVE_CONVERGE, stopping_rule
 
     rise = patchlens.methods.registry()["rise"]
-    assert method_params(argparse.Namespace(method__n_masks=500), rise) == {"n_masks": 500, "converge": INTERACTIVE_CONVERGE}
-    assert method_params(argparse.Namespace(method__converge=0.0), rise) == {"converge": 0.0}  # a fixed count on request
-    assert method_params(argparse.Namespace(), rise, adaptive=False) == {}
-    assert method_params(argparse.Namespace(), patchlens.methods.registry()["occlusion"]) == {}  # not a sampling method
+    ns = argparse.Namespace
+    assert method_params(ns(method__n_masks=500), rise, "explain") == {"n_masks": 500, "converge": INTERACTIVE_CONVERGE}
+    assert method_params(ns(method__converge=0.0), rise, "explain") == {"converge": 0.0}  # a fixed count on request
+    assert method_params(ns(), rise, "compare") == {}
+    assert method_params(ns(), patchlens.methods.registry()["occlusion"], "explain") == {}  # not a sampling method
     assert "stops once" in stopping_rule(make_method("rise", converge=0.99))
     assert stopping_rule(make_method("rise")) == "fixed count: every sample is scored"
     assert stopping_rule(make_method("occlusion")) is None

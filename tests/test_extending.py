@@ -32,7 +32,7 @@ class Brightness(Method):
     def attribute(self, job):
         maps = job.image.mean(0, keepdim=True) * self.gain
         job.engine.score_one(job.image)  # one counted pass, through the engine like any method
-        return Attribution(maps=maps.expand(len(job.targets), -1, -1).clone())
+        return Attribution(maps=maps.expand(len(job.objective), -1, -1).clone())
 '''
 
 

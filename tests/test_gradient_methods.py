@@ -7,17 +7,14 @@ import pytest
 import torch
 
 import patchlens
-from conftest import BOX, SIZE, box_mask, planted_classifier, planted_image, top_fraction_inside
-from patchlens.engine import Engine
+from conftest import BOX, SIZE, box_mask, make_job, planted_classifier, planted_image, top_fraction_inside
 from patchlens.methods import Job, make_method
 
 S = 16  # side of the images fed to the linear models
 
 
 def job_for(clf, x: torch.Tensor, targets: list[int], batch_size: int = 8) -> Job:
-    g = torch.Generator().manual_seed(0)
-    probs = clf(x[None])[0]
-    return Job(clf, x, torch.tensor(targets), probs, Engine(clf, batch_size=batch_size), g)
+    return make_job(clf, x, targets, batch_size)
 
 
 def linear_model(classes: int = 3) -> torch.nn.Module:

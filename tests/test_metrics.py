@@ -277,7 +277,7 @@ class Brightness(Method):
     name = "brightness"
 
     def attribute(self, job: Job) -> Attribution:
-        return Attribution(maps=job.image.mean(0, keepdim=True).repeat(len(job.targets), 1, 1))
+        return Attribution(maps=job.image.mean(0, keepdim=True).repeat(len(job.objective), 1, 1))
 
 
 def test_randomization_flags_a_model_independent_map_and_leaves_the_model_alone(tiny_cnn):

@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 
 import patchlens
-from patchlens.engine import Engine
+from conftest import make_job
 from patchlens.methods import Job, make_method
 
 captum_attr = pytest.importorskip("captum.attr")
@@ -28,8 +28,7 @@ TARGETS = [1, 4]
 
 
 def job_for(clf, x: torch.Tensor, batch_size: int = 16) -> Job:
-    probs = clf(x[None])[0]
-    return Job(clf, x, torch.tensor(TARGETS), probs, Engine(clf, batch_size=batch_size), torch.Generator().manual_seed(0))
+    return make_job(clf, x, TARGETS, batch_size)
 
 
 @pytest.fixture

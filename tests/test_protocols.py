@@ -239,7 +239,7 @@ class Planted(Method):
     def attribute(self, job: Job) -> Attribution:
         box = torch.as_tensor(box_mask(), dtype=torch.float32)
         m = 1 - box if self.inverted else box
-        return Attribution(maps=(m + 1e-3 * torch.rand(m.shape, generator=job.generator)).repeat(len(job.targets), 1, 1))
+        return Attribution(maps=(m + 1e-3 * torch.rand(m.shape, generator=job.generator)).repeat(len(job.objective), 1, 1))
 
 
 def test_compare_scores_the_sanity_baselines_and_flags_a_metric_they_win(tmp_path):

@@ -77,6 +77,20 @@ def test_filter_to_the_flagged_class_and_open_an_example(tmp_path: Path) -> None
             page.fill("#f-text", "coffee_03")
             assert page.locator("#image-table tbody tr").count() == 1 and page.locator("#image-count").inner_text() == "1"
 
+            # a group's link shows exactly its rows in the table, and the group filter can be cleared again
+            page.fill("#f-text", "")
+            link = page.locator('.card[data-class="coffee"] a.group-link').first
+            size = int(link.inner_text().split()[2])
+            link.click()
+            option = link.get_attribute("data-option")
+            assert page.locator("#f-group").input_value() == option
+            assert page.locator("#image-count").inner_text() == str(size)
+            groups = page.locator("#image-table tbody tr td:nth-child(10)").all_inner_texts()
+            assert len(groups) == size and set(groups) == {str(int(option.split("-")[1]) + 1)}
+            assert not page.locator('.card[data-class="cat"]').is_visible()
+            page.select_option("#f-group", "")
+            assert page.locator("#image-count").inner_text() == "16"
+
             page.emulate_media(media="print")
             assert not page.locator("nav#controls").is_visible()
             pdf = page.pdf(path=str(ARTIFACTS / "report.pdf"))  # "print to PDF", as a reader would

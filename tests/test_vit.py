@@ -9,11 +9,13 @@ import torch
 timm = pytest.importorskip("timm")
 
 import patchlens
+from conftest import make_job
 from patchlens.engine import Engine, FeatureMasks, patch_grid
 from patchlens.errors import MethodError
 from patchlens.methods import Job, make_method
 from patchlens.models import TorchClassifier
 from patchlens.models.vit import TokenView
+from patchlens.objectives import class_objective
 
 SIZE = (48, 64)  # not square, so a transposed grid fails
 PATCH = 8  # -> a 6 x 8 grid
@@ -37,9 +39,7 @@ def image(seed: int = 0) -> torch.Tensor:
 
 
 def job_for(clf: TorchClassifier, x: torch.Tensor, batch_size: int = 4) -> Job:
-    engine = Engine(clf, batch_size=batch_size)
-    probs = engine.score_one(x)
-    return Job(clf, x, torch.tensor([0, 3]), probs, engine, torch.Generator().manual_seed(0))
+    return make_job(clf, x, [0, 3], batch_size)
 
 
 # -- attention rollout -----------------------------------------------------------------------
@@ -130,6 +130,11 @@ def test_rollout_leaves_the_model_as_it_was_even_after_an_error():
 def test_rollout_through_explain_maps_at_photo_size():
     clf = TorchClassifier(tiny_vit(reg_tokens=2), input_size=SIZE)
     e = patchlens.explain(clf, "example:chelsea", "attention_rollout")
+    # the same map for every class: the result, its title and its words say so, not "the evidence for <class>"
+    other = patchlens.explain(clf, "example:chelsea", "attention_rollout", target=(e.target + 1) % 10)
+    assert np.array_equal(e.saliency, other.saliency) and e.class_agnostic and e.to_dict()["extras"]["class_agnostic"]
+    assert "class-agnostic" in e.title and "class-agnostic: the same for every class" in e.describe()
+    assert not patchlens.explain(clf, "example:chelsea", "occlusion", window=112, stride=112).class_agnostic
     assert e.saliency.shape == (300, 451) and np.isfinite(e.saliency).all()
     assert patchlens.list_methods()["attention_rollout"]["kind"] == "vit"
 
@@ -153,7 +158,7 @@ def test_keeping_every_token_equals_the_ordinary_forward():
         labels = patch_grid(*SIZE, 6, 8)
         engine = Engine(clf, batch_size=2)
         ones = FeatureMasks(labels, torch.ones(3, 48))
-        scores = engine.score_masks(x, torch.zeros_like(x), ones, torch.arange(10), masking="tokens")
+        scores = engine.score_masks(x, torch.zeros_like(x), ones, class_objective(clf, *range(10)), masking="tokens")
         torch.testing.assert_close(scores, full.expand(3, -1), rtol=1e-5, atol=1e-5)
 
 
@@ -187,7 +192,7 @@ def test_dropped_tokens_equal_one_mask_at_a_time_references(kw, padded, monkeypa
     z[0] = 0  # hides everything: scored as the baseline image
     engine = Engine(clf, batch_size=3)
     scores = engine.score_masks(
-        x, baseline, FeatureMasks(patch_grid(*SIZE, 6, 8), z), torch.arange(10), masking="tokens"
+        x, baseline, FeatureMasks(patch_grid(*SIZE, 6, 8), z), class_objective(clf, *range(10)), masking="tokens"
     )
     assert engine.forward_passes == 20
     xn = clf.normalise(x[None])

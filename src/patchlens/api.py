@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import operator
+import warnings
 from typing import Any, Callable, Sequence, Union
 
 import numpy as np
@@ -13,20 +15,29 @@ from ._version import __version__
 from .capabilities import Capability
 from .engine import Engine
 from .errors import MethodError, ModelError
-from .explanation import Explanation
+from .explanation import Explanation, Explanations
 from .images import ImageLike, LoadedImage, load_image, resize, to_tensor
 from .methods import Job, Method, catalogue, make_method, registry
 from .models import Classifier, load_model
 from .models.runtime import runtime_record, scoring_threads
-from .targets import TargetSpec, names_several, resolve_targets
+from .objectives import Objective, TargetSpec, names_several, resolve_objective
 
 #: what :func:`explain` returns for one image: one Explanation, or a list when the target names several classes.
 Result = Union[Explanation, list[Explanation]]
 
 
-def list_methods() -> dict[str, dict[str, Any]]:
-    """The registered methods: ``{name: {"summary", "kind", "requires", "stochastic", "parameters": [...]}}``."""
-    return catalogue()
+class NothingToExplain(UserWarning):
+    """An image on which the target named nothing (``present`` with no label present): no map was made."""
+
+
+def list_methods(front_end: str = "python") -> dict[str, dict[str, Any]]:
+    """The registered methods: ``{name: {"summary", "kind", "requires", "stochastic", "parameters": [...]}}``.
+
+    Each parameter's ``default`` is what ``front_end`` uses when it is not given ("python": this API;
+    "explain", "batch", "compare", "web"); a parameter whose default differs between front-ends also
+    lists them all under ``defaults``.
+    """
+    return catalogue(front_end)
 
 
 def as_method(method: str | Method, params: dict[str, Any] | None = None) -> Method:
@@ -50,12 +61,29 @@ def check_supported(method: Method, classifier: Classifier) -> None:
     capabilities.check(method, classifier, alternatives)
 
 
+#: Seeds are whole numbers from 0 to 2**63 - 1: torch takes 64 bits, the batch store's seed column is int64.
+MAX_SEED = 2**63 - 1
+
+
+def check_seed(seed: Any) -> int | None:
+    """``seed`` as an int (None stays None), or a one-line MethodError naming it."""
+    if seed is None:
+        return None
+    try:
+        value = operator.index(seed)  # ints and numpy ints; not floats, bools count as ints
+    except TypeError:
+        raise MethodError(f"seed={seed!r}: must be a whole number from 0 to 2**63 - 1") from None
+    if isinstance(seed, bool) or not 0 <= value <= MAX_SEED:
+        raise MethodError(f"seed={seed!r}: must be a whole number from 0 to 2**63 - 1")
+    return value
+
+
 def explain_one(
     classifier: Classifier,
     image: LoadedImage,
     method: Method,
     *,
-    target: TargetSpec = "top1",
+    target: TargetSpec | Objective = "top1",
     seed: int | None = 0,
     batch_size: int | None = None,
     progress: bool = False,
@@ -63,14 +91,20 @@ def explain_one(
     cancelled: Callable[[], bool] | None = None,
     on_progress: Callable[[int, int | None], None] | None = None,
     on_map: Callable[[torch.Tensor, int], None] | None = None,
-) -> list[Explanation]:
+) -> Explanations:
     """Explain one loaded image; one Explanation per resolved target.
 
-    ``max_passes``, ``cancelled`` and ``on_progress`` go to the :class:`Engine`
-    (a hard budget, cancellation between batches, progress after each batch);
-    ``on_map`` receives a sampling method's running map after each round.
+    The target is resolved once, from the model's output on the image, into an
+    objective (:mod:`patchlens.objectives`) that the method scores with; an
+    objective given as ``target`` (a stored result's, say) is used as it is. When it
+    names nothing (``present`` with no label present) no method runs, and the
+    empty list's ``note`` says why. ``max_passes``, ``cancelled`` and
+    ``on_progress`` go to the :class:`Engine` (a hard budget, cancellation
+    between batches, progress after each batch); ``on_map`` receives a
+    sampling method's running map after each round.
     """
     check_supported(method, classifier)
+    seed = check_seed(seed)
     device = classifier.device
     photo = to_tensor(image.pixels).to(device)
     x = resize(photo, classifier.input_size)
@@ -89,16 +123,19 @@ def explain_one(
         on_progress=on_progress,
         expected_passes=announced,
     )
-    probs = engine.score_one(x)
-    targets = resolve_targets(target, probs, classifier)
-    engine.expected_passes = method.for_targets(announced, len(targets))  # counted once: no second superpixel cut
+    output = engine.output_of(x)
+    objective = target if isinstance(target, Objective) else resolve_objective(target, output, classifier)
+    if len(objective) == 0:
+        engine.close()
+        return Explanations(note=f"{image.name}: {objective.note or 'the target names nothing on this image'}")
+    engine.expected_passes = method.for_targets(announced, len(objective))  # counted once: no second superpixel cut
     generator = torch.Generator(device=device)
     generator.manual_seed(0 if seed is None else int(seed))
     job = Job(
         classifier=classifier,
         image=x,
-        targets=torch.tensor(targets, device=device, dtype=torch.long),
-        probs=probs,
+        objective=objective,
+        reference=objective(output)[0],
         engine=engine,
         generator=generator,
         on_map=on_map,
@@ -111,8 +148,8 @@ def explain_one(
     finally:
         engine.close()
     maps = attribution.maps.detach().float()
-    if maps.ndim != 3 or maps.shape[0] != len(targets):
-        raise RuntimeError(f"{method.name} returned maps of shape {tuple(maps.shape)} for {len(targets)} targets")
+    if maps.ndim != 3 or maps.shape[0] != len(objective):
+        raise RuntimeError(f"{method.name} returned maps of shape {tuple(maps.shape)} for {len(objective)} targets")
     # Back to the photo's own resolution, so the map lines up with what the user gave us.
     height, width = image.pixels.shape[:2]
     if tuple(maps.shape[-2:]) != (height, width):
@@ -121,16 +158,19 @@ def explain_one(
     if not np.isfinite(maps_np).all():
         raise ModelError(f"{image.name}: {method.name} produced a non-finite map (the model's scores may be degenerate)")
     params = method.params()
-    out = []
-    for i, t in enumerate(targets):
+    out = Explanations()
+    for i, rec in enumerate(objective.records()):
         extras = attribution.extras[i] if i < len(attribution.extras) else {}
         extras = {**extras, "runtime": runtime_record(classifier, white_box=not scores_only)}
+        if not method.target_specific:
+            extras["class_agnostic"] = True
         out.append(
             Explanation(
                 saliency=maps_np[i],
-                target=t,
-                label=classifier.label(t),
-                score=float(probs[t]),
+                target=int(rec.get("index", i)),
+                label=str(rec.get("label", "")),
+                score=float(job.reference[i]),
+                objective=rec,
                 method=method.name,
                 params=params,
                 seed=seed if method.stochastic else None,
@@ -142,6 +182,7 @@ def explain_one(
                 version=__version__,
                 image=image.pixels,
                 score_is_probability=getattr(classifier, "outputs_probabilities", True),
+                variant=method.variant(seed),
             )
         )
     return out
@@ -168,7 +209,8 @@ def explain(
             (``"default"``, ``"timm:resnet50"``, an ``nn.Module``, a callable...).
         image: a path, PIL image, ``(H, W, 3)`` uint8 array or tensor - or a list of them.
         method: a registered method name (see :func:`list_methods`) or a Method value.
-        target: ``"top1"``, ``"topk:K"``, a class index, a label name, or a list.
+        target: ``"top1"``, ``"topk:K"``, a class index, a label name, ``"present"``
+            (a multi-label model's labels with p >= 0.5; ``"present:T"``: p >= T), or a list.
         seed: seeds the method's own ``torch.Generator`` (no global seeding).
         device: for model specs: ``"auto"``, ``"cpu"``, ``"cuda"``.
         batch_size: images per forward pass (None: chosen for the device).
@@ -184,8 +226,10 @@ def explain(
         The result's type follows from the call's form, never from the image:
 
         * one image, one class (``"top1"``, an index, a name): an :class:`Explanation`;
-        * one image, several (a list, ``"topk:K"``, ``"a,b"``): a ``list[Explanation]``
-          in the order the classes were resolved;
+        * one image, several (a list, ``"topk:K"``, ``"present"``, ``"a,b"``): a list of
+          Explanations in the order the targets were resolved; with ``present`` and no
+          label present it is empty, its ``note`` says so and a :class:`NothingToExplain`
+          warning is given;
         * a list or tuple of images: a list with one of the above per image.
     """
     method_value = as_method(method, method_params)
@@ -206,5 +250,7 @@ def explain(
             max_passes=max_passes,
             on_map=on_map,
         )
+        if not exps:  # only a target that may name nothing (present) gets here, and it returns lists
+            warnings.warn(exps.note or "nothing to explain", NothingToExplain, stacklevel=2)
         results.append(exps if several else exps[0])
     return results if many_images else results[0]

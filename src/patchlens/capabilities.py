@@ -36,6 +36,37 @@ class Capability(enum.Flag):
     WHITE_BOX = SCORES | GRADIENTS | LAYERS
 
 
+class ModelKind(enum.Flag):
+    """What kind of answer a model gives, which decides what a target is (see :mod:`patchlens.objectives`).
+
+    A model declares its kind; a method declares the kinds it explains
+    (:attr:`patchlens.methods.Method.models`, every kind unless it says
+    otherwise), and :func:`check` compares the two like capabilities.
+    """
+
+    #: one score per class, the classes competing (softmax) or plain scores: a target is a class
+    CLASSIFIER = enum.auto()
+    #: one probability per label, each on its own (sigmoid): several labels may be present at once
+    MULTI_LABEL = enum.auto()
+
+
+#: each kind of model in the user's words (``patchlens methods``, errors)
+KIND_NAMES = {ModelKind.CLASSIFIER: "classifiers", ModelKind.MULTI_LABEL: "multi-label classifiers"}
+
+
+def every_kind() -> ModelKind:
+    """Every kind of model patchlens knows (what a method explains unless it declares less)."""
+    out = ModelKind(0)
+    for kind in ModelKind:
+        out |= kind
+    return out
+
+
+def kind_names(kinds: ModelKind) -> list[str]:
+    """The user's words for each kind in ``kinds``."""
+    return [KIND_NAMES.get(k, str(k.name).lower()) for k in ModelKind if k in kinds]
+
+
 #: why a model may lack a capability, in the user's words.
 _MISSING = {
     Capability.SCORES: "returns no class scores",
@@ -55,6 +86,9 @@ class _Requiring(Protocol):
     @property
     def name(self) -> str: ...
 
+    @property
+    def models(self) -> ModelKind: ...
+
     def requirements(self) -> Capability: ...
 
     def instead(self, lack: Capability) -> tuple[str, str] | None: ...
@@ -66,6 +100,11 @@ class _Offering(Protocol):
 
     @property
     def capabilities(self) -> Capability: ...
+
+    @property
+    def model_kind(self) -> ModelKind: ...
+
+    def lacks(self, flag: Capability) -> str | None: ...
 
 
 def missing(required: Capability, offered: Capability) -> Capability:
@@ -79,14 +118,21 @@ def check(method: _Requiring, classifier: _Offering, alternatives: Iterable[_Req
     ``alternatives`` are candidate method values; the error names those whose
     requirements the model does meet.
     """
+    kind = classifier.model_kind
+    if not kind & method.models:
+        usable = [m.name for m in alternatives if kind & m.models and not missing(m.requirements(), classifier.capabilities)]
+        hint = f"; use one of {', '.join(usable)}" if usable else ""
+        raise MethodError(
+            f"{method.name}: explains {' and '.join(kind_names(method.models))}, "
+            f"but {classifier.model_id} is one of the {kind_names(kind)[0]}{hint}"
+        )
     lack = missing(method.requirements(), classifier.capabilities)
     if not lack:
         return
     first = next(f for f in Capability if f in lack and f is not Capability.WHITE_BOX)
-    usable = [m.name for m in alternatives if not missing(m.requirements(), classifier.capabilities)]
+    usable = [m.name for m in alternatives if kind & m.models and not missing(m.requirements(), classifier.capabilities)]
     cause = method.instead(lack)  # a parameter value that asks for the capability, and its fix
     what = f" {cause[0]}" if cause else ""
     hint = f"; {cause[1]}" if cause else f"; use one of {', '.join(usable)}" if usable else ""
-    raise MethodError(
-        f"{method.name}:{what} needs {' and '.join(names(lack))}, but {classifier.model_id} {_MISSING[first]}{hint}"
-    )
+    why = classifier.lacks(first) or _MISSING[first]  # the model's own reason, when it knows a better one
+    raise MethodError(f"{method.name}:{what} needs {' and '.join(names(lack))}, but {classifier.model_id} {why}{hint}")

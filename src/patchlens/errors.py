@@ -28,13 +28,22 @@ class MethodError(PatchlensError, ValueError):
 
 
 class BudgetError(PatchlensError, RuntimeError):
-    """A job would run more forward passes than its budget allows."""
+    """A job cannot go on: it would run more forward passes than its budget allows, or its model's server is gone.
+
+    A sampling method keeps the rounds it finished before this as a partial map.
+    """
 
 
 class Cancelled(Exception):
     """A job was cancelled while it ran (not a user error: nothing was wrong with the input)."""
+
+
 class QueryBudgetError(BudgetError, ModelError):
     """A remote model's query budget (``max_queries`` images) is spent; the explanation stopped unfinished."""
+
+
+class ServerUnavailableError(BudgetError, ModelError):
+    """A remote model's server stopped answering (every retry failed); like a spent budget, the rounds done are kept."""
 
 
 class MetricError(PatchlensError, ValueError):

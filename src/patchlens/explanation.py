@@ -73,9 +73,14 @@ class Explanation:
 
     Attributes:
         saliency: float32 map ``(H, W)`` at the input image's own resolution;
-            higher means more evidence for the target class.
-        target: the class index explained; ``label`` its name; ``score`` the
-            model's probability for it on the unmasked image.
+            higher means more evidence for the target.
+        target: the class (or label) index explained; ``label`` its name;
+            ``score`` the model's probability for it on the unmasked image.
+        objective: what was explained, as the objective recorded it
+            (:mod:`patchlens.objectives`): its ``kind`` ("class", or "label" for
+            a multi-label model), ``index``, ``label``, ``title``, the
+            ``threshold`` that selected it (``present:T``), the ``request`` as
+            typed and the ``labels`` explained with it on the image.
         method, params, seed, model: how the map was made.
         forward_passes, seconds: what it cost (shared by all targets explained
             together).
@@ -98,10 +103,17 @@ class Explanation:
     version: str = ""
     image: np.ndarray | None = field(default=None, repr=False, compare=False)
     score_is_probability: bool = True  # False when the model's outputs are raw scores (logits), not probabilities
+    objective: dict[str, Any] = field(default_factory=dict)
+    #: the parameters and seed a front-end did not choose by default, in a few characters ("n_masks2000_seed3"),
+    #: for file names: runs with other parameters do not overwrite each other's files
+    variant: str = field(default="", compare=False)
 
     def __post_init__(self) -> None:
         if not isinstance(self.params, FrozenParams):
             object.__setattr__(self, "params", FrozenParams(self.params))
+        # results made before objectives were recorded (old stores, maps made elsewhere) explained a class
+        found = dict(self.objective) or {"kind": "class", "index": int(self.target), "label": self.label}
+        object.__setattr__(self, "objective", FrozenParams(found))
 
     def __eq__(self, other: object) -> bool:
         """Equal when every recorded field is equal, maps compared element-wise (the photo is not compared)."""
@@ -121,9 +133,35 @@ class Explanation:
     __hash__ = None  # type: ignore[assignment]  # holds arrays: equal values need not hash alike
 
     @property
+    def named(self) -> str:
+        """What was explained, as titles name it: ``tabby (class 281)``, ``sun (label 0)``."""
+        return str(self.objective.get("title") or f"{self.label} (class {self.target})")
+
+    def named_with_score(self, equals: str = " = ") -> str:
+        """``tabby (class 281, p = 0.830)``: what was explained and its score (``score`` when not a probability)."""
+        score = f"{'p' if self.score_is_probability else 'score'}{equals}{self.score:.3f}"
+        named = self.named
+        return f"{named[:-1]}, {score})" if named.endswith(")") else f"{named} ({score})"
+
+    @property
     def title(self) -> str:
+        """One line for the picture: method, class and score, and what a reader must know before trusting the colours."""
         partial = " [partial]" if self.partial else ""
-        return f"{self.method}{partial}: {self.label} (class {self.target}), {'p' if self.score_is_probability else 'score'} = {self.score:.3f}"
+        agnostic = "class-agnostic map; " if self.class_agnostic else ""
+        note = self.flatness
+        flat = f" [{note}]" if note else ""
+        word = "p" if self.score_is_probability else "score"
+        return f"{self.method}{partial}: {agnostic}{self.named}, {word} = {self.score:.3f}{flat}"
+
+    @property
+    def class_agnostic(self) -> bool:
+        """Whether the method made the same map whatever class was asked for (attention rollout)."""
+        return bool(self.extras.get("class_agnostic"))
+
+    @property
+    def flatness(self) -> str | None:
+        """"nearly constant (range 4e-04 of its mean)" when the map's colours would exaggerate it (see render)."""
+        return render.flatness_note(self.saliency)
 
     @property
     def partial(self) -> dict[str, Any] | None:
@@ -151,7 +189,8 @@ class Explanation:
 
     def default_stem(self) -> str:
         name = Path(self.image_name).stem if self.image_name and not self.image_name.startswith("<") else "image"
-        return _stem(f"{name}_{self.method}_{self.target}_{short_model_id(self.model)}")
+        variant = f"_{self.variant}" if self.variant else ""
+        return _stem(f"{name}_{self.method}_{self.target}_{short_model_id(self.model)}{variant}")
 
     def save(self, directory: str | Path, stem: str | None = None) -> dict[str, Path]:
         """Write ``<stem>.png`` (overlay), ``<stem>.npy`` (raw map) and ``<stem>.json``; returns the paths."""
@@ -166,6 +205,18 @@ class Explanation:
         return paths
 
 
+class Explanations(list):  # type: ignore[type-arg]
+    """One image's explanations, one per target (a list); ``note`` says why there are none, when there are none.
+
+    A target that may name nothing (``present``, on an image where no label is
+    present) gives an empty list; its note says what the model did see.
+    """
+
+    def __init__(self, items: Any = (), note: str | None = None) -> None:
+        super().__init__(items)
+        self.note = note
+
+
 def record(exp: Explanation, **context: Any) -> dict[str, Any]:
     """The one record of how ``exp`` was made, JSON-ready; ``save()``, the batch store and the web API all use it.
 
@@ -178,6 +229,7 @@ def record(exp: Explanation, **context: Any) -> dict[str, Any]:
         "target": exp.target,
         "label": exp.label,
         "score": exp.score,
+        "objective": dict(exp.objective),
         "score_is_probability": exp.score_is_probability,
         "method": exp.method,
         "params": dict(exp.params),

@@ -13,7 +13,8 @@ from pathlib import Path
 
 from ..batch.results import BatchStore, open_store
 from .analysis import ReportError, analyse
-from .findings import ClassFindings, Findings, ImageFinding
+from .findings import ClassFindings, Findings, Group, ImageFinding
+from .groups import GroupRule
 from .page import pictured_ids, render_page
 from .pictures import PictureSink, example_overlay
 from .signals import KINDS, Signal
@@ -22,7 +23,7 @@ from .signals import KINDS, Signal
 EMBED_LIMIT = 400
 PICTURES = ("auto", "embed", "folder")
 
-__all__ = ["KINDS", "ClassFindings", "Findings", "ImageFinding", "ReportError", "Signal", "report"]
+__all__ = ["KINDS", "ClassFindings", "Findings", "Group", "GroupRule", "ImageFinding", "ReportError", "Signal", "report"]
 
 
 def report(
@@ -63,14 +64,10 @@ def report(
         ids = pictured_ids(findings)
         in_folder = pictures == "folder" or (pictures == "auto" and len(ids) > EMBED_LIMIT)
         sink = PictureSink(page.parent / f"{page.stem}_files" if in_folder else None, page.parent)
-        wanted = {(findings.images[i].path, findings.images[i].target) for i in ids}
-        rows = {(str(r["path"]), int(r["target"])): r for r in opened.ok.to_dict("records")
-                if (str(r["path"]), int(r["target"])) in wanted and str(r["method"]) == findings.run.method
-                and str(r["request"]) == findings.run.request}
         srcs = {}
         for i in ids:
             m = findings.images[i]
-            data, note = example_overlay(m, opened.map(rows[(m.path, m.target)]))
+            data, note = example_overlay(m, opened.map(opened.manifest.loc[m.row]))
             if note and not m.note:
                 m.note = note
             srcs[i] = sink.add(data, "jpg")

@@ -3,7 +3,7 @@
 One pass over the store's maps (one map in memory at a time) measures every
 image on the common grid (:mod:`patchlens.audit.maps`); the class-level
 numbers are then computed from those small per-image measurements (and running
-per-class sums): about 2 KB per image (a 16 x 16 layout and the numbers), not its map.
+per-class sums): about 2.5 KB per image (a 16 x 16 layout, the object's grid mask as bits, the numbers), not its map.
 """
 
 from __future__ import annotations
@@ -15,23 +15,28 @@ from typing import Any
 import numpy as np
 
 from ..batch.results import BatchStore
+from ..batch.sources import true_labels
 from ..errors import PatchlensError
 from ..methods import recorded_params
-from . import clusters, signals
-from .findings import ClassFindings, Findings, Group, ImageFinding, Run
+from . import signals
+from .findings import ClassFindings, Findings, ImageFinding, Run
+from .groups import GroupRule, find_groups
 from .maps import (
     GRID,
     Regions,
     align,
+    framed,
     is_flat,
+    layout,
     object_mask,
     peak,
     scaled,
     share,
     top_evidence,
 )
+from .spray import MIN_IMAGES as MIN_GROUPED
+from .subjects import subject
 
-LAYOUT = 16  # side of the small copy of each map kept for typicality and grouping
 EXAMPLES = 3
 
 
@@ -99,15 +104,6 @@ def _run(store: BatchStore, rows: Any, method: str, request: str, others: list[s
     )
 
 
-def _box(r: Any) -> tuple[float, float, float, float] | None:
-    import pandas as pd  # here, so that importing patchlens stays light
-
-    values = [r.get(c) for c in ("box_x0", "box_y0", "box_x1", "box_y1")]
-    if any(v is None or pd.isna(v) for v in values):
-        return None
-    return tuple(float(v) for v in values)  # type: ignore[return-value]
-
-
 Sums = dict[str, dict[str, np.ndarray]]  # class -> sum of its scaled maps and of their top-evidence masks
 
 
@@ -118,28 +114,30 @@ def _measure(store: BatchStore, ok: Any, request: str) -> tuple[list[ImageFindin
     extras: dict[int, dict[str, Any]] = {}
     sums: Sums = {}
     flat: list[str] = []
-    for r in ok.to_dict("records"):  # plain dicts: a pandas row per image costs more than the map
-        aligned = align(store.map(r))
+    for position, r in zip(ok.index, ok.to_dict("records")):  # plain dicts: a pandas row per image costs more than the map
+        about = subject(r)
+        aligned = align(framed(store.map(r), about.frame))
         path = str(r["path"])
         if is_flat(aligned):
             flat.append(path)
             continue
         evidence = top_evidence(aligned)
-        true_label, label = _text(r["true_label"]), str(r["label"])
-        box, mask_path = _box(r), _text(r.get("mask_path"))
+        true_label, label = _text(r["true_label"]), about.key
         width, height = int(r["width"]), int(r["height"])
         finding = ImageFinding(
             id=len(images), path=path, label=label, target=int(r["target"]), score=float(r["score"]),
-            true_label=true_label, correct=None if true_label is None or request != "top1" else label == true_label,
+            # a multi-label source names several true labels ("sun;boat"): the top class is right if it is one of them
+            true_label=true_label, correct=None if true_label is None or request != "top1" else label in true_labels(true_label),
             corners=share(evidence, regions.corners), border=share(evidence, regions.border),
             centre=share(evidence, regions.centre), peak=peak(aligned), typicality=0.0,
-            width=width, height=height, box=box, mask_path=mask_path,
+            width=width, height=height, box=about.box, mask_path=about.mask_path, row=int(position),
         )
-        area_outside = None
+        area_outside, packed = None, None
         try:
-            obj = object_mask(width, height, box, mask_path)
+            obj = object_mask(width, height, about.box, about.mask_path, frame=about.frame)
             if obj is not None and obj.any():
                 finding.outside, area_outside = share(evidence, ~obj), float(1 - obj.mean())
+                packed = signals.packed_object(obj)
             elif obj is not None:
                 finding.note = "the object's box or mask covers less than half of any cell of the map; not measured"
         except PatchlensError as exc:
@@ -148,8 +146,7 @@ def _measure(store: BatchStore, ok: Any, request: str) -> tuple[list[ImageFindin
         total = sums.setdefault(label, {"scaled": np.zeros((GRID, GRID)), "evidence": np.zeros((GRID, GRID))})
         total["scaled"] += s
         total["evidence"] += evidence
-        layout = s.reshape(LAYOUT, GRID // LAYOUT, LAYOUT, GRID // LAYOUT).mean((1, 3))
-        extras[finding.id] = {"layout": layout, "area_outside": area_outside}
+        extras[finding.id] = {"layout": layout(s), "area_outside": area_outside, "object": packed}
         images.append(finding)
     notes = []
     if flat:
@@ -178,7 +175,8 @@ def _signals(label: str, members: list[ImageFinding], extras: dict[int, dict[str
     paths = [m.path for m in members]
     with_object = [m for m in members if m.outside is not None]
     found = [
-        signals.fixed_position(label, paths, np.array([m.peak for m in members]), np.array([m.score for m in members])),
+        signals.fixed_position(label, paths, np.array([m.peak for m in members]), np.array([m.score for m in members]),
+                               [extras[m.id]["object"] for m in members]),
         signals.region_share("corners", label, paths, np.array([m.corners for m in members]), float(regions.corners.mean())),
         signals.region_share("border", label, paths, np.array([m.border for m in members]), float(regions.border.mean())),
         signals.outside_object(label, [m.path for m in with_object], np.array([m.outside for m in with_object]),
@@ -211,24 +209,6 @@ def _examples(members: list[ImageFinding]) -> dict[str, list[int]]:
     }
 
 
-def _groups(members: list[ImageFinding], layouts: np.ndarray) -> list[Group]:
-    k = clusters.group_count(len(members))
-    if not k:
-        return []
-    feats = clusters.features(layouts)
-    labels, centres = clusters.kmeans(feats, k, seed=0)
-    groups = []
-    for j in range(k):
-        idx = np.flatnonzero(labels == j)
-        if not len(idx):
-            continue
-        near = idx[np.argsort(((feats[idx] - centres[j]) ** 2).sum(1), kind="stable")]
-        for i in idx:
-            members[i].group = j
-        groups.append(Group(len(idx), [members[i].id for i in near[:EXAMPLES]], layouts[idx].mean(0)))
-    return groups
-
-
 def _metrics(label: str, ok: Any, metrics: list[str]) -> dict[str, dict[str, float]]:
     import pandas as pd
 
@@ -242,15 +222,18 @@ def _metrics(label: str, ok: Any, metrics: list[str]) -> dict[str, dict[str, flo
 
 
 def _class(label: str, members: list[ImageFinding], extras: dict[int, dict[str, Any]], sums: Sums, ok: Any,
-           metrics: list[str]) -> ClassFindings:
+           metrics: list[str], rule: GroupRule) -> ClassFindings:
     regions = Regions.of()
     layouts = np.stack([extras[m.id]["layout"] for m in members])
     _typicality(members, layouts)
     found, notes = _signals(label, members, extras)
+    groups, group_signals = find_groups(label, members, layouts, [extras[m.id]["object"] for m in members], rule)
+    if not groups:
+        notes.append(f"only {len(members)} image(s): too few to look for groups of maps (needs {MIN_GROUPED})")
     spread = {name: {"share": float(np.mean([getattr(m, name) for m in members])), "chance": float(getattr(regions, name).mean())}
               for name in ("centre", "border", "corners")}
-    return ClassFindings(label, len(members), float(np.mean([m.score for m in members])), spread, found, _examples(members),
-                         _groups(members, layouts), _metrics(label, ok, metrics), notes,
+    return ClassFindings(label, len(members), float(np.mean([m.score for m in members])), spread, found + group_signals,
+                         _examples(members), groups, _metrics(label, ok, metrics), notes,
                          sums[label]["scaled"] / len(members), sums[label]["evidence"] / len(members))
 
 
@@ -269,8 +252,12 @@ def _truth(images: list[ImageFinding]) -> tuple[dict[str, dict[str, Any]], dict[
     return dict(sorted(truth.items())), {k: dict(v) for k, v in sorted(confusion.items())}
 
 
-def analyse(store: BatchStore, *, method: str | None = None, request: str | None = None) -> Findings:
-    """Measure one run of ``store`` (a method and a target request; needed only when the store holds several)."""
+def analyse(store: BatchStore, *, method: str | None = None, request: str | None = None,
+            groups: GroupRule | None = None) -> Findings:
+    """Measure one run of ``store`` (a method and a target request; needed only when the store holds several).
+
+    ``groups`` changes when a group of maps is flagged (the defaults are tuned; see :class:`GroupRule`).
+    """
     rows, method, request, others = _select(store, method, request)
     run = _run(store, rows, method, request, others)
     ok = rows[rows["status"] == "ok"]
@@ -278,7 +265,8 @@ def analyse(store: BatchStore, *, method: str | None = None, request: str | None
     by_class: dict[str, list[ImageFinding]] = defaultdict(list)
     for m in images:
         by_class[m.label].append(m)
-    classes = [_class(label, members, extras, sums, ok, run.metrics) for label, members in sorted(by_class.items())]
+    rule = groups or GroupRule()
+    classes = [_class(label, members, extras, sums, ok, run.metrics, rule) for label, members in sorted(by_class.items())]
     truth, confusion = _truth(images)
     if request != "top1" and any(m.true_label for m in images):
         notes.append(f"accuracy is not reported: the maps explain '{request}', not the model's top-1 class")

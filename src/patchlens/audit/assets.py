@@ -32,6 +32,9 @@ button.ex span { display: block; overflow: hidden; text-overflow: ellipsis; whit
 #viewer img { width: min(85vw, 720px); max-height: 70vh; object-fit: contain; display: block; }
 #viewer figcaption { max-width: none; font-size: .95em; color: var(--ink); margin-top: 8px; }
 svg.box { display: block; }
+.groups { display: flex; flex-direction: column; gap: 10px; }
+.group { display: flex; gap: 14px; align-items: flex-start; border: 1px solid var(--line); border-radius: 6px; padding: 8px; }
+.group.flagged { background: var(--flagbg); border-color: var(--flag); } .group p { margin: 2px 0 6px; max-width: 60em; }
 @media print {
   nav#controls, #viewer { display: none !important; }
   .card { break-inside: avoid; } body { max-width: none; font-size: 11pt; }
@@ -43,10 +46,12 @@ svg.box { display: block; }
 JS = """
 (function () {
   const $ = (s, r) => (r || document).querySelector(s), $$ = (s, r) => Array.from((r || document).querySelectorAll(s));
-  const cls = $('#f-class'), flag = $('#f-flag'), text = $('#f-text'), sort = $('#sort');
+  const cls = $('#f-class'), flag = $('#f-flag'), text = $('#f-text'), sort = $('#sort'), grp = $('#f-group');
+  // A group filter (a SpRAy group of one class) narrows the cards to its class and the table to its rows.
+  const chosenGroup = () => grp.value ? grp.selectedOptions[0].dataset : null;
   function matches(el) {
-    const flags = (el.dataset.flags || '').split(' ').filter(Boolean);
-    return (!cls.value || el.dataset.class === cls.value) &&
+    const flags = (el.dataset.flags || '').split(' ').filter(Boolean), g = chosenGroup();
+    return (!cls.value || el.dataset.class === cls.value) && (!g || el.dataset.class === g.class) &&
       (!flag.value || (flag.value === 'any' ? flags.length > 0 : flags.includes(flag.value)));
   }
   // The table of all images is data (id="image-data"); a page of PAGE rows is drawn at a time.
@@ -79,8 +84,9 @@ JS = """
   function apply() {
     $$('.card').forEach(c => { c.hidden = !matches(c); });
     const needle = text.value.trim().toLowerCase();
+    const g = chosenGroup();
     selected = data.rows.filter(r => matches({dataset: {class: r.label, flags: r.flags}}) &&
-      (!needle || r.path.toLowerCase().includes(needle)));
+      (!g || String(r.group) === g.group) && (!needle || r.path.toLowerCase().includes(needle)));
     order();
     limit = PAGE;
     draw();
@@ -105,7 +111,8 @@ JS = """
       : (parseFloat(b.dataset[key]) - parseFloat(a.dataset[key])) || a.dataset.class.localeCompare(b.dataset.class));
     cards.forEach(c => box.appendChild(c));
   }
-  [cls, flag].forEach(el => el.addEventListener('change', apply));
+  [cls, flag, grp].forEach(el => el.addEventListener('change', apply));
+  $$('a.group-link').forEach(a => a.addEventListener('click', () => { grp.value = a.dataset.option; apply(); }));
   text.addEventListener('input', apply);
   sort.addEventListener('change', sortCards);
 

@@ -1,31 +1,11 @@
-"""Groups of maps that look alike: a small seeded k-means on downsampled maps.
+"""k-means, seeded: SpRAy's last step (:mod:`patchlens.audit.spray`) splits the spectral embedding with it.
 
-The maps of one class are reduced to ``SIDE x SIDE`` cells, centred and scaled
-to unit length (so a group means "same layout of evidence", not "same
-strength"), and split into a few groups. numpy only; the seed fixes the result.
+numpy only; the seed fixes the result, and group 0 is the largest.
 """
 
 from __future__ import annotations
 
 import numpy as np
-
-SIDE = 8
-MIN_IMAGES = 6  # fewer maps than this are shown as they are, not grouped
-
-
-def features(scaled_maps: np.ndarray, side: int = SIDE) -> np.ndarray:
-    """``(n, G, G)`` maps in [0, 1] -> ``(n, side*side)`` unit vectors of their layout."""
-    n, g, _ = scaled_maps.shape
-    f = scaled_maps[:, : g - g % side, : g - g % side].reshape(n, side, g // side, side, g // side).mean((2, 4))
-    f = f.reshape(n, -1)
-    f = f - f.mean(1, keepdims=True)
-    norm = np.linalg.norm(f, axis=1, keepdims=True)
-    return f / np.where(norm > 0, norm, 1.0)
-
-
-def group_count(n: int) -> int:
-    """2 groups from 6 maps, one more per 30 maps, at most 4: enough to show different ways of deciding."""
-    return 0 if n < MIN_IMAGES else min(4, 2 + n // 30)
 
 
 def kmeans(x: np.ndarray, k: int, *, seed: int = 0, restarts: int = 4, steps: int = 30) -> tuple[np.ndarray, np.ndarray]:

@@ -36,16 +36,35 @@ class ImageFinding:
     note: str | None = None
     width: int = 0
     height: int = 0
-    box: tuple[float, float, float, float] | None = None
+    box: tuple[float, float, float, float] | None = None  # the region its evidence should sit in (see audit.subjects)
     mask_path: str | None = None
+    row: int | None = None  # its row in the store's manifest
 
 
 @dataclass
 class Group:
-    """Maps of one class that look alike; ``members`` are the image ids nearest the group's centre first."""
+    """Maps of one class that look alike (SpRAy), measured against the rest of the class.
 
+    ``members`` are image ids, the most typical of the group first; shares are
+    of the top evidence, means over the group's images (``rest_*``: over the
+    class's other images; None where nothing was measured).
+    """
+
+    index: int  # 0 is the largest group
     size: int
+    share: float  # of the class's images
     members: list[int]
+    flagged: bool
+    sentence: str
+    outside: float | None
+    rest_outside: float | None
+    corners: float
+    rest_corners: float | None
+    place: tuple[float, float]  # where most of the group's strongest evidence sits, (x, y) in [0, 1]
+    at_place: float  # share of the group's images whose strongest evidence is there
+    rest_at_place: float  # share of the other images whose strongest evidence is there
+    place_inside_object: float | None  # share of the images at that place whose object covers it
+    boxed: bool  # most of its images have a box or mask, so it is judged against the object
     mean_map: np.ndarray = field(repr=False)
 
 
@@ -104,7 +123,8 @@ class Findings:
 
     @property
     def flagged(self) -> list[Signal]:
-        return sorted((s for c in self.classes for s in c.flagged), key=lambda s: -s.value)
+        """Flagged signals, those measured against the object first (see ``signals.TIERS``), then the strongest."""
+        return sorted((s for c in self.classes for s in c.flagged), key=lambda s: (s.tier, -s.value))
 
     def to_dict(self) -> dict[str, Any]:
         """Plain JSON-ready data (maps as lists of numbers are left out; they are pictures in the page)."""
@@ -129,8 +149,9 @@ class Findings:
             c["flagged"] = [s["kind"] for s in c["signals"] if s["flagged"]]
             for g in c["groups"]:
                 g.pop("mean_map", None)
-        data["flagged"] = [{"label": s.label, "kind": s.kind, "value": s.value, "sentence": s.sentence} for s in self.flagged]
-        return {"format": "patchlens-report", "version": 1, **clean(data)}
+        data["flagged"] = [{"label": s.label, "kind": s.kind, "value": s.value, "tier": s.tier, "group": s.group,
+                            "sentence": s.sentence} for s in self.flagged]
+        return {"format": "patchlens-report", "version": 2, **clean(data)}
 
     def write_json(self, path: str | os.PathLike) -> Path:
         path = Path(path)

@@ -15,6 +15,8 @@ import numpy as np
 from PIL import Image
 
 GRID = 64
+#: side of the small copy of each map kept for typicality and grouping
+LAYOUT = 16
 TOP_FRACTION = 0.10
 #: width of the border band, as a share of the side (each side)
 BORDER = 0.10
@@ -32,6 +34,25 @@ def align(saliency: np.ndarray, grid: int = GRID) -> np.ndarray:
     return np.asarray(Image.fromarray(s, mode="F").resize((grid, grid), Image.Resampling.BOX), dtype=np.float32)
 
 
+def framed(values: np.ndarray, frame: tuple[float, float, float, float] | None, fill: float | None = None) -> np.ndarray:
+    """The part of a photo-sized array inside ``frame`` (x0, y0, x1, y1 in pixels), as is when ``frame`` is None.
+
+    A frame may reach past the photo (a detection near its edge, widened):
+    the part outside is filled with ``fill`` (default: the array's minimum, so it
+    adds no evidence), keeping the frame's shape and the box's place in it.
+    """
+    if frame is None:
+        return values
+    h, w = values.shape
+    x0, y0 = round(frame[0]), round(frame[1])
+    x1, y1 = max(x0 + 1, round(frame[2])), max(y0 + 1, round(frame[3]))
+    out = np.full((y1 - y0, x1 - x0), values.min() if fill is None else fill, dtype=values.dtype)
+    sx0, sy0, sx1, sy1 = max(x0, 0), max(y0, 0), min(x1, w), min(y1, h)
+    if sx1 > sx0 and sy1 > sy0:
+        out[sy0 - y0:sy1 - y0, sx0 - x0:sx1 - x0] = values[sy0:sy1, sx0:sx1]
+    return out
+
+
 def is_flat(aligned: np.ndarray) -> bool:
     """A map with no ranking at all (every value equal) carries no evidence to measure."""
     return float(aligned.max() - aligned.min()) <= 1e-12 * max(1.0, float(np.abs(aligned).max()))
@@ -41,6 +62,12 @@ def scaled(aligned: np.ndarray) -> np.ndarray:
     """Scaled to [0, 1] (min to max), so maps of different scale weigh the same in a mean."""
     lo, hi = float(aligned.min()), float(aligned.max())
     return np.zeros_like(aligned) if hi - lo <= 0 else (aligned - lo) / (hi - lo)
+
+
+def layout(scaled_map: np.ndarray, side: int = LAYOUT) -> np.ndarray:
+    """A GRID x GRID map averaged down to ``side x side`` cells: what SpRAy groups and typicality compare."""
+    g = scaled_map.shape[0]
+    return scaled_map.reshape(side, g // side, side, g // side).mean((1, 3))
 
 
 def top_evidence(aligned: np.ndarray, fraction: float = TOP_FRACTION) -> np.ndarray:
@@ -95,11 +122,13 @@ def share(evidence: np.ndarray, region: np.ndarray) -> float:
 
 
 def object_mask(
-    width: int, height: int, box: tuple[float, float, float, float] | None, mask_path: str | None, grid: int = GRID
+    width: int, height: int, box: tuple[float, float, float, float] | None, mask_path: str | None, grid: int = GRID,
+    frame: tuple[float, float, float, float] | None = None,
 ) -> np.ndarray | None:
     """The object's region on the grid, from a box in photo pixels or a mask file; None when there is none.
 
-    A cell belongs to the object when at least half of it is covered.
+    A cell belongs to the object when at least half of it is covered. With a
+    ``frame``, the grid covers that part of the photo (as :func:`framed` cuts the map).
     """
     if mask_path:
         from ..images import load_image
@@ -116,4 +145,4 @@ def object_mask(
         from ..errors import ImageError
 
         raise ImageError(f"{mask_path}: mask is {full.shape[1]}x{full.shape[0]} pixels, its photo {width}x{height}")
-    return align(full, grid) >= 0.5
+    return align(framed(full, frame, fill=0.0), grid) >= 0.5

@@ -10,7 +10,7 @@ from pathlib import Path
 
 from .._version import __version__
 from .assets import CSS, JS
-from .findings import ClassFindings, Findings, ImageFinding
+from .findings import ClassFindings, Findings, Group, ImageFinding
 from .maps import TOP_FRACTION
 from .pictures import PictureSink, map_png
 from .signals import KINDS, place_in_words
@@ -28,7 +28,8 @@ def describe(m: ImageFinding, findings: Findings) -> str:
     if m.outside is not None:
         parts.append(f"{m.outside:.0%} of it lies outside the object (outlined in white).")
     if m.group is not None:
-        parts.append(f"Its map belongs to group {m.group + 1} of its class.")
+        flagged = any(c.label == m.label and g.index == m.group and g.flagged for c in findings.classes for g in c.groups)
+        parts.append(f"Its map belongs to group {m.group + 1} of its class{' (a flagged group)' if flagged else ''}.")
     parts.append(f"Similarity of its map's layout to the class mean: {m.typicality:.2f} (1 = the same).")
     for kind in m.flags:
         parts.append(f"One of the worst examples for the flag '{KINDS[kind]}'.")
@@ -90,13 +91,7 @@ def _card(i: int, c: ClassFindings, findings: Findings, pic: Callable[[int], str
         out.append("</div>")
     out.append("</div>")
     if c.groups:
-        out.append(f"<h4>Groups of maps that look alike ({len(c.groups)})</h4><div class=\"row\">")
-        for g_i, g in enumerate(c.groups):
-            out.append(f'<div><figure><img alt="group mean" src="{sink.add(map_png(g.mean_map, 96), "png")}"><figcaption>group '
-                       f"{g_i + 1}: {g.size} map(s)</figcaption></figure><div class=\"examples\">")
-            out += [_example(findings.images[j], pic(j), findings, Path(findings.images[j].path).name) for j in g.members[:2]]
-            out.append("</div></div>")
-        out.append("</div>")
+        out.append(_groups(i, c, findings, pic, sink))
     if c.metrics:
         out.append('<h4>Faithfulness</h4><table><tr><th>metric</th><th class="n">n</th><th class="n">median</th>'
                    "<th>distribution (same scale across classes)</th></tr>")
@@ -108,13 +103,38 @@ def _card(i: int, c: ClassFindings, findings: Findings, pic: Callable[[int], str
     return "\n".join(out)
 
 
+def _groups(i: int, c: ClassFindings, findings: Findings, pic: Callable[[int], str], sink: PictureSink) -> str:
+    """The class's SpRAy groups: share, mean map, sentence, examples, and a link that shows the group's rows in the table."""
+    out = [f"<h4>Groups of maps that look alike ({len(c.groups)})</h4>",
+           '<p class="muted">Spectral clustering of this class\'s maps (SpRAy); the eigengap chose the number of groups. '
+           "A group is flagged when its evidence sits where the rest of the class's does not.</p>", '<div class="groups">']
+    for g in c.groups:
+        shown = g.members[:group_examples(g)]
+        out += [f'<div class="group{" flagged" if g.flagged else ""}" id="class-{i}-group-{g.index}">',
+                (f'<figure><img alt="mean map of group {g.index + 1}" src="{sink.add(map_png(g.mean_map, 96), "png")}">'
+                 f"<figcaption>group {g.index + 1}: {g.size} map(s), {g.share:.0%} of the class; its mean map</figcaption></figure>"),
+                "<div>" + ('<span class="flag">FLAGGED</span> ' if g.flagged else "") + f"<p>{escape(g.sentence)}</p>",
+                (f'<p><a href="#images" class="group-link" data-option="{i}-{g.index}">show its {g.size} image(s) in the '
+                 "table of all images</a></p>"),
+                '<div class="examples">']
+        out += [_example(findings.images[j], pic(j), findings, Path(findings.images[j].path).name) for j in shown]
+        out.append("</div></div></div>")
+    out.append("</div>")
+    return "\n".join(out)
+
+
+def group_examples(g: Group) -> int:
+    """How many of a group's members the page shows as overlays: more for a flagged group."""
+    return 3 if g.flagged else 2
+
+
 def _run(f: Findings) -> str:
     r = f.run
     rows = [("store", r.store), ("model", r.model), ("method", r.method),
             ("parameters", json.dumps(r.params, sort_keys=True)), ("target requested", r.request),
             ("seed", "none (the method is deterministic)" if r.seed is None else str(r.seed)),
             ("images", f"{r.images}: {r.done} explained, {r.failed} failed"),
-            ("forward passes", f"{r.forward_passes:,}"), ("model time", f"{r.seconds:.1f} s"),
+            ("forward passes", f"{r.forward_passes:,}"), ("time per image, added up", f"{r.seconds:.1f} s (images explained at once overlap, so this exceeds the run's wall time)"),
             ("metrics in the store", ", ".join(r.metrics) or "none"), ("made with", f"patchlens {r.patchlens_version}")]
     if r.other_runs:
         rows.append(("other runs in the store (not in this report)", "; ".join(r.other_runs)))
@@ -160,7 +180,9 @@ def _images(f: Findings, pictured: set[int]) -> str:
              "worst": ", ".join(KINDS[k] for k in m.flags), "flags": flags[m.label], "pic": m.id in pictured}
             for m in f.images]
     data = json.dumps({"columns": [[k, n] for _, k, n in IMAGE_COLUMNS], "rows": rows}, separators=(",", ":"))
-    data = data.replace("</", "<\\/")  # a path with "</script>" in it must not end the script element
+    # every "<" as \u003c: "</script>" in a path would end the element, and "<!--<script" would make the
+    # parser swallow the rest of the page, the page's own script with it (issue 26)
+    data = data.replace("<", "\\u003c")
     head = "".join(f'<th class="{"n" if n else ""}" data-key="{k}">{escape(h)}</th>' for h, k, n in IMAGE_COLUMNS)
     return (f'<table id="image-table"><thead><tr>{head}</tr></thead><tbody></tbody></table>'
             '<p><button type="button" id="more" hidden>show more</button> <span class="muted" id="shown"></span></p>'
@@ -178,7 +200,7 @@ def pictured_ids(findings: Findings) -> list[int]:
         for chosen in c.examples.values():
             ids.update((j, None) for j in chosen)
         for g in c.groups:
-            ids.update((j, None) for j in g.members[:2])
+            ids.update((j, None) for j in g.members[:group_examples(g)])
     return list(ids)
 
 
@@ -188,7 +210,8 @@ def render_page(findings: Findings, pictures: dict[int, str], sink: PictureSink)
     pic, pictured = pictures.__getitem__, set(pictures)
     flagged = f.flagged
     index = {c.label: i for i, c in enumerate(f.classes)}
-    first = ["<ul>"] + [f'<li><a href="#class-{index[s.label]}"><b>{escape(s.label)}</b></a> — '
+    anchor = lambda s: f"class-{index[s.label]}" + ("" if s.group is None else f"-group-{s.group}")  # noqa: E731
+    first = ["<ul>"] + [f'<li><a href="#{anchor(s)}"><b>{escape(s.label)}</b></a> — '
                         f'<span class="flag">{escape(KINDS[s.kind])}</span>: {escape(s.sentence)}</li>' for s in flagged] + ["</ul>"]
     if not flagged:
         first = ["<p>No shortcut signal crossed its threshold. The measurements per class are below.</p>"]
@@ -198,6 +221,9 @@ def render_page(findings: Findings, pictures: dict[int, str], sink: PictureSink)
     cards = [_card(i, c, f, pic, sink, ranges) for i, c in enumerate(f.classes)]
     class_options = "".join(f'<option value="{escape(c.label)}">{escape(c.label)} ({c.images})</option>' for c in f.classes)
     flag_options = "".join(f'<option value="{k}">{escape(v)}</option>' for k, v in KINDS.items())
+    group_options = "".join(
+        f'<option value="{i}-{g.index}" data-class="{escape(c.label)}" data-group="{g.index + 1}">{escape(c.label)}: group '
+        f'{g.index + 1} ({g.size}){" flagged" if g.flagged else ""}</option>' for i, c in enumerate(f.classes) for g in c.groups)
     notes = "".join(f'<p class="muted">{escape(n)}</p>' for n in f.notes)
     stamp = dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     return f"""<!doctype html>
@@ -213,6 +239,7 @@ def render_page(findings: Findings, pictures: dict[int, str], sink: PictureSink)
 <section id="run"><h2>The run</h2>{_run(f)}</section>
 <nav id="controls"><label>Class <select id="f-class"><option value="">all</option>{class_options}</select></label>
 <label>Flag <select id="f-flag"><option value="">show all</option><option value="any">any flag</option>{flag_options}</select></label>
+<label>Group <select id="f-group"><option value="">all</option>{group_options}</select></label>
 <label>Sort classes by <select id="sort"><option value="class">name</option><option value="nflags">flags</option>
 <option value="images">images</option><option value="score">mean score</option></select></label>
 <label>Image path <input id="f-text" type="search" placeholder="filter the image table"></label>

@@ -10,7 +10,9 @@
 * a list: ``.csv``/``.tsv``/``.parquet`` with a path column (``path``, ``image``,
   ``file``, ``filename`` or ``filepath``) and an optional label column
   (``label``, ``class`` or ``target``), or ``.txt``/``.lst`` with one path per
-  line. Relative paths are taken relative to the list file's folder.
+  line. Relative paths are taken relative to the list file's folder. A label
+  cell may name several labels separated by ``;`` (``cat;dog``: a multi-label
+  image; :func:`true_labels` splits it), and ``--target label`` explains each.
 
 A ``.csv``/``.tsv``/``.parquet`` list may also say where the object is in each
 image, for ``patchlens report`` to measure how much evidence falls outside it:
@@ -129,6 +131,17 @@ def _cell(value: object) -> str | None:
         return None
     text = str(value).strip()
     return text or None
+
+
+#: what separates the labels of one image in a label cell
+LABEL_SEPARATOR = ";"
+
+
+def true_labels(cell: str | None) -> list[str]:
+    """The labels of one label cell: ``"cat; dog"`` -> ``["cat", "dog"]`` (empty parts dropped); None -> []."""
+    if cell is None:
+        return []
+    return [part.strip() for part in str(cell).split(LABEL_SEPARATOR) if part.strip()]
 
 
 def region_columns(item: Item) -> dict[str, object]:

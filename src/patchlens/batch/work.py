@@ -6,7 +6,6 @@ Everything here is a thin layer over the public API (``load_image``,
 
 from __future__ import annotations
 
-import hashlib
 import json
 from dataclasses import asdict, dataclass, field
 from typing import Any
@@ -15,14 +14,18 @@ import numpy as np
 
 from .._version import __version__
 from ..api import explain_one
-from ..errors import PatchlensError
+from ..errors import PatchlensError, TargetError
 from ..explanation import Explanation, record
+from ..filenames import printable
 from ..images import LoadedImage, load_image
 from ..methods import Method, make_method
 from ..models import Classifier
-from .sources import Item
+from ..objectives import TrueLabel, parse_targets
+from .health import file_digest
+from .sources import Item, true_labels
+from .store import MapError, stored_map
 
-#: one finished row and its map (float16, None for a failed row)
+#: one finished row and its map (as the store keeps it, see ``stored_map``; None for a failed row)
 Result = tuple[dict[str, Any], "np.ndarray | None"]
 
 
@@ -31,7 +34,9 @@ class Plan:
     """What every worker needs to do the same work: plain values, so Ray can ship it to any node.
 
     ``target`` is what the user asked for (``"top1"``, ``"label"``, a class
-    index or name, ``"topk:K"``); it is the ``request`` column of the store.
+    index or name, ``"topk:K"``, ``"present"``); it is the ``request`` column of
+    the store. ``"label"`` is each image's own label(s) from the source (several
+    separated by ``;``), explained as if named.
     """
 
     method: str
@@ -60,18 +65,22 @@ class Loaded:
 
 
 def prepare(item: Item) -> Loaded:
-    """Read, hash and decode one image. Thread-safe; backends run it ahead of the model."""
+    """Read, hash and decode one image. Thread-safe; backends run it ahead of the model.
+
+    Never raises for a bad file: whatever goes wrong is the image's recorded failure.
+    """
     out = Loaded(item)
+    name = printable(item.path)
     try:
         out.image = load_image(item.path)  # a one-line ImageError for missing, empty or corrupt files
     except PatchlensError as exc:
         out.error = str(exc)
+    except Exception as exc:  # load_image turns decoder failures into ImageErrors; this is the last guard
+        out.error = f"{name}: cannot read image: {type(exc).__name__}: {exc}"
     try:
-        with open(item.path, "rb") as f:  # a second read, served from the OS cache
-            data = f.read()
-        out.sha256, out.file_bytes = hashlib.sha256(data).hexdigest(), len(data)
+        out.sha256, out.file_bytes = file_digest(item.path)  # in blocks, not the whole file in memory (2 GB: +2.4 GB)
     except OSError as exc:
-        out.error = out.error or f"{item.path}: cannot read: {exc.strerror or exc}"
+        out.error = out.error or f"{name}: cannot read: {exc.strerror or exc}"
     return out
 
 
@@ -100,8 +109,21 @@ def _metric_values(names: tuple[str, ...], exps: list[Explanation], classifier: 
     return [{f"metric_{c}": None if row.get(c) is None else float(row[c]) for c in table.columns} for row in table]  # type: ignore[misc]
 
 
+def image_target(request: str, item: Item) -> Any:
+    """What to explain on ``item``: the run's target, with the image's own labels where it says ``label``."""
+    parsed = parse_targets(request, true_labels=True)
+    if not any(isinstance(r, TrueLabel) for r in parsed):
+        return request
+    labels = true_labels(item.label)
+    if not labels:
+        raise TargetError(f"{printable(item.path)}: no label (--target label needs a label column or an ImageFolder tree)")
+    # several (cat;dog): one map each; the rest of the request as typed
+    return [part for r in parsed for part in (labels if isinstance(r, TrueLabel) else [r.text])]
+
+
 def explain_loaded(classifier: Classifier, method: Method, plan: Plan, loaded: Loaded) -> list[Result]:
-    """Explain one prepared image: one row per explained class, or one failed row with the reason."""
+    """Explain one prepared image: one row per explained target, one failed row with the reason, or
+    one ``empty`` row when the target named nothing on it (``present``, no label present; ``error`` says why)."""
     item = loaded.item
     base: dict[str, Any] = {
         "path": item.path,
@@ -119,27 +141,33 @@ def explain_loaded(classifier: Classifier, method: Method, plan: Plan, loaded: L
         base["height"], base["width"] = loaded.image.pixels.shape[:2]
 
     def failed(reason: str) -> list[Result]:
-        return [({**base, "status": "failed", "error": reason}, None)]
+        return [({**base, "status": "failed", "error": printable(reason)}, None)]
 
     if loaded.error is not None or loaded.image is None:
-        return failed(loaded.error or f"{item.path}: not read")
-    target: Any = plan.target
-    if plan.target == "label":
-        if item.label is None:
-            return failed(f"{item.path}: no label (--target label needs a label column or an ImageFolder tree)")
-        target = item.label
+        return failed(loaded.error or f"{printable(item.path)}: not read")
+    try:
+        target = image_target(plan.target, item)
+    except PatchlensError as exc:
+        return failed(str(exc))
     try:
         exps = explain_one(classifier, loaded.image, method, target=target, seed=plan.seed, batch_size=plan.batch_size)
+        if not exps:  # present, and no label present: said so, not failed
+            return [({**base, "status": "empty", "error": exps.note}, None)]
         values = _metric_values(plan.metrics, exps, classifier, plan)
         out: list[Result] = []
         for exp, metric_values in zip(exps, values):
             rec = record(exp)  # the one record of an explanation; the store keeps these columns of it
             row = {**base, **{k: rec[k] for k in ("target", "label", "score", "score_is_probability", "forward_passes", "seconds")},
                    "extras": json.dumps(rec["extras"], sort_keys=True),
+                   "objective": json.dumps(rec["objective"], sort_keys=True),
                    "status": "ok", "error": None, **metric_values}
-            out.append((row, exp.saliency.astype(np.float16)))
+            try:
+                saved = stored_map(exp.saliency)
+            except MapError as exc:  # the model's scores overflowed: the image fails, the store stays readable
+                return failed(f"{printable(item.path)}: {exp.label}: {exc}")
+            out.append((row, saved))
         return out
     except PatchlensError as exc:
         return failed(str(exc))
     except Exception as exc:  # one bad image must not end a long run; the reason is kept in the store
-        return failed(f"{item.path}: {type(exc).__name__}: {exc}")
+        return failed(f"{printable(item.path)}: {type(exc).__name__}: {exc}")

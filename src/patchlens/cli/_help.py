@@ -10,7 +10,16 @@ Two ways around it, both giving the text the full parser gives (tests/test_cli_h
 * a command's own help (``patchlens explain --help``, ``... --method lime --help``)
   is kept in the cache folder after it is first built, under a key made of
   everything that can change it: the arguments, patchlens' version and source
-  files (path, size, modification time), the interpreter and the terminal width.
+  files (path, size, modification time), the interpreter, the import path and
+  the modification time of each of its folders, ``PATCHLENS_*`` variables and
+  the terminal width. Installing, upgrading or removing any distribution adds
+  or removes a ``*.dist-info`` folder in a folder of the import path, so it
+  changes the key (a plug-in's methods, a new timm).
+
+A plug-in (an entry point in a ``patchlens.*`` group of another distribution)
+may be an editable install whose source lives anywhere: no key could follow
+its edits without importing it. While one is installed, a command's help is
+built every time, as without the cache (seconds), never read from it.
 """
 
 from __future__ import annotations
@@ -97,6 +106,11 @@ def _fingerprint(argv: Sequence[str]) -> str:
     h = hashlib.sha256()
     h.update(repr((list(argv), __version__, sys.version, sys.executable, shutil.get_terminal_size().columns)).encode())
     h.update(repr(sorted((k, v) for k, v in os.environ.items() if k.startswith("PATCHLENS_"))).encode())
+    for entry in sys.path:  # where distributions are found: an install or removal changes its folder's mtime
+        try:
+            h.update(f"{entry}|{os.stat(entry or '.').st_mtime_ns}\n".encode())
+        except OSError:
+            h.update(f"{entry}|-\n".encode())
     for root, dirs, files in os.walk(package):
         dirs[:] = sorted(d for d in dirs if d != "__pycache__")
         for name in sorted(files):
@@ -124,7 +138,7 @@ def remembered(argv: Sequence[str]) -> str | None:
 
 def remember(argv: Sequence[str], text: str) -> None:
     """Keep ``text`` for ``argv`` (atomically; a read-only cache just stays empty)."""
-    if not cacheable(argv) or not text:
+    if not cacheable(argv) or not text or plugins():
         return
     path = _path(argv)
     tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
@@ -135,6 +149,18 @@ def remember(argv: Sequence[str], text: str) -> None:
         _prune(path.parent)
     except OSError:
         tmp.unlink(missing_ok=True)
+
+
+def plugins() -> list[str]:
+    """Entry points of other distributions in ``patchlens.*`` groups (``group:name``): plug-ins whose help no key can follow."""
+    from importlib.metadata import distributions
+
+    found = []
+    for dist in distributions():
+        if dist.metadata["Name"] == "patchlens":
+            continue
+        found += [f"{ep.group}:{ep.name}" for ep in dist.entry_points if ep.group.split(".")[0] == "patchlens"]
+    return found
 
 
 def _prune(folder: Path, keep: int = KEEP) -> None:

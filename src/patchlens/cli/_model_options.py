@@ -15,6 +15,7 @@ import torch
 
 from ..errors import ModelError
 from ..models import Classifier, load_model
+from ..models.activation import ACTIVATIONS
 from ..models.runtime import RUNTIMES
 from ._options import remote_options
 
@@ -36,14 +37,18 @@ def add_model_arguments(p: argparse.ArgumentParser) -> None:
         help="with --runtime onnx-int8: images to calibrate the int8 copy on (required for an ONNX file of your own)",
     )
     g.add_argument("--pretrained", action=argparse.BooleanOptionalAction, default=None,
-                   help="timm:/torchvision: download pretrained weights, or --no-pretrained for random weights, "
-                   "offline [default: pretrained]")
+                   help="timm:/torchvision: download pretrained weights, or --no-pretrained for random weights "
+                   "drawn from --seed, offline [default: pretrained]")
     g.add_argument("--labels", metavar="FILE", default=None, help="class names, one a line (line N names class N)")
     g.add_argument("--mean", metavar="R,G,B", default=None, help="per-channel mean the model's inputs are normalised with")
     g.add_argument("--std", metavar="R,G,B", default=None, help="per-channel standard deviation for normalisation")
     g.add_argument("--input-size", metavar="N|HxW", default=None, help="the input size the model expects, e.g. 224 or 256x320")
+    g.add_argument("--activation", default=None, choices=ACTIVATIONS,
+                   help="what turns the model's outputs into the explained scores: softmax (logits of competing classes), "
+                   "sigmoid (logits of independent labels: a multi-label model, see --target present), none (explain "
+                   "them as they are), auto (softmax for torch models and files, none for remote models) [default: auto]")
     g.add_argument("--softmax", action=argparse.BooleanOptionalAction, default=None,
-                   help="apply softmax to the model's outputs (--no-softmax when it already returns probabilities)")
+                   help="the older switch: --softmax is --activation softmax, --no-softmax no softmax")
 
 
 def _triple(flag: str, text: str) -> tuple[float, float, float]:
@@ -88,6 +93,8 @@ def model_options(args: argparse.Namespace) -> dict[str, Any]:
             raise ModelError(f"--{'' if args.pretrained else 'no-'}pretrained: only timm: and torchvision: models "
                              f"download weights; {args.model} does not")
         out["pretrained"] = args.pretrained
+        if not args.pretrained and getattr(args, "seed", None) is not None:
+            out["seed"] = args.seed  # random weights drawn from --seed: two runs, one model
     if getattr(args, "labels", None):
         out["labels"] = read_labels(args.labels)
     for name in ("mean", "std"):
@@ -99,6 +106,8 @@ def model_options(args: argparse.Namespace) -> dict[str, Any]:
         out["softmax"] = args.softmax
     if getattr(args, "calibration", None):
         out["calibration"] = args.calibration
+    if getattr(args, "activation", None) is not None:
+        out["activation"] = args.activation
     return out
 
 

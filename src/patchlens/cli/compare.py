@@ -18,8 +18,17 @@ from ..metrics.base import registry as metric_registry
 from ..metrics.budget import budgeted
 from ..metrics.protocols import PROTOCOLS
 from ..metrics.sanity import parse_baselines
+from ..validation import check_method_options, check_metric_needs
 from ._model_options import load_cli_model
-from ._options import _bool, add_method_arguments, flag, given_method_options, method_params, peek_option
+from ._options import (
+    _bool,
+    add_method_arguments,
+    add_other_method_arguments,
+    flag,
+    given_method_options,
+    method_params,
+    peek_option,
+)
 from .explain import add_common
 
 #: the commands this module adds and their one-line help (read without importing this module: cli/_help.py)
@@ -52,7 +61,9 @@ def register(sub: Any, argv: list[str]) -> None:
     p.add_argument("images", nargs="+", metavar="IMG", help="image files (or example:NAME)")
     p.add_argument("--methods", default="rise,occlusion", help="comma list of methods [default: rise,occlusion]")
     p.add_argument("--metrics", default="deletion,insertion,sparseness,cost", help="comma list of metrics [default: deletion,insertion,sparseness,cost]")
-    p.add_argument("--target", default="top1", help="class to explain: top1, a class index or a label name [default: top1]")
+    p.add_argument("--target", default="top1",
+                   help="what to explain on each image: top1, topk:K, present, a class index or a label name, or a comma list; "
+                   "each (image, target) pair is a row [default: top1]")
     p.add_argument("--out", default="patchlens-compare", help="folder for the report [default: patchlens-compare]")
     p.add_argument("--budget", type=int, default=None, help="cut each method to about N forward passes per image (sample counts, strides)")
     p.add_argument("--fast", action="store_true", help="quick CPU run: --budget 100 --steps 16 unless given")
@@ -70,7 +81,8 @@ def register(sub: Any, argv: list[str]) -> None:
     p.add_argument("--set", action="append", default=[], metavar="METHOD.PARAM=VALUE", help="a parameter for one method (repeatable)")
     p.add_argument("--quiet", action="store_true", help="print only the table and errors")
     add_common(p)
-    add_method_arguments(p, [get_method(m) for m in chosen])
+    add_method_arguments(p, [get_method(m) for m in chosen], "compare")
+    add_other_method_arguments(p)
     p.set_defaults(run=run)
 
 
@@ -150,10 +162,12 @@ def run(args: argparse.Namespace) -> int:
 
     say = (lambda *a: None) if args.quiet else print
     methods = [m.strip() for m in args.methods.split(",") if m.strip()]
-    get_metrics(args.metrics)  # a typo fails now, not after the maps are made
+    metrics = get_metrics(args.metrics)  # a typo fails now, not after the maps are made
+    check_metric_needs(metrics, regions=bool(args.regions), how="--regions FILE (JSON: each image to a box [l, t, r, b] or a mask image)")
+    check_method_options([get_method(m) for m in methods], given_method_options(args), flag)
     given = parse_sets(args.set)
     for m in methods:
-        given[m] = {**method_params(args, get_method(m), adaptive=False), **given.get(m, {})}
+        given[m] = {**method_params(args, get_method(m), "compare"), **given.get(m, {})}
     note = shared_flag_note(args, [get_method(m) for m in methods if m in registry()])
     if note:
         print(note, file=sys.stderr)

@@ -6,15 +6,26 @@ import argparse
 import sys
 from typing import Any
 
-from ..api import explain_one
-from ..errors import PatchlensError, QueryBudgetError
+from ..api import check_seed, explain_one
+from ..capabilities import Capability
+from ..errors import PatchlensError, QueryBudgetError, ServerUnavailableError
+from ..filenames import printable
 from ..images import load_image
 from ..methods import get_method, make_method
 from ..methods._sampling import stopping_rule
-from ..validation import validate_run
+from ..models.runtime import runs_on
+from ..validation import check_method_options, validate_run
 from ._checks import writable_folder
 from ._model_options import add_model_arguments, load_cli_model
-from ._options import add_method_arguments, add_remote_arguments, method_command, method_params
+from ._options import (
+    add_method_arguments,
+    add_other_method_arguments,
+    add_remote_arguments,
+    flag,
+    given_method_options,
+    method_command,
+    method_params,
+)
 
 #: the commands this module adds and their one-line help (read without importing this module: cli/_help.py)
 COMMANDS = {
@@ -28,6 +39,7 @@ EXAMPLES = """examples:
   patchlens explain a.jpg b.png --target topk:3 --out maps/
   patchlens explain xray.png --model torchscript:model.pt --target pneumonia
   patchlens explain cat.jpg --method rise --n-masks 4000 --device cuda
+  patchlens explain scene.jpg --model torchscript:tagger.pt --activation sigmoid --target present
 """
 
 
@@ -36,7 +48,7 @@ def add_common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", default="default", help="model spec: default, timm:NAME, torchvision:NAME, onnx:PATH, torchscript:PATH, http://HOST:PORT/v2/models/NAME [default: default]")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N [default: auto]")
     p.add_argument("--batch-size", type=int, default=None, help="images per forward pass [default: chosen for the device]")
-    p.add_argument("--seed", type=int, default=0, help="seed for the method's random numbers [default: 0]")
+    p.add_argument("--seed", type=int, default=0, help="seed for the method's random numbers, and for the random weights of --no-pretrained [default: 0]")
     add_model_arguments(p)
     add_remote_arguments(p)
 
@@ -53,36 +65,45 @@ def register(sub: Any, argv: list[str]) -> None:
     )
     p.add_argument("images", nargs="+", metavar="IMG", help="image files")
     p.add_argument("--method", default="rise", help=f"one of: {names} [default: rise]")
-    p.add_argument("--target", default="top1", help="top1, topk:K, a class index, a label name, or a comma list [default: top1]")
+    p.add_argument("--target", default="top1",
+                   help="top1, topk:K, a class index, a label name, present (a multi-label model's labels with p >= 0.5, "
+                   "with --activation sigmoid; present:T for p >= T), or a comma list [default: top1]")
     p.add_argument("--out", default="patchlens-out", help="folder for the results [default: patchlens-out]")
     p.add_argument("--quiet", action="store_true", help="print only errors")
     add_common(p)
     if cls is not None:
-        add_method_arguments(p, [cls])
+        add_method_arguments(p, [cls], "explain")
+    add_other_method_arguments(p)
     p.set_defaults(run=run)
 
 
 def run(args: argparse.Namespace) -> int:
     cls = get_method(args.method)
-    method = make_method(args.method, **method_params(args, cls))
+    check_method_options([cls], given_method_options(args), flag)  # before the model is loaded
+    method = make_method(args.method, **method_params(args, cls, "explain"))
+    check_seed(args.seed)  # one error for the run, before the model is loaded
     say = (lambda *a: None) if args.quiet else print
     out = writable_folder(args.out)  # before the model is loaded and any image explained
     classifier = load_cli_model(args)
     validate_run(classifier, method, args.target)  # one error for the whole run, before any forward pass
     passes = method.passes(classifier.input_size)
     per_image = f"{passes} forward passes per image" if passes else "forward passes vary"
-    say(f"{method.name} on {classifier.model_id} ({classifier.device}, {getattr(classifier, 'runtime', 'torch')}): {per_image}")
+    where = runs_on(classifier)
+    if getattr(classifier, "runtime", "torch") not in ("torch", "remote") and method.requirements() & ~Capability.SCORES:
+        where += " for scores, torch for the rest"  # gradients, layers and tokens come from torch
+    say(f"{method.name} on {classifier.model_id} ({where}): {per_image}")
     rule = stopping_rule(method)
     if rule:
         say(f"  {rule}")
-    failed = 0
-    for index, path in enumerate(args.images):
+    failed = partial_maps = 0
+    for index, name in enumerate(args.images):
+        path = printable(name)  # what messages show; a name that is not UTF-8 still prints
         try:
-            image = load_image(path)
+            image = load_image(name)
             results = explain_one(
                 classifier, image, method, target=args.target, seed=args.seed, batch_size=args.batch_size, progress=not args.quiet
             )
-        except QueryBudgetError as exc:  # every later image would fail the same way: stop, and say what is missing
+        except (QueryBudgetError, ServerUnavailableError) as exc:  # every later image would fail the same way: stop, say what is missing
             print(f"patchlens: error: {exc}", file=sys.stderr)
             done = index - failed
             print(f"patchlens: partial run: {done} of {len(args.images)} image(s) explained; {path} and those after it were not", file=sys.stderr)
@@ -91,6 +112,8 @@ def run(args: argparse.Namespace) -> int:
             print(f"patchlens: error: {exc}", file=sys.stderr)
             failed += 1
             continue
+        if not results:  # present, and no label present: not a failure, and never silent
+            say(f"{results.note}")
         for exp in results:
             try:
                 files = exp.save(out)
@@ -99,11 +122,11 @@ def run(args: argparse.Namespace) -> int:
                 failed += 1
                 break
             if exp.partial:  # never silently: the map was formed from the rounds done before a budget ran out
+                partial_maps += 1
                 partial = exp.partial
                 print(f"patchlens: note: {path}: partial map from {partial['samples_used']} of {partial['sample_budget']} "
                       f"samples: {partial['reason']}", file=sys.stderr)
-            word = "p" if exp.score_is_probability else "score"
-            say(f"{path}: {exp.label} (class {exp.target}, {word}={exp.score:.3f}), {exp.forward_passes} passes in {exp.seconds:.1f}s")
+            say(f"{path}: {exp.named_with_score('=')}, {exp.forward_passes} passes in {exp.seconds:.1f}s")
             try:
                 say("  " + exp.describe())
             except Exception:  # the description is a nicety; never lose results over it
@@ -114,4 +137,4 @@ def run(args: argparse.Namespace) -> int:
             say(f"  remote: {classifier.traffic}")
     if failed:
         print(f"patchlens: {failed} of {len(args.images)} image(s) failed", file=sys.stderr)
-    return 1 if failed else 0
+    return 1 if failed else 3 if partial_maps else 0

@@ -13,7 +13,7 @@ from ._model_options import add_model_arguments, load_cli_model
 
 #: the commands this module adds and their one-line help (read without importing this module: cli/_help.py)
 COMMANDS = {
-    "methods": "list the explanation methods and their parameters",
+    "methods": "list the explanation methods, the kinds of model each explains, and their parameters",
     "models": "list the model specs that --model accepts, or one model's classes",
 }
 
@@ -42,13 +42,30 @@ def run_methods(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(info, indent=2))
         return 0
+    print("Each method explains the kinds of model listed under it: classifiers (softmax or plain scores: a target\n"
+          "is a class) and multi-label classifiers (--activation sigmoid: a target is a label; --target present\n"
+          "explains each present one). [black-box] methods run on any model, [white-box] ones need a PyTorch\n"
+          "model, [vit] ones a timm Vision Transformer.\n")
     for name, m in info.items():
         print(f"{name}  [{m['kind']}]  {m['summary']}")
+        same = "" if m["per_target"] else "; one map per image, the same for every target"
+        print(f"    explains: {', '.join(m['models'])}{same}")
         for p in m["parameters"]:
             choices = f" one of {', '.join(map(str, p['choices']))};" if p["choices"] else ""
-            print(f"    --{p['name'].replace('_', '-'):<16} {p['help']};{choices} default {p['default']}")
+            print(f"    --{p['name'].replace('_', '-'):<16} {p['help']};{choices} default {_defaults(p)}")
         print()
     return 0
+
+
+def _defaults(param: dict) -> str:
+    """One default, or each front-end's where they differ: "0.99 (explain, batch, web), 0.0 (compare, python)"."""
+    per = param.get("defaults")
+    if not per:
+        return str(param["default"])
+    groups: dict[str, list[str]] = {}
+    for front_end, value in per.items():
+        groups.setdefault(str(value), []).append(front_end)
+    return ", ".join(f"{value} ({', '.join(names)})" for value, names in groups.items())
 
 
 def run_models(args: argparse.Namespace) -> int:

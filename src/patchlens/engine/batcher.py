@@ -3,7 +3,9 @@
 Every method is *propose inputs -> run the model on them -> combine*. Methods
 own the first and last steps; this module owns the middle, once, for every
 kind of step: scoring masked pixels, scoring a ViT with tokens dropped, taking
-input gradients. :meth:`Engine.run` chunks the work, chooses the batch size
+input gradients. What a score is, the engine does not know: the method hands
+it the job's objective (:mod:`patchlens.objectives`), which turns each batch of
+the model's output, whatever its shape, into scores ``(n, T)``. :meth:`Engine.run` chunks the work, chooses the batch size
 (measured on a CPU), halves it on out-of-memory without losing what is done,
 shows progress, counts forward passes and time, honours cancellation and
 stops a job that would exceed its forward-pass budget. Methods never touch
@@ -21,6 +23,7 @@ from tqdm.auto import tqdm
 
 from ..errors import BudgetError, Cancelled, MethodError
 from ..models.classifier import Classifier
+from ..objectives import Objective
 
 T = TypeVar("T")
 
@@ -50,7 +53,7 @@ def measured_batch_size(classifier: Classifier) -> int:
     policy = classifier.batch_policy
     if policy.chosen is None and classifier.device.type == "cpu":
         engine = Engine(classifier)
-        engine.score_inputs(
+        engine.run_inputs(
             lambda a, b: torch.rand(b - a, 3, *classifier.input_size, device=classifier.device),
             2 * sum(policy.candidates),
         )
@@ -223,17 +226,20 @@ class Engine:
         return self.run(lambda a, b: (fn(), 1), 1, tune=False)[0]
 
     # -- pixel scoring -------------------------------------------------------------
-    def score_inputs(
-        self,
-        make: Callable[[int, int], torch.Tensor],
-        total: int,
-        targets: torch.Tensor | None = None,
-    ) -> torch.Tensor:
-        """Scores of ``total`` inputs that ``make(start, stop)`` builds on demand.
+    def run_inputs(self, make: Callable[[int, int], torch.Tensor], total: int) -> None:
+        """Run the model on ``total`` inputs that ``make(start, stop)`` builds, keeping nothing (batch-size measurement)."""
 
-        Returns ``(total, T)`` probabilities of ``targets`` (all classes when None),
-        on the device. Inputs are built one batch at a time, so memory is bounded
-        by the batch size whatever ``total`` is.
+        def step(start: int, stop: int) -> tuple[None, int]:
+            self.classifier(make(start, stop))
+            return None, stop - start
+
+        self.run(step, total)
+
+    def score_inputs(self, make: Callable[[int, int], torch.Tensor], total: int, objective: Objective) -> torch.Tensor:
+        """Scores ``(total, T)`` of ``objective`` on ``total`` inputs that ``make(start, stop)`` builds on demand.
+
+        Inputs are built one batch at a time, so memory is bounded by the batch
+        size whatever ``total`` is; the scores stay on the device.
         """
 
         # The scores go straight into one tensor allocated at the first batch. Kept as many small
@@ -242,8 +248,7 @@ class Engine:
         out: list[torch.Tensor] = []
 
         def step(start: int, stop: int) -> tuple[None, int]:
-            probs = self.classifier(make(start, stop))
-            chosen = probs if targets is None else probs[:, targets]
+            chosen = objective(self.classifier(make(start, stop)))
             if not out:
                 out.append(torch.empty(total, chosen.shape[1], dtype=chosen.dtype, device=chosen.device))
             out[0][start:stop] = chosen
@@ -251,8 +256,7 @@ class Engine:
 
         self.run(step, total)
         if not out:
-            n_t = 0 if targets is None else len(targets)
-            return torch.zeros(0, n_t, device=self.device)
+            return torch.zeros(0, len(objective), device=self.device)
         return out[0]
 
     def score_masks(
@@ -260,16 +264,16 @@ class Engine:
         image: torch.Tensor,
         baseline: torch.Tensor,
         source: MaskSource,
-        targets: torch.Tensor,
+        objective: Objective,
         masking: str = "pixels",
     ) -> torch.Tensor:
-        """Scores ``(source.total, T)`` of ``image * m + baseline * (1 - m)`` for each mask ``m``.
+        """Scores ``(source.total, T)`` of ``objective`` on ``image * m + baseline * (1 - m)`` for each mask ``m``.
 
         ``masking="pixels"`` blends pixels with the baseline; ``"tokens"`` (ViTs
         whose patch grid matches the masks) drops the hidden patch tokens instead.
         """
         if masking == "tokens":
-            return self.score_tokens(image, baseline, source, targets)
+            return self.score_tokens(image, baseline, source, objective)
         if masking != "pixels":
             raise MethodError(f"masking={masking!r}: use 'pixels' or 'tokens'")
         delta = image - baseline
@@ -278,17 +282,22 @@ class Engine:
             m = source.masks(start, stop)
             return torch.addcmul(baseline, m, delta)  # baseline + m * (image - baseline)
 
-        return self.score_inputs(make, source.total, targets)
+        return self.score_inputs(make, source.total, objective)
 
-    def score_one(self, image: torch.Tensor) -> torch.Tensor:
-        """All class probabilities ``(C,)`` for one image ``(3, H, W)``."""
-        return self.score_inputs(lambda a, b: image[None], 1)[0]
+    def output_of(self, image: torch.Tensor) -> object:
+        """The model's whole answer for one image ``(3, H, W)``, as a batch of one (class scores ``(1, C)``
+        for a classifier); one counted pass. Objectives are resolved from it."""
+        return self.run(lambda a, b: (self.classifier(image[None]), 1), 1)[0]
+
+    def score_one(self, image: torch.Tensor) -> object:
+        """The model's answer for one image ``(3, H, W)`` (a classifier's class scores ``(C,)``); one counted pass."""
+        return self.output_of(image)[0]  # type: ignore[index]
 
     # -- token scoring (ViTs) --------------------------------------------------------
     def score_tokens(
-        self, image: torch.Tensor, baseline: torch.Tensor, source: MaskSource, targets: torch.Tensor
+        self, image: torch.Tensor, baseline: torch.Tensor, source: MaskSource, objective: Objective
     ) -> torch.Tensor:
-        """Scores ``(source.total, T)`` of ``targets`` with each mask's hidden patch tokens dropped.
+        """Scores ``(source.total, T)`` of ``objective`` with each mask's hidden patch tokens dropped.
 
         The classifier embeds the image once (:meth:`Classifier.token_view`) and
         scores each batch of kept-token sets through its own call path. Masks are
@@ -298,17 +307,17 @@ class Engine:
         view = self.classifier.token_view(image)
         keep = view.keep_vectors(source)
         counts = keep.sum(1)
-        out = torch.empty(source.total, len(targets), device=self.device)
+        out = torch.empty(source.total, len(objective), device=self.device)
         empty = (counts == 0).nonzero()[:, 0]
         if len(empty):
-            out[empty] = self.score_inputs(lambda a, b: baseline[None], 1, targets)
+            out[empty] = self.score_inputs(lambda a, b: baseline[None], 1, objective)
         order = counts.argsort(stable=True)[len(empty) :]  # fewest tokens first: little padding per batch
 
         def step(start: int, stop: int) -> tuple[None, int]:
             rows = order[start:stop]
             if not view.padded:  # blocks without attention masks need rows of one length
                 rows = rows[counts[rows] == counts[rows[0]]]
-            out[rows] = self.classifier.score_tokens(view, keep[rows])[:, targets]
+            out[rows] = objective(self.classifier.score_tokens(view, keep[rows]))
             return None, len(rows)
 
         self.run(step, len(order))

@@ -14,8 +14,7 @@ from typing import Any
 import torch
 
 from ..capabilities import Capability
-from ..errors import MethodError
-from ..models.layers import LayerRecorder, as_feature_map, auto_layer, find_layer, split_call, token_layout
+from ..models.layers import LayerReader, as_feature_map, parse_layer, token_layout
 from .base import Attribution, Job, Method, param
 
 LAYER_HELP = (
@@ -27,7 +26,7 @@ LAYER_HELP = (
 
 @dataclass
 class Capture:
-    """One layer seen on one image: ``activations`` (1, K, h, w), ``grads`` (T, K, h, w) of each target logit."""
+    """One layer seen on one image: ``activations`` (1, K, h, w), ``grads`` (T, K, h, w) of each target's raw score."""
 
     layer: str
     activations: torch.Tensor
@@ -35,57 +34,36 @@ class Capture:
 
 
 def capture(job: Job, layer: str, *, gradients: bool) -> Capture:
-    """Run the model once on ``job.image`` and return the layer's activations (and target-logit gradients)."""
+    """Run the model once on ``job.image`` and return the layer's activations (and the gradients of the
+    objective on the raw output: each target's logit, for a classifier)."""
     module = job.classifier.module
     assert module is not None  # explain_one refuses black boxes for white-box methods
     layout = token_layout(module)
-    name = auto_layer(module) if layer == "auto" else layer
-    name, call = split_call(name) if name is not None else (None, None)
-    # Automatic choice: every hook keeps overwriting, so the last spatial map to finish wins.
-    state = LayerRecorder(automatic=name is None, call=call)
-    handles = []
 
-    def forward_and_backward() -> Capture:
+    def forward_and_backward(reader: LayerReader) -> Capture:
         x = job.image[None].detach().clone()
         with torch.enable_grad() if gradients else torch.no_grad():
-            logits = job.classifier.logits(x.requires_grad_(gradients))
-        if state.output is None:
-            raise MethodError(
-                f"layer={layer!r}: no spatial feature map (N, C, h, w) was produced by {job.classifier.model_id}"
-                if name is None
-                else f"layer={layer!r}: the module ran only {state.calls[name]} time(s) in one forward pass"
-                if call is not None and state.calls[name]
-                else f"layer={name!r}: the layer did not run during the forward pass"
-            )
-        resolved = state.resolved()  # refuses a name the model runs more than once
-        raw = state.output
-        if not isinstance(raw, torch.Tensor):
-            raise MethodError(f"layer={resolved!r}: its output is a {type(raw).__name__}, not a tensor")
+            raw_output = job.classifier.logits(x.requires_grad_(gradients))
+        resolved, raw = reader.read(job.classifier.model_id)
         activations = as_feature_map(raw, layout, resolved).detach().float()
         grads = None
         if gradients:
+            with torch.enable_grad():
+                columns = job.objective(raw_output)[0].unbind()  # the image's score for each target
             per_target = []
-            for i, t in enumerate(job.targets.tolist()):
-                (g,) = torch.autograd.grad(
-                    logits[0, t], raw, retain_graph=i < len(job.targets) - 1, allow_unused=True
-                )
-                # allow_unused: a layer that does not reach the logit has a zero gradient.
+            for t, score in enumerate(columns):
+                (g,) = torch.autograd.grad(score, raw, retain_graph=t < len(columns) - 1, allow_unused=True)
+                # allow_unused: a layer that does not reach the score has a zero gradient.
                 per_target.append(torch.zeros_like(raw) if g is None else g)
             grads = as_feature_map(torch.cat(per_target), layout, resolved).detach().float()
         return Capture(layer=resolved, activations=activations, grads=grads)
 
+    reader = LayerReader(module, parse_layer(layer))
     try:
-        if name is None:  # a CNN with layer="auto": watch every submodule during this one pass
-            for sub_name, sub in module.named_modules():
-                if sub_name:
-                    handles.append(sub.register_forward_hook(state.hook(sub_name)))
-        else:
-            handles.append(find_layer(module, name).register_forward_hook(state.hook(name)))
-        return job.engine.run_once(forward_and_backward)
+        with reader:  # hooks only for this one pass, removed even when the model raises
+            return job.engine.run_once(lambda: forward_and_backward(reader))
     finally:
-        for handle in handles:
-            handle.remove()
-        state.clear()
+        reader.clear()
 
 
 def extras(capture: Capture, count: int) -> list[dict[str, Any]]:
@@ -115,4 +93,4 @@ class GradientCam(Method):
     def attribute(self, job: Job) -> Attribution:
         cap = capture(job, self.layer, gradients=True)
         assert cap.grads is not None
-        return Attribution(maps=self.combine(cap.grads, cap.activations), extras=extras(cap, len(job.targets)))
+        return Attribution(maps=self.combine(cap.grads, cap.activations), extras=extras(cap, len(job.objective)))

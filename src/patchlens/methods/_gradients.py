@@ -1,8 +1,9 @@
-"""Shared by the gradient methods: input gradients of the target logits, in bounded batches.
+"""Shared by the gradient methods: input gradients of the targets' scores, in bounded batches.
 
-Gradients are of each target's *logit* (the model's output before softmax),
-taken with respect to the [0, 1] pixels the method composed (normalisation
-happens inside ``classifier.logits``). ``torch.autograd.grad`` is taken with
+Gradients are of the job's objective applied to the model's raw output (for a
+classifier, each target's *logit*: the output before the activation), taken
+with respect to the [0, 1] pixels the method composed (normalisation happens
+inside ``classifier.logits``). ``torch.autograd.grad`` is taken with
 respect to the input only, so the parameters' ``.grad`` and ``requires_grad``
 are never touched. The model runs in eval mode, so the samples of a batch are
 independent and the result does not depend on the batch size.
@@ -23,17 +24,17 @@ Reduce = Callable[[torch.Tensor, int, int], torch.Tensor]
 
 
 def input_gradients(job: Job, inputs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Gradients ``(n, T, 3, H, W)`` of every target logit for a batch, and the logits ``(n, C)``."""
+    """Gradients ``(n, T, 3, H, W)`` of every target's raw score for a batch, and those scores ``(n, T)``."""
     x = inputs.detach().clone().requires_grad_(True)
     with torch.enable_grad():
-        logits = job.classifier.logits(x)
-        targets = job.targets.tolist()
+        scores = job.objective(job.classifier.logits(x))  # (n, T)
+        columns = scores.unbind(dim=1)
         grads = []
-        for i, t in enumerate(targets):
+        for t, column in enumerate(columns):
             # Summing over the batch gives each sample its own gradient (samples are independent).
-            (g,) = torch.autograd.grad(logits[:, t].sum(), x, retain_graph=i < len(targets) - 1)
+            (g,) = torch.autograd.grad(column.sum(), x, retain_graph=t < len(columns) - 1)
             grads.append(g)
-    return torch.stack(grads, dim=1), logits.detach()
+    return torch.stack(grads, dim=1), scores.detach()
 
 
 def accumulate(job: Job, make: Make, total: int, reduce: Reduce) -> torch.Tensor:
@@ -58,10 +59,10 @@ def accumulate(job: Job, make: Make, total: int, reduce: Reduce) -> torch.Tensor
 
 
 def logits_of(job: Job, inputs: torch.Tensor) -> torch.Tensor:
-    """Target logits ``(n, T)`` without gradients (counted as forward passes)."""
+    """The targets' raw scores ``(n, T)`` (a classifier's logits) without gradients (counted as forward passes)."""
 
     def step(start: int, stop: int) -> tuple[torch.Tensor, int]:
         with torch.no_grad():
-            return job.classifier.logits(inputs[start:stop])[:, job.targets].float(), stop - start
+            return job.objective(job.classifier.logits(inputs[start:stop])).float(), stop - start
 
     return torch.cat(job.engine.run(step, inputs.shape[0], tune=False))

@@ -57,6 +57,7 @@ class AttentionRollout(Method):
         "one forward pass, the same map for every class (not class-specific)."
     )
     requires = Capability.TOKENS | Capability.LAYERS
+    target_specific = False  # attention is read, not a target's score: every target gets the same map
 
     head_fusion: str = param(
         "mean", "how each layer's attention heads are combined into one", choices=("mean", "max", "min")
@@ -87,4 +88,4 @@ class AttentionRollout(Method):
         p = layout.prefix
         row = r[0, p:] if layout.class_token else r[p:, p:].mean(0)
         heat = row.float().reshape(layout.grid)
-        return Attribution(maps=heat[None].expand(len(job.targets), -1, -1).clone())
+        return Attribution(maps=heat[None].expand(len(job.objective), -1, -1).clone())

@@ -10,15 +10,23 @@ and web form are generated from those declarations.
 from __future__ import annotations
 
 import dataclasses
+import difflib
+import hashlib
+import math
 from dataclasses import dataclass, field
 from typing import Any, Callable, ClassVar, Iterable
 
 import torch
 
-from ..capabilities import Capability, names
+from ..capabilities import Capability, ModelKind, every_kind, kind_names, names
 from ..engine import Engine
 from ..errors import MethodError
 from ..models.classifier import Classifier
+from ..objectives import Objective
+
+#: Where a method's parameters are given: the Python API, the ``explain``, ``batch`` and ``compare``
+#: commands, and the web page. A parameter may declare another default for some of them (``param``).
+FRONT_ENDS = ("python", "explain", "batch", "compare", "web")
 
 
 def param(
@@ -29,18 +37,26 @@ def param(
     low: float | None = None,
     high: float | None = None,
     group: str = "",
+    front_ends: dict[str, Any] | None = None,
 ) -> Any:
     """Declare a method hyper-parameter: its default, what it means, and its valid range.
 
     ``group`` names a shared declaration (see ``methods/_params.py``): parameters
     of one group mean the same thing in every method that takes them.
+    ``front_ends``: the default in the front-ends of :data:`FRONT_ENDS` where it
+    differs from ``default`` (the Python API's), declared here so that every
+    listing, help text and form shows what that front-end really uses.
     """
+    unknown = set(front_ends or {}) - set(FRONT_ENDS)
+    if unknown:
+        raise ValueError(f"front_ends: {sorted(unknown)} are not front-ends ({', '.join(FRONT_ENDS)})")
     meta = {
         "help": help,
         "choices": tuple(choices) if choices is not None else None,
         "low": low,
         "high": high,
         "group": group,
+        "front_ends": dict(front_ends or {}),
     }
     return field(default=default, metadata=meta)
 
@@ -57,28 +73,46 @@ class ParamInfo:
     low: float | None
     high: float | None
     group: str = ""
+    #: defaults that differ from ``default`` in some front-ends (see :data:`FRONT_ENDS`)
+    front_ends: dict[str, Any] = field(default_factory=dict)
 
-    def to_dict(self) -> dict[str, Any]:
-        return {
+    def default_for(self, front_end: str = "python") -> Any:
+        """The value this parameter takes in ``front_end`` when it is not given."""
+        if front_end not in FRONT_ENDS:
+            raise ValueError(f"{front_end!r}: not a front-end ({', '.join(FRONT_ENDS)})")
+        return self.front_ends.get(front_end, self.default)
+
+    def to_dict(self, front_end: str = "python") -> dict[str, Any]:
+        """JSON-ready; ``default`` is ``front_end``'s, ``defaults`` every front-end's when they differ."""
+        out = {
             "group": self.group or None,
             "name": self.name,
             "type": self.type.__name__,
-            "default": self.default,
+            "default": self.default_for(front_end),
             "help": self.help,
             "choices": list(self.choices) if self.choices else None,
             "min": self.low,
             "max": self.high,
         }
+        if self.front_ends:
+            out["defaults"] = {f: self.default_for(f) for f in FRONT_ENDS}
+        return out
 
 
 @dataclass
 class Job:
-    """What a method needs to explain one image."""
+    """What a method needs to explain one image.
+
+    A method scores inputs with ``objective`` (through ``engine``, or by
+    calling it on the model's differentiable output for gradients) and never
+    looks inside the model's output: what a target is (a class, a label, a
+    detection) is the objective's business.
+    """
 
     classifier: Classifier
     image: torch.Tensor  # (3, H, W) in [0, 1] at the model's input size, on its device
-    targets: torch.Tensor  # (T,) long class indices
-    probs: torch.Tensor  # (C,) the model's probabilities on the unmasked image
+    objective: Objective  # the model's output -> scores (n, T), one column per target
+    reference: torch.Tensor  # (T,) the objective's scores on the unmasked image
     engine: Engine
     generator: torch.Generator  # on the device; the only source of randomness
     #: called by sampling methods after each round with the running maps ``(T, h, w)``
@@ -100,6 +134,12 @@ class Attribution:
 
 _TYPES = {"int": int, "float": float, "str": str, "bool": bool}
 
+#: Most samples (masks, noisy copies, coalitions, path points) a method may draw: each is a forward
+#: pass, and its bookkeeping (a mask grid, a row of a design matrix) is held until the map is made.
+MAX_SAMPLES = 100_000
+#: Longest window or stride in pixels: the longest image side patchlens reads (``images.SIDE_LIMIT``).
+MAX_SIDE = 65_535
+
 
 @dataclass(frozen=True)
 class Method:
@@ -109,6 +149,12 @@ class Method:
     summary: ClassVar[str] = ""
     #: what the model must offer (black-box methods need only scores).
     requires: ClassVar[Capability] = Capability.SCORES
+    #: the kinds of model it explains: every kind unless it says otherwise, since a method sees a
+    #: model only through the objective of its targets (:mod:`patchlens.objectives`).
+    models: ClassVar[ModelKind] = every_kind()
+    #: whether the map depends on the target; False for a method that gives one map per image
+    #: (the same for every class or label explained).
+    target_specific: ClassVar[bool] = True
     #: whether the method draws random numbers (seed matters).
     stochastic: ClassVar[bool] = False
     #: parameters added after results were first stored, with the value those older results were
@@ -142,6 +188,8 @@ class Method:
                 value = float(value)
             if info.type in (int, float) and (isinstance(value, bool) or not isinstance(value, info.type)):
                 raise MethodError(f"{self.name}: {info.name}={value!r} must be a number ({info.type.__name__})")
+            if info.type is float and not math.isfinite(value):  # NaN passes every comparison with a bound
+                raise MethodError(f"{self.name}: {info.name}={value!r} must be a finite number")
             if info.type is str and not isinstance(value, str):
                 raise MethodError(f"{self.name}: {info.name}={value!r} must be text")
             if info.choices and value not in info.choices:
@@ -156,6 +204,18 @@ class Method:
 
     def validate(self) -> None:
         """Checks that involve more than one parameter; raise MethodError."""
+
+    @classmethod
+    def with_defaults(cls, params: dict[str, Any], front_end: str) -> dict[str, Any]:
+        """``params`` completed with the defaults ``front_end`` declares for parameters not given.
+
+        Parameters whose default is the same everywhere are left out, so a stored
+        record keeps the parameters the user chose plus those the front-end chose.
+        """
+        if front_end not in FRONT_ENDS:
+            raise ValueError(f"{front_end!r}: not a front-end ({', '.join(FRONT_ENDS)})")
+        filled = {p.name: p.front_ends[front_end] for p in cls.parameters() if p.name not in params and front_end in p.front_ends}
+        return {**params, **filled}
 
     @classmethod
     def parameters(cls) -> list[ParamInfo]:
@@ -174,6 +234,7 @@ class Method:
                     low=f.metadata.get("low"),
                     high=f.metadata.get("high"),
                     group=f.metadata.get("group", ""),
+                    front_ends=dict(f.metadata.get("front_ends", {})),
                 )
             )
         return out
@@ -181,6 +242,26 @@ class Method:
     def params(self) -> dict[str, Any]:
         """This value's hyper-parameters, for provenance."""
         return dataclasses.asdict(self)
+
+    def variant(self, seed: int | None = 0) -> str:
+        """The parameters (and seed) that are no front-end's default, short enough for a file name.
+
+        ``"n_masks2000_grid5"``, ``"seed3"``, or ``""`` for a run with defaults; past 40
+        characters a hash of them (``"p1a2b3c4d"``), so two runs differ in name exactly
+        when they differ in what was chosen.
+        """
+        parts = []
+        for info in self.parameters():
+            value = getattr(self, info.name)
+            if value == info.default or value in info.front_ends.values():
+                continue
+            parts.append(f"{info.name}{value:g}" if isinstance(value, float) else f"{info.name}{value}")
+        if self.stochastic and seed:
+            parts.append(f"seed{seed}")
+        text = "_".join(parts)
+        if len(text) > 40:
+            return "p" + hashlib.sha1(text.encode()).hexdigest()[:8]
+        return text
 
     def attribute(self, job: Job) -> Attribution:
         raise NotImplementedError
@@ -230,15 +311,22 @@ def registry() -> dict[str, type[Method]]:
     return dict(sorted(_REGISTRY.items()))
 
 
-def catalogue() -> dict[str, dict[str, Any]]:
-    """The registered methods: ``{name: {"summary", "kind", "requires", "stochastic", "parameters": [...]}}``."""
+def catalogue(front_end: str = "python") -> dict[str, dict[str, Any]]:
+    """The registered methods: ``{name: {"summary", "kind", "requires", "models", "per_target", "stochastic", "parameters"}}``.
+
+    ``models``: the kinds of model it explains (classifiers, multi-label classifiers...);
+    ``per_target``: whether each target gets its own map; each parameter's ``default``
+    is the one ``front_end`` uses (the web page lists the web's).
+    """
     return {
         name: {
             "summary": cls.summary,
             "kind": cls.kind(),
             "requires": names(cls.requires),
+            "models": kind_names(cls.models),
+            "per_target": cls.target_specific,
             "stochastic": cls.stochastic,
-            "parameters": [p.to_dict() for p in cls.parameters()],
+            "parameters": [p.to_dict(front_end) for p in cls.parameters()],
         }
         for name, cls in registry().items()
     }
@@ -247,7 +335,9 @@ def catalogue() -> dict[str, dict[str, Any]]:
 def get_method(name: str) -> type[Method]:
     methods = registry()
     if name not in methods:
-        raise MethodError(f"{name}: unknown method; available: {', '.join(methods)}")
+        close = difflib.get_close_matches(str(name).strip().lower(), list(methods), n=1, cutoff=0.6)
+        hint = f" (did you mean {close[0]}?)" if close else ""
+        raise MethodError(f"{name}: unknown method{hint}; available: {', '.join(methods)}")
     return methods[name]
 
 

@@ -19,9 +19,9 @@ import torch
 from ..engine import FeatureMasks, make_baseline
 from ..errors import MethodError
 from . import _params as shared
-from ._features import constrained_shapley, count_regions, paint, regions, shapley_coalitions
+from ._features import check_design, constrained_shapley, count_regions, paint, regions, shapley_coalitions
 from ._sampling import SamplingMethod
-from .base import Job, param, register
+from .base import MAX_SAMPLES, Job, param, register
 
 
 @dataclass
@@ -43,7 +43,7 @@ class KernelShap(SamplingMethod):
     name = "kernelshap"
     summary = "Shapley values of image regions (how much each adds to the score, summing to the total) by weighted regression."
 
-    n_samples: int = param(500, "how many region on/off patterns to score, one forward pass each (all of them when 2^regions is no more)", low=2)
+    n_samples: int = param(500, "how many region on/off patterns to score, one forward pass each (all of them when 2^regions is no more)", low=2, high=MAX_SAMPLES)
     features: str = shared.features("slic")
     grid: int = shared.region_grid(7)
     baseline: str = shared.baseline()
@@ -52,6 +52,7 @@ class KernelShap(SamplingMethod):
     round_size: int = shared.round_size(100)
 
     def validate(self) -> None:
+        check_design(self.name, self.n_samples, f"n_samples={self.n_samples:,}", self.features, self.grid)
         k = self.grid * self.grid
         if self.features == "grid" and self.n_samples < k + 1:  # superpixels: checked once counted
             raise MethodError(f"kernelshap: n_samples={self.n_samples} is too few for {k} regions; use at least {k + 1}")
@@ -75,7 +76,7 @@ class KernelShap(SamplingMethod):
 
     def score_round(self, job: Job, state: _ShapState, start: int, stop: int) -> None:
         part = FeatureMasks(state.labels, state.coalitions[start:stop])
-        state.scores.append(job.engine.score_masks(state.image, state.baseline, part, job.targets, masking=self.masking))
+        state.scores.append(job.engine.score_masks(state.image, state.baseline, part, job.objective, masking=self.masking))
 
     def running_maps(self, state: _ShapState, used: int) -> torch.Tensor:
         state.values = constrained_shapley(state.coalitions[:used], torch.cat(state.scores), state.weights[:used])
@@ -100,12 +101,13 @@ class KernelShap(SamplingMethod):
 
     def extras(self, state: _ShapState, used: int) -> list[dict[str, Any]]:
         assert state.values is not None
-        scores = state.scores[0]
+        # the first two coalitions, each target's score: f(baseline), every region hidden; f(image) as scored
+        base_values, full_values = state.scores[0][0].tolist(), state.scores[0][1].tolist()
         return [
             {
                 "shapley_values": state.values[t].tolist(),
-                "base_value": float(scores[0, t]),  # f(baseline): every region hidden
-                "full_value": float(scores[1, t]),  # f(image) as scored; sum(shapley_values) = full - base
+                "base_value": float(base_values[t]),
+                "full_value": float(full_values[t]),  # sum(shapley_values) = full - base
                 "exact": state.exact and used == state.coalitions.shape[0],
                 "n_regions": state.regions,
             }

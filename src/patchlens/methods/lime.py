@@ -19,9 +19,9 @@ import torch
 
 from ..engine import FeatureMasks, make_baseline
 from . import _params as shared
-from ._features import lime_samples, lime_weights, paint, regions, weighted_ridge
+from ._features import check_design, lime_samples, lime_weights, paint, regions, weighted_ridge
 from ._sampling import SamplingMethod
-from .base import Job, param, register
+from .base import MAX_SAMPLES, Job, param, register
 
 
 @dataclass
@@ -42,16 +42,19 @@ class Lime(SamplingMethod):
     name = "lime"
     summary = "Fit a weighted linear model of the score to random on/off patterns of image regions; works on any model."
 
-    n_samples: int = param(500, "how many randomly masked copies to score (one forward pass each; more: steadier map)", low=2)
+    n_samples: int = param(500, "how many randomly masked copies to score (one forward pass each; more: steadier map)", low=2, high=MAX_SAMPLES)
     features: str = shared.features("slic")
     grid: int = shared.region_grid(7)
-    kernel_width: float = param(0.25, "how fast a copy's weight falls with its distance to the original (larger: all copies count alike)", low=1e-6)
+    kernel_width: float = param(0.25, "how fast a copy's weight falls with its distance to the original (larger: all copies count alike)", low=1e-6, high=1e3)
     distance: str = param("cosine", "distance from a copy to the original: cosine (as lime) or hamming (fraction of regions hidden)", choices=("cosine", "hamming"))
-    alpha: float = param(1.0, "ridge penalty on the coefficients (0: plain weighted least squares)", low=0.0)
+    alpha: float = param(1.0, "ridge penalty on the coefficients (0: plain weighted least squares)", low=0.0, high=1e6)
     baseline: str = shared.baseline()
     masking: str = shared.masking()
     converge: float = shared.converge()
     round_size: int = shared.round_size(100)
+
+    def validate(self) -> None:
+        check_design(self.name, self.n_samples, f"n_samples={self.n_samples:,}", self.features, self.grid)
 
     def passes(self, size: tuple[int, int] = (224, 224), image: torch.Tensor | None = None) -> int:
         return self.n_samples + 1
@@ -68,7 +71,7 @@ class Lime(SamplingMethod):
 
     def score_round(self, job: Job, state: _LimeState, start: int, stop: int) -> None:
         part = FeatureMasks(state.labels, state.samples[start:stop])
-        state.scores.append(job.engine.score_masks(state.image, state.baseline, part, job.targets, masking=self.masking))
+        state.scores.append(job.engine.score_masks(state.image, state.baseline, part, job.objective, masking=self.masking))
 
     def running_maps(self, state: _LimeState, used: int) -> torch.Tensor:
         # refit on every sample so far (the fit is tiny next to the forward passes)

@@ -14,7 +14,7 @@ import torch
 
 from ..engine import combine_masks, make_baseline
 from . import _params as shared
-from .base import Attribution, Job, Method, param, register
+from .base import MAX_SIDE, Attribution, Job, Method, param, register
 
 
 class WindowMasks:
@@ -50,8 +50,8 @@ class Occlusion(Method):
     name = "occlusion"
     summary = "Slide a grey (or blurred) window over the image; the map is how much the score drops."
 
-    window: int = param(32, "side of the square window that hides part of the image, in model-input pixels", low=1)
-    stride: int = param(16, "step between window positions, in pixels (smaller: sharper map, more passes)", low=1)
+    window: int = param(32, "side of the square window that hides part of the image, in model-input pixels", low=1, high=MAX_SIDE)
+    stride: int = param(16, "step between window positions, in pixels (smaller: sharper map, more passes)", low=1, high=MAX_SIDE)
     baseline: str = shared.baseline()
     masking: str = shared.masking()
 
@@ -65,8 +65,8 @@ class Occlusion(Method):
         window = min(self.window, h, w)  # a window larger than the image is clamped to it
         source = WindowMasks(h, w, window, self.stride, x.device)
         baseline = make_baseline(x, self.baseline, job.generator)
-        scores = job.engine.score_masks(x, baseline, source, job.targets, masking=self.masking)  # (K, T)
-        drops = job.probs[job.targets][None, :] - scores  # f(x) - f(x_k)
+        scores = job.engine.score_masks(x, baseline, source, job.objective, masking=self.masking)  # (K, T)
+        drops = job.reference[None, :] - scores  # f(x) - f(x_k)
         # combine_masks sums weights * mask, and our masks are 1 - window:
         # sum_k d_k * window_k = sum_k d_k - sum_k d_k * mask_k.
         kept = combine_masks(source, drops)  # (T, H, W)
@@ -74,4 +74,4 @@ class Occlusion(Method):
         summed = drops.sum(0)[:, None, None] - kept
         # Record what was actually used, which differs from params when the window was clamped.
         used = {"effective": {"window": window, "stride": self.stride, "windows": source.total}}
-        return Attribution(maps=summed / coverage.clamp_min(1), extras=[dict(used) for _ in range(len(job.targets))])
+        return Attribution(maps=summed / coverage.clamp_min(1), extras=[dict(used) for _ in range(len(job.objective))])

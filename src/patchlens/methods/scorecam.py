@@ -21,7 +21,7 @@ import torch.nn.functional as F
 from ..capabilities import Capability
 from ..engine import BASELINES, make_baseline
 from ._cam import LAYER_HELP, capture, extras
-from .base import Attribution, Job, Method, param, register
+from .base import MAX_SAMPLES, Attribution, Job, Method, param, register
 
 
 class ActivationMasks:
@@ -48,7 +48,8 @@ class ScoreCam(Method):
 
     layer: str = param("auto", LAYER_HELP)
     top_channels: int = param(
-        256, "score only this many channels, those with the highest mean activation (0: all; one pass each)", low=0
+        256, "score only this many channels, those with the highest mean activation (0: all; one pass each)", low=0,
+        high=MAX_SAMPLES,
     )
     baseline: str = param("black", "what the parts a feature map does not cover are replaced with", choices=BASELINES)
 
@@ -61,8 +62,8 @@ class ScoreCam(Method):
             acts = acts[keep]
         baseline = make_baseline(x, self.baseline, job.generator)
         source = ActivationMasks(acts, (int(x.shape[-2]), int(x.shape[-1])))
-        scores = job.engine.score_masks(x, baseline, source, job.targets)  # (K, T)
-        floor = job.engine.score_inputs(lambda a, b: baseline[None], 1, job.targets)  # (1, T)
+        scores = job.engine.score_masks(x, baseline, source, job.objective)  # (K, T)
+        floor = job.engine.score_inputs(lambda a, b: baseline[None], 1, job.objective)  # (1, T)
         weights = scores - floor
         cam = torch.relu(torch.einsum("kt,khw->thw", weights, acts))
-        return Attribution(maps=cam, extras=extras(cap, len(job.targets)))
+        return Attribution(maps=cam, extras=extras(cap, len(job.objective)))

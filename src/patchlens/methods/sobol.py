@@ -19,9 +19,9 @@ import torch
 
 from ..engine import FeatureMasks, make_baseline
 from . import _params as shared
-from ._features import count_regions, paint, regions
+from ._features import check_design, count_regions, paint, region_limit, regions
 from ._sampling import SamplingMethod
-from .base import Job, param, register
+from .base import MAX_SAMPLES, Job, param, register
 
 
 def jansen_total_indices(scores: torch.Tensor, n: int, k: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -52,13 +52,18 @@ class Sobol(SamplingMethod):
     summary = "Total Sobol indices: the share of the score's variance each region takes part in, from quasi-random soft masks."
 
     # 16 x (64 + 2) + 1 = 1,057 passes on the default 8 x 8 grid: about RISE's default cost (32 designs cost 2,113)
-    n_designs: int = param(16, "quasi-random designs; each costs (regions + 2) forward passes (a power of 2 balances the sequence best)", low=2)
+    n_designs: int = param(16, "quasi-random designs; each costs (regions + 2) forward passes (a power of 2 balances the sequence best)", low=2, high=MAX_SAMPLES)
     features: str = shared.features("grid")
     grid: int = shared.region_grid(8)
     baseline: str = shared.baseline()
     masking: str = shared.masking()
     converge: float = shared.converge()
     round_size: int = shared.round_size(8)
+
+    def validate(self) -> None:
+        # a round's design holds n x (K + 2) rows of K regions (one round is every design when not converging)
+        rows = self.n_designs * (region_limit(self.features, self.grid) + 2)
+        check_design(self.name, rows, f"n_designs={self.n_designs:,}", self.features, self.grid)
 
     def passes(self, size: tuple[int, int] = (224, 224), image: torch.Tensor | None = None) -> int:
         return self.n_designs * (count_regions(self.features, self.grid, image) + 2) + 1
@@ -82,7 +87,7 @@ class Sobol(SamplingMethod):
         c[idx, :, idx] = b.T
         design = torch.cat([a, b, c.reshape(k * len(a), k)])
         masks = FeatureMasks(state.labels, design)
-        state.scores.append(job.engine.score_masks(state.image, state.baseline, masks, job.targets, masking=self.masking))
+        state.scores.append(job.engine.score_masks(state.image, state.baseline, masks, job.objective, masking=self.masking))
 
     def running_maps(self, state: _SobolState, used: int) -> torch.Tensor:
         state.indices = jansen_total_indices(self._regrouped(state, state.scores), used, state.regions)

@@ -22,6 +22,7 @@ from dataclasses import dataclass
 import torch
 
 from ..engine import FeatureMasks, make_baseline
+from ..objectives import Objective
 from . import _params as shared
 from ._features import count_regions, regions
 from ._features import paint as paint_regions  # "paint" is also this method's parameter
@@ -60,13 +61,13 @@ class SubsetSelection(Method):
         labels, k = regions(x, self.features, self.grid)
         baseline = make_baseline(x, self.baseline, job.generator)
         values, extras = [], []
-        for t in range(len(job.targets)):
-            target = job.targets[t : t + 1]
+        for t in range(len(job.objective)):
+            target = job.objective.select(t)  # the search runs for one target at a time
 
-            def score(z: torch.Tensor, target: torch.Tensor = target) -> torch.Tensor:
+            def score(z: torch.Tensor, target: Objective = target) -> torch.Tensor:
                 return job.engine.score_masks(x, baseline, FeatureMasks(labels, z), target, masking=self.masking)[:, 0]
 
-            full = float(job.probs[target[0]])
+            full = float(job.reference[t])
             ranking, insertion = _search(score, k, full, x.device)
             # deletion: remove ranking[:j] for j = 1..K (the last is the bare baseline)
             order = torch.tensor(ranking, device=x.device)

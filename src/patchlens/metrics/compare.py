@@ -16,8 +16,8 @@ from ..images import ImageLike, LoadedImage, load_image
 from ..methods import Method, make_method
 from ..models import load_model
 from ..models.classifier import Classifier
-from ..targets import TargetSpec
-from ..validation import validate_run
+from ..objectives import TargetSpec
+from ..validation import check_metric_needs, validate_run
 from .base import Options, directions, get_metrics, registry
 from .budget import budgeted
 from .evaluate import EvaluationTable, evaluate
@@ -39,11 +39,13 @@ class Comparison:
     """The result of :func:`compare`: the metric table, the maps, and a ranking of the methods."""
 
     table: EvaluationTable
-    images: list[LoadedImage]
+    images: list[LoadedImage]  # one per row of ``explanations``: an image explained for several targets repeats
     methods: list[Method]
-    explanations: list[list[Explanation]]  # [image][method]
+    explanations: list[list[Explanation]]  # [image and target][method]
     model: str
     settings: dict[str, Any] = field(default_factory=dict)
+    #: images on which the target named nothing (``present`` with no label present), and why
+    skipped: list[str] = field(default_factory=list)
 
     def uninformative(self) -> list[Uninformative]:
         """Columns on which a sanity baseline scored as well as the best method (see :mod:`.sanity`)."""
@@ -91,6 +93,7 @@ class Comparison:
             lines.append(f"Deletion/insertion protocol: {described}.")
         flagged = self.uninformative()
         lines += [u.sentence for u in flagged]
+        lines += [f"Not explained: {why}." for why in self.skipped]
         if any(is_sanity_baseline(s["method"]) for s in self.table.summary("method")) and not flagged:
             lines.append("Sanity baselines (baseline:*) scored worse than the best method on every metric of the map.")
         return lines
@@ -121,7 +124,8 @@ class Comparison:
         )
         text += "".join(f"\n{note}\n" for note in self.notes())
         for img, exps in zip(self.images, self.explanations):
-            text += f"\n### {img.name}\n\n" + "".join(f"- {e.describe()}\n" for e in exps)
+            about = f" ({exps[0].objective.get('title') or exps[0].label})" if len(self.images) > len({i.name for i in self.images}) else ""
+            text += f"\n### {img.name}{about}\n\n" + "".join(f"- {e.describe()}\n" for e in exps)
         return text
 
     def save(self, out: str | Path) -> dict[str, Path]:
@@ -185,8 +189,11 @@ def compare(
 
     Args:
         methods: names (a comma list or a list) or Method values.
-        target: the class to explain on each image; a :class:`Mosaic` is
-            explained for its own target class unless ``target`` names another.
+        target: what to explain on each image, as for ``explain``: one class or
+            several (``topk:3``, ``present``, ``a,b``: every method explains each,
+            and each (image, target) pair is a row of the table); a
+            :class:`Mosaic` is explained for its own target class unless
+            ``target`` names another.
         budget: cut each named method down to about this many forward passes
             per image (see :func:`budgeted`).
         method_params: ``{method name: {parameter: value}}`` set explicitly.
@@ -196,11 +203,11 @@ def compare(
         **options: metric settings (``steps``, ``unit``, ...), see ``evaluate``.
     """
     from ..api import explain_one
-    from ..targets import names_several
 
-    get_metrics(list(metrics) if not isinstance(metrics, str) else metrics)  # fail before the slow part
-    if target is not None and names_several(target):
-        raise MethodError(f"target={target!r}: compare explains one class per image; run it once per class")
+    chosen = get_metrics(list(metrics) if not isinstance(metrics, str) else metrics)  # fail before the slow part
+    listed = list(images) if isinstance(images, (list, tuple)) else [images]
+    mosaics_only = bool(listed) and all(isinstance(i, Mosaic) for i in listed)  # a mosaic knows its regions
+    check_metric_needs(chosen, regions=regions is not None or mosaics_only, how="regions=[...]")
     kinds = parse_baselines(baselines)
     known = {f.name for f in dataclasses.fields(Options)}
     Options(**{k: v for k, v in options.items() if k in known})  # a bad protocol or option fails before the slow part
@@ -218,14 +225,29 @@ def compare(
     for v in values:  # a method the model cannot run, or a misspelled target: one error before any work
         validate_run(classifier, v, "top1" if target is None else target)
     items: list[Any] = list(images) if isinstance(images, (list, tuple)) else [images]
-    loaded, exps = [], []
-    for item in items:
+    per_region = list(regions) if isinstance(regions, (list, tuple)) and len(items) > 1 else None
+    loaded, exps, rows_items, rows_regions, skipped = [], [], [], [], []
+    for n, item in enumerate(items):
         mosaic = item if isinstance(item, Mosaic) else None
         img = load_image(mosaic.image, name=mosaic.name) if mosaic else load_image(item)
         goal: Any = mosaic.target if mosaic is not None and (target is None or target == "top1") else target
-        loaded.append(img)
-        row = [explain_one(classifier, img, v, target=goal, seed=seed, batch_size=batch_size, progress=progress)[0] for v in values]
-        exps.append(row + (baseline_explanations(row[0], kinds, seed or 0) if row else []))
-    table = evaluate(classifier, items, exps, metrics, regions=regions, batch_size=batch_size, progress=progress, **options)
+        # one list per method, one explanation per target: every method explains the same targets
+        # (they are resolved from the same unmasked output)
+        made = [explain_one(classifier, img, v, target=goal, seed=seed, batch_size=batch_size, progress=progress) for v in values]
+        if made and not made[0]:
+            skipped.append(made[0].note or f"{img.name}: the target names nothing")
+            continue
+        for t in range(len(made[0]) if made else 0):
+            row = [per_method[t] for per_method in made]
+            loaded.append(img)
+            rows_items.append(item)
+            rows_regions.append(per_region[n] if per_region is not None else regions)
+            exps.append(row + baseline_explanations(row[0], kinds, seed or 0))
+    if not exps:
+        raise MethodError(f"target={target!r}: named nothing to explain on any image ({'; '.join(skipped)})")
+    table = evaluate(
+        classifier, rows_items, exps, metrics, regions=rows_regions if len(exps) > 1 else rows_regions[0],
+        batch_size=batch_size, progress=progress, **options,
+    )
     settings = {"seed": seed, "budget": budget, "baselines": list(kinds), "protocol": "patchlens", **options}
-    return Comparison(table, loaded, values, exps, classifier.model_id, settings)
+    return Comparison(table, loaded, values, exps, classifier.model_id, settings, skipped)

@@ -21,6 +21,7 @@ import torch
 import torch.nn.functional as F
 
 from ..engine import Engine, patch_grid
+from ..objectives import Objective, class_objective, objective_from_record
 from .base import Case, MetricError, metric
 from .protocols import counts_per_step, get_protocol, rise_auc, substrate
 
@@ -67,7 +68,7 @@ def curve(
     engine: Engine,
     image: torch.Tensor,
     saliency: torch.Tensor,
-    target: int,
+    target: Objective | int,
     kind: str = "deletion",
     *,
     steps: int | None = 32,
@@ -80,6 +81,8 @@ def curve(
 ) -> tuple[np.ndarray, np.ndarray]:
     """The deletion or insertion curve ``(x, probability)`` of ``saliency`` on ``image``.
 
+    ``target`` is the one-target objective the map explains (an explanation's
+    own: ``objective_from_record(exp.objective)``), or a class index.
     ``image`` is ``(3, H, W)`` at the model's input size; ``saliency`` any
     ``(h, w)`` map of the same photo (resized to ``H x W`` here). ``steps + 1``
     forward passes, scored in batches by ``engine``. With ``protocol="rise"``
@@ -100,7 +103,8 @@ def curve(
     base_kind = baseline or (chosen.deletion_substrate if kind == "deletion" else chosen.insertion_substrate)
     base = substrate(image, base_kind, engine.classifier, generator)
     source = RankMasks(rank, counts, revealed=kind == "insertion")
-    scores = engine.score_masks(image, base, source, torch.tensor([target], device=image.device))[:, 0]
+    objective = target if isinstance(target, Objective) else class_objective(engine.classifier, int(target))
+    scores = engine.score_masks(image, base, source, objective)[:, 0]
     return counts.cpu().numpy() / n, scores.cpu().numpy().astype(np.float64)
 
 
@@ -112,7 +116,7 @@ def _run(case: Case, kind: str) -> dict[str, float]:
     own = protocol.pixels_per_step is None  # only the patchlens protocol lets the baselines be chosen
     base = (o.deletion_baseline if kind == "deletion" else o.insertion_baseline) if own else None
     x, y = curve(
-        case.engine, case.image, torch.from_numpy(exp.saliency), exp.target, kind,
+        case.engine, case.image, torch.from_numpy(exp.saliency), objective_from_record(exp.objective), kind,
         steps=o.steps, unit=o.unit, patch=o.patch, baseline=base, generator=generator,
         protocol=o.protocol, pixels_per_step=o.pixels_per_step,
     )

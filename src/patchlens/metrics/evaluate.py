@@ -192,7 +192,7 @@ def _wrap_arrays(model: Any, images: Any, explanations: Any, target: Any) -> Any
         return explanations
     if images is None or target is None:
         raise MetricError("maps given as arrays need the images they explain and target= (the class each explains)")
-    from ..targets import resolve_targets
+    from ..objectives import resolve_objective
 
     classifier = load_model(model)
     image_list = list(images) if isinstance(images, (list, tuple)) else [images] * len(entries)
@@ -202,22 +202,28 @@ def _wrap_arrays(model: Any, images: Any, explanations: Any, target: Any) -> Any
     out: list[Any] = []
     for entry, image, goal in zip(entries, image_list, targets):
         loaded = load_image(image)
-        probs = classifier(resize(to_tensor(loaded.pixels).to(classifier.device), classifier.input_size)[None])[0]
-        (index,) = resolve_targets(goal, probs, classifier)[:1]
-        made = [_external(e, loaded, index, float(probs[index]), classifier) for e in (entry if isinstance(entry, (list, tuple)) else [entry])]
+        output = classifier(resize(to_tensor(loaded.pixels).to(classifier.device), classifier.input_size)[None])
+        objective = resolve_objective(goal, output, classifier)
+        if len(objective) == 0:
+            raise MetricError(f"{loaded.name}: target {goal!r} names nothing on this image ({objective.note})")
+        first = objective.select(0)  # a map explains one target: the first the spec names
+        found, score = first.records()[0], float(first(output)[0, 0])
+        made = [_external(e, loaded, found, score, classifier) for e in (entry if isinstance(entry, (list, tuple)) else [entry])]
         out.append(made if isinstance(entry, (list, tuple)) else made[0])
     return out[0] if single else out
 
 
-def _external(item: Any, loaded: Any, index: int, score: float, classifier: Any) -> Any:
-    """A map made elsewhere as an Explanation of class ``index`` on ``loaded`` (an Explanation passes through)."""
+def _external(item: Any, loaded: Any, found: dict[str, Any], score: float, classifier: Any) -> Any:
+    """A map made elsewhere as an Explanation of the target ``found`` (an objective's record) on ``loaded``
+    (an Explanation passes through)."""
     if not _is_map(item):
         return item
     saliency = np.asarray(item.detach().cpu() if hasattr(item, "detach") else item, dtype=np.float32)
     if not np.isfinite(saliency).all():
         raise MetricError(f"{loaded.name}: the map has NaN or infinite values")
     return Explanation(
-        saliency=saliency, target=index, label=classifier.label(index), score=score,
+        saliency=saliency, target=int(found["index"]), label=str(found["label"]), score=score,
         method="external", params={}, seed=None, model=classifier.model_id, forward_passes=0, seconds=0.0,
-        image_name=loaded.name, image=loaded.pixels,
+        image_name=loaded.name, image=loaded.pixels, objective=found,
+        score_is_probability=getattr(classifier, "outputs_probabilities", True),
     )

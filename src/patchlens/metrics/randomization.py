@@ -20,6 +20,7 @@ from ..images import load_image
 from ..methods import Method, make_method
 from ..models.classifier import Classifier
 from ..models.torch_module import TorchClassifier
+from ..objectives import objective_from_record
 from .base import Case, MetricError, metric
 
 
@@ -89,7 +90,8 @@ def randomization(
         for layer in found[done:upto]:
             _reinitialise(layer, generator)
         done = upto
-        new = explain_one(clone, image, method, target=explanation.target, seed=explanation.seed, batch_size=batch_size)[0]
+        target = objective_from_record(explanation.objective)  # the same target, on the changed model
+        new = explain_one(clone, image, method, target=target, seed=explanation.seed, batch_size=batch_size)[0]
         rhos.append(spearman(original, np.abs(new.saliency) if absolute else new.saliency))
         fractions.append(done / len(found))
     return np.array(fractions), np.array(rhos)

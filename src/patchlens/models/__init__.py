@@ -32,8 +32,8 @@ MODEL_SPECS: dict[str, str] = {
     "onnx:<path>": "an ONNX file, run with onnxruntime (pip install 'patchlens[onnx]')",
     "torchscript:<path>": "a TorchScript file saved with torch.jit.save",
     "http(s)://HOST/v2/models/<name>": "a model behind an Open Inference Protocol v2 server (KServe, Triton, MLServer, patchlens serve-model); /v1/models/<name>: KServe v1",
-    "<nn.Module>": "(Python) any torch module; options mean, std, input_size, labels, softmax",
-    "<callable>": "(Python) any function batch -> scores, the black-box case; options input_size, labels, numpy, softmax, probabilities",
+    "<nn.Module>": "(Python) any torch module; options mean, std, input_size, labels, activation",
+    "<callable>": "(Python) any function batch -> scores, the black-box case; options input_size, labels, numpy, activation, probabilities",
 }
 
 
@@ -69,7 +69,12 @@ def load_model(
     ``"onnx:<path>"``, ``"torchscript:<path>"``, a ``torch.nn.Module``, a
     Python callable (the black-box case), or a Classifier (returned as is).
     ``options`` go to the adapter (``device``, ``mean``, ``std``,
-    ``input_size``, ``labels``, ``softmax``, ``numpy``, ``pretrained``, ...).
+    ``input_size``, ``labels``, ``activation``, ``numpy``, ``pretrained``, ...).
+    ``activation``: ``"softmax"`` (competing classes), ``"sigmoid"``
+    (independent labels: a multi-label model), ``"none"`` (the outputs as they
+    are) or ``"auto"`` (the adapter's own default: softmax for torch modules
+    and files, none for callables and remote models); ``softmax=True``/``False``
+    still work.
 
     ``runtime``: ``"auto"`` runs a torch model's forward passes in ONNX Runtime
     on a CPU when its scores match torch's (the file exported once and cached,

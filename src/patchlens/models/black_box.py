@@ -8,6 +8,7 @@ import numpy as np
 import torch
 
 from ..errors import ModelError
+from .activation import choose_activation
 from .classifier import Classifier
 
 
@@ -20,11 +21,14 @@ class CallableClassifier(Classifier):
             in [0, 1]. It may return a torch tensor, numpy array or nested lists.
         input_size: ``(H, W)`` or an int; the images it is shown are resized to it.
         labels: class names.
-        softmax: apply softmax to what it returns (set when it returns logits).
+        activation: what patchlens applies to what it returns: "softmax" (it returns logits of
+            competing classes), "sigmoid" (logits of independent labels: a multi-label model),
+            "none" or "auto" (none: its scores are explained as they are, after the check below).
+        softmax: the older switch: True is activation "softmax".
         numpy: hand it numpy arrays in HWC order instead of tensors.
-        probabilities: what its scores are. None (the default): checked on every
-            call; scores that cannot be probabilities (negative, above 1, or
-            integers) are refused with a ModelError that says what to pass, and
+        probabilities: what its scores are, when patchlens applies no activation. None (the
+            default): checked on every call; scores that cannot be probabilities (negative,
+            above 1, or integers) are refused with a ModelError that says what to pass, and
             rows in [0, 1] that do not sum to 1 are kept as plain scores.
             False: plain scores, explained as they are. True: trust them.
 
@@ -43,7 +47,8 @@ class CallableClassifier(Classifier):
         *,
         input_size: int | tuple[int, int] = 224,
         labels: Sequence[str] | None = None,
-        softmax: bool = False,
+        activation: str = "auto",
+        softmax: bool | None = None,
         numpy: bool = False,
         device: str | torch.device = "cpu",
         model_id: str | None = None,
@@ -54,12 +59,12 @@ class CallableClassifier(Classifier):
         self.fn = fn
         self.input_size = (input_size, input_size) if isinstance(input_size, int) else tuple(input_size)  # type: ignore[assignment]
         self.labels = list(labels) if labels is not None else None
-        self.softmax = softmax
         self.numpy = numpy
         self.device = torch.device(device)
         self.model_id = str(model_id or getattr(fn, "__name__", type(fn).__name__))
+        self.activation = choose_activation(activation, softmax, "none", self.model_id)
         self.probabilities = probabilities
-        self.outputs_probabilities = bool(softmax) or probabilities is not False
+        self.outputs_probabilities = self.activation != "none" or probabilities is not False
 
     def _scores(self, x: torch.Tensor) -> torch.Tensor:
         # A copy, so that in-place changes by the function cannot reach the image being explained.
@@ -76,11 +81,9 @@ class CallableClassifier(Classifier):
                 raise ModelError(f"{self.model_id}: model returned something that is not an array of scores") from None
         if isinstance(out, torch.Tensor):
             out = out.detach().to(x.device, torch.float32)  # an output that requires grad is still just scores
-            if self.softmax and out.ndim == 2:
-                out = out.softmax(dim=1)
-            elif out.ndim == 2 and out.numel() and self.probabilities is None:
+            if self.activation == "none" and out.ndim == 2 and out.numel() and self.probabilities is None:
                 self._check_probabilities(out, integers)
-        return out  # type: ignore[return-value]
+        return out  # type: ignore[return-value]  # activated and checked by Classifier.__call__
 
     def _check_probabilities(self, out: torch.Tensor, integers: bool) -> None:
         """Refuse scores that cannot be probabilities; note rows that are not a distribution."""
@@ -88,8 +91,9 @@ class CallableClassifier(Classifier):
         if integers or low < 0 or high > 1 + 1e-4:
             found = "integers" if integers else f"values from {low:.4g} to {high:.4g}"
             raise ModelError(
-                f"{self.model_id}: returned scores that are not probabilities ({found}); pass softmax=True if they "
-                "are logits, or probabilities=False to explain them as plain scores"
+                f"{self.model_id}: returned scores that are not probabilities ({found}); pass softmax=True "
+                "(activation='softmax') if they are logits, activation='sigmoid' if they are logits of independent "
+                "labels, or probabilities=False to explain them as plain scores"
             )
         sums = out.sum(dim=1)
         if not torch.allclose(sums, torch.ones_like(sums), atol=1e-3):

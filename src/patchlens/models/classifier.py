@@ -1,9 +1,13 @@
 """The one model interface that every method and metric uses.
 
 A :class:`Classifier` takes a float32 batch ``(N, 3, H, W)`` with values in
-[0, 1] at its ``input_size`` and returns class probabilities ``(N, C)``.
-Normalisation and any other preprocessing live inside it, so methods compose
-masks in plain pixel space and never need to know the model's conventions.
+[0, 1] at its ``input_size`` and returns the model's answer for it: for a
+classifier, class scores ``(N, C)`` with the model's declared activation
+applied (see :mod:`.activation`). Normalisation and any other preprocessing
+live inside it, so methods compose masks in plain pixel space and never need
+to know the model's conventions. What a score *is* (a class, a label, later a
+detection) is not the adapter's business: an objective (:mod:`patchlens.objectives`)
+turns the answer into one score per target.
 """
 
 from __future__ import annotations
@@ -15,9 +19,11 @@ from typing import TYPE_CHECKING, Sequence
 
 import torch
 
-from ..capabilities import Capability
+from ..capabilities import Capability, ModelKind
 from ..errors import MethodError, ModelError
 from ..images import resize
+from .activation import activate
+from .outputs import primary
 
 if TYPE_CHECKING:
     from .vit import TokenView
@@ -63,25 +69,52 @@ class Classifier:
     autocast_dtype: torch.dtype | None = None
     #: whether the scores are class probabilities (titles say "p") or plain scores ("score").
     outputs_probabilities: bool = True
+    #: what :meth:`activate` applies to the raw class scores: "softmax", "sigmoid" or "none"
+    #: (declared once, by the adapter, from ``load_model(..., activation=...)``).
+    activation: str = "none"
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
-        """Class probabilities ``(N, C)`` (float32) for a batch ``(N, 3, H, W)`` in [0, 1]."""
+        """The model's answer (class scores ``(N, C)``, float32, activated) for a batch ``(N, 3, H, W)`` in [0, 1]."""
         if x.ndim != 4 or x.shape[1] != 3:
             raise ModelError(f"{self.model_id}: expected a batch of shape (N, 3, H, W), got {tuple(x.shape)}")
         x = resize(x.to(self.device, torch.float32), self.input_size)
         with torch.inference_mode():
             out = self._scores(x)
-        return self.check_scores(out, x.shape[0])
+        return self.check_output(self.activate(primary(out)), x.shape[0])
 
     # -- to implement ---------------------------------------------------------
     def _scores(self, x: torch.Tensor) -> torch.Tensor:
+        """The model's raw answer for a batch at the input size, before the activation."""
         raise NotImplementedError
+
+    # -- the answer ------------------------------------------------------------------
+    def activate(self, out: object) -> object:
+        """``out`` with the declared :attr:`activation` applied: the one place any adapter's scores are activated."""
+        return activate(self.activation, out)
+
+    @property
+    def softmax(self) -> bool:
+        """Whether the activation is a softmax (the option's name before ``activation`` existed)."""
+        return self.activation == "softmax"
+
+    @softmax.setter
+    def softmax(self, value: bool) -> None:  # adapters written before ``activation`` set this flag
+        self.activation = "softmax" if value else "none"
+
+    @property
+    def model_kind(self) -> ModelKind:
+        """What kind of answer the model gives: independent labels under a sigmoid, competing classes otherwise."""
+        return ModelKind.MULTI_LABEL if self.activation == "sigmoid" else ModelKind.CLASSIFIER
 
     # -- what this model offers ----------------------------------------------------
     @property
     def capabilities(self) -> Capability:
         """What methods may ask of this model (see :mod:`patchlens.capabilities`)."""
         return Capability.SCORES
+
+    def lacks(self, flag: Capability) -> str | None:
+        """Why this model does not offer ``flag``, when the generic reason would mislead (None: the generic one)."""
+        return None
 
     @property
     def batch_policy(self) -> BatchSizePolicy:
@@ -109,7 +142,7 @@ class Classifier:
         raise MethodError(f"masking='tokens': {self.model_id} is not a timm Vision Transformer; use masking='pixels'")
 
     def score_tokens(self, view: TokenView, keep: torch.Tensor) -> torch.Tensor:
-        """Class probabilities ``(n, C)`` of the image of ``view`` with only the patch tokens in ``keep``
+        """The model's answer (class scores ``(n, C)``, activated) for the image of ``view`` with only the patch tokens in ``keep``
         ``(n, patches)`` bool, through the same checks as :meth:`__call__`."""
         raise MethodError(f"masking='tokens': {self.model_id} is not a timm Vision Transformer; use masking='pixels'")
 
@@ -131,10 +164,17 @@ class Classifier:
             return self.labels[index]
         return f"class {index}"
 
+    def check_output(self, out: object, n: int) -> torch.Tensor:
+        """The model's answer for a batch of ``n``, checked: a classifier's is :meth:`check_scores`.
+
+        An adapter whose model answers with something else (a detector's
+        detections) overrides this; the engine only counts and passes it on.
+        """
+        return self.check_scores(out, n)
+
     def check_scores(self, out: object, n: int) -> torch.Tensor:
         """``out`` as float32 scores ``(n, C)``, or a ModelError saying what is wrong with it."""
-        if isinstance(out, (tuple, list)) and len(out) > 0 and isinstance(out[0], torch.Tensor):
-            out = out[0]
+        out = primary(out)
         if not isinstance(out, torch.Tensor):
             try:
                 out = torch.as_tensor(out)

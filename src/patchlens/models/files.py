@@ -12,6 +12,7 @@ import numpy as np
 import torch
 
 from ..errors import ModelError
+from .activation import choose_activation
 from .classifier import Classifier
 from .imagenet import imagenet_labels
 from .runtime import available_cores
@@ -46,7 +47,8 @@ class OnnxClassifier(Classifier):
         std: Sequence[float] = IMAGENET_STD,
         input_size: int | tuple[int, int] | None = None,
         labels: Sequence[str] | None = None,
-        softmax: bool = True,
+        activation: str = "auto",
+        softmax: bool | None = None,
         providers: Sequence[str] | None = None,
         **_: object,
     ) -> None:
@@ -75,9 +77,9 @@ class OnnxClassifier(Classifier):
         self.fixed_batch = shape[0] if isinstance(shape[0], int) else None
         self.mean = np.asarray(mean, np.float32).reshape(1, 3, 1, 1)
         self.std = np.asarray(std, np.float32).reshape(1, 3, 1, 1)
-        self.softmax = softmax
-        self.outputs_probabilities = bool(softmax)
         self.model_id = f"onnx:{path}"
+        self.activation = choose_activation(activation, softmax, "softmax", self.model_id)
+        self.outputs_probabilities = self.activation != "none"
         out_shape = self.session.get_outputs()[0].shape
         n_out = out_shape[-1] if out_shape and isinstance(out_shape[-1], int) else None
         if labels is None and n_out == 1000:
@@ -130,8 +132,7 @@ class OnnxClassifier(Classifier):
                 out = self._run(batch)
         except Exception as exc:
             raise ModelError(f"{self.model_id}: onnxruntime failed: {str(exc).splitlines()[0]}") from None
-        t = torch.from_numpy(np.asarray(out, np.float32)).to(x.device)
-        return t.softmax(1) if self.softmax and t.ndim == 2 else t
+        return torch.from_numpy(np.asarray(out, np.float32)).to(x.device)  # activated by Classifier.__call__
 
     def _run(self, batch: np.ndarray) -> np.ndarray:
         spinning, kind = self.threading.next_batch(len(batch))

@@ -213,10 +213,12 @@ def rise_map(classifier: Classifier, image: torch.Tensor, target: int, n_masks: 
     from ..engine import Engine  # the check is a map, as users get it: the engine and RISE, imported on first use
     from ..methods.base import Job
     from ..methods.rise import Rise
+    from ..objectives.classes import class_objective
 
     engine = Engine(classifier, batch_size=25)
+    objective = class_objective(classifier, target)
     job = Job(
-        classifier=classifier, image=image, targets=torch.tensor([target]), probs=engine.score_one(image),
+        classifier=classifier, image=image, objective=objective, reference=objective(engine.output_of(image))[0],
         engine=engine, generator=torch.Generator().manual_seed(seed),
     )
     return Rise(n_masks=n_masks).attribute(job).maps[0]

@@ -14,6 +14,11 @@ calls its one ``_swish`` after the stem and again before the head), so a name
 alone may not say which output was read. ``name@k`` names the k-th call (from
 1); the layer a result records is always unambiguous, and a bare name that ran
 several times is refused.
+
+What a user types is parsed once, by :func:`parse_layer`, and read by one
+:class:`LayerReader`, both when a CAM method runs and when a run is checked
+before its first image (``patchlens.validation``), so the two accept the same
+layers.
 """
 
 from __future__ import annotations
@@ -21,6 +26,8 @@ from __future__ import annotations
 import difflib
 from collections import Counter
 from collections.abc import Callable
+from dataclasses import dataclass
+from types import TracebackType
 from typing import Any
 
 import torch
@@ -61,6 +68,26 @@ def find_layer(module: torch.nn.Module, name: str) -> torch.nn.Module:
     raise MethodError(f"layer={name!r}: the model has no such layer; valid names include {', '.join(hint)}")
 
 
+@dataclass(frozen=True)
+class LayerSpec:
+    """A layer as the user named it: ``name`` (None for ``"auto"``) and which ``call`` of it (None: its only one)."""
+
+    text: str
+    name: str | None
+    call: int | None
+
+
+def parse_layer(text: str) -> LayerSpec:
+    """The one parser of a layer name: ``"auto"``, ``"layer4"``, ``"_swish@2"`` (the module's second call)."""
+    if not isinstance(text, str) or not text.strip():
+        raise MethodError(f"layer={text!r}: give 'auto' or a module name such as layer4 or features.7")
+    text = text.strip()
+    if text == "auto":
+        return LayerSpec(text, None, None)
+    name, call = split_call(text)
+    return LayerSpec(text, name, call)
+
+
 def split_call(spec: str) -> tuple[str, int | None]:
     """``"blocks.3@2"`` -> ``("blocks.3", 2)``; ``"layer4"`` -> ``("layer4", None)``."""
     name, at, call = spec.rpartition("@")
@@ -69,6 +96,66 @@ def split_call(spec: str) -> tuple[str, int | None]:
     if not call.isdigit() or int(call) < 1:
         raise MethodError(f"layer={spec!r}: after '@' give which call of the module to read, counting from 1 (as in {name}@1)")
     return name, int(call)
+
+
+class LayerReader:
+    """Temporary hooks that read the layer ``spec`` names during one forward pass of ``module``.
+
+    Use as a context manager around the forward pass (hooks are removed on the
+    way out, also after an error), then :meth:`read` the layer: its
+    unambiguous name and its output, or the one MethodError that says why it
+    cannot be read (no such layer, it did not run, it ran fewer times than
+    ``@k``, its name alone is ambiguous, its output is not a tensor).
+    """
+
+    def __init__(self, module: torch.nn.Module, spec: LayerSpec) -> None:
+        self.module, self.spec = module, spec
+        self.name = auto_layer(module) if spec.name is None else spec.name  # a ViT's automatic layer has a name
+        self.call = spec.call if spec.name is not None else None
+        # Automatic choice: every hook keeps overwriting, so the last spatial map to finish wins.
+        self.recorder = LayerRecorder(automatic=self.name is None, call=self.call)
+        self.handles: list[Any] = []
+
+    def __enter__(self) -> LayerReader:
+        try:
+            if self.name is None:  # a CNN with layer="auto": watch every submodule during this one pass
+                for sub_name, sub in self.module.named_modules():
+                    if sub_name:
+                        self.handles.append(sub.register_forward_hook(self.recorder.hook(sub_name)))
+            else:
+                self.handles.append(find_layer(self.module, self.name).register_forward_hook(self.recorder.hook(self.name)))
+        except BaseException:
+            self.close()
+            raise
+        return self
+
+    def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> None:
+        self.close()
+
+    def close(self) -> None:
+        for handle in self.handles:
+            handle.remove()
+        self.handles = []
+
+    def read(self, model_id: str) -> tuple[str, torch.Tensor]:
+        """After the forward pass: the layer's unambiguous name (``name@k`` when it ran several times) and its output."""
+        state, name = self.recorder, self.name
+        if state.output is None:
+            raise MethodError(
+                f"layer={self.spec.text!r}: no spatial feature map (N, C, h, w) was produced by {model_id}"
+                if name is None
+                else f"layer={self.spec.text!r}: the module ran only {state.calls[name]} time(s) in one forward pass"
+                if self.call is not None and state.calls[name]
+                else f"layer={name!r}: the layer did not run during the forward pass"
+            )
+        resolved = state.resolved()  # refuses a name the model runs more than once
+        raw = state.output
+        if not isinstance(raw, torch.Tensor):
+            raise MethodError(f"layer={resolved!r}: its output is a {type(raw).__name__}, not a tensor")
+        return resolved, raw
+
+    def clear(self) -> None:
+        self.recorder.clear()
 
 
 class LayerRecorder:

@@ -2,7 +2,7 @@
 
 On a CPU, ONNX Runtime scores the same EfficientNet-Lite0 weights about four
 times faster than torch eager (benchmarks/RESULTS.md, "Runtimes"). The module
-is exported once, with normalisation and softmax inside the graph, and the file
+is exported once, with normalisation and the activation inside the graph, and the file
 is cached on disk under a key made of everything that changes the graph: the
 weights, the architecture, the input size, the adapter's settings and the
 export settings. A second load with the same key does not export again.
@@ -31,10 +31,10 @@ from typing import Any, Callable, Iterator
 import numpy as np
 import torch
 
-from .._paths import CACHE_ENV, cache_dir  # noqa: F401  (re-exported: the cache's users read it here)
 from ..capabilities import Capability
 from ..errors import ModelError
 from .classifier import Classifier
+from .export_cache import CACHE_ENV, cache_dir, mark_used, prune  # noqa: F401  (CACHE_ENV: re-exported)
 from .spinning import SpinningChoice, spinning_setting
 from .torch_module import TorchClassifier
 from .vit import TokenView
@@ -43,6 +43,12 @@ from .vit import TokenView
 OPSET = 17
 #: bump when the exported graph's contract changes (inputs, outputs, what is inside).
 EXPORT_FORMAT = 1
+
+
+def activation_key(classifier: TorchClassifier) -> object:
+    """The activation as the cache key holds it: the ``softmax`` flag it held before ``activation`` existed
+    (True, False), so the files exported then stay valid; any other activation by its name."""
+    return {"softmax": True, "none": False}.get(classifier.activation, classifier.activation)
 
 
 def export_key(classifier: TorchClassifier) -> str:
@@ -60,7 +66,7 @@ def export_key(classifier: TorchClassifier) -> str:
         classifier.input_size,
         classifier._mean.flatten().tolist(),
         classifier._std.flatten().tolist(),
-        classifier.softmax,
+        activation_key(classifier),
         OPSET,
         EXPORT_FORMAT,
         "torchscript-exporter",
@@ -89,7 +95,7 @@ def remembered_export_key(classifier: TorchClassifier) -> str:
         "input_size": list(classifier.input_size),
         "mean": classifier._mean.flatten().tolist(),
         "std": classifier._std.flatten().tolist(),
-        "softmax": classifier.softmax,
+        "softmax": activation_key(classifier),
         "class": f"{type(classifier).__module__}.{type(classifier).__qualname__}",
         "export": [OPSET, EXPORT_FORMAT, "torchscript-exporter", torch.__version__],
     }
@@ -107,22 +113,25 @@ def remembered_export_key(classifier: TorchClassifier) -> str:
 
 
 class _ScoringGraph(torch.nn.Module):
-    """What gets exported: [0, 1] pixels in, the classifier's scores out (normalisation and softmax inside)."""
+    """What gets exported: [0, 1] pixels in, the classifier's scores out (normalisation and activation inside).
+
+    The activation is the classifier's own :meth:`~patchlens.models.Classifier.activate`, traced into
+    the graph: ONNX Runtime's softmax differs from torch's in the last bits, and maps made with the
+    graph's must stay what they were.
+    """
 
     def __init__(self, classifier: TorchClassifier) -> None:
         super().__init__()
         self.module = classifier.module  # registered, so its weights become the graph's initializers
         self.plain = copy.copy(classifier)
         self.plain.autocast_dtype = None  # export the float32 graph whatever the torch side runs in
-        self.softmax = classifier.softmax
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        out = self.plain._forward(x)
-        return out.softmax(dim=1) if self.softmax and out.ndim == 2 else out
+        return self.plain.activate(self.plain._forward(x))  # type: ignore[return-value]
 
 
 def export_onnx(classifier: TorchClassifier, path: Path) -> None:
-    """Export ``classifier`` (module + normalisation + softmax) to ``path``, atomically.
+    """Export ``classifier`` (module + normalisation + activation) to ``path``, atomically.
 
     The TorchScript-based exporter (``dynamo=False``) is used because it needs
     only the ``onnx`` package; the newer exporter also needs onnxscript. The file
@@ -198,6 +207,7 @@ def cached_export(classifier: TorchClassifier) -> tuple[Path, bool]:
     stem = "".join(c if c.isalnum() or c in "-_" else "_" for c in classifier.model_id)[:40]
     path = cache_dir() / "onnx" / f"{stem}-{key[:24]}.onnx"
     if path.is_file():
+        mark_used(path)  # the size bound removes the least recently used exports first
         return path, False
     failed = path.with_name(path.stem + ".failed.json")
     stamp = _exporter_stamp()
@@ -216,6 +226,7 @@ def cached_export(classifier: TorchClassifier) -> tuple[Path, bool]:
         error = f"{type(exc).__name__}: {text.splitlines()[0][:200] if text else 'no message'}"
         _write_atomically(failed, json.dumps({"stamp": stamp, "error": error}))
         raise
+    prune(keep=path)  # the folder is bounded ($PATCHLENS_CACHE_MAX): each new export may push out old ones
     return path, True
 
 
@@ -312,6 +323,7 @@ class OnnxRuntimeClassifier(Classifier):
         self.model_id = torch_classifier.model_id
         self.autocast_dtype = torch_classifier.autocast_dtype
         self.outputs_probabilities = torch_classifier.outputs_probabilities
+        self.activation = torch_classifier.activation
         self.path, self.threads = path, threads
         if self.device.type == "cuda":
             if "CUDAExecutionProvider" not in ort.get_available_providers():
@@ -349,7 +361,7 @@ class OnnxRuntimeClassifier(Classifier):
                 logging.getLogger("patchlens").warning(
                     "patchlens: %s: the model's weights changed after export; scoring with torch from now on", self.model_id
                 )
-            return self.torch_classifier._scores(x)
+            return self.torch_classifier.activate(self.torch_classifier._scores(x))  # type: ignore[return-value]
         batch = x.detach().to("cpu", torch.float32).contiguous().numpy()
         spinning, kind = self.threading.next_batch(len(batch))
         tick = time.perf_counter()
@@ -361,6 +373,11 @@ class OnnxRuntimeClassifier(Classifier):
         finally:
             self.threading.timed(spinning, len(batch), time.perf_counter() - tick, kind)
         return torch.from_numpy(np.asarray(out, np.float32)).to(self.device)
+
+    def activate(self, out: object) -> object:
+        """The graph's output as it is: the graph ends in the torch classifier's own :meth:`activate`
+        (see :class:`_ScoringGraph`), so its scores are activated already, by the same function."""
+        return out
 
     # -- white-box access: the torch side ---------------------------------------
     @property
@@ -379,6 +396,9 @@ class OnnxRuntimeClassifier(Classifier):
     @property
     def capabilities(self) -> Capability:
         return self.torch_classifier.capabilities  # scores here; gradients, layers and tokens from torch
+
+    def lacks(self, flag: Capability) -> str | None:
+        return self.torch_classifier.lacks(flag)
 
     def input_mean(self) -> tuple[float, float, float]:
         return self.torch_classifier.input_mean()  # the same normalisation runs inside the exported graph

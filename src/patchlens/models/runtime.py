@@ -102,6 +102,15 @@ def runtime_record(classifier: object, *, white_box: bool = False) -> dict[str, 
     return record
 
 
+def runs_on(classifier: object) -> str:
+    """Where and by what a classifier's forward passes run, for a run's header: "cpu, torch", "remote: oip-v2, MLServer 1.7.1"."""
+    record = runtime_record(classifier)
+    if record.get("runtime") == "remote":
+        tensors = f", {record['tensors']} tensors" if record.get("tensors") else ""
+        return f"remote: {record.get('protocol')}, {record.get('server')}{tensors}"
+    return f"{getattr(classifier, 'device', 'cpu')}, {record.get('runtime', 'torch')}"
+
+
 def check_batch(classifier: Classifier, n: int = 3) -> torch.Tensor:
     """Random pixels, the same every time; 3 images so that a graph whose batch was baked in at 2 fails."""
     generator = torch.Generator().manual_seed(0)
@@ -160,8 +169,14 @@ def use_runtime(
     if precision == "bf16":
         return _bf16(classifier)
     on_cpu = classifier.device.type == "cpu"
-    if runtime == "torch" or (runtime == "auto" and (not on_cpu or own_module)):
-        why = "asked for" if runtime == "torch" else ("a GPU" if not on_cpu else "your own module (runtime='onnx' exports it)")
+    # torch's ONNX exporter traces Python modules; on a TorchScript file it fails every time (a line
+    # and two seconds on each load), so "auto" does not try; runtime="onnx" still does, and says why it failed
+    # read the instance's own attribute: ``.module`` would build a lazily loaded model (models/default.py)
+    scripted = isinstance(vars(classifier).get("_module"), torch.jit.ScriptModule)
+    if runtime == "torch" or (runtime == "auto" and (not on_cpu or own_module or scripted)):
+        why = ("asked for" if runtime == "torch" else "a GPU" if not on_cpu
+               else "a TorchScript module (the ONNX exporter traces Python modules)" if scripted
+               else "your own module (runtime='onnx' exports it)")
         classifier.details = {"chosen_because": why}
         return classifier
     int8 = runtime == "onnx-int8" or (runtime == "auto" and classifier.int8_in_auto and bool(int8_instructions()))

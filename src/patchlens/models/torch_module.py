@@ -9,7 +9,9 @@ import torch
 
 from ..capabilities import Capability
 from ..errors import MethodError, ModelError
+from .activation import choose_activation
 from .classifier import Classifier
+from .outputs import primary
 from .vit import TokenView, find_vit
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -41,7 +43,9 @@ class TorchClassifier(Classifier):
         mean, std: per-channel normalisation applied to the [0, 1] input.
         input_size: ``(H, W)`` or an int for square inputs.
         labels: class names.
-        softmax: apply softmax to the outputs (True when they are logits).
+        activation: what turns the module's outputs into the explained scores: "softmax" (competing
+            classes), "sigmoid" (independent labels: a multi-label model), "none", or "auto" (softmax).
+        softmax: the older switch: True is activation "softmax", False no softmax.
         device: where to run; defaults to where the module's parameters are.
         model_id: a name recorded in results.
         amp: on a GPU, run the forward pass in this dtype under autocast
@@ -63,7 +67,8 @@ class TorchClassifier(Classifier):
         std: Sequence[float] = IMAGENET_STD,
         input_size: int | tuple[int, int] = 224,
         labels: Sequence[str] | None = None,
-        softmax: bool = True,
+        activation: str = "auto",
+        softmax: bool | None = None,
         device: str | torch.device | None = None,
         model_id: str | None = None,
         amp: torch.dtype | None | str = "auto",
@@ -82,9 +87,9 @@ class TorchClassifier(Classifier):
             )
         self.input_size = (input_size, input_size) if isinstance(input_size, int) else tuple(input_size)  # type: ignore[assignment]
         self.labels = list(labels) if labels is not None else None
-        self.softmax = softmax
-        self.outputs_probabilities = bool(softmax)  # raw module outputs are scores, not probabilities
         self.model_id = model_id or type(module).__name__
+        self.activation = choose_activation(activation, softmax, "softmax", self.model_id)
+        self.outputs_probabilities = self.activation != "none"  # raw module outputs are scores, not probabilities
         self._mean = torch.tensor(mean, dtype=torch.float32, device=self.device).view(1, -1, 1, 1)
         self._std = torch.tensor(std, dtype=torch.float32, device=self.device).view(1, -1, 1, 1)
         if amp == "auto":
@@ -105,10 +110,19 @@ class TorchClassifier(Classifier):
 
     @property
     def capabilities(self) -> Capability:
+        if isinstance(self._module, torch.jit.ScriptModule):
+            # TorchScript modules take no forward hooks, so no layer can be read (CAM methods);
+            # gradients still flow through them
+            return Capability.SCORES | Capability.GRADIENTS
         offered = Capability.WHITE_BOX
         if find_vit(self, nested=False) is not None:
             return offered | Capability.TOKENS | Capability.TOKEN_DROP
         return offered | Capability.TOKENS if find_vit(self) is not None else offered
+
+    def lacks(self, flag: Capability) -> str | None:
+        if flag is Capability.LAYERS and isinstance(self._module, torch.jit.ScriptModule):
+            return "is a TorchScript module, which takes no forward hooks (no layers to read)"
+        return None
 
     def token_view(self, image: torch.Tensor) -> TokenView:
         vit = find_vit(self, nested=False)
@@ -123,8 +137,7 @@ class TorchClassifier(Classifier):
     def score_tokens(self, view: TokenView, keep: torch.Tensor) -> torch.Tensor:
         with self.evaluating():
             out = view.logits(keep, self.autocast_dtype)
-        out = out.softmax(dim=1) if self.softmax else out
-        return self.check_scores(out, keep.shape[0])
+        return self.check_output(self.activate(out), keep.shape[0])
 
     def evaluating(self) -> contextlib.AbstractContextManager[None]:
         return eval_mode(self._module)
@@ -145,14 +158,11 @@ class TorchClassifier(Classifier):
                 out = self._module(x)
         else:
             out = self._module(x)
-        if isinstance(out, (tuple, list)):
-            out = out[0]
-        elif hasattr(out, "logits"):  # HuggingFace-style outputs
-            out = out.logits
-        return out.float()
+        out = primary(out)  # (logits, aux) and HuggingFace outputs: the scores; anything else whole
+        return out.float() if isinstance(out, torch.Tensor) else out
 
     def logits(self, x: torch.Tensor) -> torch.Tensor:
-        """Differentiable outputs before softmax (the module's raw output).
+        """Differentiable outputs before the activation (the module's raw output).
 
         The gradient methods call this directly, so the model's own exceptions
         become a one-line ModelError here, as :meth:`_scores` does for scoring.
@@ -175,6 +185,4 @@ class TorchClassifier(Classifier):
                 raise
             except Exception as exc:
                 raise ModelError(f"{self.model_id}: the model raised {type(exc).__name__}: {exc}") from exc
-        if out.ndim != 2:
-            return out  # shape is reported by Classifier.check_scores
-        return out.softmax(dim=1) if self.softmax else out
+        return out  # activated and checked by Classifier.__call__

@@ -13,7 +13,7 @@ from typing import Any, Sequence
 
 import torch
 
-from ..capabilities import Capability
+from ..capabilities import Capability, ModelKind
 from .classifier import BatchSizePolicy, Classifier
 from .vit import TokenView
 
@@ -53,8 +53,19 @@ class ClassifierView(Classifier):
         return self.inner.outputs_probabilities
 
     @property
+    def activation(self) -> str:  # type: ignore[override]
+        return self.inner.activation
+
+    @property
+    def model_kind(self) -> ModelKind:
+        return self.inner.model_kind
+
+    @property
     def capabilities(self) -> Capability:
         return self.inner.capabilities
+
+    def lacks(self, flag: Capability) -> str | None:
+        return self.inner.lacks(flag)
 
     @property
     def batch_policy(self) -> BatchSizePolicy:  # a measured batch size stays measured
@@ -81,6 +92,12 @@ class ClassifierView(Classifier):
 
     def label(self, index: int) -> str:
         return self.inner.label(index)
+
+    def activate(self, out: object) -> object:
+        return self.inner.activate(out)
+
+    def check_output(self, out: object, n: int) -> torch.Tensor:
+        return self.inner.check_output(out, n)
 
     def check_scores(self, out: object, n: int) -> torch.Tensor:
         return self.inner.check_scores(out, n)

@@ -103,6 +103,8 @@ class Job:
     #: the running map of a sampling method while it forms: what it is, and its picture
     preview: dict[str, Any] | None = None
     preview_png: bytes | None = field(default=None, repr=False)
+    #: forward passes of the faithfulness metrics after the maps, counted apart: ``total`` is the methods' passes
+    scoring: int = 0
 
     def show_preview(self, png: bytes, **about: Any) -> None:
         """Replace the running map; ``version`` counts replacements, so the page fetches each once."""
@@ -115,10 +117,13 @@ class Job:
             fraction = 1.0
         elif self.total:
             fraction = min(1.0, self.done / self.total)
+        # the total is stated before the run; should a method run more passes than it stated, the
+        # total grows with them rather than showing "635 of 503"
+        total = max(self.total, self.done) if self.total is not None else None
         return {
             "id": self.id,
             "status": self.status,
-            "progress": {"done": self.done, "total": self.total, "fraction": fraction},
+            "progress": {"done": self.done, "total": total, "fraction": fraction, "scoring_passes": self.scoring},
             "preview": self.preview if self.status == "running" else None,
             "error": self.error,
             "seconds": round((self.finished or time.time()) - self.started, 3) if self.started else None,

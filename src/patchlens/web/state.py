@@ -12,13 +12,13 @@ import re
 import threading
 import uuid
 from dataclasses import dataclass, field
-from typing import Any, Generic, TypeVar
+from typing import Any, Callable, Generic, TypeVar
 
 import numpy as np
 import torch
 from PIL import Image
 
-from .. import render
+from .. import render, webp
 from ..api import explain_one
 from ..capabilities import Capability
 from ..engine import BASELINES, Engine, FeatureMasks, make_baseline, patch_grid
@@ -26,8 +26,8 @@ from ..errors import ImageError, MethodError, PatchlensError
 from ..explanation import Explanation, record
 from ..images import LoadedImage, check_size, resize, to_tensor
 from ..methods import Method, count_regions, get_method, make_method
-from ..methods._sampling import interactive_defaults
 from ..models.classifier import Classifier
+from ..objectives import Objective, predictions
 from ..validation import check_method
 from .guard import LOOPBACK_HOSTS
 from .jobs import Job, WatchedClassifier, holding
@@ -47,10 +47,14 @@ class WebConfig:
         grid: the what-if patch grid is ``grid x grid``.
         max_passes: largest forward-pass budget one method may ask for.
         max_methods: methods per request (side-by-side comparison).
-        max_targets: classes explained per request (each is a map and an overlay).
+        max_targets: targets (classes, labels) explained per request (each is a map and an overlay).
         max_regions: regions (features) per image for LIME, KernelSHAP, Sobol, subset.
         allowed_hosts: Host names the server answers to ("*": any); loopback names by default.
         keep_images, keep_results: how many uploads and maps are remembered.
+        keep_image_bytes, keep_result_bytes: and how many bytes of them, at most: the oldest are
+            forgotten first (a 4096 x 2560 photo's maps are 42 MB each, five classes of eight methods 1.7 GB).
+        max_body_bytes: largest JSON request body (uploads have max_upload_bytes).
+        max_decoding: uploads decoded at the same time; more wait their turn.
     """
 
     max_upload_bytes: int = 20 * 1024 * 1024
@@ -65,22 +69,39 @@ class WebConfig:
     allowed_hosts: tuple[str, ...] = LOOPBACK_HOSTS
     keep_images: int = 32
     keep_results: int = 128
+    keep_image_bytes: int = 512 * 1024 * 1024
+    keep_result_bytes: int = 1024 * 1024 * 1024
+    max_body_bytes: int = 1024 * 1024
+    max_decoding: int = 2
 
 
 class Store(Generic[T]):
-    """A thread-safe dict that forgets its oldest entries beyond ``size``."""
+    """A thread-safe dict that forgets its oldest entries beyond ``size`` entries or ``budget`` bytes.
 
-    def __init__(self, size: int) -> None:
-        self.size = size
+    ``weigh`` gives an entry's bytes. The newest entry is always kept, so the result a job has just
+    made can be fetched even when it alone is over the budget (submission refuses such jobs first).
+    """
+
+    def __init__(self, size: int, budget: int | None = None, weigh: Callable[[T], int] | None = None) -> None:
+        self.size, self.budget, self.weigh = size, budget, weigh
         self._items: collections.OrderedDict[str, T] = collections.OrderedDict()
+        self._bytes: dict[str, int] = {}
         self._lock = threading.Lock()
+
+    @property
+    def bytes(self) -> int:
+        with self._lock:
+            return sum(self._bytes.values())
 
     def add(self, item: T) -> str:
         key = uuid.uuid4().hex[:16]
         with self._lock:
             self._items[key] = item
-            while len(self._items) > self.size:
-                self._items.popitem(last=False)
+            self._bytes[key] = self.weigh(item) if self.weigh is not None else 0
+            total = sum(self._bytes.values())
+            while len(self._items) > 1 and (len(self._items) > self.size or (self.budget is not None and total > self.budget)):
+                old, _ = self._items.popitem(last=False)
+                total -= self._bytes.pop(old)
         return key
 
     def get(self, key: str) -> T | None:
@@ -95,7 +116,7 @@ class Store(Generic[T]):
 class StoredImage:
     image: LoadedImage
     x: torch.Tensor  # (3, h, w) at the model's input size
-    probs: torch.Tensor  # (C,) on the unmasked image
+    output: Any  # the model's answer on the unmasked image, a batch of one (class scores (1, C))
 
 
 @dataclass
@@ -113,9 +134,13 @@ def safe_name(name: str | None) -> str:
 
 def check_pixels(data: bytes, name: str, max_pixels: int) -> None:
     """Refuse non-images and oversized images from the header alone, before decoding."""
+    head = webp.features(data) if webp.is_webp(data[:12]) else None
     try:
-        with Image.open(io.BytesIO(data)) as img:
-            w, h = img.size
+        if head is not None:  # Pillow's WebP plugin allocates the whole canvas, twice, just to open the file
+            w, h = head[0], head[1]
+        else:
+            with Image.open(io.BytesIO(data)) as img:
+                w, h = img.size
     except Image.DecompressionBombError:
         raise TooLarge(f"{name}: too many pixels, possible decompression bomb") from None
     except Exception:
@@ -133,20 +158,43 @@ class NotAnImage(ImageError):
     """The upload is not an image (HTTP 415)."""
 
 
-def top_predictions(probs: torch.Tensor, classifier: Classifier, k: int = 5) -> list[dict[str, Any]]:
-    values, indices = probs.float().cpu().topk(min(k, probs.shape[-1]))
-    return [
-        {"index": int(i), "label": classifier.label(int(i)), "prob": float(v)} for v, i in zip(values, indices)
-    ]
+def stored_image_bytes(stored: "StoredImage") -> int:
+    """What a stored upload holds: the photo and its tensor at the model's input size."""
+    return int(stored.image.pixels.nbytes + stored.x.element_size() * stored.x.nelement())
+
+
+def check_result_bytes(stored: "StoredImage", maps: int, cfg: WebConfig) -> None:
+    """Refuse a job whose maps alone (float32 at the photo's size) are more than the server keeps."""
+    h, w = stored.image.pixels.shape[:2]
+    need = maps * h * w * 4
+    if need > cfg.keep_result_bytes:
+        raise MethodError(
+            f"{maps} maps of this {w}x{h} photo are {need / 2**20:,.0f} MB, more than this server keeps "
+            f"({cfg.keep_result_bytes / 2**20:,.0f} MB); choose fewer methods or classes"
+        )
+
+
+def validation_errors(errors: Any, limit: int = 10) -> list[dict[str, Any]]:
+    """FastAPI's validation errors without the values that were wrong (which can be megabytes), at most ``limit``."""
+    out = []
+    for e in list(errors)[:limit]:
+        loc = [str(p)[:40] for p in e.get("loc", ())][:8]
+        out.append({"loc": loc, "msg": str(e.get("msg", ""))[:200], "type": str(e.get("type", ""))[:60]})
+    return out
+
+
+def top_predictions(output: Any, classifier: Classifier, k: int = 5) -> list[dict[str, Any]]:
+    """What the model says about the image: its top ``k`` (and, for a multi-label model, every present label)."""
+    return predictions(output, classifier, k)
 
 
 def predict_hidden(
     classifier: Classifier, lock: threading.RLock, stored: StoredImage, hidden: list[int], grid: int, baseline: str
-) -> torch.Tensor:
-    """Class probabilities ``(C,)`` with the patches ``hidden`` of a ``grid x grid`` grid replaced by ``baseline``.
+) -> Any:
+    """The model's answer (a batch of one) with the patches ``hidden`` of a ``grid x grid`` grid replaced by ``baseline``.
 
-    One engine call: the mask is a :class:`FeatureMasks` over the patch grid,
-    composed with the baseline and scored like any method's masks.
+    The mask is a :class:`FeatureMasks` over the patch grid, composed with the
+    baseline as any method's masks are, and run through the engine once.
     """
     if baseline not in BASELINES or baseline == "noise":
         raise MethodError(f"baseline={baseline!r}: choose one of {', '.join(b for b in BASELINES if b != 'noise')}")
@@ -155,20 +203,21 @@ def predict_hidden(
         raise MethodError(f"hidden patches {bad}: a {grid}x{grid} grid has patches 0..{grid * grid - 1}")
     x = stored.x
     if not hidden:
-        return stored.probs
+        return stored.output
     labels = patch_grid(x.shape[-2], x.shape[-1], grid, grid, device=x.device)
     keep = torch.ones(1, grid * grid, device=x.device)
     keep[0, torch.tensor(sorted(set(hidden)), device=x.device)] = 0
     engine = Engine(WatchedClassifier(classifier, lock, lambda n: None, lambda: False), batch_size=1)
-    classes = torch.arange(stored.probs.shape[-1], device=x.device)
-    return engine.score_masks(x, make_baseline(x, baseline), FeatureMasks(labels, keep), classes)[0]
+    fill = make_baseline(x, baseline)
+    mask = FeatureMasks(labels, keep).masks(0, 1)[0]
+    return engine.output_of(torch.addcmul(fill, mask, x - fill))  # fill + mask * (x - fill), as the engine composes
 
 
 def load_stored(classifier: Classifier, lock: threading.RLock, image: LoadedImage) -> StoredImage:
     x = resize(to_tensor(image.pixels).to(classifier.device), classifier.input_size)
     with lock:
-        probs = classifier(x[None])[0]
-    return StoredImage(image=image, x=x, probs=probs)
+        output = classifier(x[None])
+    return StoredImage(image=image, x=x, output=output)
 
 
 def build_methods(
@@ -190,7 +239,7 @@ def build_methods(
         raise MethodError(f"{len(choices)} methods at once: this server runs at most {config.max_methods}")
     out = []
     for name, params in choices:
-        method = make_method(name, **interactive_defaults(get_method(name), params))
+        method = make_method(name, **get_method(name).with_defaults(params, "web"))
         check_method(classifier, method)  # attention_rollout on a CNN: a 422 now, not an error card after the job
         if hasattr(method, "features") and hasattr(method, "grid"):
             regions = count_regions(method.features, method.grid, image)
@@ -212,9 +261,9 @@ def job_passes(method: Method, classifier: Classifier, image: torch.Tensor | Non
     return method.total_passes(classifier.input_size, image, targets)
 
 
-def check_targets(targets: list[int], config: WebConfig) -> None:
-    if len(targets) > config.max_targets:
-        raise MethodError(f"{len(targets)} classes at once: this server explains at most {config.max_targets} per request")
+def check_targets(objective: Objective, config: WebConfig) -> None:
+    if len(objective) > config.max_targets:
+        raise MethodError(f"{len(objective)} targets at once: this server explains at most {config.max_targets} per request")
 
 
 def heatmap_png(saliency: np.ndarray) -> bytes:
@@ -313,7 +362,12 @@ def run_explanations(
     def counted(n: int) -> None:
         job.done += n
 
+    def scored(n: int) -> None:
+        job.scoring += n
+
     watched = WatchedClassifier(classifier, lock, counted, job.cancel_flag.is_set)
+    # the metrics' passes are not in the job's stated total: counted apart, so progress never passes it
+    scoring = WatchedClassifier(classifier, lock, scored, job.cancel_flag.is_set)
     summaries = []
     for method in methods:
 
@@ -329,10 +383,13 @@ def run_explanations(
         except PatchlensError as exc:  # one method failing (say, white-box on a black box) keeps the others
             summaries.append({"method": method.name, "error": str(exc)})
             continue
+        if not exps:  # present, and no label present: said so, not an error
+            summaries.append({"method": method.name, "note": exps.note or "nothing to explain"})
+            continue
         for exp in exps:
             summary = summarize(exp, grid)
             if with_metrics:
-                summary["metrics"] = faithfulness(watched, stored, exp)
+                summary["metrics"] = faithfulness(scoring, stored, exp)
             rid = results.add(StoredResult(exp, image_id, summary))
             summary["id"] = rid
             summaries.append(summary)
@@ -344,7 +401,7 @@ def summarize(exp: Explanation, grid: int) -> dict[str, Any]:
     signed, lo, hi = scale.signed, scale.lo, scale.hi
     rec = record(exp)  # the one record of an explanation; the page shows these fields of it
     return {
-        **{k: rec[k] for k in ("method", "target", "label", "score", "params", "seed", "forward_passes", "seconds")},
+        **{k: rec[k] for k in ("method", "target", "label", "score", "objective", "params", "seed", "forward_passes", "seconds")},
         "title": exp.title,
         "range": [lo, hi],  # the colour scale's ends (clipped at a percentile, as in the overlays)
         "clipped": scale.clipped,

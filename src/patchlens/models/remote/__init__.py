@@ -17,7 +17,7 @@ from typing import Any
 
 from ...errors import ModelError
 from .classifier import RemoteClassifier, ScoresWarning
-from .http import HttpClient, NetworkOptions, shown_url
+from .http import HttpClient, NetworkOptions, check_header, shown_url
 from .protocols import CustomJson, KServeV1, OipV2, Protocol
 
 __all__ = ["HEADERS_ENV", "NetworkOptions", "RemoteClassifier", "ScoresWarning", "load_remote", "parse_headers"]
@@ -27,20 +27,34 @@ _HEADER_NAME = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$")
 
 
 def parse_headers(lines: Sequence[str] | Mapping[str, str] | None) -> dict[str, str]:
-    """``["Name: value", ...]`` (or a mapping) as a dict; a malformed line is an error that shows only its name."""
+    """``["Name: value", ...]`` (or a mapping) as a dict; a malformed header is an error that shows only its name.
+
+    Values are stripped of surrounding white space (a token read from a file
+    keeps its newline); a line break or control character inside a value is
+    refused in one line rather than by ``http.client`` with a traceback that
+    quotes the value.
+    """
     if lines is None:
         return {}
-    if isinstance(lines, Mapping):
-        return {str(k): str(v) for k, v in lines.items()}
+    pairs = [(str(k), str(v)) for k, v in lines.items()] if isinstance(lines, Mapping) else [_split(line) for line in lines]
     out = {}
-    for line in lines:
-        name, sep, value = line.partition(":")
-        name = name.strip()
-        if not sep or not _HEADER_NAME.match(name) or not value.strip():
-            shown = name if _HEADER_NAME.match(name) else "(unreadable name)"
-            raise ModelError(f"header {shown}: expected 'Name: value' (the value is not shown: it may be a secret)")
-        out[name] = value.strip()
+    for name, value in pairs:
+        name, value = name.strip(), value.strip()
+        if not _HEADER_NAME.match(name):
+            raise ModelError("header (unreadable name): expected 'Name: value' with a name of letters, digits and -")
+        if not value:
+            raise ModelError(f"header {name}: expected 'Name: value'; the value is empty")
+        check_header(name, value)
+        out[name] = value
     return out
+
+
+def _split(line: str) -> tuple[str, str]:
+    name, sep, value = str(line).partition(":")
+    if not sep or not _HEADER_NAME.match(name.strip()) or not value.strip():
+        shown = name.strip() if _HEADER_NAME.match(name.strip()) else "(unreadable name)"
+        raise ModelError(f"header {shown}: expected 'Name: value' (the value is not shown: it may be a secret)")
+    return name, value
 
 
 def _protocol_for(url: str, protocol: str | None, options: dict[str, Any]) -> tuple[Protocol, str]:
@@ -82,7 +96,8 @@ def load_remote(
     max_wait: float = 30.0,
     input_size: int | tuple[int, int] | None = None,
     labels: Sequence[str] | None = None,
-    softmax: bool = False,
+    activation: str = "auto",
+    softmax: bool | None = None,
     progress: bool = False,
     device: Any = "cpu",
     sleep: Callable[[float], None] | None = None,
@@ -100,17 +115,24 @@ def load_remote(
         connect_timeout, timeout: seconds to connect, and to wait for an answer.
         retries, backoff, max_wait: further tries on connection errors, 429 and 5xx;
             the first wait in seconds (doubling, with jitter); the longest wait.
-        input_size, labels, softmax: override what the server says / apply softmax to logits.
+        input_size, labels: override what the server says.
+        activation: "softmax" or "sigmoid" when the server returns logits (of competing classes, of
+            independent labels), "none" or "auto" (none) when it returns probabilities; ``softmax=True``
+            is the older spelling of "softmax".
         progress: show a line with images sent, requests in flight and retries.
         **codec_options: ``input``, ``output``, ``mean``, ``std``, ``binary`` (OIP v2; binary tensors
-            are used when the server lists the ``binary_tensor_data`` extension, unless ``binary=False``);
+            are used when the server lists the ``binary_tensor_data`` extension or, without a
+            ``max_queries`` budget, when a one-image probe sent both ways gets the same answer;
+            ``binary=True``/``False`` decides without asking);
             ``image_format``, ``scale``, ``output`` (KServe v1); ``encode``, ``decode`` (json).
     """
     all_headers = parse_headers([line for line in os.environ.get(HEADERS_ENV, "").splitlines() if line.strip()])
     all_headers.update(parse_headers(headers))
     codec, base = _protocol_for(url, protocol, codec_options)
     if codec_options:
-        raise ModelError(f"{shown_url(url)}: options {sorted(codec_options)} do not apply to protocol {codec.name}")
+        flags = [f"--{k}" for k in sorted(codec_options) if k in ("binary", "output")]  # those the command line has
+        also = f" ({', '.join(flags)})" if flags else ""
+        raise ModelError(f"{shown_url(url)}: options {sorted(codec_options)}{also} do not apply to protocol {codec.name}")
     network = NetworkOptions(connect_timeout=connect_timeout, read_timeout=timeout, retries=retries, backoff=backoff, max_wait=max_wait)
     client = HttpClient(base, all_headers, network, **({"sleep": sleep} if sleep else {}))
     return RemoteClassifier(
@@ -118,6 +140,7 @@ def load_remote(
         codec,
         input_size=input_size,
         labels=labels,
+        activation=activation,
         softmax=softmax,
         in_flight=in_flight,
         request_batch=request_batch,

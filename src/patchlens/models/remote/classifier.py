@@ -22,9 +22,13 @@ import torch
 from tqdm.auto import tqdm
 
 from ...errors import ModelError, QueryBudgetError
+from ..activation import choose_activation
 from ..classifier import Classifier
 from .http import HttpClient
-from .protocols import Protocol
+from .protocols import MAX_CLASSES, Protocol
+
+#: largest JSON answer while the number of classes is unknown (a 200 MB answer would cost ~3 GB to parse)
+UNKNOWN_ANSWER_LIMIT = 64 * 1024 * 1024
 
 
 class ScoresWarning(UserWarning):
@@ -41,7 +45,8 @@ class RemoteClassifier(Classifier):
         *,
         input_size: int | tuple[int, int] | None = None,
         labels: Sequence[str] | None = None,
-        softmax: bool = False,
+        activation: str = "auto",
+        softmax: bool | None = None,
         in_flight: int = 4,
         request_batch: int | None = None,
         max_queries: int | None = None,
@@ -51,31 +56,38 @@ class RemoteClassifier(Classifier):
         model_id: str | None = None,
     ) -> None:
         if in_flight < 1 or (request_batch is not None and request_batch < 1):
-            raise ModelError(f"{client.url}: in_flight and request_batch must be at least 1")
+            raise ModelError(f"{client.url}: in_flight (--in-flight) and request_batch (--request-batch) must be at least 1")
         if max_queries is not None and max_queries < 1:
-            raise ModelError(f"{client.url}: max_queries={max_queries} must be at least 1")
+            raise ModelError(f"{client.url}: max_queries={max_queries} (--max-queries) must be at least 1")
         self.client = client
         self.protocol = protocol
         layout = protocol.describe(client)
         size = input_size or layout.input_size
         if size is None:
-            raise ModelError(f"{client.url}: the server does not state its input size; pass input_size=")
+            raise ModelError(f"{client.url}: the server does not state its input size; give it with input_size= (--input-size)")
         self.input_size = (size, size) if isinstance(size, int) else (int(size[0]), int(size[1]))
         self.labels = list(labels) if labels is not None else layout.labels
-        self.softmax = softmax
+        self.activation = choose_activation(activation, softmax, "none", client.url)
         self.in_flight = in_flight
         # The server's own largest batch wins over our default of 8 (a JSON body of
         # 8 images at 224x224 is ~10 MB: bigger bodies gain little and stall longer).
         self.request_batch = request_batch or min(layout.max_batch or 8, 64)
         if layout.max_batch and self.request_batch > layout.max_batch:
-            raise ModelError(f"{client.url}: request_batch={self.request_batch} is over the server's max batch {layout.max_batch}")
+            raise ModelError(
+                f"{client.url}: request_batch={self.request_batch} (--request-batch) is over the server's max batch {layout.max_batch}"
+            )
         self.max_queries = max_queries
         self.device = torch.device(device)
         self.model_id = model_id or client.url
+        self.server = layout.server
         # The engine's batch: one round of every request in flight, full. Set, not measured: a
         # remote model's speed is the network's, and trial batches would spend queries.
         self.batch_policy.record(self.request_batch * self.in_flight)
         self.queries = 0  # images sent to the server (retries of a request are not counted again)
+        if max_queries is None:  # a budget is precious: with one, binary tensors only where the server lists them (or --binary)
+            self.queries += protocol.settle(client, self.input_size)
+        elif getattr(protocol, "binary", False) is None:
+            protocol.binary = False  # type: ignore[attr-defined]
         self.cache_hits = 0
         self._cache: OrderedDict[bytes, np.ndarray] = OrderedDict()
         self._cache_size = cache_size
@@ -87,6 +99,17 @@ class RemoteClassifier(Classifier):
 
     def __repr__(self) -> str:
         return f"RemoteClassifier({self.model_id!r}, protocol={self.protocol.name}, input_size={self.input_size})"
+
+    #: what scores the forward passes: a server, over the network
+    runtime = "remote"
+
+    @property
+    def runtime_details(self) -> dict[str, object]:
+        """For every result's record (and the run's header): the protocol, the server, the encoding."""
+        details: dict[str, object] = {"runtime": "remote", "protocol": self.protocol.name, "server": self.server}
+        if getattr(self.protocol, "binary", None) is not None:
+            details["tensors"] = "binary" if self.protocol.binary else "JSON"  # type: ignore[attr-defined]
+        return details
 
     @property
     def traffic(self) -> str:
@@ -107,20 +130,24 @@ class RemoteClassifier(Classifier):
         if todo:
             chunks = [todo[i : i + self.request_batch] for i in range(0, len(todo), self.request_batch)]
             pool = self._executor()
-            answers = list(pool.map(lambda c: self._send(batch[[rows[k] for k in c]]), chunks))
+            try:
+                answers = list(pool.map(lambda c: self._send(batch[[rows[k] for k in c]]), chunks))
+            except BaseException:
+                self._bar.clear()  # no stale progress line left above the error message
+                raise
             with self._lock:
                 for chunk, scores in zip(chunks, answers):
                     for key, row in zip(chunk, scores):
                         found[key] = row
                         self._remember(key, row)
-        out = torch.from_numpy(np.stack([found[k] for k in keys]))
-        return out.softmax(dim=1) if self.softmax else out
+        return torch.from_numpy(np.stack([found[k] for k in keys]))  # activated by Classifier.__call__
 
     def _spend(self, n: int) -> None:
         if self.max_queries is not None and self.queries + n > self.max_queries:
             raise QueryBudgetError(
-                f"{self.client.url}: query budget spent: {self.queries} of max_queries={self.max_queries} images used, "
-                f"{n} more needed; the explanation stopped unfinished (partial)"
+                f"{self.client.url}: query budget too small: the next requests need {n} images, only "
+                f"{self.max_queries - self.queries} of max_queries={self.max_queries} are left ({self.queries} used); "
+                "the explanation stopped unfinished (partial)"
             )
         self.queries += n
 
@@ -143,7 +170,7 @@ class RemoteClassifier(Classifier):
         body, headers = self.protocol.body(batch)
         self._show()
         try:
-            answer_headers, data = self.client.exchange("POST", self.protocol.infer_path, body, headers)
+            answer_headers, data = self.client.exchange("POST", self.protocol.infer_path, body, headers, limit=self.answer_limit(len(batch)))
         finally:
             self._show(batch.shape[0])
         scores = self.protocol.read(data, answer_headers, batch.shape[0], self.client)
@@ -152,8 +179,15 @@ class RemoteClassifier(Classifier):
         self._check_probabilities(scores)
         return scores
 
+    def answer_limit(self, n: int) -> int:
+        """Most bytes an answer for ``n`` images may have: ~26 characters per JSON number, when the classes are known."""
+        classes = self.num_classes or self.__dict__.get("_classes_seen")
+        if classes is None:
+            return max(UNKNOWN_ANSWER_LIMIT, n * 26 * 1000 + 65536)
+        return n * 26 * min(int(classes), MAX_CLASSES) + 65536
+
     def _check_probabilities(self, scores: np.ndarray) -> None:
-        if self.softmax or self._warned:
+        if self.activation != "none" or self._warned:
             return
         sums = scores.sum(axis=1)
         if scores.min() < -1e-4 or np.abs(sums - 1).max() > 1e-2:
@@ -161,7 +195,8 @@ class RemoteClassifier(Classifier):
             self.outputs_probabilities = False  # titles and descriptions say "score", not "p"
             warnings.warn(
                 f"{self.client.url}: the scores do not look like probabilities (row sums {sums.min():.3g}..{sums.max():.3g}, "
-                f"min {scores.min():.3g}); pass softmax=True (--softmax) if the model returns logits",
+                f"min {scores.min():.3g}); pass softmax=True (--softmax, --activation softmax) if the model returns logits, "
+                "--activation sigmoid if it returns logits of independent labels",
                 ScoresWarning,
                 stacklevel=2,
             )

@@ -101,16 +101,33 @@ function changeText(p) {
     text: `${sign}${Math.abs(points).toFixed(2)} pts (was ${(p.original * 100).toFixed(2)} %)` });
 }
 
+// Clicking a prediction makes it the target: a multi-label model's present labels can each be explained.
+function explainThis(p) {
+  const shared = state.info && state.info.classNames && state.info.classNames.filter((n) => n === p.label).length > 1;
+  $("target").value = shared ? String(p.index) : p.label;
+  $("target").focus();
+}
+
 function showPredictions(preds, changed) {
   const list = $("preds");
   list.classList.toggle("changed", changed);
-  const top = Math.min(5, preds.length);
-  list.replaceChildren(...preds.map((p, i) => el("li", { "data-index": p.index, class: i >= top ? "dropped" : "" },
+  const multi = state.info && state.info.model.multi_label;
+  const top = multi ? preds.length : Math.min(5, preds.length);
+  list.replaceChildren(...preds.map((p, i) => el("li", {
+    "data-index": p.index, class: [i >= top ? "dropped" : "", p.present ? "present" : ""].join(" ").trim(),
+    title: "click to explain this one", onclick: () => explainThis(p) },
     el("span", { class: "label", text: p.label }),
     el("span", { class: "bar", style: `width:${Math.max(1, Math.round(p.prob * 160))}px` }),
     el("span", { class: "prob", text: `${(p.prob * 100).toFixed(2)} %` }),
+    p.present ? el("span", { class: "present-tag", text: "present" }) : "",
     changed && p.original !== undefined ? changeText(p) : "")));
   $("pred-note").dataset.hidden = String(state.hidden.size);
+  if (multi && !changed) {
+    const present = preds.filter((p) => p.present).map((p) => p.label);
+    $("present-note").textContent = present.length
+      ? `Present (p ≥ 0.5): ${present.join(", ")}. Target “present” explains each; click a label to explain it alone.`
+      : "No label is present (p ≥ 0.5) on this image; click a label to explain it anyway.";
+  }
 }
 
 async function upload(file) {
@@ -233,7 +250,8 @@ function showJob(job) {
   const bar = $("progress");
   if (p.fraction === null) bar.removeAttribute("value"); else bar.value = p.fraction;
   const passes = p.total && p.done <= p.total ? `${p.done} / ${p.total} forward passes` : `${p.done} forward passes`;
-  setStatus(`${job.status}: ${passes}`);
+  const scoring = p.scoring_passes ? `; faithfulness: ${p.scoring_passes} passes` : "";
+  setStatus(`${job.status}: ${passes}${scoring}`);
   showPreview(job);
   if (job.status === "done") {
     stopPolling(); bar.hidden = true;
@@ -296,6 +314,7 @@ function showResults(results) {
   const box = $("results");
   for (const r of results) {
     if (r.error) { box.prepend(el("figure", { class: "card" }, el("figcaption", {}, el("div", { class: "title", text: r.method }), el("div", { class: "error", text: r.error })))); continue; }
+    if (r.note) { box.prepend(el("figure", { class: "card note" }, el("figcaption", {}, el("div", { class: "title", text: r.method }), el("div", { class: "muted", text: r.note })))); continue; }
     state.maps.push(r);
     const base = `/api/results/${r.id}`;
     const kind = r.signed ? "diverging" : "sequential";
@@ -330,9 +349,14 @@ function openViewer(r) {
 async function loadClasses() {
   const body = await api("/api/classes");
   const names = body.classes || [];
+  state.info.classNames = names;
   const seen = new Map();
   for (const n of names) seen.set(n, (seen.get(n) || 0) + 1);
   const options = [el("option", { value: "top1", label: "the top class" }), el("option", { value: "topk:3", label: "the top 3 classes" })];
+  if (state.info.model.multi_label) {
+    options.unshift(el("option", { value: "present", label: "every present label (p ≥ 0.5)" }));
+    $("target").value = "present";
+  }
   // a name two classes share is not a target: offer those by index
   names.forEach((n, i) => options.push(el("option", { value: seen.get(n) > 1 ? String(i) : n, label: `${i} · ${n}` })));
   $("class-list").replaceChildren(...options);
