@@ -259,7 +259,7 @@ def _int8(classifier: TorchClassifier, fast: OnnxRuntimeClassifier, *, explicit:
 def _int8_file(classifier: Classifier, calibration: Sequence[Any] | None, threads: int) -> Classifier:
     """An ONNX file of the user's, quantised on the user's calibration images."""
     from .files import OnnxClassifier
-    from .int8 import cached_quantized, calibration_inputs, file_key, map_agreement
+    from .int8 import cached_quantized, calibration_inputs, file_key, map_agreement, remembered_agreement
 
     if not isinstance(classifier, OnnxClassifier):
         raise ModelError(f"{classifier.model_id}: runtime='onnx-int8' needs a PyTorch model or an ONNX file; this one is a black box")
@@ -279,10 +279,11 @@ def _int8_file(classifier: Classifier, calibration: Sequence[Any] | None, thread
     source = classifier.path
     path, made = cached_quantized(source, file_key(source), pixels, classifier.input_name, batches, cache_dir() / "onnx" / "int8")
     quantised = classifier.with_graph(path, precision="int8", threads=threads)
-    agreement = map_agreement(classifier, quantised, _check_inputs(photos, classifier.input_size))
+    # the check photos are the calibration images, part of the file's key: one remembered check per file
+    agreement, remembered = remembered_agreement(path, lambda: map_agreement(classifier, quantised, _check_inputs(photos, classifier.input_size)))
     if not agreement.passed:
         log.warning("patchlens: %s: int8 changes the maps on your calibration images (%s)", classifier.model_id, agreement.summary())
-    quantised.details = {"int8": {"used": True, **agreement.record(), "made_now": made, "file": str(path)}}
+    quantised.details = {"int8": {"used": True, **agreement.record(), "check_remembered": remembered, "made_now": made, "file": str(path)}}
     return quantised
 
 
