@@ -12,7 +12,7 @@ records the estimate after every round beside the truth (the running map's
 Spearman with the reference, at the photo's size as users get it).
 
     python benchmarks/adaptive.py                       # 6 photos, 4,000-mask reference
-    python benchmarks/adaptive.py --reference 8000 --converge 0.95 --trace 3000 --reference-cache ~/.cache/patchlens-refs
+    python benchmarks/adaptive.py --reference 8000 --fixed --converge 0.95 --trace 2000 --reference-cache ~/.cache/patchlens-refs
     python benchmarks/adaptive.py --estimator conditional_mean   # RISE's plain estimator, reference included
 """
 
@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import sys
 import time
 from pathlib import Path
 
@@ -29,6 +30,13 @@ import torch.nn.functional as F
 
 import patchlens
 from patchlens.engine.convergence import spearman
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import machine, markdown_table, write_section  # noqa: E402
+from runtimes import uptime  # noqa: E402
+
+#: this script's section of RESULTS.md
+SECTION = "Stopping rule from two half maps (`benchmarks/adaptive.py`, issue 24)"
 
 #: the bundled photos, and one from scikit-image's own data (bundled with it; no download)
 PHOTOS = ["coffee", "chelsea", "astronaut", "rocket", "camera", "immunohistochemistry"]
@@ -85,11 +93,13 @@ def main() -> None:
     ap.add_argument("--trace", type=int, default=0, metavar="N", help="also trace the stopping rule's estimate over N masks")
     ap.add_argument("--reference-cache", type=Path, default=None, help="keep the reference maps here (reused when present)")
     ap.add_argument("--device", default="auto")
+    ap.add_argument("--no-write", dest="write", action="store_false", help=f"do not write RESULTS.md's section {SECTION!r}")
     ap.add_argument("--estimator", default=None, help="RISE's estimator for every map, the reference's too (default: RISE's default)")
     args = ap.parse_args()
     model = patchlens.load_model("default", device=args.device)
     print(f"model default, runtime {model.runtime_details.get('runtime')}, precision {model.runtime_details.get('precision')}; "
           f"load average {os.getloadavg()[0]:.1f}")
+    begun = uptime()
     rows, traces = [], []
     chosen = {} if args.estimator is None else {"estimator": args.estimator}
     print(f"estimator: {args.estimator or patchlens.api.make_method('rise').params()['estimator']}")
@@ -109,20 +119,39 @@ def main() -> None:
             for used, est, truth in trace(model, name, ref, args.trace, args.round_size, chosen):
                 traces.append((name, used, est, truth))
                 print(f"  trace {used}: estimate {est:.3f}, truth {truth:.3f}, error {est - truth:+.3f}", flush=True)
-    print(f"\n| photo | run | masks used | Spearman vs {args.reference:,}-mask reference | estimate at the stop |\n|---|---|---|---|---|")
-    for name, label, used, rho, estimate in rows:
-        print(f"| {name} | {label} | {used:,} | {rho:.3f} | {'' if estimate is None else f'{estimate:.3f}'} |")
+        write_results(args, rows, traces, begun)  # after each photo: a long run stopped early still leaves its figures
+    write_results(args, rows, traces, begun)
+
+
+def write_results(args: argparse.Namespace, rows: list, traces: list, begun: str) -> None:
+    """Print the tables and (unless ``--no-write``) put them in RESULTS.md's section, with the command and the load."""
+    done = list(dict.fromkeys(r[0] for r in rows + traces))
+    table = markdown_table(["photo", "run", "masks used", f"Spearman vs {args.reference:,}-mask reference", "estimate at the stop",
+                            "estimate - truth"],
+                           [[n, lab, f"{u:,}", f"{r:.3f}", "" if e is None else f"{e:.3f}", "" if e is None else f"{e - r:+.3f}"]
+                            for n, lab, u, r, e in rows])
     for label in dict.fromkeys(r[1] for r in rows):
         mine = [r for r in rows if r[1] == label]
-        print(f"| mean | {label} | {np.mean([r[2] for r in mine]):,.0f} | {np.mean([r[3] for r in mine]):.3f} | |")
+        table += f"\n| mean | {label} | {np.mean([r[2] for r in mine]):,.0f} | {np.mean([r[3] for r in mine]):.3f} | | |"
+    body = [f"`python benchmarks/adaptive.py {' '.join(sys.argv[1:])}`; {machine(torch.device('cpu'))}.",
+            f"uptime at the start: `{begun}`; at the end: `{uptime()}`.",
+            f"Photos done: {', '.join(done)}" + ("" if len(done) == len(args.images) else f" (**partial**: {len(done)} of {len(args.images)})") + ".",
+            table]
     if traces:
-        print("\n| photo | masks | estimate | truth | estimate - truth |\n|---|---|---|---|---|")
-        for name, used, est, truth in traces:
-            print(f"| {name} | {used:,} | {est:.3f} | {truth:.3f} | {est - truth:+.3f} |")
         errors = np.array([t[2] - t[3] for t in traces])
-        print(f"\nestimate - truth over {len(errors)} rounds: mean {errors.mean():+.4f}, largest {np.abs(errors).max():.4f}, "
-              f"within 0.02: {(np.abs(errors) <= 0.02).mean():.0%}")
-
+        per_photo = [[n] + [f"{max(abs(t[2] - t[3]) for t in traces if t[0] == n):.3f}",
+                            f"{np.mean([t[2] - t[3] for t in traces if t[0] == n]):+.3f}"] for n in dict.fromkeys(t[0] for t in traces)]
+        body.append(f"The estimate against the truth after every round of a {args.trace:,}-mask run that never stops "
+                    f"(truth: the running map's Spearman with the reference): {len(errors)} rounds, mean error {errors.mean():+.4f}, "
+                    f"largest {np.abs(errors).max():.4f}, **within 0.02 in {(np.abs(errors) <= 0.02).mean():.0%} of rounds**.")
+        body.append(markdown_table(["photo", "largest error, absolute", "mean estimate - truth"], per_photo))
+        every = markdown_table(["photo", "masks", "estimate", "truth", "estimate - truth"],
+                               [[n, f"{u:,}", f"{e:.3f}", f"{t:.3f}", f"{e - t:+.3f}"] for n, u, e, t in traces])
+        body.append(f"<details><summary>every round</summary>\n\n{every}\n\n</details>")
+    text = "\n\n".join(body)
+    print("\n" + text)
+    if args.write:
+        write_section(SECTION, text)
 
 if __name__ == "__main__":
     main()

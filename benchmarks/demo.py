@@ -5,10 +5,14 @@ compare like with like on a machine whose load changes; ``uptime`` is printed
 before and after. A "competing load" is one busy-looping process per core
 (benchmarks/runtimes.py's, the load test of issue 11).
 
-    python benchmarks/demo.py --part ratios --rounds 3          # auto vs torch eager, engine vs the raw runtime
-    python benchmarks/demo.py --part demo --rounds 5            # README line 1, this tree vs the commit issue 24 began at
-    python benchmarks/demo.py --part stages --rounds 5          # where the demo's time goes before the first pass
-    python benchmarks/demo.py --load off                        # only without the competing load (a quiet machine)
+    python benchmarks/demo.py --part ratios     # auto vs torch eager, engine vs the raw runtime (without and with the load)
+    python benchmarks/demo.py --part demo       # README line 1, this tree vs --before (the commit issue 24 began at)
+    python benchmarks/demo.py --part load       # the same two trees under the competing load: never slower (issue 24, item 2)
+    python benchmarks/demo.py --part stages     # where the demo's time goes before the first pass
+    python benchmarks/demo.py --part help       # `patchlens explain --help`: kept text vs built, and the top-level help
+
+Each part writes its own section of RESULTS.md (the command, the machine, ``uptime`` before and
+after); ``--no-write`` only prints. ``--load off|on|both`` overrides a part's own choice of load.
 
 Parts:
   * ratios: torch eager's best images/s over batch 1/4/16/32; the raw ONNX Runtime session as
@@ -19,7 +23,11 @@ Parts:
     processes, wall and CPU seconds, for this tree and for ``--before`` (a git revision, checked out
     with ``git archive``); this tree's map against the 8,000-mask reference of benchmarks/adaptive.py
     when ``--reference-cache`` holds it; and the same with ``--n-masks 300 --converge 0`` (per-pass cost).
+  * load: the demo part's two cases under the competing load only (default), with each run's
+    passes/s from its record: the threads' bar is "no slower than before under load".
   * stages: benchmarks/_stages.py, medians: when the first forward pass starts, and what comes before.
+  * help: ``patchlens explain --help`` in fresh processes, read from the help cache (cli/_help.py)
+    against built (an empty cache each time), and ``patchlens --help``.
 """
 
 from __future__ import annotations
@@ -40,7 +48,7 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import markdown_table  # noqa: E402
+from _common import machine, markdown_table, write_section  # noqa: E402
 from runtimes import competing_load, uptime  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
@@ -49,6 +57,18 @@ ROOT = HERE.parent
 BASE = "e4ec6e5"
 BATCHES = (1, 4, 16, 32)
 DEMO = ["-m", "patchlens", "explain", "example:coffee", "--quiet"]
+
+
+#: each part's section of RESULTS.md
+SECTIONS = {
+    "ratios": "Issue 24: auto vs torch eager, the engine vs its raw runtime (`benchmarks/demo.py --part ratios`)",
+    "demo": "Issue 24: the README demo end to end (`benchmarks/demo.py --part demo`)",
+    "load": "Issue 24: under a competing load, this tree vs before (`benchmarks/demo.py --part load`)",
+    "stages": "Issue 24: start-up, stage by stage (`benchmarks/demo.py --part stages`)",
+    "help": "Issue 24: help without torch (`benchmarks/demo.py --part help`)",
+}
+#: each part's competing load unless --load says otherwise
+PART_LOAD = {"ratios": "both", "demo": "off", "load": "on", "stages": "off", "help": "off"}
 
 
 def loads(choice: str) -> list[bool]:
@@ -80,7 +100,7 @@ def ratios(args: argparse.Namespace) -> str:
     engine_setting: dict[bool, list[str]] = {}
     engine_batch: dict[bool, int] = {}
     for round_ in range(args.rounds):
-        for loaded in loads(args.load):
+        for loaded in loads(args.load_now):
             with competing_load(loaded, args.load_limit):
                 for b in BATCHES:
                     x = torch.rand(b, 3, 224, 224)
@@ -98,7 +118,7 @@ def ratios(args: argparse.Namespace) -> str:
                       f"passes/s at batch {engine_batch[loaded]}, {engine_setting[loaded][-1]} ({record.get('why', '')}); "
                       f"load average {os.getloadavg()[0]:.1f}", flush=True)
     rows = []
-    for loaded in loads(args.load):
+    for loaded in loads(args.load_now):
         med = {k: statistics.median(v) for (ld, k), v in found.items() if ld == loaded}
         torch_best = max(med[f"torch eager, batch {b}"] for b in BATCHES)
         ort_best = {s: max(med[f"ONNX Runtime ({s}), batch {b}"] for b in BATCHES) for s in ("blocking", "spinning")}
@@ -147,7 +167,7 @@ def run(src: str, argv: list[str], cache: str) -> tuple[float, float, str]:
 
 
 def demo(args: argparse.Namespace) -> str:
-    variants = {"before": checkout(args.before), "after": str(ROOT / "src")}
+    variants = {"before": checkout(args.before), "after": checkout(args.after) if args.after else str(ROOT / "src")}
     for src in variants.values():
         compile_tree(src)
     cache = args.cache or tempfile.mkdtemp(prefix="patchlens-demo-cache-")
@@ -155,19 +175,21 @@ def demo(args: argparse.Namespace) -> str:
     for name, src in variants.items():  # export and check once, untimed: the demo's second run onwards
         run(src, DEMO + ["--n-masks", "16", "--out", outs[name]], cache)
     cases = {"README demo": [], "300 masks, no stopping": ["--n-masks", "300", "--converge", "0"]}
-    times: dict[tuple[bool, str, str], list[tuple[float, float]]] = {}
+    times: dict[tuple[bool, str, str], list[tuple[float, float, float]]] = {}
     quality: list[tuple[int, float]] = []
     reference = _reference(args.reference_cache)
     for round_ in range(args.rounds):
-        for loaded in loads(args.load):
+        for loaded in loads(args.load_now):
             with competing_load(loaded, args.load_limit):
                 for case, extra in cases.items():
                     for name, src in variants.items():
                         wall, cpu, _ = run(src, DEMO + extra + ["--out", outs[name]], cache)
-                        times.setdefault((loaded, case, name), []).append((wall, cpu))
-                        line = f"round {round_ + 1} {'loaded' if loaded else 'quiet '} {case:24s} {name:6s} {wall:6.2f} s wall {cpu:6.2f} s CPU"
+                        record = json.loads(next(Path(outs[name]).glob("*.json")).read_text())
+                        speed = record["forward_passes"] / record["seconds"]
+                        times.setdefault((loaded, case, name), []).append((wall, cpu, speed))
+                        line = (f"round {round_ + 1} {'loaded' if loaded else 'quiet '} {case:24s} {name:6s} {wall:6.2f} s wall "
+                                f"{cpu:6.2f} s CPU {speed:6.1f} passes/s")
                         if name == "after" and case == "README demo":
-                            record = json.loads(next(Path(outs[name]).glob("*.json")).read_text())
                             if reference is not None:
                                 from patchlens.ranking import spearman
 
@@ -176,15 +198,19 @@ def demo(args: argparse.Namespace) -> str:
                                 line += f", {record['forward_passes']} passes, Spearman vs reference {quality[-1][1]:.3f}"
                         print(line + f"; load average {os.getloadavg()[0]:.1f}", flush=True)
     rows = []
-    for loaded in loads(args.load):
+    for loaded in loads(args.load_now):
         for case in cases:
             b, a = (times[(loaded, case, n)] for n in ("before", "after"))
             med = lambda runs, i: statistics.median(r[i] for r in runs)  # noqa: E731
             rows.append([
-                "competing load" if loaded else "no extra load", case, f"{med(b, 0):.2f} s", f"{med(b, 1):.2f} s",
-                f"{med(a, 0):.2f} s", f"{med(a, 1):.2f} s", f"**{med(a, 0) / med(b, 0):.2f}**", f"{med(a, 1) / med(b, 1):.2f}",
+                "competing load" if loaded else "no extra load", case, f"{med(b, 0):.2f} s", f"{med(b, 1):.2f} s", f"{med(b, 2):.1f}",
+                f"{med(a, 0):.2f} s", f"{med(a, 1):.2f} s", f"{med(a, 2):.1f}",
+                f"**{med(a, 0) / med(b, 0):.2f}**", f"{med(a, 1) / med(b, 1):.2f}", f"**{med(a, 2) / med(b, 2):.2f}**",
             ])
-    table = markdown_table(["load", "run", f"before ({args.before}): wall", "CPU", "after: wall", "CPU", "after / before: wall", "CPU"], rows)
+    table = markdown_table(["load", "run", f"before ({args.before}): wall", "CPU", "passes/s", "after: wall", "CPU", "passes/s",
+                            "after / before: wall", "CPU", "passes/s"], rows)
+    table += (f"\n\nMedians of {args.rounds} interleaved rounds, fresh processes, cached export; passes/s: the record's "
+              "forward passes over its seconds (the engine's own speed, start-up left out).")
     if quality:
         passes = sorted({q[0] for q in quality})
         table += (f"\n\nThe demo's map (after): {', '.join(str(p) for p in passes)} forward passes; Spearman against the 8,000-mask "
@@ -217,25 +243,59 @@ def stages(args: argparse.Namespace) -> str:
     return markdown_table(["stage (explain example:coffee --n-masks 16)", "starts at", "takes"], rows)
 
 
+# -- --help --------------------------------------------------------------------------------------
+def help_times(args: argparse.Namespace) -> str:
+    src = str(ROOT / "src")
+    compile_tree(src)
+    kept = tempfile.mkdtemp(prefix="patchlens-help-")
+    run(src, ["-m", "patchlens", "explain", "--help"], kept)  # builds and keeps the text
+    found: dict[str, list[float]] = {}
+    cases = {
+        "explain --help, kept text": (["-m", "patchlens", "explain", "--help"], lambda: kept),
+        "explain --help, built (empty cache)": (["-m", "patchlens", "explain", "--help"], lambda: tempfile.mkdtemp(prefix="patchlens-help-")),
+        "patchlens --help (from COMMANDS, no cache)": (["-m", "patchlens", "--help"], lambda: kept),
+        "python -c pass": (["-c", "pass"], lambda: kept),
+    }
+    for _ in range(args.rounds):
+        for name, (argv, cache) in cases.items():
+            found.setdefault(name, []).append(run(src, argv, cache())[0])
+    built = statistics.median(found["explain --help, built (empty cache)"])
+    rows = [[name, f"{statistics.median(v):.2f} s", f"{statistics.median(v) / built:.2f}"] for name, v in found.items()]
+    return markdown_table(["command (fresh process)", f"wall, median of {args.rounds}", "/ built"], rows)
+
+
+PARTS: dict[str, Callable[[argparse.Namespace], str]] = {"ratios": ratios, "demo": demo, "load": demo, "stages": stages, "help": help_times}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--part", choices=("ratios", "demo", "stages", "all"), default="all")
+    ap.add_argument("--part", choices=(*PARTS, "all"), default="all")
     ap.add_argument("--rounds", type=int, default=3)
-    ap.add_argument("--load", choices=("off", "on", "both"), default="both", help="the competing load: without, with, or both")
+    ap.add_argument("--load", choices=("off", "on", "both"), default=None,
+                    help="the competing load: without, with, or both [default: each part's own: " + ", ".join(f"{k} {v}" for k, v in PART_LOAD.items()) + "]")
     ap.add_argument("--load-limit", type=float, default=1800.0, help="seconds after which a competing process stops by itself")
     ap.add_argument("--seconds", type=float, default=1.5, help="per raw-rate measurement")
     ap.add_argument("--masks", type=int, default=1000, help="RISE masks of the engine measurement")
     ap.add_argument("--before", default=BASE, help=f"git revision of the 'before' variant [default: {BASE}]")
+    ap.add_argument("--after", default=None, help="git revision of the 'after' variant [default: this working tree]")
     ap.add_argument("--cache", default=None, help="export cache [default: a new temporary folder]")
     ap.add_argument("--reference-cache", type=Path, default=None, help="adaptive.py's reference maps (for the demo map's quality)")
+    ap.add_argument("--no-write", dest="write", action="store_false", help="print only; leave RESULTS.md alone")
     args = ap.parse_args()
-    print(f"uptime before: {uptime()}", flush=True)
-    parts = ["ratios", "demo", "stages"] if args.part == "all" else [args.part]
-    results = {part: {"ratios": ratios, "demo": demo, "stages": stages}[part](args) for part in parts}
-    print(f"uptime after: {uptime()}\n")
-    for part, table in results.items():
-        print(f"### {part}\n\n{table}\n")
-
+    parts = list(PARTS) if args.part == "all" else [args.part]
+    others = [a for i, a in enumerate(sys.argv[1:]) if not a.startswith("--part") and sys.argv[i] != "--part"]  # argv[i]: a's predecessor
+    for part in parts:
+        args.load_now = args.load or PART_LOAD[part]
+        begun = uptime()
+        print(f"{part}: uptime before: {begun}", flush=True)
+        table = PARTS[part](args)
+        ended = uptime()
+        body = (f"`{' '.join(['python benchmarks/demo.py', '--part', part, *others])}`"
+                f" (competing load: {args.load_now}); {machine(torch.device('cpu'))}.\n\n"
+                f"uptime before: `{begun}`; after: `{ended}`.\n\n{table}")
+        print(f"\n### {part}\n\n{body}\n", flush=True)
+        if args.write:
+            write_section(SECTIONS[part], body)
 
 if __name__ == "__main__":
     main()
