@@ -42,6 +42,7 @@ from ..capabilities import Capability
 from ..errors import Cancelled, ModelError
 from ..images import resize
 from ..models.classifier import Classifier
+from ..models.outputs import join_rows
 from ..models.view import ClassifierView
 from .batcher import _is_oom
 
@@ -120,7 +121,7 @@ class SharedBatches:
         request.done.wait()
         if request.error is not None:
             raise request.error
-        return request.parts[0] if len(request.parts) == 1 else torch.cat(request.parts)
+        return join_rows(request.parts)  # class scores, or a detector's Detections
 
     # -- the model thread ------------------------------------------------------------
     def _waiting_rows(self) -> int:

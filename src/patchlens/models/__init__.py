@@ -32,8 +32,11 @@ MODEL_SPECS: dict[str, str] = {
     "onnx:<path>": "an ONNX file, run with onnxruntime (pip install 'patchlens[onnx]')",
     "torchscript:<path>": "a TorchScript file saved with torch.jit.save",
     "http(s)://HOST/v2/models/<name>": "a model behind an Open Inference Protocol v2 server (KServe, Triton, MLServer, patchlens serve-model); /v1/models/<name>: KServe v1",
-    "<nn.Module>": "(Python) any torch module; options mean, std, input_size, labels, activation",
-    "<callable>": "(Python) any function batch -> scores, the black-box case; options input_size, labels, numpy, activation, probabilities",
+    "torchvision:<detector>": "a torchvision object detector (fasterrcnn_mobilenet_v3_large_320_fpn, retinanet_resnet50_fpn, ...); COCO labels",
+    "<nn.Module>": "(Python) any torch module; options mean, std, input_size, labels, activation, kind (a detector returns "
+    "one dict of boxes, scores and labels per image: recognised, or kind='detector'), min_score",
+    "<callable>": "(Python) any function batch -> scores (or detections), the black-box case; options input_size, labels, "
+    "numpy, activation, probabilities, kind, min_score",
 }
 
 
@@ -93,6 +96,10 @@ def _adapter(spec: Any, **options: Any) -> Classifier:
         return spec
     device = options.pop("device", None)
     if isinstance(spec, torch.nn.Module):
+        from .detectors import TorchvisionDetector, is_torchvision_detector
+
+        if is_torchvision_detector(spec):
+            return TorchvisionDetector(spec, device=device, **options)
         return TorchClassifier(spec, device=device, **options)
     if isinstance(spec, str) and spec.startswith(("http://", "https://")):
         from .remote import load_remote  # scored on the server: compose its inputs on the CPU unless told otherwise

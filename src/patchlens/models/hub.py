@@ -84,6 +84,7 @@ def load_timm(name: str, *, pretrained: bool = True, device: str | torch.device 
         input_size=tuple(size),
         labels=labels,
         model_id=f"timm:{name}",
+        kind="classifier",
     )
     opts.update(options)
     return TorchClassifier(module, **opts)
@@ -96,6 +97,10 @@ def load_torchvision(name: str, *, pretrained: bool = True, device: str | torch.
         raise ModelError(f"torchvision:{name}: torchvision is not installed (pip install torchvision)") from None
     if name not in torchvision.models.list_models():
         raise ModelError(f"torchvision:{name}: torchvision has no model of that name (see torchvision.models.list_models())")
+    from .detectors import load_torchvision_detector, torchvision_detectors
+
+    if name in torchvision_detectors():
+        return load_torchvision_detector(name, pretrained=pretrained, device=device, **options)  # type: ignore[arg-type,return-value]
     try:
         module = torchvision.models.get_model(name, weights="DEFAULT" if pretrained else None)
     except Exception as exc:
@@ -109,6 +114,6 @@ def load_torchvision(name: str, *, pretrained: bool = True, device: str | torch.
         labels = meta.get("categories")
     elif getattr(module, "fc", None) is not None and getattr(module.fc, "out_features", 0) == 1000:
         labels = list(imagenet_labels())
-    opts: dict = dict(labels=labels, model_id=f"torchvision:{name}")
+    opts: dict = dict(labels=labels, model_id=f"torchvision:{name}", kind="classifier")
     opts.update(options)
     return TorchClassifier(module, **opts)

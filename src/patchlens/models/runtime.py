@@ -136,6 +136,11 @@ def use_runtime(
         return classifier
     if threads is not None:
         torch.set_num_threads(threads)  # whole process: only when asked for
+    if classifier.kind == "detector":  # boxes of a variable count: the ONNX export and its check are for class scores
+        if runtime == "onnx" or precision != "fp32":
+            raise ModelError(f"{classifier.model_id}: an object detector runs in torch at fp32 (runtime='onnx' and bf16 are for classifiers)")
+        classifier.details = {**classifier.details, "chosen_because": "an object detector"}
+        return classifier
     if precision == "bf16":
         return _bf16(classifier)
     on_cpu = classifier.device.type == "cpu"

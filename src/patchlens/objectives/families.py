@@ -6,6 +6,12 @@ image and returns the objective. The same resolver, given no output, checks a
 run before its first forward pass: :func:`check_targets` and
 :func:`resolve_objective` differ only in that, so they accept the same specs.
 A new kind of model registers its resolver here with :func:`register_family`.
+
+A resolver may also be told the photo's size (``image_size``, ``(height,
+width)``): targets typed in the photo's pixels (a detector's ``box:``) need it.
+A model whose kind is known only from its answers (a module or function
+loaded without ``kind=``) is asked once when its assumed kind cannot resolve
+the targets (:meth:`~patchlens.models.Classifier.settle_kind`).
 """
 
 from __future__ import annotations
@@ -16,17 +22,31 @@ from ..capabilities import ModelKind, kind_names
 from ..errors import TargetError
 from .base import Objective
 from .classes import resolve_classes
-from .requests import Request, TargetSpec, parse_targets
+from .detections import resolve_detections
+from .requests import All, Box, Labelled, Name, Request, TargetSpec, parse_targets
 
 if TYPE_CHECKING:
     from ..models.classifier import Classifier
 
-#: ``resolver(requests, output or None, model) -> Objective``
-Resolver = Callable[[Sequence[Request], Any, "Classifier"], Objective]
+#: ``resolver(requests, output or None, model, image_size=(height, width) or None) -> Objective``
+Resolver = Callable[..., Objective]
+
+
+def _classes(requests: Sequence[Request], output: Any, model: Classifier, image_size: Any = None) -> Objective:
+    """Classes and labels do not depend on where things are: the photo's size is not needed."""
+    named = []
+    for r in requests:
+        if isinstance(r, (All, Box)):
+            raise TargetError(f"{r.text}: a target of object detectors; {model.model_id} is one of the "
+                              f"{kind_names(model.model_kind)[0]} (its targets are top1, topk:K, present, a class index or name)")
+        named.append(Name(r.text, r.name) if isinstance(r, Labelled) else r)
+    return resolve_classes(named, output, model)
+
 
 _FAMILIES: dict[ModelKind, Resolver] = {
-    ModelKind.CLASSIFIER: resolve_classes,
-    ModelKind.MULTI_LABEL: resolve_classes,
+    ModelKind.CLASSIFIER: _classes,
+    ModelKind.MULTI_LABEL: _classes,
+    ModelKind.DETECTOR: resolve_detections,
 }
 
 
@@ -42,12 +62,16 @@ def _resolver(model: Classifier) -> Resolver:
     return found
 
 
-def resolve_objective(spec: TargetSpec, output: Any, model: Classifier) -> Objective:
+def resolve_objective(
+    spec: TargetSpec, output: Any, model: Classifier, *, image_size: tuple[int, int] | None = None
+) -> Objective:
     """The objective that ``spec`` names on one image, given ``model``'s ``output`` on it (a batch of one).
 
-    It may have no target (``present`` with no label present); its ``note`` then says so.
+    ``image_size``: the photo's ``(height, width)``, for targets typed in its
+    pixels (a box); records then give boxes in the photo's pixels too. It may
+    have no target (``present`` with no label present); its ``note`` then says so.
     """
-    return _resolver(model)(parse_targets(spec), output, model)
+    return _resolver(model)(parse_targets(spec), output, model, image_size=image_size)
 
 
 def check_targets(spec: TargetSpec, model: Classifier, *, true_labels: bool = False) -> None:
@@ -56,4 +80,11 @@ def check_targets(spec: TargetSpec, model: Classifier, *, true_labels: bool = Fa
     ``true_labels``: the run puts each image's own labels where ``label`` is
     (batch mode), so ``label`` is accepted.
     """
-    _resolver(model)(parse_targets(spec, true_labels=true_labels), None, model)
+    requests = parse_targets(spec, true_labels=true_labels)
+    try:
+        _resolver(model)(requests, None, model)
+    except TargetError:
+        if model.kind_settled:
+            raise
+        model.settle_kind()  # a module or function whose answers say what kind it is: ask it once
+        _resolver(model)(requests, None, model)
