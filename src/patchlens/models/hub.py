@@ -12,15 +12,7 @@ import torch
 from ..errors import ModelError
 from .imagenet import imagenet_labels
 from .torch_module import IMAGENET_MEAN, IMAGENET_STD, TorchClassifier
-
-
-def _weights_error(spec: str, exc: BaseException) -> ModelError:
-    return ModelError(
-        f"{spec}: could not get pretrained weights ({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}); "
-        "this machine may be offline - pass pretrained=False (--no-pretrained on the command line) for random weights, "
-        "or load the model yourself "
-        "and pass the nn.Module"
-    )
+from .weights import weights_error as _weights_error
 
 
 def hub_reachable(timeout: float = 3.0) -> bool:

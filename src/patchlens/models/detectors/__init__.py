@@ -37,7 +37,7 @@ def load_torchvision_detector(
     """
     import torchvision
 
-    from ..hub import _weights_error
+    from ..weights import weights_error
 
     kwargs = dict(model_kwargs or {})
     family = next((k for k in sorted(SCORE_KEYWORDS, key=len, reverse=True) if name.startswith(k)), None)
@@ -50,7 +50,7 @@ def load_torchvision_detector(
             module = torchvision.models.get_model(name, weights=None, weights_backbone=None, **kwargs)
     except Exception as exc:
         if pretrained:
-            raise _weights_error(f"torchvision:{name}", exc) from None
+            raise weights_error(f"torchvision:{name}", exc) from None
         raise ModelError(f"torchvision:{name}: {type(exc).__name__}: {exc}") from None
     module = module.eval().to(device)
     return TorchvisionDetector(module, model_id=f"torchvision:{name}", **options)
