@@ -23,6 +23,7 @@ from patchlens.engine import Engine, make_baseline
 from patchlens.engine.batcher import measured_batch_size
 from patchlens.images import load_image, resize, to_tensor
 from patchlens.methods.rise import RiseMasks
+from patchlens.objectives import class_objective
 
 
 def sync(device: torch.device) -> None:
@@ -48,7 +49,7 @@ def rise_passes_per_second(clf: patchlens.Classifier, batch: int, n_masks: int) 
     engine = Engine(clf, batch_size=batch)
     source = RiseMasks(n_masks, 7, 0.5, *clf.input_size, g, clf.device)
     baseline = make_baseline(x, "gray")
-    targets = torch.tensor([0], device=clf.device)
+    targets = class_objective(clf, 0)
     engine.score_masks(x, baseline, RiseMasks(batch, 7, 0.5, *clf.input_size, g, clf.device), targets)  # warm-up
     engine = Engine(clf, batch_size=batch)
     sync(clf.device)

@@ -16,7 +16,7 @@ SRC = Path(patchlens.__file__).parent
 LAYERS = {
     "_version": 0, "errors": 0, "capabilities": 0, "_discovery": 0, "extras": 0, "images": 0, "render": 0,
     "describe": 0, "explanation": 0, "examples": 0, "ranking": 0,
-    "models": 1, "targets": 1,
+    "models": 1, "targets": 1, "objectives": 1,
     "engine": 2,
     "methods": 3,
     "api": 4,
@@ -132,3 +132,67 @@ def test_patchlens_methods_is_the_subpackage_and_still_lists_when_called():
         listed = patchlens.methods()
     assert listed == patchlens.list_methods()
     assert any(issubclass(w.category, DeprecationWarning) and "list_methods" in str(w.message) for w in caught)
+
+
+# -- objectives: what a score is, decided in one place --------------------------------------------
+
+#: names that hold a model's class scores (or its raw output) in this codebase
+SCORE_VALUES = {"probs", "logits", "scores", "output", "outputs", "raw_output", "out", "chosen"}
+#: calls that return a model's output
+SCORE_CALLS = {"logits", "score_tokens", "score_one", "output_of", "classifier"}
+#: names that pick a target's column
+TARGET_NAMES = {"t", "target", "targets", "index", "indices", "cls", "class_index"}
+
+
+def _root(node: ast.AST) -> str:
+    """The name a subscripted value comes from: ``probs`` in ``probs[..]``, ``probs`` in ``job.probs[..]``,
+    ``logits`` in ``clf.logits(x)[..]``."""
+    if isinstance(node, ast.Call):
+        node = node.func
+    if isinstance(node, ast.Attribute):
+        return node.attr
+    return node.id if isinstance(node, ast.Name) else ""
+
+
+def column_picks(path: Path) -> list[str]:
+    """Places in ``path`` that index a model's scores by a target (``probs[:, targets]``, ``logits[0, t]``),
+    or read the class indices and scores a method's job used to carry (``job.targets``, ``job.probs``)."""
+    found = []
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        if isinstance(node, ast.Subscript) and _root(node.value) in SCORE_VALUES | SCORE_CALLS:
+            names = {n.id for n in ast.walk(node.slice) if isinstance(n, ast.Name)}
+            names |= {n.attr for n in ast.walk(node.slice) if isinstance(n, ast.Attribute)}
+            if names & TARGET_NAMES:
+                found.append(f"{path.name}:{node.lineno}: {ast.unparse(node)}")
+        elif isinstance(node, ast.Attribute) and node.attr in ("targets", "probs") and isinstance(node.ctx, ast.Load):
+            found.append(f"{path.name}:{node.lineno}: {ast.unparse(node)}")
+        elif isinstance(node, ast.Call) and _root(node) == "resolve_targets":
+            found.append(f"{path.name}:{node.lineno}: {ast.unparse(node)} (resolve an objective instead)")
+    return found
+
+
+def test_no_module_outside_the_objective_layer_picks_score_columns_for_a_target():
+    """The engine, methods, metrics and front-ends score through an objective and never learn what a class is;
+    objectives/ turns the model's output into scores, and targets.py keeps the old name of its resolver."""
+    allowed = {SRC / "objectives", SRC / "targets.py"}
+    offenders = []
+    for path in sorted(SRC.rglob("*.py")):
+        if any(path == a or a in path.parents for a in allowed):
+            continue
+        offenders += column_picks(path)
+    assert not offenders, "target columns picked outside patchlens/objectives:\n" + "\n".join(offenders)
+
+
+def test_the_column_check_can_fail(tmp_path):
+    """The checker finds the forms the code had before the objective layer (so the test above is not vacuous)."""
+    planted = tmp_path / "old.py"
+    planted.write_text(
+        "chosen = probs if targets is None else probs[:, targets]\n"
+        "(g,) = torch.autograd.grad(logits[:, t].sum(), x)\n"
+        "drops = job.probs[job.targets][None, :] - scores\n"
+        "out = clf.score_tokens(view, keep)[:, targets]\n"
+        "grads = torch.autograd.grad(logits[0, t], raw)\n"
+        "ok = x[:, :, 8:28, 8:28].mean() + scores[:, 0]\n"
+    )
+    found = column_picks(planted)
+    assert sorted(f.split(":")[1] for f in found) == ["1", "2", "3", "3", "3", "4", "5"], found

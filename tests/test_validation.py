@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 
 import patchlens
@@ -109,3 +110,49 @@ def test_a_vit_passes_the_checks_a_cnn_fails():
     validate_run(vit, make_method("gradcam", layer="blocks.0.norm1"))
     with pytest.raises(MethodError, match="did you mean blocks.0"):
         validate_run(vit, make_method("gradcam", layer="block.0"))
+
+
+class SharedActivation(torch.nn.Module):
+    """Runs one ReLU object twice (as EfficientNet-Lite0 runs its _swish), so only act@1 and act@2 name a call."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv1 = torch.nn.Conv2d(3, 4, 3, padding=1)
+        self.conv2 = torch.nn.Conv2d(4, 4, 3, padding=1)
+        self.act = torch.nn.ReLU()
+        self.fc = torch.nn.Linear(4, 3)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc(self.act(self.conv2(self.act(self.conv1(x)))).mean(dim=(2, 3)))
+
+
+LAYERS = ["auto", "conv1", "conv2", "act", "act@1", "act@2", "act@3", "act@0", "act@x", "conv1@1", "conv1@2", "fc",
+          "nope", "conv", "", " conv2 "]
+
+
+@pytest.mark.parametrize("layer", LAYERS, ids=repr)
+def test_validation_and_execution_accept_exactly_the_same_layers(layer):
+    torch.manual_seed(0)
+    clf = TorchClassifier(SharedActivation(), input_size=16)
+    image = np.random.default_rng(0).integers(0, 255, (16, 16, 3), np.uint8)
+
+    def accepts(check) -> bool:
+        try:
+            check()
+            return True
+        except MethodError:
+            return False
+
+    checked = accepts(lambda: validate_run(clf, make_method("gradcam", layer=layer)))
+    ran = accepts(lambda: patchlens.explain(clf, image, "gradcam", layer=layer))
+    assert checked == ran, (layer, checked, ran)
+
+
+def test_a_named_call_is_the_layer_that_results_record(default_model, photos, tmp_path, capsys):
+    """`_swish@2`, the form the CAM help and every record give, is accepted by the CLI's run-level check."""
+    with pytest.raises(MethodError, match=r"runs this module 2 times .* from _swish@1 to _swish@2"):
+        validate_run(default_model, make_method("gradcam", layer="_swish"))
+    code = main(["explain", photos[0], "--method", "gradcam", "--layer", "_swish@2", "--out", str(tmp_path / "o"), "--quiet"])
+    assert code == 0, capsys.readouterr().err
+    record = next((tmp_path / "o").glob("*.json")).read_text()
+    assert '"layer": "_swish@2"' in record

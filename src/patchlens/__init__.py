@@ -17,8 +17,9 @@ from ._version import __version__
 
 if TYPE_CHECKING:  # what type checkers and IDEs see; at run time __getattr__ imports on demand
     from . import methods
-    from .api import explain, list_methods
+    from .api import NothingToExplain, explain, list_methods
     from .audit import report
+    from .capabilities import ModelKind
     from .batch.results import open_store
     from .errors import ImageError, MethodError, ModelError, PatchlensError, TargetError
     from .explanation import Explanation
@@ -31,6 +32,8 @@ _LAZY: dict[str, tuple[str, str | None]] = {
     "methods": ("methods", None),  # the subpackage, callable as patchlens.methods() for older code
     "explain": ("api", "explain"),
     "list_methods": ("api", "list_methods"),
+    "NothingToExplain": ("api", "NothingToExplain"),
+    "ModelKind": ("capabilities", "ModelKind"),
     "report": ("audit", "report"),
     "open_store": ("batch.results", "open_store"),
     "ImageError": ("errors", "ImageError"),
@@ -80,4 +83,6 @@ __all__ = [
     "ModelError",
     "MethodError",
     "TargetError",
+    "ModelKind",
+    "NothingToExplain",
 ]

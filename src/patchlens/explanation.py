@@ -78,7 +78,7 @@ class Explanation:
             ``score`` the model's probability for it on the unmasked image.
         objective: what was explained, as the objective recorded it
             (:mod:`patchlens.objectives`): its ``kind`` ("class", or "label" for
-            a multi-label model), ``index``, ``label``, ``score``, the
+            a multi-label model), ``index``, ``label``, ``title``, the
             ``threshold`` that selected it (``present:T``), the ``request`` as
             typed and the ``labels`` explained with it on the image.
         method, params, seed, model: how the map was made.
@@ -109,7 +109,7 @@ class Explanation:
         if not isinstance(self.params, FrozenParams):
             object.__setattr__(self, "params", FrozenParams(self.params))
         # results made before objectives were recorded (old stores, maps made elsewhere) explained a class
-        found = dict(self.objective) or {"kind": "class", "index": int(self.target), "label": self.label, "score": self.score}
+        found = dict(self.objective) or {"kind": "class", "index": int(self.target), "label": self.label}
         object.__setattr__(self, "objective", FrozenParams(found))
 
     def __eq__(self, other: object) -> bool:

@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 
 from ..batch.results import BatchStore
+from ..batch.sources import true_labels
 from ..errors import PatchlensError
 from ..methods import recorded_params
 from . import clusters, signals
@@ -130,7 +131,8 @@ def _measure(store: BatchStore, ok: Any, request: str) -> tuple[list[ImageFindin
         width, height = int(r["width"]), int(r["height"])
         finding = ImageFinding(
             id=len(images), path=path, label=label, target=int(r["target"]), score=float(r["score"]),
-            true_label=true_label, correct=None if true_label is None or request != "top1" else label == true_label,
+            # a multi-label source names several true labels ("sun;boat"): the top class is right if it is one of them
+            true_label=true_label, correct=None if true_label is None or request != "top1" else label in true_labels(true_label),
             corners=share(evidence, regions.corners), border=share(evidence, regions.border),
             centre=share(evidence, regions.centre), peak=peak(aligned), typicality=0.0,
             width=width, height=height, box=box, mask_path=mask_path,

@@ -13,7 +13,7 @@ from ._model_options import add_model_arguments, load_cli_model
 
 
 def register(sub: Any, argv: list[str]) -> None:
-    p = sub.add_parser("methods", help="list the explanation methods and their parameters")
+    p = sub.add_parser("methods", help="list the explanation methods, the kinds of model each explains, and their parameters")
     p.add_argument("--json", action="store_true", help="print as JSON")
     p.set_defaults(run=run_methods)
     q = sub.add_parser(
@@ -36,8 +36,14 @@ def run_methods(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(info, indent=2))
         return 0
+    print("Each method explains the kinds of model listed under it: classifiers (softmax or plain scores: a target\n"
+          "is a class) and multi-label classifiers (--activation sigmoid: a target is a label; --target present\n"
+          "explains each present one). [black-box] methods run on any model, [white-box] ones need a PyTorch\n"
+          "model, [vit] ones a timm Vision Transformer.\n")
     for name, m in info.items():
         print(f"{name}  [{m['kind']}]  {m['summary']}")
+        same = "" if m["per_target"] else "; one map per image, the same for every target"
+        print(f"    explains: {', '.join(m['models'])}{same}")
         for p in m["parameters"]:
             choices = f" one of {', '.join(map(str, p['choices']))};" if p["choices"] else ""
             print(f"    --{p['name'].replace('_', '-'):<16} {p['help']};{choices} default {p['default']}")

@@ -8,6 +8,7 @@ import sys
 from typing import Any
 
 from ..errors import PatchlensError
+from ._model_options import add_model_arguments, load_cli_model
 from .serve import _is_loopback
 
 EXAMPLES = """examples:
@@ -36,17 +37,17 @@ def register(sub: Any, argv: list[str]) -> None:
     p.add_argument("--port", type=int, default=8500, help="port; 0 picks a free one [default: 8500]")
     p.add_argument("--max-batch", type=int, default=32, help="most images in one request [default: 32]")
     p.add_argument("--queue", type=int, default=16, help="requests running or waiting; more get 503 + Retry-After [default: 16]")
+    add_model_arguments(p)  # --activation, --labels, --input-size...: the scores served are the ones patchlens explains
     p.set_defaults(run=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..models import load_model
     from ..models.remote.server import ModelServer
 
     if not 0 <= args.port <= 65535:
         raise PatchlensError(f"--port {args.port}: must be between 0 and 65535")
     name = args.name or re.sub(r"[^A-Za-z0-9_.-]+", "_", args.model.rsplit("/", 1)[-1].split(":")[-1]).strip("_") or "model"
-    classifier = load_model(args.model, device=args.device)
+    classifier = load_cli_model(args)
     server = ModelServer(classifier, name=name, host=args.host, port=args.port, max_batch=args.max_batch, queue=args.queue)
     if not _is_loopback(args.host):
         print(f"patchlens: warning: listening on {args.host}: other machines can use this model", file=sys.stderr)

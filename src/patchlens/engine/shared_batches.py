@@ -41,8 +41,8 @@ import torch
 from ..capabilities import Capability
 from ..errors import Cancelled, ModelError
 from ..images import resize
+from ..models import outputs
 from ..models.classifier import Classifier
-from ..models.outputs import join_rows
 from ..models.view import ClassifierView
 from .batcher import _is_oom
 
@@ -62,7 +62,7 @@ class _Request:
     rows: torch.Tensor
     arrived: float = field(default_factory=time.monotonic)
     taken: int = 0  # rows already put in a batch
-    parts: list[torch.Tensor] = field(default_factory=list)
+    parts: list[Any] = field(default_factory=list)  # the model's answers for its rows, batch by batch
     scored: int = 0
     error: BaseException | None = None
     done: threading.Event = field(default_factory=threading.Event)
@@ -110,8 +110,8 @@ class SharedBatches:
                 self._callers -= 1
                 self._changed.notify_all()  # the others may now be all that the model waits for
 
-    def score(self, rows: torch.Tensor) -> torch.Tensor:
-        """Scores of ``rows`` (already at the model's input size, on its device), from shared batches."""
+    def score(self, rows: torch.Tensor) -> Any:
+        """The model's answer for ``rows`` (already at the model's input size, on its device), from shared batches."""
         request = _Request(rows)
         with self._changed:
             if self._closed:
@@ -121,7 +121,7 @@ class SharedBatches:
         request.done.wait()
         if request.error is not None:
             raise request.error
-        return join_rows(request.parts)  # class scores, or a detector's Detections
+        return outputs.join_rows(request.parts)  # class scores are concatenated, a detector's Detections joined
 
     # -- the model thread ------------------------------------------------------------
     def _waiting_rows(self) -> int:
@@ -195,12 +195,13 @@ class SharedBatches:
             for s in slices:
                 self._run([s])
             return
-        self.batch_sizes.append(len(scores))
-        self._full_batch_seconds = (time.perf_counter() - start) * self.batch_size / len(scores)
+        count = outputs.batch_length(scores)
+        self.batch_sizes.append(count)
+        self._full_batch_seconds = (time.perf_counter() - start) * self.batch_size / count
         at = 0
         for request, a, b in slices:
             if request.error is None:
-                request.parts.append(scores[at : at + b - a])
+                request.parts.append(outputs.rows(scores, at, at + b - a))
                 request.scored += b - a
                 if request.scored == len(request.rows):
                     request.done.set()

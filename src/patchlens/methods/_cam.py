@@ -49,12 +49,10 @@ def capture(job: Job, layer: str, *, gradients: bool) -> Capture:
         grads = None
         if gradients:
             with torch.enable_grad():
-                scores = job.objective(raw_output)  # (1, T)
+                columns = job.objective(raw_output)[0].unbind()  # the image's score for each target
             per_target = []
-            for t in range(scores.shape[1]):
-                (g,) = torch.autograd.grad(
-                    scores[0, t], raw, retain_graph=t < scores.shape[1] - 1, allow_unused=True
-                )
+            for t, score in enumerate(columns):
+                (g,) = torch.autograd.grad(score, raw, retain_graph=t < len(columns) - 1, allow_unused=True)
                 # allow_unused: a layer that does not reach the score has a zero gradient.
                 per_target.append(torch.zeros_like(raw) if g is None else g)
             grads = as_feature_map(torch.cat(per_target), layout, resolved).detach().float()

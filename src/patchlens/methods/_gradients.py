@@ -27,12 +27,12 @@ def input_gradients(job: Job, inputs: torch.Tensor) -> tuple[torch.Tensor, torch
     """Gradients ``(n, T, 3, H, W)`` of every target's raw score for a batch, and those scores ``(n, T)``."""
     x = inputs.detach().clone().requires_grad_(True)
     with torch.enable_grad():
-        scores = job.objective(job.classifier.logits(x))
-        count = scores.shape[1]
+        scores = job.objective(job.classifier.logits(x))  # (n, T)
+        columns = scores.unbind(dim=1)
         grads = []
-        for t in range(count):
+        for t, column in enumerate(columns):
             # Summing over the batch gives each sample its own gradient (samples are independent).
-            (g,) = torch.autograd.grad(scores[:, t].sum(), x, retain_graph=t < count - 1)
+            (g,) = torch.autograd.grad(column.sum(), x, retain_graph=t < len(columns) - 1)
             grads.append(g)
     return torch.stack(grads, dim=1), scores.detach()
 

@@ -57,6 +57,7 @@ class AttentionRollout(Method):
         "one forward pass, the same map for every class (not class-specific)."
     )
     requires = Capability.TOKENS | Capability.LAYERS
+    target_specific = False  # attention is read, not a target's score: every target gets the same map
 
     head_fusion: str = param(
         "mean", "how each layer's attention heads are combined into one", choices=("mean", "max", "min")

@@ -87,12 +87,13 @@ class KernelShap(SamplingMethod):
 
     def extras(self, state: _ShapState, used: int) -> list[dict[str, Any]]:
         assert state.values is not None
-        scores = state.scores[0]
+        # the first two coalitions, each target's score: f(baseline), every region hidden; f(image) as scored
+        base_values, full_values = state.scores[0][0].tolist(), state.scores[0][1].tolist()
         return [
             {
                 "shapley_values": state.values[t].tolist(),
-                "base_value": float(scores[0, t]),  # f(baseline): every region hidden
-                "full_value": float(scores[1, t]),  # f(image) as scored; sum(shapley_values) = full - base
+                "base_value": float(base_values[t]),
+                "full_value": float(full_values[t]),  # sum(shapley_values) = full - base
                 "exact": state.exact and used == state.coalitions.shape[0],
                 "n_regions": state.regions,
             }

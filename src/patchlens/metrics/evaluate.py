@@ -206,13 +206,14 @@ def _wrap_arrays(model: Any, images: Any, explanations: Any, target: Any) -> Any
         objective = resolve_objective(goal, output, classifier)
         if len(objective) == 0:
             raise MetricError(f"{loaded.name}: target {goal!r} names nothing on this image ({objective.note})")
-        found = objective.records()[0]  # a map explains one target: the first the spec names
-        made = [_external(e, loaded, found, classifier) for e in (entry if isinstance(entry, (list, tuple)) else [entry])]
+        first = objective.select(0)  # a map explains one target: the first the spec names
+        found, score = first.records()[0], float(first(output)[0, 0])
+        made = [_external(e, loaded, found, score, classifier) for e in (entry if isinstance(entry, (list, tuple)) else [entry])]
         out.append(made if isinstance(entry, (list, tuple)) else made[0])
     return out[0] if single else out
 
 
-def _external(item: Any, loaded: Any, found: dict[str, Any], classifier: Any) -> Any:
+def _external(item: Any, loaded: Any, found: dict[str, Any], score: float, classifier: Any) -> Any:
     """A map made elsewhere as an Explanation of the target ``found`` (an objective's record) on ``loaded``
     (an Explanation passes through)."""
     if not _is_map(item):
@@ -221,7 +222,7 @@ def _external(item: Any, loaded: Any, found: dict[str, Any], classifier: Any) ->
     if not np.isfinite(saliency).all():
         raise MetricError(f"{loaded.name}: the map has NaN or infinite values")
     return Explanation(
-        saliency=saliency, target=int(found["index"]), label=str(found["label"]), score=float(found["score"]),
+        saliency=saliency, target=int(found["index"]), label=str(found["label"]), score=score,
         method="external", params={}, seed=None, model=classifier.model_id, forward_passes=0, seconds=0.0,
         image_name=loaded.name, image=loaded.pixels, objective=found,
         score_is_probability=getattr(classifier, "outputs_probabilities", True),

@@ -62,10 +62,11 @@ class Objective(ABC):
 
     @abstractmethod
     def records(self) -> list[dict[str, Any]]:
-        """One JSON-ready record per target: ``{"kind", "index", "label", "title", "score", ...}``.
+        """One JSON-ready record per target: ``{"kind", "index", "label", "title", ...}``.
 
         ``title`` names the target in a result's title (``tabby (class 281)``);
         ``index`` and ``label`` are what a result's ``target`` and ``label`` show.
+        The target's score is the result's own ``score``, not repeated here.
         """
 
     @classmethod

@@ -11,6 +11,7 @@ two accept the same specs.
 from __future__ import annotations
 
 import difflib
+import functools
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any, Mapping, Sequence
 
@@ -55,7 +56,7 @@ class ClassScores(Objective):
         if not isinstance(output, torch.Tensor) or output.ndim != 2:
             shape = tuple(output.shape) if isinstance(output, torch.Tensor) else type(output).__name__
             raise ModelError(f"{self.kind} objective: expected class scores (N, C), got {shape}")
-        return output[:, torch.tensor(self.indices, dtype=torch.long, device=output.device)]
+        return output[:, _columns(self.indices, output.device)]
 
     def __len__(self) -> int:
         return len(self.indices)
@@ -73,7 +74,6 @@ class ClassScores(Objective):
                 "index": int(i),
                 "label": self.labels[t] if t < len(self.labels) else f"{self.noun} {i}",
                 "title": f"{self.labels[t] if t < len(self.labels) else self.noun} ({self.noun} {i})",
-                "score": float(self.scores[t]) if t < len(self.scores) else None,
                 "threshold": self.threshold,
                 "request": self.request,
                 "labels": list(self.labels),  # every target resolved with it on that image (all present labels)
@@ -83,11 +83,9 @@ class ClassScores(Objective):
 
     @classmethod
     def from_record(cls, record: Mapping[str, Any]) -> ClassScores:
-        score = record.get("score")
         return cls(
             indices=(int(record["index"]),),
             labels=(str(record.get("label", f"{cls.noun} {record['index']}")),),
-            scores=() if score is None else (float(score),),
             threshold=record.get("threshold"),
             request=record.get("request"),
         )
@@ -101,6 +99,13 @@ class LabelScores(ClassScores):
 
     kind = "label"
     noun = "label"
+
+
+@functools.lru_cache(maxsize=256)
+def _columns(indices: tuple[int, ...], device: torch.device) -> torch.Tensor:
+    """The index tensor of ``indices`` on ``device``, made once: copying it to a GPU for every batch would
+    wait for the work already queued there (a copy from pageable memory synchronises)."""
+    return torch.tensor(indices, dtype=torch.long, device=device)
 
 
 def class_objective(model: Classifier, *indices: int) -> ClassScores:
