@@ -103,6 +103,14 @@ def _metric_values(names: tuple[str, ...], exps: list[Explanation], classifier: 
     return [{f"metric_{c}": None if row.get(c) is None else float(row[c]) for c in table.columns} for row in table]  # type: ignore[misc]
 
 
+def target_box(objective: dict[str, Any]) -> dict[str, float]:
+    """The store's columns for the explained target's box (a detection's, in the photo's pixels); none for a class."""
+    box = objective.get("box")
+    if not isinstance(box, (list, tuple)) or len(box) != 4:
+        return {}
+    return {f"target_{k}": float(v) for k, v in zip(("x0", "y0", "x1", "y1"), box)}
+
+
 def image_target(request: str, item: Item) -> Any:
     """What to explain on ``item``: the run's target, with the image's own labels where it says ``label``."""
     parsed = parse_targets(request, true_labels=True)
@@ -154,6 +162,7 @@ def explain_loaded(classifier: Classifier, method: Method, plan: Plan, loaded: L
             row = {**base, **{k: rec[k] for k in ("target", "label", "score", "score_is_probability", "forward_passes", "seconds")},
                    "extras": json.dumps(rec["extras"], sort_keys=True),
                    "objective": json.dumps(rec["objective"], sort_keys=True),
+                   **target_box(rec["objective"]),
                    "status": "ok", "error": None, **metric_values}
             out.append((row, exp.saliency.astype(np.float16)))
         return out

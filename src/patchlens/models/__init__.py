@@ -30,6 +30,8 @@ MODEL_SPECS: dict[str, str] = {
     "timm:<name>": "a timm model (pip install 'patchlens[timm]'); pretrained weights need network access",
     "torchvision:<name>": "a torchvision model; pretrained weights need network access",
     "onnx:<path>": "an ONNX file, run with onnxruntime (pip install 'patchlens[onnx]')",
+    "python:<file.py>:<name>": "a module, module class or function defined in Python code (also python:package.module:name); "
+    "the command line's way to any nn.Module, detectors included",
     "torchscript:<path>": "a TorchScript file saved with torch.jit.save",
     "http(s)://HOST/v2/models/<name>": "a model behind an Open Inference Protocol v2 server (KServe, Triton, MLServer, patchlens serve-model); /v1/models/<name>: KServe v1",
     "torchvision:<detector>": "a torchvision object detector (fasterrcnn_mobilenet_v3_large_320_fpn, retinanet_resnet50_fpn, ...); COCO labels",
@@ -85,7 +87,7 @@ def load_model(
         return _adapter(spec, **options)  # returned as is
     from .runtime import use_runtime
 
-    own_module = isinstance(spec, torch.nn.Module)
+    own_module = isinstance(spec, torch.nn.Module) or (isinstance(spec, str) and spec.startswith("python:"))
     return use_runtime(_adapter(spec, **options), runtime, threads=threads, precision=precision, own_module=own_module)
 
 
@@ -128,8 +130,14 @@ def _adapter(spec: Any, **options: Any) -> Classifier:
             from .files import load_torchscript
 
             return load_torchscript(rest, device=dev, **options)
+        if kind == "python" and rest:
+            from .files import load_python
+
+            options.setdefault("model_id", spec)
+            return _adapter(load_python(rest), device=None if device in (None, "auto") else device, **options)
         raise ModelError(
-            f"{spec}: unknown model; use default, timm:<name>, torchvision:<name>, onnx:<path> or torchscript:<path>"
+            f"{spec}: unknown model; use default, timm:<name>, torchvision:<name>, onnx:<path>, torchscript:<path> "
+            "or python:<file.py>:<name>"
         )
     if callable(spec):
         fn: Callable[..., object] = spec

@@ -11,8 +11,8 @@ objective and resolver (:mod:`.families`).
 
 from .base import Objective, objective_from_record, register_objective
 from .classes import ClassScores, LabelScores, class_index, class_objective, predictions
-from .detections import DEFAULT_MIN_SCORE, DetectionScores, pairwise_iou
-from .families import check_targets, register_family, resolve_objective
+from .detections import DEFAULT_MIN_SCORE, DetectionScores, detection_predictions, pairwise_iou
+from .families import check_targets, describe_answer, register_family, resolve_objective
 from .requests import (
     MAX_TARGETS,
     PRESENT_THRESHOLD,
@@ -37,6 +37,8 @@ __all__ = [
     "DetectionScores",
     "DEFAULT_MIN_SCORE",
     "pairwise_iou",
+    "detection_predictions",
+    "describe_answer",
     "All",
     "Box",
     "Labelled",

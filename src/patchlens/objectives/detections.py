@@ -306,3 +306,23 @@ def _nothing(found: list[dict[str, Any]], threshold: float | None, model: Classi
     best = found[0]
     return (f"no detection{at}: the strongest is {model.label(int(best['label']))!r} (detection 0) with score "
             f"{best['score']:.3f}; use top1, or all:S with a lower S, to explain it anyway")
+
+
+def detection_predictions(output: Any, model: Classifier, image_size: tuple[int, int] | None = None) -> list[dict[str, Any]]:
+    """What a detector says about one image (a batch of one), for people: its detections, strongest first.
+
+    Each is ``{"index", "label", "class_index", "prob", "box"}``: ``prob`` its score (named as a class's
+    probability is, so lists of either read alike), ``box`` in the photo's pixels when ``image_size``
+    is known, else as fractions of the image.
+    """
+    if not isinstance(output, Detections):
+        raise ModelError(f"{model.model_id}: expected a detector's answers, got {type(output).__name__}")
+    out = []
+    for e in output.listed(0):
+        box = e["box"]
+        if image_size is not None:
+            h, w = image_size
+            box = [round(box[0] * w, 2), round(box[1] * h, 2), round(box[2] * w, 2), round(box[3] * h, 2)]
+        out.append({"index": e["index"], "label": model.label(int(e["label"])), "class_index": int(e["label"]),
+                    "prob": float(e["score"]), "box": box})
+    return out

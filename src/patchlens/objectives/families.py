@@ -21,8 +21,8 @@ from typing import TYPE_CHECKING, Any, Callable, Sequence
 from ..capabilities import ModelKind, kind_names
 from ..errors import TargetError
 from .base import Objective
-from .classes import resolve_classes
-from .detections import resolve_detections
+from .classes import predictions, resolve_classes
+from .detections import detection_predictions, resolve_detections
 from .requests import All, Box, Labelled, Name, Request, TargetSpec, parse_targets
 
 if TYPE_CHECKING:
@@ -88,3 +88,15 @@ def check_targets(spec: TargetSpec, model: Classifier, *, true_labels: bool = Fa
             raise
         model.settle_kind()  # a module or function whose answers say what kind it is: ask it once
         _resolver(model)(requests, None, model)
+
+
+def describe_answer(
+    output: Any, model: Classifier, *, k: int = 5, image_size: tuple[int, int] | None = None, original: Any = None
+) -> list[dict[str, Any]]:
+    """What ``model`` says about one image (its ``output``, a batch of one), for people, whatever its kind:
+    the ``k`` highest classes (a multi-label model's present labels too), or a detector's detections with
+    their boxes (in the photo's pixels with ``image_size``). ``original``: the unmasked image's output,
+    for a what-if's changes (classes only)."""
+    if model.model_kind == ModelKind.DETECTOR:
+        return detection_predictions(output, model, image_size)
+    return predictions(output[0], model, k, original=None if original is None else original[0])
