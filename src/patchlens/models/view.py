@@ -65,6 +65,10 @@ class ClassifierView(Classifier):
         return self.inner.kind
 
     @property
+    def min_score(self) -> float:  # type: ignore[override]
+        return self.inner.min_score
+
+    @property
     def kind_settled(self) -> bool:
         return self.inner.kind_settled
 
