@@ -146,3 +146,32 @@ def test_random_torchvision_detector_from_the_command_line_offline(tmp_path, cap
     assert changed.any()
     assert xs.min() >= box[0] - 3 and ys.min() >= title + box[1] - 30  # the label's tab sits above the box
     assert xs.max() <= max(box[2] + 3, box[0] + 200) and ys.max() <= title + box[3] + 3
+
+
+class BoxedElsewhere(PlantedDetector):
+    """Scores the square but reports its box where the decoy is: evidence far from its own box."""
+
+    def forward(self, x: torch.Tensor) -> list[dict[str, torch.Tensor]]:
+        out = super().forward(x)
+        for d in out:
+            d["boxes"] = d["boxes"].flip(0)
+        return out
+
+
+def test_the_audit_measures_evidence_against_each_detections_own_box(tmp_path, one_torch_thread):
+    folder = tmp_path / "scenes"
+    folder.mkdir()
+    for seed in range(3):
+        Image.fromarray(planted_scene(seed=seed)).save(folder / f"s{seed}.png")
+    found = {}
+    for name, module in (("honest", PlantedDetector()), ("elsewhere", BoxedElsewhere())):
+        store = tmp_path / f"{name}.store"
+        model = patchlens.load_model(module, input_size=SIZE, mean=(0, 0, 0), std=(1, 1, 1), labels=LABELS)
+        run_batch(str(folder), str(store), model=model, method="occlusion", target="top1", window=8, stride=4, progress=False)
+        page = tmp_path / f"{name}.html"
+        found[name] = patchlens.report(str(store), page)
+        assert 'id="detections"' in page.read_text()
+        assert json.loads((tmp_path / "findings.json").read_text())["detections"]["classes"]["square"]["detections"] == 3
+    honest, elsewhere = found["honest"].detections["classes"]["square"], found["elsewhere"].detections["classes"]["square"]
+    assert honest["inside"] >= 0.75 and not found["honest"].detections["flagged"]
+    assert elsewhere["far"] > 0.9 and "lies far from their boxes" in found["elsewhere"].detections["flagged"][0]

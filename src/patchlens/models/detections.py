@@ -28,6 +28,7 @@ from dataclasses import dataclass
 from typing import Any, Mapping, Sequence
 
 import torch
+from torch.nn.utils.rnn import pad_sequence
 
 from ..errors import ModelError
 
@@ -140,6 +141,9 @@ def as_detections(out: Any, n: int, size: tuple[int, int], model: str) -> Detect
 
     Gradients flow through (nothing is detached), so CAM methods can
     differentiate a detection's score. A malformed answer is one ModelError.
+    Per image only shapes are checked; the arithmetic (padding, scaling, the
+    finiteness check) runs once for the whole batch, which keeps a cheap
+    detector's answers cheap to read.
     """
     if isinstance(out, Detections):
         if len(out) != n:
@@ -149,29 +153,41 @@ def as_detections(out: Any, n: int, size: tuple[int, int], model: str) -> Detect
         raise ModelError(f"{model}: a detector must return one dict of boxes, scores and labels per image, got {type(out).__name__}")
     if len(out) != n:
         raise ModelError(f"{model}: returned {len(out)} answers for a batch of {n} images")
+    images = [_one(d, model, i) for i, d in enumerate(out)]
+    for key in ("class_scores", "objectness"):
+        if len({img[key] is None for img in images}) > 1:
+            raise ModelError(f"{model}: some images' detections have {key} and others not")
+    counts = [len(img["boxes"]) for img in images]
+    finals = [img["finals"] for img in images]
+    width = max(1, max(counts))
+    device = images[0]["boxes"].device
+
+    def padded(key: str, dtype: torch.dtype) -> torch.Tensor | None:
+        if images[0][key] is None:
+            return None
+        rows = _same_columns([img[key] for img in images])
+        if width > max(counts):  # no image has an entry: one row of padding
+            rows = [torch.cat([r, r.new_zeros(1, *r.shape[1:])]) for r in rows]
+        t = pad_sequence(rows, batch_first=True)
+        return t if t.dtype == dtype else t.to(dtype)
+
+    boxes = padded("boxes", torch.float32)
+    assert boxes is not None
     h, w = size
-    scale = torch.tensor([w, h, w, h], dtype=torch.float32)
-    images = [_one(d, scale, model, i) for i, d in enumerate(out)]
-    has_vectors = {img["class_scores"] is not None for img in images}
-    has_objectness = {img["objectness"] is not None for img in images}
-    if len(has_vectors) > 1 or len(has_objectness) > 1:
-        raise ModelError(f"{model}: some images' detections have class_scores or objectness and others not")
-    width = max(1, max(len(img["boxes"]) for img in images))
-
-    def stack(key: str, fill: Any = 0) -> torch.Tensor:
-        rows = []
-        for t in _same_columns([img[key] for img in images]):
-            extra = width - t.shape[0]
-            if extra:
-                t = torch.cat([t, torch.full((extra, *t.shape[1:]), fill, dtype=t.dtype, device=t.device)])
-            rows.append(t)
-        return torch.stack(rows)
-
-    return Detections(
-        boxes=stack("boxes"), scores=stack("scores"), labels=stack("labels"), valid=stack("valid", False),
-        final=stack("final", False), class_scores=stack("class_scores") if True in has_vectors else None,
-        objectness=stack("objectness") if True in has_objectness else None,
+    boxes = boxes / torch.tensor([w, h, w, h], dtype=torch.float32, device=device)
+    positions = torch.arange(width, device=device)
+    found = Detections(
+        boxes=boxes, scores=padded("scores", torch.float32), labels=padded("labels", torch.long),  # type: ignore[arg-type]
+        valid=positions < torch.tensor(counts, device=device)[:, None],
+        final=positions < torch.tensor(finals, device=device)[:, None],
+        class_scores=padded("class_scores", torch.float32), objectness=padded("objectness", torch.float32),
     )
+    for name in ("boxes", "scores", "class_scores", "objectness"):
+        t = getattr(found, name)
+        if t is not None and t.numel() and not bool(torch.isfinite(t.detach()).all()):
+            bad = int((~torch.isfinite(t.detach())).flatten(1).any(1).nonzero()[0, 0])
+            raise ModelError(f"{model}: image {bad}'s {name} are NaN or infinite")
+    return found
 
 
 def _same_columns(parts: list[torch.Tensor]) -> list[torch.Tensor]:
@@ -182,43 +198,45 @@ def _same_columns(parts: list[torch.Tensor]) -> list[torch.Tensor]:
     return [p.new_zeros(0, columns) if p.shape[0] == 0 else p for p in parts]
 
 
-def _tensor(value: Any, name: str, model: str, image: int, dtype: torch.dtype, device: torch.device | None) -> torch.Tensor:
-    try:
-        t = value if isinstance(value, torch.Tensor) else torch.as_tensor(value)
-    except (TypeError, ValueError, RuntimeError):
-        raise ModelError(f"{model}: image {image}'s {name} are not numbers") from None
-    if device is not None:
+def _tensor(value: Any, name: str, model: str, image: int, device: torch.device | None) -> torch.Tensor:
+    if isinstance(value, torch.Tensor):
+        t = value
+    else:
+        try:
+            t = torch.as_tensor(value)
+        except (TypeError, ValueError, RuntimeError):
+            raise ModelError(f"{model}: image {image}'s {name} are not numbers") from None
+    if device is not None and t.device != device:
         t = t.to(device)
-    return t.to(dtype) if t.dtype != dtype else t
+    if t.dtype.is_complex:
+        raise ModelError(f"{model}: image {image}'s {name} are not numbers")
+    return t
 
 
-def _one(d: Mapping[str, Any], scale: torch.Tensor, model: str, image: int) -> dict[str, Any]:
-    """One image's detections (and proposals), checked, boxes relative, detections first."""
+def _one(d: Mapping[str, Any], model: str, image: int) -> dict[str, Any]:
+    """One image's detections (and proposals after them), shapes checked; ``finals`` counts the detections."""
     missing = [k for k in REQUIRED if k not in d]
     if missing:
         raise ModelError(f"{model}: image {image}'s answer has no {', '.join(missing)} (a detector returns boxes, scores and labels)")
-    parts = [_entries(d, scale, model, image, final=True)]
+    parts = [_entries(d, model, image, final=True)]
     proposals = d.get("proposals")
     if proposals is not None:
         if not isinstance(proposals, Mapping):
             raise ModelError(f"{model}: image {image}'s proposals must be a dict of boxes and class_scores (or scores and labels)")
-        parts.append(_entries(proposals, scale, model, image, final=False, device=parts[0]["boxes"].device))
-    if (parts[0]["class_scores"] is None) != (parts[-1]["class_scores"] is None):
-        raise ModelError(f"{model}: image {image}: detections and proposals must both have class_scores, or neither")
-    out: dict[str, Any] = {}
-    for key in ("boxes", "scores", "labels", "valid", "final", "class_scores", "objectness"):
+        parts.append(_entries(proposals, model, image, final=False, device=parts[0]["boxes"].device))
+    for key in ("class_scores", "objectness"):
+        if (parts[0][key] is None) != (parts[-1][key] is None):
+            raise ModelError(f"{model}: image {image}: detections and proposals must both have {key}, or neither")
+    out: dict[str, Any] = {"finals": len(parts[0]["boxes"])}
+    for key in ("boxes", "scores", "labels", "class_scores", "objectness"):
         values = [p[key] for p in parts]
-        out[key] = None if values[0] is None else torch.cat(_same_columns(values))
-    if (parts[0]["objectness"] is None) != (parts[-1]["objectness"] is None):
-        raise ModelError(f"{model}: image {image}: detections and proposals must both have objectness, or neither")
+        out[key] = None if values[0] is None else values[0] if len(values) == 1 else torch.cat(_same_columns(values))
     return out
 
 
-def _entries(
-    d: Mapping[str, Any], scale: torch.Tensor, model: str, image: int, *, final: bool, device: torch.device | None = None
-) -> dict[str, Any]:
+def _entries(d: Mapping[str, Any], model: str, image: int, *, final: bool, device: torch.device | None = None) -> dict[str, Any]:
     what = "detections" if final else "proposals"
-    boxes = _tensor(d.get("boxes"), f"{what}' boxes", model, image, torch.float32, device)
+    boxes = _tensor(d.get("boxes"), f"{what}' boxes", model, image, device)
     device = boxes.device
     if boxes.ndim != 2 or boxes.shape[-1] != 4:
         if boxes.numel() == 0:
@@ -229,14 +247,14 @@ def _entries(
     vectors = d.get("class_scores")
     class_scores = None
     if vectors is not None:
-        class_scores = _tensor(vectors, f"{what}' class_scores", model, image, torch.float32, device)
+        class_scores = _tensor(vectors, f"{what}' class_scores", model, image, device)
         if k == 0 and class_scores.numel() == 0:
             class_scores = class_scores.reshape(0, 0)  # no boxes: the class count comes from other images
         elif class_scores.ndim != 2 or class_scores.shape[0] != k:
             raise ModelError(f"{model}: image {image}'s {what} class_scores have shape {list(class_scores.shape)} for {k} boxes; expected [{k}, C]")
     if "scores" in d or final:
-        scores = _tensor(d.get("scores"), f"{what}' scores", model, image, torch.float32, device).reshape(-1)
-        labels = _tensor(d.get("labels"), f"{what}' labels", model, image, torch.long, device).reshape(-1)
+        scores = _tensor(d.get("scores"), f"{what}' scores", model, image, device).reshape(-1)
+        labels = _tensor(d.get("labels"), f"{what}' labels", model, image, device).reshape(-1)
     elif class_scores is not None:  # proposals with class vectors: their best class
         scores, labels = class_scores.max(dim=1)
     else:
@@ -246,14 +264,7 @@ def _entries(
     objectness = d.get("objectness")
     obj = None
     if objectness is not None:
-        obj = _tensor(objectness, f"{what}' objectness", model, image, torch.float32, device).reshape(-1)
+        obj = _tensor(objectness, f"{what}' objectness", model, image, device).reshape(-1)
         if obj.shape[0] != k:
             raise ModelError(f"{model}: image {image} has {k} {what} boxes but {obj.shape[0]} objectness scores")
-    for name, t in (("boxes", boxes), ("scores", scores), ("class_scores", class_scores), ("objectness", obj)):
-        if t is not None and t.numel() and not bool(torch.isfinite(t.detach()).all()):
-            raise ModelError(f"{model}: image {image}'s {what} {name} are NaN or infinite")
-    return {
-        "boxes": boxes / scale.to(device), "scores": scores, "labels": labels,
-        "valid": torch.ones(k, dtype=torch.bool, device=device), "final": torch.full((k,), final, dtype=torch.bool, device=device),
-        "class_scores": class_scores, "objectness": obj,
-    }
+    return {"boxes": boxes, "scores": scores, "labels": labels, "class_scores": class_scores, "objectness": obj}
