@@ -168,3 +168,28 @@ def test_batches_of_detections_join_and_split():
     joined = Detections.cat([a, b])
     assert len(joined) == 3 and joined.boxes.shape == (3, 2, 4) and joined.valid.tolist() == [[True, False], [True, True], [True, True]]
     assert joined[1:].listed(0) == b.listed(0) and joined[0].listed(0)[0]["box"] == [0.0, 0.0, 0.5, 0.5]
+
+
+def test_a_remote_detector_through_a_custom_json_api(one_torch_thread):
+    """decode() returns one dict of boxes, scores and labels per image: the remote model is a detector."""
+    import json as jsonlib
+
+    from remote_fakes import FakeServer, send
+
+    module = PlantedDetector()
+
+    def respond(handler, method, path, body):
+        pixels = torch.tensor(jsonlib.loads(body)["pixels"]).permute(0, 3, 1, 2)
+        with torch.no_grad():
+            out = module(pixels)
+        send(handler, 200, {"results": [{k: v.tolist() for k, v in d.items()} for d in out]})
+
+    with FakeServer(respond) as server:
+        remote = patchlens.load_model(
+            server.base + "/detect", protocol="json", input_size=SIZE, labels=LABELS,
+            encode=lambda b: {"pixels": b.tolist()}, decode=lambda answer: answer["results"],
+        )
+        exp = patchlens.explain(remote, planted_scene(), "drise", n_masks=200, grid=8, batch_size=50)
+        assert remote.model_kind == ModelKind.DETECTOR and exp.label == "square" and exp.objective["box"] == xyxy(BOX)
+        assert top_area_inside(exp.saliency) >= 0.75
+        remote.close()

@@ -87,6 +87,8 @@ def load_remote(
     progress: bool = False,
     device: Any = "cpu",
     sleep: Callable[[float], None] | None = None,
+    kind: str = "auto",
+    min_score: float = 0.5,
     **codec_options: Any,
 ) -> RemoteClassifier:
     """A :class:`RemoteClassifier` for the model at ``url``.
@@ -106,6 +108,8 @@ def load_remote(
             independent labels), "none" or "auto" (none) when it returns probabilities; ``softmax=True``
             is the older spelling of "softmax".
         progress: show a line with images sent, requests in flight and retries.
+        kind, min_score: "detector" (or "auto": its first answer decides) when ``decode`` returns one dict of
+            boxes, scores and labels per image (protocol json); the score ``all`` needs, for a detector.
         **codec_options: ``input``, ``output``, ``mean``, ``std``, ``binary`` (OIP v2; binary tensors
             are used when the server lists the ``binary_tensor_data`` extension, unless ``binary=False``);
             ``image_format``, ``scale``, ``output`` (KServe v1); ``encode``, ``decode`` (json).
@@ -129,4 +133,6 @@ def load_remote(
         max_queries=max_queries,
         progress=progress,
         device=device,
+        kind=kind,
+        min_score=min_score,
     )

@@ -22,6 +22,7 @@ from typing import Any
 import numpy as np
 
 from ...errors import ModelError
+from ..detections import looks_like_detections
 from .http import HttpClient, one_line
 
 #: OIP datatypes we can send, and the numpy type of their data.
@@ -287,7 +288,9 @@ class CustomJson(Protocol):
 
     ``encode`` receives float32 numpy ``(N, H, W, 3)`` in [0, 1] and returns
     something ``json.dumps`` can write; ``decode`` receives the decoded JSON
-    answer and returns ``N`` rows of scores.
+    answer and returns ``N`` rows of scores, or for an object detector ``N``
+    dicts of ``boxes`` (pixels of the encoded images), ``scores`` and ``labels``
+    (see :mod:`patchlens.models.detections`), which are passed on as they are.
     """
 
     name = "json"
@@ -306,4 +309,8 @@ class CustomJson(Protocol):
             rows = self.decode(answer)
         except Exception as exc:  # noqa: BLE001 - any failure of the user's decode() becomes one line
             raise ModelError(f"{where}: decode() raised {type(exc).__name__}: {one_line(str(exc), 120)}") from None
+        if looks_like_detections(rows):  # a detector's answers, one dict per image: the adapter checks them
+            if len(rows) != n:
+                raise ModelError(f"{where}: decode() returned {len(rows)} detection dicts for a batch of {n}")
+            return rows  # type: ignore[no-any-return]
         return as_scores(rows, n, where, "decode()'s scores")
