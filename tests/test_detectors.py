@@ -193,3 +193,38 @@ def test_a_remote_detector_through_a_custom_json_api(one_torch_thread):
         assert remote.model_kind == ModelKind.DETECTOR and exp.label == "square" and exp.objective["box"] == xyxy(BOX)
         assert top_area_inside(exp.saliency) >= 0.75
         remote.close()
+
+
+def test_ultralytics_results_become_detections(monkeypatch, one_torch_thread):
+    """The YOLO adapter reads ultralytics' Results (boxes.xyxy, conf, cls, names); here a stand-in package
+    answers with the planted detector's boxes, so the maps must find its box."""
+    import sys
+    import types
+
+    module = PlantedDetector()
+    calls = []
+
+    class Boxes:
+        def __init__(self, d):
+            self.xyxy, self.conf, self.cls = d["boxes"], d["scores"], d["labels"].float()
+
+    class YOLO:
+        names = {0: "background", 1: "square", 2: "decoy"}
+
+        def __init__(self, weights):
+            self.weights = weights
+
+        def predict(self, batch, verbose, conf, imgsz, device):
+            calls.append((tuple(batch.shape), conf, tuple(imgsz)))
+            with torch.no_grad():
+                return [types.SimpleNamespace(boxes=Boxes(d)) for d in module(torch.nn.functional.interpolate(batch, size=SIZE))]
+
+    monkeypatch.setitem(sys.modules, "ultralytics", types.SimpleNamespace(YOLO=YOLO))
+    model = patchlens.load_model("ultralytics:yolo-planted.pt", input_size=SIZE)
+    assert model.model_kind == ModelKind.DETECTOR and model.labels == LABELS
+    exp = patchlens.explain(model, planted_scene(), "occlusion", window=8, stride=4)
+    assert exp.label == "square" and top_area_inside(exp.saliency) >= 0.75
+    assert calls[0][1:] == (0.001, (SIZE, SIZE))
+    monkeypatch.setitem(sys.modules, "ultralytics", None)
+    with pytest.raises(ModelError, match="pip install 'patchlens\\[ultralytics\\]'"):
+        patchlens.load_model("ultralytics:yolo-planted.pt")

@@ -30,6 +30,7 @@ MODEL_SPECS: dict[str, str] = {
     "timm:<name>": "a timm model (pip install 'patchlens[timm]'); pretrained weights need network access",
     "torchvision:<name>": "a torchvision model; pretrained weights need network access",
     "onnx:<path>": "an ONNX file, run with onnxruntime (pip install 'patchlens[onnx]')",
+    "ultralytics:<weights.pt>": "an ultralytics YOLO detector (pip install 'patchlens[ultralytics]'); weights from a file",
     "python:<file.py>:<name>": "a module, module class or function defined in Python code (also python:package.module:name); "
     "the command line's way to any nn.Module, detectors included",
     "torchscript:<path>": "a TorchScript file saved with torch.jit.save",
@@ -130,6 +131,10 @@ def _adapter(spec: Any, **options: Any) -> Classifier:
             from .files import load_torchscript
 
             return load_torchscript(rest, device=dev, **options)
+        if kind == "ultralytics" and rest:
+            from .detectors.ultralytics import load_ultralytics
+
+            return load_ultralytics(rest, device=dev, **options)
         if kind == "python" and rest:
             from .files import load_python
 
