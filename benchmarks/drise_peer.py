@@ -44,9 +44,8 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 
-from _common import machine, markdown_table, write_section  # noqa: E402
-
 import patchlens  # noqa: E402
+from _common import machine, markdown_table, write_section  # noqa: E402
 from patchlens.methods.drise import DRise  # noqa: E402
 from patchlens.methods.rise import RiseMasks  # noqa: E402
 

@@ -228,3 +228,24 @@ def test_ultralytics_results_become_detections(monkeypatch, one_torch_thread):
     monkeypatch.setitem(sys.modules, "ultralytics", None)
     with pytest.raises(ModelError, match="pip install 'patchlens\\[ultralytics\\]'"):
         patchlens.load_model("ultralytics:yolo-planted.pt")
+
+
+def test_metrics_and_compare_measure_a_detection_in_its_own_box(one_torch_thread):
+    from patchlens.metrics import compare, evaluate
+
+    model = planted_detector()
+    image = planted_scene()
+    exp = patchlens.explain(model, image, "occlusion", window=8, stride=4)
+    decoy_map = exp.saliency.copy()
+    decoy_map[...] = 0
+    t, l, b, r = DECOY
+    decoy_map[t:b, l:r] = 1  # a map of the wrong place
+    table = evaluate(model, [image, image], [exp, decoy_map], ["energy_in_region", "pointing_game", "deletion"], target="top1")
+    assert table[0]["energy_in_region"] > 0.75 and table[0]["pointing_game"] == 1.0
+    assert table[1]["energy_in_region"] == 0.0 and table[1]["pointing_game"] == 0.0
+    assert table[0]["deletion"] < table[1]["deletion"]  # removing the box first drops the detection's score first
+    result = compare(model, image, ["occlusion", "drise"], ["deletion", "insertion", "energy_in_region"], target="all:0.2",
+                     method_params={"occlusion": {"window": 8, "stride": 4}, "drise": {"n_masks": 300, "grid": 8}}, baselines=())
+    rows = result.table
+    assert len(rows) == 4 and {r["label"] for r in rows} == {"square", "decoy"}
+    assert all(r["energy_in_region"] > 0.5 for r in rows if r["label"] == "square")

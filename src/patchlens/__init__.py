@@ -19,8 +19,8 @@ if TYPE_CHECKING:  # what type checkers and IDEs see; at run time __getattr__ im
     from . import methods
     from .api import NothingToExplain, explain, list_methods
     from .audit import report
-    from .capabilities import ModelKind
     from .batch.results import open_store
+    from .capabilities import ModelKind
     from .errors import ImageError, MethodError, ModelError, PatchlensError, TargetError
     from .explanation import Explanation
     from .images import load_image

@@ -15,6 +15,7 @@ import numpy as np
 
 from .._version import __version__
 from ..api import explain_one
+from ..capabilities import ModelKind
 from ..errors import PatchlensError, TargetError
 from ..explanation import Explanation, record
 from ..images import LoadedImage, load_image
@@ -86,11 +87,19 @@ def check_metrics(names: tuple[str, ...], classifier: Classifier | None) -> list
 
     chosen = get_metrics(list(names))
     for m in chosen:
-        if m.needs_region:
-            raise MetricError(f"{m.name}: needs a ground-truth region per image, which batch sources do not carry")
+        if m.needs_region and not _own_boxes(classifier):
+            raise MetricError(f"{m.name}: needs a ground-truth region per image, which batch sources do not carry "
+                              "(an object detector's maps are measured in their own boxes)")
         if classifier is not None:
             m.check(classifier)
     return chosen
+
+
+def _own_boxes(classifier: Classifier | None) -> bool:
+    """Whether every map of this model comes with its own box (a detector's), which region metrics measure in."""
+    if classifier is None:
+        return False
+    return classifier.settle_kind() == ModelKind.DETECTOR
 
 
 def _metric_values(names: tuple[str, ...], exps: list[Explanation], classifier: Classifier, plan: Plan) -> list[dict[str, float]]:
