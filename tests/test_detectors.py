@@ -249,3 +249,20 @@ def test_metrics_and_compare_measure_a_detection_in_its_own_box(one_torch_thread
     rows = result.table
     assert len(rows) == 4 and {r["label"] for r in rows} == {"square", "decoy"}
     assert all(r["energy_in_region"] > 0.5 for r in rows if r["label"] == "square")
+
+
+def test_drise_agrees_with_vision_explanation_methods_on_the_same_masks(one_torch_thread):
+    """Microsoft's D-RISE on the same detector and masks (run where it is installed: see benchmarks/drise_peer.py)."""
+    pytest.importorskip("vision_explanation_methods.explanations.drise")
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+    import drise_peer
+
+    drise, common, wrapper_class = drise_peer.vem_modules()
+    ours, wrapper = drise_peer.planted_pair(common)
+    masks = RiseMasks(150, 16, 0.5, SIZE, SIZE, torch.Generator().manual_seed(2), torch.device("cpu")).masks(0, 150)[:, 0]
+    mine, _, _ = drise_peer.run_ours(ours, planted_scene(), 150, 2, None)
+    theirs, _ = drise_peer.run_vem(drise, common, wrapper, planted_scene(), masks, 0)
+    assert drise_peer.pearson(mine, theirs) >= 0.95

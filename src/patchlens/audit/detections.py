@@ -87,9 +87,9 @@ def measure(saliency: np.ndarray, box: tuple[float, float, float, float]) -> tup
     """Shares of the top box-sized evidence in each zone, and each zone's share of the photo."""
     masks = zones(saliency.shape, box)
     k = max(1, int(masks["inside"].sum()))
-    top = np.zeros(saliency.size, bool)
-    top[np.argsort(-np.nan_to_num(saliency).ravel(), kind="stable")[:k]] = True
-    top = top.reshape(saliency.shape)
+    flat = np.zeros(saliency.size, bool)
+    flat[np.argsort(-np.nan_to_num(saliency).ravel(), kind="stable")[:k]] = True
+    top = flat.reshape(saliency.shape)
     return ({z: float((top & m).sum()) / k for z, m in masks.items()},
             {z: float(m.mean()) for z, m in masks.items()})
 
