@@ -96,6 +96,7 @@ class TorchClassifier(Classifier):
         self.outputs_probabilities = self.activation != "none"  # raw module outputs are scores, not probabilities
         self._mean = torch.tensor(mean, dtype=torch.float32, device=self.device).view(1, -1, 1, 1)
         self._std = torch.tensor(std, dtype=torch.float32, device=self.device).view(1, -1, 1, 1)
+        self._plain = bool((self._mean == 0).all() and (self._std == 1).all())
         if amp == "auto":
             amp = torch.bfloat16 if self.device.type == "cuda" else None
         self.autocast_dtype = amp  # type: ignore[assignment]
@@ -143,7 +144,8 @@ class TorchClassifier(Classifier):
         return tuple(float(v) for v in self._mean.flatten().tolist())  # type: ignore[return-value]
 
     def normalise(self, x: torch.Tensor) -> torch.Tensor:
-        x = (x - self._mean) / self._std
+        if not self._plain:  # mean 0 and std 1 (a torchvision detector takes raw pixels): nothing to do
+            x = (x - self._mean) / self._std
         if self.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
         return x
