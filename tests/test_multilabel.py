@@ -154,7 +154,7 @@ def test_batch_present_and_label_columns_with_several_labels(files, tmp_path):
     store = open_store(tmp_path / "present.store")
     ok = store.ok
     assert sorted(ok.label) == ["boat", "sun"]
-    for i, row in ok.iterrows():
+    for _, row in ok.iterrows():
         assert inside(store.map(row), row.label) >= 0.7
         assert json.loads(row.objective)["kind"] == "label"
         assert store.explanation(row).objective["threshold"] == 0.5
@@ -298,3 +298,38 @@ def test_activation_and_softmax_are_one_setting():
         patchlens.load_model(QuadrantTagger(), softmax=True, activation="sigmoid")
     with pytest.raises(patchlens.ModelError, match="activation='tanh': use one of auto, softmax, sigmoid, none"):
         patchlens.load_model(QuadrantTagger(), activation="tanh")
+
+
+def test_a_store_written_before_objectives_were_recorded_still_opens_and_resumes(tmp_path, planted):
+    pytest.importorskip("pyarrow")
+    import pyarrow.parquet as pq
+
+    from conftest import planted_image
+    from patchlens.batch import open_store, run_batch
+    from patchlens.batch.health import file_sha256
+
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    for i in range(3):
+        Image.fromarray(planted_image(seed=i)).save(folder / f"p{i}.png")
+    store = tmp_path / "old.store"
+    run_batch(str(folder), str(store), model=planted, method="occlusion", progress=False)
+    # as the store was written before this column existed: the part without it, its checksum to match
+    for part in sorted((store / "manifest").glob("part-*.parquet")):
+        table = pq.read_table(part)
+        pq.write_table(table.drop(["objective"]), part)
+        sums = store / "checksums" / f"{part.stem}.json"
+        recorded = json.loads(sums.read_text())
+        sums.write_text(json.dumps({**recorded, "manifest": file_sha256(part)}))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no damage reported
+        opened = open_store(store)
+    assert "objective" not in pq.read_table(next((store / "manifest").glob("*.parquet"))).column_names
+    exp = opened.explanation(0)
+    assert dict(exp.objective) == {"kind": "class", "index": 1, "label": "evidence"} and exp.title.startswith("occlusion: evidence (class 1)")
+    for i in range(4, 6):  # resuming writes new rows with the column; both kinds of row read
+        Image.fromarray(planted_image(seed=i)).save(folder / f"p{i}.png")
+    summary = run_batch(str(folder), str(store), model=planted, method="occlusion", progress=False, resume=True)
+    assert (summary.done, summary.skipped) == (2, 3)
+    rows = open_store(store).manifest
+    assert rows.objective.isna().sum() == 3 and rows.objective.notna().sum() == 2

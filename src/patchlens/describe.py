@@ -156,10 +156,7 @@ def describe(explanation: Any) -> str:
     as the evidence's and as the counter-evidence's strongest.
     """
     s = np.nan_to_num(np.asarray(explanation.saliency, np.float64))
-    word_p = "p" if getattr(explanation, "score_is_probability", True) else "score"
-    named = explanation.objective.get("title") or f"{explanation.label} (class {explanation.target})"
-    head = f"{explanation.method} map for {named[:-1]}, {word_p} = {explanation.score:.3f})" if named.endswith(")") else (
-        f"{explanation.method} map for {named} ({word_p} = {explanation.score:.3f})")
+    head = f"{explanation.method} map for {explanation.named_with_score()}"
     found, scattered = hot_regions(s)
     neg = -np.minimum(s, 0.0)
     has_against = neg.max() > 0.05 * max(float(s.max()), 1e-12) and neg.max() > 0

@@ -130,10 +130,20 @@ class Explanation:
     __hash__ = None  # type: ignore[assignment]  # holds arrays: equal values need not hash alike
 
     @property
+    def named(self) -> str:
+        """What was explained, as titles name it: ``tabby (class 281)``, ``sun (label 0)``."""
+        return str(self.objective.get("title") or f"{self.label} (class {self.target})")
+
+    def named_with_score(self, equals: str = " = ") -> str:
+        """``tabby (class 281, p = 0.830)``: what was explained and its score (``score`` when not a probability)."""
+        score = f"{'p' if self.score_is_probability else 'score'}{equals}{self.score:.3f}"
+        named = self.named
+        return f"{named[:-1]}, {score})" if named.endswith(")") else f"{named} ({score})"
+
+    @property
     def title(self) -> str:
         partial = " [partial]" if self.partial else ""
-        named = self.objective.get("title") or f"{self.label} (class {self.target})"
-        return f"{self.method}{partial}: {named}, {'p' if self.score_is_probability else 'score'} = {self.score:.3f}"
+        return f"{self.method}{partial}: {self.named}, {'p' if self.score_is_probability else 'score'} = {self.score:.3f}"
 
     @property
     def partial(self) -> dict[str, Any] | None:

@@ -105,14 +105,15 @@ def check_layer(classifier: Classifier, method_name: str, layer: str) -> None:
     if reader is not None:
         try:
             resolved, raw = reader.read(classifier.model_id)
-            as_feature_map(raw, token_layout(module), resolved)
-            return
-        except MethodError as exc:
-            if "spatial feature map" not in str(exc):
-                raise MethodError(f"{method_name}: {exc}") from None  # ran too few times, or ambiguous: its own words
-            why = "gives no spatial feature map (N, C, h, w) there"
+        except MethodError as exc:  # it did not run, ran fewer times than @k, or its name is ambiguous
+            raise MethodError(f"{method_name}: {exc}") from None
         finally:
             reader.clear()
+        try:
+            as_feature_map(raw, token_layout(module), resolved)
+            return
+        except MethodError:
+            why = "gives no spatial feature map (N, C, h, w) there"
     close = difflib.get_close_matches(spec.name or layer, usable, n=3, cutoff=0.6)
     hint = f"did you mean {' or '.join(close)}? " if close else ""
     raise MethodError(

@@ -114,10 +114,7 @@ def run(args: argparse.Namespace) -> int:
                 partial = exp.partial
                 print(f"patchlens: note: {path}: partial map from {partial['samples_used']} of {partial['sample_budget']} "
                       f"samples: {partial['reason']}", file=sys.stderr)
-            word = "p" if exp.score_is_probability else "score"
-            named = exp.objective.get("title") or f"{exp.label} (class {exp.target})"
-            about = f"{named[:-1]}, {word}={exp.score:.3f})" if named.endswith(")") else f"{named} ({word}={exp.score:.3f})"
-            say(f"{path}: {about}, {exp.forward_passes} passes in {exp.seconds:.1f}s")
+            say(f"{path}: {exp.named_with_score('=')}, {exp.forward_passes} passes in {exp.seconds:.1f}s")
             try:
                 say("  " + exp.describe())
             except Exception:  # the description is a nicety; never lose results over it

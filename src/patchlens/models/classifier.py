@@ -183,7 +183,7 @@ class Classifier:
         raise MethodError(f"masking='tokens': {self.model_id} is not a timm Vision Transformer; use masking='pixels'")
 
     def score_tokens(self, view: TokenView, keep: torch.Tensor) -> torch.Tensor:
-        """Class probabilities ``(n, C)`` of the image of ``view`` with only the patch tokens in ``keep``
+        """The model's answer (class scores ``(n, C)``, activated) for the image of ``view`` with only the patch tokens in ``keep``
         ``(n, patches)`` bool, through the same checks as :meth:`__call__`."""
         raise MethodError(f"masking='tokens': {self.model_id} is not a timm Vision Transformer; use masking='pixels'")
 

@@ -10,9 +10,9 @@ objective and resolver (:mod:`.families`).
 """
 
 from .base import Objective, objective_from_record, register_objective
-from .classes import ClassScores, LabelScores, class_index, class_objective, predictions
+from .classes import ClassScores, LabelScores, class_index, class_objective
 from .detections import DEFAULT_MIN_SCORE, DetectionScores, detection_predictions, pairwise_iou
-from .families import check_targets, describe_answer, register_family, resolve_objective
+from .families import check_targets, predictions, register_family, resolve_objective
 from .requests import (
     MAX_TARGETS,
     PRESENT_THRESHOLD,
@@ -38,7 +38,6 @@ __all__ = [
     "DEFAULT_MIN_SCORE",
     "pairwise_iou",
     "detection_predictions",
-    "describe_answer",
     "All",
     "Box",
     "Labelled",

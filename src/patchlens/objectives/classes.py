@@ -91,7 +91,6 @@ class ClassScores(Objective):
         )
 
 
-
 @register_objective
 @dataclass(frozen=True)
 class LabelScores(ClassScores):
@@ -109,7 +108,7 @@ def _columns(indices: tuple[int, ...], device: torch.device) -> torch.Tensor:
 
 
 def class_objective(model: Classifier, *indices: int) -> ClassScores:
-    """The objective of ``indices`` on ``model`` with no image behind it (a metric of a stored map, the what-if view)."""
+    """The objective of classes ``indices`` of ``model``, with no image behind it (a curve of a map made elsewhere, a test)."""
     cls = LabelScores if model.model_kind == ModelKind.MULTI_LABEL else ClassScores
     return cls(indices=tuple(int(i) for i in indices), labels=tuple(model.label(int(i)) for i in indices))
 
@@ -228,23 +227,22 @@ def class_index(name: str, model: Classifier) -> int:
     raise TargetError(f"{name!r}: not a class of {model.model_id}{hint}; 'patchlens models SPEC --classes' lists them")
 
 
-def predictions(
-    scores: torch.Tensor, model: Classifier, k: int = 5, original: torch.Tensor | None = None
-) -> list[dict[str, Any]]:
-    """What the model says about one image, for people: the ``k`` highest classes, with their scores.
+def class_predictions(output: Any, model: Classifier, k: int = 5, original: Any = None) -> list[dict[str, Any]]:
+    """What a classifier says about one image (``output``: its scores, a batch of one), for people: the ``k``
+    highest classes, with their scores.
 
     A multi-label model's present labels (p >= 0.5) are all listed, also past
-    ``k``, each marked ``"present"``. With ``original`` (the scores on the
+    ``k``, each marked ``"present"``. With ``original`` (the output on the
     unmasked image, for a what-if) each entry also has its original score and
     the change, and the original top class is kept in the list if it fell out.
     """
-    scores = scores.float().cpu()
+    scores = _row(output, model).float().cpu()
     order = [int(i) for i in scores.topk(min(k, scores.shape[-1])).indices]
     multi = model.model_kind == ModelKind.MULTI_LABEL
     if multi:
         order += [int(i) for i in scores.argsort(descending=True, stable=True) if scores[i] >= PRESENT_THRESHOLD and int(i) not in order]
     if original is not None:
-        original = original.float().cpu()
+        original = _row(original, model).float().cpu()
         first = int(original.argmax())
         if first not in order:
             order.append(first)  # what happened to the original decision is the point of a what-if

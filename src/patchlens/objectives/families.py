@@ -5,13 +5,16 @@ the parsed requests (:mod:`.requests`) and the model's output on the unmasked
 image and returns the objective. The same resolver, given no output, checks a
 run before its first forward pass: :func:`check_targets` and
 :func:`resolve_objective` differ only in that, so they accept the same specs.
-A new kind of model registers its resolver here with :func:`register_family`.
+A kind also says what its model's answer is in words and numbers for people
+(:func:`predictions`: the web page's list). A new kind of model registers both
+here with :func:`register_family`.
 
-A resolver may also be told the photo's size (``image_size``, ``(height,
-width)``): targets typed in the photo's pixels (a detector's ``box:``) need it.
-A model whose kind is known only from its answers (a module or function
-loaded without ``kind=``) is asked once when its assumed kind cannot resolve
-the targets (:meth:`~patchlens.models.Classifier.settle_kind`).
+Resolvers and describers may also be told the photo's size (``image_size``,
+``(height, width)``): targets typed in the photo's pixels (a detector's
+``box:``) need it, and a detector's boxes are shown in them. A model whose kind
+is known only from its answers (a module or function loaded without ``kind=``)
+is asked once when its assumed kind cannot resolve the targets
+(:meth:`~patchlens.models.Classifier.settle_kind`).
 """
 
 from __future__ import annotations
@@ -21,7 +24,7 @@ from typing import TYPE_CHECKING, Any, Callable, Sequence
 from ..capabilities import ModelKind, kind_names
 from ..errors import TargetError
 from .base import Objective
-from .classes import predictions, resolve_classes
+from .classes import class_predictions, resolve_classes
 from .detections import detection_predictions, resolve_detections
 from .requests import All, Box, Labelled, Name, Request, TargetSpec, parse_targets
 
@@ -30,6 +33,8 @@ if TYPE_CHECKING:
 
 #: ``resolver(requests, output or None, model, image_size=(height, width) or None) -> Objective``
 Resolver = Callable[..., Objective]
+#: ``describer(output, model, k, original output or None, image_size) -> [{"index", "label", "prob", ...}]`` for one image
+Describer = Callable[[Any, "Classifier", int, Any, Any], list[dict[str, Any]]]
 
 
 def _classes(requests: Sequence[Request], output: Any, model: Classifier, image_size: Any = None) -> Objective:
@@ -43,23 +48,35 @@ def _classes(requests: Sequence[Request], output: Any, model: Classifier, image_
     return resolve_classes(named, output, model)
 
 
-_FAMILIES: dict[ModelKind, Resolver] = {
-    ModelKind.CLASSIFIER: _classes,
-    ModelKind.MULTI_LABEL: _classes,
-    ModelKind.DETECTOR: resolve_detections,
+def _class_list(output: Any, model: Classifier, k: int, original: Any, image_size: Any = None) -> list[dict[str, Any]]:
+    return class_predictions(output, model, k, original)
+
+
+def _detection_list(output: Any, model: Classifier, k: int, original: Any, image_size: Any = None) -> list[dict[str, Any]]:
+    return detection_predictions(output, model, image_size)  # every detection, strongest first: the page draws them all
+
+
+_FAMILIES: dict[ModelKind, tuple[Resolver, Describer]] = {
+    ModelKind.CLASSIFIER: (_classes, _class_list),
+    ModelKind.MULTI_LABEL: (_classes, _class_list),
+    ModelKind.DETECTOR: (resolve_detections, _detection_list),
 }
 
 
-def register_family(kind: ModelKind, resolver: Resolver) -> None:
-    """Resolve the targets of models of ``kind`` with ``resolver``."""
-    _FAMILIES[kind] = resolver
+def register_family(kind: ModelKind, resolver: Resolver, describer: Describer) -> None:
+    """Resolve the targets of models of ``kind`` with ``resolver``; show their answers with ``describer``."""
+    _FAMILIES[kind] = (resolver, describer)
 
 
-def _resolver(model: Classifier) -> Resolver:
+def _family(model: Classifier) -> tuple[Resolver, Describer]:
     found = _FAMILIES.get(model.model_kind)
     if found is None:
         raise TargetError(f"{model.model_id}: no objective knows targets of {', '.join(kind_names(model.model_kind))}")
     return found
+
+
+def _resolver(model: Classifier) -> Resolver:
+    return _family(model)[0]
 
 
 def resolve_objective(
@@ -90,13 +107,10 @@ def check_targets(spec: TargetSpec, model: Classifier, *, true_labels: bool = Fa
         _resolver(model)(requests, None, model)
 
 
-def describe_answer(
-    output: Any, model: Classifier, *, k: int = 5, image_size: tuple[int, int] | None = None, original: Any = None
+def predictions(
+    output: Any, model: Classifier, k: int = 5, original: Any = None, *, image_size: tuple[int, int] | None = None
 ) -> list[dict[str, Any]]:
-    """What ``model`` says about one image (its ``output``, a batch of one), for people, whatever its kind:
-    the ``k`` highest classes (a multi-label model's present labels too), or a detector's detections with
-    their boxes (in the photo's pixels with ``image_size``). ``original``: the unmasked image's output,
-    for a what-if's changes (classes only)."""
-    if model.model_kind == ModelKind.DETECTOR:
-        return detection_predictions(output, model, image_size)
-    return predictions(output[0], model, k, original=None if original is None else original[0])
+    """What ``model`` answered on one image (``output``, a batch of one), for people: its top ``k`` targets with
+    their scores; with ``original`` (the answer on the unmasked image, for a what-if) each with its change.
+    A detector's are its detections with their boxes (in the photo's pixels with ``image_size``)."""
+    return _family(model)[1](output, model, k, original, image_size)

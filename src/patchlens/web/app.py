@@ -31,7 +31,7 @@ from ..errors import ImageError, PatchlensError
 from ..examples import EXAMPLES, example_path
 from ..images import load_image
 from ..models import Classifier, load_model
-from ..objectives import describe_answer, resolve_objective
+from ..objectives import predictions, resolve_objective
 from .availability import token_masking, with_availability
 from .guard import refusal
 from .jobs import JobQueue, QueueFull
@@ -233,7 +233,7 @@ def create_app(
         output = predict_hidden(clf, lock, stored, body.hidden, grid, body.baseline)
         h, w = stored.image.pixels.shape[:2]
         return {"hidden": sorted(set(body.hidden)), "grid": grid,
-                "predictions": describe_answer(output, clf, image_size=(h, w), original=stored.output)}
+                "predictions": predictions(output, clf, original=stored.output, image_size=(h, w))}
 
     @app.post("/api/jobs", status_code=202, summary="Run one or more methods on a stored image (a job)")
     def submit(body: JobRequest) -> JSONResponse:

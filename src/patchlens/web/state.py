@@ -28,7 +28,7 @@ from ..images import LoadedImage, check_size, resize, to_tensor
 from ..methods import Method, count_regions, get_method, make_method
 from ..methods._sampling import interactive_defaults
 from ..models.classifier import Classifier
-from ..objectives import Objective, describe_answer
+from ..objectives import Objective, predictions
 from ..validation import check_method
 from .guard import LOOPBACK_HOSTS
 from .jobs import Job, WatchedClassifier, holding
@@ -137,7 +137,7 @@ class NotAnImage(ImageError):
 def top_predictions(output: Any, classifier: Classifier, k: int = 5, image_size: tuple[int, int] | None = None) -> list[dict[str, Any]]:
     """What the model says about the image: its top ``k`` (and, for a multi-label model, every present label);
     a detector's detections with their boxes in the photo's pixels (``image_size``)."""
-    return describe_answer(output, classifier, k=k, image_size=image_size)
+    return predictions(output, classifier, k, image_size=image_size)
 
 
 def predict_hidden(
