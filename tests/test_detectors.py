@@ -263,6 +263,6 @@ def test_drise_agrees_with_vision_explanation_methods_on_the_same_masks(one_torc
     drise, common, wrapper_class = drise_peer.vem_modules()
     ours, wrapper = drise_peer.planted_pair(common)
     masks = RiseMasks(150, 16, 0.5, SIZE, SIZE, torch.Generator().manual_seed(2), torch.device("cpu")).masks(0, 150)[:, 0]
-    mine, _, _ = drise_peer.run_ours(ours, planted_scene(), 150, 2, None)
-    theirs, _ = drise_peer.run_vem(drise, common, wrapper, planted_scene(), masks, 0)
+    mine, _, exp = drise_peer.run_ours(ours, planted_scene(), 150, 2, None)
+    theirs, _ = drise_peer.run_vem(drise, common, wrapper, planted_scene(), masks, exp.objective["box"])
     assert drise_peer.pearson(mine, theirs) >= 0.95
