@@ -193,6 +193,7 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     vem = vem_modules()
     start_load = os.getloadavg()[0]
+    described = machine(torch.device("cpu")).rsplit(", load average", 1)[0]
     rows: list[list[object]] = []
     wanted = args.detectors.split(",")
     if "planted" in wanted:
@@ -218,7 +219,7 @@ def main() -> None:
     print(table)
     end_load = os.getloadavg()[0]
     if args.write:
-        body = (f"Machine: {machine(torch.device('cpu'))}; load average {start_load:.1f} at start, {end_load:.1f} at the end; "
+        body = (f"Machine: {described}; load average {start_load:.1f} at start, {end_load:.1f} at the end; "
                 f"{args.threads} torch thread(s) for both, repeats interleaved ({args.repeats}), medians shown. "
                 f"patchlens batch size: {args.batch_size or 'its own (measured)'}.\n\n{table}\n")
         write_section(HEADING, body)

@@ -87,7 +87,7 @@ def load_remote(
     progress: bool = False,
     device: Any = "cpu",
     sleep: Callable[[float], None] | None = None,
-    kind: str = "auto",
+    kind: str | None = None,
     min_score: float = 0.5,
     **codec_options: Any,
 ) -> RemoteClassifier:
@@ -108,8 +108,9 @@ def load_remote(
             independent labels), "none" or "auto" (none) when it returns probabilities; ``softmax=True``
             is the older spelling of "softmax".
         progress: show a line with images sent, requests in flight and retries.
-        kind, min_score: "detector" (or "auto": its first answer decides) when ``decode`` returns one dict of
-            boxes, scores and labels per image (protocol json); the score ``all`` needs, for a detector.
+        kind, min_score: "detector" when ``decode`` returns one dict of boxes, scores and labels per image
+            (protocol json, where None means "auto": its first answer decides; the other protocols carry class
+            scores); the score ``all`` needs, for a detector.
         **codec_options: ``input``, ``output``, ``mean``, ``std``, ``binary`` (OIP v2; binary tensors
             are used when the server lists the ``binary_tensor_data`` extension, unless ``binary=False``);
             ``image_format``, ``scale``, ``output`` (KServe v1); ``encode``, ``decode`` (json).
@@ -133,6 +134,6 @@ def load_remote(
         max_queries=max_queries,
         progress=progress,
         device=device,
-        kind=kind,
+        kind=kind if kind is not None else "auto" if isinstance(codec, CustomJson) else "classifier",
         min_score=min_score,
     )

@@ -51,7 +51,7 @@ class RemoteClassifier(Classifier):
         progress: bool = False,
         device: str | torch.device = "cpu",
         model_id: str | None = None,
-        kind: str = "auto",
+        kind: str = "classifier",
         min_score: float = 0.5,
     ) -> None:
         if in_flight < 1 or (request_batch is not None and request_batch < 1):

@@ -412,6 +412,10 @@ async function start() {
     }
     for (const b of info.baselines) $("baseline").append(el("option", { value: b, text: b }));
     buildMethodsForm(info.methods, info.model.white_box, info.token_masking);
+    if (info.model.detector) {  // a detector's own method, ready: clicking a detection explains it at once
+      const drise = document.querySelector('fieldset[data-method="drise"]');
+      if (drise) { drise.querySelector("legend input").checked = true; drise.classList.add("on"); }
+    }
     await loadClasses();
     const metricNames = Object.keys(info.metrics);
     $("metrics-label").hidden = metricNames.length === 0;
