@@ -266,3 +266,23 @@ def test_drise_agrees_with_vision_explanation_methods_on_the_same_masks(one_torc
     mine, _, exp = drise_peer.run_ours(ours, planted_scene(), 150, 2, None)
     theirs, _ = drise_peer.run_vem(drise, common, wrapper, planted_scene(), masks, exp.objective["box"])
     assert drise_peer.pearson(mine, theirs) >= 0.95
+
+
+@pytest.mark.parametrize("name", sorted(patchlens.list_methods()))
+def test_every_method_that_explains_detectors_runs_on_one(name, one_torch_thread):
+    """Each registered method either explains the planted detector through its objective (a finite map of the
+    photo's shape, a detection recorded) or says in one line why it cannot (attention rollout needs a ViT)."""
+    from patchlens.methods import registry
+    from test_contract import SMALL
+
+    cls = registry()[name]
+    model = planted_detector()
+    if ModelKind.DETECTOR not in cls.models:
+        pytest.skip(f"{name} does not explain detectors")
+    if name == "attention_rollout":
+        with pytest.raises(MethodError, match="Vision Transformer"):
+            patchlens.explain(model, planted_scene(), name)
+        return
+    exp = patchlens.explain(model, planted_scene(), name, target="top1", **SMALL.get(name, {}))
+    assert exp.saliency.shape == (SIZE, SIZE) and np.isfinite(exp.saliency).all()
+    assert exp.objective["kind"] == "detection" and exp.label == "square" and exp.objective["box"] == xyxy(BOX)
