@@ -175,3 +175,16 @@ def test_the_audit_measures_evidence_against_each_detections_own_box(tmp_path, o
     honest, elsewhere = found["honest"].detections["classes"]["square"], found["elsewhere"].detections["classes"]["square"]
     assert honest["inside"] >= 0.75 and not found["honest"].detections["flagged"]
     assert elsewhere["far"] > 0.9 and "lies far from their boxes" in found["elsewhere"].detections["flagged"][0]
+
+
+def test_cams_of_a_torchvision_detector_read_its_backbone(one_torch_thread):
+    """layer='auto' is the backbone's last stage: left to itself it would find the RoI head's per-proposal features."""
+    model = patchlens.load_model("torchvision:ssdlite320_mobilenet_v3_large", pretrained=False)
+    assert model.labels[1] == "person" and model.cam_layer == "backbone.features.1"
+    image = (np.random.default_rng(0).random((120, 160, 3)) * 255).astype(np.uint8)
+    exp = patchlens.explain(model, image, "gradcam")
+    assert exp.extras["layer"] == "backbone.features.1" and exp.saliency.shape == (120, 160) and np.isfinite(exp.saliency).all()
+    assert exp.objective["kind"] == "detection" and "final detections" in exp.extras["runtime"]["proposals"]
+    with pytest.raises(patchlens.MethodError, match="rows for one image"):
+        patchlens.explain(patchlens.load_model("torchvision:fasterrcnn_mobilenet_v3_large_320_fpn", pretrained=False),
+                          image, "gradcam", layer="roi_heads.box_roi_pool")

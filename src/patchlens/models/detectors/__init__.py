@@ -53,4 +53,6 @@ def load_torchvision_detector(
             raise weights_error(f"torchvision:{name}", exc) from None
         raise ModelError(f"torchvision:{name}: {type(exc).__name__}: {exc}") from None
     module = module.eval().to(device)
+    if "labels" not in options and "num_classes" not in kwargs:  # COCO's categories, kept with the weights' description
+        options["labels"] = list(torchvision.models.get_model_weights(name).DEFAULT.meta["categories"])
     return TorchvisionDetector(module, model_id=f"torchvision:{name}", **options)

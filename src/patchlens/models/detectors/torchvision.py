@@ -122,6 +122,21 @@ class TorchvisionDetector(TorchClassifier):
         self.details = {"proposals": self.proposal_source}
 
     @property
+    def cam_layer(self) -> str | None:
+        """What ``layer="auto"`` means for CAM methods: the backbone's last stage (a map of the whole image).
+
+        Left to the automatic choice, CAMs would read the last spatial output of the pass, which in a
+        two-stage detector is the RoI head's features of each proposal, not a map of the image.
+        """
+        body = getattr(getattr(self.module, "backbone", None), "body", None)
+        if body is not None and len(list(body.named_children())):
+            return f"backbone.body.{list(body.named_children())[-1][0]}"
+        features = getattr(getattr(self.module, "backbone", None), "features", None)  # SSD, SSDlite
+        if features is not None and len(list(features.named_children())):
+            return f"backbone.features.{list(features.named_children())[-1][0]}"  # a child runs, whoever calls it
+        return None
+
+    @property
     def proposal_source(self) -> str:
         """What D-RISE matches against, in words (recorded with every result)."""
         if self.proposals == "auto" and _two_stage(self.module):
