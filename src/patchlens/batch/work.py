@@ -15,7 +15,7 @@ import numpy as np
 from .._version import __version__
 from ..api import explain_one
 from ..capabilities import ModelKind
-from ..errors import PatchlensError, TargetError
+from ..errors import PatchlensError, ServerUnavailableError, TargetError
 from ..explanation import Explanation, record
 from ..filenames import printable
 from ..images import LoadedImage, load_image
@@ -185,6 +185,8 @@ def explain_loaded(classifier: Classifier, method: Method, plan: Plan, loaded: L
                 return failed(f"{printable(item.path)}: {exp.label}: {exc}")
             out.append((row, saved))
         return out
+    except ServerUnavailableError:  # not this image's fault, and every later image would fail alike: the run stops
+        raise
     except PatchlensError as exc:
         return failed(str(exc))
     except Exception as exc:  # one bad image must not end a long run; the reason is kept in the store
