@@ -12,7 +12,7 @@ import torch.nn.functional as F
 
 from . import capabilities
 from ._version import __version__
-from .capabilities import Capability
+from .capabilities import Capability, ModelKind
 from .engine import Engine
 from .errors import MethodError, ModelError
 from .explanation import Explanation, Explanations
@@ -58,6 +58,8 @@ def check_supported(method: Method, classifier: Classifier) -> None:
     The one capability check of every front-end (API, CLI, web, batch, benchmark).
     """
     alternatives = [cls() for cls in registry().values()]
+    if not classifier.model_kind & method.models and not classifier.kind_settled:
+        classifier.settle_kind()  # a module or function whose answers say what kind it is: ask it once
     capabilities.check(method, classifier, alternatives)
 
 
@@ -124,7 +126,8 @@ def explain_one(
         expected_passes=announced,
     )
     output = engine.output_of(x)
-    objective = target if isinstance(target, Objective) else resolve_objective(target, output, classifier)
+    photo_size = (int(image.pixels.shape[0]), int(image.pixels.shape[1]))
+    objective = target if isinstance(target, Objective) else resolve_objective(target, output, classifier, image_size=photo_size)
     if len(objective) == 0:
         engine.close()
         return Explanations(note=f"{image.name}: {objective.note or 'the target names nothing on this image'}")
@@ -159,6 +162,8 @@ def explain_one(
         raise ModelError(f"{image.name}: {method.name} produced a non-finite map (the model's scores may be degenerate)")
     params = method.params()
     out = Explanations()
+    # a detection's score is its confidence (the objective's own score of it is its match with itself)
+    probabilities = getattr(classifier, "outputs_probabilities", True) and classifier.model_kind != ModelKind.DETECTOR
     for i, rec in enumerate(objective.records()):
         extras = attribution.extras[i] if i < len(attribution.extras) else {}
         extras = {**extras, "runtime": runtime_record(classifier, white_box=not scores_only)}
@@ -169,7 +174,7 @@ def explain_one(
                 saliency=maps_np[i],
                 target=int(rec.get("index", i)),
                 label=str(rec.get("label", "")),
-                score=float(job.reference[i]),
+                score=float(job.reference[i]) if objective.scores_itself or rec.get("score") is None else float(rec["score"]),
                 objective=rec,
                 method=method.name,
                 params=params,
@@ -181,7 +186,7 @@ def explain_one(
                 extras=extras,
                 version=__version__,
                 image=image.pixels,
-                score_is_probability=getattr(classifier, "outputs_probabilities", True),
+                score_is_probability=probabilities,
                 variant=method.variant(seed),
             )
         )

@@ -22,7 +22,7 @@ from ..methods import Method
 from ..models import Classifier
 from ..models.runtime import scoring_threads
 from .sources import Item
-from .work import Loaded, Plan, Result, check_metrics, explain_loaded, prepare
+from .work import Loaded, Plan, Result, explain_loaded, prepare
 
 
 def can_share(method: Method, plan: Plan) -> bool:
@@ -30,7 +30,10 @@ def can_share(method: Method, plan: Plan) -> bool:
     token views must not run for several images at once on one model."""
     if method.requirements() != Capability.SCORES:
         return False
-    return all(m.requires in (None, Capability.SCORES) for m in check_metrics(plan.metrics, None))
+    from ..metrics import get_metrics
+
+    chosen = get_metrics(list(plan.metrics)) if plan.metrics else []  # checked against the model already (run_batch)
+    return all(m.requires in (None, Capability.SCORES) for m in chosen)
 
 
 def shared_results(classifier: Classifier, plan: Plan, items: Sequence[Item], workers: int, images: int) -> Iterator[list[Result]]:

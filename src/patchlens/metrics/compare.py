@@ -10,6 +10,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from ..capabilities import ModelKind
 from ..errors import MethodError
 from ..explanation import Explanation
 from ..images import ImageLike, LoadedImage, load_image
@@ -207,11 +208,13 @@ def compare(
     chosen = get_metrics(list(metrics) if not isinstance(metrics, str) else metrics)  # fail before the slow part
     listed = list(images) if isinstance(images, (list, tuple)) else [images]
     mosaics_only = bool(listed) and all(isinstance(i, Mosaic) for i in listed)  # a mosaic knows its regions
-    check_metric_needs(chosen, regions=regions is not None or mosaics_only, how="regions=[...]")
     kinds = parse_baselines(baselines)
     known = {f.name for f in dataclasses.fields(Options)}
     Options(**{k: v for k, v in options.items() if k in known})  # a bad protocol or option fails before the slow part
     classifier: Classifier = load_model(model)
+    # a detection is measured in its own box when no region is given (metrics/regions.py)
+    own_boxes = classifier.model_kind == ModelKind.DETECTOR
+    check_metric_needs(chosen, regions=regions is not None or mosaics_only or own_boxes, how="regions=[...]")
     names = [m.strip() for m in methods.split(",") if m.strip()] if isinstance(methods, str) else list(methods)
     given = method_params or {}
     values: list[Method] = []

@@ -203,7 +203,7 @@ def _wrap_arrays(model: Any, images: Any, explanations: Any, target: Any) -> Any
     for entry, image, goal in zip(entries, image_list, targets):
         loaded = load_image(image)
         output = classifier(resize(to_tensor(loaded.pixels).to(classifier.device), classifier.input_size)[None])
-        objective = resolve_objective(goal, output, classifier)
+        objective = resolve_objective(goal, output, classifier, image_size=loaded.pixels.shape[:2])
         if len(objective) == 0:
             raise MetricError(f"{loaded.name}: target {goal!r} names nothing on this image ({objective.note})")
         first = objective.select(0)  # a map explains one target: the first the spec names

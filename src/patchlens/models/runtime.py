@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, Any, Iterator, Sequence
 import numpy as np
 import torch
 
+from ..capabilities import ModelKind
 from ..errors import ModelError
 from ..ranking import spearman
 from .classifier import Classifier
@@ -166,6 +167,13 @@ def use_runtime(
         return classifier
     if threads is not None:
         torch.set_num_threads(threads)  # whole process: only when asked for
+    if classifier.kind == "auto" and runtime == "auto" and on_cpu_torch(classifier) and not own_module:
+        classifier.settle_kind()  # a file that answers with boxes is not exported: ask it once which it is
+    if classifier.model_kind == ModelKind.DETECTOR:  # boxes of a variable count: the ONNX export and its check are for class scores
+        if runtime == "onnx" or precision != "fp32":
+            raise ModelError(f"{classifier.model_id}: an object detector runs in torch at fp32 (runtime='onnx' and bf16 are for classifiers)")
+        classifier.details = {**classifier.details, "chosen_because": "an object detector"}
+        return classifier
     if precision == "bf16":
         return _bf16(classifier)
     on_cpu = classifier.device.type == "cpu"
@@ -184,6 +192,10 @@ def use_runtime(
     if not int8 or fast is classifier:  # no int8 asked for, or no ONNX Runtime at all (the fallback says why)
         return fast
     return _int8(classifier, fast, explicit=runtime == "onnx-int8", calibration=calibration)  # type: ignore[arg-type]
+
+
+def on_cpu_torch(classifier: Classifier) -> bool:
+    return classifier.device.type == "cpu"
 
 
 def _fallback(classifier: TorchClassifier, reason: str, *, say: bool = True) -> TorchClassifier:

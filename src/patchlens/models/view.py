@@ -61,6 +61,21 @@ class ClassifierView(Classifier):
         return self.inner.model_kind
 
     @property
+    def kind(self) -> str:  # type: ignore[override]
+        return self.inner.kind
+
+    @property
+    def min_score(self) -> float:  # type: ignore[override]
+        return self.inner.min_score
+
+    @property
+    def kind_settled(self) -> bool:
+        return self.inner.kind_settled
+
+    def settle_kind(self) -> ModelKind:
+        return self.inner.settle_kind()
+
+    @property
     def capabilities(self) -> Capability:
         return self.inner.capabilities
 
@@ -101,6 +116,9 @@ class ClassifierView(Classifier):
 
     def check_scores(self, out: object, n: int) -> torch.Tensor:
         return self.inner.check_scores(out, n)
+
+    def check_detections(self, out: object, n: int) -> object:
+        return self.inner.check_detections(out, n)
 
     def __getattr__(self, name: str) -> Any:
         # adapters may expose more (runtime details, normalise, token layout...): pass it through
