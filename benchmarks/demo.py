@@ -184,7 +184,7 @@ def demo(args: argparse.Namespace) -> str:
                 for case, extra in cases.items():
                     for name, src in variants.items():
                         wall, cpu, _ = run(src, DEMO + extra + ["--out", outs[name]], cache)
-                        record = json.loads(next(Path(outs[name]).glob("*.json")).read_text())
+                        record = json.loads(newest(outs[name], "json").read_text())
                         speed = record["forward_passes"] / record["seconds"]
                         times.setdefault((loaded, case, name), []).append((wall, cpu, speed))
                         line = (f"round {round_ + 1} {'loaded' if loaded else 'quiet '} {case:24s} {name:6s} {wall:6.2f} s wall "
@@ -193,7 +193,7 @@ def demo(args: argparse.Namespace) -> str:
                             if reference is not None:
                                 from patchlens.ranking import spearman
 
-                                saliency = np.load(next(Path(outs[name]).glob("*.npy")))
+                                saliency = np.load(newest(outs[name], "npy"))
                                 quality.append((record["forward_passes"], spearman(torch.from_numpy(saliency), torch.from_numpy(reference))))
                                 line += f", {record['forward_passes']} passes, Spearman vs reference {quality[-1][1]:.3f}"
                         print(line + f"; load average {os.getloadavg()[0]:.1f}", flush=True)
@@ -216,6 +216,11 @@ def demo(args: argparse.Namespace) -> str:
         table += (f"\n\nThe demo's map (after): {', '.join(str(p) for p in passes)} forward passes; Spearman against the 8,000-mask "
                   f"float32 reference {min(q[1] for q in quality):.3f} to {max(q[1] for q in quality):.3f}.")
     return table
+
+
+def newest(folder: str, suffix: str) -> Path:
+    """The file the last run wrote: each run's stem names its own settings (``..._n_masks300``)."""
+    return max(Path(folder).glob(f"*.{suffix}"), key=lambda p: p.stat().st_mtime_ns)
 
 
 def _reference(folder: Path | None) -> np.ndarray | None:
