@@ -255,6 +255,8 @@ def _typed_box(r: Box, model: Classifier, image_size: tuple[int, int] | None, re
     x0, y0, x1, y1 = r.box
     if x0 >= w or y0 >= h:
         raise TargetError(f"{r.text}: the box starts outside the {w}x{h} photo")
+    if x1 > w + 1 or y1 > h + 1:  # one pixel of slack for boxes written as inclusive ends
+        raise TargetError(f"{r.text}: the box ends outside the {w}x{h} photo (right <= {w}, bottom <= {h})")
     return (x0 / w, y0 / h, min(x1, w) / w, min(y1, h) / h), cls, name
 
 
