@@ -99,7 +99,9 @@ def test_targets_of_a_detector(one_torch_thread):
     assert resolve("topk:2").indices == (0, 1)
     assert resolve("all").labels == ("square",)  # the decoy (0.29) is under the model's min_score 0.3
     assert resolve("all:0.2").labels == ("square", "decoy")
-    assert resolve("label:decoy").labels == () and "no detection scoring at least 0.3" in resolve("label:decoy").note
+    assert resolve("label:decoy").labels == () and resolve("label:decoy").note.startswith(
+        "no 'decoy' detection scoring at least 0.3: the strongest 'decoy' is detection 1 with score 0.2")  # not "use top1"
+    assert "use decoy (its strongest)" in resolve("label:decoy").note
     assert resolve("decoy").indices == (1,)  # a bare class name: its strongest detection, whatever its score
     assert resolve("1").labels == ("decoy",)
     box = resolve("box:6,44,20,58:decoy")
