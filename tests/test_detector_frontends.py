@@ -140,8 +140,6 @@ def test_random_torchvision_detector_from_the_command_line_offline(tmp_path, cap
     plain = np.asarray(exp.overlay(boxes=[])).astype(int)
     changed = np.abs(drawn - plain).sum(-1) > 0
     ys, xs = changed.nonzero()
-    scale = plain.shape[1] / 320 if False else None  # the overlay's photo is drawn at its own size here (320 wide)
-    del scale
     title = plain.shape[0] - 240  # the title band above the photo (the colour bar is to the right)
     assert changed.any()
     assert xs.min() >= box[0] - 3 and ys.min() >= title + box[1] - 30  # the label's tab sits above the box

@@ -99,7 +99,9 @@ def test_targets_of_a_detector(one_torch_thread):
     assert resolve("topk:2").indices == (0, 1)
     assert resolve("all").labels == ("square",)  # the decoy (0.29) is under the model's min_score 0.3
     assert resolve("all:0.2").labels == ("square", "decoy")
-    assert resolve("label:decoy").labels == () and "no detection scoring at least 0.3" in resolve("label:decoy").note
+    assert resolve("label:decoy").labels == () and resolve("label:decoy").note.startswith(
+        "no 'decoy' detection scoring at least 0.3: the strongest 'decoy' is detection 1 with score 0.2")  # not "use top1"
+    assert "use decoy (its strongest)" in resolve("label:decoy").note
     assert resolve("decoy").indices == (1,)  # a bare class name: its strongest detection, whatever its score
     assert resolve("1").labels == ("decoy",)
     box = resolve("box:6,44,20,58:decoy")
@@ -115,6 +117,41 @@ def test_targets_of_a_detector(one_torch_thread):
         resolve("label:cat")
     with pytest.raises(TargetError, match="starts outside"):
         resolve("box:70,0,80,10")
+    with pytest.raises(TargetError, match=r"box:0,0,5000,5000: the box ends outside the 64x64 photo"):
+        resolve("box:0,0,5000,5000")  # was clipped to the whole photo without a word
+    assert resolve("box:0,0,65,65").records()[0]["box"] == [0.0, 0.0, 64.0, 64.0]  # one pixel of slack: inclusive ends
+    with pytest.raises(TargetError, match=r"^box:1,2,3: a box is box:x0,y0,x1,y1"):
+        resolve("box:1,2,3")  # named as typed, not "box:1"
+
+
+def test_random_detector_weights_are_drawn_from_the_seed_and_leave_the_callers_state_alone():
+    pytest.importorskip("torchvision")
+    from patchlens.models.hub import load_torchvision
+
+    torch.manual_seed(123)
+    state = torch.random.get_rng_state()
+    a, b = (load_torchvision("ssdlite320_mobilenet_v3_large", pretrained=False) for _ in range(2))
+    c = load_torchvision("ssdlite320_mobilenet_v3_large", pretrained=False, seed=1)
+    assert torch.equal(torch.random.get_rng_state(), state)
+    wa, wb, wc = (dict(m.module.named_parameters()) for m in (a, b, c))
+    assert all(torch.equal(wa[k], wb[k]) for k in wa)  # each load was another detector, explaining other boxes
+    assert not all(torch.equal(wa[k], wc[k]) for k in wa)
+
+
+def test_a_detector_runs_at_fp32_even_when_bf16_autocast_was_asked():
+    """On a GPU "auto" means bf16 for a classifier; under it torchvision's boxes snap to multiples of 16."""
+    model = planted_detector(amp=torch.bfloat16)
+    assert model.model_kind == ModelKind.DETECTOR and model.autocast_dtype is None
+
+
+def test_a_box_is_drawn_in_the_photos_pixels_when_the_map_has_another_size(one_torch_thread):
+    from patchlens.explanation import Explanation
+
+    model = planted_detector()
+    exp = patchlens.explain(model, planted_scene(), "occlusion", target="box:6,44,20,58:decoy", window=8, stride=8)
+    small = Explanation(**{**exp.__dict__, "saliency": exp.saliency[::2, ::2].copy()})
+    assert small.boxes()[0][0] == [3.0, 22.0, 10.0, 29.0]  # the map's pixels
+    assert small.boxes((SIZE, SIZE))[0][0] == [6.0, 44.0, 20.0, 58.0]  # the photo's, where overlay() draws it
 
 
 def test_a_detection_record_rebuilds_the_same_objective(one_torch_thread):

@@ -175,16 +175,17 @@ class Explanation:
         missing = " [photo missing]" if self.image is None else ""
         base = np.full((*self.saliency.shape, 3), 128, np.uint8) if self.image is None else self.image
         text = self.title + missing if title is None else title
-        options.setdefault("boxes", self.boxes())
+        options.setdefault("boxes", self.boxes(base.shape[:2]))  # drawn on the photo: in its pixels
         return render.overlay(base, self.saliency, title=text, alpha=alpha, colorbar=colorbar, **options)
 
-    def boxes(self) -> list[tuple[list[float], str]]:
-        """The explained target's box and label to draw, in the map's pixels (a detection); none for a class."""
+    def boxes(self, shape: tuple[int, int] | None = None) -> list[tuple[list[float], str]]:
+        """The explained target's box and label to draw (a detection; none for a class), in the pixels of an
+        image of ``shape`` ``(H, W)``: by default the map's."""
         box = self.objective.get("box")
         if not isinstance(box, (list, tuple)) or len(box) != 4:
             return []
         size = self.objective.get("image_size")
-        h, w = self.saliency.shape
+        h, w = self.saliency.shape if shape is None else shape
         if size and (int(size[0]), int(size[1])) != (h, w):  # a map saved at another size than the photo's
             box = [box[0] * w / size[1], box[1] * h / size[0], box[2] * w / size[1], box[3] * h / size[0]]
         return [([float(v) for v in box], f"{self.label} {self.score:.2f}")]
@@ -224,7 +225,8 @@ def combined_overlay(explanations: list[Explanation], title: str | None = None) 
         raise ValueError("combined_overlay needs at least one explanation")
     first = explanations[0]
     base = np.full((*first.saliency.shape, 3), 128, np.uint8) if first.image is None else first.image
-    boxes = [b for e in explanations for b in (e.boxes() or [([0.0, 0.0, 0.0, 0.0], "")])]
+    # a target without a box keeps its place (and colour) with an empty box, which is not drawn
+    boxes = [b for e in explanations for b in (e.boxes(base.shape[:2]) or [([0.0, 0.0, 0.0, 0.0], "")])]
     text = title if title is not None else f"{first.method}: {len(explanations)} targets, each in its colour"
     return render.combined(base, [e.saliency for e in explanations], boxes, text)
 

@@ -269,6 +269,8 @@ def draw_boxes(picture: Image.Image, boxes: Sequence[Boxed], scale: float, unit:
         box, label = item[0], item[1]
         colour = item[2] if len(item) > 2 else BOX_COLOURS[k % len(BOX_COLOURS)]  # type: ignore[misc]
         x0, y0, x1, y1 = (float(v) * scale for v in box)
+        if x1 <= x0 or y1 <= y0:  # an empty box holds a target's place (its colour) in a combined picture
+            continue
         for d in range(thick):  # dark outside, colour inside: visible on light and dark photos alike
             draw.rectangle((x0 - d - 1, y0 - d - 1, x1 + d + 1, y1 + d + 1), outline=(0, 0, 0) if d == thick - 1 else colour)
         if label:

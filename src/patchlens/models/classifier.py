@@ -229,7 +229,8 @@ class Classifier:
 
     def check_detections(self, out: object, n: int) -> object:
         """A detector's answer as :class:`~patchlens.models.detections.Detections`, boxes as fractions of the input."""
-        return as_detections(out, n, self.input_size, self.model_id)
+        # on the model's device: a black box or YOLO may answer on the CPU while the masks are on a GPU
+        return as_detections(out, n, self.input_size, self.model_id).to(self.device)
 
     def check_scores(self, out: object, n: int) -> torch.Tensor:
         """``out`` as float32 scores ``(n, C)``, or a ModelError saying what is wrong with it."""

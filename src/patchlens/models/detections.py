@@ -79,6 +79,12 @@ class Detections:
     def detach(self) -> Detections:
         return Detections(**{k: None if v is None else v.detach() for k, v in self._fields().items()})  # type: ignore[arg-type]
 
+    def to(self, device: torch.device | str) -> Detections:
+        """The same detections on ``device`` (itself when already there): scores meet the masks where they are."""
+        if self.boxes.device == torch.device(device):
+            return self
+        return Detections(**{k: None if v is None else v.to(device) for k, v in self._fields().items()})  # type: ignore[arg-type]
+
     @staticmethod
     def cat(parts: Sequence[Detections]) -> Detections:
         """Consecutive batches as one, padded to the largest entry count."""

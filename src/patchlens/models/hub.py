@@ -110,7 +110,7 @@ def load_torchvision(
     from .detectors import load_torchvision_detector, torchvision_detectors
 
     if name in torchvision_detectors():
-        return load_torchvision_detector(name, pretrained=pretrained, device=device, **options)  # type: ignore[arg-type,return-value]
+        return load_torchvision_detector(name, pretrained=pretrained, seed=seed, device=device, **options)  # type: ignore[arg-type,return-value]
     try:
         with nullcontext() if pretrained else seeded_init(seed):
             module = torchvision.models.get_model(name, weights="DEFAULT" if pretrained else None)

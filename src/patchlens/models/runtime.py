@@ -169,9 +169,13 @@ def use_runtime(
         torch.set_num_threads(threads)  # whole process: only when asked for
     if classifier.kind == "auto" and runtime == "auto" and on_cpu_torch(classifier) and not own_module:
         classifier.settle_kind()  # a file that answers with boxes is not exported: ask it once which it is
+    if classifier.kind == "auto" and getattr(classifier, "autocast_dtype", None) is not None:
+        classifier.settle_kind()  # bf16 on a GPU is for classifiers: know the kind before the first real answer
     if classifier.model_kind == ModelKind.DETECTOR:  # boxes of a variable count: the ONNX export and its check are for class scores
         if runtime == "onnx" or precision != "fp32":
             raise ModelError(f"{classifier.model_id}: an object detector runs in torch at fp32 (runtime='onnx' and bf16 are for classifiers)")
+        if getattr(classifier, "autocast_dtype", None) is not None:
+            classifier.autocast_dtype = None  # under bf16 autocast torchvision's boxes snap to multiples of 16 and NMS keeps others
         classifier.details = {**classifier.details, "chosen_because": "an object detector"}
         return classifier
     if precision == "bf16":

@@ -240,7 +240,8 @@ def resolve_detections(
         matched = objective(output)[0].tolist()
         objective = replace(objective, scores=objective.scores + tuple(float(v) for v in matched[len(chosen):]))
     if output is not None and total == 0:
-        objective = replace(objective, note=_nothing(found or [], used_threshold, model))
+        wanted = tuple(class_index(r.name, model) for r in requests if isinstance(r, Labelled))
+        objective = replace(objective, note=_nothing(found or [], used_threshold, model, wanted))
     return objective
 
 
@@ -255,6 +256,8 @@ def _typed_box(r: Box, model: Classifier, image_size: tuple[int, int] | None, re
     x0, y0, x1, y1 = r.box
     if x0 >= w or y0 >= h:
         raise TargetError(f"{r.text}: the box starts outside the {w}x{h} photo")
+    if x1 > w + 1 or y1 > h + 1:  # one pixel of slack for boxes written as inclusive ends
+        raise TargetError(f"{r.text}: the box ends outside the {w}x{h} photo (right <= {w}, bottom <= {h})")
     return (x0 / w, y0 / h, min(x1, w) / w, min(y1, h) / h), cls, name
 
 
@@ -299,10 +302,16 @@ def _strongest(found: list[dict[str, Any]], model: Classifier) -> str:
     return f" (its strongest detection is {model.label(int(best['label']))!r}, score {best['score']:.3f})"
 
 
-def _nothing(found: list[dict[str, Any]], threshold: float | None, model: Classifier) -> str:
+def _nothing(found: list[dict[str, Any]], threshold: float | None, model: Classifier, wanted: tuple[int, ...] = ()) -> str:
     at = f" scoring at least {threshold:g}" if threshold is not None else ""
     if not found:
         return f"no detection{at}: the model detected nothing on this image"
+    for cls in wanted:  # label:NAME asked for a class: name its best detection, not another class's
+        mine = [e for e in found if e["label"] == cls]
+        name = model.label(cls)
+        if mine:
+            return (f"no {name!r} detection{at}: the strongest {name!r} is detection {mine[0]['index']} with score "
+                    f"{mine[0]['score']:.3f}; use {name} (its strongest), or all:S with a lower S, to explain it anyway")
     best = found[0]
     return (f"no detection{at}: the strongest is {model.label(int(best['label']))!r} (detection 0) with score "
             f"{best['score']:.3f}; use top1, or all:S with a lower S, to explain it anyway")

@@ -155,12 +155,12 @@ def _split(spec: str) -> list[str]:
                 raise TargetError(f"{spec}: after box:x0,y0,x1,y1[:LABEL] comes a comma and the next target")
             rest = rest[1:].strip()
             continue
-        head, _, rest = rest.partition(",")
-        if head.strip().lower().startswith("box:"):
-            raise TargetError(f"{head.strip()}: a box is box:x0,y0,x1,y1 (left, top, right, bottom in the photo's pixels), optionally :LABEL")
+        head, _, tail = rest.partition(",")
+        if head.strip().lower().startswith("box:"):  # names what was typed, not the part before its first comma
+            raise TargetError(f"{rest.strip()}: a box is box:x0,y0,x1,y1 (left, top, right, bottom in the photo's pixels), optionally :LABEL")
         if head.strip():
             out.append(head.strip())
-        rest = rest.strip()
+        rest = tail.strip()
     return out
 
 

@@ -27,16 +27,18 @@ def torchvision_detectors() -> list[str]:
 
 
 def load_torchvision_detector(
-    name: str, *, pretrained: bool = True, device: str | torch.device = "cpu", model_kwargs: dict[str, Any] | None = None,
-    **options: Any,
+    name: str, *, pretrained: bool = True, seed: int = 0, device: str | torch.device = "cpu",
+    model_kwargs: dict[str, Any] | None = None, **options: Any,
 ) -> TorchvisionDetector:
-    """``torchvision:<name>`` for a detection model: COCO weights, or random ones with ``pretrained=False``.
+    """``torchvision:<name>`` for a detection model: COCO weights, or random ones drawn from ``seed`` with
+    ``pretrained=False`` (the same detector on every load, in every Ray worker, as for classifiers).
 
     Random weights never download anything: the backbone's ImageNet weights
     (``weights_backbone``) are left out too.
     """
     import torchvision
 
+    from ..hub import seeded_init
     from ..weights import weights_error
 
     kwargs = dict(model_kwargs or {})
@@ -47,7 +49,8 @@ def load_torchvision_detector(
         if pretrained:
             module = torchvision.models.get_model(name, weights="DEFAULT", **kwargs)
         else:
-            module = torchvision.models.get_model(name, weights=None, weights_backbone=None, **kwargs)
+            with seeded_init(seed):
+                module = torchvision.models.get_model(name, weights=None, weights_backbone=None, **kwargs)
     except Exception as exc:
         if pretrained:
             raise weights_error(f"torchvision:{name}", exc) from None

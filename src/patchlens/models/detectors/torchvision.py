@@ -115,7 +115,7 @@ class TorchvisionDetector(TorchClassifier):
         super().__init__(
             module, mean=(0.0, 0.0, 0.0), std=(1.0, 1.0, 1.0), input_size=input_size or _input_side(module), labels=labels,
             activation="none", device=device, model_id=model_id or type(module).__name__, kind="detector",
-            min_score=min_score, **options,
+            min_score=min_score, **{"amp": None, **options},  # fp32 on a GPU too: bf16 moves boxes (runtime.py)
         )
         self.outputs_probabilities = False
         self.proposals = proposals
