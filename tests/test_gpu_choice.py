@@ -24,6 +24,7 @@ class CudaLooking(TorchClassifier):
     def __init__(self) -> None:
         super().__init__(torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(3 * 8 * 8, 3)), input_size=8, amp=torch.bfloat16)
         self.device = torch.device("cuda")
+        self.kind = "classifier"  # declared, as the default model does: no probing forward pass (it would need CUDA)
 
 
 @pytest.fixture
