@@ -31,8 +31,8 @@ from ..engine import combine_masks, make_baseline
 from ..engine.convergence import SliceSource
 from . import _params as shared
 from ._sampling import SamplingMethod
-from .base import Job, param, register
-from .rise import RiseMasks
+from .base import MAX_SAMPLES, Job, param, register
+from .rise import MAX_RISE_GRID, RiseMasks
 
 
 @dataclass
@@ -55,8 +55,8 @@ class DRise(SamplingMethod):
     )
     models = ModelKind.DETECTOR
 
-    n_masks: int = param(1000, "how many random masks to score (more: smoother, more stable map; one forward pass each)", low=1)
-    grid: int = param(16, "mask coarseness: each mask is a random grid x grid pattern of kept/hidden cells (the paper's 16)", low=2)
+    n_masks: int = param(1000, "how many random masks to score (more: smoother, more stable map; one forward pass each)", low=1, high=MAX_SAMPLES)
+    grid: int = param(16, "mask coarseness: each mask is a random grid x grid pattern of kept/hidden cells (the paper's 16)", low=2, high=MAX_RISE_GRID)
     p_keep: float = param(0.5, "probability that a grid cell is kept visible", low=0.01, high=0.99)
     baseline: str = shared.baseline()
     centre: bool = param(
