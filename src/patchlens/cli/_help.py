@@ -63,7 +63,8 @@ def command_summaries(package_dir: Path, names: Sequence[str]) -> dict[str, str]
             return None  # no source to read (a zipped or compiled-only install): build the parser
         commands = None
         for node in tree.body:
-            if isinstance(node, ast.Assign) and any(isinstance(t, ast.Name) and t.id == "COMMANDS" for t in node.targets):
+            assigned = {n.id for n in ast.walk(node) if isinstance(n, ast.Name) and isinstance(n.ctx, ast.Store)}
+            if isinstance(node, ast.Assign) and "COMMANDS" in assigned:
                 try:
                     commands = ast.literal_eval(node.value)
                 except ValueError:

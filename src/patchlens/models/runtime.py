@@ -272,12 +272,12 @@ def _int8(classifier: TorchClassifier, fast: OnnxRuntimeClassifier, *, explicit:
     return quantised
 
 
-def _int8_file(classifier: Classifier, calibration: Sequence[Any] | None, threads: int) -> Classifier:
+def _int8_file(classifier: Any, calibration: Sequence[Any] | None, threads: int) -> Classifier:
     """An ONNX file of the user's, quantised on the user's calibration images."""
-    from .files import OnnxClassifier
     from .int8 import cached_quantized, calibration_inputs, file_key, map_agreement, remembered_agreement
 
-    if not isinstance(classifier, OnnxClassifier):
+    # an ONNX file's adapter (models/files.py, which imports this module) is known by the graph it can swap
+    if not callable(getattr(classifier, "with_graph", None)):
         raise ModelError(f"{classifier.model_id}: runtime='onnx-int8' needs a PyTorch model or an ONNX file; this one is a black box")
     if not calibration:
         raise ModelError(
