@@ -12,6 +12,7 @@ import torch
 from ..errors import ModelError
 from .imagenet import imagenet_labels
 from .torch_module import IMAGENET_MEAN, IMAGENET_STD, TorchClassifier
+from .weights import seeded_init
 from .weights import weights_error as _weights_error
 
 
@@ -48,18 +49,6 @@ def offline_unless_reachable() -> Iterator[None]:
         yield
     finally:
         constants.HF_HUB_OFFLINE = False
-
-
-@contextmanager
-def seeded_init(seed: int) -> Iterator[None]:
-    """Random weights drawn from ``seed``: the same model every time, and the caller's random state left as it was.
-
-    Unseeded, ``pretrained=False`` gave other weights, another top class and a new
-    ONNX export (cached under the weights' hash) on every run.
-    """
-    with torch.random.fork_rng(devices=[]):  # modules are built on the CPU, then moved
-        torch.manual_seed(seed)
-        yield
 
 
 def load_timm(

@@ -38,8 +38,7 @@ def load_torchvision_detector(
     """
     import torchvision
 
-    from ..hub import seeded_init
-    from ..weights import weights_error
+    from ..weights import seeded_init, weights_error
 
     kwargs = dict(model_kwargs or {})
     family = next((k for k in sorted(SCORE_KEYWORDS, key=len, reverse=True) if name.startswith(k)), None)
