@@ -5,21 +5,38 @@ seed 2 (no masks shared with the reference), RISE at the fixed budgets given
 and RISE with ``converge`` set and the reference's size as its cap. Prints the
 masks used and the Spearman rank correlation of each map with the reference.
 
+The stopping rule estimates, after each round, the running map's rank
+correlation with the map it converges to (engine/convergence.py). ``--trace N``
+checks that estimate: one more run per photo, of N masks that never stops,
+records the estimate after every round beside the truth (the running map's
+Spearman with the reference, at the photo's size as users get it).
+
     python benchmarks/adaptive.py                       # 6 photos, 4,000-mask reference
-    python benchmarks/adaptive.py --images coffee --reference 8000 --converge 0.99 0.995
+    python benchmarks/adaptive.py --reference 8000 --fixed --converge 0.95 --trace 2000 --reference-cache ~/.cache/patchlens-refs
     python benchmarks/adaptive.py --estimator conditional_mean   # RISE's plain estimator, reference included
 """
 
 from __future__ import annotations
 
 import argparse
+import os
+import sys
 import time
+from pathlib import Path
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 
 import patchlens
 from patchlens.engine.convergence import spearman
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import machine, markdown_table, write_section  # noqa: E402
+from runtimes import uptime  # noqa: E402
+
+#: this script's section of RESULTS.md
+SECTION = "Stopping rule from two half maps (`benchmarks/adaptive.py`, issue 24)"
 
 #: the bundled photos, and one from scikit-image's own data (bundled with it; no download)
 PHOTOS = ["coffee", "chelsea", "astronaut", "rocket", "camera", "immunohistochemistry"]
@@ -33,39 +50,108 @@ def photo(name: str) -> object:
     return f"example:{name}"
 
 
+def reference_map(model: patchlens.Classifier, name: str, n: int, chosen: dict, cache: Path | None) -> np.ndarray:
+    """The reference map (seed 1), kept in ``cache`` when given: 8,000 masks take minutes per photo."""
+    estimator = chosen.get("estimator", "default")
+    file = cache / f"{name}-{model.model_id}-{n}-{estimator}-seed1.npy" if cache else None
+    if file is not None and file.is_file():
+        return np.load(file)
+    t = time.perf_counter()
+    ref = patchlens.explain(model, photo(name), "rise", n_masks=n, seed=1, **chosen).saliency
+    print(f"{name}: reference {n} masks in {time.perf_counter() - t:.0f}s", flush=True)
+    if file is not None:
+        file.parent.mkdir(parents=True, exist_ok=True)
+        np.save(file, ref)
+    return ref
+
+
+def trace(model: patchlens.Classifier, name: str, ref: np.ndarray, n: int, round_size: int, chosen: dict) -> list[tuple[int, float, float]]:
+    """``(masks, estimate, truth)`` after every round of an ``n``-mask run that never stops."""
+    height, width = ref.shape
+    truths: dict[int, float] = {}
+
+    def on_map(maps: torch.Tensor, used: int) -> None:
+        if used % round_size == 0:
+            full = F.interpolate(maps[:1, None].float(), size=(height, width), mode="bilinear", align_corners=False)[0, 0]
+            truths[used] = spearman(full, torch.from_numpy(ref))
+
+    exp = patchlens.explain(model, photo(name), "rise", n_masks=n, seed=2, converge=0.999999, round_size=round_size,
+                            on_map=on_map, **chosen)
+    estimates = exp.extras["convergence"]["history"]
+    # the first estimate comes after two rounds (one per half); one estimate per round from then on
+    rounds = sorted(truths)[1:]
+    return [(used, est, truths[used]) for used, est in zip(rounds, estimates)]
+
+
 def main() -> None:
-    ap = argparse.ArgumentParser()
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--images", nargs="+", default=PHOTOS)
     ap.add_argument("--reference", type=int, default=4000)
-    ap.add_argument("--fixed", type=int, nargs="+", default=[500, 1000])
-    ap.add_argument("--converge", type=float, nargs="+", default=[0.99])
+    ap.add_argument("--fixed", type=int, nargs="*", default=[500, 1000])
+    ap.add_argument("--converge", type=float, nargs="*", default=[0.95])
     ap.add_argument("--round-size", type=int, default=250)
+    ap.add_argument("--trace", type=int, default=0, metavar="N", help="also trace the stopping rule's estimate over N masks")
+    ap.add_argument("--reference-cache", type=Path, default=None, help="keep the reference maps here (reused when present)")
     ap.add_argument("--device", default="auto")
+    ap.add_argument("--no-write", dest="write", action="store_false", help=f"do not write RESULTS.md's section {SECTION!r}")
     ap.add_argument("--estimator", default=None, help="RISE's estimator for every map, the reference's too (default: RISE's default)")
     args = ap.parse_args()
     model = patchlens.load_model("default", device=args.device)
-    rows = []
+    print(f"model default, runtime {model.runtime_details.get('runtime')}, precision {model.runtime_details.get('precision')}; "
+          f"load average {os.getloadavg()[0]:.1f}")
+    begun = uptime()
+    rows, traces = [], []
     chosen = {} if args.estimator is None else {"estimator": args.estimator}
     print(f"estimator: {args.estimator or patchlens.api.make_method('rise').params()['estimator']}")
     for name in args.images:
-        t = time.perf_counter()
-        ref = patchlens.explain(model, photo(name), "rise", n_masks=args.reference, seed=1, **chosen)
-        print(f"{name}: reference {args.reference} masks in {time.perf_counter() - t:.0f}s", flush=True)
+        ref = reference_map(model, name, args.reference, chosen, args.reference_cache)
         runs = [(f"fixed {n}", {"n_masks": n}) for n in args.fixed]
         runs += [(f"converge {c}", {"n_masks": args.reference, "converge": c, "round_size": args.round_size}) for c in args.converge]
         for label, params in runs:
             exp = patchlens.explain(model, photo(name), "rise", seed=2, **params, **chosen)
             used = exp.forward_passes - 1
-            rho = spearman(torch.from_numpy(exp.saliency), torch.from_numpy(ref.saliency))
-            rows.append((name, label, used, rho))
-            print(f"  {label}: {used} masks, rank correlation with the reference {rho:.3f}", flush=True)
-    print(f"\n| photo | run | masks used | Spearman vs {args.reference:,}-mask reference |\n|---|---|---|---|")
-    for name, label, used, rho in rows:
-        print(f"| {name} | {label} | {used:,} | {rho:.3f} |")
+            rho = spearman(torch.from_numpy(exp.saliency), torch.from_numpy(ref))
+            estimate = exp.extras.get("convergence", {}).get("estimated_rank_correlation_with_converged_map")
+            rows.append((name, label, used, rho, estimate))
+            print(f"  {label}: {used} masks, rank correlation with the reference {rho:.3f}"
+                  + (f" (estimated at the stop: {estimate:.3f})" if estimate is not None else ""), flush=True)
+        if args.trace:
+            for used, est, truth in trace(model, name, ref, args.trace, args.round_size, chosen):
+                traces.append((name, used, est, truth))
+                print(f"  trace {used}: estimate {est:.3f}, truth {truth:.3f}, error {est - truth:+.3f}", flush=True)
+        write_results(args, rows, traces, begun)  # after each photo: a long run stopped early still leaves its figures
+    write_results(args, rows, traces, begun)
+
+
+def write_results(args: argparse.Namespace, rows: list, traces: list, begun: str) -> None:
+    """Print the tables and (unless ``--no-write``) put them in RESULTS.md's section, with the command and the load."""
+    done = list(dict.fromkeys(r[0] for r in rows + traces))
+    table = markdown_table(["photo", "run", "masks used", f"Spearman vs {args.reference:,}-mask reference", "estimate at the stop",
+                            "estimate - truth"],
+                           [[n, lab, f"{u:,}", f"{r:.3f}", "" if e is None else f"{e:.3f}", "" if e is None else f"{e - r:+.3f}"]
+                            for n, lab, u, r, e in rows])
     for label in dict.fromkeys(r[1] for r in rows):
         mine = [r for r in rows if r[1] == label]
-        print(f"| mean | {label} | {np.mean([r[2] for r in mine]):,.0f} | {np.mean([r[3] for r in mine]):.3f} |")
-
+        table += f"\n| mean | {label} | {np.mean([r[2] for r in mine]):,.0f} | {np.mean([r[3] for r in mine]):.3f} | | |"
+    body = [f"`python benchmarks/adaptive.py {' '.join(sys.argv[1:])}`; {machine(torch.device('cpu'))}.",
+            f"uptime at the start: `{begun}`; at the end: `{uptime()}`.",
+            f"Photos done: {', '.join(done)}" + ("" if len(done) == len(args.images) else f" (**partial**: {len(done)} of {len(args.images)})") + ".",
+            table]
+    if traces:
+        errors = np.array([t[2] - t[3] for t in traces])
+        per_photo = [[n] + [f"{max(abs(t[2] - t[3]) for t in traces if t[0] == n):.3f}",
+                            f"{np.mean([t[2] - t[3] for t in traces if t[0] == n]):+.3f}"] for n in dict.fromkeys(t[0] for t in traces)]
+        body.append(f"The estimate against the truth after every round of a {args.trace:,}-mask run that never stops "
+                    f"(truth: the running map's Spearman with the reference): {len(errors)} rounds, mean error {errors.mean():+.4f}, "
+                    f"largest {np.abs(errors).max():.4f}, **within 0.02 in {(np.abs(errors) <= 0.02).mean():.0%} of rounds**.")
+        body.append(markdown_table(["photo", "largest error, absolute", "mean estimate - truth"], per_photo))
+        every = markdown_table(["photo", "masks", "estimate", "truth", "estimate - truth"],
+                               [[n, f"{u:,}", f"{e:.3f}", f"{t:.3f}", f"{e - t:+.3f}"] for n, u, e, t in traces])
+        body.append(f"<details><summary>every round</summary>\n\n{every}\n\n</details>")
+    text = "\n\n".join(body)
+    print("\n" + text)
+    if args.write:
+        write_section(SECTION, text)
 
 if __name__ == "__main__":
     main()

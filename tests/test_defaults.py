@@ -6,6 +6,7 @@ import pytest
 
 from conftest import planted_classifier
 from patchlens.methods import registry
+from patchlens.methods._params import INTERACTIVE_CONVERGE
 from patchlens.models.default import INPUT_SIZE
 
 
@@ -30,6 +31,10 @@ def _shown_default(help_text: str, flag: str) -> str:
     return re.search(r"\[default: ([^\]]+)\]", " ".join(block.split())).group(1)
 
 
+def test_the_front_ends_stop_at_an_estimated_rank_correlation_of_095():
+    assert INTERACTIVE_CONVERGE == 0.95
+
+
 @pytest.mark.parametrize("command", ["explain", "batch", "compare"])
 def test_each_command_shows_the_converge_default_it_uses(command, capsys):
     import argparse
@@ -45,7 +50,7 @@ def test_each_command_shows_the_converge_default_it_uses(command, capsys):
     shown = _shown_default(capsys.readouterr().out, "--converge")
     used = method_params(argparse.Namespace(), get_method("rise"), command).get("converge", get_method("rise")().converge)
     assert float(shown) == used
-    assert used == (0.0 if command == "compare" else 0.99)
+    assert used == (0.0 if command == "compare" else INTERACTIVE_CONVERGE)
 
 
 def test_the_methods_listing_gives_each_front_ends_converge_default(capsys):
@@ -53,7 +58,7 @@ def test_the_methods_listing_gives_each_front_ends_converge_default(capsys):
 
     assert main(["methods"]) == 0
     line = next(x for x in capsys.readouterr().out.splitlines() if x.strip().startswith("--converge"))
-    assert "0.0 (python, compare), 0.99 (explain, batch, web)" in line
+    assert f"0.0 (python, compare), {INTERACTIVE_CONVERGE} (explain, batch, web)" in line
 
 
 def test_the_web_form_gets_the_web_default_and_an_untouched_form_stops_adaptively():
@@ -67,11 +72,11 @@ def test_the_web_form_gets_the_web_default_and_an_untouched_form_stops_adaptivel
     with TestClient(create_app(clf), base_url="http://127.0.0.1") as client:
         info = client.get("/api/info").json()
     rise = {p["name"]: p for p in info["methods"]["rise"]["parameters"]}
-    assert rise["converge"]["default"] == 0.99 and rise["converge"]["defaults"]["python"] == 0.0
+    assert rise["converge"]["default"] == INTERACTIVE_CONVERGE and rise["converge"]["defaults"]["python"] == 0.0
     from patchlens.web import WebConfig
     from patchlens.web.state import build_methods
 
     form = {p["name"]: p["default"] for p in rise.values()}  # what the page sends when nothing is changed
     for sent in (form, {}):
         (method,) = build_methods([("rise", sent)], clf, WebConfig())
-        assert method.converge == 0.99
+        assert method.converge == INTERACTIVE_CONVERGE

@@ -211,7 +211,8 @@ class Explanation:
         out.mkdir(parents=True, exist_ok=True)
         stem = _stem(stem) if stem else self.default_stem()
         paths = {"overlay": out / f"{stem}.png", "saliency": out / f"{stem}.npy", "json": out / f"{stem}.json"}
-        self.overlay().save(paths["overlay"])
+        # zlib level 1: 0.04 s of CPU instead of 0.14 s for the demo's overlay, 10 % more bytes (benchmarks/RESULTS.md)
+        self.overlay().save(paths["overlay"], compress_level=1)
         np.save(paths["saliency"], self.saliency.astype(np.float32))
         paths["json"].write_text(json.dumps(self.to_dict(), indent=2) + "\n", encoding="utf-8")
         return paths

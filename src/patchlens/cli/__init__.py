@@ -9,19 +9,29 @@ message, never a traceback.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib
+import io
+import logging
 import os
 import pkgutil
 import sys
 import warnings
+from pathlib import Path
 from typing import Any, Sequence
 
 from .._version import __version__
 from ..errors import PatchlensError
+from . import _help
+
+
+def command_modules() -> list[str]:
+    """The modules here that may define commands, in the order their commands are listed."""
+    return sorted(info.name for info in pkgutil.iter_modules(__path__) if not info.name.startswith("_"))
 
 
 def build_parser(argv: Sequence[str]) -> argparse.ArgumentParser:
-    names = sorted(info.name for info in pkgutil.iter_modules(__path__) if not info.name.startswith("_"))
+    names = command_modules()
     # A command run from its own module (explain.py runs "explain") needs only that module:
     # the others import metrics, scipy, the audit and the batch store, a second or more on
     # a busy 2-core CPU. Anything else (no command, --help, a name no module has) registers all.
@@ -52,6 +62,42 @@ def _register(sub: Any, name: str, argv: Sequence[str]) -> bool:
         return False
     module.register(sub, list(argv))
     return True
+
+
+def _print_help(argv: list[str]) -> int:
+    """The help ``argv`` asks for, without importing torch where the text is known (see cli/_help.py)."""
+    text = None
+    # Methods registered in this process (a plug-in imported by a script that calls main) are in no
+    # source file of the key; with the registry loaded, building the parser is quick anyway.
+    keep = "patchlens.methods.base" not in sys.modules
+    if _help.top_level(argv):
+        summaries = _help.command_summaries(Path(__file__).parent, command_modules())
+        if summaries is not None:
+            parser, sub = _bare_parser()
+            _help.summary_parser(parser, sub, summaries)
+            text = parser.format_help()
+    elif keep:
+        text = _help.remembered(argv)
+    if text is None:
+        parser = build_parser(argv)
+        if not argv:
+            text = parser.format_help()
+        else:
+            buffer = io.StringIO()
+            try:
+                with contextlib.redirect_stdout(buffer):
+                    parser.parse_args(argv)
+            except SystemExit as exc:
+                sys.stdout.write(buffer.getvalue())
+                if exc.code not in (0, None):
+                    raise  # a usage error before the help flag: argparse has said why on stderr
+                if keep:
+                    _help.remember(argv, buffer.getvalue())
+                return 0
+            sys.stdout.write(buffer.getvalue())  # pragma: no cover - argparse always exits after help
+            return 0
+    sys.stdout.write(text)
+    return 2 if not argv else 0  # ``patchlens`` alone is a usage error that shows the help
 
 
 def _unknown_option(parser: argparse.ArgumentParser, args: argparse.Namespace, given: str) -> str:
@@ -92,6 +138,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     if argv[:1] == ["--version"]:  # before the parser: its subcommands import torch (seconds) for nothing
         print(f"patchlens {__version__}")
         return 0
+    if not argv:
+        return _print_help(argv)
+    if _help.asks_for_help(argv):
+        raise SystemExit(_print_help(argv))  # as argparse does after a help text
     parser = build_parser(argv)
     args, unknown = parser.parse_known_args(argv)
     if unknown:  # argparse would print the top-level usage, which says nothing about the command's options
@@ -117,5 +167,29 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 141  # the shell's code for a command ended by SIGPIPE
 
 
+#: commands whose process ends as soon as they are done: they leave nothing open (no server, worker, Ray or temporary files)
+QUICK_EXIT = ("explain", "methods", "models")
+
+
+def console() -> None:
+    """The ``patchlens`` program (the console script and ``python -m patchlens``): :func:`main`, then exit.
+
+    Once torch is loaded, tearing the interpreter down (freeing every module) takes 0.6 s of CPU
+    (benchmarks/RESULTS.md, "Start-up"), more than some commands' own work. After a command of
+    :data:`QUICK_EXIT`, which has written and closed everything it makes, the process ends at once.
+    """
+    argv = sys.argv[1:]
+    code = main(argv)
+    if argv[:1] and argv[0] in QUICK_EXIT:
+        logging.shutdown()  # flushes the log's handlers
+        for stream in (sys.stdout, sys.stderr):
+            try:
+                stream.flush()
+            except (OSError, ValueError):  # a closed pipe: nothing more can reach the reader anyway
+                pass
+        os._exit(code)
+    sys.exit(code)
+
+
 if __name__ == "__main__":  # pragma: no cover
-    sys.exit(main())
+    console()

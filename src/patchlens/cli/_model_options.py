@@ -27,8 +27,14 @@ def add_model_arguments(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("model options (override what the model spec implies)")
     g.add_argument(
         "--runtime", default="auto", choices=RUNTIMES,
-        help="what runs the model's forward passes: auto (ONNX Runtime on a CPU when its scores match torch's), "
-        "torch, or onnx (exported once, cached in $PATCHLENS_CACHE) [default: auto]",
+        help="what runs the model's forward passes: auto (ONNX Runtime on a CPU when its scores match torch's; its "
+        "int8 copy for the default model on CPUs with VNNI or AMX, when the maps agree), torch, onnx (exported once, "
+        "cached in $PATCHLENS_CACHE) or onnx-int8 (a quantised copy, calibrated on the bundled photos or --calibration) "
+        "[default: auto]",
+    )
+    g.add_argument(
+        "--calibration", nargs="+", metavar="IMG", default=None,
+        help="with --runtime onnx-int8: images to calibrate the int8 copy on (required for an ONNX file of your own)",
     )
     g.add_argument("--pretrained", action=argparse.BooleanOptionalAction, default=None,
                    help="timm:/torchvision: download pretrained weights, or --no-pretrained for random weights "
@@ -100,6 +106,8 @@ def model_options(args: argparse.Namespace) -> dict[str, Any]:
         out["input_size"] = _size(args.input_size)
     if getattr(args, "softmax", None) is not None:
         out["softmax"] = args.softmax
+    if getattr(args, "calibration", None):
+        out["calibration"] = args.calibration
     if getattr(args, "activation", None) is not None:
         out["activation"] = args.activation
     if getattr(args, "min_score", None) is not None:

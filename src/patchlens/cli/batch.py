@@ -25,6 +25,12 @@ from ._options import (
 )
 from .explain import add_common
 
+#: the commands this module adds and their one-line help (read without importing this module: cli/_help.py)
+COMMANDS = {
+    "batch": "explain a dataset into a resumable Parquet store (local or Ray)",
+}
+
+
 EXAMPLES = """examples:
   patchlens batch photos/ --method rise --n-masks 2000 --out maps.store
   patchlens batch photos/ --out maps.store --resume            carry on after an interruption
@@ -54,7 +60,7 @@ def register(sub: Any, argv: list[str]) -> None:
         sub,
         argv,
         "batch",
-        help="explain a dataset into a resumable Parquet store (local or Ray)",
+        help=COMMANDS["batch"],
         description="Explain every image of SOURCE and store the maps with a Parquet manifest in --out.",
         examples=EXAMPLES,
     )

@@ -13,13 +13,19 @@ from ..metrics.protocols import PROTOCOLS
 from ._model_options import load_cli_model
 from .explain import add_common
 
+#: the commands this module adds and their one-line help (read without importing this module: cli/_help.py)
+COMMANDS = {
+    "benchmark": "rank the black-box methods on built-in 2x2 photo mosaics (pointing game, focus, insertion, deletion, cost)",
+}
+
+
 METRICS = "pointing_game,focus,insertion,deletion,cost"
 
 
 def register(sub: Any, argv: list[str]) -> None:
     p = sub.add_parser(
         "benchmark",
-        help="rank the black-box methods on built-in 2x2 photo mosaics (pointing game, focus, insertion, deletion, cost)",
+        help=COMMANDS["benchmark"],
         description="Explain the target class of each built-in mosaic (espresso, Egyptian cat, tripod, "
         "each in 1 and in 2 of 4 tiles) with every black-box method at a small budget, and rank them.",
     )

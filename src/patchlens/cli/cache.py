@@ -14,11 +14,14 @@ $PATCHLENS_CACHE_MAX (default 2G): after each new export the least recently used
 exports are removed until it fits.
 """
 
+#: the commands this module adds and their one-line help (read without importing this module: cli/_help.py)
+COMMANDS = {"cache": "show or empty the cache of exported models (cache info, cache clear)"}
+
 
 def register(sub: Any, argv: list[str]) -> None:
     p = sub.add_parser(
         "cache",
-        help="show or empty the cache of exported models (cache info, cache clear)",
+        help=COMMANDS["cache"],
         description="The ONNX exports that --runtime auto keeps between runs.",
         epilog=EXAMPLES,
         formatter_class=argparse.RawDescriptionHelpFormatter,

@@ -32,6 +32,12 @@ from ._options import (
 )
 from .explain import add_common
 
+#: the commands this module adds and their one-line help (read without importing this module: cli/_help.py)
+COMMANDS = {
+    "compare": "run several methods on the same images and rank them by faithfulness metrics",
+}
+
+
 EXAMPLES = """examples:
   patchlens compare cat.jpg dog.jpg --methods rise,occlusion,lime --out report/
   patchlens compare example:coffee --methods rise,occlusion --fast
@@ -47,7 +53,7 @@ def register(sub: Any, argv: list[str]) -> None:
     chosen = [m for m in peek_option(argv, "--methods", "rise,occlusion").split(",") if m in registry()]
     p = sub.add_parser(
         "compare",
-        help="run several methods on the same images and rank them by faithfulness metrics",
+        help=COMMANDS["compare"],
         description="Explain each image with each method, score every map, print a ranked table and "
         "write it (Markdown, CSV, JSON) with an overlay grid and deletion/insertion curves.",
         epilog=EXAMPLES + f"\nmetrics: {', '.join(metric_registry())}\nmethods: {', '.join(registry())}",

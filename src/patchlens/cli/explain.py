@@ -29,6 +29,12 @@ from ._options import (
     method_params,
 )
 
+#: the commands this module adds and their one-line help (read without importing this module: cli/_help.py)
+COMMANDS = {
+    "explain": "explain images: write overlay PNG, raw map .npy and JSON for each",
+}
+
+
 EXAMPLES = """examples:
   patchlens explain cat.jpg                              RISE on the default model, top class
   patchlens explain cat.jpg --method occlusion --window 48 --stride 24
@@ -56,7 +62,7 @@ def register(sub: Any, argv: list[str]) -> None:
         sub,
         argv,
         "explain",
-        help="explain images: write overlay PNG, raw map .npy and JSON for each",
+        help=COMMANDS["explain"],
         description="Explain what drives the model's decision on each image.",
         examples=EXAMPLES,
         note="; 'patchlens methods' lists every method's",

@@ -11,14 +11,20 @@ from ..errors import ModelError
 from ..models import list_model_specs
 from ._model_options import add_model_arguments, load_cli_model
 
+#: the commands this module adds and their one-line help (read without importing this module: cli/_help.py)
+COMMANDS = {
+    "methods": "list the explanation methods, the kinds of model each explains, and their parameters",
+    "models": "list the model specs that --model accepts, or one model's classes",
+}
+
 
 def register(sub: Any, argv: list[str]) -> None:
-    p = sub.add_parser("methods", help="list the explanation methods, the kinds of model each explains, and their parameters")
+    p = sub.add_parser("methods", help=COMMANDS["methods"])
     p.add_argument("--json", action="store_true", help="print as JSON")
     p.set_defaults(run=run_methods)
     q = sub.add_parser(
         "models",
-        help="list the model specs that --model accepts, or one model's classes",
+        help=COMMANDS["models"],
         description="Without SPEC: the model specs --model accepts. With SPEC --classes: that model's class names.",
         epilog="examples:\n  patchlens models\n  patchlens models default --classes\n"
         "  patchlens models timm:resnet18 --no-pretrained --classes\n  patchlens models onnx:m.onnx --labels classes.txt --classes",

@@ -8,6 +8,12 @@ from typing import Any
 
 from ..audit import PICTURES, Findings, report
 
+#: the commands this module adds and their one-line help (read without importing this module: cli/_help.py)
+COMMANDS = {
+    "report": "audit a batch store: where the model looks per class, and shortcut signals (HTML + JSON)",
+}
+
+
 EXAMPLES = """examples:
   patchlens batch photos/ --out maps.store && patchlens report maps.store --out audit.html
   patchlens report val.store --out audit.html --pictures folder     pictures in audit_files/ beside the page
@@ -26,7 +32,7 @@ path to a binary mask image).
 def register(sub: Any, argv: list[str]) -> None:
     p = sub.add_parser(
         "report",
-        help="audit a batch store: where the model looks per class, and shortcut signals (HTML + JSON)",
+        help=COMMANDS["report"],
         description="Write a self-contained HTML audit of a store made by 'patchlens batch', and findings.json beside it.",
         epilog=EXAMPLES,
         formatter_class=argparse.RawDescriptionHelpFormatter,

@@ -10,6 +10,12 @@ from typing import Any
 from ..errors import PatchlensError
 from ._model_options import add_model_arguments, load_cli_model
 
+#: the commands this module adds and their one-line help (read without importing this module: cli/_help.py)
+COMMANDS = {
+    "serve": "start the interactive web explorer (needs: pip install 'patchlens[web]')",
+}
+
+
 EXAMPLES = """examples:
   patchlens serve                                  the default model at http://127.0.0.1:8000
   patchlens serve --model timm:resnet50 --port 8080
@@ -20,7 +26,7 @@ EXAMPLES = """examples:
 def register(sub: Any, argv: list[str]) -> None:
     p = sub.add_parser(
         "serve",
-        help="start the interactive web explorer (needs: pip install 'patchlens[web]')",
+        help=COMMANDS["serve"],
         description="Start a local web page to upload images, run methods, compare maps and try what-ifs.",
         epilog=EXAMPLES,
         formatter_class=argparse.RawDescriptionHelpFormatter,

@@ -15,6 +15,12 @@ from .serve import _is_loopback, allowed_hosts
 #: where the token comes from when --token is not given (a command line shows in ps; the environment does not)
 TOKEN_ENV = "PATCHLENS_SERVE_TOKEN"
 
+#: the commands this module adds and their one-line help (read without importing this module: cli/_help.py)
+COMMANDS = {
+    "serve-model": "serve a model over the Open Inference Protocol v2 (KServe/Triton REST), for remote explanation",
+}
+
+
 EXAMPLES = """examples:
   patchlens serve-model                                  the default model at http://127.0.0.1:8500/v2/models/default
   PATCHLENS_SERVE_TOKEN=$(cat token.txt) patchlens serve-model --model timm:resnet50 --device cuda --host 0.0.0.0
@@ -25,7 +31,7 @@ EXAMPLES = """examples:
 def register(sub: Any, argv: list[str]) -> None:
     p = sub.add_parser(
         "serve-model",
-        help="serve a model over the Open Inference Protocol v2 (KServe/Triton REST), for remote explanation",
+        help=COMMANDS["serve-model"],
         description="Serve a model over HTTP (Open Inference Protocol v2: metadata, infer, health), so that "
         "patchlens or any KServe/Triton client on another machine can score images with it.",
         epilog=EXAMPLES,

@@ -5,6 +5,12 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
+#: the commands this module adds and their one-line help (read without importing this module: cli/_help.py)
+COMMANDS = {
+    "store": "check a batch store's health (store verify STORE)",
+}
+
+
 EXAMPLES = """examples:
   patchlens store verify maps.store        exit 0: healthy; 1: damaged parts named, one per line
 
@@ -17,7 +23,7 @@ explains the lost images again.
 def register(sub: Any, argv: list[str]) -> None:
     p = sub.add_parser(
         "store",
-        help="check a batch store's health (store verify STORE)",
+        help=COMMANDS["store"],
         description="Work with a store written by 'patchlens batch'.",
         epilog=EXAMPLES,
         formatter_class=argparse.RawDescriptionHelpFormatter,

@@ -86,6 +86,19 @@ class KernelShap(SamplingMethod):
         # an exact enumeration is only exact once complete; a sample needs more coalitions than unknowns
         return not state.exact and used > state.regions + 1
 
+    def half_maps(self, state: _ShapState, used: int) -> tuple[torch.Tensor, torch.Tensor, int, int] | None:
+        # Rows 0 and 1 (every region hidden, every region kept) are the constraints of both halves' fits;
+        # the rest alternate by round. Compared as the regions' values, not the painted map.
+        scores = torch.cat(state.scores)
+        half = self.halves_of_rows(used, state.coalitions.device)
+        half[:2] = -1
+        rows = [(half == h) | (half == -1) for h in (0, 1)]
+        counts = [int(r.sum()) - 2 for r in rows]
+        if min(counts) <= state.regions:
+            return None
+        a, b = (constrained_shapley(state.coalitions[:used][r], scores[r], state.weights[:used][r]) for r in rows)
+        return a, b, counts[0], counts[1]
+
     def extras(self, state: _ShapState, used: int) -> list[dict[str, Any]]:
         assert state.values is not None
         # the first two coalitions, each target's score: f(baseline), every region hidden; f(image) as scored

@@ -82,6 +82,16 @@ class Lime(SamplingMethod):
     def settled_enough(self, state: _LimeState, used: int) -> bool:
         return used > state.regions  # fewer samples than regions: the fit is not yet determined
 
+    def half_maps(self, state: _LimeState, used: int) -> tuple[torch.Tensor, torch.Tensor, int, int] | None:
+        # compared as the regions' coefficients: a painted map repeats each one over its pixels
+        scores = torch.cat(state.scores)
+        half = self.halves_of_rows(used, state.samples.device)
+        rows = [half == h for h in (0, 1)]
+        if min(int(r.sum()) for r in rows) <= state.regions:
+            return None
+        a, b = (weighted_ridge(state.samples[:used][r], scores[r], state.weights[:used][r], self.alpha)[0] for r in rows)
+        return a, b, int(rows[0].sum()), int(rows[1].sum())
+
     def extras(self, state: _LimeState, used: int) -> list[dict[str, Any]]:
         assert state.fit is not None
         coef, intercept, r2 = state.fit

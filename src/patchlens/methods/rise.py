@@ -29,7 +29,7 @@ is used; the result's extras say which estimator made the map.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Sequence
 
 import torch
@@ -130,10 +130,10 @@ def _pool_matrix(size: int, k: int, like: torch.Tensor) -> torch.Tensor:
 
 
 @dataclass
-class _RiseState:
-    image: torch.Tensor
-    baseline: torch.Tensor
-    source: RiseMasks
+class _Sums:
+    """What a RISE map is made from, summed over a set of masks (all of them, or one half for the stopping rule)."""
+
+    count: int = 0
     weighted: torch.Tensor | None = None  # sum of score * mask, per target
     kept: torch.Tensor | None = None  # how often each pixel was visible
     # for the control-variates estimator, with x_i = [1, feature_i - p]: the fit's sufficient statistics
@@ -142,6 +142,24 @@ class _RiseState:
     gram: torch.Tensor | None = None
     moments: torch.Tensor | None = None
     feature_sums: torch.Tensor | None = None
+
+    def add(self, part: _Sums) -> None:
+        """Fold in the sums of more masks (a new tensor each time: a part may be folded into two sums)."""
+        self.count += part.count
+        for name in ("weighted", "kept", "gram", "moments", "feature_sums"):
+            mine, theirs = getattr(self, name), getattr(part, name)
+            if theirs is not None:
+                setattr(self, name, theirs if mine is None else mine + theirs)
+
+
+@dataclass
+class _RiseState:
+    image: torch.Tensor
+    baseline: torch.Tensor
+    source: RiseMasks
+    sums: _Sums = field(default_factory=_Sums)  # every mask scored so far
+    # the same for alternate rounds (even, odd): two independent maps, for the stopping rule (methods/_sampling.py)
+    halves: tuple[_Sums, _Sums] = field(default_factory=lambda: (_Sums(), _Sums()))
 
 
 @register
@@ -165,10 +183,6 @@ class Rise(SamplingMethod):
     converge: float = shared.converge()
     round_size: int = shared.round_size(250)
 
-    # The control-variates map is smooth where the fit explains the scores well, and there
-    # successive rounds differ by less than 1e-4 of the range (4e-5 measured on a planted model);
-    # ranking such differences would keep a settled map from ever looking settled.
-    tie_resolution = 1e-3
     # results stored before the estimator was chosen were made with the plain one
     added_params = {"estimator": "conditional_mean"}
 
@@ -202,56 +216,65 @@ class Rise(SamplingMethod):
         part = SliceSource(state.source, start, stop)
         scores = job.engine.score_masks(state.image, state.baseline, part, job.objective, masking=self.masking)  # (n, T)
         columns = [scores, torch.ones_like(scores[:, :1])]
+        sums = _Sums(count=stop - start)
         if self._fit_possible(self.n_masks, state.image.shape[-2:]):  # else never used: not computed
             centred = state.source.features(start, stop, self.grid) - self.p_keep
             columns.append(centred.to(scores))
             x = torch.cat([torch.ones_like(centred[:, :1]), centred], 1).cpu()
-            gram, moments = x.T @ x, x.T @ scores.double().cpu()
-            state.gram = gram if state.gram is None else state.gram + gram
-            state.moments = moments if state.moments is None else state.moments + moments
+            sums.gram, sums.moments = x.T @ x, x.T @ scores.double().cpu()
         # one pass over the masks for every sum: regenerating them is the costly part
-        sums = combine_masks(part, torch.cat(columns, 1))
+        combined = combine_masks(part, torch.cat(columns, 1))
         t = scores.shape[1]
-        w_part, k_part, f_part = sums[:t], sums[t : t + 1], sums[t + 1 :]
-        state.weighted = w_part if state.weighted is None else state.weighted + w_part
-        state.kept = k_part if state.kept is None else state.kept + k_part
-        if len(f_part):  # (grid², h, w): sum_i (feature_i - p) * mask_i
-            state.feature_sums = f_part if state.feature_sums is None else state.feature_sums + f_part
+        sums.weighted, sums.kept = combined[:t], combined[t : t + 1]
+        if len(combined) > t + 1:  # (grid², h, w): sum_i (feature_i - p) * mask_i
+            sums.feature_sums = combined[t + 1 :]
+        state.sums.add(sums)
+        if self.converge > 0:
+            state.halves[self.half_of(start)].add(sums)
 
     def running_maps(self, state: _RiseState, used: int) -> torch.Tensor:
-        assert state.weighted is not None and state.kept is not None
-        plain = state.weighted / state.kept.clamp_min(1e-6)
-        if not self._fit_possible(used, state.image.shape[-2:]):
+        return self._map(state, state.sums)
+
+    def half_maps(self, state: _RiseState, used: int) -> tuple[torch.Tensor, torch.Tensor, int, int] | None:
+        a, b = state.halves
+        if not (a.count and b.count):
+            return None
+        return self._map(state, a), self._map(state, b), a.count, b.count
+
+    def _map(self, state: _RiseState, sums: _Sums) -> torch.Tensor:
+        assert sums.weighted is not None and sums.kept is not None
+        plain = sums.weighted / sums.kept.clamp_min(1e-6)
+        if not self._fit_possible(sums.count, state.image.shape[-2:]):
             return plain
-        return self._control_variates(state, self.grid).to(plain.dtype)
+        return self._control_variates(state.source, sums, self.grid).to(plain.dtype)
 
     def extras(self, state: _RiseState, used: int) -> list[dict[str, object]]:
         # which estimator made the map: control_variates falls back to the plain one with too few masks
         used_fit = self._fit_possible(used, state.image.shape[-2:])
         made_by = "control_variates" if used_fit else "conditional_mean"
-        assert state.weighted is not None
-        return [{"estimator": made_by} for _ in range(state.weighted.shape[0])]
+        assert state.sums.weighted is not None
+        return [{"estimator": made_by} for _ in range(state.sums.weighted.shape[0])]
 
-    def _control_variates(self, state: _RiseState, k: int) -> torch.Tensor:
+    def _control_variates(self, source: RiseMasks, sums: _Sums, k: int) -> torch.Tensor:
         """``(W - sum_k b_k F_k) / K + (1 - p) * rows.T @ B @ cols``, per target (see the module's notes).
 
         ``b`` is the (lightly ridged) least-squares fit of the scores on ``[1, feature - p]``; ``W``, ``K`` and ``F_k``
         are the sums of score x mask, mask and (feature_k - p) x mask. The first term is the
         residual's conditional mean; the second the fitted part's exact contribution.
         """
-        assert state.weighted is not None and state.kept is not None and state.feature_sums is not None
-        assert state.gram is not None and state.moments is not None
+        assert sums.weighted is not None and sums.kept is not None and sums.feature_sums is not None
+        assert sums.gram is not None and sums.moments is not None
         # A light ridge on the slopes: near p = 0 or 1 the pooled features are nearly collinear and
         # plain least squares can swing wildly. Any slopes give an unbiased map (they only decide how
         # much noise is removed), so shrinking them costs nothing in expectation.
-        gram = state.gram.clone()
+        gram = sums.gram.clone()
         ridge = 1e-3 * torch.diagonal(gram)[1:].mean()
         gram[1:, 1:] += ridge * torch.eye(k * k, dtype=gram.dtype)
-        fit = torch.linalg.solve(gram, state.moments).to(state.weighted.device)  # (1 + k², T)
+        fit = torch.linalg.solve(gram, sums.moments).to(sums.weighted.device)  # (1 + k², T)
         slopes = fit[1:].T  # (T, k²)
-        h, w = state.kept.shape[-2:]
-        fitted_sums = (slopes @ state.feature_sums.double().reshape(k * k, -1)).reshape(-1, h, w)
-        residual = (state.weighted.double() - fitted_sums) / state.kept.double().clamp_min(1e-6)
-        rows, cols = state.source.feature_covariance(k, self.p_keep)  # (k, h), (k, w)
+        h, w = sums.kept.shape[-2:]
+        fitted_sums = (slopes @ sums.feature_sums.double().reshape(k * k, -1)).reshape(-1, h, w)
+        residual = (sums.weighted.double() - fitted_sums) / sums.kept.double().clamp_min(1e-6)
+        rows, cols = source.feature_covariance(k, self.p_keep)  # (k, h), (k, w)
         exact = torch.einsum("ay,tab,bx->tyx", rows, slopes.reshape(-1, k, k), cols) / self.p_keep
         return residual + exact

@@ -90,14 +90,28 @@ class Sobol(SamplingMethod):
         state.scores.append(job.engine.score_masks(state.image, state.baseline, masks, job.objective, masking=self.masking))
 
     def running_maps(self, state: _SobolState, used: int) -> torch.Tensor:
-        k = state.regions
-        if len(state.scores) == 1:
-            scores = state.scores[0]
-        else:  # regroup the rounds' [A; B; C_1..C_K] blocks into one [A; B; C_1..C_K]
-            parts = [s.reshape(k + 2, -1, s.shape[-1]) for s in state.scores]
-            scores = torch.cat(parts, dim=1).reshape(-1, parts[0].shape[-1])
-        state.indices = jansen_total_indices(scores, used, k)
+        state.indices = jansen_total_indices(self._regrouped(state, state.scores), used, state.regions)
         return paint(state.indices[0], state.labels)
+
+    def _regrouped(self, state: _SobolState, chunks: list[torch.Tensor]) -> torch.Tensor:
+        """The chunks' [A; B; C_1..C_K] blocks regrouped into one [A; B; C_1..C_K]."""
+        if len(chunks) == 1:
+            return chunks[0]
+        parts = [s.reshape(state.regions + 2, -1, s.shape[-1]) for s in chunks]
+        return torch.cat(parts, dim=1).reshape(-1, parts[0].shape[-1])
+
+    def half_maps(self, state: _SobolState, used: int) -> tuple[torch.Tensor, torch.Tensor, int, int] | None:
+        # each chunk of scores is one call of score_round, inside one round; its designs start where the last ended
+        halves: tuple[list[torch.Tensor], list[torch.Tensor]] = ([], [])
+        start = 0
+        for chunk in state.scores:
+            halves[self.half_of(start)].append(chunk)
+            start += len(chunk) // (state.regions + 2)
+        counts = [sum(len(c) for c in h) // (state.regions + 2) for h in halves]
+        if min(counts) < 2:  # a variance needs two designs
+            return None
+        a, b = (jansen_total_indices(self._regrouped(state, h), n, state.regions)[0] for h, n in zip(halves, counts))
+        return a, b, counts[0], counts[1]
 
     def settled_enough(self, state: _SobolState, used: int) -> bool:
         return used >= 4  # a variance from fewer designs says little

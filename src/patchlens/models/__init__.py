@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 import torch
 
@@ -61,7 +61,13 @@ def resolve_device(device: str | torch.device | None) -> torch.device:
 
 
 def load_model(
-    spec: Any = "default", *, runtime: str = "auto", threads: int | None = None, precision: str = "fp32", **options: Any
+    spec: Any = "default",
+    *,
+    runtime: str = "auto",
+    threads: int | None = None,
+    precision: str = "fp32",
+    calibration: Sequence[Any] | None = None,
+    **options: Any,
 ) -> Classifier:
     """Turn a model specification into a :class:`Classifier`.
 
@@ -79,17 +85,23 @@ def load_model(
     ``runtime``: ``"auto"`` runs a torch model's forward passes in ONNX Runtime
     on a CPU when its scores match torch's (the file exported once and cached,
     see ``PATCHLENS_CACHE``), in torch otherwise; ``"torch"`` or ``"onnx"``
-    choose. Gradients always come from torch. ``threads``: the runtime's
-    threads (default: measured, see models/runtime.py; ``PATCHLENS_THREADS``).
+    choose. ``"onnx-int8"`` runs a statically quantised copy, calibrated on the
+    bundled photos or on ``calibration`` (a list of images; required for an
+    ONNX file of your own); "auto" picks int8 for the default model on CPUs
+    with VNNI or AMX when its maps pass a check (models/int8.py). Gradients
+    always come from torch. ``threads``: the runtime's threads (default: the
+    cores this process may use; ``PATCHLENS_THREADS``).
     ``precision``: ``"fp32"``, or ``"bf16"`` where the CPU has it natively and
     a check keeps the map's ranking. What ran is on ``classifier.runtime_details``.
     """
-    if isinstance(spec, Classifier) and (runtime, threads, precision) == ("auto", None, "fp32"):
+    if isinstance(spec, Classifier) and (runtime, threads, precision, calibration) == ("auto", None, "fp32", None):
         return _adapter(spec, **options)  # returned as is
     from .runtime import use_runtime
 
     own_module = isinstance(spec, torch.nn.Module) or (isinstance(spec, str) and spec.startswith("python:"))
-    return use_runtime(_adapter(spec, **options), runtime, threads=threads, precision=precision, own_module=own_module)
+    return use_runtime(
+        _adapter(spec, **options), runtime, threads=threads, precision=precision, own_module=own_module, calibration=calibration
+    )
 
 
 def _adapter(spec: Any, **options: Any) -> Classifier:

@@ -105,6 +105,9 @@ class DefaultClassifier(TorchClassifier):
     layers and the torch runtime build it on first use.
     """
 
+    #: EfficientNet-Lite was designed to be quantised; its int8 copy is still checked on the bundled photos
+    int8_in_auto = True
+
     def __init__(self, device: torch.device, **settings: Any) -> None:
         settings.setdefault("kind", "classifier")  # ImageNet classes: never asked which kind it is
         super().__init__(torch.nn.Module(), device=device, **settings)  # a placeholder without weights, then:

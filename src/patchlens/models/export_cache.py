@@ -18,10 +18,9 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from .._paths import CACHE_ENV, cache_dir  # noqa: F401  (one definition, importable without torch: --help reads it)
 from ..errors import ModelError
 
-#: environment variable naming the cache folder (default: ~/.cache/patchlens).
-CACHE_ENV = "PATCHLENS_CACHE"
 #: environment variable bounding the folder's size, e.g. ``500M`` or ``4G`` (bytes without a unit).
 LIMIT_ENV = "PATCHLENS_CACHE_MAX"
 #: the bound without it: room for a few large ViTs, or a hundred default models.
@@ -45,14 +44,6 @@ class Entry:
     @property
     def last_used(self) -> float:
         return max((_mtime(f) for f in self.files), default=0.0)
-
-
-def cache_dir() -> Path:
-    """Where exported models are kept: ``$PATCHLENS_CACHE``, else ``$XDG_CACHE_HOME/patchlens``, else ``~/.cache/patchlens``."""
-    if os.environ.get(CACHE_ENV):
-        return Path(os.environ[CACHE_ENV]).expanduser()
-    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
-    return Path(base) / "patchlens"
 
 
 def folder() -> Path:

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import copy
+import time
 import warnings
 from pathlib import Path
-from typing import Sequence
+from typing import Any, Sequence
 
 import numpy as np
 import torch
@@ -13,6 +15,8 @@ from ..errors import ModelError
 from .activation import choose_activation
 from .classifier import Classifier
 from .imagenet import imagenet_labels
+from .runtime import available_cores
+from .spinning import SpinningChoice, spinning_setting
 from .torch_module import IMAGENET_MEAN, IMAGENET_STD, TorchClassifier
 
 
@@ -24,9 +28,16 @@ def _existing(path: str, kind: str) -> Path:
 
 
 class OnnxClassifier(Classifier):
-    """Runs an ONNX graph that takes a normalised NCHW float32 batch."""
+    """Runs an ONNX graph that takes a normalised NCHW float32 batch.
+
+    On a CPU its sessions use the cores this process may use, and whether their
+    threads spin is measured on the real batches (models/spinning.py), as for
+    an exported model.
+    """
 
     runtime = "onnxruntime"
+    #: what the graph computes in ("int8" for a copy made by ``runtime="onnx-int8"``)
+    precision = "fp32"
 
     def __init__(
         self,
@@ -46,8 +57,12 @@ class OnnxClassifier(Classifier):
         except ImportError:
             raise ModelError(f"onnx:{path}: onnxruntime is not installed (pip install 'patchlens[onnx]')") from None
         file = _existing(path, "onnx")
+        self.path = file
+        self.providers = list(providers or ort.get_available_providers())
+        self.threads = available_cores()
+        self.details: dict[str, Any] = {}
         try:
-            self.session = ort.InferenceSession(str(file), providers=list(providers or ort.get_available_providers()))
+            self._open(file)
         except Exception as exc:
             raise ModelError(f"onnx:{path}: cannot load ({str(exc).splitlines()[0]})") from None
         inp = self.session.get_inputs()[0]
@@ -71,20 +86,64 @@ class OnnxClassifier(Classifier):
             labels = imagenet_labels()
         self.labels = list(labels) if labels is not None else None
 
+    def _open(self, file: Path) -> None:
+        import onnxruntime as ort
+
+        from .onnx_runtime import session_options
+
+        on_cpu = self.providers[0] == "CPUExecutionProvider"
+        setting = spinning_setting() if on_cpu else "off"  # a GPU provider: CPU threads only feed it
+
+        def make(spin: bool) -> Any:
+            options = session_options(self.threads, spin) if on_cpu else None
+            return ort.InferenceSession(str(file), options, providers=self.providers)
+
+        self.threading = SpinningChoice(lambda: make(False), lambda: make(True), setting)
+        self.session = self.threading.session(setting == "on")
+
+    def with_graph(self, path: Path, *, precision: str, threads: int) -> OnnxClassifier:
+        """The same model (inputs, labels, normalisation) scored by another graph of it, e.g. its int8 copy."""
+        other = copy.copy(self)
+        other.threads, other.precision, other.details = threads, precision, {}
+        other._open(path)
+        return other
+
+    def normalise_numpy(self, batch: np.ndarray) -> np.ndarray:
+        """``(N, 3, H, W)`` pixels in [0, 1] as the graph takes them."""
+        return ((batch - self.mean) / self.std).astype(np.float32)
+
     def input_mean(self) -> tuple[float, float, float]:
         return tuple(float(v) for v in self.mean.ravel())  # type: ignore[return-value]
 
+    @property
+    def runtime_details(self) -> dict[str, Any]:
+        return {
+            "runtime": self.runtime, "provider": self.session.get_providers()[0], "threads": self.threads,
+            "precision": self.precision, "spinning": dict(self.threading.record), **self.details,
+        }
+
     def _scores(self, x: torch.Tensor) -> torch.Tensor:
-        batch = (x.cpu().numpy() - self.mean) / self.std
+        batch = self.normalise_numpy(x.cpu().numpy())
         try:
             if self.fixed_batch and self.fixed_batch != batch.shape[0]:
-                parts = [self.session.run(None, {self.input_name: batch[i : i + 1]})[0] for i in range(batch.shape[0])]
+                parts = [self._run(batch[i : i + 1]) for i in range(batch.shape[0])]
                 out = np.concatenate(parts)
             else:
-                out = self.session.run(None, {self.input_name: batch.astype(np.float32)})[0]
+                out = self._run(batch)
         except Exception as exc:
             raise ModelError(f"{self.model_id}: onnxruntime failed: {str(exc).splitlines()[0]}") from None
         return torch.from_numpy(np.asarray(out, np.float32)).to(x.device)  # activated by Classifier.__call__
+
+    def _run(self, batch: np.ndarray) -> np.ndarray:
+        spinning, kind = self.threading.next_batch(len(batch))
+        tick = time.perf_counter()
+        try:
+            return self.threading.session(spinning).run(None, {self.input_name: batch})[0]
+        except Exception:
+            kind = None
+            raise
+        finally:
+            self.threading.timed(spinning, len(batch), time.perf_counter() - tick, kind)
 
 
 def load_torchscript(path: str, *, device: str | torch.device = "cpu", **options: object) -> TorchClassifier:

@@ -23,6 +23,7 @@ import json
 import logging
 import os
 import sys
+import time
 import warnings
 from pathlib import Path
 from typing import Any, Callable, Iterator
@@ -34,6 +35,7 @@ from ..capabilities import Capability
 from ..errors import ModelError
 from .classifier import Classifier
 from .export_cache import CACHE_ENV, cache_dir, mark_used, prune  # noqa: F401  (CACHE_ENV: re-exported)
+from .spinning import SpinningChoice, spinning_setting
 from .torch_module import TorchClassifier
 from .vit import TokenView
 
@@ -300,15 +302,18 @@ class OnnxRuntimeClassifier(Classifier):
             ``module``, ``logits`` and ``normalise`` are its.
         path: the exported graph.
         threads: ONNX Runtime's intra-op threads.
-        spinning: let idle ORT threads spin (faster on an idle machine only).
+        spinning: let idle ORT threads spin (True), never (False), or None: measured on
+            the real work, batch by batch (models/spinning.py; ``$PATCHLENS_SPINNING``).
     """
 
     runtime = "onnxruntime"
     #: torch threads while a black-box method runs on this model (models/runtime.py, ``scoring_threads``):
     #: torch then only composes masks, and with 2 threads it collapsed under contention.
     torch_threads: int | None = 1
+    #: what the graph computes in (an int8 graph says so: models/int8.py)
+    precision = "fp32"
 
-    def __init__(self, torch_classifier: TorchClassifier, path: Path, *, threads: int, spinning: bool = False) -> None:
+    def __init__(self, torch_classifier: TorchClassifier, path: Path, *, threads: int, spinning: bool | None = None) -> None:
         import onnxruntime as ort
 
         self.torch_classifier = torch_classifier
@@ -325,9 +330,13 @@ class OnnxRuntimeClassifier(Classifier):
                 raise ModelError("this onnxruntime build has no CUDA provider (pip install onnxruntime-gpu)")
             index = self.device.index if self.device.index is not None else torch.cuda.current_device()
             providers: list[Any] = [("CUDAExecutionProvider", {"device_id": index}), "CPUExecutionProvider"]
+            setting = "off"  # CPU threads only feed the GPU: nothing to measure
         else:
             providers = ["CPUExecutionProvider"]
-        self.session = ort.InferenceSession(str(path), session_options(threads, spinning), providers=providers)
+            setting = spinning_setting() if spinning is None else ("on" if spinning else "off")
+        make = lambda spin: ort.InferenceSession(str(path), session_options(threads, spin), providers=providers)  # noqa: E731
+        self.threading = SpinningChoice(lambda: make(False), lambda: make(True), setting)
+        self.session = self.threading.session(setting == "on")  # opened now: a file ORT cannot run fails here
         self.provider = self.session.get_providers()[0]
         #: filled by the runtime choice: the check's max abs difference to torch, a note.
         self.details: dict[str, Any] = {}
@@ -354,10 +363,15 @@ class OnnxRuntimeClassifier(Classifier):
                 )
             return self.torch_classifier.activate(self.torch_classifier._scores(x))  # type: ignore[return-value]
         batch = x.detach().to("cpu", torch.float32).contiguous().numpy()
+        spinning, kind = self.threading.next_batch(len(batch))
+        tick = time.perf_counter()
         try:
-            out = self.session.run(None, {"pixels": batch})[0]
+            out = self.threading.session(spinning).run(None, {"pixels": batch})[0]
         except Exception as exc:
+            kind = None
             raise ModelError(f"{self.model_id}: onnxruntime failed: {str(exc).splitlines()[0]}") from None
+        finally:
+            self.threading.timed(spinning, len(batch), time.perf_counter() - tick, kind)
         return torch.from_numpy(np.asarray(out, np.float32)).to(self.device)
 
     def activate(self, out: object) -> object:
@@ -398,7 +412,10 @@ class OnnxRuntimeClassifier(Classifier):
     @property
     def runtime_details(self) -> dict[str, Any]:
         runtime = "torch" if self.stale else self.runtime
-        return {"runtime": runtime, "provider": self.provider, "threads": self.threads, "precision": "fp32", **self.details}
+        return {
+            "runtime": runtime, "provider": self.provider, "threads": self.threads, "precision": self.precision,
+            "spinning": dict(self.threading.record), **self.details,
+        }
 
     def __repr__(self) -> str:
         return f"OnnxRuntimeClassifier({self.model_id!r}, input_size={self.input_size}, {self.provider}, threads={self.threads})"

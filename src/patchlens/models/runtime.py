@@ -7,9 +7,11 @@ bf16 autocast is already fast). What ran is recorded on the classifier
 (``runtime``, ``runtime_details``) and on every result made with it.
 
 Thread defaults come from benchmarks/runtimes.py on the shared 2-core machine
-(benchmarks/RESULTS.md, "Runtimes"): ONNX Runtime with spinning threads lost
-up to half its speed while other processes ran, without spinning it held up,
-so spinning is off; its thread count is the cores this process may use.
+(benchmarks/RESULTS.md, "Runtimes"): ONNX Runtime's thread count is the cores
+this process may use. Its spinning threads are faster on a quiet machine and
+lost up to half their speed while other processes ran, so whether they spin is
+measured on the real batches and measured again when the load changes
+(models/spinning.py).
 Torch's own thread count is left alone unless ``threads`` is given, because
 it is a setting of the whole process.
 """
@@ -19,19 +21,24 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
-from typing import Iterator
+from typing import TYPE_CHECKING, Any, Iterator, Sequence
 
+import numpy as np
 import torch
 
 from ..capabilities import ModelKind
 from ..errors import ModelError
 from ..ranking import spearman
 from .classifier import Classifier
+from .int8 import int8_instructions
 from .torch_module import TorchClassifier
+
+if TYPE_CHECKING:
+    from .onnx_runtime import OnnxRuntimeClassifier
 
 log = logging.getLogger("patchlens")
 
-RUNTIMES = ("auto", "torch", "onnx")
+RUNTIMES = ("auto", "torch", "onnx", "onnx-int8")
 PRECISIONS = ("fp32", "bf16")
 #: environment variable overriding the thread count of the runtime.
 THREADS_ENV = "PATCHLENS_THREADS"
@@ -124,6 +131,7 @@ def use_runtime(
     threads: int | None = None,
     precision: str = "fp32",
     own_module: bool = False,
+    calibration: Sequence[Any] | None = None,
 ) -> Classifier:
     """``classifier`` scored by the chosen runtime (a new adapter for ONNX Runtime).
 
@@ -132,13 +140,26 @@ def use_runtime(
     exported copy would go stale) and its Python code may do things a traced
     graph cannot (side effects, data-dependent branches) that one check batch
     cannot rule out. ``runtime="onnx"`` exports it anyway.
+
+    ``runtime="onnx-int8"``: a statically quantised copy of the export (or of
+    an ONNX file), calibrated on ``calibration`` (images, as ``explain`` takes
+    them; default: the bundled photos, which an ONNX file of your own cannot
+    use, as its inputs may be anything). "auto" chooses int8 by itself only for
+    models that declare it safe (the default model) on CPUs with VNNI or AMX,
+    and only when its maps pass the check of models/int8.py.
     """
     if runtime not in RUNTIMES:
         raise ModelError(f"runtime={runtime!r}: use one of {', '.join(RUNTIMES)}")
     if precision not in PRECISIONS:
         raise ModelError(f"precision={precision!r}: use one of {', '.join(PRECISIONS)}")
     threads = resolve_threads(threads)
+    if runtime == "onnx-int8" and classifier.device.type != "cpu":
+        raise ModelError(f"{classifier.model_id}: runtime='onnx-int8' is for CPUs (VNNI or AMX); on a GPU, torch runs bf16")
+    if calibration is not None and runtime != "onnx-int8":
+        raise ModelError(f"{classifier.model_id}: calibration images are only used with runtime='onnx-int8'")
     if not isinstance(classifier, TorchClassifier):
+        if runtime == "onnx-int8":
+            return _int8_file(classifier, calibration, threads or available_cores())
         if runtime == "onnx" and getattr(classifier, "runtime", None) != "onnxruntime":
             raise ModelError(f"{classifier.model_id}: runtime='onnx' needs a PyTorch model to export; this one is a black box")
         if precision != "fp32":
@@ -170,7 +191,11 @@ def use_runtime(
                else "your own module (runtime='onnx' exports it)")
         classifier.details = {"chosen_because": why}
         return classifier
-    return _onnx(classifier, explicit=runtime == "onnx", threads=threads or available_cores(), explicit_threads=threads is not None)
+    int8 = runtime == "onnx-int8" or (runtime == "auto" and classifier.int8_in_auto and bool(int8_instructions()))
+    fast = _onnx(classifier, explicit=runtime != "auto", threads=threads or available_cores(), explicit_threads=threads is not None)
+    if not int8 or fast is classifier:  # no int8 asked for, or no ONNX Runtime at all (the fallback says why)
+        return fast
+    return _int8(classifier, fast, explicit=runtime == "onnx-int8", calibration=calibration)  # type: ignore[arg-type]
 
 
 def on_cpu_torch(classifier: Classifier) -> bool:
@@ -211,6 +236,90 @@ def _onnx(classifier: TorchClassifier, *, explicit: bool, threads: int, explicit
     if explicit_threads:
         fast.torch_threads = None  # the caller set torch's threads; leave them
     return fast
+
+
+def _int8(classifier: TorchClassifier, fast: OnnxRuntimeClassifier, *, explicit: bool, calibration: Sequence[Any] | None) -> Classifier:
+    """The int8 copy of ``fast``'s export when its maps pass the check; else ``fast``, saying why."""
+    from .int8 import bundled_photos, cached_quantized, calibration_inputs, int8_instructions, map_agreement, remembered_agreement
+    from .onnx_runtime import OnnxRuntimeClassifier
+
+    photos = _calibration_photos(calibration) if calibration is not None else bundled_photos()
+    pixels = [p for _, p in photos]
+    try:
+        path, made = cached_quantized(
+            fast.path, fast.path.stem, pixels, "pixels",
+            lambda: [x[None].numpy() for x in calibration_inputs(pixels, classifier.input_size)], fast.path.parent,
+        )
+        quantised = OnnxRuntimeClassifier(classifier, path, threads=fast.threads)
+        quantised.precision = "int8"
+        checked = _check_inputs(photos, classifier.input_size)
+        agreement, remembered = remembered_agreement(path, lambda: map_agreement(fast, quantised, checked))
+    except Exception as exc:
+        reason = f"no int8 copy ({type(exc).__name__}: {_first_line(exc)})"
+        if explicit:
+            log.warning("patchlens: %s: %s; running the float32 export", classifier.model_id, reason)
+        fast.details["int8"] = {"used": False, "why": reason}
+        return fast
+    record = {**agreement.record(), "check_remembered": remembered, "made_now": made, "file": str(path), "cpu_int8": int8_instructions()}
+    if not agreement.passed:
+        if not explicit:
+            fast.details["int8"] = {"used": False, "why": agreement.summary(), **record}
+            return fast
+        log.warning("patchlens: %s: int8 changes the maps (%s); running int8 as asked", classifier.model_id, agreement.summary())
+    quantised.details = {**fast.details, "int8": {"used": True, **record}}
+    if fast.torch_threads is None:
+        quantised.torch_threads = None
+    return quantised
+
+
+def _int8_file(classifier: Any, calibration: Sequence[Any] | None, threads: int) -> Classifier:
+    """An ONNX file of the user's, quantised on the user's calibration images."""
+    from .int8 import cached_quantized, calibration_inputs, file_key, map_agreement, remembered_agreement
+
+    # an ONNX file's adapter (models/files.py, which imports this module) is known by the graph it can swap
+    if not callable(getattr(classifier, "with_graph", None)):
+        raise ModelError(f"{classifier.model_id}: runtime='onnx-int8' needs a PyTorch model or an ONNX file; this one is a black box")
+    if not calibration:
+        raise ModelError(
+            f"{classifier.model_id}: runtime='onnx-int8' on an ONNX file needs calibration images "
+            "(calibration=[...] or --calibration FILE...): a few typical inputs of this model"
+        )
+    from .._paths import cache_dir
+
+    photos = _calibration_photos(calibration)
+    pixels = [p for _, p in photos]
+
+    def batches() -> list[np.ndarray]:
+        return [classifier.normalise_numpy(x[None].numpy()) for x in calibration_inputs(pixels, classifier.input_size)]
+
+    source = classifier.path
+    path, made = cached_quantized(source, file_key(source), pixels, classifier.input_name, batches, cache_dir() / "onnx" / "int8")
+    quantised = classifier.with_graph(path, precision="int8", threads=threads)
+    # the check photos are the calibration images, part of the file's key: one remembered check per file
+    agreement, remembered = remembered_agreement(path, lambda: map_agreement(classifier, quantised, _check_inputs(photos, classifier.input_size)))
+    if not agreement.passed:
+        log.warning("patchlens: %s: int8 changes the maps on your calibration images (%s)", classifier.model_id, agreement.summary())
+    quantised.details = {"int8": {"used": True, **agreement.record(), "check_remembered": remembered, "made_now": made, "file": str(path)}}
+    return quantised
+
+
+def _calibration_photos(calibration: Sequence[Any]) -> list[tuple[str, np.ndarray]]:
+    from ..images import load_image
+
+    if isinstance(calibration, (str, bytes)) or not len(calibration):
+        raise ModelError("calibration: a list of images (paths or arrays), at least one")
+    found = []
+    for item in calibration:
+        image = load_image(item)
+        found.append((image.name, image.pixels))
+    return found
+
+
+def _check_inputs(photos: Sequence[tuple[str, np.ndarray]], input_size: tuple[int, int]) -> list[tuple[str, torch.Tensor]]:
+    from ..images import resize, to_tensor
+    from .int8 import CHECK_IMAGES
+
+    return [(name, resize(to_tensor(p)[None], input_size)[0]) for name, p in photos[:CHECK_IMAGES]]
 
 
 def _first_line(exc: BaseException) -> str:

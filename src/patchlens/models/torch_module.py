@@ -60,6 +60,9 @@ class TorchClassifier(Classifier):
 
     #: what scores the forward passes (models/runtime.py may swap in ONNX Runtime)
     runtime = "torch"
+    #: whether ``runtime="auto"`` may score with an int8 copy on CPUs with VNNI or AMX (models/int8.py): only
+    #: for models whose maps were checked to survive it on typical photos (the default model)
+    int8_in_auto = False
 
     def __init__(
         self,
