@@ -245,7 +245,7 @@ def test_a_patch_is_kept_when_its_mask_mean_is_above_one_half():
     from patchlens.methods.rise import RiseMasks
 
     view = TorchClassifier(tiny_vit(), input_size=SIZE).token_view(torch.rand(3, *SIZE))
-    keep_vectors = lambda source, layout: view.keep_vectors(source)  # noqa: E731
+    keep_vectors = lambda source, layout: view.keep_vectors(source.masks(0, source.total))  # noqa: E731
     layout = view.layout
     masks = RiseMasks(5, 3, 0.5, *SIZE, torch.Generator().manual_seed(0), torch.device("cpu"))
     expected = torch.stack(

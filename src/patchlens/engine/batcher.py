@@ -305,7 +305,9 @@ class Engine:
         little; a mask that keeps nothing is scored as the baseline image.
         """
         view = self.classifier.token_view(image)
-        keep = view.keep_vectors(source)
+        # one chunk of pixel masks at a time: memory is bounded whatever the mask count
+        parts = [view.keep_vectors(source.masks(a, min(source.total, a + COMBINE_CHUNK))) for a in range(0, source.total, COMBINE_CHUNK)]
+        keep = torch.cat(parts) if parts else torch.zeros(0, view.layout.num_patches, dtype=torch.bool, device=self.device)
         counts = keep.sum(1)
         out = torch.empty(source.total, len(objective), device=self.device)
         empty = (counts == 0).nonzero()[:, 0]

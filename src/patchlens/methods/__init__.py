@@ -11,7 +11,6 @@ import types
 import warnings
 from typing import Any
 
-from .._discovery import import_submodules
 from ._features import count_regions
 from .base import (
     Attribution,
@@ -26,10 +25,6 @@ from .base import (
     register,
     registry,
 )
-
-
-def _discover() -> None:
-    import_submodules(__name__, __path__)
 
 
 class _CallablePackage(types.ModuleType):

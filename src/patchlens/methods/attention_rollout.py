@@ -73,7 +73,7 @@ class AttentionRollout(Method):
         return 2  # the scoring pass explain() runs, and the pass that records attention
 
     def attribute(self, job: Job) -> Attribution:
-        vit: Any = find_vit(job.classifier)
+        vit: Any = find_vit(job.classifier.module)
         if vit is None:  # capabilities are checked before any work; this guards direct calls
             raise MethodError(f"{self.name}: {job.classifier.model_id} is not a timm Vision Transformer")
         layout = vit_layout(vit, tuple(job.image.shape[-2:]))  # type: ignore[arg-type]

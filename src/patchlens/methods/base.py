@@ -11,10 +11,12 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Callable, ClassVar, Iterable
 
 import torch
 
+from .._discovery import import_submodules, load_plugins
 from ..capabilities import Capability, ModelKind, every_kind, kind_names, names
 from ..engine import Engine
 from ..errors import MethodError
@@ -237,9 +239,10 @@ def register(cls: type[Method]) -> type[Method]:
 
 
 def registry() -> dict[str, type[Method]]:
-    from . import _discover
-
-    _discover()
+    """Every registered method class by name: this package's modules, then installed plug-ins (entry points
+    of the group ``patchlens.methods``, see :mod:`patchlens._discovery`)."""
+    import_submodules(__package__ or "patchlens.methods", [str(Path(__file__).parent)])
+    load_plugins("patchlens.methods")
     return dict(sorted(_REGISTRY.items()))
 
 

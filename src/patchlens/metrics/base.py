@@ -9,11 +9,13 @@ methods without keeping a list of metric directions by hand.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Callable
 
 import numpy as np
 import torch
 
+from .._discovery import import_submodules, load_plugins
 from ..capabilities import Capability
 from ..engine import Engine
 from ..errors import MetricError  # noqa: F401  re-exported here, where metrics have always found it
@@ -158,9 +160,10 @@ def metric(name: str, summary: str, columns: dict[str, str], needs: tuple[str, .
 
 
 def registry() -> dict[str, Metric]:
-    from . import _discover
-
-    _discover()
+    """Every registered metric by name: this package's modules, then installed plug-ins (entry points of the
+    group ``patchlens.metrics``, see :mod:`patchlens._discovery`)."""
+    import_submodules(__package__ or "patchlens.metrics", [str(Path(__file__).parent)])
+    load_plugins("patchlens.metrics")
     return dict(_METRICS)
 
 

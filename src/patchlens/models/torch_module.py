@@ -108,12 +108,12 @@ class TorchClassifier(Classifier):
     @property
     def capabilities(self) -> Capability:
         offered = Capability.WHITE_BOX
-        if find_vit(self, nested=False) is not None:
+        if find_vit(self.module, nested=False) is not None:
             return offered | Capability.TOKENS | Capability.TOKEN_DROP
-        return offered | Capability.TOKENS if find_vit(self) is not None else offered
+        return offered | Capability.TOKENS if find_vit(self.module) is not None else offered
 
     def token_view(self, image: torch.Tensor) -> TokenView:
-        vit = find_vit(self, nested=False)
+        vit = find_vit(self.module, nested=False)
         if vit is None:
             raise MethodError(
                 f"masking='tokens': {self.model_id} is not a timm Vision Transformer called directly "
