@@ -46,7 +46,7 @@ def main() -> None:
     model = patchlens.load_model("default", device=args.device)
     rows = []
     chosen = {} if args.estimator is None else {"estimator": args.estimator}
-    print(f"estimator: {args.estimator or patchlens.api.make_method('rise').params()['estimator']}")
+    print(f"estimator: {args.estimator or patchlens.api.make_method('rise').param_values()['estimator']}")
     for name in args.images:
         t = time.perf_counter()
         ref = patchlens.explain(model, photo(name), "rise", n_masks=args.reference, seed=1, **chosen)

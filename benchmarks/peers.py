@@ -39,7 +39,7 @@ from scipy.stats import spearmanr
 import patchlens
 from _common import machine, markdown_table, raw_images_per_second, timed, write_section
 from patchlens.engine import patch_grid
-from patchlens.engine.batcher import measured_batch_size
+from patchlens.engine.engine import measured_batch_size
 from patchlens.images import load_image, resize, to_tensor
 from patchlens.models.layers import find_layer, split_call
 from patchlens.models.torch_module import eval_mode

@@ -11,7 +11,7 @@ import torch
 
 import patchlens
 from patchlens.engine import Engine
-from patchlens.methods import Job
+from patchlens.methods import Attribution, Job, Method
 from patchlens.models import CallableClassifier
 from patchlens.objectives import class_objective
 
@@ -87,11 +87,26 @@ class TinyCNN(torch.nn.Module):
 
 
 def make_job(clf: patchlens.Classifier, x: torch.Tensor, targets: list[int], batch_size: int = 8, seed: int = 0) -> Job:
-    """What ``explain_one`` hands a method, for ``targets`` (class indices) on ``x`` (3, H, W)."""
+    """What ``prepare_run`` hands a method, for ``targets`` (class indices) on ``x`` (3, H, W)."""
     objective = class_objective(clf, *targets)
     engine = Engine(clf, batch_size=batch_size)
     reference = objective(engine.output_of(x))[0]
     return Job(clf, x, objective, reference, engine, torch.Generator().manual_seed(seed))
+
+
+def prepared_cost(model: patchlens.Classifier, image: object, method: Method, target: object = "top1") -> int | None:
+    """The forward passes ``method`` states, once prepared, for explaining ``image`` on ``model`` (scoring pass included)."""
+    from patchlens.api import prepare_run
+    from patchlens.request import RunRequest
+
+    run = prepare_run(model, patchlens.load_image(image), RunRequest(method, target=target))
+    run.close()
+    return run.passes
+
+
+def attributed(method: Method, job: Job) -> Attribution:
+    """The method run on ``job`` as ``explain_one`` runs it: prepared, then attributed."""
+    return method.attribute(job, method.prepare(job).state)
 
 
 @pytest.fixture

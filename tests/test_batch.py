@@ -105,7 +105,7 @@ def test_store_holds_what_explain_returns(tmp_path: Path) -> None:
             assert row.score == pytest.approx(exp.score) and row.forward_passes == RISE["n_masks"] + 1
     # plain Parquet: pandas reads the folder directly, and the finished run left one deduplicated part
     assert len(pd.read_parquet(tmp_path / "store" / "manifest")) == 8
-    assert store.explanation(0).params == patchlens.api.make_method("rise", **RISE).params()
+    assert store.explanation(0).params == patchlens.api.make_method("rise", **RISE).param_values()
 
 
 def test_metrics_are_those_of_evaluate(tmp_path: Path) -> None:

@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 
 import patchlens
-from conftest import make_job
+from conftest import attributed, make_job
 from patchlens.errors import MethodError
 from patchlens.methods import Job, make_method
 from patchlens.methods._cam import capture
@@ -41,17 +41,17 @@ def test_on_a_cam_network_gradcam_and_layercam_have_closed_forms(tiny_cnn):
         acts = tiny_cnn.eval().features(clf.normalise(x[None]))[0]  # (K, h, w)
     w = tiny_cnn.fc.weight.detach()[targets]
     hw = acts.shape[-1] * acts.shape[-2]
-    gradcam = make_method("gradcam").attribute(job_for(clf, x, targets))
+    gradcam = attributed(make_method("gradcam"), job_for(clf, x, targets))
     assert gradcam.extras[0]["layer"] == "features"  # the last module to output a spatial map
     torch.testing.assert_close(gradcam.maps, torch.relu(torch.einsum("tk,khw->thw", w, acts)) / hw)
-    layercam = make_method("layercam", layer="features.5").attribute(job_for(clf, x, targets)).maps
+    layercam = attributed(make_method("layercam", layer="features.5"), job_for(clf, x, targets)).maps
     torch.testing.assert_close(layercam, torch.relu(torch.einsum("tk,khw->thw", w.clamp_min(0), acts)) / hw)
 
 
 def test_scorecam_equals_a_one_mask_at_a_time_reference(tiny_cnn):
     clf = patchlens.load_model(tiny_cnn, input_size=SIDE)
     x, targets = image(1), [1, 2]
-    result = make_method("scorecam", layer="features.4", top_channels=0, baseline="gray").attribute(
+    result = attributed(make_method("scorecam", layer="features.4", top_channels=0, baseline="gray"),
         job_for(clf, x, targets, batch_size=5)
     )
     with torch.no_grad():
@@ -82,9 +82,9 @@ def test_scorecam_counts_its_passes_and_is_batch_size_invariant(tiny_cnn):
 def test_wrong_layers_are_clear_errors(tiny_cnn):
     clf = patchlens.load_model(tiny_cnn, input_size=SIDE)
     with pytest.raises(MethodError, match=r"layer='features\.9'.*features\.[0-5]"):
-        make_method("gradcam", layer="features.9").attribute(job_for(clf, image(), [0]))
+        attributed(make_method("gradcam", layer="features.9"), job_for(clf, image(), [0]))
     with pytest.raises(MethodError, match=r"layer='fc'.*\(1, 5\).*not a spatial feature map"):
-        make_method("gradcam", layer="fc").attribute(job_for(clf, image(), [0]))
+        attributed(make_method("gradcam", layer="fc"), job_for(clf, image(), [0]))
     assert_untouched(tiny_cnn, snapshot(tiny_cnn))
 
 
@@ -172,7 +172,7 @@ def test_cams_on_vits_use_the_models_own_token_layout(kw, prefix, method):
     assert (layout.prefix, layout.grid) == (prefix, (2, 4))
     clf = patchlens.load_model(module, input_size=(32, 64))
     x = image(2, (32, 64))
-    result = make_method(method).attribute(job_for(clf, x, [0, 5]))
+    result = attributed(make_method(method), job_for(clf, x, [0, 5]))
     assert result.maps.shape == (2, 2, 4) and torch.isfinite(result.maps).all()
     assert result.extras[0]["layer"] == "blocks.1.norm1"
     if method != "gradcam":

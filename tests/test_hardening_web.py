@@ -15,7 +15,8 @@ pytest.importorskip("httpx")
 from fastapi.testclient import TestClient  # noqa: E402
 
 import patchlens  # noqa: E402
-from patchlens.images import load_image, resize, to_tensor  # noqa: E402
+from conftest import prepared_cost  # noqa: E402
+from patchlens.images import load_image  # noqa: E402
 from patchlens.methods import make_method  # noqa: E402
 from patchlens.models import TorchClassifier  # noqa: E402
 from patchlens.web import WebConfig, create_app  # noqa: E402
@@ -81,24 +82,24 @@ def test_a_tall_thin_upload_is_refused_as_a_client_error(client):
 def test_superpixel_methods_state_their_exact_passes_before_running(name, params):
     clf = tiny()
     photo = load_image("example:chelsea")
-    x = resize(to_tensor(photo.pixels), clf.input_size)
     method = make_method(name, **params)
-    stated = method.passes(clf.input_size, image=x)
-    bound = method.passes(clf.input_size)
+    stated = prepared_cost(clf, photo.pixels, method)
     exp = patchlens.explain(clf, photo.pixels, method)
-    assert exp.forward_passes == stated <= bound
+    assert exp.forward_passes == stated
 
 
 def test_kernelshap_with_superpixels_cannot_bypass_the_pass_limit(client, image_id):
     r = submit(client, image_id, {"name": "kernelshap", "params": {"n_samples": 1_000_000, "features": "slic"}})
-    assert r.status_code == 422 and "1,000,001 forward passes" in r.json()["detail"]
+    # refused from the declared sample count, before a million coalitions are drawn
+    assert r.status_code == 422 and "n_samples=1,000,000 asks for more forward passes than" in r.json()["detail"]
     r = submit(client, image_id, {"name": "sobol", "params": {"n_designs": 4096, "features": "slic"}})
     assert r.status_code == 422 and "forward passes" in r.json()["detail"]
 
 
 def test_a_method_whose_passes_are_per_class_is_budgeted_for_every_class(client, image_id):
     subset = {"name": "subset", "params": {"grid": 7}}
-    once = make_method("subset", grid=7).passes((SIZE, SIZE))
+    photo = np.asarray(Image.open(patchlens.examples.example_path("coffee")).convert("RGB").resize((96, 64)))
+    once = prepared_cost(tiny(), photo, make_method("subset", grid=7))
     assert once < 5000 < 5 * once  # under the server's limit for one class, not for five
     assert submit(client, image_id, subset, target="top1").status_code == 202
     r = submit(client, image_id, subset, target="topk:5")

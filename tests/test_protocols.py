@@ -34,6 +34,7 @@ from patchlens.metrics.evaluate import EvaluationTable
 from patchlens.metrics.protocols import rise_kernel
 from patchlens.metrics.regions import energy_in_region, focus, pointing_game
 from patchlens.models import TorchClassifier
+from patchlens.request import RunRequest
 
 MEAN, STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 
@@ -236,7 +237,7 @@ class Planted(Method):
     name = "planted_box"
     inverted: bool = False
 
-    def attribute(self, job: Job) -> Attribution:
+    def attribute(self, job: Job, state: object) -> Attribution:
         box = torch.as_tensor(box_mask(), dtype=torch.float32)
         m = 1 - box if self.inverted else box
         return Attribution(maps=(m + 1e-3 * torch.rand(m.shape, generator=job.generator)).repeat(len(job.objective), 1, 1))
@@ -311,11 +312,11 @@ def test_cli_compare_with_the_rise_protocol(tmp_path, capsys):
 
 def test_occlusion_records_the_window_it_used():
     clf, img = planted_classifier(), load_image(planted_image())
-    big = explain_one(clf, img, make_method("occlusion", window=100, stride=16))[0]
-    fits = explain_one(clf, img, make_method("occlusion", window=64, stride=16))[0]
+    big = explain_one(clf, img, RunRequest(make_method("occlusion", window=100, stride=16)))[0]
+    fits = explain_one(clf, img, RunRequest(make_method("occlusion", window=64, stride=16)))[0]
     assert big.params["window"] == 100 and big.extras["effective"] == {"window": 64, "stride": 16, "windows": 1}
     assert np.array_equal(big.saliency, fits.saliency)  # the same computation as asking for 64
-    small = explain_one(clf, img, make_method("occlusion", window=16, stride=16))[0]
+    small = explain_one(clf, img, RunRequest(make_method("occlusion", window=16, stride=16)))[0]
     assert small.extras["effective"]["window"] == 16 and small.extras["effective"]["windows"] == 16 == small.forward_passes - 1
 
 
@@ -339,20 +340,20 @@ def test_a_module_called_twice_is_named_by_its_call():
     clf = patchlens.load_model(SharedActivation(), input_size=16, labels=["a", "b", "c"])
     img = load_image(np.random.default_rng(0).integers(0, 255, (16, 16, 3), dtype=np.uint8))
     gradcam = make_method
-    auto = explain_one(clf, img, gradcam("gradcam"), target=0)[0]
+    auto = explain_one(clf, img, RunRequest(gradcam("gradcam"), target=0))[0]
     assert auto.extras["layer"] == "act@2" and auto.extras["feature_map"] == [8, 8]
-    again = explain_one(clf, img, gradcam("gradcam", layer="act@2"), target=0)[0]
+    again = explain_one(clf, img, RunRequest(gradcam("gradcam", layer="act@2"), target=0))[0]
     assert np.array_equal(again.saliency, auto.saliency)
-    first = explain_one(clf, img, gradcam("gradcam", layer="act@1"), target=0)[0]
+    first = explain_one(clf, img, RunRequest(gradcam("gradcam", layer="act@1"), target=0))[0]
     assert first.extras["layer"] == "act@1" and first.extras["feature_map"] == [16, 16]
     with pytest.raises(MethodError, match=r"runs this module 2 times.*act@1 to act@2"):
-        explain_one(clf, img, gradcam("gradcam", layer="act"), target=0)
+        explain_one(clf, img, RunRequest(gradcam("gradcam", layer="act"), target=0))
     with pytest.raises(MethodError, match="ran only 2"):
-        explain_one(clf, img, gradcam("gradcam", layer="act@3"), target=0)
-    once = explain_one(clf, img, gradcam("gradcam", layer="conv2"), target=0)[0]
+        explain_one(clf, img, RunRequest(gradcam("gradcam", layer="act@3"), target=0))
+    once = explain_one(clf, img, RunRequest(gradcam("gradcam", layer="conv2"), target=0))[0]
     assert once.extras["layer"] == "conv2"  # a module run once keeps its plain name
 
 
 def test_the_default_models_automatic_layer_is_the_heads_swish(default_model):
-    exp = explain_one(default_model, load_image("example:chelsea"), make_method("gradcam"))[0]
+    exp = explain_one(default_model, load_image("example:chelsea"), RunRequest(make_method("gradcam")))[0]
     assert exp.extras["layer"] == "_swish@2" and exp.extras["feature_map"] == [7, 7]

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import ast
 import shutil
-import warnings
 from pathlib import Path
 
 import patchlens
@@ -12,17 +11,19 @@ import patchlens
 SRC = Path(patchlens.__file__).parent
 
 #: Each top-level unit of the package and its layer: a unit may import only units of its own layer or below.
-#: base: results and views of them; models: adapters; engine; methods; api; above the api: metrics
-#: (scoring and comparing explanations); outer: the front-ends.
+#: base: results and views of them; models: adapters; engine; methods; the run request and the checks every
+#: front-end makes once per run (below the api, which calls them too); api; above the api: metrics (scoring
+#: and comparing explanations); outer: the front-ends.
 LAYERS = {
     "_version": 0, "errors": 0, "capabilities": 0, "_discovery": 0, "extras": 0, "images": 0, "render": 0,
     "describe": 0, "explanation": 0, "examples": 0, "ranking": 0,
-    "models": 1, "targets": 1, "objectives": 1,
+    "models": 1, "objectives": 1,
     "engine": 2,
     "methods": 3,
-    "api": 4,
-    "metrics": 5, "validation": 5,
-    "batch": 6, "web": 6, "audit": 7, "cli": 8, "__main__": 9, "__init__": 10,
+    "request": 4, "validation": 4,
+    "api": 5,
+    "metrics": 6,
+    "batch": 7, "web": 7, "audit": 8, "cli": 9, "__main__": 10, "__init__": 11,
 }
 
 
@@ -130,10 +131,10 @@ def planted_copy(tmp_path: Path, module: str, line: str) -> Path:
 
 def test_a_planted_type_checking_cycle_is_found(tmp_path):
     """The cycle search runs on the package with one type-only import added, and finds the cycle it makes
-    (so the test above is not vacuous): engine.batcher imports models.classifier, which now imports it back."""
-    copy = planted_copy(tmp_path, "models/classifier.py", "from ..engine.batcher import MaskSource")
+    (so the test above is not vacuous): engine.engine imports models.classifier, which now imports it back."""
+    copy = planted_copy(tmp_path, "models/classifier.py", "from ..engine.engine import MaskSource")
     found = cycles(graph(copy))
-    assert any(c[0] == c[-1] and {"patchlens.models.classifier", "patchlens.engine.batcher"} <= set(c) for c in found), found
+    assert any(c[0] == c[-1] and {"patchlens.models.classifier", "patchlens.engine.engine"} <= set(c) for c in found), found
     assert not cycles(graph())
 
 
@@ -154,16 +155,13 @@ def test_the_cycle_search_finds_a_cycle_through_a_function_level_import(tmp_path
     assert cycles(graph(pkg)) == [["patchlens.a", "patchlens.b", "patchlens.a"]]
 
 
-def test_patchlens_methods_is_the_subpackage_and_still_lists_when_called():
+def test_patchlens_methods_is_the_subpackage():
+    import types
+
     import patchlens.methods
 
     assert patchlens.methods.registry()["rise"].name == "rise"
-    assert patchlens.methods.__name__ == "patchlens.methods"
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        listed = patchlens.methods()
-    assert listed == patchlens.list_methods()
-    assert any(issubclass(w.category, DeprecationWarning) and "list_methods" in str(w.message) for w in caught)
+    assert patchlens.methods.__name__ == "patchlens.methods" and type(patchlens.methods) is types.ModuleType
 
 
 # -- objectives: what a score is, decided in one place --------------------------------------------
@@ -205,8 +203,8 @@ def column_picks(path: Path) -> list[str]:
 
 def test_no_module_outside_the_objective_layer_picks_score_columns_for_a_target():
     """The engine, methods, metrics and front-ends score through an objective and never learn what a class is;
-    objectives/ turns the model's output into scores, and targets.py keeps the old name of its resolver."""
-    allowed = {SRC / "objectives", SRC / "targets.py"}
+    objectives/ turns the model's output into scores."""
+    allowed = {SRC / "objectives"}
     offenders = []
     for path in sorted(SRC.rglob("*.py")):
         if any(path == a or a in path.parents for a in allowed):

@@ -21,7 +21,6 @@ from fastapi.testclient import TestClient  # noqa: E402
 
 import patchlens  # noqa: E402
 from patchlens.images import load_image, resize, to_tensor  # noqa: E402
-from patchlens.methods import make_method  # noqa: E402
 from patchlens.models import CallableClassifier, TorchClassifier  # noqa: E402
 from patchlens.web import WebConfig, create_app  # noqa: E402
 
@@ -197,9 +196,10 @@ def test_job_map_equals_explain_and_downloads(client: TestClient, clf: TorchClas
     assert r.status_code == 202, r.text
     job = wait(client, r.json()["id"])
     assert job["status"] == "done", job
-    expected_passes = sum(make_method(m["name"], **m["params"]).passes((SIZE, SIZE)) for m in methods)
-    assert job["progress"]["done"] == job["progress"]["total"] == expected_passes
     occ, rise = job["results"]
+    # the total was the methods' exact cost, prepared before the job was queued; each scoring pass included
+    assert job["progress"]["done"] == job["progress"]["total"] == occ["forward_passes"] + rise["forward_passes"]
+    assert occ["forward_passes"] == 1 + 7 * 7 and rise["forward_passes"] == 1 + 40  # 7 x 7 windows of 8 at stride 4
     assert (occ["method"], rise["method"], occ["target"], occ["label"]) == ("occlusion", "rise", 2, "class2")
     for result, m in zip((occ, rise), methods):
         reference = patchlens.explain(clf, pixels, m["name"], target=2, seed=3, **m["params"])
@@ -325,7 +325,8 @@ def test_cancel_running_and_queued_jobs_and_full_queue() -> None:
         assert latency < 1.0  # one batch of 32 images is 0.13 s; the job alone is 4 s
         # a waiting job is dropped at once, a running one stops at its next batch
         dropped = c.delete(f"/api/jobs/{queued[0].json()['id']}").json()
-        assert dropped["status"] == "cancelled" and dropped["progress"]["done"] == 0
+        # (it was prepared when submitted: its scoring pass ran then, none of its method's)
+        assert dropped["status"] == "cancelled" and dropped["progress"]["done"] == 1
         c.delete(f"/api/jobs/{running['id']}")
         stopped = wait(c, running["id"])
         assert stopped["status"] == "cancelled" and stopped["results"] is None
@@ -385,18 +386,3 @@ def test_a_sampling_method_shows_its_map_while_it_forms() -> None:
         assert len(seen) >= 2 and seen == sorted(seen)
 
 
-def test_a_jobs_view_of_the_model_says_what_the_model_says() -> None:
-    """The web server's per-job wrapper forwards what Classifier declares at class level (not via __getattr__)."""
-    import threading
-
-    from patchlens.web.jobs import WatchedClassifier
-
-    scores = CallableClassifier(lambda x: x.mean((2, 3)) * 10, input_size=SIZE, probabilities=False)
-    watched = WatchedClassifier(scores, threading.RLock(), lambda n: None, lambda: False)
-    assert scores.outputs_probabilities is False and watched.outputs_probabilities is False
-    clf = tiny_classifier()
-    watched = WatchedClassifier(clf, threading.RLock(), lambda n: None, lambda: False)
-    assert watched.input_mean() == clf.input_mean() and watched.capabilities == clf.capabilities
-    assert watched.batch_policy is clf.batch_policy
-    clf.model_id = "renamed"  # read at each use, never a copy taken when the view was built
-    assert watched.model_id == "renamed"

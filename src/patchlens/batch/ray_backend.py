@@ -12,7 +12,9 @@ image's rows and float16 map and writes them as the local backend does.
 
 The work itself is :func:`patchlens.batch.work.explain_loaded`, the same
 function the local backend runs, with the same per-image seed, so the same
-seed gives the same maps on both backends.
+seed gives the same maps on both backends. The plan travels as plain values;
+each actor rebuilds its method from the registry, which loads installed
+plug-ins (entry points of ``patchlens.methods``) in the worker too.
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ import numpy as np
 
 from ..errors import ModelError, PatchlensError
 from .sources import Item
-from .work import Plan, Result, check_metrics, explain_loaded, prepare
+from .work import Plan, RowAndMap, check_metrics, explain_loaded, prepare
 
 #: images an actor explains per call; small, since each image is already many forward passes
 IMAGES_PER_CALL = 4
@@ -40,14 +42,18 @@ class Explainer:
     ) -> None:
         import torch
 
+        from ..api import scores_only
         from ..models import load_model
 
         if threads:
             torch.set_num_threads(threads)
         self.classifier = load_model(model, device=device, runtime=runtime, threads=threads)
-        self.plan = Plan(**{**plan, "metrics": tuple(plan.get("metrics", ()))})
-        self.method = self.plan.make_method()
+        self.plan = Plan.from_dict(plan)
         check_metrics(self.plan.metrics, self.classifier)
+        # the actor's process is its own: torch's threads are set once, for its life
+        wanted = self.classifier.torch_threads
+        if wanted is not None and not threads and scores_only(self.plan.request.method):
+            torch.set_num_threads(wanted)
         self.pool = ThreadPoolExecutor(max_workers=2, thread_name_prefix="patchlens-decode")
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, list[Any]]:
@@ -56,13 +62,13 @@ class Explainer:
         maps: list[bytes] = []
         # decoding the next image overlaps with explaining this one
         for loaded in self.pool.map(prepare, items):
-            for row, m in explain_loaded(self.classifier, self.method, self.plan, loaded):
+            for row, m in explain_loaded(self.classifier, self.plan, loaded):
                 rows.append(json.dumps(row))  # one JSON column: no schema to unify across ok/failed rows
                 maps.append(b"" if m is None else m.tobytes())
         return {"row": rows, "map": maps}
 
 
-def _decode(row_json: str, data: bytes) -> Result:
+def _decode(row_json: str, data: bytes) -> RowAndMap:
     row = json.loads(row_json)
     if row.get("status") != "ok" or not data:
         return row, None
@@ -85,7 +91,7 @@ def _unwrap(exc: BaseException) -> BaseException:
 def ray_results(
     model: str, device: str, plan: Plan, items: Sequence[Item], workers: int, *, address: str | None = None,
     cpus_per_worker: int = 1, runtime: str = "auto",
-) -> Iterator[list[Result]]:
+) -> Iterator[list[RowAndMap]]:
     """Explain ``items`` on Ray; yields each image's results as it arrives (in no fixed order)."""
     if not items:
         return
@@ -118,7 +124,7 @@ def ray_results(
             num_gpus=1 if use_gpu else 0,
             num_cpus=1 if use_gpu else cpus_per_worker,
         )
-        current: list[Result] = []
+        current: list[RowAndMap] = []
         try:
             for batch in ds.iter_batches(batch_size=None, batch_format="numpy"):
                 for row_json, data in zip(batch["row"], batch["map"]):

@@ -21,16 +21,19 @@ from typing import Any, Callable, Iterable, Iterator, Sequence
 
 from tqdm.auto import tqdm
 
+from ..api import scores_only
 from ..errors import ModelError, TargetError
 from ..extras import require
 from ..methods import recorded_params
 from ..models import Classifier, load_model
+from ..models.runtime import scoring_threads
 from ..objectives import TrueLabel, parse_targets
+from ..request import RunRequest
 from ..validation import validate_run
 from .shared import can_share, shared_results
 from .sources import Item, read_source, region_columns, resolved, same_file
 from .store import Store, StoreError
-from .work import Plan, Result, check_metrics, explain_loaded, prepare
+from .work import Plan, RowAndMap, check_metrics, explain_loaded, prepare
 
 BACKENDS = ("local", "ray")
 
@@ -62,7 +65,7 @@ class _Writer:
 
     def __init__(self, store: Store, existing: Any, chunk_size: int, flush_seconds: float) -> None:
         self.store, self.chunk_size, self.flush_seconds = store, max(1, chunk_size), flush_seconds
-        self.pending: list[Result] = []
+        self.pending: list[RowAndMap] = []
         self.images = 0
         self.last = time.monotonic()
         self.config: dict[str, tuple[Any, ...]] = {}
@@ -77,7 +80,7 @@ class _Writer:
             diff = "; ".join(f"{n}: store has {a}, this run {b}" for n, a, b in zip(names, known, config) if a != b)
             raise StoreError(f"{self.store.root}: already holds {row['method']} results made differently ({diff}); use another --out")
 
-    def add(self, results: list[Result]) -> None:
+    def add(self, results: list[RowAndMap]) -> None:
         now = _now()
         for row, _ in results:
             self.check(row)
@@ -118,14 +121,22 @@ def _missing(value: Any) -> bool:
 
 
 def local_results(classifier: Classifier, plan: Plan, items: Sequence[Item], workers: int,
-                  images_in_flight: int = 1) -> Iterator[list[Result]]:
+                  images_in_flight: int = 1) -> Iterator[list[RowAndMap]]:
     """Explain ``items`` in order on one model, decoding up to ``2 * workers`` images ahead in threads;
-    with ``images_in_flight`` > 1 and a score-only method, that many images share the model's batches."""
-    method = plan.make_method()
+    with ``images_in_flight`` > 1 and a score-only method, that many images share the model's batches.
+
+    Torch's thread count is a setting of the whole process: set once here for the run (see
+    :func:`~patchlens.models.runtime.scoring_threads`), never by each image's explanation in turn.
+    """
     check_metrics(plan.metrics, classifier)
-    if images_in_flight > 1 and len(items) > 1 and can_share(method, plan):
-        yield from shared_results(classifier, plan, items, workers, images_in_flight)
-        return
+    with scoring_threads(classifier, scores_only(plan.request.method)):
+        if images_in_flight > 1 and len(items) > 1 and can_share(plan):
+            yield from shared_results(classifier, plan, items, workers, images_in_flight)
+        else:
+            yield from _one_at_a_time(classifier, plan, items, workers)
+
+
+def _one_at_a_time(classifier: Classifier, plan: Plan, items: Sequence[Item], workers: int) -> Iterator[list[RowAndMap]]:
     ahead = max(1, 2 * workers)
     with ThreadPoolExecutor(max_workers=max(1, workers), thread_name_prefix="patchlens-decode") as pool:
         queue: deque = deque()
@@ -139,7 +150,7 @@ def local_results(classifier: Classifier, plan: Plan, items: Sequence[Item], wor
             nxt = next(todo, None)
             if nxt is not None:
                 queue.append(pool.submit(prepare, nxt))
-            yield explain_loaded(classifier, method, plan, loaded)
+            yield explain_loaded(classifier, plan, loaded)
             del loaded  # the photo goes as soon as it is explained
 
 
@@ -208,9 +219,10 @@ def run_batch(
     if batch_size is not None and batch_size < 1:
         raise StoreError(f"batch_size={batch_size}: must be at least 1 (or None to choose one for the device)")
     items = read_source(source) if isinstance(source, str) else [same_file(i if isinstance(i, Item) else Item(str(i))) for i in source]
-    plan = Plan(method=method, params=dict(method_params), target=str(target), seed=int(seed), batch_size=batch_size,
-                metrics=tuple(metrics))
-    method_value = plan.make_method()  # a bad method or parameter fails before anything is written
+    # a bad method or parameter fails before anything is written
+    plan = Plan(RunRequest.of(method, dict(method_params), target=str(target), seed=int(seed), batch_size=batch_size),
+                tuple(metrics))
+    method_value = plan.request.method
     wants_labels = any(isinstance(r, TrueLabel) for r in parse_targets(plan.target, true_labels=True))
     if wants_labels and not any(i.label is not None for i in items):
         raise TargetError(f"{source}: --target label needs labels (a label column, or an ImageFolder tree of class folders)")
@@ -221,7 +233,7 @@ def run_batch(
     if backend == "local":
         options: dict[str, Any] = {"device": device} if isinstance(model, str) else {}
         classifier = load_model(model, runtime=runtime, **options)
-        validate_run(classifier, method_value, plan.target, true_labels=True)  # one error for the run, not one per image
+        validate_run(classifier, plan.request, true_labels=True)  # one error for the run, not one per image
     check_metrics(plan.metrics, classifier)
     store = Store.create(out)
     with store.lock():
@@ -234,7 +246,7 @@ def run_batch(
             raise StoreError(f"{out}: already holds {len(existing)} results; pass --resume to continue it, or choose another --out")
         same = existing[existing["method"] == method_value.name] if len(existing) else existing
         if len(same):  # fail fast; the writer also checks the model id of every row
-            params, recorded_seed = json.dumps(method_value.params(), sort_keys=True), seed if method_value.stochastic else None
+            params, recorded_seed = json.dumps(method_value.param_values(), sort_keys=True), seed if method_value.stochastic else None
             first = same.iloc[0]
             if stored_params(method_value.name, first["params"]) != params or (None if _missing(first["seed"]) else int(first["seed"])) != recorded_seed:
                 raise StoreError(f"{out}: already holds {method_value.name} results made with other parameters or seed "

@@ -9,7 +9,7 @@ from typing import Any
 from ..batch import run_batch
 from ..batch.runner import BACKENDS
 from ..errors import PatchlensError
-from ..methods import get_method, make_method
+from ..methods import get_method
 from ._model_options import load_cli_model, model_options
 from ._options import add_method_arguments, method_command, method_params
 from .explain import add_common
@@ -83,10 +83,8 @@ def run(args: argparse.Namespace) -> int:
         raise PatchlensError(f"--backend ray: workers rebuild the model from --model alone, so {', '.join(sorted(options))} "
                              "cannot reach them; save the configured model with torch.jit.save and use torchscript:PATH")
     classifier = load_cli_model(args) if args.backend == "local" else None
-    if classifier is not None and not args.quiet:  # the cost, announced before the run
-        method = make_method(args.method, **method_params(args, cls))
-        passes = method.passes(classifier.input_size)
-        print(f"{method.name} on {classifier.model_id}: {f'{passes} forward passes per image' if passes else 'forward passes vary'}")
+    if classifier is not None and not args.quiet:
+        print(f"{args.method} on {classifier.model_id} ({classifier.device}, {classifier.runtime})")
     summary = run_batch(
         args.source,
         args.out,

@@ -63,7 +63,7 @@ def run(args: argparse.Namespace) -> int:
         **({"steps": args.steps} if args.protocol == "patchlens" else {"protocol": args.protocol}),
     )
     for m in result.methods:
-        print(f"  {m.name}: {m.params()}")
+        print(f"  {m.name}: {m.param_values()}")
     ranking = result.ranking()
     cols = [c for c in result.ordered_columns() if c != "n"]
     width = max(len(c) for c in cols)

@@ -12,10 +12,9 @@ import numpy as np
 
 from ..errors import MethodError
 from ..images import load_image
-from ..methods import Method, get_method, make_method, registry
+from ..methods import Method, get_method, registry
 from ..metrics.base import MetricError, get_metrics
 from ..metrics.base import registry as metric_registry
-from ..metrics.budget import budgeted
 from ..metrics.protocols import PROTOCOLS
 from ..metrics.sanity import parse_baselines
 from ._model_options import load_cli_model
@@ -142,7 +141,7 @@ def curve_options(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..metrics.compare import compare
+    from ..metrics.compare import chosen_methods, compare
 
     say = (lambda *a: None) if args.quiet else print
     methods = [m.strip() for m in args.methods.split(",") if m.strip()]
@@ -158,12 +157,9 @@ def run(args: argparse.Namespace) -> int:
     baselines = parse_baselines(args.baselines)
     regions = load_regions(args.regions, args.images) if args.regions else None
     classifier = load_cli_model(args)
-    values = [
-        budgeted(m, budget, classifier.input_size, given.get(m)) if budget is not None else make_method(m, **given.get(m, {}))
-        for m in methods
-    ]
-    for v in values:  # the cost, announced before the run
-        say(f"{v.name}: {v.params()} ({v.passes(classifier.input_size) or 'varying'} passes per image)")
+    values = chosen_methods(classifier, args.images[0], methods, budget, given)
+    for v in values:  # what runs, announced before the run
+        say(f"{v.name}: {v.param_values()}")
     result = compare(
         classifier, list(args.images), values, args.metrics, target=args.target, seed=args.seed, budget=budget,
         method_params=given, batch_size=args.batch_size, regions=regions, progress=not args.quiet,

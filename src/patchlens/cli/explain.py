@@ -6,11 +6,14 @@ import argparse
 import sys
 from typing import Any
 
-from ..api import explain_one
+from ..api import explain_one, scores_only
+from ..engine import Hooks
 from ..errors import PatchlensError, QueryBudgetError
 from ..images import load_image
 from ..methods import get_method, make_method
 from ..methods._sampling import stopping_rule
+from ..models.runtime import scoring_threads
+from ..request import RunRequest
 from ..validation import validate_run
 from ._checks import writable_folder
 from ._model_options import add_model_arguments, load_cli_model
@@ -61,24 +64,28 @@ def register(sub: Any, argv: list[str]) -> None:
 
 def run(args: argparse.Namespace) -> int:
     cls = get_method(args.method)
-    method = make_method(args.method, **method_params(args, cls))
+    request = RunRequest(make_method(args.method, **method_params(args, cls)), target=args.target, seed=args.seed,
+                         batch_size=args.batch_size)
     say = (lambda *a: None) if args.quiet else print
     out = writable_folder(args.out)  # before the model is loaded and any image explained
     classifier = load_cli_model(args)
-    validate_run(classifier, method, args.target)  # one error for the whole run, before any forward pass
-    passes = method.passes(classifier.input_size)
-    per_image = f"{passes} forward passes per image" if passes else "forward passes vary"
-    say(f"{method.name} on {classifier.model_id} ({classifier.device}, {getattr(classifier, 'runtime', 'torch')}): {per_image}")
+    validate_run(classifier, request)  # one error for the whole run, before any forward pass
+    method = request.method
+    say(f"{method.name} on {classifier.model_id} ({classifier.device}, {classifier.runtime})")
     rule = stopping_rule(method)
     if rule:
         say(f"  {rule}")
+    with scoring_threads(classifier, scores_only(method)):  # torch's threads, once for the whole run
+        return _explain_all(args, classifier, request, out, say)
+
+
+def _explain_all(args: argparse.Namespace, classifier: Any, request: RunRequest, out: Any, say: Any) -> int:
+    hooks = Hooks(progress=not args.quiet)
     failed = 0
     for index, path in enumerate(args.images):
         try:
             image = load_image(path)
-            results = explain_one(
-                classifier, image, method, target=args.target, seed=args.seed, batch_size=args.batch_size, progress=not args.quiet
-            )
+            results = explain_one(classifier, image, request, hooks)
         except QueryBudgetError as exc:  # every later image would fail the same way: stop, and say what is missing
             print(f"patchlens: error: {exc}", file=sys.stderr)
             done = index - failed

@@ -20,7 +20,9 @@ import torch
 
 from ..engine.convergence import ConvergenceMonitor
 from ..errors import BudgetError
-from .base import Attribution, Job, Method
+from . import _params as shared
+from ._masking import MaskingMethod
+from .base import Attribution, Job, Method, Prepared
 
 #: how many running maps a convergence round shows when someone is watching (``on_map``)
 PREVIEWS_PER_ROUND = 4
@@ -42,32 +44,43 @@ def stopping_rule(method: Method) -> str | None:
     """The stopping rule in words, printed before a run; None for methods that do not sample."""
     if not isinstance(method, SamplingMethod):
         return None
-    converge = float(getattr(method, "converge", 0.0))
-    if converge <= 0:
+    if method.converge <= 0:
         return "fixed count: every sample is scored"
     return (
-        f"adaptive: stops once the map's rank correlation with the map one round earlier reaches {converge:g} "
-        f"two rounds in a row (rounds of {getattr(method, 'round_size', '?')}); --converge 0 scores every sample"
+        f"adaptive: stops once the map's rank correlation with the map one round earlier reaches {method.converge:g} "
+        f"two rounds in a row (rounds of {method.round_size}); --converge 0 scores every sample"
     )
 
 
 @dataclass(frozen=True)
-class SamplingMethod(Method):
-    """Base of the sampling methods. Subclasses declare ``converge`` and ``round_size`` (``methods/_params.py``)
-    and implement :meth:`prepare`, :meth:`sample_count`, :meth:`score_round`, :meth:`running_maps`."""
+class SamplingMethod(MaskingMethod):
+    """Base of the sampling methods: it declares the stopping rule (``converge``, ``round_size``; a method
+    may give ``round_size`` its own default) and runs the rounds. A method implements :meth:`draw`,
+    :meth:`sample_count`, :meth:`score_round` and :meth:`running_maps`."""
+
+    converge: float = shared.converge()
+    round_size: int = shared.round_size(100)
 
     stochastic = True
     #: differences under this share of a map's range count as ties when rounds are compared
     tie_resolution = 1e-6
 
     # -- what a method supplies -------------------------------------------------
-    def prepare(self, job: Job) -> Any:
+    def draw(self, job: Job) -> Any:
         """Draw every sample and return the method's state for this image."""
         raise NotImplementedError
 
     def sample_count(self, state: Any) -> int:
-        """How many samples ``prepare`` drew (the most that will be scored)."""
+        """How many samples ``draw`` drew (the most that will be scored)."""
         raise NotImplementedError
+
+    def sample_passes(self, state: Any) -> int:
+        """Forward passes one sample costs (Sobol: a design is regions + 2 passes)."""
+        return 1
+
+    def regions_of(self, state: Any) -> int | None:
+        """How many regions the image was cut into, for methods that cut it."""
+        return None
 
     def score_round(self, job: Job, state: Any, start: int, stop: int) -> None:
         """Score samples ``start..stop-1`` and fold them into ``state``."""
@@ -86,12 +99,17 @@ class SamplingMethod(Method):
         return []
 
     # -- the loop -----------------------------------------------------------------
-    def attribute(self, job: Job) -> Attribution:
-        state = self.prepare(job)
+    def prepare(self, job: Job) -> Prepared:
+        """Every sample drawn, and what scoring all of them costs."""
+        state = self.draw(job)
+        return Prepared(state, self.sample_count(state) * self.sample_passes(state), self.regions_of(state))
+
+    def attribute(self, job: Job, state: Any) -> Attribution:
+        """Score the samples in rounds, forming the running map after each, until they are all scored or it settles."""
         total = self.sample_count(state)
-        converge: float = getattr(self, "converge", 0.0)
+        converge = self.converge
         rounds = converge > 0 or job.on_map is not None
-        round_size = int(getattr(self, "round_size", total)) if rounds else total
+        round_size = self.round_size if rounds else total
         # A running map is shown a few times per convergence round, so the first picture comes early;
         # convergence is still judged on whole rounds (fixed boundaries: the same at any batch size).
         step = max(1, round_size // PREVIEWS_PER_ROUND) if job.on_map is not None else round_size

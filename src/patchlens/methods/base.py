@@ -32,11 +32,14 @@ def param(
     low: float | None = None,
     high: float | None = None,
     group: str = "",
+    cost: bool = False,
 ) -> Any:
     """Declare a method hyper-parameter: its default, what it means, and its valid range.
 
     ``group`` names a shared declaration (see ``methods/_params.py``): parameters
-    of one group mean the same thing in every method that takes them.
+    of one group mean the same thing in every method that takes them. ``cost``:
+    the parameter is a count of samples or steps, each costing forward passes,
+    so a budget sets it (``patchlens.metrics.budgeted``).
     """
     meta = {
         "help": help,
@@ -44,6 +47,7 @@ def param(
         "low": low,
         "high": high,
         "group": group,
+        "cost": cost,
     }
     return field(default=default, metadata=meta)
 
@@ -60,8 +64,11 @@ class ParamInfo:
     low: float | None
     high: float | None
     group: str = ""
+    #: a count of samples or steps that a budget sets (see :func:`param`)
+    cost: bool = False
 
     def to_dict(self) -> dict[str, Any]:
+        """The declaration as JSON (the web form and ``patchlens methods --json`` read it)."""
         return {
             "group": self.group or None,
             "name": self.name,
@@ -93,6 +100,23 @@ class Job:
     #: called by sampling methods after each round with the running maps ``(T, h, w)``
     #: and the samples used so far (progressive maps for the web page and scripts)
     on_map: Callable[[torch.Tensor, int], None] | None = None
+
+
+@dataclass
+class Prepared:
+    """What :meth:`Method.prepare` returns: the method's state for one job, and what the rest will cost.
+
+    Attributes:
+        state: whatever :meth:`Method.attribute` needs (drawn samples, the image's regions...).
+        passes: the forward passes :meth:`Method.attribute` will run on the job, exactly, when it runs to the
+            end (a sampling method that converges early runs fewer); None when the method does not say.
+            Budgets, progress bars and a server's limits are checked against it before the work starts.
+        regions: how many regions the image was cut into, for methods that cut it (a server's limit).
+    """
+
+    state: Any = None
+    passes: int | None = None
+    regions: int | None = None
 
 
 @dataclass
@@ -138,15 +162,11 @@ class Method:
         return "black-box" if cls.requires == Capability.SCORES else "white-box"
 
     def requirements(self) -> Capability:
-        """What this value needs of the model: the class's :attr:`requires`, plus tokens for ``masking="tokens"``."""
-        if getattr(self, "masking", "pixels") == "tokens":
-            return self.requires | Capability.TOKEN_DROP
+        """What this value needs of the model: the class's :attr:`requires` (a parameter may add to it)."""
         return self.requires
 
     def instead(self, lack: Capability) -> tuple[str, str] | None:
         """When a parameter value is why this method needs ``lack``: that value and how to do without it."""
-        if Capability.TOKEN_DROP in lack and Capability.TOKEN_DROP not in self.requires:
-            return "masking='tokens'", "use masking='pixels'"
         return None
 
     def __post_init__(self) -> None:
@@ -174,9 +194,13 @@ class Method:
 
     @classmethod
     def parameters(cls) -> list[ParamInfo]:
-        hints = {f.name: f.type for f in dataclasses.fields(cls)}
+        """The declared hyper-parameters: the method's own first, then those its base classes declare
+        (masking, the sampling template's stopping rule), so a method's help starts with what is its own."""
+        inherited = {f.name for base in cls.__mro__[1:] if dataclasses.is_dataclass(base) for f in dataclasses.fields(base)}
+        fields = sorted(dataclasses.fields(cls), key=lambda f: f.name in inherited)
+        hints = {f.name: f.type for f in fields}
         out = []
-        for f in dataclasses.fields(cls):
+        for f in fields:
             t = hints[f.name]
             t = _TYPES.get(t, t) if isinstance(t, str) else t
             out.append(
@@ -189,40 +213,28 @@ class Method:
                     low=f.metadata.get("low"),
                     high=f.metadata.get("high"),
                     group=f.metadata.get("group", ""),
+                    cost=f.metadata.get("cost", False),
                 )
             )
         return out
 
-    def params(self) -> dict[str, Any]:
-        """This value's hyper-parameters, for provenance."""
-        return dataclasses.asdict(self)
+    def param_values(self) -> dict[str, Any]:
+        """This value's hyper-parameters, for provenance (in the order of :meth:`parameters`)."""
+        return {p.name: getattr(self, p.name) for p in self.parameters()}
 
-    def attribute(self, job: Job) -> Attribution:
-        raise NotImplementedError
+    def prepare(self, job: Job) -> Prepared:
+        """Everything this method decides before its forward passes (samples drawn, the image cut into
+        regions...), and the passes :meth:`attribute` will then run, exactly (see :class:`Prepared`).
 
-    def passes(self, size: tuple[int, int] = (224, 224), image: torch.Tensor | None = None) -> int | None:
-        """Forward passes this configuration will run, known before it runs (budgets, progress).
-
-        ``image`` (``(3, H, W)`` at the model's input size) makes the count exact
-        for methods whose cost depends on the image (superpixels); without it
-        they give an upper bound.
+        Called once per job, before any of the method's passes, so budgets and
+        progress are checked against what the job will really cost. A method
+        that states no cost (``passes`` None) still runs, where no limit applies.
         """
-        return None
+        return Prepared()
 
-    #: whether :meth:`passes` counts one class: the method then searches once per explained class
-    passes_per_target: ClassVar[bool] = False
-
-    def total_passes(
-        self, size: tuple[int, int] = (224, 224), image: torch.Tensor | None = None, targets: int = 1
-    ) -> int | None:
-        """Forward passes for ``targets`` classes on one image, the scoring pass included (budgets, progress)."""
-        return self.for_targets(self.passes(size, image), targets)
-
-    def for_targets(self, passes: int | None, targets: int) -> int | None:
-        """:meth:`passes` (already counted, say on the image's superpixels) scaled to ``targets`` classes."""
-        if passes is not None and self.passes_per_target:
-            passes = (passes - 1) * targets + 1  # the one scoring pass, then the search for each class
-        return passes
+    def attribute(self, job: Job, state: Any) -> Attribution:
+        """The maps for ``job``, from the ``state`` that :meth:`prepare` returned."""
+        raise NotImplementedError
 
 
 _REGISTRY: dict[str, type[Method]] = {}

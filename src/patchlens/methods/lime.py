@@ -42,21 +42,15 @@ class Lime(SamplingMethod):
     name = "lime"
     summary = "Fit a weighted linear model of the score to random on/off patterns of image regions; works on any model."
 
-    n_samples: int = param(500, "how many randomly masked copies to score (one forward pass each; more: steadier map)", low=2)
+    n_samples: int = param(500, "how many randomly masked copies to score (one forward pass each; more: steadier map)", low=2, cost=True)
     features: str = shared.features("slic")
     grid: int = shared.region_grid(7)
     kernel_width: float = param(0.25, "how fast a copy's weight falls with its distance to the original (larger: all copies count alike)", low=1e-6)
     distance: str = param("cosine", "distance from a copy to the original: cosine (as lime) or hamming (fraction of regions hidden)", choices=("cosine", "hamming"))
     alpha: float = param(1.0, "ridge penalty on the coefficients (0: plain weighted least squares)", low=0.0)
     baseline: str = shared.baseline()
-    masking: str = shared.masking()
-    converge: float = shared.converge()
-    round_size: int = shared.round_size(100)
 
-    def passes(self, size: tuple[int, int] = (224, 224), image: torch.Tensor | None = None) -> int:
-        return self.n_samples + 1
-
-    def prepare(self, job: Job) -> _LimeState:
+    def draw(self, job: Job) -> _LimeState:
         x = job.image
         labels, k = regions(x, self.features, self.grid)
         baseline = make_baseline(x, self.baseline, job.generator)
@@ -65,6 +59,9 @@ class Lime(SamplingMethod):
 
     def sample_count(self, state: _LimeState) -> int:
         return self.n_samples
+
+    def regions_of(self, state: _LimeState) -> int:
+        return state.regions
 
     def score_round(self, job: Job, state: _LimeState, start: int, stop: int) -> None:
         part = FeatureMasks(state.labels, state.samples[start:stop])

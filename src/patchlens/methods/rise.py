@@ -145,11 +145,10 @@ class Rise(SamplingMethod):
     name = "rise"
     summary = "Average thousands of random smooth masks, each weighted by the score it leaves; works on any model."
 
-    n_masks: int = param(1000, "how many random masks to score (more: smoother, more stable map; one forward pass each)", low=1)
+    n_masks: int = param(1000, "how many random masks to score (more: smoother, more stable map; one forward pass each)", low=1, cost=True)
     grid: int = param(7, "mask coarseness: each mask is a random grid x grid pattern of kept/hidden cells; smaller: coarser blobs", low=2)
     p_keep: float = param(0.5, "probability that a grid cell is kept visible", low=0.01, high=0.99)
     baseline: str = shared.baseline()
-    masking: str = shared.masking()
     estimator: str = param(
         "control_variates",
         "how scores become a map: control_variates (the paper's expected map with about half its noise: the part "
@@ -157,7 +156,6 @@ class Rise(SamplingMethod):
         "conditional_mean (the paper's average of the masks weighted by their scores)",
         choices=("control_variates", "conditional_mean"),
     )
-    converge: float = shared.converge()
     round_size: int = shared.round_size(250)
 
     # The control-variates map is smooth where the fit explains the scores well, and there
@@ -166,9 +164,6 @@ class Rise(SamplingMethod):
     tie_resolution = 1e-3
     # results stored before the estimator was chosen were made with the plain one
     added_params = {"estimator": "conditional_mean"}
-
-    def passes(self, size: tuple[int, int] = (224, 224), image: torch.Tensor | None = None) -> int:
-        return self.n_masks + 1
 
     def _fit_possible(self, used: int, size: Sequence[int]) -> bool:
         """Whether ``used`` masks are enough for the control-variates fit on an image of ``size``.
@@ -183,7 +178,7 @@ class Rise(SamplingMethod):
         enough = used * min(self.p_keep, 1 - self.p_keep) >= 2 * (k * k + 1)
         return self.estimator == "control_variates" and enough and min(size) >= k
 
-    def prepare(self, job: Job) -> _RiseState:
+    def draw(self, job: Job) -> _RiseState:
         x = job.image
         h, w = x.shape[-2:]
         source = RiseMasks(self.n_masks, self.grid, self.p_keep, h, w, job.generator, x.device)

@@ -18,7 +18,7 @@ import torch
 
 from ..capabilities import Capability
 from ._gradients import accumulate
-from .base import Attribution, Job, Method, param, register
+from .base import Attribution, Job, Method, Prepared, param, register
 
 
 @register
@@ -29,15 +29,15 @@ class SmoothGrad(Method):
     requires = Capability.GRADIENTS
     stochastic = True
 
-    n_samples: int = param(25, "how many noisy copies to average (one forward and backward pass each)", low=1)
+    n_samples: int = param(25, "how many noisy copies to average (one forward and backward pass each)", low=1, cost=True)
     noise: float = param(
         0.15, "noise strength: standard deviation as a fraction of the image's value range (0.1-0.2 is typical)", low=0.0
     )
 
-    def passes(self, size: tuple[int, int] = (224, 224), image: torch.Tensor | None = None) -> int:
-        return self.n_samples + 1
+    def prepare(self, job: Job) -> Prepared:
+        return Prepared(passes=self.n_samples)
 
-    def attribute(self, job: Job) -> Attribution:
+    def attribute(self, job: Job, state: None) -> Attribution:
         x = job.image
         sigma = float(self.noise * (x.max() - x.min()))
         seeds = torch.randint(0, 2**62, (self.n_samples,), generator=job.generator, device=job.generator.device).tolist()

@@ -19,7 +19,7 @@ import torch
 
 from ..engine import FeatureMasks, make_baseline
 from . import _params as shared
-from ._features import count_regions, paint, regions
+from ._features import paint, regions
 from ._sampling import SamplingMethod
 from .base import Job, param, register
 
@@ -52,18 +52,13 @@ class Sobol(SamplingMethod):
     summary = "Total Sobol indices: the share of the score's variance each region takes part in, from quasi-random soft masks."
 
     # 16 x (64 + 2) + 1 = 1,057 passes on the default 8 x 8 grid: about RISE's default cost (32 designs cost 2,113)
-    n_designs: int = param(16, "quasi-random designs; each costs (regions + 2) forward passes (a power of 2 balances the sequence best)", low=2)
+    n_designs: int = param(16, "quasi-random designs; each costs (regions + 2) forward passes (a power of 2 balances the sequence best)", low=2, cost=True)
     features: str = shared.features("grid")
     grid: int = shared.region_grid(8)
     baseline: str = shared.baseline()
-    masking: str = shared.masking()
-    converge: float = shared.converge()
     round_size: int = shared.round_size(8)
 
-    def passes(self, size: tuple[int, int] = (224, 224), image: torch.Tensor | None = None) -> int:
-        return self.n_designs * (count_regions(self.features, self.grid, image) + 2) + 1
-
-    def prepare(self, job: Job) -> _SobolState:
+    def draw(self, job: Job) -> _SobolState:
         x = job.image
         labels, k = regions(x, self.features, self.grid)
         baseline = make_baseline(x, self.baseline, job.generator)
@@ -73,7 +68,13 @@ class Sobol(SamplingMethod):
         return _SobolState(x, baseline, labels, k, ab[:, :k], ab[:, k:])
 
     def sample_count(self, state: _SobolState) -> int:
-        return self.n_designs  # a "sample" here is a design: K + 2 forward passes
+        return self.n_designs  # a "sample" here is a design
+
+    def sample_passes(self, state: _SobolState) -> int:
+        return state.regions + 2  # A, B, and A with each region's column from B
+
+    def regions_of(self, state: _SobolState) -> int:
+        return state.regions
 
     def score_round(self, job: Job, state: _SobolState, start: int, stop: int) -> None:
         a, b, k = state.a[start:stop], state.b[start:stop], state.regions

@@ -37,21 +37,33 @@ CPU_CANDIDATES = (1, 4, 16, 32)
 
 @dataclass
 class BatchSizePolicy:
-    """How engines choose a classifier's batch size; one per classifier, shared by its wrappers.
+    """How engines choose a classifier's batch size; one per classifier, kept for its life.
 
     On a CPU the first engine measures ``candidates`` on its real work and writes
-    the winner to ``chosen``; later engines use it. Wrappers (the web server's
-    per-job view of a model) return the inner classifier's policy, so a model
-    measured once stays measured.
+    the winner to ``chosen``; later engines use it, so a model measured once
+    stays measured. An engine that runs out of memory records the size that
+    fitted (``fits``), which caps every later engine and batch mode's shared stream.
     """
 
     candidates: tuple[int, ...] = CPU_CANDIDATES
     chosen: int | None = None
+    #: the largest batch known to fit in the device's memory, once a larger one ran out of it (None: no limit met)
+    fits: int | None = None
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
 
     def record(self, size: int) -> None:
+        """The batch size measured fastest."""
         with self._lock:
             self.chosen = size
+
+    def record_fit(self, size: int) -> None:
+        """A batch of twice ``size`` (or more) ran out of memory: nothing larger than ``size`` is tried again."""
+        with self._lock:
+            self.fits = size if self.fits is None else min(self.fits, size)
+
+    def cap(self, size: int) -> int:
+        """``size``, or the largest that fits when that is smaller."""
+        return size if self.fits is None else max(1, min(size, self.fits))
 
 
 class Classifier:
@@ -72,6 +84,11 @@ class Classifier:
     #: what :meth:`activate` applies to the raw class scores: "softmax", "sigmoid" or "none"
     #: (declared once, by the adapter, from ``load_model(..., activation=...)``).
     activation: str = "none"
+    #: what runs the forward passes ("torch", "onnxruntime", "callable", "remote"), recorded on every result.
+    runtime: str = "unknown"
+    #: torch's thread count while only scores are asked of this model, when another runtime runs them
+    #: (ONNX Runtime: torch then only composes masks); None leaves torch's own (see ``models/runtime.py``).
+    torch_threads: int | None = None
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         """The model's answer (class scores ``(N, C)``, float32, activated) for a batch ``(N, 3, H, W)`` in [0, 1]."""
@@ -111,6 +128,11 @@ class Classifier:
     def capabilities(self) -> Capability:
         """What methods may ask of this model (see :mod:`patchlens.capabilities`)."""
         return Capability.SCORES
+
+    @property
+    def runtime_details(self) -> dict[str, object]:
+        """What runs the forward passes, with its settings, for a result's record; adapters add theirs."""
+        return {"runtime": self.runtime}
 
     @property
     def batch_policy(self) -> BatchSizePolicy:

@@ -4,7 +4,9 @@
 ONNX Runtime on a CPU when it is installed and the exported graph's scores
 match torch's on a check batch; torch otherwise, and on GPUs (where torch with
 bf16 autocast is already fast). What ran is recorded on the classifier
-(``runtime``, ``runtime_details``) and on every result made with it.
+(``runtime``, ``runtime_details``) and on every result made with it, with the
+forward passes its checks took (``check_forward_passes``): they run here, at
+load time, before any engine exists, and are counted here.
 
 Thread defaults come from benchmarks/runtimes.py on the shared 2-core machine
 (benchmarks/RESULTS.md, "Runtimes"): ONNX Runtime with spinning threads lost
@@ -61,7 +63,7 @@ def resolve_threads(threads: int | None) -> int | None:
 
 
 @contextlib.contextmanager
-def scoring_threads(classifier: object, scores_only: bool) -> Iterator[None]:
+def scoring_threads(classifier: Classifier, scores_only: bool) -> Iterator[None]:
     """Torch's thread count while ``classifier`` explains with a method that needs ``scores_only`` (or more).
 
     When ONNX Runtime scores a black-box method's passes, torch only builds
@@ -69,8 +71,12 @@ def scoring_threads(classifier: object, scores_only: bool) -> Iterator[None]:
     little on a quiet machine and, under contention, cost 2.5-6x (RISE on the
     default model at load average 16 on 2 cores: 12-36 passes/s with one torch
     thread, 5 with two). Gradient methods keep torch's own setting.
+
+    The setting is the whole process's: a front-end enters this once for a run
+    it owns (a CLI command, a batch run, ``explain()``), never per image or per
+    request while other threads explain (the web server leaves torch's threads alone).
     """
-    wanted = getattr(classifier, "torch_threads", None)
+    wanted = classifier.torch_threads
     before = torch.get_num_threads()
     if wanted is None or not scores_only or wanted == before:
         yield
@@ -82,27 +88,31 @@ def scoring_threads(classifier: object, scores_only: bool) -> Iterator[None]:
         torch.set_num_threads(before)
 
 
-def runtime_record(classifier: object, *, white_box: bool = False) -> dict[str, object]:
-    """What ran ``classifier``'s forward passes, for a result's record (any adapter, wrapped or not).
+def runtime_record(classifier: Classifier, *, white_box: bool = False) -> dict[str, object]:
+    """What ran ``classifier``'s forward passes, for a result's record (its declared ``runtime_details``).
 
     ``white_box``: the method also used gradients, the module's insides or
     its tokens, which always come from torch; the record says so when scores did not.
     """
-    details = getattr(classifier, "runtime_details", None)
-    record = dict(details) if isinstance(details, dict) else {"runtime": str(getattr(classifier, "runtime", "unknown"))}
+    record = dict(classifier.runtime_details)
     if white_box and record.get("runtime") != "torch":
         record["gradients"] = "torch"
     return record
 
 
-def check_batch(classifier: Classifier, n: int = 3) -> torch.Tensor:
+#: images in the check batch; 3, so that a graph whose batch was baked in at 2 fails
+CHECK_IMAGES = 3
+
+
+def check_batch(classifier: Classifier, n: int = CHECK_IMAGES) -> torch.Tensor:
     """Random pixels, the same every time; 3 images so that a graph whose batch was baked in at 2 fails."""
     generator = torch.Generator().manual_seed(0)
     return torch.rand(n, 3, *classifier.input_size, generator=generator).to(classifier.device)
 
 
 def score_difference(a: Classifier, b: Classifier) -> float:
-    """Largest absolute difference between the two classifiers' scores on the check batch."""
+    """Largest absolute difference between the two classifiers' scores on the check batch
+    (``2 * CHECK_IMAGES`` forward passes)."""
     x = check_batch(a)
     return float((a(x) - b(x)).abs().max())
 
@@ -129,7 +139,7 @@ def use_runtime(
         raise ModelError(f"precision={precision!r}: use one of {', '.join(PRECISIONS)}")
     threads = resolve_threads(threads)
     if not isinstance(classifier, TorchClassifier):
-        if runtime == "onnx" and getattr(classifier, "runtime", None) != "onnxruntime":
+        if runtime == "onnx" and classifier.runtime != "onnxruntime":
             raise ModelError(f"{classifier.model_id}: runtime='onnx' needs a PyTorch model to export; this one is a black box")
         if precision != "fp32":
             raise ModelError(f"{classifier.model_id}: precision={precision!r} needs a PyTorch model")
@@ -176,7 +186,8 @@ def _onnx(classifier: TorchClassifier, *, explicit: bool, threads: int, explicit
         if not explicit:
             return _fallback(classifier, f"ONNX Runtime's scores differ from torch's by {diff:.2g} (> {CHECK_TOLERANCE:g})")
         log.warning("patchlens: %s: ONNX Runtime's scores differ from torch's by %.2g on a check batch", classifier.model_id, diff)
-    fast.details = {"check_max_abs_diff": diff, "check_remembered": remembered, "exported_now": exported, "file": str(path)}
+    fast.details = {"check_max_abs_diff": diff, "check_remembered": remembered, "exported_now": exported, "file": str(path),
+                    "check_forward_passes": 0 if remembered else 2 * CHECK_IMAGES}
     if explicit_threads:
         fast.torch_threads = None  # the caller set torch's threads; leave them
     return fast
@@ -204,9 +215,12 @@ def _bf16(classifier: TorchClassifier) -> TorchClassifier:
         return classifier  # the GPU default already
     reduced = _with_autocast(classifier, torch.bfloat16)
     rho = occlusion_rank_correlation(classifier, reduced)
+    checked = 2 * (CHECK_GRID * CHECK_GRID + 1)  # both models on the photo and each occluded copy
     if rho < PRECISION_MIN_RANK_CORRELATION:
-        return _fallback(classifier, f"precision='bf16' changes the map (rank correlation {rho:.3f} < {PRECISION_MIN_RANK_CORRELATION})")
-    reduced.details = {"precision": "bf16", "check_rank_correlation": rho}
+        out = _fallback(classifier, f"precision='bf16' changes the map (rank correlation {rho:.3f} < {PRECISION_MIN_RANK_CORRELATION})")
+        out.details["check_forward_passes"] = checked
+        return out
+    reduced.details = {"precision": "bf16", "check_rank_correlation": rho, "check_forward_passes": checked}
     return reduced
 
 
@@ -218,7 +232,11 @@ def _with_autocast(classifier: TorchClassifier, dtype: torch.dtype) -> TorchClas
     return out
 
 
-def occlusion_rank_correlation(reference: Classifier, other: Classifier, grid: int = 8) -> float:
+#: the occlusion check's grid: grid x grid squares, so 2 * (grid² + 1) forward passes
+CHECK_GRID = 8
+
+
+def occlusion_rank_correlation(reference: Classifier, other: Classifier, grid: int = CHECK_GRID) -> float:
     """Spearman correlation of two classifiers' occlusion maps (``grid`` x ``grid`` grey squares) on a bundled photo.
 
     The check is a map, not a score: reduced precision matters when it

@@ -181,7 +181,7 @@ def _indices(request: Request, scores: torch.Tensor | None, n: int | None, model
 
 def _threshold(request: Present, model: Classifier) -> float:
     """The probability (or score) at which a label counts as present, checked against what the scores are."""
-    probabilities = bool(getattr(model, "outputs_probabilities", True))
+    probabilities = model.outputs_probabilities
     if request.threshold is None:
         if not probabilities:
             raise TargetError(
@@ -196,7 +196,7 @@ def _threshold(request: Present, model: Classifier) -> float:
 
 def _nothing_present(scores: torch.Tensor, threshold: float | None, model: Classifier, noun: str) -> str:
     best = int(scores.argmax())
-    word = "p" if getattr(model, "outputs_probabilities", True) else "score"
+    word = "p" if model.outputs_probabilities else "score"
     at = f" (at least {threshold:g})" if threshold is not None else ""
     return (f"no {noun} present{at}: the highest is {model.label(best)!r} ({noun} {best}) with "
             f"{word} = {float(scores[best]):.3f}; name it, or use top1, to explain it anyway")

@@ -34,22 +34,22 @@ from ..models import Classifier, load_model
 from ..objectives import predictions, resolve_objective
 from .availability import token_masking, with_availability
 from .guard import refusal
-from .jobs import JobQueue, QueueFull
+from .jobs import JobQueue, QueueFull, WebJob
 from .state import (
     NotAnImage,
-    Store,
+    Recent,
     StoredImage,
     StoredResult,
     TooLarge,
     WebConfig,
     available_metrics,
-    build_methods,
+    build_requests,
     check_pixels,
     check_targets,
     heatmap_png,
-    job_passes,
     load_stored,
     predict_hidden,
+    prepare_runs,
     run_explanations,
     safe_name,
     top_predictions,
@@ -97,8 +97,8 @@ def create_app(
     clf = classifier if classifier is not None else load_model(model, device=device or "auto")
     lock = threading.RLock()  # every model call, from jobs and what-if alike
     queue = JobQueue(workers=cfg.workers, max_queued=cfg.max_queued)
-    images: Store[StoredImage] = Store(cfg.keep_images)
-    results: Store[StoredResult] = Store(cfg.keep_results)
+    images: Recent[StoredImage] = Recent(cfg.keep_images)
+    results: Recent[StoredResult] = Recent(cfg.keep_results)
 
     app = FastAPI(
         title="patchlens",
@@ -142,6 +142,7 @@ def create_app(
             "url": f"/api/images/{image_id}.png",
             "mean_color": [round(float(v) * 255) for v in stored.x.mean(dim=(-2, -1))],
             "predictions": top_predictions(stored.output, clf),
+            "forward_passes": stored.forward_passes,
         }
 
     def get_image(image_id: str) -> StoredImage:
@@ -235,24 +236,37 @@ def create_app(
     def submit(body: JobRequest) -> JSONResponse:
         stored = get_image(body.image_id)
         # a bad class is a 422 now, not a failed job later; no label present is a job that says so
-        objective = resolve_objective(body.target, stored.output, clf)
-        check_targets(objective, cfg)
-        count = max(1, len(objective))
-        chosen = build_methods([(m.name, m.params) for m in body.methods], clf, cfg, image=stored.x, targets=count)
-        passes = [job_passes(m, clf, stored.x, count) for m in chosen]
-        total = sum(p for p in passes if p is not None) if all(p is not None for p in passes) else None
+        check_targets(resolve_objective(body.target, stored.output, clf), cfg)
+        requests = build_requests([(m.name, m.params) for m in body.methods], clf, cfg, body.target, body.seed, lock)
+        if queue.full:  # before any preparation is done for nothing
+            return busy(f"{queue.waiting} jobs are already waiting (the limit is {cfg.max_queued})")
+        job = WebJob()
 
-        def work(job: Any) -> list[dict[str, Any]]:
-            return run_explanations(
-                job, clf, lock, stored, body.image_id, chosen, body.target, body.seed, body.metrics, results, cfg.grid,
-                max_passes=cfg.max_passes,
-            )
+        def hooks(request: Any) -> Any:
+            name = request.method.name
+
+            def preview(maps: Any, used: int) -> None:
+                job.show_preview(heatmap_png(maps[0].float().cpu().numpy()), method=name, samples=used)
+
+            return job.hooks(lock, on_map=preview)
+
+        # each method prepared now: its exact cost (every target, the image's own regions) is checked before queueing
+        runs = prepare_runs(clf, stored, requests, hooks, cfg)
+
+        def work(job: WebJob) -> list[dict[str, Any]]:
+            return run_explanations(job, runs, stored=stored, image_id=body.image_id, results=results, grid=cfg.grid,
+                                    with_metrics=body.metrics, lock=lock)
 
         try:
-            job = queue.submit(work, total=total)
+            queue.submit(work, total=sum(run.passes or 0 for run in runs), job=job)
         except QueueFull as exc:
-            return JSONResponse({"detail": f"the server is busy: {exc}; try again in a moment"}, status_code=429)
+            for run in runs:
+                run.close()
+            return busy(str(exc))
         return JSONResponse(job_json(job), status_code=202)
+
+    def busy(why: str) -> JSONResponse:
+        return JSONResponse({"detail": f"the server is busy: {why}; try again in a moment"}, status_code=429)
 
     def job_json(job: Any) -> dict[str, Any]:
         out = job.to_dict()

@@ -1,7 +1,9 @@
 """What the web server keeps between requests: images by id, results by id, and the work on them.
 
-Everything here is plain Python over the public API (``explain_one``,
-``Explanation``, the engine); ``app.py`` only turns it into HTTP.
+Everything here is plain Python over the public API (``validate_run``,
+``prepare_run``, ``Explanation``, the engine); ``app.py`` only turns it into
+HTTP. Every forward pass runs in an engine behind the server's one model lock:
+the upload's scoring pass, a what-if, a job's explanations and metrics.
 """
 
 from __future__ import annotations
@@ -19,19 +21,22 @@ import torch
 from PIL import Image
 
 from .. import render
-from ..api import explain_one
+from ..api import PreparedRun, prepare_run
 from ..capabilities import Capability
-from ..engine import BASELINES, Engine, FeatureMasks, make_baseline, patch_grid
+from ..engine import BASELINES, Engine, FeatureMasks, Hooks, make_baseline, patch_grid
 from ..errors import ImageError, MethodError, PatchlensError
 from ..explanation import Explanation, record
 from ..images import LoadedImage, check_size, resize, to_tensor
-from ..methods import Method, count_regions, get_method, make_method
+from ..methods import Method, get_method, make_method
 from ..methods._sampling import interactive_defaults
+from ..metrics import Case, Options
+from ..metrics import registry as metric_registry
 from ..models.classifier import Classifier
-from ..objectives import Objective, predictions
-from ..validation import check_method
+from ..objectives import Objective, TargetSpec, predictions
+from ..request import RunRequest
+from ..validation import validate_run
 from .guard import LOOPBACK_HOSTS
-from .jobs import Job, WatchedClassifier, holding
+from .jobs import WebJob, holding
 
 T = TypeVar("T")
 
@@ -68,8 +73,8 @@ class WebConfig:
     keep_results: int = 128
 
 
-class Store(Generic[T]):
-    """A thread-safe dict that forgets its oldest entries beyond ``size``."""
+class Recent(Generic[T]):
+    """A thread-safe dict of the ``size`` most recently used entries, by a random key (uploads, results)."""
 
     def __init__(self, size: int) -> None:
         self.size = size
@@ -94,9 +99,12 @@ class Store(Generic[T]):
 
 @dataclass
 class StoredImage:
+    """An uploaded image, at the model's input size, with the model's answer on it."""
+
     image: LoadedImage
     x: torch.Tensor  # (3, h, w) at the model's input size
     output: Any  # the model's answer on the unmasked image, a batch of one (class scores (1, C))
+    forward_passes: int = 1  # what scoring it took
 
 
 @dataclass
@@ -158,31 +166,28 @@ def predict_hidden(
     labels = patch_grid(x.shape[-2], x.shape[-1], grid, grid, device=x.device)
     keep = torch.ones(1, grid * grid, device=x.device)
     keep[0, torch.tensor(sorted(set(hidden)), device=x.device)] = 0
-    engine = Engine(WatchedClassifier(classifier, lock, lambda n: None, lambda: False), batch_size=1)
+    engine = Engine(classifier, batch_size=1, hooks=Hooks(lock=lock))
     fill = make_baseline(x, baseline)
     mask = FeatureMasks(labels, keep).masks(0, 1)[0]
     return engine.output_of(torch.addcmul(fill, mask, x - fill))  # fill + mask * (x - fill), as the engine composes
 
 
 def load_stored(classifier: Classifier, lock: threading.RLock, image: LoadedImage) -> StoredImage:
+    """``image`` at the model's input size, scored once (through the engine, behind the lock)."""
     x = resize(to_tensor(image.pixels).to(classifier.device), classifier.input_size)
-    with lock:
-        output = classifier(x[None])
-    return StoredImage(image=image, x=x, output=output)
+    engine = Engine(classifier, batch_size=1, hooks=Hooks(lock=lock))
+    output = engine.output_of(x)
+    return StoredImage(image=image, x=x, output=output, forward_passes=engine.forward_passes)
 
 
-def build_methods(
-    choices: list[tuple[str, dict[str, Any]]],
-    classifier: Classifier,
-    config: WebConfig,
-    image: torch.Tensor | None = None,
-    targets: int = 1,
-) -> list[Method]:
-    """Method values for a request; unknown names, bad values and over-budget runs are MethodErrors.
+def build_requests(
+    choices: list[tuple[str, dict[str, Any]]], classifier: Classifier, config: WebConfig, target: TargetSpec, seed: int,
+    lock: threading.RLock,
+) -> list[RunRequest]:
+    """One run request per chosen method, each checked as every front-end checks a run (MethodError: a 422).
 
-    With ``image`` (the stored, model-sized image) the counts of superpixel
-    methods are exact; without it they are upper bounds. ``targets``: classes
-    explained, for methods whose passes are per class.
+    The web page's defaults for sampling methods stop once the map settles (as
+    the command line's do); each run's budget is the server's limit.
     """
     if not choices:
         raise MethodError("no method chosen")
@@ -191,28 +196,56 @@ def build_methods(
     out = []
     for name, params in choices:
         method = make_method(name, **interactive_defaults(get_method(name), params))
-        check_method(classifier, method)  # attention_rollout on a CNN: a 422 now, not an error card after the job
-        if hasattr(method, "features") and hasattr(method, "grid"):
-            regions = count_regions(method.features, method.grid, image)
-            if regions > config.max_regions:
-                raise MethodError(
-                    f"{name}: {regions:,} regions (features) per image is over this server's limit of "
-                    f"{config.max_regions:,}; lower grid"
-                )
-        passes = job_passes(method, classifier, image, targets)
-        if passes is None or passes > config.max_passes:
-            stated = f"{passes:,} forward passes" if passes is not None else "an unstated number of forward passes"
-            raise MethodError(f"{name}: {stated} is over this server's limit of {config.max_passes:,}; lower its budget")
-        out.append(method)
+        request = RunRequest(method, target=target, seed=seed, max_passes=config.max_passes)
+        validate_run(classifier, request, hooks=Hooks(lock=lock))  # attention_rollout on a CNN: a 422 now
+        out.append(request)
     return out
 
 
-def job_passes(method: Method, classifier: Classifier, image: torch.Tensor | None, targets: int) -> int | None:
-    """Forward passes of ``method`` on one image for ``targets`` classes, stated before it runs."""
-    return method.total_passes(classifier.input_size, image, targets)
+def prepare_runs(
+    classifier: Classifier, stored: StoredImage, requests: list[RunRequest], hooks: Any, config: WebConfig
+) -> list[PreparedRun]:
+    """Each request prepared on the stored image, within this server's limits on passes and regions.
+
+    ``hooks(request)`` gives each run's engine hooks (the job's counter, cancel
+    flag and lock). A method's exact cost (all targets, the image's own
+    superpixels) is known once it is prepared, so a run over the limit is
+    refused (MethodError) before any of its work is queued.
+    """
+    runs: list[PreparedRun] = []
+    try:
+        for request in requests:
+            check_counts(request.method, config.max_passes)
+            run = prepare_run(classifier, stored.image, request, hooks(request))
+            runs.append(run)
+            name = request.method.name
+            if run.regions is not None and run.regions > config.max_regions:
+                raise MethodError(f"{name}: {run.regions:,} regions (features) per image is over this server's limit of "
+                                  f"{config.max_regions:,}; lower grid")
+            if run.passes is None:
+                raise MethodError(f"{name}: an unstated number of forward passes is over this server's limit of "
+                                  f"{config.max_passes:,}; it cannot run here")
+    except BaseException:
+        for run in runs:
+            run.close()
+        raise
+    return runs
+
+
+def check_counts(method: Method, max_passes: int) -> None:
+    """Sample and step counts (parameters declared ``cost=True``) over the server's limit are refused before
+    the method draws what they count: each costs a forward pass."""
+    for info in method.parameters():
+        value = getattr(method, info.name)
+        if info.cost and value > max_passes:
+            raise MethodError(
+                f"{method.name}: {info.name}={value:,} asks for more forward passes than this server's limit of "
+                f"{max_passes:,}; lower it"
+            )
 
 
 def check_targets(objective: Objective, config: WebConfig) -> None:
+    """At most ``config.max_targets`` targets per request (each is a map and an overlay)."""
     if len(objective) > config.max_targets:
         raise MethodError(f"{len(objective)} targets at once: this server explains at most {config.max_targets} per request")
 
@@ -247,35 +280,27 @@ def describe(exp: Explanation) -> str | None:
 
 
 def available_metrics() -> dict[str, dict[str, str]]:
-    """Registered metrics that need nothing but the model and the map: ``{name: {column: "higher"|"lower"|""}}``.
-
-    ``patchlens.metrics`` is optional here: with no such registry, none.
-    """
-    try:
-        from ..metrics import registry as metric_registry
-
-        found = metric_registry()
-    except Exception:
-        return {}
+    """Registered metrics that need nothing but the model and the map: ``{name: {column: "higher"|"lower"|""}}``."""
     return {
         name: dict(m.columns)
-        for name, m in found.items()
+        for name, m in metric_registry().items()
         if not m.needs_region and (m.requires is None or m.requires == Capability.SCORES)
     }
 
 
-def faithfulness(classifier: Classifier, stored: StoredImage, exp: Explanation) -> dict[str, Any] | None:
-    """Scores of every metric that needs only the model (deletion, insertion, ...), with their curves."""
+def faithfulness(classifier: Classifier, stored: StoredImage, exp: Explanation, engine: Engine) -> dict[str, Any] | None:
+    """Scores of every metric that needs only the model (deletion, insertion, ...), with their curves.
+
+    Their forward passes run in ``engine`` (the job's hooks: counted in its
+    progress, cancellable, behind the lock).
+    """
     wanted = available_metrics()
     if not wanted:
         return None
-    from ..metrics import Case, Options
-    from ..metrics import registry as metric_registry
-
     found = metric_registry()
     out: dict[str, Any] = {}
     for name, columns in wanted.items():
-        case = Case(explanation=exp, options=Options(), classifier=classifier, engine=Engine(classifier), image=stored.x)
+        case = Case(explanation=exp, options=Options(), classifier=classifier, engine=engine, image=stored.x)
         try:
             values = found[name].compute(case)
         except PatchlensError:
@@ -291,42 +316,22 @@ def faithfulness(classifier: Classifier, stored: StoredImage, exp: Explanation) 
 
 
 def run_explanations(
-    job: Job,
-    classifier: Classifier,
-    lock: threading.RLock,
-    stored: StoredImage,
-    image_id: str,
-    methods: list[Method],
-    target: Any,
-    seed: int,
-    with_metrics: bool,
-    results: Store[StoredResult],
-    grid: int,
-    max_passes: int | None = None,
+    job: WebJob, runs: list[PreparedRun], *, stored: StoredImage, image_id: str, results: Recent[StoredResult],
+    grid: int, with_metrics: bool, lock: threading.RLock,
 ) -> list[dict[str, Any]]:
-    """The body of an explanation job: each method in turn, results stored, summaries returned.
+    """The body of an explanation job: each prepared run in turn, results stored, summaries returned.
 
-    ``max_passes`` is enforced by the engine while each method runs, so a method
-    whose cost depends on the image (superpixels) cannot run past the server's limit.
+    Each run's engine holds the job's hooks (its counter, cancel flag and the
+    server's lock) and its budget, the server's pass limit.
     """
-
-    def counted(n: int) -> None:
-        job.done += n
-
-    watched = WatchedClassifier(classifier, lock, counted, job.cancel_flag.is_set)
     summaries = []
-    for method in methods:
-
-        def preview(maps: torch.Tensor, used: int, method: Method = method) -> None:
-            job.show_preview(heatmap_png(maps[0].float().cpu().numpy()), method=method.name, samples=used)
-
+    for run in runs:
+        method = run.request.method
         try:
             # methods that hook into the module must not share it with what-if calls meanwhile
             with holding(lock, bool(method.requirements() & ~Capability.SCORES)):
-                exps = explain_one(
-                    watched, stored.image, method, target=target, seed=seed, max_passes=max_passes, on_map=preview
-                )
-        except PatchlensError as exc:  # one method failing (say, white-box on a black box) keeps the others
+                exps = run.explain()
+        except PatchlensError as exc:  # one method failing keeps the others
             summaries.append({"method": method.name, "error": str(exc)})
             continue
         if not exps:  # present, and no label present: said so, not an error
@@ -335,7 +340,9 @@ def run_explanations(
         for exp in exps:
             summary = summarize(exp, grid)
             if with_metrics:
-                summary["metrics"] = faithfulness(watched, stored, exp)
+                engine = Engine(run.classifier, description="metrics", hooks=job.hooks(lock))
+                summary["metrics"] = faithfulness(run.classifier, stored, exp, engine)
+                summary["metrics_forward_passes"] = engine.forward_passes
             rid = results.add(StoredResult(exp, image_id, summary))
             summary["id"] = rid
             summaries.append(summary)

@@ -38,6 +38,8 @@ class ScoresWarning(UserWarning):
 class RemoteClassifier(Classifier):
     """Scores from a model behind an HTTP endpoint; see :func:`patchlens.models.remote.load_remote`."""
 
+    runtime = "remote"
+
     def __init__(
         self,
         client: HttpClient,

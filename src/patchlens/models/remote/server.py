@@ -136,12 +136,12 @@ class ModelServer:
             raise RequestError(400, f"input data has {x.size} numbers; shape {shape} needs {n * 3 * h * w}")
         with self._model_lock:
             try:
-                probs = self.classifier(torch.from_numpy(x.reshape(n, 3, h, w)))
+                scores = self.classifier(torch.from_numpy(x.reshape(n, 3, h, w)))
             except PatchlensError as exc:
                 raise RequestError(500, str(exc)) from None
             self.requests += 1
             self.images += n
-        out = probs.detach().cpu().numpy().astype("<f4")
+        out = scores.detach().cpu().numpy().astype("<f4")  # activated as the model declares: probabilities or not
         wanted = request.get("outputs") or [{}]
         binary = bool((request.get("parameters") or {}).get("binary_data_output")) or any(
             (o.get("parameters") or {}).get("binary_data") for o in wanted if isinstance(o, dict)
