@@ -280,8 +280,52 @@ def test_a_store_from_before_a_parameter_existed_resumes_as_what_it_was(tmp_path
                   model=model, progress=False, **RISE)
     assert "estimator" not in json.loads(open_store(tmp_path / "s").manifest.params[0])
     assert open_store(tmp_path / "s").explanation(0).params["estimator"] == "conditional_mean"
-    with pytest.raises(StoreError, match="conditional_mean"):  # today's default would mix two estimators
-        run_batch(str(tmp_path / "src"), str(tmp_path / "s"), model=model, resume=True, progress=False, **RISE)
-    summary = run_batch(str(tmp_path / "src"), str(tmp_path / "s"), model=model, resume=True, progress=False,
-                        estimator="conditional_mean", **RISE)
+    with pytest.raises(StoreError, match="conditional_mean"):  # asking for today's default would mix two estimators
+        run_batch(str(tmp_path / "src"), str(tmp_path / "s"), model=model, resume=True, progress=False,
+                  estimator="control_variates", **RISE)
+    # left out, the estimator is the one the run started with (its request), not today's default
+    summary = run_batch(str(tmp_path / "src"), str(tmp_path / "s"), model=model, resume=True, progress=False, **RISE)
     assert (summary.done, summary.skipped) == (2, 1)
+    assert {json.loads(p).get("estimator") for p in open_store(tmp_path / "s").manifest.params} == {None, "conditional_mean"}
+
+
+def test_resume_after_a_kill_before_the_first_part_repeats_the_runs_parameters(tmp_path: Path, tiny_spec: str, capsys) -> None:
+    """Killed before any part was written, the store held no rows, and --resume took today's defaults."""
+    make_images(tmp_path / "src", 2)
+    store = tmp_path / "s"
+    # a run that started and wrote nothing yet: only its request, as after a kill -9 before the first part
+    run_batch([], str(store), model=tiny_spec, method="rise", seed=3, n_masks=40, grid=3, converge=0.0, progress=False)
+    cmd = ["batch", str(tmp_path / "src"), "--out", str(store), "--model", tiny_spec, "--quiet", "--resume"]
+    assert main([*cmd, "--n-masks", "50"]) == 2  # a real conflict is refused, in one line
+    assert "started with n_masks=40; other parameters (n_masks=50)" in capsys.readouterr().err
+    assert main([*cmd, "--n-masks", "40"]) == 0  # the same value again is no conflict; --method and --seed come from the store
+    m = open_store(store).manifest
+    params = json.loads(m.params[0])
+    assert m.method[0] == "rise" and (params["n_masks"], params["grid"], params["converge"]) == (40, 3, 0.0)
+    assert list(m.seed) == [3, 3]
+
+
+def test_folders_that_are_no_class_are_named_before_the_run(tmp_path: Path, capsys) -> None:
+    for name in ("1", "dog", "dgo", "misc"):
+        make_images(tmp_path / "tree" / name, 2 if name != "misc" else 3, seed=len(name))
+    model = patchlens.load_model(tiny_model(), input_size=32, labels=["ant", "bee", "cat", "dog", "eel"])
+    s = run_batch(str(tmp_path / "tree"), str(tmp_path / "s"), model=model, target="label", progress=False, **RISE)
+    err = capsys.readouterr().err
+    assert "2 of 4 labels (ImageFolder folders) are not classes of" in err
+    assert "'misc' (3 images), 'dgo' (2 images)" in err and (s.done, s.failed) == (4, 5)
+
+
+def test_the_failure_summary_groups_the_first_reasons(tmp_path: Path, tiny_spec: str, capsys) -> None:
+    folder = tmp_path / "src"
+    make_images(folder, 2)
+    for i in range(3):
+        (folder / f"notes{i}.jpg").write_text("not a picture")
+    (folder / "empty.png").write_bytes(b"")
+    cmd = ["batch", str(folder), "--out", str(tmp_path / "s"), "--model", tiny_spec, "--quiet", "--method", "occlusion",
+           "--window", "16", "--stride", "16"]
+    assert main(cmd) == 1
+    err = capsys.readouterr().err
+    lines = [line.strip() for line in err.splitlines()]
+    assert "patchlens: 4 image(s) failed this run; the store's failures by reason:" in lines
+    first = next(i for i, line in enumerate(lines) if line.startswith("3 x "))
+    assert "notes0.jpg" in lines[first] and lines[first + 1].startswith("1 x ") and "empty.png" in lines[first + 1]

@@ -30,7 +30,7 @@ def test_explain_a_real_photo_end_to_end(tmp_path):
     assert result.returncode == 0, result.stderr
     assert "espresso" in result.stdout
     assert "5 passes in" in result.stdout  # 2x2 windows + the unmasked image
-    png, npy, js = (out / f"coffee_occlusion_967_default.{ext}" for ext in ("png", "npy", "json"))
+    png, npy, js = (out / f"coffee_occlusion_967_default_window112_stride112.{ext}" for ext in ("png", "npy", "json"))
     for f in (png, npy, js):
         assert f.exists() and str(f) in result.stdout
     assert np.load(npy).shape == (400, 600)
@@ -96,3 +96,41 @@ def test_installed_console_script():
     if result.returncode == 127 or "not found" in result.stderr:
         pytest.skip("console script not on PATH")
     assert result.stdout.startswith("patchlens ")
+
+
+def test_explain_help_points_up_to_the_method_options_it_shows(capsys):
+    """argparse prints the epilog last: the method options are above it, not "below"."""
+    from patchlens.cli import main
+
+    with pytest.raises(SystemExit):
+        main(["explain", "--method", "occlusion", "--help"])
+    out = capsys.readouterr().out
+    assert out.index("occlusion options:") < out.index("the 'occlusion options' above are those of --method occlusion")
+    assert "below" not in out and "'patchlens explain --method NAME --help' shows another's" in out
+
+
+def test_runs_with_other_parameters_write_other_files(tmp_path, capsys):
+    """Output names carry what was chosen, so a rerun with another window or seed does not overwrite the first."""
+    from patchlens.cli import main
+
+    out = tmp_path / "out"
+    base = ["explain", "example:coffee", "--out", str(out), "--quiet"]
+    assert main([*base, "--method", "occlusion", "--window", "112", "--stride", "112"]) == 0
+    assert main([*base, "--method", "occlusion", "--window", "56", "--stride", "112"]) == 0
+    assert main([*base, "--method", "occlusion", "--window", "56", "--stride", "112"]) == 0  # the same run: the same files
+    assert main([*base, "--method", "rise", "--n-masks", "20", "--seed", "4"]) == 0
+    names = sorted(p.stem for p in out.glob("*.json"))
+    assert names == ["example_coffee_occlusion_967_default_window112_stride112",
+                     "example_coffee_occlusion_967_default_window56_stride112",
+                     "example_coffee_rise_967_default_n_masks20_seed4"], names
+    assert main([*base, "--method", "gradient"]) == 0  # defaults only: the plain name
+    assert (out / "example_coffee_gradient_967_default.json").exists()
+
+
+def test_the_run_header_says_torch_runs_a_gradient_method(tmp_path, capsys):
+    from patchlens.cli import main
+
+    assert main(["explain", "example:coffee", "--method", "gradient", "--out", str(tmp_path)]) == 0
+    header = capsys.readouterr().out.splitlines()[0]
+    assert header.startswith("gradient on default (cpu, ") and ("torch for the rest" in header or "cpu, torch)" in header)
+    assert not header.endswith("onnxruntime): 2 forward passes per image")

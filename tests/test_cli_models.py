@@ -30,7 +30,7 @@ def test_a_timm_model_with_random_weights_runs_offline_from_the_cli(tmp_path, mo
     Image.open(example_path("chelsea")).resize((64, 48)).save(photo)
     args = ["explain", str(photo), "--model", "timm:test_resnet", *FAST, "--out", str(tmp_path / "out")]
     assert main([*args, "--no-pretrained", "--window", "80", "--stride", "80"]) == 0, capsys.readouterr().err
-    record = json.loads(next((tmp_path / "out").glob("cat_occlusion_*_test_resnet.json")).read_text())
+    record = json.loads(next((tmp_path / "out").glob("cat_occlusion_*_test_resnet_window80_stride80.json")).read_text())
     assert record["model"] == "timm:test_resnet"
     # without --no-pretrained the weights are needed: one line that says how to do without them
     assert main(args) == 2
@@ -99,3 +99,31 @@ def test_models_lists_the_classes_of_a_model(capsys):
     assert main(["models", "default", "--classes"]) == 0
     lines = capsys.readouterr().out.splitlines()
     assert lines[0].startswith("default: 1000 classes") and lines[1 + 967].split(None, 1) == ["967", "espresso"]
+
+
+def test_random_weights_are_drawn_from_the_seed(tmp_path, monkeypatch, capsys):
+    """Two --no-pretrained --seed 0 runs give one model (identical maps, one cached export); --seed 1 another."""
+    pytest.importorskip("timm")
+    monkeypatch.setenv("PATCHLENS_CACHE", str(tmp_path / "cache"))
+    photo = tmp_path / "cat.png"
+    Image.open(example_path("chelsea")).resize((64, 48)).save(photo)
+    maps = []
+    for run, seed in enumerate(["0", "0", "1"]):
+        out = tmp_path / f"out{run}"
+        args = ["explain", str(photo), "--model", "timm:test_resnet", "--no-pretrained", "--seed", seed, *FAST, "--out", str(out)]
+        assert main(args) == 0, capsys.readouterr().err
+        maps.append(np.load(next(out.glob("*.npy"))))
+    assert np.array_equal(maps[0], maps[1])
+    assert not np.allclose(maps[0], maps[2])  # another seed, other weights
+    assert len(list((tmp_path / "cache" / "onnx").glob("*.onnx"))) == 2  # one export per set of weights, not per run
+
+
+def test_random_weights_leave_the_callers_random_state_alone():
+    pytest.importorskip("timm")
+    from patchlens import load_model
+
+    state = torch.random.get_rng_state()
+    a = load_model("timm:test_resnet", pretrained=False, runtime="torch", seed=3).module
+    assert torch.equal(torch.random.get_rng_state(), state)
+    b = load_model("timm:test_resnet", pretrained=False, runtime="torch", seed=3).module
+    assert all(torch.equal(x, y) for x, y in zip(a.state_dict().values(), b.state_dict().values()))

@@ -44,8 +44,7 @@ def test_compare_ranks_methods_and_writes_the_report(tmp_path):
     data = json.loads(paths["json"].read_text())
     assert len(data["rows"]) == 8 and len(data["curves"][0]["deletion"]["x"]) == 9
     grid = Image.open(paths["overlays"])
-    cell_w = grid.width // 4
-    assert cell_w == 320 and grid.height > cell_w  # 2 methods and 2 baselines across, 2 images down
+    assert grid.width == 150 + 4 * 320 and grid.height > 2 * 200  # image names, then 2 methods and 2 baselines across; 2 images down
 
 
 def _table(rows):

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import pytest
+
 import patchlens
-from conftest import prepared_cost
+from conftest import planted_classifier, prepared_cost
 from patchlens.methods import registry
 from patchlens.models.default import INPUT_SIZE
 
@@ -18,3 +20,62 @@ def test_every_black_box_default_costs_about_rise_default_or_less():
     for name, method in methods.items():
         passes = prepared_cost(model, "example:coffee", method)
         assert passes is not None and passes <= 1.1 * rise, (name, passes, rise)
+
+
+# -- one default per front-end, shown where it is used (issue 27, point 4) -------------------------
+
+
+def _shown_default(help_text: str, flag: str) -> str:
+    import re
+
+    block = help_text[help_text.index(f"\n  {flag} FLOAT"):]
+    return re.search(r"\[default: ([^\]]+)\]", " ".join(block.split())).group(1)
+
+
+@pytest.mark.parametrize("command", ["explain", "batch", "compare"])
+def test_each_command_shows_the_converge_default_it_uses(command, capsys):
+    import argparse
+
+    from patchlens.cli import build_parser
+    from patchlens.cli._options import method_params
+    from patchlens.methods import get_method
+
+    argv = [command, "x.jpg", "--method", "rise"] if command != "compare" else [command, "x.jpg", "--methods", "rise"]
+    parser = build_parser(argv)
+    with pytest.raises(SystemExit):
+        parser.parse_args([*argv[:1], "--help", *argv[2:]])
+    shown = _shown_default(capsys.readouterr().out, "--converge")
+    used = method_params(argparse.Namespace(), get_method("rise"), command).get("converge", get_method("rise")().converge)
+    assert float(shown) == used
+    assert used == (0.0 if command == "compare" else 0.99)
+
+
+def test_the_methods_listing_gives_each_front_ends_converge_default(capsys):
+    from patchlens.cli import main
+
+    assert main(["methods"]) == 0
+    line = next(x for x in capsys.readouterr().out.splitlines() if x.strip().startswith("--converge"))
+    assert "0.0 (python, compare), 0.99 (explain, batch, web)" in line
+
+
+def test_the_web_form_gets_the_web_default_and_an_untouched_form_stops_adaptively():
+    """The page pre-filled RISE's converge with the Python default, 0, and sent it: adaptive stopping was off."""
+    pytest.importorskip("fastapi")
+    from fastapi.testclient import TestClient
+
+    from patchlens.web import create_app
+
+    clf = planted_classifier()
+    with TestClient(create_app(clf), base_url="http://127.0.0.1") as client:
+        info = client.get("/api/info").json()
+    rise = {p["name"]: p for p in info["methods"]["rise"]["parameters"]}
+    assert rise["converge"]["default"] == 0.99 and rise["converge"]["defaults"]["python"] == 0.0
+    import threading
+
+    from patchlens.web import WebConfig
+    from patchlens.web.state import build_requests
+
+    form = {p["name"]: p["default"] for p in rise.values()}  # what the page sends when nothing is changed
+    for sent in (form, {}):
+        (request,) = build_requests([("rise", sent)], clf, WebConfig(), "top1", 0, threading.RLock())
+        assert request.method.converge == 0.99

@@ -74,7 +74,7 @@ def test_rise_masks_match_per_mask_reference():
     src = RiseMasks(20, 5, 0.5, 23, 31, g, torch.device("cpu"))
     got = src.masks(0, 20)[:, 0]
     for i in range(20):
-        ref = rise_mask_reference(src.grids[i, 0], int(src.dy[i]), int(src.dx[i]), (src.cell_h, src.cell_w), (23, 31))
+        ref = rise_mask_reference(src.grids[i, 0].float(), int(src.dy[i]), int(src.dx[i]), (src.cell_h, src.cell_w), (23, 31))
         assert torch.allclose(got[i], ref, atol=1e-6)
     assert float(got.min()) >= 0 and float(got.max()) <= 1
 

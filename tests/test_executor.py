@@ -192,10 +192,11 @@ def test_the_command_line_and_web_default_to_adaptive_and_say_so(capsys):
     from patchlens.methods._sampling import INTERACTIVE_CONVERGE, stopping_rule
 
     rise = patchlens.methods.registry()["rise"]
-    assert method_params(argparse.Namespace(method__n_masks=500), rise) == {"n_masks": 500, "converge": INTERACTIVE_CONVERGE}
-    assert method_params(argparse.Namespace(method__converge=0.0), rise) == {"converge": 0.0}  # a fixed count on request
-    assert method_params(argparse.Namespace(), rise, adaptive=False) == {}
-    assert method_params(argparse.Namespace(), patchlens.methods.registry()["occlusion"]) == {}  # not a sampling method
+    ns = argparse.Namespace
+    assert method_params(ns(method__n_masks=500), rise, "explain") == {"n_masks": 500, "converge": INTERACTIVE_CONVERGE}
+    assert method_params(ns(method__converge=0.0), rise, "explain") == {"converge": 0.0}  # a fixed count on request
+    assert method_params(ns(), rise, "compare") == {}
+    assert method_params(ns(), patchlens.methods.registry()["occlusion"], "explain") == {}  # not a sampling method
     assert "stops once" in stopping_rule(make_method("rise", converge=0.99))
     assert stopping_rule(make_method("rise")) == "fixed count: every sample is scored"
     assert stopping_rule(make_method("occlusion")) is None

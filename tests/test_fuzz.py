@@ -1,4 +1,4 @@
-"""Issue 13: generated hostile inputs give patchlens errors only, in bounded memory and time.
+"""Issues 13 and 26: generated hostile inputs give patchlens errors only, in bounded memory and time.
 
 Hypothesis draws arrays, tensors, files and callables; each must either work or
 raise a :class:`PatchlensError` with a one-line message. Memory is measured per
@@ -9,13 +9,16 @@ per-example deadline. The whole file runs in well under a minute.
 from __future__ import annotations
 
 import io
+import math
+import os
 import tracemalloc
 from datetime import timedelta
+from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
-from PIL import Image
+from PIL import Image, features
 
 hypothesis = pytest.importorskip("hypothesis")
 from hypothesis import HealthCheck, given, settings  # noqa: E402
@@ -88,10 +91,16 @@ TENSOR_DTYPES = st.sampled_from([torch.float32, torch.float16, torch.bfloat16, t
 
 
 @FUZZ
-@given(arrays(), TENSOR_DTYPES, st.sampled_from(["dense", "sparse", "transposed", "meta", "batched"]))
+@given(arrays(), TENSOR_DTYPES, st.sampled_from(["dense", "sparse", "transposed", "meta", "batched", "nested", "csr", "quantized"]))
 def test_tensors(arr, dtype, layout):
     def make() -> torch.Tensor:
         t = torch.from_numpy(np.ascontiguousarray(arr.real if np.iscomplexobj(arr) else arr).astype(np.float32)).to(dtype)
+        if layout == "nested":  # issue 26: its .shape raised torch's internal error
+            return torch.nested.nested_tensor([t, t[..., :1]] if t.ndim else [t, t])
+        if layout == "csr" and t.ndim == 2:
+            return t.to_sparse_csr()
+        if layout == "quantized" and t.is_floating_point():
+            return torch.quantize_per_tensor(t.float(), 0.01, 0, torch.quint8)
         if layout == "sparse" and t.ndim >= 1 and dtype not in (torch.float8_e4m3fn,):
             return t.to_sparse()
         if layout == "transposed" and t.ndim >= 2:
@@ -116,15 +125,22 @@ def _file_bytes(kind: str, shape: tuple[int, int], mode: str) -> bytes:
     return buf.getvalue()
 
 
-@settings(FUZZ, max_examples=40)
+#: issue 26: decoders whose plugins raise what Pillow's own do not (AVIF: RuntimeError), and WebP's scaled decode
+FORMATS = ["PNG", "JPEG", "TIFF", "GIF", "BMP", "WEBP"] + (["AVIF"] if features.check("avif") else [])
+#: issue 26: a file name that is not UTF-8 must not stop anything that names the file
+NAMES = st.sampled_from([b"f", b"caf\xe9", b"<!--<script>"])
+
+
+@settings(FUZZ, max_examples=60)
 @given(
-    st.sampled_from(["PNG", "JPEG", "TIFF", "GIF", "BMP"]),
+    st.sampled_from(FORMATS),
     st.tuples(st.sampled_from([1, 2, 7, 64]), st.sampled_from([1, 3, 64, 5000, 70_000])),
     st.sampled_from(["RGB", "L", "1", "P", "RGBA", "I;16", "I", "F", "LA", "CMYK"]),
     st.sampled_from(["whole", "truncated", "flipped", "garbage", "empty"]),
     st.integers(0, 2**16),
+    NAMES,
 )
-def test_files(tmp_path_factory, kind, shape, mode, damage, where):
+def test_files(tmp_path_factory, kind, shape, mode, damage, where, stem):
     try:
         data = _file_bytes(kind, shape, mode)
     except Exception:  # Pillow cannot write this mode, or this size, in this format
@@ -138,9 +154,16 @@ def test_files(tmp_path_factory, kind, shape, mode, damage, where):
         data = data[:8] + np.random.default_rng(where).bytes(64)
     elif damage == "empty":
         data = b""
-    path = tmp_path_factory.mktemp("fuzz") / f"f.{kind.lower()}"
-    path.write_bytes(data)
-    only_patchlens_errors(lambda: load_image(path))
+    folder = tmp_path_factory.mktemp("fuzz")
+    path = Path(os.fsdecode(os.path.join(os.fsencode(folder), stem + b"." + kind.lower().encode())))
+    try:
+        path.write_bytes(data)
+    except OSError:  # a file system that refuses the name: the name is not what is under test then
+        path = folder / f"f.{kind.lower()}"
+        path.write_bytes(data)
+    loaded = only_patchlens_errors(lambda: load_image(path))
+    if loaded is not None:
+        loaded.name.encode("utf-8")  # printable, whatever the file system's bytes
     try:
         lazy = Image.open(path)  # the header only: a user's lazily opened image
     except Exception:  # Pillow refuses it outright: nothing to hand patchlens
@@ -193,5 +216,38 @@ def test_callables(behaviour, classes, as_numpy):
     model = patchlens.load_model(fn, input_size=16, numpy=as_numpy)
     image = np.random.default_rng(0).integers(0, 256, (16, 16, 3), dtype=np.uint8)
     exp = only_patchlens_errors(lambda: patchlens.explain(model, image, "occlusion", window=8, stride=8))
+    if exp is not None:
+        assert np.isfinite(exp.saliency).all()
+
+
+#: issue 26: NaN, infinities, huge and negative values for every numeric parameter of every method
+NUMBERS = st.one_of(st.floats(allow_nan=True, allow_infinity=True), st.integers(-(2**70), 2**70),
+                    st.sampled_from([math.nan, math.inf, -math.inf, 0, -1, 2**31, 2**63, 10**9]))
+
+
+@settings(FUZZ, max_examples=200)
+@given(st.data())
+def test_method_parameters(data):
+    from patchlens.methods import make_method, registry
+
+    name = data.draw(st.sampled_from(sorted(registry())))
+    numeric = [p for p in registry()[name].parameters() if p.type in (int, float)]
+    if not numeric:
+        return
+    param = data.draw(st.sampled_from(numeric))
+    value = data.draw(NUMBERS)
+    method = only_patchlens_errors(lambda: make_method(name, **{param.name: value}))
+    if method is not None:  # accepted: then it is a finite number inside the declared range
+        got = getattr(method, param.name)
+        assert math.isfinite(got) and (param.low is None or got >= param.low) and (param.high is None or got <= param.high)
+
+
+@settings(FUZZ, max_examples=30)
+@given(st.one_of(st.integers(-(2**70), 2**70), st.floats(allow_nan=True), st.text(max_size=3), st.booleans(), st.none(),
+                 st.sampled_from([2**63 - 1, 2**63, 2**64, -1])))
+def test_seeds(seed):
+    model = patchlens.load_model(lambda x: torch.stack([x.mean((1, 2, 3)), 1 - x.mean((1, 2, 3))], 1), input_size=8)
+    image = np.full((8, 8, 3), 100, np.uint8)
+    exp = only_patchlens_errors(lambda: patchlens.explain(model, image, "rise", n_masks=4, seed=seed))
     if exp is not None:
         assert np.isfinite(exp.saliency).all()

@@ -77,3 +77,62 @@ def test_a_closed_pipe_ends_the_listing_without_a_traceback() -> None:
     proc.stdout.close()  # before the listing is written: its first write meets a closed pipe
     err = proc.stderr.read().decode()
     assert proc.wait(timeout=120) == 141 and "Traceback" not in err, err
+
+
+@pytest.mark.parametrize("method", ["gradcam", "gradcampp", "layercam", "scorecam"])
+def test_cam_methods_on_a_torchscript_file_are_one_line_naming_what_works(method, photo, tiny_spec, tmp_path, capsys):
+    """A ScriptModule takes no forward hooks: declared as a missing capability, not a RuntimeError mid-run."""
+    assert main(["explain", str(photo), *tiny_spec, "--method", method, "--out", str(tmp_path / "out"), "--quiet"]) == 2
+    err = one_clean_line(capsys.readouterr().err)
+    assert f"{method}: needs layers" in err and "TorchScript module, which takes no forward hooks" in err
+    assert "use one of gradient, gradient_x_input, integrated_gradients" in err and "gradcam," not in err
+    assert not (tmp_path / "out").exists()
+
+
+def test_gradients_still_flow_through_a_torchscript_file(photo, tiny_spec, tmp_path, capsys):
+    assert main(["explain", str(photo), *tiny_spec, "--method", "gradient", "--out", str(tmp_path / "out"), "--quiet"]) == 0
+    assert capsys.readouterr().err == ""  # no failed ONNX export line either: auto keeps a ScriptModule in torch
+    saliency = np.load(next((tmp_path / "out").glob("*.npy")))
+    assert np.isfinite(saliency).all() and saliency.max() > 0
+
+
+# -- run-level mistakes found before any work, spelled as typed (issue 27, point 9) --------------
+
+
+@pytest.fixture
+def no_model(monkeypatch):
+    import patchlens.cli.batch as batch_cli
+    import patchlens.cli.compare as compare_cli
+
+    def refuse(*a, **k):
+        raise AssertionError("the model was loaded before the mistake was found")
+
+    for module in (explain_cli, batch_cli, compare_cli):
+        monkeypatch.setattr(module, "load_cli_model", refuse)
+
+
+@pytest.mark.parametrize("argv, said", [
+    (["explain", "P", "--method", "occlusion", "--n-masks", "10"], "occlusion has no --n-masks (rise has it)"),
+    (["explain", "P", "--method", "occlusion", "--round-size", "10"], "occlusion has no --round-size (kernelshap, lime, rise, sobol have it)"),
+    (["batch", "P", "--out", "S", "--method", "gradient", "--window", "8"], "gradient has no --window (occlusion has it)"),
+    (["compare", "P", "--methods", "occlusion,gradient", "--n-masks", "4"], "occlusion and gradient have no --n-masks (rise has it)"),
+    (["explain", "P", "--method", "risee"], "risee: unknown method (did you mean rise?)"),
+    (["explain", "P", "--method", "rise", "--nmasks", "4"], "--nmasks: not an option of patchlens explain (did you mean --n-masks?)"),
+    (["compare", "P", "--metrics", "deletion,pointing_game"], "pointing_game needs a ground-truth region for each image (a box or a mask); give --regions FILE"),
+])
+def test_run_level_mistakes_are_one_line_before_the_model_is_loaded(argv, said, photo, tmp_path, no_model, capsys):
+    argv = [str(photo) if a == "P" else str(tmp_path / "store") if a == "S" else a for a in argv]
+    assert main([*argv, "--quiet"] if argv[0] != "compare" else argv) == 2
+    assert said in one_clean_line(capsys.readouterr().err)
+
+
+def test_compare_from_python_checks_metric_needs_before_loading_the_model(photo, monkeypatch):
+    import importlib
+
+    from patchlens.errors import MetricError
+
+    compare_module = importlib.import_module("patchlens.metrics.compare")  # the package exports the function by that name
+
+    monkeypatch.setattr(compare_module, "load_model", lambda *a, **k: pytest.fail("model loaded"))
+    with pytest.raises(MetricError, match=r"pointing_game needs a ground-truth region .* give regions=\[...\]"):
+        compare_module.compare("default", [str(photo)], ["occlusion"], ["pointing_game"])

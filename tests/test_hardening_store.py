@@ -110,9 +110,13 @@ def test_a_damaged_compacted_part_loses_no_row(tmp_path, model):
     pd.testing.assert_frame_equal(after, before)  # ... which the compaction kept, hidden, until the next one
     with pytest.raises(StoreError, match="--resume"):
         run(src, out, model)
+    part.rename(part.with_name("elsewhere"))  # the compacted part gone altogether: the same
+    with pytest.warns(StoreWarning, match="elsewhere"):  # ... and the file left in manifest/ is named
+        assert len(open_store(out)) == 4
+    part.with_name("elsewhere").rename(part)
     assert run(src, out, model, resume=True).skipped == 4
-    part.unlink()  # the compacted part gone altogether: the same
-    assert len(open_store(out)) == 4 and not verify_store(out)[0]
+    # issue 26: the resume repaired it (before, the one damaged part stayed DAMAGED for good)
+    assert not verify_store(out)[0] and (part.parent / f".{part.name}.damaged").exists()
 
 
 def test_a_store_with_every_manifest_part_damaged_is_redone_on_resume(tmp_path, model):

@@ -248,7 +248,7 @@ def test_compare_and_evaluate_take_several_targets_per_image(model):
 
 
 def test_old_results_without_an_objective_read_as_a_class():
-    exp = patchlens.Explanation(saliency=np.zeros((2, 2), np.float32), target=3, label="cat", score=0.5, method="x",
+    exp = patchlens.Explanation(saliency=np.array([[0, 1], [0.5, 0.25]], np.float32), target=3, label="cat", score=0.5, method="x",
                                 params={}, seed=None, model="m", forward_passes=1, seconds=0.0)
     assert dict(exp.objective) == {"kind": "class", "index": 3, "label": "cat"}
     assert exp.title == "x: cat (class 3), p = 0.500"

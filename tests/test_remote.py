@@ -59,7 +59,9 @@ def test_rise_map_equals_local_through_503_429_stalls_and_drops():
     assert np.array_equal(got.saliency, want.saliency)
     assert got.score == want.score and got.target == want.target
     assert all(faults.seen[kind] >= 1 for kind in ("503", "429", "drop", "stall")), faults.seen
-    assert remote.client.traffic.retries >= sum(faults.seen[k] for k in ("503", "429", "drop", "stall"))
+    # a drop on a kept-alive connection looks like one the server closed while idle: reconnected at once, not a retry
+    traffic = remote.client.traffic
+    assert traffic.retries + traffic.reconnects >= sum(faults.seen[k] for k in ("503", "429", "drop", "stall"))
     assert 0.05 in waits  # Retry-After honoured
     assert remote.queries == 61  # every image sent once, retries not counted again
 
@@ -70,7 +72,7 @@ def test_budget_stops_cleanly_and_says_how_many(served):
         patchlens.explain(remote, planted_image(), "rise", n_masks=60, seed=0)
     message = str(info.value)
     assert "\n" not in message and served.url in message
-    assert "of max_queries=25 images used" in message and "partial" in message
+    assert "of max_queries=25 are left" in message and "partial" in message
     assert remote.queries <= 25 and served.images == remote.queries
 
 
@@ -151,8 +153,8 @@ def test_nhwc_uint8_layout_read_from_metadata():
         assert remote.input_size == (32, 48)
         x = torch.rand(2, 3, 32, 48)
         remote(x)
-    assert received[0].shape == (2, 32, 48, 3) and received[0].max() <= 255
-    assert np.array_equal(received[0], np.rint(x.permute(0, 2, 3, 1).numpy() * 255))
+    assert received[-1].shape == (2, 32, 48, 3) and received[-1].max() <= 255  # after the probe's grey image
+    assert np.array_equal(received[-1], np.rint(x.permute(0, 2, 3, 1).numpy() * 255))
 
 
 def test_logits_warn_once_and_softmax_on_request():

@@ -79,10 +79,69 @@ def test_a_spent_budget_stops_the_run_and_says_what_is_missing(tmp_path, capsys)
         sent = server.images
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 3 and len(err) == 2, err
-    assert err[0].startswith(f"patchlens: error: {server.url}: query budget spent: 42 of max_queries=60 images used, 32 more needed")
+    # not "spent" while 18 are left: what the next requests need against what remains
+    assert err[0].startswith(f"patchlens: error: {server.url}: query budget too small: the next requests need 32 images, "
+                             "only 18 of max_queries=60 are left (42 used)")
     assert err[0].endswith("the explanation stopped unfinished (partial)")
     assert err[1] == f"patchlens: partial run: 1 of 3 image(s) explained; {images[1]} and those after it were not"
     written = sorted(p.name for p in (tmp_path / "out").glob("*.npy"))
     # 41 for the first photo, 1 for the second's unmasked score; its first batch of 32 masks would pass the budget
     assert len(written) == 1 and written[0].startswith("planted0_rise_1_") and sent == 42  # name: photo, method, class, model
     assert json.loads(next((tmp_path / "out").glob("*.json")).read_text())["forward_passes"] == 41
+
+
+def test_a_server_that_dies_mid_run_leaves_a_partial_map_and_names_the_images_left(tmp_path, capsys):
+    """RISE scores in rounds of 250 masks; the server dies in the second round of the first photo."""
+    images = photos(tmp_path / "in", 3)
+    model = ModelServer(exact_classifier(), port=0, max_batch=8)
+    ok = oip_responder(model)
+    served = {"images": 0}
+
+    def dies_after_270(handler, method, path, body):
+        if path.endswith("/infer"):
+            if served["images"] >= 270:
+                handler.close_connection = True  # gone: every connection dropped without an answer
+                return
+            served["images"] += json.loads(body)["inputs"][0]["shape"][0]
+        ok(handler, method, path, body)
+
+    with FakeServer(dies_after_270, max_requests=400) as server:
+        code = main(["explain", *images, "--model", server.base + "/v2/models/default", "--method", "rise", "--n-masks", "2000",
+                     "--no-binary", "--retries", "1", "--device", "cpu", "--out", str(tmp_path / "out")])
+    captured = capsys.readouterr()
+    err = [line for line in captured.err.splitlines() if line.strip()]
+    assert code == 3, captured.err
+    note = next((line for line in err if line.startswith("patchlens: note:")), str(err))
+    assert f"{images[0]}: partial map from 250 of 2000 samples" in note and "(gave up after 2 tries)" in note
+    assert err[-1] == f"patchlens: partial run: 1 of 3 image(s) explained; {images[1]} and those after it were not"
+    assert "(gave up after 1 try)" in err[-2]  # the second image: asked once, not after another round of back-off
+    record = json.dumps(json.loads(next((tmp_path / "out").glob("*.json")).read_text()))
+    assert '"samples_used": 250' in record and '"runtime": "remote"' in record and '"protocol": "oip-v2"' in record
+    assert len(list((tmp_path / "out").glob("*.npy"))) == 1
+    assert "remote: oip-v2" in captured.out  # the run's header names the protocol, not (cpu, torch)
+
+
+def test_a_scores_warning_is_one_line_in_cli_spelling(tmp_path):
+    """The command line prints patchlens's own warnings as one line, not Python's two with a source line."""
+    import subprocess
+    import sys
+
+    def logits(handler, method, path, body):
+        if path == "/v2/models/m":
+            return send(handler, 200, {"name": "m", "inputs": [{"name": "x", "datatype": "FP32", "shape": [-1, 3, 8, 8]}]})
+        if method == "GET":
+            return send(handler, 404, {"error": "not here"})
+        n = json.loads(body)["inputs"][0]["shape"][0]
+        send(handler, 200, {"outputs": [{"name": "y", "shape": [n, 3], "datatype": "FP32", "data": [[2.0, -1.0, 0.5]] * n}]})
+
+    Image.new("RGB", (8, 8), "gray").save(tmp_path / "a.png")
+    with FakeServer(logits) as server:
+        run = subprocess.run(
+            [sys.executable, "-m", "patchlens", "explain", str(tmp_path / "a.png"), "--model", server.base + "/v2/models/m",
+             "--method", "occlusion", "--window", "4", "--stride", "4", "--no-binary", "--quiet", "--out", str(tmp_path / "out")],
+            capture_output=True, text=True, timeout=120,
+        )
+    warnings = [line for line in run.stderr.splitlines() if "warning" in line.lower()]
+    assert run.returncode == 0, run.stderr
+    assert len(warnings) == 1 and warnings[0].startswith("patchlens: warning: http://127.0.0.1:"), run.stderr
+    assert "pass softmax=True (--softmax, --activation softmax)" in warnings[0] and "warnings.warn" not in run.stderr

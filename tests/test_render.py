@@ -72,3 +72,39 @@ def test_options_are_checked():
         render.overlay(np.zeros((8, 8, 3), np.uint8), np.zeros((8, 8)), cmap="nope")
     with pytest.raises(ValueError, match="value_range"):
         render.scale_for(np.zeros((8, 8)), value_range=(1, 1))
+
+
+# -- maps that would mislead (issue 27, point 5) -------------------------------------------------
+
+
+@pytest.mark.parametrize("lo, hi", [(0.2220, 0.2221), (0.0025, 0.002501), (-3e-5, 3e-5), (0.0, 1.0), (12.0, 1500.0)])
+def test_colour_bar_ends_never_read_the_same(lo, hi):
+    from patchlens.render import tick_labels
+
+    top, bottom = tick_labels(lo, hi)
+    assert top != bottom and float(top) == pytest.approx(hi, rel=1e-3) and float(bottom) == pytest.approx(lo, rel=1e-3, abs=1e-12)
+
+
+def test_a_nearly_constant_map_says_so_in_its_title_and_words():
+    from patchlens import Explanation
+
+    rng = np.random.default_rng(0)
+    flat = (0.222 + 1e-4 * rng.random((32, 32))).astype(np.float32)
+    made = dict(target=1, label="tabby", score=0.5, method="rise", params={}, seed=0, model="m", forward_passes=1, seconds=0.1)
+    exp = Explanation(saliency=flat, **made)
+    assert "[nearly constant (range 5e-04 of its mean)]" in exp.title
+    assert "the map is nearly constant (range 5e-04 of its mean), so its colours exaggerate" in exp.describe()
+    real = Explanation(saliency=rng.random((32, 32)).astype(np.float32), **made)
+    assert real.flatness is None and "nearly constant" not in real.title + real.describe()
+    assert "constant map" in Explanation(saliency=np.zeros((8, 8), np.float32), **made).title
+
+
+def test_the_clipping_note_is_wrapped_not_cut():
+    from PIL import Image, ImageDraw
+
+    from patchlens.render import _font, _wrap
+
+    draw = ImageDraw.Draw(Image.new("RGB", (10, 10)))
+    font = _font(10)
+    lines = _wrap(draw, "99th pct of |map|", 50, font)
+    assert " ".join(lines) == "99th pct of |map|" and len(lines) > 1

@@ -255,6 +255,20 @@ def test_a_mask_of_the_wrong_size_is_a_one_line_note_not_a_crash(tmp_path: Path)
     assert object_mask(12, 10, None, str(tmp_path / "m.png")).all()
 
 
+def _as_an_older_patchlens_wrote_them(store: Path, parts: list[Path]) -> None:
+    """Checksum files for rewritten parts, and store.json, in the form the version before issue 26 wrote."""
+    import hashlib
+    import json
+
+    sums = json.loads((store / "checksums" / "part-000000.json").read_text())
+    for part in parts:
+        written = {k: v for k, v in sums.items() if k not in ("store", "part")}
+        written["manifest"] = hashlib.sha256(part.read_bytes()).hexdigest()
+        (store / "checksums" / f"{part.stem}.json").write_text(json.dumps(written))
+    info = json.loads((store / "store.json").read_text())
+    (store / "store.json").write_text(json.dumps({k: v for k, v in info.items() if k not in ("id", "checksums_from")}))
+
+
 def test_a_store_written_before_the_region_columns_resumes_compacts_and_reports(planted, tmp_path: Path) -> None:
     pq = pytest.importorskip("pyarrow.parquet")
     root, rows = planted
@@ -266,6 +280,7 @@ def test_a_store_written_before_the_region_columns_resumes_compacts_and_reports(
     older = old.drop_columns(["box_x0", "box_y0", "box_x1", "box_y1", "mask_path"])  # as an older patchlens wrote it
     pq.write_table(older, part)
     pq.write_table(older, part.with_name("part-000099.parquet"))  # two old parts: an interrupted old run
+    _as_an_older_patchlens_wrote_them(store, [part, part.with_name("part-000099.parquet")])
     run_batch(items[:2], str(store), model=tag_classifier(), progress=False, resume=True, **OCCLUSION)  # only compacts
     run_batch(items, str(store), model=tag_classifier(), progress=False, resume=True, **OCCLUSION)
     assert len(list((store / "manifest").glob("part-*.parquet"))) == 1  # compacted
@@ -284,3 +299,14 @@ def test_a_common_peak_at_the_centre_says_it_may_be_the_object() -> None:
     assert "may be the object" in centred.sentence and "may be the object" not in corner.sentence
     spread = fixed_position("dog", ["a", "b", "c"], np.array([[0.1, 0.1], [0.9, 0.1], [0.5, 0.9]]), np.ones(3))
     assert not spread.flagged and spread.value == pytest.approx(1 / 3)
+
+
+def test_signal_sentences_count_maps_in_words_that_read_right():
+    import numpy as np
+
+    from patchlens.audit.signals import region_share
+
+    one = region_share("corners", "cat", ["a.png"], np.array([0.6]), 0.17).sentence
+    two = region_share("corners", "cat", ["a.png", "b.png"], np.array([0.6, 0.2]), 0.17).sentence
+    assert "of the one map explained as 'cat'" in one and "1 maps" not in one
+    assert "of the 2 maps explained as 'cat'" in two

@@ -15,7 +15,7 @@ SRC = Path(patchlens.__file__).parent
 #: front-end makes once per run (below the api, which calls them too); api; above the api: metrics (scoring
 #: and comparing explanations); outer: the front-ends.
 LAYERS = {
-    "_version": 0, "errors": 0, "capabilities": 0, "_discovery": 0, "extras": 0, "images": 0, "render": 0,
+    "_version": 0, "errors": 0, "filenames": 0, "webp": 0, "capabilities": 0, "_discovery": 0, "extras": 0, "images": 0, "render": 0,
     "describe": 0, "explanation": 0, "examples": 0, "ranking": 0,
     "models": 1, "objectives": 1,
     "engine": 2,

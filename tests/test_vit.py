@@ -130,6 +130,11 @@ def test_rollout_leaves_the_model_as_it_was_even_after_an_error():
 def test_rollout_through_explain_maps_at_photo_size():
     clf = TorchClassifier(tiny_vit(reg_tokens=2), input_size=SIZE)
     e = patchlens.explain(clf, "example:chelsea", "attention_rollout")
+    # the same map for every class: the result, its title and its words say so, not "the evidence for <class>"
+    other = patchlens.explain(clf, "example:chelsea", "attention_rollout", target=(e.target + 1) % 10)
+    assert np.array_equal(e.saliency, other.saliency) and e.class_agnostic and e.to_dict()["extras"]["class_agnostic"]
+    assert "class-agnostic" in e.title and "class-agnostic: the same for every class" in e.describe()
+    assert not patchlens.explain(clf, "example:chelsea", "occlusion", window=112, stride=112).class_agnostic
     assert e.saliency.shape == (300, 451) and np.isfinite(e.saliency).all()
     assert patchlens.list_methods()["attention_rollout"]["kind"] == "vit"
 

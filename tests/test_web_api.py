@@ -95,7 +95,7 @@ def model_probs(clf: TorchClassifier, pixels: np.ndarray) -> torch.Tensor:
 def test_info_lists_every_registered_method_with_its_parameters(client: TestClient) -> None:
     info = client.get("/api/info").json()
     # generated from the registry, nothing hard-coded; each method says whether this model can run it
-    assert {k: {f: v for f, v in m.items() if f not in ("usable", "reason")} for k, m in info["methods"].items()} == patchlens.list_methods()
+    assert {k: {f: v for f, v in m.items() if f not in ("usable", "reason")} for k, m in info["methods"].items()} == patchlens.list_methods(front_end="web")
     assert info["model"] == {"id": "tiny", "input_size": [SIZE, SIZE], "classes": CLASSES, "white_box": True,
                              "activation": "softmax", "multi_label": False}
     usable = {k: m["usable"] for k, m in info["methods"].items()}
@@ -386,3 +386,34 @@ def test_a_sampling_method_shows_its_map_while_it_forms() -> None:
         assert len(seen) >= 2 and seen == sorted(seen)
 
 
+def test_the_docs_page_loads_nothing_from_another_host(client: TestClient) -> None:
+    """FastAPI's /docs pulls Swagger UI from a CDN and stays blank offline; ours serves the files itself."""
+    pytest.importorskip("swagger_ui_bundle")
+    import re
+
+    page = client.get("/docs")
+    assert page.status_code == 200
+    sources = re.findall(r"""(?:src|href)=["']([^"']+)""", page.text) + re.findall(r"url: ?'([^']+)'", page.text)
+    assert sources and not [s for s in sources if "//" in s], sources  # every script, style and icon from this server
+    for asset in ("/docs-assets/swagger-ui-bundle.js", "/docs-assets/swagger-ui.css"):
+        assert asset in page.text
+        got = client.get(asset)
+        assert got.status_code == 200 and len(got.content) > 10_000
+    assert client.get("/openapi.json").json()["info"]["title"] == "patchlens"
+
+
+def test_job_progress_never_passes_its_stated_total(client: TestClient) -> None:
+    """The faithfulness metrics' passes were counted as the methods' ("635 of 503"); now they are counted apart."""
+    image_id = upload(client, random_pixels(32, 32, seed=9))["id"]
+    methods = [{"name": "occlusion", "params": {"window": 8, "stride": 8}}]
+    job = client.post("/api/jobs", json={"image_id": image_id, "methods": methods, "metrics": True}).json()
+    seen = [job["progress"]]
+    while job["status"] in ("queued", "running"):
+        job = client.get(f"/api/jobs/{job['id']}").json()
+        seen.append(job["progress"])
+        time.sleep(0.01)
+    assert job["status"] == "done"
+    assert all(p["total"] is None or p["done"] <= p["total"] for p in seen), seen
+    final = seen[-1]
+    assert final["done"] == final["total"] == 17  # 16 windows and the unmasked image, as stated before the run
+    assert final["scoring_passes"] > 0 or not job["results"][0].get("metrics")

@@ -27,12 +27,12 @@ from .methods import Job, Method, Prepared, catalogue
 from .models import Classifier, load_model
 from .models.runtime import runtime_record, scoring_threads
 from .objectives import Objective, TargetSpec, names_several, resolve_objective
-from .request import RunRequest, as_method
+from .request import MAX_SEED, RunRequest, as_method, check_seed
 from .validation import validate_run
 
 __all__ = [
     "explain", "explain_one", "prepare_run", "PreparedRun", "list_methods", "load_model", "NothingToExplain",
-    "RunRequest", "Hooks", "as_method", "validate_run",
+    "RunRequest", "Hooks", "as_method", "validate_run", "check_seed", "MAX_SEED",
 ]
 
 #: what :func:`explain` returns for one image: one Explanation, or a list when the target names several classes.
@@ -43,9 +43,14 @@ class NothingToExplain(UserWarning):
     """An image on which the target named nothing (``present`` with no label present): no map was made."""
 
 
-def list_methods() -> dict[str, dict[str, Any]]:
-    """The registered methods: ``{name: {"summary", "kind", "requires", "stochastic", "parameters": [...]}}``."""
-    return catalogue()
+def list_methods(front_end: str = "python") -> dict[str, dict[str, Any]]:
+    """The registered methods: ``{name: {"summary", "kind", "requires", "stochastic", "parameters": [...]}}``.
+
+    Each parameter's ``default`` is what ``front_end`` uses when it is not given ("python": this API;
+    "explain", "batch", "compare", "web"); a parameter whose default differs between front-ends also
+    lists them all under ``defaults``.
+    """
+    return catalogue(front_end)
 
 
 @dataclass
@@ -104,7 +109,9 @@ class PreparedRun:
         runtime = runtime_record(self.classifier, white_box=not scores_only(method))
         out = Explanations()
         for i, rec in enumerate(job.objective.records()):
-            extras = attribution.extras[i] if i < len(attribution.extras) else {}
+            extras = {**(attribution.extras[i] if i < len(attribution.extras) else {}), "runtime": runtime}
+            if not method.target_specific:
+                extras["class_agnostic"] = True
             out.append(
                 Explanation(
                     saliency=maps_np[i],
@@ -119,10 +126,11 @@ class PreparedRun:
                     forward_passes=self.engine.forward_passes,
                     seconds=round(self.engine.seconds, 4),
                     image_name=self.image.name,
-                    extras={**extras, "runtime": runtime},
+                    extras=extras,
                     version=__version__,
                     image=self.image.pixels,
                     score_is_probability=self.classifier.outputs_probabilities,
+                    variant=method.variant(self.request.seed),
                 )
             )
         return out

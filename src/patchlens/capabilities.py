@@ -104,6 +104,8 @@ class _Offering(Protocol):
     @property
     def model_kind(self) -> ModelKind: ...
 
+    def lacks(self, flag: Capability) -> str | None: ...
+
 
 def missing(required: Capability, offered: Capability) -> Capability:
     """The flags of ``required`` that ``offered`` lacks."""
@@ -132,6 +134,5 @@ def check(method: _Requiring, classifier: _Offering, alternatives: Iterable[_Req
     cause = method.instead(lack)  # a parameter value that asks for the capability, and its fix
     what = f" {cause[0]}" if cause else ""
     hint = f"; {cause[1]}" if cause else f"; use one of {', '.join(usable)}" if usable else ""
-    raise MethodError(
-        f"{method.name}:{what} needs {' and '.join(names(lack))}, but {classifier.model_id} {_MISSING[first]}{hint}"
-    )
+    why = classifier.lacks(first) or _MISSING[first]  # the model's own reason, when it knows a better one
+    raise MethodError(f"{method.name}:{what} needs {' and '.join(names(lack))}, but {classifier.model_id} {why}{hint}")

@@ -157,6 +157,11 @@ def describe(explanation: Any) -> str:
     """
     s = np.nan_to_num(np.asarray(explanation.saliency, np.float64))
     head = f"{explanation.method} map for {explanation.named_with_score()}"
+    if getattr(explanation, "class_agnostic", False):
+        head = f"{explanation.method} map (class-agnostic: the same for every class; asked for {explanation.named_with_score()})"
+    note = getattr(explanation, "flatness", None)
+    if note:  # before anything about places: the picture stretches differences this small over every colour
+        head = f"{head}; the map is {note}, so its colours exaggerate tiny differences"
     found, scattered = hot_regions(s)
     neg = -np.minimum(s, 0.0)
     has_against = neg.max() > 0.05 * max(float(s.max()), 1e-12) and neg.max() > 0

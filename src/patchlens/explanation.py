@@ -104,6 +104,9 @@ class Explanation:
     image: np.ndarray | None = field(default=None, repr=False, compare=False)
     score_is_probability: bool = True  # False when the model's outputs are raw scores (logits), not probabilities
     objective: dict[str, Any] = field(default_factory=dict)
+    #: the parameters and seed a front-end did not choose by default, in a few characters ("n_masks2000_seed3"),
+    #: for file names: runs with other parameters do not overwrite each other's files
+    variant: str = field(default="", compare=False)
 
     def __post_init__(self) -> None:
         if not isinstance(self.params, FrozenParams):
@@ -142,8 +145,23 @@ class Explanation:
 
     @property
     def title(self) -> str:
+        """One line for the picture: method, class and score, and what a reader must know before trusting the colours."""
         partial = " [partial]" if self.partial else ""
-        return f"{self.method}{partial}: {self.named}, {'p' if self.score_is_probability else 'score'} = {self.score:.3f}"
+        agnostic = "class-agnostic map; " if self.class_agnostic else ""
+        note = self.flatness
+        flat = f" [{note}]" if note else ""
+        word = "p" if self.score_is_probability else "score"
+        return f"{self.method}{partial}: {agnostic}{self.named}, {word} = {self.score:.3f}{flat}"
+
+    @property
+    def class_agnostic(self) -> bool:
+        """Whether the method made the same map whatever class was asked for (attention rollout)."""
+        return bool(self.extras.get("class_agnostic"))
+
+    @property
+    def flatness(self) -> str | None:
+        """"nearly constant (range 4e-04 of its mean)" when the map's colours would exaggerate it (see render)."""
+        return render.flatness_note(self.saliency)
 
     @property
     def partial(self) -> dict[str, Any] | None:
@@ -171,7 +189,8 @@ class Explanation:
 
     def default_stem(self) -> str:
         name = Path(self.image_name).stem if self.image_name and not self.image_name.startswith("<") else "image"
-        return _stem(f"{name}_{self.method}_{self.target}_{short_model_id(self.model)}")
+        variant = f"_{self.variant}" if self.variant else ""
+        return _stem(f"{name}_{self.method}_{self.target}_{short_model_id(self.model)}{variant}")
 
     def save(self, directory: str | Path, stem: str | None = None) -> dict[str, Path]:
         """Write ``<stem>.png`` (overlay), ``<stem>.npy`` (raw map) and ``<stem>.json``; returns the paths."""

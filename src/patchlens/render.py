@@ -101,6 +101,28 @@ def scale_for(
     return Scale(lo, hi, False, hi < top, note)
 
 
+#: a map whose values span less than this share of its mean level is drawn with a note: its colours
+#: stretch differences that are noise-sized next to the values themselves
+NEARLY_CONSTANT = 1e-3
+
+
+def flatness_note(saliency: np.ndarray) -> str | None:
+    """"nearly constant (range 1e-04 of its mean)" for a map whose colours would exaggerate it; else None.
+
+    The colour scale stretches any map over the full colour range, so a map that
+    varies by 1e-4 around 0.2 looked as structured as a real one.
+    """
+    s = np.nan_to_num(np.asarray(saliency, np.float64))
+    if s.size == 0:
+        return None
+    spread, level = float(s.max() - s.min()), abs(float(s.mean()))
+    if spread == 0:
+        return "constant map (no evidence anywhere)"
+    if level > 0 and spread < NEARLY_CONSTANT * level:
+        return f"nearly constant (range {spread / level:.0e} of its mean)"
+    return None
+
+
 def normalise(
     saliency: np.ndarray, clip_percentile: float | None = 99.0, value_range: tuple[float, float] | None = None
 ) -> tuple[np.ndarray, bool, float, float]:
@@ -210,19 +232,44 @@ def overlay(
         draw.rectangle((x0, y0, x1 - 1, y1 - 1), outline="black")
         font = _font(small)
         label_w = bar_w - (x1 - w) - 4
-        top = (">" if sc.clipped else "") + _fmt(sc.hi)
-        bottom = ("<" if sc.clipped and (sc.signed or value_range is not None) else "") + _fmt(sc.lo)
+        hi_text, lo_text = tick_labels(sc.lo, sc.hi)
+        top = (">" if sc.clipped else "") + hi_text
+        bottom = ("<" if sc.clipped and (sc.signed or value_range is not None) else "") + lo_text
         for text, y in ((top, y0 - small // 2), (bottom, y1 - small // 2)):
             text, f = _fit(draw, text, label_w, small)
             draw.text((x1 + 2, y), text, fill="black", font=f)
         if sc.signed:
             draw.text((x1 + 2, (y0 + y1) // 2 - small // 2), "0", fill="black", font=font)
         if sc.clipped:
-            # say where the scale was cut, under the top label, so a saturated colour is not read as the maximum
-            note, f = _fit(draw, sc.note, label_w, max(10, small * 4 // 5))
-            draw.text((x1 + 2, y0 + small), note, fill=(90, 90, 90), font=f)
+            # say where the scale was cut, under the top label, so a saturated colour is not read as the maximum;
+            # wrapped to the bar's width rather than cut ("99th pct of |m...")
+            f = _font(max(10, small * 4 // 5))
+            for i, line in enumerate(_wrap(draw, sc.note, label_w, f)):
+                draw.text((x1 + 2, y0 + small + i * (small * 4 // 5 + 2)), line, fill=(90, 90, 90), font=f)
     return canvas
 
 
-def _fmt(v: float) -> str:
-    return f"{v:.2g}" if v != 0 and (abs(v) < 0.01 or abs(v) >= 1000) else f"{v:.3f}"
+def _wrap(draw: ImageDraw.ImageDraw, text: str, width: int, font: Font) -> list[str]:
+    lines: list[str] = []
+    for word in text.split():
+        if lines and draw.textlength(f"{lines[-1]} {word}", font=font) <= width:
+            lines[-1] += f" {word}"
+        else:
+            lines.append(word)
+    return lines
+
+
+def _fmt(v: float, digits: int = 3) -> str:
+    return f"{v:.{digits - 1}g}" if v != 0 and (abs(v) < 0.01 or abs(v) >= 1000) else f"{v:.{digits}f}"
+
+
+def tick_labels(lo: float, hi: float) -> tuple[str, str]:
+    """The colour bar's two end labels, with as many digits as it takes to tell them apart (up to 7).
+
+    Three digits read 0.222 at both ends of a map that varies by 1e-4 around 0.222.
+    """
+    for digits in range(3, 8):
+        top, bottom = _fmt(hi, digits), _fmt(lo, digits)
+        if top != bottom or hi == lo:
+            return top, bottom
+    return f"{hi:.7g}", f"{lo:.7g}"

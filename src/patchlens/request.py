@@ -12,12 +12,29 @@ lock) is not part of the request: that is :class:`patchlens.engine.Hooks`.
 
 from __future__ import annotations
 
+import operator
 from dataclasses import dataclass, replace
 from typing import Any
 
 from .errors import MethodError
 from .methods import Method, make_method
 from .objectives import TargetSpec
+
+#: Seeds are whole numbers from 0 to 2**63 - 1: torch takes 64 bits, the batch store's seed column is int64.
+MAX_SEED = 2**63 - 1
+
+
+def check_seed(seed: Any) -> int | None:
+    """``seed`` as an int (None stays None), or a one-line MethodError naming it."""
+    if seed is None:
+        return None
+    try:
+        value = operator.index(seed)  # ints and numpy ints; not floats, bools count as ints
+    except TypeError:
+        raise MethodError(f"seed={seed!r}: must be a whole number from 0 to 2**63 - 1") from None
+    if isinstance(seed, bool) or not 0 <= value <= MAX_SEED:
+        raise MethodError(f"seed={seed!r}: must be a whole number from 0 to 2**63 - 1")
+    return value
 
 
 def as_method(method: str | Method, params: dict[str, Any] | None = None) -> Method:
@@ -60,8 +77,7 @@ class RunRequest:
             value = getattr(self, name)
             if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
                 raise MethodError(f"{name}={value!r}: must be a whole number of at least 1 (or None)")
-        if self.seed is not None and (isinstance(self.seed, bool) or not isinstance(self.seed, int)):
-            raise MethodError(f"seed={self.seed!r}: must be a whole number (or None)")
+        object.__setattr__(self, "seed", check_seed(self.seed))
 
     @classmethod
     def of(cls, method: str | Method, params: dict[str, Any] | None = None, **options: Any) -> RunRequest:

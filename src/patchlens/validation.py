@@ -16,13 +16,14 @@ from __future__ import annotations
 
 import contextlib
 import difflib
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 import torch
 
 from . import capabilities
 from .engine import Engine, Hooks
-from .errors import MethodError
+from .errors import MethodError, MetricError
 from .methods import LayerMethod, Method, registry
 from .models.classifier import Classifier
 from .models.layers import LayerReader, as_feature_map, parse_layer, token_layout
@@ -149,3 +150,37 @@ def check_target(classifier: Classifier, target: TargetSpec, *, true_labels: boo
     """``target`` names targets of the model on any image: parsed and resolved by the same code that
     resolves each image's targets (:mod:`patchlens.objectives`), without the image's scores."""
     check_targets(target, classifier, true_labels=true_labels)
+
+
+# -- options and metrics against the run ---------------------------------------------
+
+
+def check_method_options(
+    chosen: Sequence[type[Method]], given: Iterable[str], spell: Callable[[str], str] = str
+) -> None:
+    """Parameters given that none of the ``chosen`` methods takes: one error naming the methods that do.
+
+    ``spell`` writes a parameter's name as the user typed it (``--n-masks`` on the command line).
+    Found before the model is loaded, not as a usage message or an error after the work.
+    """
+    takes = {p.name for cls in chosen for p in cls.parameters()}
+    for name in given:
+        if name in takes:
+            continue
+        takers = [n for n, cls in registry().items() if any(p.name == name for p in cls.parameters())]
+        who = " and ".join(cls.name for cls in chosen) or "the method"
+        verb = "has" if len(chosen) == 1 else "have"
+        elsewhere = f" ({', '.join(takers)} {'has' if len(takers) == 1 else 'have'} it)" if takers else ""
+        raise MethodError(f"{who} {verb} no {spell(name)}{elsewhere}")
+
+
+def check_metric_needs(metrics: Sequence[Any], *, regions: bool, how: str = "regions=...") -> None:
+    """Metrics that need a ground-truth region per image when none are given: one error before any map is made.
+
+    ``metrics``: :class:`~patchlens.metrics.base.Metric` values; ``how`` says how
+    this front-end gives regions (``--regions FILE`` on the command line).
+    """
+    needing = [m.name for m in metrics if m.needs_region]
+    if needing and not regions:
+        verb = "needs" if len(needing) == 1 else "need"
+        raise MetricError(f"{', '.join(needing)} {verb} a ground-truth region for each image (a box or a mask); give {how}")

@@ -134,7 +134,7 @@ def _run(f: Findings) -> str:
             ("parameters", json.dumps(r.params, sort_keys=True)), ("target requested", r.request),
             ("seed", "none (the method is deterministic)" if r.seed is None else str(r.seed)),
             ("images", f"{r.images}: {r.done} explained, {r.failed} failed"),
-            ("forward passes", f"{r.forward_passes:,}"), ("model time", f"{r.seconds:.1f} s"),
+            ("forward passes", f"{r.forward_passes:,}"), ("time per image, added up", f"{r.seconds:.1f} s (images explained at once overlap, so this exceeds the run's wall time)"),
             ("metrics in the store", ", ".join(r.metrics) or "none"), ("made with", f"patchlens {r.patchlens_version}")]
     if r.other_runs:
         rows.append(("other runs in the store (not in this report)", "; ".join(r.other_runs)))
@@ -180,7 +180,9 @@ def _images(f: Findings, pictured: set[int]) -> str:
              "worst": ", ".join(KINDS[k] for k in m.flags), "flags": flags[m.label], "pic": m.id in pictured}
             for m in f.images]
     data = json.dumps({"columns": [[k, n] for _, k, n in IMAGE_COLUMNS], "rows": rows}, separators=(",", ":"))
-    data = data.replace("</", "<\\/")  # a path with "</script>" in it must not end the script element
+    # every "<" as \u003c: "</script>" in a path would end the element, and "<!--<script" would make the
+    # parser swallow the rest of the page, the page's own script with it (issue 26)
+    data = data.replace("<", "\\u003c")
     head = "".join(f'<th class="{"n" if n else ""}" data-key="{k}">{escape(h)}</th>' for h, k, n in IMAGE_COLUMNS)
     return (f'<table id="image-table"><thead><tr>{head}</tr></thead><tbody></tbody></table>'
             '<p><button type="button" id="more" hidden>show more</button> <span class="muted" id="shown"></span></p>'

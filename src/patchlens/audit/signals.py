@@ -148,6 +148,11 @@ def fixed_position(label: str, paths: Sequence[str], peaks: np.ndarray, scores: 
                   where, tier=tier)
 
 
+def _maps(n: int) -> str:
+    """"the 12 maps", "the one map": the sentence reads right for any count."""
+    return "the one map" if n == 1 else f"the {n} maps"
+
+
 def region_share(kind: str, label: str, paths: Sequence[str], shares: np.ndarray, chance: float) -> Signal:
     """Mean share of top evidence in the corners or on the border, against the region's share of the image."""
     threshold, region = {
@@ -157,7 +162,7 @@ def region_share(kind: str, label: str, paths: Sequence[str], shares: np.ndarray
     value = float(np.mean(shares))
     flagged = value >= threshold
     sentence = (
-        f"On average {value:.0%} of the top {TOP_FRACTION:.0%} evidence of the {len(paths)} maps explained as "
+        f"On average {value:.0%} of the top {TOP_FRACTION:.0%} evidence of {_maps(len(paths))} explained as "
         f"'{label}' lies in {region}, which covers {chance:.0%} of the image; flagged at {threshold:.0%} or more."
     )
     worst = [paths[i] for i in np.argsort(-shares, kind="stable")[:WORST]] if flagged else []

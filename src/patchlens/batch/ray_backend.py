@@ -8,7 +8,7 @@ GPU (``num_gpus=1``); otherwise ``workers`` CPU actors, each with
 ``cpus_per_worker`` torch threads. Image paths must be readable by every node
 (a shared filesystem). Only the driver writes the store, so the store's
 atomic-part guarantees hold unchanged; the driver receives each finished
-image's rows and float16 map and writes them as the local backend does.
+image's rows and map and writes them as the local backend does.
 
 The work itself is :func:`patchlens.batch.work.explain_loaded`, the same
 function the local backend runs, with the same per-image seed, so the same
@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Iterator, Sequence
 
@@ -57,22 +58,25 @@ class Explainer:
         self.pool = ThreadPoolExecutor(max_workers=2, thread_name_prefix="patchlens-decode")
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, list[Any]]:
-        items = [Item(str(p), str(lab) or None) for p, lab in zip(batch["path"], batch["label"])]
+        # names travel as the file system's bytes: one that is not UTF-8 cannot be an Arrow string
+        items = [Item(os.fsdecode(bytes(p)), os.fsdecode(bytes(lab)) or None) for p, lab in zip(batch["path"], batch["label"])]
         rows: list[str] = []
         maps: list[bytes] = []
+        dtypes: list[str] = []
         # decoding the next image overlaps with explaining this one
         for loaded in self.pool.map(prepare, items):
             for row, m in explain_loaded(self.classifier, self.plan, loaded):
                 rows.append(json.dumps(row))  # one JSON column: no schema to unify across ok/failed rows
                 maps.append(b"" if m is None else m.tobytes())
-        return {"row": rows, "map": maps}
+                dtypes.append("" if m is None else m.dtype.str)  # float16, or float32 where that cannot hold it
+        return {"row": rows, "map": maps, "dtype": dtypes}
 
 
-def _decode(row_json: str, data: bytes) -> RowAndMap:
+def _decode(row_json: str, data: bytes, dtype: str) -> RowAndMap:
     row = json.loads(row_json)
     if row.get("status") != "ok" or not data:
         return row, None
-    return row, np.frombuffer(data, dtype=np.float16).reshape(int(row["height"]), int(row["width"]))
+    return row, np.frombuffer(data, dtype=np.dtype(dtype)).reshape(int(row["height"]), int(row["width"]))
 
 
 def _unwrap(exc: BaseException) -> BaseException:
@@ -112,7 +116,8 @@ def ray_results(
             raise ModelError(f"{device}: the Ray cluster has no GPUs (use --device cpu)")
         use_gpu = gpus > 0 and device != "cpu"
         actors = min(workers, gpus) if use_gpu and workers else (gpus if use_gpu else max(1, workers))
-        rows = [{"path": i.path, "label": i.label or ""} for i in items]  # "" for none: a column of one type
+        # "" for none: a column of one type
+        rows = [{"path": os.fsencode(i.path), "label": os.fsencode(i.label or "")} for i in items]
         ds: Any = ray.data.from_items(rows, override_num_blocks=max(1, min(len(rows), len(rows) // IMAGES_PER_CALL)))
         ds = ds.map_batches(
             Explainer,
@@ -127,8 +132,8 @@ def ray_results(
         current: list[RowAndMap] = []
         try:
             for batch in ds.iter_batches(batch_size=None, batch_format="numpy"):
-                for row_json, data in zip(batch["row"], batch["map"]):
-                    result = _decode(str(row_json), bytes(data))
+                for row_json, data, dtype in zip(batch["row"], batch["map"], batch["dtype"]):
+                    result = _decode(str(row_json), bytes(data), str(dtype))
                     # an image's rows (one per class) arrive together; group them so they land in one part
                     if current and current[0][0]["path"] != result[0]["path"]:
                         yield current

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import warnings
@@ -16,7 +15,8 @@ from ..errors import PatchlensError
 from ..explanation import Explanation
 from ..images import load_image
 from ..methods import recorded_params
-from .store import Store, StoreError
+from .health import file_sha256, map_name
+from .store import Store, StoreError, file_path
 
 
 class StoreWarning(UserWarning):
@@ -40,7 +40,8 @@ class BatchStore:
 
     _OPEN_SHARDS = 8  # map shards kept open at once; bounded so reading a large store stays flat
 
-    def __init__(self, path: str | os.PathLike) -> None:
+    def __init__(self, path: str | os.PathLike, *, hash_maps: bool = True) -> None:
+        self.hash_maps = hash_maps
         self._store = Store(path)
         if not (self._store.root / "store.json").exists():
             raise StoreError(f"{path}: not a patchlens batch store (no store.json)")
@@ -51,7 +52,8 @@ class BatchStore:
 
     def reload(self) -> "BatchStore":
         """Read the manifest again (a run may still be adding to it)."""
-        self.manifest = self._store.read()
+        # every shard hashed: a same-size bit flip is named here, not met later as a Bad CRC-32 (see RESULTS.md for the cost)
+        self.manifest = self._store.read(hash_maps=self.hash_maps)
         self.damage = self._store.damage
         if self.damage:
             warnings.warn(StoreWarning(f"{self.damage.line(self.path)}; resume the run to explain them again"), stacklevel=3)
@@ -81,6 +83,10 @@ class BatchStore:
             raise StoreError(f"{r['path']}: has no map ({r['status']}: {r['error']})")
         if r["map_file"] in self.damage.shards:
             raise StoreError(f"{r['path']}: its map is lost ({r['map_file']}: {self.damage.shards[r['map_file']]})")
+        lost = self.damage.maps.get(map_name(r["map_file"], str(r["map_key"])))
+        if lost:
+            raise StoreError(f"{r['path']}: its map in {r['map_file']} is unusable ({lost}); "
+                             "'patchlens batch ... --resume' explains it again")
         try:
             shard = self._shards.pop(r["map_file"], None)
             if shard is None:
@@ -88,9 +94,14 @@ class BatchStore:
                 if len(self._shards) >= self._OPEN_SHARDS:
                     self._shards.popitem(last=False)[1].close()
             self._shards[r["map_file"]] = shard  # most recently used last
-            return shard[r["map_key"]].astype(np.float32)
+            values = shard[r["map_key"]].astype(np.float32)
         except Exception as exc:  # zipfile, zlib and numpy each raise their own kind for a mangled shard
             raise StoreError(f"{r['path']}: cannot read its map from {r['map_file']}: {type(exc).__name__}: {exc}") from None
+        bad = int(values.size - np.count_nonzero(np.isfinite(values)))
+        if bad:  # an older patchlens stored float16 maps that overflowed; no analysis may read them as numbers
+            raise StoreError(f"{r['path']}: its map in {r['map_file']} holds {bad:,} NaN or infinite values of {values.size:,}; "
+                             "'patchlens batch ... --resume' explains it again")
+        return values
 
     def maps(self) -> Iterator[tuple[Any, np.ndarray]]:
         """``(row, map)`` for every successful row, reading one map at a time."""
@@ -101,13 +112,12 @@ class BatchStore:
         """The row's photo if it can still be found unchanged: its stored path (absolute since issue 16; an
         older relative one is tried from the working folder and the store's parent), checked by sha256."""
         r = self._row(row)
-        path = Path(str(r["path"]))
+        path = Path(file_path(r))  # the exact name, also when it is not UTF-8
         candidates = [path] if path.is_absolute() else [Path.cwd() / path, self.path.parent / path]
         for candidate in candidates:
             if not candidate.is_file():
                 continue
-            data = candidate.read_bytes()
-            if isinstance(r.get("sha256"), str) and hashlib.sha256(data).hexdigest() != r["sha256"]:
+            if isinstance(r.get("sha256"), str) and file_sha256(candidate) != r["sha256"]:  # in blocks, not whole
                 continue  # another photo under the same name: drawing the map over it would mislead
             try:
                 return load_image(candidate).pixels
@@ -156,15 +166,19 @@ class BatchStore:
         self.close()
 
 
-def open_store(path: str | os.PathLike) -> BatchStore:
+def open_store(path: str | os.PathLike, *, hash_maps: bool = True) -> BatchStore:
     """Open a store written by ``patchlens batch`` for analysis.
 
     ``store.manifest`` is a pandas DataFrame; ``store.map(i)`` reads the i-th
     row's saliency map; ``store.explanation(i)`` gives it as an Explanation.
+    Every part and map shard is checked against its checksum first, and a
+    :class:`StoreWarning` names what is damaged (SHA-256 of every shard: see
+    benchmarks/RESULTS.md); ``hash_maps=False`` checks the shards by size only, for a very large store
+    (a flipped bit is then met as an error when its map is read).
     """
     if not Path(path).is_dir():
         raise StoreError(f"{path}: no such store folder")
-    return BatchStore(path)
+    return BatchStore(path, hash_maps=hash_maps)
 
 
 def verify_store(path: str | os.PathLike) -> tuple[Any, Any]:
@@ -177,5 +191,5 @@ def verify_store(path: str | os.PathLike) -> tuple[Any, Any]:
         raise StoreError(f"{path}: no such store folder")
     store = Store(path)
     store.check()
-    manifest = store.read(hash_maps=True)
+    manifest = store.read(hash_maps=True, finite_maps=True)
     return store.damage, manifest

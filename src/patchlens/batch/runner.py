@@ -13,10 +13,12 @@ the look-ahead images and one part's maps are held at a time.
 from __future__ import annotations
 
 import json
+import os
 import time
 from collections import deque
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator, Sequence
 
 from tqdm.auto import tqdm
@@ -24,15 +26,15 @@ from tqdm.auto import tqdm
 from ..api import scores_only
 from ..errors import ModelError, TargetError
 from ..extras import require
-from ..methods import recorded_params
+from ..methods import get_method, recorded_params
 from ..models import Classifier, load_model
 from ..models.runtime import scoring_threads
 from ..objectives import TrueLabel, parse_targets
-from ..request import RunRequest
-from ..validation import validate_run
+from ..request import RunRequest, check_seed
+from ..validation import check_target, validate_run
 from .shared import can_share, shared_results
-from .sources import Item, read_source, region_columns, resolved, same_file
-from .store import Store, StoreError
+from .sources import Item, read_source, region_columns, resolved, same_file, true_labels
+from .store import Store, StoreError, file_paths, lost_maps
 from .work import Plan, RowAndMap, check_metrics, explain_loaded, prepare
 
 BACKENDS = ("local", "ray")
@@ -120,6 +122,86 @@ def _missing(value: Any) -> bool:
     return value is None or bool(pd.isna(value))
 
 
+# -- the run's request, kept from its start so that a resume repeats it ---------------------------
+#
+# The manifest records each image's parameters, but only once a part is written: a run killed
+# before its first part left nothing, and --resume silently took today's defaults (1,000 masks
+# instead of the 2,000 the run started with). The request is written when the run starts.
+
+
+def request_file(out: str | Path, method: str) -> Path:
+    return Path(out) / "requests" / f"{method}.json"
+
+
+def stored_request(out: str | Path, method: str) -> dict[str, Any] | None:
+    """The parameters and seed a run of ``method`` into the store ``out`` started with; None when none is recorded."""
+    try:
+        saved = json.loads(request_file(out, method).read_text(encoding="utf-8"))
+        return {"params": recorded_params(method, dict(saved["params"])), "seed": saved["seed"]}
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
+def stored_methods(out: str | Path) -> list[str]:
+    """The methods whose runs the store ``out`` has requests for."""
+    try:
+        return sorted(f.stem for f in (Path(out) / "requests").glob("*.json"))
+    except OSError:
+        return []
+
+
+def resumed_request(out: str | Path, method: str, given: dict[str, Any], seed: int | None) -> tuple[dict[str, Any], int | None]:
+    """The parameters and seed to continue ``method``'s run in ``out``: the stored ones, with ``given`` on top.
+
+    Refuses only a real conflict: a parameter or seed given that differs from the stored value.
+    """
+    stored = stored_request(out, method)
+    if stored is None:
+        return given, seed
+    clash = {k: v for k, v in given.items() if k in stored["params"] and stored["params"][k] != v}
+    if seed is not None and stored["seed"] is not None and seed != stored["seed"]:
+        clash["seed"] = seed
+    if clash:
+        was = ", ".join(f"{k}={stored['seed'] if k == 'seed' else stored['params'][k]!r}" for k in clash)
+        now = ", ".join(f"{k}={v!r}" for k, v in clash.items())
+        raise StoreError(f"{out}: the {method} run in it started with {was}; other parameters ({now}) would mix "
+                         "two runs: leave them out to continue it, or use another --out")
+    return {**stored["params"], **given}, stored["seed"] if seed is None else seed
+
+
+def _write_request(out: str | Path, method: str, params: dict[str, Any], seed: int | None) -> None:
+    path = request_file(out, method)
+    if path.exists():
+        return
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(json.dumps({"params": params, "seed": seed}, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+    os.replace(tmp, path)
+
+
+def warn_unknown_labels(source: Any, items: Sequence[Item], classifier: Classifier) -> None:
+    """One line before the run naming the labels (ImageFolder folders) that are no class of the model.
+
+    Their images still fail one by one, each with its reason in the store; without
+    this line a misnamed folder was found only by reading the manifest afterwards.
+    """
+    counts: dict[str, int] = {}
+    for item in items:
+        for label in true_labels(item.label):  # "cat;dog": each label of a multi-label row
+            counts[label] = counts.get(label, 0) + 1
+    bad = {}
+    for label, n in counts.items():
+        try:
+            check_target(classifier, label)
+        except TargetError:
+            bad[label] = n
+    if bad:
+        named = ", ".join(f"{label!r} ({n} image{'s' if n != 1 else ''})" for label, n in sorted(bad.items(), key=lambda kv: -kv[1])[:5])
+        more = f" and {len(bad) - 5} more" if len(bad) > 5 else ""
+        warn(f"{source}: {len(bad)} of {len(counts)} labels (ImageFolder folders) are not classes of {classifier.model_id}, "
+             f"so their images will fail: {named}{more}; name them after the model's classes (or class indices)")
+
+
 def local_results(classifier: Classifier, plan: Plan, items: Sequence[Item], workers: int,
                   images_in_flight: int = 1) -> Iterator[list[RowAndMap]]:
     """Explain ``items`` in order on one model, decoding up to ``2 * workers`` images ahead in threads;
@@ -161,7 +243,7 @@ def run_batch(
     model: Any = "default",
     method: str = "rise",
     target: str | int = "top1",
-    seed: int = 0,
+    seed: int | None = None,
     device: str = "auto",
     runtime: str = "auto",
     batch_size: int | None = None,
@@ -176,6 +258,7 @@ def run_batch(
     ray_address: str | None = None,
     progress: bool = True,
     on_image: Callable[[Summary], None] | None = None,
+    front_end: str = "python",
     **method_params: Any,
 ) -> Summary:
     """Explain every image of ``source`` and store maps and a manifest in the folder ``out``.
@@ -191,7 +274,8 @@ def run_batch(
         target: ``"top1"``, ``"topk:K"``, ``"present"``, a class index or name, or
             ``"label"`` for each image's true label(s) from the source (``cat;dog``: both).
         seed: the same seed gives the same maps on every backend and worker count
-            (and number of images in flight, up to float rounding: see ``images_in_flight``).
+            (and number of images in flight, up to float rounding: see ``images_in_flight``);
+            None: 0, or on resume the seed the run started with.
         metrics: registered metric names to compute for each map (``metric_*`` columns).
         backend: ``"local"`` or ``"ray"``.
         workers: local: image-decoding threads; ray: model workers (actors).
@@ -204,7 +288,11 @@ def run_batch(
             :mod:`patchlens.engine.shared_batches`); budgets, cancellation and
             forward-pass counts stay per image. 1 explains one image at a time,
             as do gradient methods and white-box metrics always.
-        resume: continue a store; images already done (or failed) are skipped.
+        resume: continue a store; images already done (or failed) are skipped. The run's
+            parameters and seed are those it started with (kept in ``STORE/requests/``);
+            a parameter given that differs from them is refused.
+        front_end: whose defaults fill parameters neither given nor stored (the
+            ``batch`` command stops sampling methods once settled, Python keeps fixed counts).
         retry_failed: like ``resume``, but images that failed are tried again.
         chunk_size, flush_seconds: a part is written after this many images or seconds.
         ray_address: an existing Ray cluster (``"auto"`` or ``"ray://host:10001"``);
@@ -219,10 +307,14 @@ def run_batch(
     if batch_size is not None and batch_size < 1:
         raise StoreError(f"batch_size={batch_size}: must be at least 1 (or None to choose one for the device)")
     items = read_source(source) if isinstance(source, str) else [same_file(i if isinstance(i, Item) else Item(str(i))) for i in source]
-    # a bad method or parameter fails before anything is written
-    plan = Plan(RunRequest.of(method, dict(method_params), target=str(target), seed=int(seed), batch_size=batch_size),
+    params, chosen_seed = dict(method_params), seed
+    if resume or retry_failed:
+        params, chosen_seed = resumed_request(out, method, params, seed)
+    params = get_method(method).with_defaults(params, front_end)
+    # a bad method, parameter or seed fails before anything is written
+    plan = Plan(RunRequest.of(method, params, target=str(target), seed=check_seed(chosen_seed) or 0, batch_size=batch_size),
                 tuple(metrics))
-    method_value = plan.request.method
+    method_value, seed = plan.request.method, plan.request.generator_seed
     wants_labels = any(isinstance(r, TrueLabel) for r in parse_targets(plan.target, true_labels=True))
     if wants_labels and not any(i.label is not None for i in items):
         raise TargetError(f"{source}: --target label needs labels (a label column, or an ImageFolder tree of class folders)")
@@ -234,10 +326,12 @@ def run_batch(
         options: dict[str, Any] = {"device": device} if isinstance(model, str) else {}
         classifier = load_model(model, runtime=runtime, **options)
         validate_run(classifier, plan.request, true_labels=True)  # one error for the run, not one per image
+        if wants_labels:
+            warn_unknown_labels(source, items, classifier)
     check_metrics(plan.metrics, classifier)
     store = Store.create(out)
     with store.lock():
-        existing = store.read(hash_maps=resume or retry_failed)
+        existing = store.read(hash_maps=resume or retry_failed, finite_maps=resume or retry_failed)
         if store.damage:
             if not (resume or retry_failed):
                 raise StoreError(f"{store.damage.line(store.root)}; pass --resume to explain the lost images again")
@@ -246,18 +340,19 @@ def run_batch(
             raise StoreError(f"{out}: already holds {len(existing)} results; pass --resume to continue it, or choose another --out")
         same = existing[existing["method"] == method_value.name] if len(existing) else existing
         if len(same):  # fail fast; the writer also checks the model id of every row
-            params, recorded_seed = json.dumps(method_value.param_values(), sort_keys=True), seed if method_value.stochastic else None
+            wanted, recorded_seed = json.dumps(method_value.param_values(), sort_keys=True), seed if method_value.stochastic else None
             first = same.iloc[0]
-            if stored_params(method_value.name, first["params"]) != params or (None if _missing(first["seed"]) else int(first["seed"])) != recorded_seed:
+            if stored_params(method_value.name, first["params"]) != wanted or (None if _missing(first["seed"]) else int(first["seed"])) != recorded_seed:
                 raise StoreError(f"{out}: already holds {method_value.name} results made with other parameters or seed "
                                  f"({stored_params(method_value.name, first['params'])}, seed {first['seed']}); "
                                  "pass those to continue it, or use another --out")
+        _write_request(out, method_value.name, method_value.param_values(), seed if method_value.stochastic else None)
         mine = same[same["request"] == plan.target] if len(same) else same
         settled = mine[mine["status"].isin(["ok", "empty"])] if retry_failed and len(mine) else mine
-        if len(settled) and store.damage.shards:  # rows whose maps are lost are not done
-            settled = settled[~settled["map_file"].isin(list(store.damage.shards))]
+        if len(settled) and (store.damage.shards or store.damage.maps):  # rows whose maps are lost are not done
+            settled = settled[~lost_maps(settled, store.damage)]
         # resolved, so that a store written with another spelling of the same paths is resumed, not duplicated
-        done = {resolved(p) for p in settled["path"]} if len(settled) else set()
+        done = {resolved(p) for p in file_paths(settled)} if len(settled) else set()
         todo = [i for i in items if i.path not in done]
         summary = Summary(skipped=len(items) - len(todo))
         writer = _Writer(store, existing, chunk_size, flush_seconds)

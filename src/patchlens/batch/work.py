@@ -7,7 +7,6 @@ decides where these functions run.
 
 from __future__ import annotations
 
-import hashlib
 import json
 from dataclasses import dataclass
 from typing import Any
@@ -19,13 +18,16 @@ from ..api import explain_one
 from ..engine import Hooks
 from ..errors import PatchlensError, TargetError
 from ..explanation import Explanation, record
+from ..filenames import printable
 from ..images import LoadedImage, load_image
 from ..models import Classifier
 from ..objectives import TargetSpec, TrueLabel, parse_targets
 from ..request import RunRequest
+from .health import file_digest
 from .sources import Item, true_labels
+from .store import MapError, stored_map
 
-#: one finished row of the store and its map (float16, None for a row without one)
+#: one finished row of the store and its map (as the store keeps it, see ``stored_map``; None for a row without one)
 RowAndMap = tuple[dict[str, Any], "np.ndarray | None"]
 
 
@@ -70,18 +72,22 @@ class Loaded:
 
 
 def prepare(item: Item) -> Loaded:
-    """Read, hash and decode one image. Thread-safe; backends run it ahead of the model."""
+    """Read, hash and decode one image. Thread-safe; backends run it ahead of the model.
+
+    Never raises for a bad file: whatever goes wrong is the image's recorded failure.
+    """
     out = Loaded(item)
+    name = printable(item.path)
     try:
         out.image = load_image(item.path)  # a one-line ImageError for missing, empty or corrupt files
     except PatchlensError as exc:
         out.error = str(exc)
+    except Exception as exc:  # load_image turns decoder failures into ImageErrors; this is the last guard
+        out.error = f"{name}: cannot read image: {type(exc).__name__}: {exc}"
     try:
-        with open(item.path, "rb") as f:  # a second read, served from the OS cache
-            data = f.read()
-        out.sha256, out.file_bytes = hashlib.sha256(data).hexdigest(), len(data)
+        out.sha256, out.file_bytes = file_digest(item.path)  # in blocks, not the whole file in memory (2 GB: +2.4 GB)
     except OSError as exc:
-        out.error = out.error or f"{item.path}: cannot read: {exc.strerror or exc}"
+        out.error = out.error or f"{name}: cannot read: {exc.strerror or exc}"
     return out
 
 
@@ -117,7 +123,7 @@ def image_target(request: TargetSpec, item: Item) -> TargetSpec:
         return request
     labels = true_labels(item.label)
     if not labels:
-        raise TargetError(f"{item.path}: no label (--target label needs a label column or an ImageFolder tree)")
+        raise TargetError(f"{printable(item.path)}: no label (--target label needs a label column or an ImageFolder tree)")
     # several (cat;dog): one map each; the rest of the request as typed
     return [part for r in parsed for part in (labels if isinstance(r, TrueLabel) else [r.text])]
 
@@ -146,10 +152,10 @@ def explain_loaded(classifier: Classifier, plan: Plan, loaded: Loaded, hooks: Ho
         base["height"], base["width"] = loaded.image.pixels.shape[:2]
 
     def failed(reason: str) -> list[RowAndMap]:
-        return [({**base, "status": "failed", "error": reason}, None)]
+        return [({**base, "status": "failed", "error": printable(reason)}, None)]
 
     if loaded.error is not None or loaded.image is None:
-        return failed(loaded.error or f"{item.path}: not read")
+        return failed(loaded.error or f"{printable(item.path)}: not read")
     try:
         target = image_target(plan.request.target, item)
     except PatchlensError as exc:
@@ -166,9 +172,13 @@ def explain_loaded(classifier: Classifier, plan: Plan, loaded: Loaded, hooks: Ho
                    "extras": json.dumps(rec["extras"], sort_keys=True),
                    "objective": json.dumps(rec["objective"], sort_keys=True),
                    "status": "ok", "error": None, **metric_values}
-            out.append((row, exp.saliency.astype(np.float16)))
+            try:
+                saved = stored_map(exp.saliency)
+            except MapError as exc:  # the model's scores overflowed: the image fails, the store stays readable
+                return failed(f"{printable(item.path)}: {exp.label}: {exc}")
+            out.append((row, saved))
         return out
     except PatchlensError as exc:
         return failed(str(exc))
     except Exception as exc:  # one bad image must not end a long run; the reason is kept in the store
-        return failed(f"{item.path}: {type(exc).__name__}: {exc}")
+        return failed(f"{printable(item.path)}: {type(exc).__name__}: {exc}")

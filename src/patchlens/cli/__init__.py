@@ -13,6 +13,7 @@ import importlib
 import os
 import pkgutil
 import sys
+import warnings
 from typing import Any, Sequence
 
 from .._version import __version__
@@ -53,17 +54,49 @@ def _register(sub: Any, name: str, argv: Sequence[str]) -> bool:
     return True
 
 
+def _unknown_option(parser: argparse.ArgumentParser, args: argparse.Namespace, given: str) -> str:
+    """One line for an option the command does not have, with the closest it does have."""
+    import difflib
+
+    command = getattr(args, "command", None)
+    subparsers = next((a for a in parser._actions if isinstance(a, argparse._SubParsersAction)), None)
+    sub = subparsers.choices.get(command) if subparsers is not None and command else None
+    if sub is None:
+        return f"{given}: not an option of patchlens; 'patchlens --help' lists the commands"
+    options = [o for o in sub._option_string_actions if o.startswith("--")]
+    close = difflib.get_close_matches(given.split("=")[0], options, n=1, cutoff=0.6)
+    hint = f" (did you mean {close[0]}?)" if close else ""
+    return f"{given}: not an option of patchlens {command}{hint}; 'patchlens {command} --help' lists them"
+
+
 def error(message: str) -> None:
     print(f"patchlens: error: {message}", file=sys.stderr)
 
 
+def _one_line_warnings() -> None:
+    """patchlens's own warnings print as one line (``patchlens: warning: ...``), not with a source line under them."""
+    plain = warnings.showwarning
+
+    def show(message: Any, category: type[Warning], filename: str, lineno: int, file: Any = None, line: Any = None) -> None:
+        if not category.__module__.startswith("patchlens"):
+            return plain(message, category, filename, lineno, file, line)
+        print(f"patchlens: warning: {' '.join(str(message).split())}", file=file or sys.stderr)
+
+    if getattr(plain, "__name__", "") != "show":
+        warnings.showwarning = show
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
+    _one_line_warnings()
     if argv[:1] == ["--version"]:  # before the parser: its subcommands import torch (seconds) for nothing
         print(f"patchlens {__version__}")
         return 0
     parser = build_parser(argv)
-    args = parser.parse_args(argv)
+    args, unknown = parser.parse_known_args(argv)
+    if unknown:  # argparse would print the top-level usage, which says nothing about the command's options
+        error(_unknown_option(parser, args, unknown[0]))
+        return 2
     if not getattr(args, "run", None):
         parser.print_help()
         return 2

@@ -31,8 +31,8 @@ def add_model_arguments(p: argparse.ArgumentParser) -> None:
         "torch, or onnx (exported once, cached in $PATCHLENS_CACHE) [default: auto]",
     )
     g.add_argument("--pretrained", action=argparse.BooleanOptionalAction, default=None,
-                   help="timm:/torchvision: download pretrained weights, or --no-pretrained for random weights, "
-                   "offline [default: pretrained]")
+                   help="timm:/torchvision: download pretrained weights, or --no-pretrained for random weights "
+                   "drawn from --seed, offline [default: pretrained]")
     g.add_argument("--labels", metavar="FILE", default=None, help="class names, one a line (line N names class N)")
     g.add_argument("--mean", metavar="R,G,B", default=None, help="per-channel mean the model's inputs are normalised with")
     g.add_argument("--std", metavar="R,G,B", default=None, help="per-channel standard deviation for normalisation")
@@ -87,6 +87,8 @@ def model_options(args: argparse.Namespace) -> dict[str, Any]:
             raise ModelError(f"--{'' if args.pretrained else 'no-'}pretrained: only timm: and torchvision: models "
                              f"download weights; {args.model} does not")
         out["pretrained"] = args.pretrained
+        if not args.pretrained and getattr(args, "seed", None) is not None:
+            out["seed"] = args.seed  # random weights drawn from --seed: two runs, one model
     if getattr(args, "labels", None):
         out["labels"] = read_labels(args.labels)
     for name in ("mean", "std"):

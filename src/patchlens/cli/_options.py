@@ -10,7 +10,6 @@ import argparse
 from typing import Any, Sequence
 
 from ..errors import PatchlensError
-from ..methods._sampling import interactive_defaults
 from ..methods.base import Method
 
 
@@ -26,11 +25,11 @@ def _bool(text: str) -> bool:
     raise argparse.ArgumentTypeError(f"{text!r}: expected true or false")
 
 
-def add_method_arguments(parser: argparse.ArgumentParser, methods: Sequence[type[Method]]) -> None:
+def add_method_arguments(parser: argparse.ArgumentParser, methods: Sequence[type[Method]], front_end: str) -> None:
     """Add ``--param-name`` options for each parameter of ``methods`` (shared names once).
 
-    The defaults shown are the command line's: sampling methods stop once settled
-    (see :data:`~patchlens.methods._sampling.INTERACTIVE_CONVERGE`).
+    The defaults shown are ``front_end``'s (the command's name), those :func:`method_params`
+    fills in: explain and batch stop sampling methods once settled, compare keeps fixed counts.
     """
     seen: set[str] = set()
     for cls in methods:
@@ -42,7 +41,7 @@ def add_method_arguments(parser: argparse.ArgumentParser, methods: Sequence[type
             seen.add(info.name)
             kind: Any = _bool if info.type is bool else info.type
             extra = f" (one of: {', '.join(map(str, info.choices))})" if info.choices else ""
-            default = interactive_defaults(cls, {}).get(info.name, info.default)
+            default = info.default_for(front_end)
             group.add_argument(
                 flag(info.name),
                 dest=f"method__{info.name}",
@@ -53,18 +52,28 @@ def add_method_arguments(parser: argparse.ArgumentParser, methods: Sequence[type
             )
 
 
-def method_params(args: argparse.Namespace, cls: type[Method], *, adaptive: bool = True) -> dict[str, Any]:
-    """The method options given on the command line, as keyword arguments for ``cls``.
+def add_other_method_arguments(parser: argparse.ArgumentParser) -> None:
+    """Accept, unlisted, the options of every other registered method, so that one given to a method that
+    does not take it (``--method occlusion --n-masks 10``) reaches ``validation.check_method_options``
+    and its one line naming the methods that have it, instead of argparse's usage message."""
+    from ..methods import registry
 
-    ``adaptive``: fill in the command line's stopping rule for sampling methods
-    (compare keeps fixed budgets, so that methods are compared at a known cost).
-    """
+    for cls in registry().values():
+        for info in cls.parameters():
+            if flag(info.name) not in parser._option_string_actions:  # the chosen method's, or the command's own
+                parser.add_argument(flag(info.name), dest=f"method__{info.name}", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
+
+
+def explicit_params(args: argparse.Namespace, cls: type[Method]) -> dict[str, Any]:
+    """The method options given on the command line for ``cls``, and only those."""
     names = {p.name for p in cls.parameters()}
-    out = {}
-    for key, value in vars(args).items():
-        if key.startswith("method__") and key[8:] in names:
-            out[key[8:]] = value
-    return interactive_defaults(cls, out) if adaptive else out
+    return {key[8:]: value for key, value in vars(args).items() if key.startswith("method__") and key[8:] in names}
+
+
+def method_params(args: argparse.Namespace, cls: type[Method], front_end: str) -> dict[str, Any]:
+    """The method options given on the command line, as keyword arguments for ``cls``, with the
+    defaults that ``front_end`` (the command) declares for those not given."""
+    return cls.with_defaults(explicit_params(args, cls), front_end)
 
 
 def given_method_options(args: argparse.Namespace) -> list[str]:
@@ -98,7 +107,9 @@ def method_command(
         name,
         help=help,
         description=description,
-        epilog=examples + f"\nmethods: {names}\n(the options shown below are those of --method {chosen}{note})",
+        # argparse prints the epilog after every option, so the method's options are above it
+        epilog=examples + f"\nmethods: {names}\n(the '{chosen} options' above are those of --method {chosen}; "
+        f"'patchlens {name} --method NAME --help' shows another's{note})",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     return parser, methods.get(chosen), names
@@ -120,16 +131,23 @@ def add_remote_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--timeout", type=float, default=None, help="seconds to wait for an answer before retrying [default: 60]")
     group.add_argument("--retries", type=int, default=None, help="further tries on errors, timeouts, 429 and 5xx [default: 5]")
     group.add_argument("--output", default=None, help="the server's output to explain, when it has several")
+    group.add_argument(
+        "--binary", action=argparse.BooleanOptionalAction, default=None,
+        help="send tensors as raw bytes (Open Inference Protocol's binary extension; ~2x faster than JSON) or not "
+        "[default: when the server lists the extension or answers a one-image probe correctly]",
+    )
 
 
 def remote_options(args: argparse.Namespace) -> dict[str, Any]:
     """``load_model`` keyword arguments from :func:`add_remote_arguments`; none for a local model."""
-    names = ("header", "remote_protocol", "in_flight", "request_batch", "max_queries", "timeout", "retries", "output")
+    names = ("header", "remote_protocol", "in_flight", "request_batch", "max_queries", "timeout", "retries", "output", "binary")
     given = {name: getattr(args, name, None) for name in names}
     given = {name: value for name, value in given.items() if value is not None}
     if not str(args.model).startswith(("http://", "https://")):
         if given:
-            raise PatchlensError(f"--{next(iter(given)).replace('_', '-')}: only for a remote model (--model http://...)")
+            first = next(iter(given))
+            shown = f"--{'' if given[first] is not False else 'no-'}{first.replace('_', '-')}"
+            raise PatchlensError(f"{shown}: only for a remote model (--model http://...)")
         return {}
     if "header" in given:
         given["headers"] = given.pop("header")

@@ -1,17 +1,28 @@
-"""``patchlens batch``: explain a whole dataset into a resumable store (Parquet manifest + float16 maps)."""
+"""``patchlens batch``: explain a whole dataset into a resumable store (Parquet manifest + map shards)."""
 
 from __future__ import annotations
 
 import argparse
+import os
+import sys
 from pathlib import Path
 from typing import Any
 
 from ..batch import run_batch
-from ..batch.runner import BACKENDS
+from ..batch.runner import BACKENDS, resumed_request, stored_methods
 from ..errors import PatchlensError
-from ..methods import get_method
+from ..methods import get_method, make_method
+from ..validation import check_method_options
 from ._model_options import load_cli_model, model_options
-from ._options import add_method_arguments, method_command, method_params
+from ._options import (
+    add_method_arguments,
+    add_other_method_arguments,
+    explicit_params,
+    flag,
+    given_method_options,
+    method_command,
+    method_params,
+)
 from .explain import add_common
 
 EXAMPLES = """examples:
@@ -49,7 +60,8 @@ def register(sub: Any, argv: list[str]) -> None:
     )
     p.add_argument("source", metavar="SOURCE", help="a folder, an ImageFolder tree, or a .csv/.parquet/.txt image list")
     p.add_argument("--out", required=True, metavar="STORE", help="the store folder (created if needed)")
-    p.add_argument("--method", default="rise", help=f"one of: {names} [default: rise]")
+    p.add_argument("--method", default=None,
+                   help=f"one of: {names} [default: rise; with --resume, the method the store's run used]")
     p.add_argument("--target", default="top1",
                    help="top1, topk:K, present, a class index or name, or 'label' for each image's true label(s) "
                    "(a label cell 'cat;dog' names two) [default: top1]")
@@ -69,12 +81,18 @@ def register(sub: Any, argv: list[str]) -> None:
                    help="after the run, write a dataset audit to STORE/report.html (see 'patchlens report')")
     add_common(p)
     if cls is not None:
-        add_method_arguments(p, [cls])
-    p.set_defaults(run=run)
+        add_method_arguments(p, [cls], "batch")
+    add_other_method_arguments(p)
+    # None: 0 for a new run; with --resume, the seed the run started with (a different one given is refused)
+    p.set_defaults(run=run, seed=None)
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.method is None:  # resuming a store of one method's run continues that run
+        stored = stored_methods(args.out) if (args.resume or args.retry_failed) else []
+        args.method = stored[0] if len(stored) == 1 else "rise"
     cls = get_method(args.method)
+    check_method_options([cls], given_method_options(args), flag)  # before the model is loaded
     for name in ("workers", "chunk_size", "images_in_flight"):
         if getattr(args, name) < 1:
             raise PatchlensError(f"--{name.replace('_', '-')} {getattr(args, name)}: must be at least 1")
@@ -83,8 +101,13 @@ def run(args: argparse.Namespace) -> int:
         raise PatchlensError(f"--backend ray: workers rebuild the model from --model alone, so {', '.join(sorted(options))} "
                              "cannot reach them; save the configured model with torch.jit.save and use torchscript:PATH")
     classifier = load_cli_model(args) if args.backend == "local" else None
-    if classifier is not None and not args.quiet:
-        print(f"{args.method} on {classifier.model_id} ({classifier.device}, {classifier.runtime})")
+    if classifier is not None and not args.quiet:  # what runs, announced before the run
+        given = method_params(args, cls, "batch")
+        if args.resume or args.retry_failed:  # the parameters the run started with, as run_batch will take them
+            given, _ = resumed_request(args.out, args.method, explicit_params(args, cls), args.seed)
+            given = cls.with_defaults(given, "batch")
+        method = make_method(args.method, **given)
+        print(f"{method.name} on {classifier.model_id} ({classifier.device}, {classifier.runtime}): {method.param_values()}")
     summary = run_batch(
         args.source,
         args.out,
@@ -104,7 +127,8 @@ def run(args: argparse.Namespace) -> int:
         chunk_size=args.chunk_size,
         ray_address=args.ray_address,
         progress=not args.quiet,
-        **method_params(args, cls),
+        front_end="batch",
+        **explicit_params(args, cls),
     )
     print(f"{args.out}: {summary}")
     if args.report:
@@ -114,6 +138,34 @@ def run(args: argparse.Namespace) -> int:
         page = Path(args.out) / "report.html"
         print(report_summary(report(args.out, page, method=args.method, request=str(args.target)), page))
     if summary.failed:
-        print(f"patchlens: {summary.failed} image(s) failed; their reasons are in the store "
-              f"(status == 'failed'); retry with --retry-failed")
+        print(f"patchlens: {summary.failed} image(s) failed this run; the store's failures by reason:", file=sys.stderr)
+        for line in failure_lines(args.out):
+            print(f"  {line}", file=sys.stderr)
+        print("  (every reason is in the store: status == 'failed'; --retry-failed tries them again)", file=sys.stderr)
     return 1 if summary.failed else 0
+
+
+def failure_lines(store: str, groups: int = 3) -> list[str]:
+    """The store's failures grouped by reason, most frequent first: "12 x cannot read image: not an image file
+    (e.g. /data/a.jpg)"; the image's own path is taken out of the reason so that images failing alike group."""
+    from ..batch import open_store
+
+    try:
+        manifest = open_store(store).manifest
+    except Exception:  # the summary is a courtesy; the run itself is done and stored
+        return []
+    failed = manifest[manifest["status"] == "failed"].drop_duplicates("path")
+    counts: dict[str, list[str]] = {}
+    for path, error in zip(failed["path"], failed["error"]):
+        reason = str(error or "no reason recorded")
+        for spelling in (str(path), os.path.basename(str(path))):
+            if reason.startswith(spelling + ": "):
+                reason = reason[len(spelling) + 2:]
+                break
+        counts.setdefault(reason, []).append(str(path))
+    ranked = sorted(counts.items(), key=lambda kv: -len(kv[1]))
+    lines = [f"{len(paths)} x {reason} (e.g. {paths[0]})" for reason, paths in ranked[:groups]]
+    if len(ranked) > groups:
+        rest = sum(len(p) for _, p in ranked[groups:])
+        lines.append(f"and {rest} more with {len(ranked) - groups} other reason(s)")
+    return lines

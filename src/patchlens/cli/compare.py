@@ -17,8 +17,17 @@ from ..metrics.base import MetricError, get_metrics
 from ..metrics.base import registry as metric_registry
 from ..metrics.protocols import PROTOCOLS
 from ..metrics.sanity import parse_baselines
+from ..validation import check_method_options, check_metric_needs
 from ._model_options import load_cli_model
-from ._options import _bool, add_method_arguments, flag, given_method_options, method_params, peek_option
+from ._options import (
+    _bool,
+    add_method_arguments,
+    add_other_method_arguments,
+    flag,
+    given_method_options,
+    method_params,
+    peek_option,
+)
 from .explain import add_common
 
 EXAMPLES = """examples:
@@ -65,7 +74,8 @@ def register(sub: Any, argv: list[str]) -> None:
     p.add_argument("--set", action="append", default=[], metavar="METHOD.PARAM=VALUE", help="a parameter for one method (repeatable)")
     p.add_argument("--quiet", action="store_true", help="print only the table and errors")
     add_common(p)
-    add_method_arguments(p, [get_method(m) for m in chosen])
+    add_method_arguments(p, [get_method(m) for m in chosen], "compare")
+    add_other_method_arguments(p)
     p.set_defaults(run=run)
 
 
@@ -145,10 +155,12 @@ def run(args: argparse.Namespace) -> int:
 
     say = (lambda *a: None) if args.quiet else print
     methods = [m.strip() for m in args.methods.split(",") if m.strip()]
-    get_metrics(args.metrics)  # a typo fails now, not after the maps are made
+    metrics = get_metrics(args.metrics)  # a typo fails now, not after the maps are made
+    check_metric_needs(metrics, regions=bool(args.regions), how="--regions FILE (JSON: each image to a box [l, t, r, b] or a mask image)")
+    check_method_options([get_method(m) for m in methods], given_method_options(args), flag)
     given = parse_sets(args.set)
     for m in methods:
-        given[m] = {**method_params(args, get_method(m), adaptive=False), **given.get(m, {})}
+        given[m] = {**method_params(args, get_method(m), "compare"), **given.get(m, {})}
     note = shared_flag_note(args, [get_method(m) for m in methods if m in registry()])
     if note:
         print(note, file=sys.stderr)

@@ -8,16 +8,25 @@ from typing import Any
 
 from ..api import explain_one, scores_only
 from ..engine import Hooks
-from ..errors import PatchlensError, QueryBudgetError
+from ..errors import PatchlensError, QueryBudgetError, ServerUnavailableError
+from ..filenames import printable
 from ..images import load_image
 from ..methods import get_method, make_method
 from ..methods._sampling import stopping_rule
-from ..models.runtime import scoring_threads
+from ..models.runtime import runs_on, scoring_threads
 from ..request import RunRequest
-from ..validation import validate_run
+from ..validation import check_method_options, validate_run
 from ._checks import writable_folder
 from ._model_options import add_model_arguments, load_cli_model
-from ._options import add_method_arguments, add_remote_arguments, method_command, method_params
+from ._options import (
+    add_method_arguments,
+    add_other_method_arguments,
+    add_remote_arguments,
+    flag,
+    given_method_options,
+    method_command,
+    method_params,
+)
 
 EXAMPLES = """examples:
   patchlens explain cat.jpg                              RISE on the default model, top class
@@ -34,7 +43,7 @@ def add_common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", default="default", help="model spec: default, timm:NAME, torchvision:NAME, onnx:PATH, torchscript:PATH, http://HOST:PORT/v2/models/NAME [default: default]")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N [default: auto]")
     p.add_argument("--batch-size", type=int, default=None, help="images per forward pass [default: chosen for the device]")
-    p.add_argument("--seed", type=int, default=0, help="seed for the method's random numbers [default: 0]")
+    p.add_argument("--seed", type=int, default=0, help="seed for the method's random numbers, and for the random weights of --no-pretrained [default: 0]")
     add_model_arguments(p)
     add_remote_arguments(p)
 
@@ -58,20 +67,26 @@ def register(sub: Any, argv: list[str]) -> None:
     p.add_argument("--quiet", action="store_true", help="print only errors")
     add_common(p)
     if cls is not None:
-        add_method_arguments(p, [cls])
+        add_method_arguments(p, [cls], "explain")
+    add_other_method_arguments(p)
     p.set_defaults(run=run)
 
 
 def run(args: argparse.Namespace) -> int:
     cls = get_method(args.method)
-    request = RunRequest(make_method(args.method, **method_params(args, cls)), target=args.target, seed=args.seed,
-                         batch_size=args.batch_size)
+    check_method_options([cls], given_method_options(args), flag)  # before the model is loaded
+    # the run's one request: a bad seed or parameter is one error before the model is loaded
+    request = RunRequest(make_method(args.method, **method_params(args, cls, "explain")), target=args.target,
+                         seed=args.seed, batch_size=args.batch_size)
+    method = request.method
     say = (lambda *a: None) if args.quiet else print
     out = writable_folder(args.out)  # before the model is loaded and any image explained
     classifier = load_cli_model(args)
     validate_run(classifier, request)  # one error for the whole run, before any forward pass
-    method = request.method
-    say(f"{method.name} on {classifier.model_id} ({classifier.device}, {classifier.runtime})")
+    where = runs_on(classifier)
+    if classifier.runtime not in ("torch", "remote") and not scores_only(method):
+        where += " for scores, torch for the rest"  # gradients, layers and tokens come from torch
+    say(f"{method.name} on {classifier.model_id} ({where})")
     rule = stopping_rule(method)
     if rule:
         say(f"  {rule}")
@@ -81,12 +96,13 @@ def run(args: argparse.Namespace) -> int:
 
 def _explain_all(args: argparse.Namespace, classifier: Any, request: RunRequest, out: Any, say: Any) -> int:
     hooks = Hooks(progress=not args.quiet)
-    failed = 0
-    for index, path in enumerate(args.images):
+    failed = partial_maps = 0
+    for index, name in enumerate(args.images):
+        path = printable(name)  # what messages show; a name that is not UTF-8 still prints
         try:
-            image = load_image(path)
+            image = load_image(name)
             results = explain_one(classifier, image, request, hooks)
-        except QueryBudgetError as exc:  # every later image would fail the same way: stop, and say what is missing
+        except (QueryBudgetError, ServerUnavailableError) as exc:  # every later image would fail the same way: stop, say what is missing
             print(f"patchlens: error: {exc}", file=sys.stderr)
             done = index - failed
             print(f"patchlens: partial run: {done} of {len(args.images)} image(s) explained; {path} and those after it were not", file=sys.stderr)
@@ -105,6 +121,7 @@ def _explain_all(args: argparse.Namespace, classifier: Any, request: RunRequest,
                 failed += 1
                 break
             if exp.partial:  # never silently: the map was formed from the rounds done before a budget ran out
+                partial_maps += 1
                 partial = exp.partial
                 print(f"patchlens: note: {path}: partial map from {partial['samples_used']} of {partial['sample_budget']} "
                       f"samples: {partial['reason']}", file=sys.stderr)
@@ -119,4 +136,4 @@ def _explain_all(args: argparse.Namespace, classifier: Any, request: RunRequest,
             say(f"  remote: {classifier.traffic}")
     if failed:
         print(f"patchlens: {failed} of {len(args.images)} image(s) failed", file=sys.stderr)
-    return 1 if failed else 0
+    return 1 if failed else 3 if partial_maps else 0

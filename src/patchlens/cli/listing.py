@@ -46,9 +46,20 @@ def run_methods(args: argparse.Namespace) -> int:
         print(f"    explains: {', '.join(m['models'])}{same}")
         for p in m["parameters"]:
             choices = f" one of {', '.join(map(str, p['choices']))};" if p["choices"] else ""
-            print(f"    --{p['name'].replace('_', '-'):<16} {p['help']};{choices} default {p['default']}")
+            print(f"    --{p['name'].replace('_', '-'):<16} {p['help']};{choices} default {_defaults(p)}")
         print()
     return 0
+
+
+def _defaults(param: dict) -> str:
+    """One default, or each front-end's where they differ: "0.99 (explain, batch, web), 0.0 (compare, python)"."""
+    per = param.get("defaults")
+    if not per:
+        return str(param["default"])
+    groups: dict[str, list[str]] = {}
+    for front_end, value in per.items():
+        groups.setdefault(str(value), []).append(front_end)
+    return ", ".join(f"{value} ({', '.join(names)})" for value, names in groups.items())
 
 
 def run_models(args: argparse.Namespace) -> int:

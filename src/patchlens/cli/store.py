@@ -32,9 +32,11 @@ def run_verify(args: argparse.Namespace) -> int:
     from ..batch import verify_store
 
     damage, manifest = verify_store(args.store)
-    for name, why in {**damage.parts, **damage.shards}.items():
+    from ..batch.store import lost_maps
+
+    for name, why in damage.items().items():
         print(f"{args.store}: {name}: {why}")
-    ok = int(((manifest["status"] == "ok") & ~manifest["map_file"].isin(list(damage.shards))).sum()) if len(manifest) else 0
+    ok = int(((manifest["status"] == "ok") & ~lost_maps(manifest, damage)).sum()) if len(manifest) else 0
     state = "DAMAGED (resume the run to explain the lost images again)" if damage else "healthy"
     print(f"{args.store}: {state}: {len(manifest)} readable rows, {ok} with maps")
     return 1 if damage else 0

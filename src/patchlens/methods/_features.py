@@ -22,6 +22,22 @@ from ..errors import MethodError
 MAX_GRID = 64
 
 
+#: Most entries of a design matrix (samples x regions) a surrogate or Sobol round may hold: 128 MB
+#: as float32, before the copies a solve makes. A design matrix is the one allocation of these methods
+#: that grows with the product of two parameters, so each parameter's own cap does not bound it.
+MAX_DESIGN_ENTRIES = 2**25
+
+
+def check_design(method: str, rows: int, what: str, features: str, grid: int) -> None:
+    """A one-line MethodError when ``rows`` design rows of up to :func:`region_limit` regions are too many."""
+    k = region_limit(features, grid)
+    if rows * k > MAX_DESIGN_ENTRIES:
+        raise MethodError(
+            f"{method}: {what} with grid={grid} ({k:,} regions at most) is a design of {rows * k:,} entries, "
+            f"over the limit of {MAX_DESIGN_ENTRIES:,}; lower one of them"
+        )
+
+
 def region_limit(features: str, grid: int) -> int:
     """Most regions a partition may have: ``grid²`` for a grid, twice that for superpixels.
 

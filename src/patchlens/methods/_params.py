@@ -13,7 +13,7 @@ from typing import Any
 
 from ..engine import BASELINES, PARTITIONS
 from ._features import MAX_GRID
-from .base import param
+from .base import MAX_SAMPLES, param
 
 MASKINGS = ("pixels", "tokens")
 
@@ -22,7 +22,8 @@ def masking() -> Any:
     return param(
         "pixels",
         "how hidden parts are hidden: pixels (they take the baseline's pixels) or tokens (timm ViTs only: "
-        "their patch tokens are dropped, faster and closer to what the model saw in training)",
+        "their patch tokens are dropped, closer to what the model saw in training; run in torch, so faster "
+        "or not depending on the model and runtime)",
         choices=MASKINGS,
         group="masking",
     )
@@ -57,6 +58,13 @@ def region_grid(default: int, low: int = 1) -> Any:
     )
 
 
+#: The stopping rule the command line and the web page use for sampling methods unless told otherwise:
+#: stop once the map's rank correlation with the previous round reaches this twice in a row. The
+#: Python API and ``compare`` keep a fixed count (converge=0): a script's maps never change under it,
+#: and compare weighs methods at a known cost.
+INTERACTIVE_CONVERGE = 0.99
+
+
 def converge(default: float = 0.0) -> Any:
     return param(
         default,
@@ -65,8 +73,10 @@ def converge(default: float = 0.0) -> Any:
         low=0.0,
         high=1.0,
         group="adaptive",
+        front_ends={"explain": INTERACTIVE_CONVERGE, "batch": INTERACTIVE_CONVERGE, "web": INTERACTIVE_CONVERGE},
     )
 
 
 def round_size(default: int) -> Any:
-    return param(default, "samples per round between convergence checks and progressive maps", low=1, group="adaptive")
+    return param(default, "samples per round between convergence checks and progressive maps", low=1, high=MAX_SAMPLES,
+                 group="adaptive")

@@ -22,22 +22,19 @@ from ..engine.convergence import ConvergenceMonitor
 from ..errors import BudgetError
 from . import _params as shared
 from ._masking import MaskingMethod
+from ._params import INTERACTIVE_CONVERGE  # noqa: F401  (declared beside the parameter; imported from here too)
 from .base import Attribution, Job, Method, Prepared
 
 #: how many running maps a convergence round shows when someone is watching (``on_map``)
 PREVIEWS_PER_ROUND = 4
 
-#: The stopping rule the command line and the web page use for sampling methods unless told otherwise:
-#: stop once the map's rank correlation with the previous round reaches this twice in a row. The
-#: Python API keeps a fixed count by default (converge=0), so a script's maps never change under it.
-INTERACTIVE_CONVERGE = 0.99
-
-
 def interactive_defaults(cls: type[Method], params: dict[str, Any]) -> dict[str, Any]:
-    """``params`` with the front-ends' adaptive default filled in, for methods that take ``converge``."""
-    if issubclass(cls, SamplingMethod) and "converge" not in params:
-        return {**params, "converge": INTERACTIVE_CONVERGE}
-    return params
+    """``params`` with the ``explain`` command's defaults filled in (the adaptive stopping rule, :data:`INTERACTIVE_CONVERGE`).
+
+    Each front-end's defaults are declared on the parameters (``param(front_ends=...)``); this is
+    :meth:`Method.with_defaults` for ``explain``.
+    """
+    return cls.with_defaults(params, "explain")
 
 
 def stopping_rule(method: Method) -> str | None:

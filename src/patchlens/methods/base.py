@@ -10,6 +10,9 @@ and web form are generated from those declarations.
 from __future__ import annotations
 
 import dataclasses
+import difflib
+import hashlib
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, ClassVar, Iterable
@@ -23,6 +26,10 @@ from ..errors import MethodError
 from ..models.classifier import Classifier
 from ..objectives import Objective
 
+#: Where a method's parameters are given: the Python API, the ``explain``, ``batch`` and ``compare``
+#: commands, and the web page. A parameter may declare another default for some of them (``param``).
+FRONT_ENDS = ("python", "explain", "batch", "compare", "web")
+
 
 def param(
     default: Any,
@@ -32,21 +39,30 @@ def param(
     low: float | None = None,
     high: float | None = None,
     group: str = "",
+    front_ends: dict[str, Any] | None = None,
     cost: bool = False,
 ) -> Any:
     """Declare a method hyper-parameter: its default, what it means, and its valid range.
 
     ``group`` names a shared declaration (see ``methods/_params.py``): parameters
-    of one group mean the same thing in every method that takes them. ``cost``:
-    the parameter is a count of samples or steps, each costing forward passes,
-    so a budget sets it (``patchlens.metrics.budgeted``).
+    of one group mean the same thing in every method that takes them.
+    ``front_ends``: the default in the front-ends of :data:`FRONT_ENDS` where it
+    differs from ``default`` (the Python API's), declared here so that every
+    listing, help text and form shows what that front-end really uses.
+    ``cost``: the parameter is a count of samples, steps or channels, each a
+    forward pass, so a budget sets it (``patchlens.metrics.budgeted``) and a
+    server refuses one over its pass limit before anything is drawn.
     """
+    unknown = set(front_ends or {}) - set(FRONT_ENDS)
+    if unknown:
+        raise ValueError(f"front_ends: {sorted(unknown)} are not front-ends ({', '.join(FRONT_ENDS)})")
     meta = {
         "help": help,
         "choices": tuple(choices) if choices is not None else None,
         "low": low,
         "high": high,
         "group": group,
+        "front_ends": dict(front_ends or {}),
         "cost": cost,
     }
     return field(default=default, metadata=meta)
@@ -64,21 +80,32 @@ class ParamInfo:
     low: float | None
     high: float | None
     group: str = ""
-    #: a count of samples or steps that a budget sets (see :func:`param`)
+    #: defaults that differ from ``default`` in some front-ends (see :data:`FRONT_ENDS`)
+    front_ends: dict[str, Any] = field(default_factory=dict)
+    #: a count of samples, steps or channels that a budget sets (see :func:`param`)
     cost: bool = False
 
-    def to_dict(self) -> dict[str, Any]:
-        """The declaration as JSON (the web form and ``patchlens methods --json`` read it)."""
-        return {
+    def default_for(self, front_end: str = "python") -> Any:
+        """The value this parameter takes in ``front_end`` when it is not given."""
+        if front_end not in FRONT_ENDS:
+            raise ValueError(f"{front_end!r}: not a front-end ({', '.join(FRONT_ENDS)})")
+        return self.front_ends.get(front_end, self.default)
+
+    def to_dict(self, front_end: str = "python") -> dict[str, Any]:
+        """JSON-ready; ``default`` is ``front_end``'s, ``defaults`` every front-end's when they differ."""
+        out = {
             "group": self.group or None,
             "name": self.name,
             "type": self.type.__name__,
-            "default": self.default,
+            "default": self.default_for(front_end),
             "help": self.help,
             "choices": list(self.choices) if self.choices else None,
             "min": self.low,
             "max": self.high,
         }
+        if self.front_ends:
+            out["defaults"] = {f: self.default_for(f) for f in FRONT_ENDS}
+        return out
 
 
 @dataclass
@@ -133,6 +160,12 @@ class Attribution:
 
 _TYPES = {"int": int, "float": float, "str": str, "bool": bool}
 
+#: Most samples (masks, noisy copies, coalitions, path points) a method may draw: each is a forward
+#: pass, and its bookkeeping (a mask grid, a row of a design matrix) is held until the map is made.
+MAX_SAMPLES = 100_000
+#: Longest window or stride in pixels: the longest image side patchlens reads (``images.SIDE_LIMIT``).
+MAX_SIDE = 65_535
+
 
 @dataclass(frozen=True)
 class Method:
@@ -177,6 +210,8 @@ class Method:
                 value = float(value)
             if info.type in (int, float) and (isinstance(value, bool) or not isinstance(value, info.type)):
                 raise MethodError(f"{self.name}: {info.name}={value!r} must be a number ({info.type.__name__})")
+            if info.type is float and not math.isfinite(value):  # NaN passes every comparison with a bound
+                raise MethodError(f"{self.name}: {info.name}={value!r} must be a finite number")
             if info.type is str and not isinstance(value, str):
                 raise MethodError(f"{self.name}: {info.name}={value!r} must be text")
             if info.choices and value not in info.choices:
@@ -191,6 +226,18 @@ class Method:
 
     def validate(self) -> None:
         """Checks that involve more than one parameter; raise MethodError."""
+
+    @classmethod
+    def with_defaults(cls, params: dict[str, Any], front_end: str) -> dict[str, Any]:
+        """``params`` completed with the defaults ``front_end`` declares for parameters not given.
+
+        Parameters whose default is the same everywhere are left out, so a stored
+        record keeps the parameters the user chose plus those the front-end chose.
+        """
+        if front_end not in FRONT_ENDS:
+            raise ValueError(f"{front_end!r}: not a front-end ({', '.join(FRONT_ENDS)})")
+        filled = {p.name: p.front_ends[front_end] for p in cls.parameters() if p.name not in params and front_end in p.front_ends}
+        return {**params, **filled}
 
     @classmethod
     def parameters(cls) -> list[ParamInfo]:
@@ -213,6 +260,7 @@ class Method:
                     low=f.metadata.get("low"),
                     high=f.metadata.get("high"),
                     group=f.metadata.get("group", ""),
+                    front_ends=dict(f.metadata.get("front_ends", {})),
                     cost=f.metadata.get("cost", False),
                 )
             )
@@ -221,6 +269,26 @@ class Method:
     def param_values(self) -> dict[str, Any]:
         """This value's hyper-parameters, for provenance (in the order of :meth:`parameters`)."""
         return {p.name: getattr(self, p.name) for p in self.parameters()}
+
+    def variant(self, seed: int | None = 0) -> str:
+        """The parameters (and seed) that are no front-end's default, short enough for a file name.
+
+        ``"n_masks2000_grid5"``, ``"seed3"``, or ``""`` for a run with defaults; past 40
+        characters a hash of them (``"p1a2b3c4d"``), so two runs differ in name exactly
+        when they differ in what was chosen.
+        """
+        parts = []
+        for info in self.parameters():
+            value = getattr(self, info.name)
+            if value == info.default or value in info.front_ends.values():
+                continue
+            parts.append(f"{info.name}{value:g}" if isinstance(value, float) else f"{info.name}{value}")
+        if self.stochastic and seed:
+            parts.append(f"seed{seed}")
+        text = "_".join(parts)
+        if len(text) > 40:
+            return "p" + hashlib.sha1(text.encode()).hexdigest()[:8]
+        return text
 
     def prepare(self, job: Job) -> Prepared:
         """Everything this method decides before its forward passes (samples drawn, the image cut into
@@ -258,11 +326,12 @@ def registry() -> dict[str, type[Method]]:
     return dict(sorted(_REGISTRY.items()))
 
 
-def catalogue() -> dict[str, dict[str, Any]]:
+def catalogue(front_end: str = "python") -> dict[str, dict[str, Any]]:
     """The registered methods: ``{name: {"summary", "kind", "requires", "models", "per_target", "stochastic", "parameters"}}``.
 
     ``models``: the kinds of model it explains (classifiers, multi-label classifiers...);
-    ``per_target``: whether each target gets its own map.
+    ``per_target``: whether each target gets its own map; each parameter's ``default``
+    is the one ``front_end`` uses (the web page lists the web's).
     """
     return {
         name: {
@@ -272,7 +341,7 @@ def catalogue() -> dict[str, dict[str, Any]]:
             "models": kind_names(cls.models),
             "per_target": cls.target_specific,
             "stochastic": cls.stochastic,
-            "parameters": [p.to_dict() for p in cls.parameters()],
+            "parameters": [p.to_dict(front_end) for p in cls.parameters()],
         }
         for name, cls in registry().items()
     }
@@ -281,7 +350,9 @@ def catalogue() -> dict[str, dict[str, Any]]:
 def get_method(name: str) -> type[Method]:
     methods = registry()
     if name not in methods:
-        raise MethodError(f"{name}: unknown method; available: {', '.join(methods)}")
+        close = difflib.get_close_matches(str(name).strip().lower(), list(methods), n=1, cutoff=0.6)
+        hint = f" (did you mean {close[0]}?)" if close else ""
+        raise MethodError(f"{name}: unknown method{hint}; available: {', '.join(methods)}")
     return methods[name]
 
 

@@ -23,7 +23,7 @@ from ..capabilities import Capability
 from ..engine import make_baseline
 from ..errors import MethodError
 from ._gradients import accumulate, logits_of
-from .base import Attribution, Job, Method, Prepared, param, register
+from .base import MAX_SAMPLES, Attribution, Job, Method, Prepared, param, register
 
 
 def path_rule(steps: int, rule: str) -> tuple[np.ndarray, np.ndarray]:
@@ -43,7 +43,8 @@ class IntegratedGradients(Method):
     summary = "Sum gradients along a path from a blank image to the photo; signed contributions that add up."
     requires = Capability.GRADIENTS
 
-    steps: int = param(32, "points on the path from the baseline to the image (more: more exact; one pass each)", low=1, cost=True)
+    steps: int = param(32, "points on the path from the baseline to the image (more: more exact; one pass each)", low=1,
+                       high=MAX_SAMPLES, cost=True)
     baseline: str = param("black", "the 'absence' image the path starts from", choices=("black", "gray", "blur"))
     rule: str = param("gausslegendre", "numerical integration rule", choices=("gausslegendre", "trapezoid"))
 

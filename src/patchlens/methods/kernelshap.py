@@ -19,9 +19,9 @@ import torch
 from ..engine import FeatureMasks, make_baseline
 from ..errors import MethodError
 from . import _params as shared
-from ._features import constrained_shapley, paint, regions, shapley_coalitions
+from ._features import check_design, constrained_shapley, paint, regions, shapley_coalitions
 from ._sampling import SamplingMethod
-from .base import Job, param, register
+from .base import MAX_SAMPLES, Job, param, register
 
 
 @dataclass
@@ -43,12 +43,13 @@ class KernelShap(SamplingMethod):
     name = "kernelshap"
     summary = "Shapley values of image regions (how much each adds to the score, summing to the total) by weighted regression."
 
-    n_samples: int = param(500, "how many region on/off patterns to score, one forward pass each (all of them when 2^regions is no more)", low=2, cost=True)
+    n_samples: int = param(500, "how many region on/off patterns to score, one forward pass each (all of them when 2^regions is no more)", low=2, high=MAX_SAMPLES, cost=True)
     features: str = shared.features("slic")
     grid: int = shared.region_grid(7)
     baseline: str = shared.baseline()
 
     def validate(self) -> None:
+        check_design(self.name, self.n_samples, f"n_samples={self.n_samples:,}", self.features, self.grid)
         k = self.grid * self.grid
         if self.features == "grid" and self.n_samples < k + 1:  # superpixels: checked once counted
             raise MethodError(f"kernelshap: n_samples={self.n_samples} is too few for {k} regions; use at least {k + 1}")

@@ -19,9 +19,9 @@ import torch
 
 from ..engine import FeatureMasks, make_baseline
 from . import _params as shared
-from ._features import lime_samples, lime_weights, paint, regions, weighted_ridge
+from ._features import check_design, lime_samples, lime_weights, paint, regions, weighted_ridge
 from ._sampling import SamplingMethod
-from .base import Job, param, register
+from .base import MAX_SAMPLES, Job, param, register
 
 
 @dataclass
@@ -42,13 +42,16 @@ class Lime(SamplingMethod):
     name = "lime"
     summary = "Fit a weighted linear model of the score to random on/off patterns of image regions; works on any model."
 
-    n_samples: int = param(500, "how many randomly masked copies to score (one forward pass each; more: steadier map)", low=2, cost=True)
+    n_samples: int = param(500, "how many randomly masked copies to score (one forward pass each; more: steadier map)", low=2, high=MAX_SAMPLES, cost=True)
     features: str = shared.features("slic")
     grid: int = shared.region_grid(7)
-    kernel_width: float = param(0.25, "how fast a copy's weight falls with its distance to the original (larger: all copies count alike)", low=1e-6)
+    kernel_width: float = param(0.25, "how fast a copy's weight falls with its distance to the original (larger: all copies count alike)", low=1e-6, high=1e3)
     distance: str = param("cosine", "distance from a copy to the original: cosine (as lime) or hamming (fraction of regions hidden)", choices=("cosine", "hamming"))
-    alpha: float = param(1.0, "ridge penalty on the coefficients (0: plain weighted least squares)", low=0.0)
+    alpha: float = param(1.0, "ridge penalty on the coefficients (0: plain weighted least squares)", low=0.0, high=1e6)
     baseline: str = shared.baseline()
+
+    def validate(self) -> None:
+        check_design(self.name, self.n_samples, f"n_samples={self.n_samples:,}", self.features, self.grid)
 
     def draw(self, job: Job) -> _LimeState:
         x = job.image

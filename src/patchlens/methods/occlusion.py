@@ -15,7 +15,7 @@ import torch
 from ..engine import combine_masks, make_baseline
 from . import _params as shared
 from ._masking import MaskingMethod
-from .base import Attribution, Job, Prepared, param, register
+from .base import MAX_SIDE, Attribution, Job, Prepared, param, register
 
 
 class WindowMasks:
@@ -51,8 +51,8 @@ class Occlusion(MaskingMethod):
     name = "occlusion"
     summary = "Slide a grey (or blurred) window over the image; the map is how much the score drops."
 
-    window: int = param(32, "side of the square window that hides part of the image, in model-input pixels", low=1)
-    stride: int = param(16, "step between window positions, in pixels (smaller: sharper map, more passes)", low=1)
+    window: int = param(32, "side of the square window that hides part of the image, in model-input pixels", low=1, high=MAX_SIDE)
+    stride: int = param(16, "step between window positions, in pixels (smaller: sharper map, more passes)", low=1, high=MAX_SIDE)
     baseline: str = shared.baseline()
 
     def prepare(self, job: Job) -> Prepared:

@@ -21,7 +21,7 @@ import torch.nn.functional as F
 from ..capabilities import Capability
 from ..engine import BASELINES, make_baseline
 from ._cam import Capture, LayerMethod, capture, extras
-from .base import Attribution, Job, Prepared, param, register
+from .base import MAX_SAMPLES, Attribution, Job, Prepared, param, register
 
 
 class ActivationMasks:
@@ -47,7 +47,8 @@ class ScoreCam(LayerMethod):
     requires = Capability.LAYERS
 
     top_channels: int = param(
-        256, "score only this many channels, those with the highest mean activation (0: all; one pass each)", low=0, cost=True
+        256, "score only this many channels, those with the highest mean activation (0: all; one pass each)", low=0,
+        high=MAX_SAMPLES, cost=True,
     )
     baseline: str = param("black", "what the parts a feature map does not cover are replaced with", choices=BASELINES)
 

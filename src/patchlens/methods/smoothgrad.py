@@ -18,7 +18,7 @@ import torch
 
 from ..capabilities import Capability
 from ._gradients import accumulate
-from .base import Attribution, Job, Method, Prepared, param, register
+from .base import MAX_SAMPLES, Attribution, Job, Method, Prepared, param, register
 
 
 @register
@@ -29,9 +29,11 @@ class SmoothGrad(Method):
     requires = Capability.GRADIENTS
     stochastic = True
 
-    n_samples: int = param(25, "how many noisy copies to average (one forward and backward pass each)", low=1, cost=True)
+    n_samples: int = param(25, "how many noisy copies to average (one forward and backward pass each)", low=1, high=MAX_SAMPLES,
+                           cost=True)
     noise: float = param(
-        0.15, "noise strength: standard deviation as a fraction of the image's value range (0.1-0.2 is typical)", low=0.0
+        0.15, "noise strength: standard deviation as a fraction of the image's value range (0.1-0.2 is typical)", low=0.0,
+        high=10.0,
     )
 
     def prepare(self, job: Job) -> Prepared:

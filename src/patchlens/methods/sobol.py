@@ -19,9 +19,9 @@ import torch
 
 from ..engine import FeatureMasks, make_baseline
 from . import _params as shared
-from ._features import paint, regions
+from ._features import check_design, paint, region_limit, regions
 from ._sampling import SamplingMethod
-from .base import Job, param, register
+from .base import MAX_SAMPLES, Job, param, register
 
 
 def jansen_total_indices(scores: torch.Tensor, n: int, k: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -52,11 +52,16 @@ class Sobol(SamplingMethod):
     summary = "Total Sobol indices: the share of the score's variance each region takes part in, from quasi-random soft masks."
 
     # 16 x (64 + 2) + 1 = 1,057 passes on the default 8 x 8 grid: about RISE's default cost (32 designs cost 2,113)
-    n_designs: int = param(16, "quasi-random designs; each costs (regions + 2) forward passes (a power of 2 balances the sequence best)", low=2, cost=True)
+    n_designs: int = param(16, "quasi-random designs; each costs (regions + 2) forward passes (a power of 2 balances the sequence best)", low=2, high=MAX_SAMPLES, cost=True)
     features: str = shared.features("grid")
     grid: int = shared.region_grid(8)
     baseline: str = shared.baseline()
     round_size: int = shared.round_size(8)
+
+    def validate(self) -> None:
+        # a round's design holds n x (K + 2) rows of K regions (one round is every design when not converging)
+        rows = self.n_designs * (region_limit(self.features, self.grid) + 2)
+        check_design(self.name, rows, f"n_designs={self.n_designs:,}", self.features, self.grid)
 
     def draw(self, job: Job) -> _SobolState:
         x = job.image

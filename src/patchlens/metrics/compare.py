@@ -20,7 +20,7 @@ from ..models.classifier import Classifier
 from ..models.runtime import scoring_threads
 from ..objectives import TargetSpec
 from ..request import RunRequest
-from ..validation import validate_run
+from ..validation import check_metric_needs, validate_run
 from .base import Options, directions, get_metrics, registry
 from .budget import budgeted
 from .evaluate import EvaluationTable, evaluate
@@ -233,7 +233,10 @@ def compare(
     """
     from ..api import explain_one, scores_only
 
-    get_metrics(list(metrics) if not isinstance(metrics, str) else metrics)  # fail before the slow part
+    chosen = get_metrics(list(metrics) if not isinstance(metrics, str) else metrics)  # fail before the slow part
+    listed = list(images) if isinstance(images, (list, tuple)) else [images]
+    mosaics_only = bool(listed) and all(isinstance(i, Mosaic) for i in listed)  # a mosaic knows its regions
+    check_metric_needs(chosen, regions=regions is not None or mosaics_only, how="regions=[...]")
     kinds = parse_baselines(baselines)
     known = {f.name for f in dataclasses.fields(Options)}
     Options(**{k: v for k, v in options.items() if k in known})  # a bad protocol or option fails before the slow part

@@ -129,6 +129,10 @@ class Classifier:
         """What methods may ask of this model (see :mod:`patchlens.capabilities`)."""
         return Capability.SCORES
 
+    def lacks(self, flag: Capability) -> str | None:
+        """Why this model does not offer ``flag``, when the generic reason would mislead (None: the generic one)."""
+        return None
+
     @property
     def runtime_details(self) -> dict[str, object]:
         """What runs the forward passes, with its settings, for a result's record; adapters add theirs."""

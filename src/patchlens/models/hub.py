@@ -58,7 +58,22 @@ def offline_unless_reachable() -> Iterator[None]:
         constants.HF_HUB_OFFLINE = False
 
 
-def load_timm(name: str, *, pretrained: bool = True, device: str | torch.device = "cpu", **options: object) -> TorchClassifier:
+@contextmanager
+def seeded_init(seed: int) -> Iterator[None]:
+    """Random weights drawn from ``seed``: the same model every time, and the caller's random state left as it was.
+
+    Unseeded, ``pretrained=False`` gave other weights, another top class and a new
+    ONNX export (cached under the weights' hash) on every run.
+    """
+    with torch.random.fork_rng(devices=[]):  # modules are built on the CPU, then moved
+        torch.manual_seed(seed)
+        yield
+
+
+def load_timm(
+    name: str, *, pretrained: bool = True, seed: int = 0, device: str | torch.device = "cpu", **options: object
+) -> TorchClassifier:
+    """A timm model; with ``pretrained=False`` its random weights are drawn from ``seed``."""
     try:
         import timm
     except ImportError:
@@ -67,7 +82,7 @@ def load_timm(name: str, *, pretrained: bool = True, device: str | torch.device 
         raise ModelError(f"timm:{name}: timm has no model of that name (see timm.list_models())")
     model_kwargs = dict(options.pop("model_kwargs", {}) or {})  # type: ignore[call-overload]
     try:
-        with offline_unless_reachable() if pretrained else nullcontext():
+        with offline_unless_reachable() if pretrained else seeded_init(seed):
             module = timm.create_model(name, pretrained=pretrained, **model_kwargs)
     except Exception as exc:
         if pretrained:
@@ -89,7 +104,10 @@ def load_timm(name: str, *, pretrained: bool = True, device: str | torch.device 
     return TorchClassifier(module, **opts)
 
 
-def load_torchvision(name: str, *, pretrained: bool = True, device: str | torch.device = "cpu", **options: object) -> TorchClassifier:
+def load_torchvision(
+    name: str, *, pretrained: bool = True, seed: int = 0, device: str | torch.device = "cpu", **options: object
+) -> TorchClassifier:
+    """A torchvision model; with ``pretrained=False`` its random weights are drawn from ``seed``."""
     try:
         import torchvision
     except ImportError:
@@ -97,7 +115,8 @@ def load_torchvision(name: str, *, pretrained: bool = True, device: str | torch.
     if name not in torchvision.models.list_models():
         raise ModelError(f"torchvision:{name}: torchvision has no model of that name (see torchvision.models.list_models())")
     try:
-        module = torchvision.models.get_model(name, weights="DEFAULT" if pretrained else None)
+        with nullcontext() if pretrained else seeded_init(seed):
+            module = torchvision.models.get_model(name, weights="DEFAULT" if pretrained else None)
     except Exception as exc:
         if pretrained:
             raise _weights_error(f"torchvision:{name}", exc) from None

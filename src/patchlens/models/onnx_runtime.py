@@ -33,23 +33,14 @@ import torch
 from ..capabilities import Capability
 from ..errors import ModelError
 from .classifier import Classifier
+from .export_cache import CACHE_ENV, cache_dir, mark_used, prune  # noqa: F401  (CACHE_ENV: re-exported)
 from .torch_module import TorchClassifier
 from .vit import TokenView
 
-#: environment variable naming the cache folder (default: ~/.cache/patchlens).
-CACHE_ENV = "PATCHLENS_CACHE"
 #: opset of the exported graphs; part of the cache key.
 OPSET = 17
 #: bump when the exported graph's contract changes (inputs, outputs, what is inside).
 EXPORT_FORMAT = 1
-
-
-def cache_dir() -> Path:
-    """Where exported models are kept: ``$PATCHLENS_CACHE``, else ``$XDG_CACHE_HOME/patchlens``, else ``~/.cache/patchlens``."""
-    if os.environ.get(CACHE_ENV):
-        return Path(os.environ[CACHE_ENV]).expanduser()
-    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
-    return Path(base) / "patchlens"
 
 
 def activation_key(classifier: TorchClassifier) -> object:
@@ -214,6 +205,7 @@ def cached_export(classifier: TorchClassifier) -> tuple[Path, bool]:
     stem = "".join(c if c.isalnum() or c in "-_" else "_" for c in classifier.model_id)[:40]
     path = cache_dir() / "onnx" / f"{stem}-{key[:24]}.onnx"
     if path.is_file():
+        mark_used(path)  # the size bound removes the least recently used exports first
         return path, False
     failed = path.with_name(path.stem + ".failed.json")
     stamp = _exporter_stamp()
@@ -232,6 +224,7 @@ def cached_export(classifier: TorchClassifier) -> tuple[Path, bool]:
         error = f"{type(exc).__name__}: {text.splitlines()[0][:200] if text else 'no message'}"
         _write_atomically(failed, json.dumps({"stamp": stamp, "error": error}))
         raise
+    prune(keep=path)  # the folder is bounded ($PATCHLENS_CACHE_MAX): each new export may push out old ones
     return path, True
 
 
@@ -389,6 +382,9 @@ class OnnxRuntimeClassifier(Classifier):
     @property
     def capabilities(self) -> Capability:
         return self.torch_classifier.capabilities  # scores here; gradients, layers and tokens from torch
+
+    def lacks(self, flag: Capability) -> str | None:
+        return self.torch_classifier.lacks(flag)
 
     def input_mean(self) -> tuple[float, float, float]:
         return self.torch_classifier.input_mean()  # the same normalisation runs inside the exported graph

@@ -100,6 +100,15 @@ def runtime_record(classifier: Classifier, *, white_box: bool = False) -> dict[s
     return record
 
 
+def runs_on(classifier: Classifier) -> str:
+    """Where and by what a classifier's forward passes run, for a run's header: "cpu, torch", "remote: oip-v2, MLServer 1.7.1"."""
+    record = runtime_record(classifier)
+    if record.get("runtime") == "remote":
+        tensors = f", {record['tensors']} tensors" if record.get("tensors") else ""
+        return f"remote: {record.get('protocol')}, {record.get('server')}{tensors}"
+    return f"{classifier.device}, {record.get('runtime', 'torch')}"
+
+
 #: images in the check batch; 3, so that a graph whose batch was baked in at 2 fails
 CHECK_IMAGES = 3
 
@@ -149,8 +158,14 @@ def use_runtime(
     if precision == "bf16":
         return _bf16(classifier)
     on_cpu = classifier.device.type == "cpu"
-    if runtime == "torch" or (runtime == "auto" and (not on_cpu or own_module)):
-        why = "asked for" if runtime == "torch" else ("a GPU" if not on_cpu else "your own module (runtime='onnx' exports it)")
+    # torch's ONNX exporter traces Python modules; on a TorchScript file it fails every time (a line
+    # and two seconds on each load), so "auto" does not try; runtime="onnx" still does, and says why it failed
+    # read the instance's own attribute: ``.module`` would build a lazily loaded model (models/default.py)
+    scripted = isinstance(vars(classifier).get("_module"), torch.jit.ScriptModule)
+    if runtime == "torch" or (runtime == "auto" and (not on_cpu or own_module or scripted)):
+        why = ("asked for" if runtime == "torch" else "a GPU" if not on_cpu
+               else "a TorchScript module (the ONNX exporter traces Python modules)" if scripted
+               else "your own module (runtime='onnx' exports it)")
         classifier.details = {"chosen_because": why}
         return classifier
     return _onnx(classifier, explicit=runtime == "onnx", threads=threads or available_cores(), explicit_threads=threads is not None)

@@ -107,10 +107,19 @@ class TorchClassifier(Classifier):
 
     @property
     def capabilities(self) -> Capability:
+        if isinstance(self._module, torch.jit.ScriptModule):
+            # TorchScript modules take no forward hooks, so no layer can be read (CAM methods);
+            # gradients still flow through them
+            return Capability.SCORES | Capability.GRADIENTS
         offered = Capability.WHITE_BOX
         if find_vit(self.module, nested=False) is not None:
             return offered | Capability.TOKENS | Capability.TOKEN_DROP
         return offered | Capability.TOKENS if find_vit(self.module) is not None else offered
+
+    def lacks(self, flag: Capability) -> str | None:
+        if flag is Capability.LAYERS and isinstance(self._module, torch.jit.ScriptModule):
+            return "is a TorchScript module, which takes no forward hooks (no layers to read)"
+        return None
 
     def token_view(self, image: torch.Tensor) -> TokenView:
         vit = find_vit(self.module, nested=False)

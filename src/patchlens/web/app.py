@@ -4,8 +4,8 @@
 startup: visitors upload images, never models. Long explanations go through a
 bounded :class:`~patchlens.web.jobs.JobQueue` (poll ``/api/jobs/{id}``, DELETE
 to cancel, 429 when full); what-if predictions run at once on their own path.
-OpenAPI docs are at ``/docs`` (the Swagger page loads its scripts from a CDN)
-and the schema at ``/openapi.json``.
+OpenAPI docs are at ``/docs`` (Swagger UI served from this machine, see
+:mod:`patchlens.web.docs`) and the schema at ``/openapi.json``.
 """
 
 from __future__ import annotations
@@ -16,23 +16,27 @@ from importlib import resources
 from typing import Any, Union
 
 import numpy as np
+import torch
 from fastapi import FastAPI, File, HTTPException, Request, UploadFile
 from fastapi.concurrency import run_in_threadpool
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
 from pydantic import BaseModel, Field
 
 from .. import render
 from .._version import __version__
-from ..api import list_methods
+from ..api import check_seed, list_methods
 from ..capabilities import ModelKind
-from ..engine import BASELINES
+from ..engine import BASELINES, Hooks
 from ..errors import ImageError, PatchlensError
 from ..examples import EXAMPLES, example_path
 from ..images import load_image
 from ..models import Classifier, load_model
 from ..objectives import predictions, resolve_objective
+from ..request import RunRequest
 from .availability import token_masking, with_availability
+from .docs import add_docs
 from .guard import refusal
 from .jobs import JobQueue, QueueFull, WebJob
 from .state import (
@@ -45,6 +49,7 @@ from .state import (
     available_metrics,
     build_requests,
     check_pixels,
+    check_result_bytes,
     check_targets,
     heatmap_png,
     load_stored,
@@ -52,7 +57,9 @@ from .state import (
     prepare_runs,
     run_explanations,
     safe_name,
+    stored_image_bytes,
     top_predictions,
+    validation_errors,
 )
 
 
@@ -92,20 +99,25 @@ def create_app(
     cfg = config or WebConfig()
     # Fill the method and metric registries now, in one thread: their first use
     # imports modules, and concurrent first requests could see them half-filled.
-    list_methods()
+    list_methods(front_end="web")
     available_metrics()
     clf = classifier if classifier is not None else load_model(model, device=device or "auto")
     lock = threading.RLock()  # every model call, from jobs and what-if alike
     queue = JobQueue(workers=cfg.workers, max_queued=cfg.max_queued)
-    images: Recent[StoredImage] = Recent(cfg.keep_images)
-    results: Recent[StoredResult] = Recent(cfg.keep_results)
+    # bounded by bytes as well as by count: 128 results of a large photo's 8 methods were gigabytes
+    images: Recent[StoredImage] = Recent(cfg.keep_images, cfg.keep_image_bytes, stored_image_bytes)
+    results: Recent[StoredResult] = Recent(cfg.keep_results, cfg.keep_result_bytes, lambda r: r.explanation.saliency.nbytes)
+    decoding = threading.BoundedSemaphore(cfg.max_decoding)  # a decoded upload is tens of MB; at most this many at once
 
     app = FastAPI(
         title="patchlens",
         version=__version__,
         description="Explore which parts of an image drive the model's decision.",
         on_shutdown=[queue.shutdown],
+        docs_url=None,  # FastAPI's page loads Swagger UI from a CDN: blank offline; ours is local (add_docs)
+        redoc_url=None,
     )
+    add_docs(app)
     app.state.classifier, app.state.config, app.state.queue = clf, cfg, queue
 
     @app.exception_handler(PatchlensError)
@@ -113,15 +125,26 @@ def create_app(
         status = 413 if isinstance(exc, TooLarge) else 415 if isinstance(exc, NotAnImage) else 422
         return JSONResponse({"detail": str(exc)}, status_code=status)
 
+    @app.exception_handler(RequestValidationError)
+    async def bad_request(request: Request, exc: RequestValidationError) -> JSONResponse:
+        # FastAPI's own answer repeats each bad value ("input"): a 30 MB body came back as a 35 MB answer
+        return JSONResponse({"detail": validation_errors(exc.errors())}, status_code=422)
+
     @app.middleware("http")
-    async def limit_upload(request: Request, call_next: Any) -> Response:
-        # Refuse big uploads from the header, before the body is read and parsed.
-        if request.method == "POST" and request.url.path == "/api/images":
+    async def limit_body(request: Request, call_next: Any) -> Response:
+        # Refuse big bodies from the header, before they are read and parsed: an upload by the upload
+        # limit, anything else (JSON) by max_body_bytes.
+        if request.method in ("POST", "PUT", "PATCH", "DELETE"):
+            upload = request.method == "POST" and request.url.path == "/api/images"
+            limit = cfg.max_upload_bytes + 64 * 1024 if upload else cfg.max_body_bytes
             length = request.headers.get("content-length")
             if length is None:
-                return JSONResponse({"detail": "uploads must give their Content-Length"}, status_code=411)
-            if not length.isdigit() or int(length) > cfg.max_upload_bytes + 64 * 1024:
-                return JSONResponse({"detail": _too_big(int(length) if length.isdigit() else -1, cfg)}, status_code=413)
+                if upload or request.headers.get("transfer-encoding"):
+                    return JSONResponse({"detail": "requests with a body must give its Content-Length"}, status_code=411)
+            elif not length.isdigit() or int(length) > limit:
+                size = int(length) if length.isdigit() else -1
+                detail = _too_big(size, cfg) if upload else f"the request body{_mb(size)} is larger than this server's limit of {limit:,} bytes"
+                return JSONResponse({"detail": detail}, status_code=413)
         return await call_next(request)
 
     @app.middleware("http")
@@ -168,14 +191,15 @@ def create_app(
             "model": {"id": clf.model_id, "input_size": list(clf.input_size), "classes": clf.num_classes,
                       "white_box": clf.module is not None, "activation": clf.activation,
                       "multi_label": clf.model_kind == ModelKind.MULTI_LABEL},
-            "methods": with_availability(list_methods(), clf),
+            "methods": with_availability(list_methods(front_end="web"), clf),
             "token_masking": token_masking(clf),
             "examples": [{"name": n, "url": f"/api/examples/{n}"} for n in EXAMPLES],
             "grid": cfg.grid,
             "baselines": sorted((b for b in BASELINES if b != "noise"), key=lambda b: b != "gray"),
             "limits": {"max_upload_bytes": cfg.max_upload_bytes, "max_pixels": cfg.max_pixels,
                        "max_queued": cfg.max_queued, "max_passes": cfg.max_passes, "max_methods": cfg.max_methods,
-                       "max_targets": cfg.max_targets, "max_regions": cfg.max_regions},
+                       "max_targets": cfg.max_targets, "max_regions": cfg.max_regions,
+                       "max_body_bytes": cfg.max_body_bytes, "keep_result_bytes": cfg.keep_result_bytes},
             "metrics": available_metrics(),
         }
 
@@ -213,8 +237,9 @@ def create_app(
 
     def _decode_and_score(data: bytes, name: str) -> StoredImage:
         check_pixels(data, name, cfg.max_pixels)
-        # load_image applies the package's own decompression-bomb limit and conversions too
-        return load_stored(clf, lock, _load_bytes(data, name))
+        with decoding:
+            # load_image applies the package's own decompression-bomb limit and conversions too
+            return load_stored(clf, lock, _load_bytes(data, name))
 
     @app.get("/api/images/{image_id}.png", summary="The stored image, as PNG")
     def image_png(image_id: str) -> Response:
@@ -235,17 +260,20 @@ def create_app(
     @app.post("/api/jobs", status_code=202, summary="Run one or more methods on a stored image (a job)")
     def submit(body: JobRequest) -> JSONResponse:
         stored = get_image(body.image_id)
-        # a bad class is a 422 now, not a failed job later; no label present is a job that says so
-        check_targets(resolve_objective(body.target, stored.output, clf), cfg)
+        # a bad class or seed is a 422 now, not a failed job later; no label present is a job that says so
+        check_seed(body.seed)
+        objective = resolve_objective(body.target, stored.output, clf)
+        check_targets(objective, cfg)
         requests = build_requests([(m.name, m.params) for m in body.methods], clf, cfg, body.target, body.seed, lock)
+        check_result_bytes(stored, len(requests) * max(1, len(objective)), cfg)
         if queue.full:  # before any preparation is done for nothing
             return busy(f"{queue.waiting} jobs are already waiting (the limit is {cfg.max_queued})")
         job = WebJob()
 
-        def hooks(request: Any) -> Any:
+        def hooks(request: RunRequest) -> Hooks:
             name = request.method.name
 
-            def preview(maps: Any, used: int) -> None:
+            def preview(maps: torch.Tensor, used: int) -> None:
                 job.show_preview(heatmap_png(maps[0].float().cpu().numpy()), method=name, samples=used)
 
             return job.hooks(lock, on_map=preview)
@@ -355,8 +383,11 @@ def _load_bytes(data: bytes, name: str) -> Any:
 
 def _too_big(size: int, cfg: WebConfig, name: str = "the upload") -> str:
     mb = cfg.max_upload_bytes / 1024 / 1024
-    got = f" ({size / 1024 / 1024:.1f} MB)" if size >= 0 else ""
-    return f"{name}{got} is larger than this server's limit of {mb:g} MB"
+    return f"{name}{_mb(size)} is larger than this server's limit of {mb:g} MB"
+
+
+def _mb(size: int) -> str:
+    return f" ({size / 1024 / 1024:.1f} MB)" if size >= 0 else ""
 
 
 def _attachment(found: StoredResult, ext: str) -> dict[str, str]:

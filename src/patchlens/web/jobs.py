@@ -49,14 +49,23 @@ class WebJob:
     #: the running map of a sampling method while it forms: what it is, and its picture
     preview: dict[str, Any] | None = None
     preview_png: bytes | None = field(default=None, repr=False)
+    #: forward passes of the faithfulness metrics after the maps, counted apart: ``total`` is the methods' passes
+    scoring: int = 0
 
     def count(self, passes: int) -> None:
-        """``passes`` more forward passes ran for this job (the engines' ``on_passes``)."""
+        """``passes`` more forward passes of the job's methods ran (counted against its stated ``total``)."""
         self.done += passes
 
-    def hooks(self, lock: Any, on_map: Callable[[torch.Tensor, int], None] | None = None) -> Hooks:
-        """What every engine working for this job runs with: counted, cancellable, behind the server's ``lock``."""
-        return Hooks(cancelled=self.cancel_flag.is_set, on_passes=self.count, on_map=on_map, lock=lock)
+    def count_scoring(self, passes: int) -> None:
+        """``passes`` more forward passes of the job's metrics ran (not in its stated total: counted apart)."""
+        self.scoring += passes
+
+    def hooks(
+        self, lock: Any, on_map: Callable[[torch.Tensor, int], None] | None = None, count: Callable[[int], None] | None = None
+    ) -> Hooks:
+        """What every engine working for this job runs with: counted (by ``count``, :meth:`count` unless
+        given), cancellable, behind the server's ``lock``."""
+        return Hooks(cancelled=self.cancel_flag.is_set, on_passes=count or self.count, on_map=on_map, lock=lock)
 
     def show_preview(self, png: bytes, **about: Any) -> None:
         """Replace the running map; ``version`` counts replacements, so the page fetches each once."""
@@ -69,10 +78,13 @@ class WebJob:
             fraction = 1.0
         elif self.total:
             fraction = min(1.0, self.done / self.total)
+        # the total is stated before the run; should a method run more passes than it stated, the
+        # total grows with them rather than showing "635 of 503"
+        total = max(self.total, self.done) if self.total is not None else None
         return {
             "id": self.id,
             "status": self.status,
-            "progress": {"done": self.done, "total": self.total, "fraction": fraction},
+            "progress": {"done": self.done, "total": total, "fraction": fraction, "scoring_passes": self.scoring},
             "preview": self.preview if self.status == "running" else None,
             "error": self.error,
             "seconds": round((self.finished or time.time()) - self.started, 3) if self.started else None,

@@ -14,13 +14,13 @@ import re
 import threading
 import uuid
 from dataclasses import dataclass, field
-from typing import Any, Generic, TypeVar
+from typing import Any, Callable, Generic, TypeVar
 
 import numpy as np
 import torch
 from PIL import Image
 
-from .. import render
+from .. import render, webp
 from ..api import PreparedRun, prepare_run
 from ..capabilities import Capability
 from ..engine import BASELINES, Engine, FeatureMasks, Hooks, make_baseline, patch_grid
@@ -28,7 +28,6 @@ from ..errors import ImageError, MethodError, PatchlensError
 from ..explanation import Explanation, record
 from ..images import LoadedImage, check_size, resize, to_tensor
 from ..methods import Method, get_method, make_method
-from ..methods._sampling import interactive_defaults
 from ..metrics import Case, Options
 from ..metrics import registry as metric_registry
 from ..models.classifier import Classifier
@@ -57,6 +56,10 @@ class WebConfig:
         max_regions: regions (features) per image for LIME, KernelSHAP, Sobol, subset.
         allowed_hosts: Host names the server answers to ("*": any); loopback names by default.
         keep_images, keep_results: how many uploads and maps are remembered.
+        keep_image_bytes, keep_result_bytes: and how many bytes of them, at most: the oldest are
+            forgotten first (a 4096 x 2560 photo's maps are 42 MB each, five classes of eight methods 1.7 GB).
+        max_body_bytes: largest JSON request body (uploads have max_upload_bytes).
+        max_decoding: uploads decoded at the same time; more wait their turn.
     """
 
     max_upload_bytes: int = 20 * 1024 * 1024
@@ -71,22 +74,40 @@ class WebConfig:
     allowed_hosts: tuple[str, ...] = LOOPBACK_HOSTS
     keep_images: int = 32
     keep_results: int = 128
+    keep_image_bytes: int = 512 * 1024 * 1024
+    keep_result_bytes: int = 1024 * 1024 * 1024
+    max_body_bytes: int = 1024 * 1024
+    max_decoding: int = 2
 
 
 class Recent(Generic[T]):
-    """A thread-safe dict of the ``size`` most recently used entries, by a random key (uploads, results)."""
+    """A thread-safe dict of the most recently used entries, by a random key (uploads, results): it forgets its
+    oldest entries beyond ``size`` entries or ``budget`` bytes.
 
-    def __init__(self, size: int) -> None:
-        self.size = size
+    ``weigh`` gives an entry's bytes. The newest entry is always kept, so the result a job has just
+    made can be fetched even when it alone is over the budget (submission refuses such jobs first).
+    """
+
+    def __init__(self, size: int, budget: int | None = None, weigh: Callable[[T], int] | None = None) -> None:
+        self.size, self.budget, self.weigh = size, budget, weigh
         self._items: collections.OrderedDict[str, T] = collections.OrderedDict()
+        self._bytes: dict[str, int] = {}
         self._lock = threading.Lock()
+
+    @property
+    def bytes(self) -> int:
+        with self._lock:
+            return sum(self._bytes.values())
 
     def add(self, item: T) -> str:
         key = uuid.uuid4().hex[:16]
         with self._lock:
             self._items[key] = item
-            while len(self._items) > self.size:
-                self._items.popitem(last=False)
+            self._bytes[key] = self.weigh(item) if self.weigh is not None else 0
+            total = sum(self._bytes.values())
+            while len(self._items) > 1 and (len(self._items) > self.size or (self.budget is not None and total > self.budget)):
+                old, _ = self._items.popitem(last=False)
+                total -= self._bytes.pop(old)
         return key
 
     def get(self, key: str) -> T | None:
@@ -99,8 +120,6 @@ class Recent(Generic[T]):
 
 @dataclass
 class StoredImage:
-    """An uploaded image, at the model's input size, with the model's answer on it."""
-
     image: LoadedImage
     x: torch.Tensor  # (3, h, w) at the model's input size
     output: Any  # the model's answer on the unmasked image, a batch of one (class scores (1, C))
@@ -122,9 +141,13 @@ def safe_name(name: str | None) -> str:
 
 def check_pixels(data: bytes, name: str, max_pixels: int) -> None:
     """Refuse non-images and oversized images from the header alone, before decoding."""
+    head = webp.features(data) if webp.is_webp(data[:12]) else None
     try:
-        with Image.open(io.BytesIO(data)) as img:
-            w, h = img.size
+        if head is not None:  # Pillow's WebP plugin allocates the whole canvas, twice, just to open the file
+            w, h = head[0], head[1]
+        else:
+            with Image.open(io.BytesIO(data)) as img:
+                w, h = img.size
     except Image.DecompressionBombError:
         raise TooLarge(f"{name}: too many pixels, possible decompression bomb") from None
     except Exception:
@@ -140,6 +163,31 @@ class TooLarge(ImageError):
 
 class NotAnImage(ImageError):
     """The upload is not an image (HTTP 415)."""
+
+
+def stored_image_bytes(stored: "StoredImage") -> int:
+    """What a stored upload holds: the photo and its tensor at the model's input size."""
+    return int(stored.image.pixels.nbytes + stored.x.element_size() * stored.x.nelement())
+
+
+def check_result_bytes(stored: "StoredImage", maps: int, cfg: WebConfig) -> None:
+    """Refuse a job whose maps alone (float32 at the photo's size) are more than the server keeps."""
+    h, w = stored.image.pixels.shape[:2]
+    need = maps * h * w * 4
+    if need > cfg.keep_result_bytes:
+        raise MethodError(
+            f"{maps} maps of this {w}x{h} photo are {need / 2**20:,.0f} MB, more than this server keeps "
+            f"({cfg.keep_result_bytes / 2**20:,.0f} MB); choose fewer methods or classes"
+        )
+
+
+def validation_errors(errors: Any, limit: int = 10) -> list[dict[str, Any]]:
+    """FastAPI's validation errors without the values that were wrong (which can be megabytes), at most ``limit``."""
+    out = []
+    for e in list(errors)[:limit]:
+        loc = [str(p)[:40] for p in e.get("loc", ())][:8]
+        out.append({"loc": loc, "msg": str(e.get("msg", ""))[:200], "type": str(e.get("type", ""))[:60]})
+    return out
 
 
 def top_predictions(output: Any, classifier: Classifier, k: int = 5) -> list[dict[str, Any]]:
@@ -186,8 +234,8 @@ def build_requests(
 ) -> list[RunRequest]:
     """One run request per chosen method, each checked as every front-end checks a run (MethodError: a 422).
 
-    The web page's defaults for sampling methods stop once the map settles (as
-    the command line's do); each run's budget is the server's limit.
+    The web page's own defaults apply (sampling methods stop once the map
+    settles); each run's budget is the server's limit.
     """
     if not choices:
         raise MethodError("no method chosen")
@@ -195,15 +243,28 @@ def build_requests(
         raise MethodError(f"{len(choices)} methods at once: this server runs at most {config.max_methods}")
     out = []
     for name, params in choices:
-        method = make_method(name, **interactive_defaults(get_method(name), params))
+        method = make_method(name, **get_method(name).with_defaults(params, "web"))
         request = RunRequest(method, target=target, seed=seed, max_passes=config.max_passes)
         validate_run(classifier, request, hooks=Hooks(lock=lock))  # attention_rollout on a CNN: a 422 now
         out.append(request)
     return out
 
 
+def check_counts(method: Method, max_passes: int) -> None:
+    """Sample and step counts (parameters declared ``cost=True``) over the server's limit are refused before
+    the method draws what they count: each costs a forward pass."""
+    for info in method.parameters():
+        value = getattr(method, info.name)
+        if info.cost and value > max_passes:
+            raise MethodError(
+                f"{method.name}: {info.name}={value:,} asks for more forward passes than this server's limit of "
+                f"{max_passes:,}; lower it"
+            )
+
+
 def prepare_runs(
-    classifier: Classifier, stored: StoredImage, requests: list[RunRequest], hooks: Any, config: WebConfig
+    classifier: Classifier, stored: StoredImage, requests: list[RunRequest], hooks: Callable[[RunRequest], Hooks],
+    config: WebConfig,
 ) -> list[PreparedRun]:
     """Each request prepared on the stored image, within this server's limits on passes and regions.
 
@@ -230,18 +291,6 @@ def prepare_runs(
             run.close()
         raise
     return runs
-
-
-def check_counts(method: Method, max_passes: int) -> None:
-    """Sample and step counts (parameters declared ``cost=True``) over the server's limit are refused before
-    the method draws what they count: each costs a forward pass."""
-    for info in method.parameters():
-        value = getattr(method, info.name)
-        if info.cost and value > max_passes:
-            raise MethodError(
-                f"{method.name}: {info.name}={value:,} asks for more forward passes than this server's limit of "
-                f"{max_passes:,}; lower it"
-            )
 
 
 def check_targets(objective: Objective, config: WebConfig) -> None:
@@ -291,8 +340,7 @@ def available_metrics() -> dict[str, dict[str, str]]:
 def faithfulness(classifier: Classifier, stored: StoredImage, exp: Explanation, engine: Engine) -> dict[str, Any] | None:
     """Scores of every metric that needs only the model (deletion, insertion, ...), with their curves.
 
-    Their forward passes run in ``engine`` (the job's hooks: counted in its
-    progress, cancellable, behind the lock).
+    Their forward passes run in ``engine`` (the job's hooks: counted, cancellable, behind the lock).
     """
     wanted = available_metrics()
     if not wanted:
@@ -322,7 +370,8 @@ def run_explanations(
     """The body of an explanation job: each prepared run in turn, results stored, summaries returned.
 
     Each run's engine holds the job's hooks (its counter, cancel flag and the
-    server's lock) and its budget, the server's pass limit.
+    server's lock) and its budget, the server's pass limit. The metrics'
+    passes are not in the job's stated total: counted apart, so progress never passes it.
     """
     summaries = []
     for run in runs:
@@ -340,9 +389,8 @@ def run_explanations(
         for exp in exps:
             summary = summarize(exp, grid)
             if with_metrics:
-                engine = Engine(run.classifier, description="metrics", hooks=job.hooks(lock))
+                engine = Engine(run.classifier, description="metrics", hooks=job.hooks(lock, count=job.count_scoring))
                 summary["metrics"] = faithfulness(run.classifier, stored, exp, engine)
-                summary["metrics_forward_passes"] = engine.forward_passes
             rid = results.add(StoredResult(exp, image_id, summary))
             summary["id"] = rid
             summaries.append(summary)

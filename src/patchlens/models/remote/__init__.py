@@ -121,14 +121,18 @@ def load_remote(
             is the older spelling of "softmax".
         progress: show a line with images sent, requests in flight and retries.
         **codec_options: ``input``, ``output``, ``mean``, ``std``, ``binary`` (OIP v2; binary tensors
-            are used when the server lists the ``binary_tensor_data`` extension, unless ``binary=False``);
+            are used when the server lists the ``binary_tensor_data`` extension or, without a
+            ``max_queries`` budget, when a one-image probe sent both ways gets the same answer;
+            ``binary=True``/``False`` decides without asking);
             ``image_format``, ``scale``, ``output`` (KServe v1); ``encode``, ``decode`` (json).
     """
     all_headers = parse_headers([line for line in os.environ.get(HEADERS_ENV, "").splitlines() if line.strip()])
     all_headers.update(parse_headers(headers))
     codec, base = _protocol_for(url, protocol, codec_options)
     if codec_options:
-        raise ModelError(f"{shown_url(url)}: options {sorted(codec_options)} do not apply to protocol {codec.name}")
+        flags = [f"--{k}" for k in sorted(codec_options) if k in ("binary", "output")]  # those the command line has
+        also = f" ({', '.join(flags)})" if flags else ""
+        raise ModelError(f"{shown_url(url)}: options {sorted(codec_options)}{also} do not apply to protocol {codec.name}")
     network = NetworkOptions(connect_timeout=connect_timeout, read_timeout=timeout, retries=retries, backoff=backoff, max_wait=max_wait)
     client = HttpClient(base, all_headers, network, **({"sleep": sleep} if sleep else {}))
     return RemoteClassifier(

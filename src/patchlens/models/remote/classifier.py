@@ -81,10 +81,15 @@ class RemoteClassifier(Classifier):
         self.max_queries = max_queries
         self.device = torch.device(device)
         self.model_id = model_id or client.url
+        self.server = layout.server
         # The engine's batch: one round of every request in flight, full. Set, not measured: a
         # remote model's speed is the network's, and trial batches would spend queries.
         self.batch_policy.record(self.request_batch * self.in_flight)
         self.queries = 0  # images sent to the server (retries of a request are not counted again)
+        if max_queries is None:  # a budget is precious: with one, binary tensors only where the server lists them (or --binary)
+            self.queries += protocol.settle(client, self.input_size)
+        elif getattr(protocol, "binary", False) is None:
+            protocol.binary = False  # type: ignore[attr-defined]
         self.cache_hits = 0
         self._cache: OrderedDict[bytes, np.ndarray] = OrderedDict()
         self._cache_size = cache_size
@@ -96,6 +101,17 @@ class RemoteClassifier(Classifier):
 
     def __repr__(self) -> str:
         return f"RemoteClassifier({self.model_id!r}, protocol={self.protocol.name}, input_size={self.input_size})"
+
+    #: what scores the forward passes: a server, over the network
+    runtime = "remote"
+
+    @property
+    def runtime_details(self) -> dict[str, object]:
+        """For every result's record (and the run's header): the protocol, the server, the encoding."""
+        details: dict[str, object] = {"runtime": "remote", "protocol": self.protocol.name, "server": self.server}
+        if getattr(self.protocol, "binary", None) is not None:
+            details["tensors"] = "binary" if self.protocol.binary else "JSON"  # type: ignore[attr-defined]
+        return details
 
     @property
     def traffic(self) -> str:
@@ -116,7 +132,11 @@ class RemoteClassifier(Classifier):
         if todo:
             chunks = [todo[i : i + self.request_batch] for i in range(0, len(todo), self.request_batch)]
             pool = self._executor()
-            answers = list(pool.map(lambda c: self._send(batch[[rows[k] for k in c]]), chunks))
+            try:
+                answers = list(pool.map(lambda c: self._send(batch[[rows[k] for k in c]]), chunks))
+            except BaseException:
+                self._bar.clear()  # no stale progress line left above the error message
+                raise
             with self._lock:
                 for chunk, scores in zip(chunks, answers):
                     for key, row in zip(chunk, scores):
@@ -127,8 +147,9 @@ class RemoteClassifier(Classifier):
     def _spend(self, n: int) -> None:
         if self.max_queries is not None and self.queries + n > self.max_queries:
             raise QueryBudgetError(
-                f"{self.client.url}: query budget spent: {self.queries} of max_queries={self.max_queries} images used, "
-                f"{n} more needed; the explanation stopped unfinished (partial)"
+                f"{self.client.url}: query budget too small: the next requests need {n} images, only "
+                f"{self.max_queries - self.queries} of max_queries={self.max_queries} are left ({self.queries} used); "
+                "the explanation stopped unfinished (partial)"
             )
         self.queries += n
 

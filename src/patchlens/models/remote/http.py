@@ -197,6 +197,8 @@ class HttpClient:
         self._jitter = random.Random()
         #: why the server was last found unreachable; while set, a request is tried once, not retried
         self.down: str | None = None
+        #: the Server header of the last answer ("uvicorn"), when the server says nothing better about itself
+        self.server_header: str | None = None
 
     def __repr__(self) -> str:  # never the headers
         return f"HttpClient({self.url!r}, {len(self._headers) - 2} extra header(s))"
@@ -255,6 +257,9 @@ class HttpClient:
             raise
         if answer.will_close:
             self._drop_connection()
+        server = answer.getheader("Server")
+        if server:
+            self.server_header = self.secrets.quote(server, 60)
         return answer.status, answer.msg, data
 
     def _read(self, answer: http.client.HTTPResponse, limit: int) -> bytes:
@@ -388,6 +393,9 @@ class HttpClient:
                 text = str(decoded.get("error") or decoded.get("detail") or decoded.get("message") or text)
         except (ValueError, RecursionError):
             pass
+        if "Traceback (most recent call last)" in text:  # a server in debug mode (MLServer's default): its last line says why
+            lines = [line for line in self.secrets.scrub(text[-65536:]).splitlines() if line.strip()]
+            text = lines[-1] if lines else text
         return self.secrets.quote(text) or "(no message)"
 
     def close(self) -> None:

@@ -37,6 +37,8 @@ INT_TYPES = {"UINT8": np.uint8, "INT32": np.int32, "INT64": np.int64}
 WIRE_TYPES = {"FP32": "<f4", "FP64": "<f8", "FP16": "<f2", "UINT8": "u1", "INT32": "<i4", "INT64": "<i8"}
 #: the header that says where the JSON part of a binary-extension body ends.
 JSON_LENGTH = "Inference-Header-Content-Length"
+#: what the binary probe found, per (model URL, input size, datatype, layout), for this process's life
+_PROBED: dict[tuple[Any, ...], bool] = {}
 
 
 @dataclass
@@ -46,6 +48,21 @@ class Layout:
     input_size: tuple[int, int] | None = None
     labels: list[str] | None = None
     max_batch: int | None = None
+    #: the server's own name and version ("mlserver 1.7.1"), for the records of what ran
+    server: str = "unknown server"
+
+
+def server_identity(client: HttpClient) -> tuple[str, list[str]]:
+    """The server's name and version, and its extensions, from its metadata at ``/v2`` (KServe answers it on v1 URLs too)."""
+    path = client.base_path
+    cut = max(path.rfind("/v2/models/"), path.rfind("/v1/models/"))
+    try:
+        meta = _dict(client.call("GET", (path[:cut] if cut >= 0 else "") + "/v2", absolute=True))
+    except ModelError:
+        meta = {}
+    found = meta.get("extensions")
+    name = " ".join(client.secrets.quote(meta[k], 40) for k in ("name", "version") if isinstance(meta.get(k), str))
+    return name or client.server_header or "unknown server", [str(e) for e in found] if isinstance(found, list) else []
 
 
 def _numbers(data: Any, where: str, what: str) -> np.ndarray:
@@ -85,6 +102,10 @@ class Protocol:
 
     def describe(self, client: HttpClient) -> Layout:
         return Layout()
+
+    def settle(self, client: HttpClient, input_size: tuple[int, int]) -> int:
+        """Choices that need a request to the model (OIP's binary tensors); the images this sent."""
+        return 0
 
     def request(self, batch: np.ndarray) -> Any:
         """The JSON body for ``batch``."""
@@ -130,6 +151,7 @@ class OipV2(Protocol):
         self.std = None if std is None else np.asarray(std, np.float32).reshape(1, 3, 1, 1)
         self.datatype = "FP32"
         self.channels_last = False
+        self.advertised = False  # whether the server lists the binary_tensor_data extension
 
     def describe(self, client: HttpClient) -> Layout:
         where = client.url
@@ -169,8 +191,10 @@ class OipV2(Protocol):
             input_size=(h, w) if h > 0 and w > 0 else None,
             labels=[str(x) for x in labels] if isinstance(labels, list) and 0 < len(labels) <= MAX_CLASSES else None,
         )
-        if self.binary is None:
-            self.binary = "binary_tensor_data" in self._extensions(client)
+        layout.server, extensions = server_identity(client)
+        self.advertised = "binary_tensor_data" in extensions
+        if self.binary is None and self.advertised:
+            self.binary = True
         try:  # Triton (and serve-model) state a largest batch at .../config; others answer 404.
             size = _count(_dict(client.call("GET", "/config")).get("max_batch_size"))
             layout.max_batch = size if size is not None and size > 0 else None
@@ -178,15 +202,33 @@ class OipV2(Protocol):
             pass
         return layout
 
-    @staticmethod
-    def _extensions(client: HttpClient) -> list[str]:
-        """The server's extensions, from its metadata at ``.../v2`` (JSON floats cost ~1 us each; raw bytes nothing)."""
-        root = client.base_path[: client.base_path.rfind("/v2/models/")] + "/v2"
-        try:
-            found = _dict(client.call("GET", root, absolute=True)).get("extensions")
+    def settle(self, client: HttpClient, input_size: tuple[int, int]) -> int:
+        """Binary tensors when the server did not say: one grey image sent both ways, kept if both answers agree.
+
+        KServe takes binary tensors without listing the extension; MLServer 1.7
+        lists nothing and drops the connection on them. The probe is tried once,
+        without retries; what it found is remembered for this server and model.
+        """
+        if self.binary is not None:
+            return 0
+        key = (client.url, input_size, self.datatype, self.channels_last)
+        if key in _PROBED:
+            self.binary = _PROBED[key]
+            return 0
+        grey = np.full((1, 3, *input_size), 0.5, np.float32)
+        try:  # each way once, without retries: a failure only means no binary (the run reports its own errors)
+            self.binary = False
+            answer_headers, data = client.exchange("POST", self.infer_path, *self.body(grey), retries=0)
+            plain = self.read(data, answer_headers, 1, client)
+            self.binary = True
+            answer_headers, data = client.exchange("POST", self.infer_path, *self.body(grey), retries=0)
+            packed = self.read(data, answer_headers, 1, client)
+            self.binary = packed.shape == plain.shape and bool(np.allclose(packed, plain, rtol=1e-5, atol=1e-6))
         except ModelError:
-            return []
-        return [str(e) for e in found] if isinstance(found, list) else []
+            self.binary = False
+            client.down = None  # a server that dropped the probe's connection is not gone
+        _PROBED[key] = self.binary
+        return 2
 
     @staticmethod
     def _pick(specs: list[Any], name: str | None, kind: str, where: str, client: HttpClient) -> dict[str, Any]:
@@ -210,7 +252,8 @@ class OipV2(Protocol):
 
     def _header(self, x: np.ndarray, data: Any) -> dict[str, Any]:
         tensor = {"name": self.input_name or "input", "shape": list(x.shape), "datatype": self.datatype, **data}
-        out: dict[str, Any] = {"inputs": [tensor]}
+        # an id: KServe models written as its docs show copy it into their answer, and fail when it is missing
+        out: dict[str, Any] = {"id": "patchlens", "inputs": [tensor]}
         want = {"parameters": {"binary_data": True}} if self.binary else {}
         if self.output_name:
             out["outputs"] = [{"name": self.output_name, **want}]
@@ -289,7 +332,7 @@ class KServeV1(Protocol):
 
     def describe(self, client: HttpClient) -> Layout:
         client.call("GET")  # the model's status: a 404 here is clearer than one at the first image
-        return Layout()
+        return Layout(server=server_identity(client)[0])
 
     def request(self, batch: np.ndarray) -> Any:
         hwc = batch.transpose(0, 2, 3, 1)

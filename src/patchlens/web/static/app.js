@@ -250,7 +250,8 @@ function showJob(job) {
   const bar = $("progress");
   if (p.fraction === null) bar.removeAttribute("value"); else bar.value = p.fraction;
   const passes = p.total && p.done <= p.total ? `${p.done} / ${p.total} forward passes` : `${p.done} forward passes`;
-  setStatus(`${job.status}: ${passes}`);
+  const scoring = p.scoring_passes ? `; faithfulness: ${p.scoring_passes} passes` : "";
+  setStatus(`${job.status}: ${passes}${scoring}`);
   showPreview(job);
   if (job.status === "done") {
     stopPolling(); bar.hidden = true;
