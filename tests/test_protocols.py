@@ -30,6 +30,7 @@ from patchlens.methods import Attribution, Job, Method, make_method
 from patchlens.metrics import MetricError, Options, evaluate
 from patchlens.metrics.compare import Comparison, compare
 from patchlens.metrics.complexity import complexity, sparseness
+from patchlens.metrics.curves import ranks
 from patchlens.metrics.evaluate import EvaluationTable
 from patchlens.metrics.protocols import rise_kernel
 from patchlens.metrics.regions import energy_in_region, focus, pointing_game
@@ -114,7 +115,7 @@ def _fixed_maps(side: int) -> dict[str, np.ndarray]:
     rng = np.random.default_rng(1)
     y, x = np.mgrid[0:side, 0:side] / side
     blob = np.exp(-((y - 0.4) ** 2 + (x - 0.6) ** 2) / 0.05)
-    # tie-free maps: the reference orders tied pixels by numpy's unstable argsort, patchlens by raster order
+    # nearly tie-free maps (ties are tested on their own below)
     return {"random": rng.random((side, side)), "blob": blob + 1e-6 * rng.random((side, side))}
 
 
@@ -141,7 +142,8 @@ def test_rise_protocol_gives_the_reference_aucs(side, step):
     for row, own, (name, saliency), curves in zip(table, ours, maps.items(), table.curves):
         assert row["protocol"] == "rise" and own["protocol"] == "patchlens"
         for kind, mode in (("deletion", "del"), ("insertion", "ins")):
-            ref = reference_scores(reference_model, normalised.clone(), saliency, mode, step)
+            # the map as the explanation holds it (float32, as RISE's own maps are): the same values, the same ties
+            ref = reference_scores(reference_model, normalised.clone(), saliency.astype(np.float32), mode, step)
             assert len(curves[kind][1]) == len(ref) == -(-side * side // step) + 1
             assert row[kind] == pytest.approx(reference_auc(ref), abs=1e-3), (name, kind)
             assert np.allclose(curves[kind][1], ref, atol=1e-3), (name, kind)
@@ -150,6 +152,26 @@ def test_rise_protocol_gives_the_reference_aucs(side, step):
     assert max(gaps) > 0.02
     # and the maps are told apart: the blob's deletion is not the random map's
     assert abs(table[0]["deletion"] - table[1]["deletion"]) > 0.01
+
+
+def test_rise_protocol_orders_ties_as_the_reference_does():
+    """A map with plateaus (a RISE map at few masks has them, so does a quantised one): the reference orders
+    tied pixels by numpy's argsort, then flips; patchlens' own protocol keeps raster order. Under
+    protocol="rise" the curves are the reference's to float rounding, ties and all."""
+    side, step = 40, 224
+    clf, reference_model, photo, _, normalised = _setup(side)
+    y, x = np.mgrid[0:side, 0:side] / side
+    plateaus = (np.round(8 * np.exp(-((y - 0.4) ** 2 + (x - 0.6) ** 2) / 0.05)) / 8).astype(np.float32)
+    assert len(np.unique(plateaus)) < 10  # hundreds of pixels share each value
+    target = int(reference_model(normalised).argmax(1)[0])
+    table = evaluate(clf, photo, [_exp(plateaus, target)], ["deletion", "insertion"], protocol="rise", pixels_per_step=step)
+    raster = ranks(torch.from_numpy(plateaus))[0].flatten()
+    numpy_order = ranks(torch.from_numpy(plateaus), ties="numpy")[0].flatten()
+    assert not torch.equal(raster, numpy_order)  # the two orders differ on this map: the test can fail
+    for kind, mode in (("deletion", "del"), ("insertion", "ins")):
+        ref = reference_scores(reference_model, normalised.clone(), plateaus, mode, step)
+        assert np.allclose(table.curves[0][kind][1], ref, atol=1e-5), kind
+        assert table[0][kind] == pytest.approx(reference_auc(ref), abs=1e-6)
 
 
 def test_rise_substrates_are_the_models_mean_colour_and_a_zero_padded_blur():
