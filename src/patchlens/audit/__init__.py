@@ -59,8 +59,10 @@ def report(
         page = Path(out)
         if page.is_dir():
             raise ReportError(f"{page}: is a folder; name the HTML file to write, e.g. {page / 'report.html'}")
-        if not page.parent.is_dir():
-            raise ReportError(f"{page.parent}: no such folder for the report")
+        try:  # a page in a folder that does not exist yet gets its folder, as every --out does
+            page.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise ReportError(f"{page.parent}: cannot make the report's folder: {exc.strerror or exc}") from None
         ids = pictured_ids(findings)
         in_folder = pictures == "folder" or (pictures == "auto" and len(ids) > EMBED_LIMIT)
         sink = PictureSink(page.parent / f"{page.stem}_files" if in_folder else None, page.parent)
