@@ -142,3 +142,20 @@ def test_regions_file_gives_boxes_and_masks(tmp_path):
     assert box == [1, 2, 3, 4] and m.shape == (10, 12) and m.sum() == 18 and m[2, 3] and not m[5, 3]
     with pytest.raises(MetricError, match="no region for c.jpg"):
         load_regions(str(tmp_path / "r.json"), ["c.jpg"])
+
+
+def test_metric_options_are_generated_from_their_declarations(capsys):
+    """compare's metric flags come from Options' declarations (one text, one check), not a hand-kept copy."""
+    from patchlens.cli._options import flag
+    from patchlens.metrics.base import option_infos
+
+    with pytest.raises(SystemExit):
+        main(["compare", "x.jpg", "--help"])
+    text = capsys.readouterr().out
+    declared = [i for i in option_infos() if i.group == "metrics"]
+    assert declared and all(flag(i.name) in text and i.help.split(" (")[0][:30] in " ".join(text.split()) for i in declared)
+    options = [line.split()[0] for line in text.splitlines() if line.startswith("  --")]
+    assert "--seed" in options and options.count("--batch-size") == 1  # the run's own flags serve the metrics too
+    # a value the declaration refuses is the API's error, named as typed
+    assert main(["compare", "example:coffee", "--unit", "hexagons"]) == 2
+    assert "unit='hexagons': use one of pixels, patches" in capsys.readouterr().err

@@ -186,7 +186,7 @@ def test_rise_substrates_are_the_models_mean_colour_and_a_zero_padded_blur():
 
 
 def test_protocol_options_are_checked():
-    with pytest.raises(MetricError, match="unknown protocol"):
+    with pytest.raises(MetricError, match="protocol=.paper.: use one of patchlens, rise"):
         Options(protocol="paper")
     with pytest.raises(MetricError, match="fixes the unit"):
         Options(protocol="rise", unit="patches")

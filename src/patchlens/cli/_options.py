@@ -1,7 +1,8 @@
-"""Command-line options generated from a method's declared parameters.
+"""Command-line options generated from declarations: a method's parameters and the metrics' options.
 
-Shared by every subcommand that runs a method (explain, compare, batch), so no
-subcommand keeps its own list of method options.
+Shared by every subcommand that runs a method (explain, compare, batch) or
+scores maps (compare, benchmark), so no subcommand keeps its own list of
+method or metric options.
 """
 
 from __future__ import annotations
@@ -74,6 +75,32 @@ def method_params(args: argparse.Namespace, cls: type[Method], front_end: str) -
     """The method options given on the command line, as keyword arguments for ``cls``, with the
     defaults that ``front_end`` (the command) declares for those not given."""
     return cls.with_defaults(explicit_params(args, cls), front_end)
+
+
+def add_metric_arguments(
+    parser: argparse.ArgumentParser, only: Sequence[str] | None = None, defaults: dict[str, Any] | None = None,
+    notes: dict[str, str] | None = None,
+) -> None:
+    """Add ``--option-name`` flags for the metrics' declared options (:class:`patchlens.metrics.Options`), or for
+    those in ``only``; ``defaults`` are this command's own where it has them, ``notes`` more words for some."""
+    from ..metrics.base import option_infos
+
+    group = parser.add_argument_group("metric options")
+    for info in option_infos():
+        if info.group != "metrics" or (only is not None and info.name not in only):
+            continue
+        shown = (defaults or {}).get(info.name, info.default)
+        choices = f" (one of: {', '.join(map(str, info.choices))})" if info.choices else ""
+        group.add_argument(
+            flag(info.name), dest=f"metric__{info.name}", type=info.type, default=argparse.SUPPRESS,
+            metavar=info.type.__name__.upper(),
+            help=f"{info.help}{choices}{(notes or {}).get(info.name, '')} [default: {'none' if shown is None else shown}]",
+        )
+
+
+def metric_options(args: argparse.Namespace) -> dict[str, Any]:
+    """The metric options given on the command line, by their declared names."""
+    return {key[8:]: value for key, value in vars(args).items() if key.startswith("metric__")}
 
 
 def given_method_options(args: argparse.Namespace) -> list[str]:

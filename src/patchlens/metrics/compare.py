@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -238,8 +237,7 @@ def compare(
     mosaics_only = bool(listed) and all(isinstance(i, Mosaic) for i in listed)  # a mosaic knows its regions
     check_metric_needs(chosen, regions=regions is not None or mosaics_only, how="regions=[...]")
     kinds = parse_baselines(baselines)
-    known = {f.name for f in dataclasses.fields(Options)}
-    Options(**{k: v for k, v in options.items() if k in known})  # a bad protocol or option fails before the slow part
+    Options.from_given(options)  # a bad protocol or option fails before the slow part
     classifier: Classifier = load_model(model)
     items: list[Any] = list(images) if isinstance(images, (list, tuple)) else [images]
     values = chosen_methods(classifier, items[0], methods, budget, method_params)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import csv
-import dataclasses
 import io
 import json
 from typing import Any, Sequence
@@ -138,11 +137,7 @@ def evaluate(
         with ``.curves``, ``.summary()`` and ``.to_pandas()``.
     """
     chosen = get_metrics(list(metrics) if not isinstance(metrics, str) else metrics)
-    known = [f.name for f in dataclasses.fields(Options)]
-    unknown = sorted(set(options) - set(known))
-    if unknown:
-        raise MetricError(f"{', '.join(unknown)}: unknown metric option(s); the options are {', '.join(known)}")
-    opts = Options(**options)
+    opts = Options.from_given(options)
     has_maps = _has_maps(explanations)
     loaded = load_model(model) if has_maps or any(m.requires is not None for m in chosen) else None
     passes = 0
