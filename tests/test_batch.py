@@ -105,7 +105,7 @@ def test_store_holds_what_explain_returns(tmp_path: Path) -> None:
             assert row.score == pytest.approx(exp.score) and row.forward_passes == RISE["n_masks"] + 1
     # plain Parquet: pandas reads the folder directly, and the finished run left one deduplicated part
     assert len(pd.read_parquet(tmp_path / "store" / "manifest")) == 8
-    assert store.explanation(0).params == patchlens.api.make_method("rise", **RISE).param_values()
+    assert store.explanation(0).params == patchlens.methods.make_method("rise", **RISE).param_values()
 
 
 def test_metrics_are_those_of_evaluate(tmp_path: Path) -> None:
@@ -273,9 +273,9 @@ def test_a_store_from_before_a_parameter_existed_resumes_as_what_it_was(tmp_path
 
     make_images(tmp_path / "src", 3)
     model = patchlens.load_model(tiny_model(), input_size=32)
-    today = Rise.params
+    today = Rise.param_values
     with monkeypatch.context() as m:  # write the store as a version without the parameter did
-        m.setattr(Rise, "params", lambda self: {k: v for k, v in today(self).items() if k != "estimator"})
+        m.setattr(Rise, "param_values", lambda self: {k: v for k, v in today(self).items() if k != "estimator"})
         run_batch([str(tmp_path / "src" / "img000.png")], str(tmp_path / "s"),
                   model=model, progress=False, **RISE)
     assert "estimator" not in json.loads(open_store(tmp_path / "s").manifest.params[0])

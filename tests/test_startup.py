@@ -67,8 +67,8 @@ def test_the_public_names_still_import_from_the_package():
 
 
 def test_subpackages_are_still_reachable_as_attributes_of_a_fresh_import():
-    # code written against the eager package reads patchlens.api.make_method after `import patchlens` alone
-    code = "import patchlens\nassert callable(patchlens.api.make_method) and patchlens.models.CallableClassifier\n"
+    # code written against the eager package reads patchlens.api.explain after `import patchlens` alone
+    code = "import patchlens\nassert callable(patchlens.api.explain) and patchlens.models.CallableClassifier\n"
     code += "assert patchlens.engine.Engine\ntry:\n    patchlens.no_such_module\nexcept AttributeError:\n    pass\n"
     code += "else:\n    raise SystemExit('no AttributeError')"
     assert "patchlens.api" in loaded_after(code)
