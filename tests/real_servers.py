@@ -48,6 +48,26 @@ def _python(folder: Path) -> Path:
 _builds: dict[str, subprocess.Popen] = {}
 
 
+def _uv() -> str | None:
+    """uv's binary (a test dependency): it downloads in parallel and links from its cache, so a build from an
+    empty cache takes seconds where pip took minutes (benchmarks/RESULTS.md); None where it is missing."""
+    try:
+        import uv
+    except ImportError:
+        return None
+    return uv.find_uv_bin()
+
+
+def _install_commands(folder: Path, lock: Path) -> str:
+    """Shell commands that create ``folder`` as a venv holding exactly the pinned packages of ``lock``."""
+    uv = _uv()
+    if uv is not None:
+        return (f'"{uv}" venv -q --python "{sys.executable}" "{folder}"; '
+                f'"{uv}" pip install -q --python "{_python(folder)}" --no-deps --only-binary :all: -r "{lock}"')
+    return (f'"{sys.executable}" -m venv "{folder}"; '
+            f'"{_python(folder)}" -m pip install -q --disable-pip-version-check --no-deps --only-binary :all: -r "{lock}"')
+
+
 def _start_build(name: str) -> None:
     """Start building ``name``'s environment in the background, unless it is built or being built."""
     folder = venv_path(name)
@@ -57,8 +77,7 @@ def _start_build(name: str) -> None:
     script = (
         f'set -e; exec 9>"{folder}.lock"; flock 9; '
         f'if [ -e "{folder}/.complete" ]; then exit 0; fi; rm -rf "{folder}"; '
-        f'"{sys.executable}" -m venv "{folder}"; '
-        f'"{_python(folder)}" -m pip install -q --disable-pip-version-check --no-deps --only-binary :all: -r "{LOCKS[name]}"; '
+        f"{_install_commands(folder, LOCKS[name])}; "
         f'touch "{folder}/.complete"'
     )
     log = open(f"{folder}.log", "w")  # noqa: SIM115 - closed with the process

@@ -112,13 +112,12 @@ def no_model(monkeypatch):
 
 
 @pytest.mark.parametrize("argv, said", [
-    (["explain", "P", "--method", "occlusion", "--n-masks", "10"], "occlusion has no --n-masks (rise has it)"),
-    (["explain", "P", "--method", "occlusion", "--round-size", "10"], "occlusion has no --round-size (kernelshap, lime, rise, sobol have it)"),
+    (["explain", "P", "--method", "occlusion", "--n-masks", "10"], "occlusion has no --n-masks (drise, rise have it)"),
+    (["explain", "P", "--method", "occlusion", "--round-size", "10"], "occlusion has no --round-size (drise, kernelshap, lime, rise, sobol have it)"),
     (["batch", "P", "--out", "S", "--method", "gradient", "--window", "8"], "gradient has no --window (occlusion has it)"),
-    (["compare", "P", "--methods", "occlusion,gradient", "--n-masks", "4"], "occlusion and gradient have no --n-masks (rise has it)"),
+    (["compare", "P", "--methods", "occlusion,gradient", "--n-masks", "4"], "occlusion and gradient have no --n-masks (drise, rise have it)"),
     (["explain", "P", "--method", "risee"], "risee: unknown method (did you mean rise?)"),
     (["explain", "P", "--method", "rise", "--nmasks", "4"], "--nmasks: not an option of patchlens explain (did you mean --n-masks?)"),
-    (["compare", "P", "--metrics", "deletion,pointing_game"], "pointing_game needs a ground-truth region for each image (a box or a mask); give --regions FILE"),
 ])
 def test_run_level_mistakes_are_one_line_before_the_model_is_loaded(argv, said, photo, tmp_path, no_model, capsys):
     argv = [str(photo) if a == "P" else str(tmp_path / "store") if a == "S" else a for a in argv]
@@ -126,13 +125,15 @@ def test_run_level_mistakes_are_one_line_before_the_model_is_loaded(argv, said, 
     assert said in one_clean_line(capsys.readouterr().err)
 
 
-def test_compare_from_python_checks_metric_needs_before_loading_the_model(photo, monkeypatch):
-    import importlib
-
+def test_a_metric_without_its_region_is_one_line_before_any_map(photo, monkeypatch, capsys):
+    """Checked once the model is loaded (a detector's own box is its region), before the first map."""
+    import patchlens.api
     from patchlens.errors import MetricError
+    from patchlens.metrics.compare import compare
 
-    compare_module = importlib.import_module("patchlens.metrics.compare")  # the package exports the function by that name
-
-    monkeypatch.setattr(compare_module, "load_model", lambda *a, **k: pytest.fail("model loaded"))
+    monkeypatch.setattr(patchlens.api, "explain_one", lambda *a, **k: pytest.fail("a map was made"))
     with pytest.raises(MetricError, match=r"pointing_game needs a ground-truth region .* give regions=\[...\]"):
-        compare_module.compare("default", [str(photo)], ["occlusion"], ["pointing_game"])
+        compare("default", [str(photo)], ["occlusion"], ["pointing_game"])
+    assert main(["compare", str(photo), "--metrics", "deletion,pointing_game"]) == 2
+    said = "pointing_game needs a ground-truth region for each image (a box or a mask); give --regions FILE"
+    assert said in one_clean_line(capsys.readouterr().err)

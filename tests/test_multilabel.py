@@ -266,8 +266,10 @@ def test_methods_declare_the_kinds_of_model_they_explain(model, capsys):
 
     assert main(["methods"]) == 0
     text = capsys.readouterr().out
-    assert "rise  [black-box]" in text and "explains: classifiers, multi-label classifiers\n" in text
-    assert "explains: classifiers, multi-label classifiers; one map per image, the same for every target" in text
+    every = "classifiers, multi-label classifiers, object detectors"
+    assert "rise  [black-box]" in text and f"explains: {every}\n" in text
+    assert f"explains: {every}; one map per image, the same for every target" in text
+    assert "explains: object detectors\n" in text  # drise
 
     @dataclass(frozen=True)
     class SingleLabelOnly(Method):  # not registered: a value to check, not a method for everyone

@@ -145,3 +145,39 @@ def test_a_scores_warning_is_one_line_in_cli_spelling(tmp_path):
     assert run.returncode == 0, run.stderr
     assert len(warnings) == 1 and warnings[0].startswith("patchlens: warning: http://127.0.0.1:"), run.stderr
     assert "pass softmax=True (--softmax, --activation softmax)" in warnings[0] and "warnings.warn" not in run.stderr
+
+
+def test_a_server_that_dies_mid_batch_stops_the_run_and_resume_finishes_it(tmp_path, capsys):
+    """Not one failed row per image left (each after its retries): the run stops, keeps what is done, exit 3."""
+    photos(tmp_path / "in", 4)
+    model = ModelServer(exact_classifier(), port=0, max_batch=8)
+    ok = oip_responder(model)
+    served = {"images": 0, "back": False}
+
+    def dies_after_12(handler, method, path, body):
+        if path.endswith("/infer") and not served["back"]:
+            if served["images"] >= 12:  # 5 passes per photo: two photos, then two passes of the third
+                handler.close_connection = True
+                return
+            served["images"] += json.loads(body)["inputs"][0]["shape"][0]
+        ok(handler, method, path, body)
+
+    store = tmp_path / "store"
+    common = ["--method", "occlusion", "--window", "32", "--stride", "32", "--batch-size", "1", "--workers", "1",
+              "--images-in-flight", "1", "--no-binary", "--retries", "1", "--device", "cpu", "--quiet", "--out", str(store)]
+    from patchlens.batch import open_store
+
+    with FakeServer(dies_after_12, max_requests=200) as server:
+        url = server.base + "/v2/models/default"
+        code = main(["batch", str(tmp_path / "in"), "--model", url, *common])
+        err = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
+        assert code == 3, err
+        assert err[-1] == "patchlens: partial run: 2 image(s) not explained; the same command with --resume continues"
+        assert err[-2].startswith("patchlens: error: ") and "gave up after 2 tries" in err[-2]
+        rows = open_store(store).manifest
+        assert sorted(rows["status"]) == ["ok", "ok"]  # nothing recorded as failed: the images were not at fault
+        served["back"] = True  # the server is up again at the same address
+        assert main(["batch", str(tmp_path / "in"), "--model", url, "--resume", *common]) == 0
+    rows = open_store(store).manifest
+    assert sorted(rows["status"]) == ["ok"] * 4
+    assert len(set(rows["path"])) == 4

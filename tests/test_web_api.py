@@ -97,7 +97,7 @@ def test_info_lists_every_registered_method_with_its_parameters(client: TestClie
     # generated from the registry, nothing hard-coded; each method says whether this model can run it
     assert {k: {f: v for f, v in m.items() if f not in ("usable", "reason")} for k, m in info["methods"].items()} == patchlens.list_methods(front_end="web")
     assert info["model"] == {"id": "tiny", "input_size": [SIZE, SIZE], "classes": CLASSES, "white_box": True,
-                             "activation": "softmax", "multi_label": False}
+                             "activation": "softmax", "multi_label": False, "detector": False, "min_score": 0.5}
     usable = {k: m["usable"] for k, m in info["methods"].items()}
     assert usable["rise"] and usable["gradcam"] and not usable["attention_rollout"]  # a CNN: all but ViT methods
     assert "not a timm Vision Transformer" in info["methods"]["attention_rollout"]["reason"]

@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 
 from ._version import __version__
-from .capabilities import Capability
+from .capabilities import Capability, ModelKind
 from .engine import Engine, Hooks
 from .errors import MethodError, ModelError
 from .explanation import Explanation, Explanations
@@ -107,8 +107,11 @@ class PreparedRun:
             raise ModelError(f"{self.image.name}: {method.name} produced a non-finite map (the model's scores may be degenerate)")
         params = method.param_values()
         runtime = runtime_record(self.classifier, white_box=not scores_only(method))
+        # a detection's score is its confidence (the objective's own score of it is its match with itself)
+        probabilities = self.classifier.outputs_probabilities and self.classifier.model_kind != ModelKind.DETECTOR
+        objective = job.objective
         out = Explanations()
-        for i, rec in enumerate(job.objective.records()):
+        for i, rec in enumerate(objective.records()):
             extras = {**(attribution.extras[i] if i < len(attribution.extras) else {}), "runtime": runtime}
             if not method.target_specific:
                 extras["class_agnostic"] = True
@@ -117,7 +120,7 @@ class PreparedRun:
                     saliency=maps_np[i],
                     target=int(rec.get("index", i)),
                     label=str(rec.get("label", "")),
-                    score=float(job.reference[i]),
+                    score=float(job.reference[i]) if objective.scores_itself or rec.get("score") is None else float(rec["score"]),
                     objective=rec,
                     method=method.name,
                     params=params,
@@ -129,7 +132,7 @@ class PreparedRun:
                     extras=extras,
                     version=__version__,
                     image=self.image.pixels,
-                    score_is_probability=self.classifier.outputs_probabilities,
+                    score_is_probability=probabilities,
                     variant=method.variant(self.request.seed),
                 )
             )
@@ -186,7 +189,8 @@ def start_job(engine: Engine, image: LoadedImage, target: TargetSpec | Objective
     classifier = engine.classifier
     x = resize(to_tensor(image.pixels).to(classifier.device), classifier.input_size)
     output = engine.output_of(x)
-    objective = target if isinstance(target, Objective) else resolve_objective(target, output, classifier)
+    photo_size = (int(image.pixels.shape[0]), int(image.pixels.shape[1]))
+    objective = target if isinstance(target, Objective) else resolve_objective(target, output, classifier, image_size=photo_size)
     if len(objective) == 0:
         return f"{image.name}: {objective.note or 'the target names nothing on this image'}"
     generator = torch.Generator(device=classifier.device)

@@ -48,10 +48,16 @@ class ModelKind(enum.Flag):
     CLASSIFIER = enum.auto()
     #: one probability per label, each on its own (sigmoid): several labels may be present at once
     MULTI_LABEL = enum.auto()
+    #: boxes with a score and a class each (an object detector): a target is one detection
+    DETECTOR = enum.auto()
 
 
 #: each kind of model in the user's words (``patchlens methods``, errors)
-KIND_NAMES = {ModelKind.CLASSIFIER: "classifiers", ModelKind.MULTI_LABEL: "multi-label classifiers"}
+KIND_NAMES = {
+    ModelKind.CLASSIFIER: "classifiers",
+    ModelKind.MULTI_LABEL: "multi-label classifiers",
+    ModelKind.DETECTOR: "object detectors",
+}
 
 
 def every_kind() -> ModelKind:

@@ -175,7 +175,20 @@ class Explanation:
         missing = " [photo missing]" if self.image is None else ""
         base = np.full((*self.saliency.shape, 3), 128, np.uint8) if self.image is None else self.image
         text = self.title + missing if title is None else title
+        options.setdefault("boxes", self.boxes(base.shape[:2]))  # drawn on the photo: in its pixels
         return render.overlay(base, self.saliency, title=text, alpha=alpha, colorbar=colorbar, **options)
+
+    def boxes(self, shape: tuple[int, int] | None = None) -> list[tuple[list[float], str]]:
+        """The explained target's box and label to draw (a detection; none for a class), in the pixels of an
+        image of ``shape`` ``(H, W)``: by default the map's."""
+        box = self.objective.get("box")
+        if not isinstance(box, (list, tuple)) or len(box) != 4:
+            return []
+        size = self.objective.get("image_size")
+        h, w = self.saliency.shape if shape is None else shape
+        if size and (int(size[0]), int(size[1])) != (h, w):  # a map saved at another size than the photo's
+            box = [box[0] * w / size[1], box[1] * h / size[0], box[2] * w / size[1], box[3] * h / size[0]]
+        return [([float(v) for v in box], f"{self.label} {self.score:.2f}")]
 
     def describe(self) -> str:
         """The map in words, computed from the map itself."""
@@ -202,6 +215,19 @@ class Explanation:
         np.save(paths["saliency"], self.saliency.astype(np.float32))
         paths["json"].write_text(json.dumps(self.to_dict(), indent=2) + "\n", encoding="utf-8")
         return paths
+
+
+def combined_overlay(explanations: list[Explanation], title: str | None = None) -> Image.Image:
+    """One picture of several targets' maps on the same photo (say, every detection of an image), each in its own
+    colour with its box, where its evidence is stronger than the others' (see :func:`patchlens.render.combined`)."""
+    if not explanations:
+        raise ValueError("combined_overlay needs at least one explanation")
+    first = explanations[0]
+    base = np.full((*first.saliency.shape, 3), 128, np.uint8) if first.image is None else first.image
+    # a target without a box keeps its place (and colour) with an empty box, which is not drawn
+    boxes = [b for e in explanations for b in (e.boxes(base.shape[:2]) or [([0.0, 0.0, 0.0, 0.0], "")])]
+    text = title if title is not None else f"{first.method}: {len(explanations)} targets, each in its colour"
+    return render.combined(base, [e.saliency for e in explanations], boxes, text)
 
 
 class Explanations(list):  # type: ignore[type-arg]

@@ -14,6 +14,7 @@ Two choices decide whether a map is readable:
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Sequence, Union
 
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
@@ -178,6 +179,7 @@ def overlay(
     clip_percentile: float | None = 99.0,
     value_range: tuple[float, float] | None = None,
     cmap: str | None = None,
+    boxes: Sequence[Boxed] = (),
 ) -> Image.Image:
     """The map blended over the photo, with a colour bar and a title above.
 
@@ -192,6 +194,8 @@ def overlay(
         value_range: fixed ``(low, high)`` for the colour scale, e.g. to compare
             several maps on one scale; overrides ``clip_percentile``.
         cmap: one of :data:`COLORMAPS` (default: turbo, or bwr for signed maps).
+        boxes: ``(box, label)`` pairs drawn over the picture, ``box`` as ``(x0, y0, x1, y1)``
+            in the photo's pixels (the detection a detector's map explains).
     """
     if cmap is not None and cmap not in _TABLES:
         raise ValueError(f"cmap={cmap!r}: not one of {', '.join(COLORMAPS)}")
@@ -219,6 +223,8 @@ def overlay(
     bar_min = 8 * unit  # a bar needs room for its two labels and the note between them
     body_h = max(h, bar_min) if colorbar else h
     canvas = Image.new("RGB", (w + bar_w, body_h + title_h), "white")
+    if boxes:
+        draw_boxes(blended, boxes, w / image.shape[1], unit)
     canvas.paste(blended, (0, title_h))
     draw = ImageDraw.Draw(canvas)
     if title:
@@ -246,6 +252,68 @@ def overlay(
             f = _font(max(10, small * 4 // 5))
             for i, line in enumerate(_wrap(draw, sc.note, label_w, f)):
                 draw.text((x1 + 2, y0 + small + i * (small * 4 // 5 + 2)), line, fill=(90, 90, 90), font=f)
+    return canvas
+
+
+#: one box to draw: ``((x0, y0, x1, y1) in the photo's pixels, label)``, optionally with an RGB colour
+Boxed = Union[tuple[Sequence[float], str], tuple[Sequence[float], str, tuple[int, int, int]]]
+#: colours of boxes and of the targets in a combined picture, in order
+BOX_COLOURS = ((255, 255, 255), (255, 64, 160), (0, 230, 255), (255, 220, 0), (120, 255, 80), (255, 120, 0))
+
+
+def draw_boxes(picture: Image.Image, boxes: Sequence[Boxed], scale: float, unit: int) -> None:
+    """Outline each box (photo pixels times ``scale``) on ``picture`` with its label on a dark tab above it."""
+    draw = ImageDraw.Draw(picture)
+    thick = max(2, unit // 6)
+    for k, item in enumerate(boxes):
+        box, label = item[0], item[1]
+        colour = item[2] if len(item) > 2 else BOX_COLOURS[k % len(BOX_COLOURS)]  # type: ignore[misc]
+        x0, y0, x1, y1 = (float(v) * scale for v in box)
+        if x1 <= x0 or y1 <= y0:  # an empty box holds a target's place (its colour) in a combined picture
+            continue
+        for d in range(thick):  # dark outside, colour inside: visible on light and dark photos alike
+            draw.rectangle((x0 - d - 1, y0 - d - 1, x1 + d + 1, y1 + d + 1), outline=(0, 0, 0) if d == thick - 1 else colour)
+        if label:
+            text, f = _fit(draw, label, max(40, picture.width - int(x0) - 2), max(10, unit * 3 // 4))
+            tw = draw.textlength(text, font=f)
+            th = max(10, unit * 3 // 4) + 4
+            top = y0 - th - thick if y0 - th - thick >= 0 else y0 + thick
+            draw.rectangle((x0, top, x0 + tw + 6, top + th), fill=(0, 0, 0))
+            draw.text((x0 + 3, top + 1), text, fill=colour, font=f)
+
+
+def combined(
+    image: np.ndarray, maps: Sequence[np.ndarray], boxes: Sequence[Boxed], title: str = "", *, clip_percentile: float = 99.0
+) -> Image.Image:
+    """Several targets' maps on one picture: each pixel takes the colour of the target whose map is strongest
+    there (each map scaled to its own clipped maximum), as opaque as that evidence is strong, with the
+    targets' boxes in the same colours. For the several detections of one image."""
+    h, w = _display_size(*image.shape[:2])
+    photo = np.asarray(Image.fromarray(image.astype(np.uint8)).resize((w, h), Image.Resampling.BILINEAR), np.float32)
+    grey = photo @ np.array([0.299, 0.587, 0.114], np.float32)
+    base = np.repeat((grey * 0.6)[..., None], 3, axis=2)
+    strength = []
+    for m in maps:
+        s = np.clip(np.nan_to_num(np.asarray(m, np.float64)), 0, None)
+        top = float(np.percentile(s, clip_percentile)) or float(s.max()) or 1.0
+        scaled = np.clip(s / top, 0, 1).astype(np.float32)
+        strength.append(np.asarray(Image.fromarray(scaled, mode="F").resize((w, h), Image.Resampling.BILINEAR), np.float32))
+    stack = np.stack(strength) if strength else np.zeros((1, h, w), np.float32)
+    winner, value = stack.argmax(0), stack.max(0)
+    palette = BOX_COLOURS[1:]  # not white: on the greyed photo it would read as no evidence
+    colours = np.array([palette[k % len(palette)] for k in range(max(1, len(maps), len(boxes)))], np.float32)
+    weight = (0.85 * np.clip(value, 0, 1) ** 2)[..., None]  # squared: weak evidence leaves the photo visible
+    blended = Image.fromarray((base * (1 - weight) + colours[winner] * weight).round().clip(0, 255).astype(np.uint8))
+    unit = max(12, min(h, w) // 25)
+    tinted = [(b[0], b[1], tuple(int(c) for c in colours[k % len(colours)])) for k, b in enumerate(boxes)]
+    draw_boxes(blended, tinted, w / image.shape[1], unit)  # type: ignore[arg-type]
+    title_h = 2 * unit if title else 0
+    canvas = Image.new("RGB", (w, h + title_h), "white")
+    canvas.paste(blended, (0, title_h))
+    if title:
+        draw = ImageDraw.Draw(canvas)
+        text, font = _fit(draw, title, w - unit, unit)
+        draw.text((unit // 2, unit // 3), text, fill="black", font=font)
     return canvas
 
 

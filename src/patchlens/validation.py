@@ -53,6 +53,8 @@ def check_supported(method: Method, classifier: Classifier) -> None:
     registered methods that would work.
     """
     alternatives = [cls() for cls in registry().values()]
+    if not classifier.model_kind & method.models and not classifier.kind_settled:
+        classifier.settle_kind()  # a module or function whose answers say what kind it is: ask it once
     capabilities.check(method, classifier, alternatives)
 
 

@@ -13,6 +13,7 @@ from pathlib import Path
 
 from ..batch.results import BatchStore, open_store
 from .analysis import ReportError, analyse
+from .detections import measure_detections
 from .findings import ClassFindings, Findings, Group, ImageFinding
 from .groups import GroupRule
 from .page import pictured_ids, render_page
@@ -54,6 +55,9 @@ def report(
     opened = store if isinstance(store, BatchStore) else open_store(store)
     try:
         findings = analyse(opened, method=method, request=request)
+        # a detector's maps are also measured against their own boxes (its own module: audit/detections.py)
+        evidence = measure_detections(opened, findings.run.method, findings.run.request)
+        findings.detections = evidence.to_dict() if evidence is not None else None
         if out is None:
             return findings
         page = Path(out)
@@ -73,7 +77,11 @@ def report(
             if note and not m.note:
                 m.note = note
             srcs[i] = sink.add(data, "jpg")
-        page.write_text(render_page(findings, srcs, sink), encoding="utf-8")
+        html = render_page(findings, srcs, sink)
+        if evidence is not None:  # the detections' section goes before the run's description (or at the end)
+            marker = '<section id="run">' if '<section id="run">' in html else "</body>"
+            html = html.replace(marker, evidence.section_html() + marker, 1)
+        page.write_text(html, encoding="utf-8")
         findings.write_json(json_path if json_path is not None else page.parent / "findings.json")
         return findings
     finally:

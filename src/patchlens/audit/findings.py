@@ -120,6 +120,8 @@ class Findings:
     truth: dict[str, dict[str, Any]]  # true class -> {"images", "accuracy"} when the source gives labels
     confusion: dict[str, dict[str, int]]  # true class -> explained class -> count
     notes: list[str]
+    #: a detector's run: where each detection's evidence lies relative to its box (audit/detections.py)
+    detections: dict[str, Any] | None = None
 
     @property
     def flagged(self) -> list[Signal]:

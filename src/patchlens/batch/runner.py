@@ -24,7 +24,7 @@ from typing import Any, Callable, Iterable, Iterator, Sequence
 from tqdm.auto import tqdm
 
 from ..api import scores_only
-from ..errors import ModelError, TargetError
+from ..errors import ModelError, ServerUnavailableError, TargetError
 from ..extras import require
 from ..methods import get_method, recorded_params
 from ..models import Classifier, load_model
@@ -51,6 +51,9 @@ class Summary:
     empty: int = 0
     seconds: float = 0.0
     forward_passes: int = 0
+    #: why the run ended early (a remote server that stopped answering), and how many images it left for --resume
+    stopped: str | None = None
+    left: int = 0
 
     @property
     def images_per_second(self) -> float:
@@ -58,8 +61,9 @@ class Summary:
 
     def __str__(self) -> str:
         nothing = f"{self.empty} with nothing to explain (no label present), " if self.empty else ""
+        stopped = f"; stopped with {self.left} image(s) left (--resume continues): {self.stopped}" if self.stopped else ""
         return (f"{self.done} done, {self.failed} failed, {nothing}{self.skipped} skipped (already in the store); "
-                f"{self.images_per_second:.2f} images/s, {self.forward_passes:,} forward passes in {self.seconds:.1f}s")
+                f"{self.images_per_second:.2f} images/s, {self.forward_passes:,} forward passes in {self.seconds:.1f}s{stopped}")
 
 
 class _Writer:
@@ -382,6 +386,9 @@ def run_batch(
                 bar.set_postfix(failed=summary.failed, refresh=False)
                 if on_image is not None:
                     on_image(summary)
+        except ServerUnavailableError as exc:  # as a spent budget ends a run: what is finished is kept, the rest named
+            summary.stopped = str(exc)
+            summary.left = len(todo) - (summary.done + summary.failed + summary.empty)
         finally:
             # keep what is finished, also on Ctrl-C or an error (a kill -9 keeps the parts already written)
             getattr(results, "close", lambda: None)()

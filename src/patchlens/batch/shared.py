@@ -21,7 +21,7 @@ from ..engine import Hooks, measured_batch_size
 from ..engine.shared_batches import SharedBatches
 from ..models import Classifier
 from .sources import Item
-from .work import Loaded, Plan, RowAndMap, check_metrics, explain_loaded, prepare
+from .work import Loaded, Plan, RowAndMap, explain_loaded, prepare
 
 
 def can_share(plan: Plan) -> bool:
@@ -29,7 +29,10 @@ def can_share(plan: Plan) -> bool:
     token views must not run for several images at once on one model."""
     if not scores_only(plan.request.method):
         return False
-    return all(m.requires in (None, Capability.SCORES) for m in check_metrics(plan.metrics, None))
+    from ..metrics import get_metrics
+
+    chosen = get_metrics(list(plan.metrics)) if plan.metrics else []  # checked against the model already (run_batch)
+    return all(m.requires in (None, Capability.SCORES) for m in chosen)
 
 
 def shared_results(classifier: Classifier, plan: Plan, items: Sequence[Item], workers: int, images: int) -> Iterator[list[RowAndMap]]:

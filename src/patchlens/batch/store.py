@@ -91,7 +91,11 @@ COLUMNS: dict[str, str] = {
     "finished_at": "timestamp",
     "patchlens_version": "string",
     "extras": "string",  # the record's per-map extras as JSON: runtime, convergence, partial, method results
-    "objective": "string",  # what was explained, as JSON: kind ("class", "label"), index, label, score, threshold
+    "objective": "string",  # what was explained, as JSON: kind ("class", "label", "detection"), index, label, score, threshold
+    "target_x0": "float64",  # the explained detection's box in the photo's pixels (null for a class)
+    "target_y0": "float64",
+    "target_x1": "float64",
+    "target_y1": "float64",
 }
 
 

@@ -15,8 +15,9 @@ import numpy as np
 
 from .._version import __version__
 from ..api import explain_one
+from ..capabilities import ModelKind
 from ..engine import Hooks
-from ..errors import PatchlensError, TargetError
+from ..errors import PatchlensError, ServerUnavailableError, TargetError
 from ..explanation import Explanation, record
 from ..filenames import printable
 from ..images import LoadedImage, load_image
@@ -99,11 +100,19 @@ def check_metrics(names: tuple[str, ...], classifier: Classifier | None) -> list
 
     chosen = get_metrics(list(names))
     for m in chosen:
-        if m.needs_region:
-            raise MetricError(f"{m.name}: needs a ground-truth region per image, which batch sources do not carry")
+        if m.needs_region and not _own_boxes(classifier):
+            raise MetricError(f"{m.name}: needs a ground-truth region per image, which batch sources do not carry "
+                              "(an object detector's maps are measured in their own boxes)")
         if classifier is not None:
             m.check(classifier)
     return chosen
+
+
+def _own_boxes(classifier: Classifier | None) -> bool:
+    """Whether every map of this model comes with its own box (a detector's), which region metrics measure in."""
+    if classifier is None:
+        return False
+    return classifier.settle_kind() == ModelKind.DETECTOR
 
 
 def _metric_values(names: tuple[str, ...], exps: list[Explanation], classifier: Classifier, plan: Plan) -> list[dict[str, float]]:
@@ -114,6 +123,14 @@ def _metric_values(names: tuple[str, ...], exps: list[Explanation], classifier: 
 
     table = evaluate(classifier, None, [exps], list(names), batch_size=plan.request.batch_size)
     return [{f"metric_{c}": None if row.get(c) is None else float(row[c]) for c in table.columns} for row in table]  # type: ignore[misc]
+
+
+def target_box(objective: dict[str, Any]) -> dict[str, float]:
+    """The store's columns for the explained target's box (a detection's, in the photo's pixels); none for a class."""
+    box = objective.get("box")
+    if not isinstance(box, (list, tuple)) or len(box) != 4:
+        return {}
+    return {f"target_{k}": float(v) for k, v in zip(("x0", "y0", "x1", "y1"), box)}
 
 
 def image_target(request: TargetSpec, item: Item) -> TargetSpec:
@@ -171,6 +188,7 @@ def explain_loaded(classifier: Classifier, plan: Plan, loaded: Loaded, hooks: Ho
             row = {**base, **{k: rec[k] for k in ("target", "label", "score", "score_is_probability", "forward_passes", "seconds")},
                    "extras": json.dumps(rec["extras"], sort_keys=True),
                    "objective": json.dumps(rec["objective"], sort_keys=True),
+                   **target_box(rec["objective"]),
                    "status": "ok", "error": None, **metric_values}
             try:
                 saved = stored_map(exp.saliency)
@@ -178,6 +196,8 @@ def explain_loaded(classifier: Classifier, plan: Plan, loaded: Loaded, hooks: Ho
                 return failed(f"{printable(item.path)}: {exp.label}: {exc}")
             out.append((row, saved))
         return out
+    except ServerUnavailableError:  # not this image's fault, and every later image would fail alike: the run stops
+        raise
     except PatchlensError as exc:
         return failed(str(exc))
     except Exception as exc:  # one bad image must not end a long run; the reason is kept in the store

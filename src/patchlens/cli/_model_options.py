@@ -41,6 +41,8 @@ def add_model_arguments(p: argparse.ArgumentParser) -> None:
                    help="what turns the model's outputs into the explained scores: softmax (logits of competing classes), "
                    "sigmoid (logits of independent labels: a multi-label model, see --target present), none (explain "
                    "them as they are), auto (softmax for torch models and files, none for remote models) [default: auto]")
+    g.add_argument("--min-score", type=float, default=None, metavar="S",
+                   help="object detectors: the score a detection must reach for --target all and label:NAME [default: 0.5]")
     g.add_argument("--softmax", action=argparse.BooleanOptionalAction, default=None,
                    help="the older switch: --softmax is --activation softmax, --no-softmax no softmax")
 
@@ -100,6 +102,8 @@ def model_options(args: argparse.Namespace) -> dict[str, Any]:
         out["softmax"] = args.softmax
     if getattr(args, "activation", None) is not None:
         out["activation"] = args.activation
+    if getattr(args, "min_score", None) is not None:
+        out["min_score"] = args.min_score
     return out
 
 

@@ -131,6 +131,11 @@ def run(args: argparse.Namespace) -> int:
         **explicit_params(args, cls),
     )
     print(f"{args.out}: {summary}")
+    if summary.stopped:  # the server stopped answering: what is done is stored, the rest waits for --resume
+        print(f"patchlens: error: {summary.stopped}", file=sys.stderr)
+        print(f"patchlens: partial run: {summary.left} image(s) not explained; the same command with --resume continues",
+              file=sys.stderr)
+        return 3
     if args.report:
         from ..audit import report
         from .report import summary as report_summary

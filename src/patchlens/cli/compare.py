@@ -10,6 +10,7 @@ from typing import Any
 
 import numpy as np
 
+from ..capabilities import ModelKind
 from ..errors import MethodError
 from ..images import load_image
 from ..methods import Method, get_method, registry
@@ -148,7 +149,6 @@ def run(args: argparse.Namespace) -> int:
     say = (lambda *a: None) if args.quiet else print
     methods = [m.strip() for m in args.methods.split(",") if m.strip()]
     metrics = get_metrics(args.metrics)  # a typo fails now, not after the maps are made
-    check_metric_needs(metrics, regions=bool(args.regions), how="--regions FILE (JSON: each image to a box [l, t, r, b] or a mask image)")
     check_method_options([get_method(m) for m in methods], given_method_options(args), flag)
     given = parse_sets(args.set)
     for m in methods:
@@ -161,6 +161,9 @@ def run(args: argparse.Namespace) -> int:
     baselines = parse_baselines(args.baselines)
     regions = load_regions(args.regions, args.images) if args.regions else None
     classifier = load_cli_model(args)
+    # after the model is loaded, before any map: a detection is measured in its own box when no region is given
+    check_metric_needs(metrics, regions=bool(args.regions) or classifier.model_kind == ModelKind.DETECTOR,
+                       how="--regions FILE (JSON: each image to a box [l, t, r, b] or a mask image)")
     values = chosen_methods(classifier, args.images[0], methods, budget, given)
     for v in values:  # what runs, announced before the run
         say(f"{v.name}: {v.param_values()}")

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 from typing import Any
 
 from ..api import explain_one, scores_only
 from ..engine import Hooks
 from ..errors import PatchlensError, QueryBudgetError, ServerUnavailableError
+from ..explanation import Explanation, combined_overlay, short_model_id
 from ..filenames import printable
 from ..images import load_image
 from ..methods import get_method, make_method
@@ -35,6 +37,8 @@ EXAMPLES = """examples:
   patchlens explain xray.png --model torchscript:model.pt --target pneumonia
   patchlens explain cat.jpg --method rise --n-masks 4000 --device cuda
   patchlens explain scene.jpg --model torchscript:tagger.pt --activation sigmoid --target present
+  patchlens explain street.jpg --model torchvision:fasterrcnn_mobilenet_v3_large_320_fpn --method drise --target all
+  patchlens explain street.jpg --model torchvision:retinanet_resnet50_fpn --method drise --target box:40,60,200,310:person
 """
 
 
@@ -62,7 +66,10 @@ def register(sub: Any, argv: list[str]) -> None:
     p.add_argument("--method", default="rise", help=f"one of: {names} [default: rise]")
     p.add_argument("--target", default="top1",
                    help="top1, topk:K, a class index, a label name, present (a multi-label model's labels with p >= 0.5, "
-                   "with --activation sigmoid; present:T for p >= T), or a comma list [default: top1]")
+                   "with --activation sigmoid; present:T for p >= T), or a comma list; for an object detector: "
+                   "top1 (its strongest detection), topk:K, all (every detection scoring at least --min-score), "
+                   "label:NAME, N (detection N, 0 the strongest), box:x0,y0,x1,y1[:LABEL] (a box in the photo's pixels) "
+                   "[default: top1]")
     p.add_argument("--out", default="patchlens-out", help="folder for the results [default: patchlens-out]")
     p.add_argument("--quiet", action="store_true", help="print only errors")
     add_common(p)
@@ -70,6 +77,12 @@ def register(sub: Any, argv: list[str]) -> None:
         add_method_arguments(p, [cls], "explain")
     add_other_method_arguments(p)
     p.set_defaults(run=run)
+
+
+def combined_name(exp: Explanation) -> str:
+    """The file of an image's combined picture: like its maps' names, with "combined" for the target."""
+    name = Path(exp.image_name).stem if exp.image_name and not exp.image_name.startswith("<") else "image"
+    return f"{name}_{exp.method}_combined_{short_model_id(exp.model)}.png"
 
 
 def run(args: argparse.Namespace) -> int:
@@ -132,6 +145,13 @@ def _explain_all(args: argparse.Namespace, classifier: Any, request: RunRequest,
                 pass
             for kind, file in files.items():
                 say(f"  wrote {kind}: {file}")
+        if len(results) > 1 and any(exp.boxes() for exp in results):  # several detections: one picture of them all
+            combined = out / combined_name(results[0])
+            try:
+                combined_overlay(list(results)).save(combined)
+                say(f"{path}: its {len(results)} targets in one picture: {combined}")
+            except OSError as exc:
+                print(f"patchlens: error: {path}: cannot save to {out}: {exc.strerror or exc}", file=sys.stderr)
         if hasattr(classifier, "traffic"):  # a remote model: what the network did
             say(f"  remote: {classifier.traffic}")
     if failed:

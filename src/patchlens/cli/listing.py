@@ -37,9 +37,10 @@ def run_methods(args: argparse.Namespace) -> int:
         print(json.dumps(info, indent=2))
         return 0
     print("Each method explains the kinds of model listed under it: classifiers (softmax or plain scores: a target\n"
-          "is a class) and multi-label classifiers (--activation sigmoid: a target is a label; --target present\n"
-          "explains each present one). [black-box] methods run on any model, [white-box] ones need a PyTorch\n"
-          "model, [vit] ones a timm Vision Transformer.\n")
+          "is a class), multi-label classifiers (--activation sigmoid: a target is a label; --target present\n"
+          "explains each present one) and object detectors (boxes: a target is a detection; --target all explains\n"
+          "each one scoring at least --min-score). [black-box] methods run on any model, [white-box] ones need a\n"
+          "PyTorch model, [vit] ones a timm Vision Transformer.\n")
     for name, m in info.items():
         print(f"{name}  [{m['kind']}]  {m['summary']}")
         same = "" if m["per_target"] else "; one map per image, the same for every target"

@@ -46,6 +46,7 @@ def summary(findings: Findings, page: Path) -> str:
     lines = [(f"{page}: {len(findings.classes)} class(es), {findings.run.done} image(s), "
               f"{findings.run.failed} failed; {len(findings.flagged)} shortcut signal(s) flagged")]
     lines += [f"  {s.label}: {s.sentence}" for s in findings.flagged]
+    lines += [f"  detections: {sentence}" for sentence in (findings.detections or {}).get("flagged", [])]
     return "\n".join(lines)
 
 

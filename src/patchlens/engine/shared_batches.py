@@ -133,7 +133,7 @@ class SharedBatches:
         request.done.wait()
         if request.error is not None:
             raise request.error
-        return outputs.join_rows(request.parts)  # class scores are concatenated, a detector's lists chained
+        return outputs.join_rows(request.parts)  # class scores are concatenated, a detector's Detections joined
 
     # -- the model thread ------------------------------------------------------------
     def _waiting_rows(self) -> int:

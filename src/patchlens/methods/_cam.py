@@ -14,6 +14,7 @@ from typing import Any
 import torch
 
 from ..capabilities import Capability
+from ..errors import MethodError
 from ..models.layers import LayerReader, as_feature_map, parse_layer, token_layout
 from .base import Attribution, Job, Method, Prepared, param
 
@@ -46,6 +47,11 @@ def capture(job: Job, layer: str, *, gradients: bool) -> Capture:
             raw_output = job.classifier.logits(x.requires_grad_(gradients))
         resolved, raw = reader.read(job.classifier.model_id)
         activations = as_feature_map(raw, layout, resolved).detach().float()
+        if activations.shape[0] != 1:  # per-proposal features (a detector's RoI heads), not a map of the image
+            raise MethodError(
+                f"layer={resolved!r}: its output has {activations.shape[0]} rows for one image, so it is not a map of "
+                "the image (a detector's features per proposal?); name a backbone layer"
+            )
         grads = None
         if gradients:
             with torch.enable_grad():
@@ -58,7 +64,11 @@ def capture(job: Job, layer: str, *, gradients: bool) -> Capture:
             grads = as_feature_map(torch.cat(per_target), layout, resolved).detach().float()
         return Capture(layer=resolved, activations=activations, grads=grads)
 
-    reader = LayerReader(module, parse_layer(layer))
+    spec = parse_layer(layer)
+    declared = job.classifier.cam_layer  # an adapter may say what "auto" means for its model
+    if spec.name is None and declared:
+        spec = parse_layer(declared)
+    reader = LayerReader(module, spec)
     try:
         with reader:  # hooks only for this one pass, removed even when the model raises
             return job.engine.run_once(lambda: forward_and_backward(reader))

@@ -212,7 +212,7 @@ def _wrap_arrays(engine: Engine, images: Any, explanations: Any, target: Any) ->
     for entry, image, goal in zip(entries, image_list, targets):
         loaded = load_image(image)
         output = engine.output_of(resize(to_tensor(loaded.pixels).to(classifier.device), classifier.input_size))
-        objective = resolve_objective(goal, output, classifier)
+        objective = resolve_objective(goal, output, classifier, image_size=loaded.pixels.shape[:2])
         if len(objective) == 0:
             raise MetricError(f"{loaded.name}: target {goal!r} names nothing on this image ({objective.note})")
         first = objective.select(0)  # a map explains one target: the first the spec names

@@ -2,7 +2,9 @@
 
 A region is a boolean mask ``(H, W)`` at the map's resolution, or a box
 ``(left, top, right, bottom)`` in pixels, right and bottom excluded (PIL's
-convention).
+convention). A detector's map given no region is measured in its own
+detection's box: how much of the evidence lies where the detector says the
+object is.
 """
 
 from __future__ import annotations
@@ -81,9 +83,15 @@ def segmentation(saliency: np.ndarray, region: Any, top: float | None = None, th
 
 
 def _region(case: Case) -> np.ndarray:
-    if case.region is None:
-        raise MetricError(f"{case.explanation.image_name or 'image'}: this metric needs a ground-truth region (regions=...)")
-    return case.region
+    """The case's ground-truth region; for a detection explained without one, its own box (the region it claims)."""
+    if case.region is not None:
+        return case.region
+    own = case.explanation.boxes()  # a detection's box, in the map's pixels
+    if own:
+        x0, y0, x1, y1 = own[0][0]
+        h, w = case.explanation.saliency.shape
+        return as_region((max(0.0, x0), max(0.0, y0), min(float(w), x1), min(float(h), y1)), (h, w))
+    raise MetricError(f"{case.explanation.image_name or 'image'}: this metric needs a ground-truth region (regions=...)")
 
 
 @metric("pointing_game", "hit when the map's maximum falls in the ground-truth region", {"pointing_game": "higher"}, ("region",))

@@ -30,10 +30,16 @@ MODEL_SPECS: dict[str, str] = {
     "timm:<name>": "a timm model (pip install 'patchlens[timm]'); pretrained weights need network access",
     "torchvision:<name>": "a torchvision model; pretrained weights need network access",
     "onnx:<path>": "an ONNX file, run with onnxruntime (pip install 'patchlens[onnx]')",
+    "ultralytics:<weights.pt>": "an ultralytics YOLO detector (pip install 'patchlens[ultralytics]'); weights from a file",
+    "python:<file.py>:<name>": "a module, module class or function defined in Python code (also python:package.module:name); "
+    "the command line's way to any nn.Module, detectors included",
     "torchscript:<path>": "a TorchScript file saved with torch.jit.save",
     "http(s)://HOST/v2/models/<name>": "a model behind an Open Inference Protocol v2 server (KServe, Triton, MLServer, patchlens serve-model); /v1/models/<name>: KServe v1",
-    "<nn.Module>": "(Python) any torch module; options mean, std, input_size, labels, activation",
-    "<callable>": "(Python) any function batch -> scores, the black-box case; options input_size, labels, numpy, activation, probabilities",
+    "torchvision:<detector>": "a torchvision object detector (fasterrcnn_mobilenet_v3_large_320_fpn, retinanet_resnet50_fpn, ...); COCO labels",
+    "<nn.Module>": "(Python) any torch module; options mean, std, input_size, labels, activation, kind (a detector returns "
+    "one dict of boxes, scores and labels per image: recognised, or kind='detector'), min_score",
+    "<callable>": "(Python) any function batch -> scores (or detections), the black-box case; options input_size, labels, "
+    "numpy, activation, probabilities, kind, min_score",
 }
 
 
@@ -82,7 +88,7 @@ def load_model(
         return _adapter(spec, **options)  # returned as is
     from .runtime import use_runtime
 
-    own_module = isinstance(spec, torch.nn.Module)
+    own_module = isinstance(spec, torch.nn.Module) or (isinstance(spec, str) and spec.startswith("python:"))
     return use_runtime(_adapter(spec, **options), runtime, threads=threads, precision=precision, own_module=own_module)
 
 
@@ -93,6 +99,10 @@ def _adapter(spec: Any, **options: Any) -> Classifier:
         return spec
     device = options.pop("device", None)
     if isinstance(spec, torch.nn.Module):
+        from .detectors import TorchvisionDetector, is_torchvision_detector
+
+        if is_torchvision_detector(spec):
+            return TorchvisionDetector(spec, device=device, **options)
         return TorchClassifier(spec, device=device, **options)
     if isinstance(spec, str) and spec.startswith(("http://", "https://")):
         from .remote import load_remote  # scored on the server: compose its inputs on the CPU unless told otherwise
@@ -121,8 +131,18 @@ def _adapter(spec: Any, **options: Any) -> Classifier:
             from .files import load_torchscript
 
             return load_torchscript(rest, device=dev, **options)
+        if kind == "ultralytics" and rest:
+            from .detectors.ultralytics import load_ultralytics
+
+            return load_ultralytics(rest, device=dev, **options)
+        if kind == "python" and rest:
+            from .files import load_python
+
+            options.setdefault("model_id", spec)
+            return _adapter(load_python(rest), device=None if device in (None, "auto") else device, **options)
         raise ModelError(
-            f"{spec}: unknown model; use default, timm:<name>, torchvision:<name>, onnx:<path> or torchscript:<path>"
+            f"{spec}: unknown model; use default, timm:<name>, torchvision:<name>, onnx:<path>, torchscript:<path> "
+            "or python:<file.py>:<name>"
         )
     if callable(spec):
         fn: Callable[..., object] = spec

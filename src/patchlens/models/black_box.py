@@ -9,7 +9,8 @@ import torch
 
 from ..errors import ModelError
 from .activation import choose_activation
-from .classifier import Classifier
+from .classifier import Classifier, check_kind, check_min_score
+from .detections import looks_like_detections
 
 
 class CallableClassifier(Classifier):
@@ -26,6 +27,10 @@ class CallableClassifier(Classifier):
             "none" or "auto" (none: its scores are explained as they are, after the check below).
         softmax: the older switch: True is activation "softmax".
         numpy: hand it numpy arrays in HWC order instead of tensors.
+        kind: "classifier", "detector" (it returns one dict of boxes, scores and labels per
+            image, torchvision's form; see :mod:`patchlens.models.detections`) or "auto"
+            (its first answer decides).
+        min_score: for a detector, the score a detection must reach for ``all`` and ``label:NAME``.
         probabilities: what its scores are, when patchlens applies no activation. None (the
             default): checked on every call; scores that cannot be probabilities (negative,
             above 1, or integers) are refused with a ModelError that says what to pass, and
@@ -53,6 +58,8 @@ class CallableClassifier(Classifier):
         device: str | torch.device = "cpu",
         model_id: str | None = None,
         probabilities: bool | None = None,
+        kind: str = "auto",
+        min_score: float = 0.5,
     ) -> None:
         if not callable(fn):
             raise ModelError(f"{type(fn).__name__}: not callable")
@@ -64,6 +71,8 @@ class CallableClassifier(Classifier):
         self.model_id = str(model_id or getattr(fn, "__name__", type(fn).__name__))
         self.activation = choose_activation(activation, softmax, "none", self.model_id)
         self.probabilities = probabilities
+        self.kind = check_kind(kind, self.model_id)
+        self.min_score = check_min_score(min_score, self.model_id)
         self.outputs_probabilities = self.activation != "none" or probabilities is not False
 
     def _scores(self, x: torch.Tensor) -> torch.Tensor:
@@ -73,6 +82,8 @@ class CallableClassifier(Classifier):
             out = self.fn(batch)
         except Exception as exc:
             raise ModelError(f"{self.model_id}: the model raised {type(exc).__name__}: {exc}") from exc
+        if self.kind != "classifier" and looks_like_detections(out):
+            return out  # type: ignore[return-value]  # a detector's boxes: checked by check_output
         integers = _is_integer(out)
         if isinstance(out, np.ndarray) or isinstance(out, (list, tuple)):
             try:

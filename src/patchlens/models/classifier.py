@@ -5,9 +5,14 @@ A :class:`Classifier` takes a float32 batch ``(N, 3, H, W)`` with values in
 classifier, class scores ``(N, C)`` with the model's declared activation
 applied (see :mod:`.activation`). Normalisation and any other preprocessing
 live inside it, so methods compose masks in plain pixel space and never need
-to know the model's conventions. What a score *is* (a class, a label, later a
+to know the model's conventions. What a score *is* (a class, a label, a
 detection) is not the adapter's business: an objective (:mod:`patchlens.objectives`)
 turns the answer into one score per target.
+
+An object detector answers with boxes instead (:class:`~patchlens.models.detections.Detections`).
+An adapter declares which kind of answer its model gives (``kind``); a module or
+function loaded without saying is ``"auto"``: its first answer decides, and
+:meth:`Classifier.settle_kind` asks it once when something must know before then.
 """
 
 from __future__ import annotations
@@ -23,6 +28,7 @@ from ..capabilities import Capability, ModelKind
 from ..errors import MethodError, ModelError
 from ..images import resize
 from .activation import activate
+from .detections import as_detections, looks_like_detections
 from .outputs import primary
 
 if TYPE_CHECKING:
@@ -66,6 +72,22 @@ class BatchSizePolicy:
         return size if self.fits is None else max(1, min(size, self.fits))
 
 
+#: what ``kind=`` accepts
+KINDS = ("auto", "classifier", "detector")
+
+
+def check_kind(kind: str, model: str) -> str:
+    if kind not in KINDS:
+        raise ModelError(f"{model}: kind={kind!r}: use one of {', '.join(KINDS)}")
+    return kind
+
+
+def check_min_score(value: float, model: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not value == value:
+        raise ModelError(f"{model}: min_score={value!r}: must be a number")
+    return float(value)
+
+
 class Classifier:
     """Base class of model adapters. Subclasses implement :meth:`_scores`."""
 
@@ -89,6 +111,11 @@ class Classifier:
     #: torch's thread count while only scores are asked of this model, when another runtime runs them
     #: (ONNX Runtime: torch then only composes masks); None leaves torch's own (see ``models/runtime.py``).
     torch_threads: int | None = None
+    #: what kind of answer the model gives: "classifier" (scores), "detector" (boxes) or "auto"
+    #: (its first answer decides: a module or function loaded without ``kind=``)
+    kind: str = "classifier"
+    #: for a detector: the score a detection must reach for the targets ``all`` and ``label:NAME``
+    min_score: float = 0.5
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         """The model's answer (class scores ``(N, C)``, float32, activated) for a batch ``(N, 3, H, W)`` in [0, 1]."""
@@ -120,8 +147,31 @@ class Classifier:
 
     @property
     def model_kind(self) -> ModelKind:
-        """What kind of answer the model gives: independent labels under a sigmoid, competing classes otherwise."""
+        """What kind of answer the model gives: boxes (a detector), independent labels under a sigmoid,
+        competing classes otherwise."""
+        if self.kind == "detector" or self.__dict__.get("_answered") == "detector":
+            return ModelKind.DETECTOR
         return ModelKind.MULTI_LABEL if self.activation == "sigmoid" else ModelKind.CLASSIFIER
+
+    @property
+    def cam_layer(self) -> str | None:
+        """What ``layer="auto"`` means for CAM methods on this model; None: the last spatial output of the pass."""
+        return None
+
+    @property
+    def kind_settled(self) -> bool:
+        """Whether :attr:`model_kind` is known for sure: declared, or seen in an answer."""
+        return self.kind != "auto" or "_answered" in self.__dict__
+
+    def settle_kind(self) -> ModelKind:
+        """The model's kind, asking it once (one forward pass of a grey image) if it was neither declared nor seen.
+
+        Checks that depend on the kind call this only when the assumed kind
+        (a classifier) fails them, so a classifier is never asked twice.
+        """
+        if not self.kind_settled:
+            self(torch.full((1, 3, *self.input_size), 0.5, device=self.device))
+        return self.model_kind
 
     # -- what this model offers ----------------------------------------------------
     @property
@@ -187,12 +237,27 @@ class Classifier:
         return f"class {index}"
 
     def check_output(self, out: object, n: int) -> torch.Tensor:
-        """The model's answer for a batch of ``n``, checked: a classifier's is :meth:`check_scores`.
+        """The model's answer for a batch of ``n``, checked: a classifier's is :meth:`check_scores`, a
+        detector's :class:`~patchlens.models.detections.Detections` (:meth:`check_detections`).
 
-        An adapter whose model answers with something else (a detector's
-        detections) overrides this; the engine only counts and passes it on.
+        The engine only counts and passes the answer on; objectives read it.
         """
-        return self.check_scores(out, n)
+        if self.kind != "classifier" and looks_like_detections(out):
+            self.__dict__["_answered"] = "detector"
+            return self.check_detections(out, n)  # type: ignore[return-value]
+        if self.kind == "detector":
+            raise ModelError(
+                f"{self.model_id}: returned {type(out).__name__}; a detector returns one dict of boxes, scores and "
+                "labels per image"
+            )
+        scores = self.check_scores(out, n)
+        self.__dict__.setdefault("_answered", "classifier")
+        return scores
+
+    def check_detections(self, out: object, n: int) -> object:
+        """A detector's answer as :class:`~patchlens.models.detections.Detections`, boxes as fractions of the input."""
+        # on the model's device: a black box or YOLO may answer on the CPU while the masks are on a GPU
+        return as_detections(out, n, self.input_size, self.model_id).to(self.device)
 
     def check_scores(self, out: object, n: int) -> torch.Tensor:
         """``out`` as float32 scores ``(n, C)``, or a ModelError saying what is wrong with it."""

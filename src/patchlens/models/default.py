@@ -106,6 +106,7 @@ class DefaultClassifier(TorchClassifier):
     """
 
     def __init__(self, device: torch.device, **settings: Any) -> None:
+        settings.setdefault("kind", "classifier")  # ImageNet classes: never asked which kind it is
         super().__init__(torch.nn.Module(), device=device, **settings)  # a placeholder without weights, then:
         del self._module  # built by __getattr__ on first use
         self._built = _Built(self.device)

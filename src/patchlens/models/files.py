@@ -97,3 +97,48 @@ def load_torchscript(path: str, *, device: str | torch.device = "cpu", **options
         raise ModelError(f"torchscript:{path}: cannot load ({str(exc).splitlines()[0]})") from None
     options.setdefault("model_id", f"torchscript:{path}")
     return TorchClassifier(module, **options)  # type: ignore[arg-type]
+
+
+def load_python(spec: str) -> object:
+    """The model a Python file or module names: ``python:PATH.py:NAME`` or ``python:package.module:NAME``.
+
+    ``NAME`` is an ``nn.Module`` (used as it is), an ``nn.Module`` class (made
+    with no arguments) or a function (the black box itself: batch -> scores or
+    detections). This is how the command line, ``serve`` and Ray workers reach a
+    model that only exists as Python code (a detector whose forward TorchScript
+    cannot compile, a module read with hooks by Grad-CAM). The file runs with the
+    rights of whoever typed its name, as ``python PATH.py`` would.
+    """
+    import importlib
+    import importlib.util
+
+    where, sep, name = spec.rpartition(":")
+    if not sep or not where or not name.isidentifier():
+        raise ModelError(f"python:{spec}: give the file or module and the name in it, as python:models.py:Detector")
+    if where.endswith(".py"):
+        path = _existing(where, "python")
+        module_name = f"patchlens_user_{abs(hash(str(path.resolve())))}"
+        found = importlib.util.spec_from_file_location(module_name, path)
+        if found is None or found.loader is None:
+            raise ModelError(f"python:{spec}: cannot load {where} as Python")
+        module = importlib.util.module_from_spec(found)
+        try:
+            found.loader.exec_module(module)
+        except Exception as exc:
+            raise ModelError(f"python:{spec}: {where} raised {type(exc).__name__}: {exc}") from None
+    else:
+        try:
+            module = importlib.import_module(where)
+        except Exception as exc:
+            raise ModelError(f"python:{spec}: cannot import {where} ({type(exc).__name__}: {exc})") from None
+    if not hasattr(module, name):
+        raise ModelError(f"python:{spec}: {where} has no {name!r}")
+    value = getattr(module, name)
+    if isinstance(value, type) and issubclass(value, torch.nn.Module):
+        try:
+            value = value()
+        except Exception as exc:
+            raise ModelError(f"python:{spec}: {name}() raised {type(exc).__name__}: {exc}") from None
+    if not isinstance(value, torch.nn.Module) and not callable(value):
+        raise ModelError(f"python:{spec}: {name} is a {type(value).__name__}, not a module, class or function")
+    return value

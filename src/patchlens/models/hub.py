@@ -12,15 +12,8 @@ import torch
 from ..errors import ModelError
 from .imagenet import imagenet_labels
 from .torch_module import IMAGENET_MEAN, IMAGENET_STD, TorchClassifier
-
-
-def _weights_error(spec: str, exc: BaseException) -> ModelError:
-    return ModelError(
-        f"{spec}: could not get pretrained weights ({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}); "
-        "this machine may be offline - pass pretrained=False (--no-pretrained on the command line) for random weights, "
-        "or load the model yourself "
-        "and pass the nn.Module"
-    )
+from .weights import seeded_init
+from .weights import weights_error as _weights_error
 
 
 def hub_reachable(timeout: float = 3.0) -> bool:
@@ -58,18 +51,6 @@ def offline_unless_reachable() -> Iterator[None]:
         constants.HF_HUB_OFFLINE = False
 
 
-@contextmanager
-def seeded_init(seed: int) -> Iterator[None]:
-    """Random weights drawn from ``seed``: the same model every time, and the caller's random state left as it was.
-
-    Unseeded, ``pretrained=False`` gave other weights, another top class and a new
-    ONNX export (cached under the weights' hash) on every run.
-    """
-    with torch.random.fork_rng(devices=[]):  # modules are built on the CPU, then moved
-        torch.manual_seed(seed)
-        yield
-
-
 def load_timm(
     name: str, *, pretrained: bool = True, seed: int = 0, device: str | torch.device = "cpu", **options: object
 ) -> TorchClassifier:
@@ -99,6 +80,7 @@ def load_timm(
         input_size=tuple(size),
         labels=labels,
         model_id=f"timm:{name}",
+        kind="classifier",
     )
     opts.update(options)
     return TorchClassifier(module, **opts)
@@ -114,6 +96,10 @@ def load_torchvision(
         raise ModelError(f"torchvision:{name}: torchvision is not installed (pip install torchvision)") from None
     if name not in torchvision.models.list_models():
         raise ModelError(f"torchvision:{name}: torchvision has no model of that name (see torchvision.models.list_models())")
+    from .detectors import load_torchvision_detector, torchvision_detectors
+
+    if name in torchvision_detectors():
+        return load_torchvision_detector(name, pretrained=pretrained, seed=seed, device=device, **options)  # type: ignore[arg-type,return-value]
     try:
         with nullcontext() if pretrained else seeded_init(seed):
             module = torchvision.models.get_model(name, weights="DEFAULT" if pretrained else None)
@@ -128,6 +114,6 @@ def load_torchvision(
         labels = meta.get("categories")
     elif getattr(module, "fc", None) is not None and getattr(module.fc, "out_features", 0) == 1000:
         labels = list(imagenet_labels())
-    opts: dict = dict(labels=labels, model_id=f"torchvision:{name}")
+    opts: dict = dict(labels=labels, model_id=f"torchvision:{name}", kind="classifier")
     opts.update(options)
     return TorchClassifier(module, **opts)

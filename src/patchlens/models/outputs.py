@@ -41,6 +41,9 @@ def join_rows(parts: Sequence[Any]) -> Any:
         return parts[0]
     if isinstance(parts[0], torch.Tensor):
         return torch.cat(list(parts))
+    cat = getattr(type(parts[0]), "cat", None)  # a batch type that knows how to join (a detector's Detections)
+    if callable(cat):
+        return cat(list(parts))
     joined: list[Any] = []
     for part in parts:
         joined.extend(part)

@@ -25,6 +25,7 @@ from typing import Iterator
 
 import torch
 
+from ..capabilities import ModelKind
 from ..errors import ModelError
 from ..ranking import spearman
 from .classifier import Classifier
@@ -155,6 +156,17 @@ def use_runtime(
         return classifier
     if threads is not None:
         torch.set_num_threads(threads)  # whole process: only when asked for
+    if classifier.kind == "auto" and runtime == "auto" and on_cpu_torch(classifier) and not own_module:
+        classifier.settle_kind()  # a file that answers with boxes is not exported: ask it once which it is
+    if classifier.kind == "auto" and classifier.autocast_dtype is not None:
+        classifier.settle_kind()  # bf16 on a GPU is for classifiers: know the kind before the first real answer
+    if classifier.model_kind == ModelKind.DETECTOR:  # boxes of a variable count: the ONNX export and its check are for class scores
+        if runtime == "onnx" or precision != "fp32":
+            raise ModelError(f"{classifier.model_id}: an object detector runs in torch at fp32 (runtime='onnx' and bf16 are for classifiers)")
+        if classifier.autocast_dtype is not None:
+            classifier.autocast_dtype = None  # under bf16 autocast torchvision's boxes snap to multiples of 16 and NMS keeps others
+        classifier.details = {**classifier.details, "chosen_because": "an object detector"}
+        return classifier
     if precision == "bf16":
         return _bf16(classifier)
     on_cpu = classifier.device.type == "cpu"
@@ -169,6 +181,10 @@ def use_runtime(
         classifier.details = {"chosen_because": why}
         return classifier
     return _onnx(classifier, explicit=runtime == "onnx", threads=threads or available_cores(), explicit_threads=threads is not None)
+
+
+def on_cpu_torch(classifier: Classifier) -> bool:
+    return classifier.device.type == "cpu"
 
 
 def _fallback(classifier: TorchClassifier, reason: str, *, say: bool = True) -> TorchClassifier:

@@ -10,7 +10,8 @@ import torch
 from ..capabilities import Capability
 from ..errors import MethodError, ModelError
 from .activation import choose_activation
-from .classifier import Classifier
+from .classifier import Classifier, check_kind, check_min_score
+from .detections import looks_like_detections
 from .outputs import primary
 from .vit import TokenView, find_vit
 
@@ -51,6 +52,10 @@ class TorchClassifier(Classifier):
         amp: on a GPU, run the forward pass in this dtype under autocast
             (``torch.bfloat16`` by default on CUDA; None for float32).
         channels_last: feed inputs in channels-last layout (faster for CNNs on GPU).
+        kind: "classifier", "detector" (it returns one dict of boxes, scores and labels per
+            image, as torchvision's detectors do) or "auto" (its first answer decides).
+        min_score: for a detector, the score a detection must reach for the targets
+            ``all`` and ``label:NAME``.
     """
 
     #: what scores the forward passes (models/runtime.py may swap in ONNX Runtime)
@@ -70,6 +75,8 @@ class TorchClassifier(Classifier):
         model_id: str | None = None,
         amp: torch.dtype | None | str = "auto",
         channels_last: bool = False,
+        kind: str = "auto",
+        min_score: float = 0.5,
     ) -> None:
         if not isinstance(module, torch.nn.Module):
             raise ModelError(f"{type(module).__name__}: not a torch.nn.Module")
@@ -89,10 +96,13 @@ class TorchClassifier(Classifier):
         self.outputs_probabilities = self.activation != "none"  # raw module outputs are scores, not probabilities
         self._mean = torch.tensor(mean, dtype=torch.float32, device=self.device).view(1, -1, 1, 1)
         self._std = torch.tensor(std, dtype=torch.float32, device=self.device).view(1, -1, 1, 1)
+        self._plain = bool((self._mean == 0).all() and (self._std == 1).all())
         if amp == "auto":
             amp = torch.bfloat16 if self.device.type == "cuda" else None
         self.autocast_dtype = amp  # type: ignore[assignment]
         self.channels_last = channels_last
+        self.kind = check_kind(kind, self.model_id)
+        self.min_score = check_min_score(min_score, self.model_id)
         #: why this runtime was chosen, set by ``load_model`` (models/runtime.py)
         self.details: dict[str, object] = {}
 
@@ -143,7 +153,8 @@ class TorchClassifier(Classifier):
         return tuple(float(v) for v in self._mean.flatten().tolist())  # type: ignore[return-value]
 
     def normalise(self, x: torch.Tensor) -> torch.Tensor:
-        x = (x - self._mean) / self._std
+        if not self._plain:  # mean 0 and std 1 (a torchvision detector takes raw pixels): nothing to do
+            x = (x - self._mean) / self._std
         if self.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
         return x
@@ -166,7 +177,11 @@ class TorchClassifier(Classifier):
         """
         with self.evaluating():
             try:
-                return self._forward(x.to(self.device, torch.float32))
+                out = self._forward(x.to(self.device, torch.float32))
+                if self.kind != "classifier" and looks_like_detections(out):  # boxes, differentiable
+                    self.__dict__["_answered"] = "detector"
+                    return self.check_detections(out, x.shape[0])  # type: ignore[return-value]
+                return out
             except (torch.cuda.OutOfMemoryError, ModelError):
                 raise  # the engine halves its batch on OOM
             except Exception as exc:

@@ -42,6 +42,10 @@ class Objective(ABC):
     """
 
     kind: ClassVar[str] = ""
+    #: whether its value on the unmasked image is what people call the target's score (a class's
+    #: probability); False when that value is a match (a detection's with itself) and each record's
+    #: ``score`` is the target's own (the detection's confidence)
+    scores_itself: ClassVar[bool] = True
     note: str | None = None
 
     @abstractmethod

@@ -12,9 +12,20 @@ Syntax, case-insensitive, items separated by commas:
 * ``top1``, ``topK``, ``topk:K``: the K highest scores on the image;
 * ``present``, ``present:T``: every label whose probability is at least T
   (0.5 by default): a multi-label model's present labels, possibly none;
-* a whole number: that class (or label) index;
+* a whole number: that class (or label) index; for a detector, that detection
+  (0 is the strongest);
 * ``label``: batch mode only, each image's own label(s) from its source;
-* anything else: a class or label name (ImageNet synonyms count).
+* ``label:NAME``: the class called NAME; for a detector, every detection of it
+  scoring at least the model's ``min_score``;
+* ``all``, ``all:S``: a detector's every detection scoring at least S (the
+  model's ``min_score``, 0.5 unless it was loaded with another);
+* ``box:x0,y0,x1,y1`` or ``box:x0,y0,x1,y1:LABEL``: a box in the photo's
+  pixels (one the user draws, a ground-truth box) and optionally its class: a
+  detector's detection that best matches it;
+* anything else: a class or label name (ImageNet synonyms count); for a
+  detector, the strongest detection of that class.
+
+A box's commas are its own: ``box:10,20,110,90,top1`` is a box and top1.
 """
 
 from __future__ import annotations
@@ -77,6 +88,28 @@ class TrueLabel(Request):
     """Each image's own label(s) from a batch source (``--target label``)."""
 
 
+@dataclass(frozen=True)
+class Labelled(Request):
+    """``label:NAME``: the class ``name``; for a detector, every detection of it above its minimum score."""
+
+    name: str
+
+
+@dataclass(frozen=True)
+class All(Request):
+    """``all``, ``all:S``: a detector's every detection scoring at least ``threshold`` (None: the model's ``min_score``)."""
+
+    threshold: float | None
+
+
+@dataclass(frozen=True)
+class Box(Request):
+    """``box:x0,y0,x1,y1[:LABEL]``: a box in the photo's pixels (left, top, right, bottom) and maybe its class name."""
+
+    box: tuple[float, float, float, float]
+    label: str | None
+
+
 _TOP = re.compile(r"top(\d+)")
 
 
@@ -103,7 +136,32 @@ def _parse(spec: TargetSpec, true_labels: bool) -> list[Request]:
         return [Index(str(spec), int(spec))]
     if not isinstance(spec, str):
         raise TargetError(f"{spec!r}: a target is top1, topk:K, present, a class index or a label name")
-    return [_item(part.strip(), true_labels) for part in spec.split(",") if part.strip()]
+    return [_item(part, true_labels) for part in _split(spec)]
+
+
+_BOX = re.compile(r"box:\s*([^,:]+),([^,:]+),([^,:]+),([^,:]+)(?::([^,]*))?", re.IGNORECASE)
+
+
+def _split(spec: str) -> list[str]:
+    """The comma list's items; a ``box:`` item keeps its own four commas."""
+    out: list[str] = []
+    rest = spec.strip()
+    while rest:
+        found = _BOX.match(rest)
+        if found is not None:
+            out.append(found.group(0).strip())
+            rest = rest[found.end():].lstrip()
+            if rest and not rest.startswith(","):
+                raise TargetError(f"{spec}: after box:x0,y0,x1,y1[:LABEL] comes a comma and the next target")
+            rest = rest[1:].strip()
+            continue
+        head, _, tail = rest.partition(",")
+        if head.strip().lower().startswith("box:"):  # names what was typed, not the part before its first comma
+            raise TargetError(f"{rest.strip()}: a box is box:x0,y0,x1,y1 (left, top, right, bottom in the photo's pixels), optionally :LABEL")
+        if head.strip():
+            out.append(head.strip())
+        rest = tail.strip()
+    return out
 
 
 def _item(text: str, true_labels: bool) -> Request:
@@ -130,7 +188,34 @@ def _item(text: str, true_labels: bool) -> Request:
         return Present(text, threshold)
     if low == "label" and true_labels:
         return TrueLabel(text)
+    if low.startswith("label:") and text[6:].strip():
+        return Labelled(text, text[6:].strip())
+    if low == "all":
+        return All(text, None)
+    if low.startswith("all:"):
+        try:
+            score = float(low[4:])
+        except ValueError:
+            score = math.nan
+        if not math.isfinite(score):
+            raise TargetError(f"{text}: S must be a number, as in all:0.3 (every detection scoring at least 0.3)")
+        return All(text, score)
+    if low.startswith("box:"):
+        return _box(text)
     return Name(text, text)
+
+
+def _box(text: str) -> Box:
+    found = _BOX.fullmatch(text)
+    assert found is not None  # _split only lets well-formed boxes through
+    try:
+        x0, y0, x1, y1 = (float(v) for v in found.groups()[:4])
+    except ValueError:
+        raise TargetError(f"{text}: the box's four values must be numbers (left, top, right, bottom in pixels)") from None
+    if not all(math.isfinite(v) for v in (x0, y0, x1, y1)) or min(x0, y0) < 0 or not (x1 > x0 and y1 > y0):
+        raise TargetError(f"{text}: a box is left,top,right,bottom with right > left, bottom > top, all at least 0")
+    label = (found.group(5) or "").strip() or None
+    return Box(text, (x0, y0, x1, y1), label)
 
 
 def names_several(spec: TargetSpec) -> bool:
@@ -146,7 +231,7 @@ def names_several(spec: TargetSpec) -> bool:
     if len(requests) > 1:
         return True
     only = requests[0]
-    return isinstance(only, Present) or (isinstance(only, Top) and only.k > 1)
+    return isinstance(only, (Present, All, Labelled)) or (isinstance(only, Top) and only.k > 1)
 
 
 def _shown(spec: TargetSpec) -> str:

@@ -73,7 +73,8 @@ class JobRequest(BaseModel):
     methods: list[MethodChoice] = Field(min_length=1)
     target: Union[int, str] = Field(
         "top1", description="top1, topk:K, present (a multi-label model's labels with p >= 0.5; present:T), "
-        "a class index or a label name, or a comma list of those")
+        "a class index or a label name, or a comma list of those; for an object detector: top1, topk:K, all (all:S), "
+        "label:NAME, a detection's number (0 the strongest) or box:x0,y0,x1,y1[:LABEL] in the photo's pixels")
     seed: int = 0
     metrics: bool = Field(False, description="also compute deletion/insertion, when patchlens.metrics provides them")
 
@@ -102,6 +103,7 @@ def create_app(
     list_methods(front_end="web")
     available_metrics()
     clf = classifier if classifier is not None else load_model(model, device=device or "auto")
+    clf.settle_kind()  # a module that answers with boxes is a detector: the page and its methods follow from that
     lock = threading.RLock()  # every model call, from jobs and what-if alike
     queue = JobQueue(workers=cfg.workers, max_queued=cfg.max_queued)
     # bounded by bytes as well as by count: 128 results of a large photo's 8 methods were gigabytes
@@ -164,7 +166,7 @@ def create_app(
             "height": h,
             "url": f"/api/images/{image_id}.png",
             "mean_color": [round(float(v) * 255) for v in stored.x.mean(dim=(-2, -1))],
-            "predictions": top_predictions(stored.output, clf),
+            "predictions": top_predictions(stored.output, clf, image_size=(h, w)),
             "forward_passes": stored.forward_passes,
         }
 
@@ -190,7 +192,8 @@ def create_app(
             "version": __version__,
             "model": {"id": clf.model_id, "input_size": list(clf.input_size), "classes": clf.num_classes,
                       "white_box": clf.module is not None, "activation": clf.activation,
-                      "multi_label": clf.model_kind == ModelKind.MULTI_LABEL},
+                      "multi_label": clf.model_kind == ModelKind.MULTI_LABEL,
+                      "detector": clf.model_kind == ModelKind.DETECTOR, "min_score": clf.min_score},
             "methods": with_availability(list_methods(front_end="web"), clf),
             "token_masking": token_masking(clf),
             "examples": [{"name": n, "url": f"/api/examples/{n}"} for n in EXAMPLES],
@@ -254,15 +257,16 @@ def create_app(
         stored = get_image(image_id)
         grid = body.grid or cfg.grid
         output = predict_hidden(clf, lock, stored, body.hidden, grid, body.baseline)
+        h, w = stored.image.pixels.shape[:2]
         return {"hidden": sorted(set(body.hidden)), "grid": grid,
-                "predictions": predictions(output, clf, original=stored.output)}
+                "predictions": predictions(output, clf, original=stored.output, image_size=(h, w))}
 
     @app.post("/api/jobs", status_code=202, summary="Run one or more methods on a stored image (a job)")
     def submit(body: JobRequest) -> JSONResponse:
         stored = get_image(body.image_id)
         # a bad class or seed is a 422 now, not a failed job later; no label present is a job that says so
         check_seed(body.seed)
-        objective = resolve_objective(body.target, stored.output, clf)
+        objective = resolve_objective(body.target, stored.output, clf, image_size=stored.image.pixels.shape[:2])
         check_targets(objective, cfg)
         requests = build_requests([(m.name, m.params) for m in body.methods], clf, cfg, body.target, body.seed, lock)
         check_result_bytes(stored, len(requests) * max(1, len(objective)), cfg)

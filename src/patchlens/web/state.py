@@ -190,9 +190,10 @@ def validation_errors(errors: Any, limit: int = 10) -> list[dict[str, Any]]:
     return out
 
 
-def top_predictions(output: Any, classifier: Classifier, k: int = 5) -> list[dict[str, Any]]:
-    """What the model says about the image: its top ``k`` (and, for a multi-label model, every present label)."""
-    return predictions(output, classifier, k)
+def top_predictions(output: Any, classifier: Classifier, k: int = 5, image_size: tuple[int, int] | None = None) -> list[dict[str, Any]]:
+    """What the model says about the image: its top ``k`` (and, for a multi-label model, every present label);
+    a detector's detections with their boxes in the photo's pixels (``image_size``)."""
+    return predictions(output, classifier, k, image_size=image_size)
 
 
 def predict_hidden(

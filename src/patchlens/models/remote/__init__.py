@@ -101,6 +101,8 @@ def load_remote(
     progress: bool = False,
     device: Any = "cpu",
     sleep: Callable[[float], None] | None = None,
+    kind: str | None = None,
+    min_score: float = 0.5,
     **codec_options: Any,
 ) -> RemoteClassifier:
     """A :class:`RemoteClassifier` for the model at ``url``.
@@ -120,6 +122,9 @@ def load_remote(
             independent labels), "none" or "auto" (none) when it returns probabilities; ``softmax=True``
             is the older spelling of "softmax".
         progress: show a line with images sent, requests in flight and retries.
+        kind, min_score: "detector" when ``decode`` returns one dict of boxes, scores and labels per image
+            (protocol json, where None means "auto": its first answer decides; the other protocols carry class
+            scores); the score ``all`` needs, for a detector.
         **codec_options: ``input``, ``output``, ``mean``, ``std``, ``binary`` (OIP v2; binary tensors
             are used when the server lists the ``binary_tensor_data`` extension or, without a
             ``max_queries`` budget, when a one-image probe sent both ways gets the same answer;
@@ -147,4 +152,6 @@ def load_remote(
         max_queries=max_queries,
         progress=progress,
         device=device,
+        kind=kind if kind is not None else "auto" if isinstance(codec, CustomJson) else "classifier",
+        min_score=min_score,
     )

@@ -23,7 +23,7 @@ from tqdm.auto import tqdm
 
 from ...errors import ModelError, QueryBudgetError
 from ..activation import choose_activation
-from ..classifier import Classifier
+from ..classifier import Classifier, check_kind, check_min_score
 from .http import HttpClient
 from .protocols import MAX_CLASSES, Protocol
 
@@ -56,6 +56,8 @@ class RemoteClassifier(Classifier):
         progress: bool = False,
         device: str | torch.device = "cpu",
         model_id: str | None = None,
+        kind: str = "classifier",
+        min_score: float = 0.5,
     ) -> None:
         if in_flight < 1 or (request_batch is not None and request_batch < 1):
             raise ModelError(f"{client.url}: in_flight (--in-flight) and request_batch (--request-batch) must be at least 1")
@@ -70,6 +72,8 @@ class RemoteClassifier(Classifier):
         self.input_size = (size, size) if isinstance(size, int) else (int(size[0]), int(size[1]))
         self.labels = list(labels) if labels is not None else layout.labels
         self.activation = choose_activation(activation, softmax, "none", client.url)
+        self.kind = check_kind(kind, client.url)  # a custom JSON decode() may return detections
+        self.min_score = check_min_score(min_score, client.url)
         self.in_flight = in_flight
         # The server's own largest batch wins over our default of 8 (a JSON body of
         # 8 images at 224x224 is ~10 MB: bigger bodies gain little and stall longer).
@@ -142,7 +146,10 @@ class RemoteClassifier(Classifier):
                     for key, row in zip(chunk, scores):
                         found[key] = row
                         self._remember(key, row)
-        return torch.from_numpy(np.stack([found[k] for k in keys]))  # activated by Classifier.__call__
+        answers = [found[k] for k in keys]
+        if answers and not isinstance(answers[0], np.ndarray):  # a detector's dicts: checked by Classifier.check_output
+            return answers  # type: ignore[return-value]
+        return torch.from_numpy(np.stack(answers))  # activated by Classifier.__call__
 
     def _spend(self, n: int) -> None:
         if self.max_queries is not None and self.queries + n > self.max_queries:
@@ -176,6 +183,8 @@ class RemoteClassifier(Classifier):
         finally:
             self._show(batch.shape[0])
         scores = self.protocol.read(data, answer_headers, batch.shape[0], self.client)
+        if isinstance(scores, list):  # a detector's answers (custom JSON decode), one dict per image
+            return scores  # type: ignore[return-value]
         if self.labels is not None and scores.shape[1] != len(self.labels):
             raise ModelError(f"{self.client.url}: the server returned {scores.shape[1]} scores per image for {len(self.labels)} labels")
         self._check_probabilities(scores)

@@ -23,6 +23,7 @@ from typing import Any
 import numpy as np
 
 from ...errors import ModelError
+from ..detections import looks_like_detections
 from .http import HttpClient
 
 #: most classes a remote model may return per image (ImageNet-21k has 21,843); more is refused as malformed.
@@ -368,7 +369,9 @@ class CustomJson(Protocol):
 
     ``encode`` receives float32 numpy ``(N, H, W, 3)`` in [0, 1] and returns
     something ``json.dumps`` can write; ``decode`` receives the decoded JSON
-    answer and returns ``N`` rows of scores.
+    answer and returns ``N`` rows of scores, or for an object detector ``N``
+    dicts of ``boxes`` (pixels of the encoded images), ``scores`` and ``labels``
+    (see :mod:`patchlens.models.detections`), which are passed on as they are.
     """
 
     name = "json"
@@ -388,4 +391,8 @@ class CustomJson(Protocol):
         except Exception as exc:  # noqa: BLE001 - any failure of the user's decode() becomes one line
             # the exception's text may quote the answer (a KeyError naming a field, a repr of the body)
             raise ModelError(f"{client.url}: decode() raised {type(exc).__name__}: {client.secrets.quote(exc, 120)}") from None
+        if looks_like_detections(rows):  # a detector's answers, one dict per image: the adapter checks them
+            if len(rows) != n:
+                raise ModelError(f"{client.url}: decode() returned {len(rows)} detection dicts for a batch of {n}")
+            return rows  # type: ignore[no-any-return]
         return as_scores(rows, n, client.url, "decode()'s scores")

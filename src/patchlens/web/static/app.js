@@ -48,6 +48,7 @@ function setImage(info) {
   $("grid").style.setProperty("--mean-color", `rgb(${info.mean_color.join(",")})`);
   document.body.classList.add("has-image");
   buildGrid();
+  showDetections(info.predictions);
   showPredictions(info.predictions, false);
   $("pred-note").textContent = `${info.name}, ${info.width}×${info.height}`;
   state.maps = [];
@@ -101,8 +102,34 @@ function changeText(p) {
     text: `${sign}${Math.abs(points).toFixed(2)} pts (was ${(p.original * 100).toFixed(2)} %)` });
 }
 
-// Clicking a prediction makes it the target: a multi-label model's present labels can each be explained.
+// A detector's detections as boxes over the photo (percent of its size, so they follow its scaling);
+// clicking one explains it. Those under the model's minimum score are drawn dashed.
+function isDetector() { return Boolean(state.info && state.info.model.detector); }
+
+function boxStyle(box) {
+  const w = state.image.width, h = state.image.height;
+  return `left:${(100 * box[0] / w).toFixed(3)}%;top:${(100 * box[1] / h).toFixed(3)}%;` +
+    `width:${(100 * (box[2] - box[0]) / w).toFixed(3)}%;height:${(100 * (box[3] - box[1]) / h).toFixed(3)}%`;
+}
+
+function showDetections(preds) {
+  const layer = $("boxes");
+  layer.replaceChildren();
+  if (!isDetector()) return;
+  const least = state.info.model.min_score ?? 0.5;
+  for (const p of preds.slice(0, 30)) {
+    layer.append(el("button", {
+      class: `det${p.prob < least ? " weak" : ""}`, "data-detection": p.index, style: boxStyle(p.box),
+      title: `detection ${p.index}: ${p.label}, score ${p.prob.toFixed(3)}; click to explain it`,
+      onclick: () => { explainThis(p); run(); } },
+      el("span", { class: "tag", text: `${p.label} ${p.prob.toFixed(2)}` })));
+  }
+}
+
+// Clicking a prediction makes it the target: a multi-label model's present labels can each be explained,
+// a detector's detections by their number.
 function explainThis(p) {
+  if (p.box) { $("target").value = String(p.index); $("target").focus(); return; }
   const shared = state.info && state.info.classNames && state.info.classNames.filter((n) => n === p.label).length > 1;
   $("target").value = shared ? String(p.index) : p.label;
   $("target").focus();
@@ -112,13 +139,13 @@ function showPredictions(preds, changed) {
   const list = $("preds");
   list.classList.toggle("changed", changed);
   const multi = state.info && state.info.model.multi_label;
-  const top = multi ? preds.length : Math.min(5, preds.length);
+  const top = multi || isDetector() ? preds.length : Math.min(5, preds.length);
   list.replaceChildren(...preds.map((p, i) => el("li", {
     "data-index": p.index, class: [i >= top ? "dropped" : "", p.present ? "present" : ""].join(" ").trim(),
     title: "click to explain this one", onclick: () => explainThis(p) },
-    el("span", { class: "label", text: p.label }),
+    el("span", { class: "label", text: p.box ? `${p.label} · detection ${p.index}` : p.label }),
     el("span", { class: "bar", style: `width:${Math.max(1, Math.round(p.prob * 160))}px` }),
-    el("span", { class: "prob", text: `${(p.prob * 100).toFixed(2)} %` }),
+    el("span", { class: "prob", text: p.box ? `score ${p.prob.toFixed(3)}` : `${(p.prob * 100).toFixed(2)} %` }),
     p.present ? el("span", { class: "present-tag", text: "present" }) : "",
     changed && p.original !== undefined ? changeText(p) : "")));
   $("pred-note").dataset.hidden = String(state.hidden.size);
@@ -311,17 +338,19 @@ function metricsBlock(metrics) {
 }
 
 function showResults(results) {
-  const box = $("results");
+  const list = $("results");
   for (const r of results) {
-    if (r.error) { box.prepend(el("figure", { class: "card" }, el("figcaption", {}, el("div", { class: "title", text: r.method }), el("div", { class: "error", text: r.error })))); continue; }
-    if (r.note) { box.prepend(el("figure", { class: "card note" }, el("figcaption", {}, el("div", { class: "title", text: r.method }), el("div", { class: "muted", text: r.note })))); continue; }
+    if (r.error) { list.prepend(el("figure", { class: "card" }, el("figcaption", {}, el("div", { class: "title", text: r.method }), el("div", { class: "error", text: r.error })))); continue; }
+    if (r.note) { list.prepend(el("figure", { class: "card note" }, el("figcaption", {}, el("div", { class: "title", text: r.method }), el("div", { class: "muted", text: r.note })))); continue; }
     state.maps.push(r);
     const base = `/api/results/${r.id}`;
     const kind = r.signed ? "diverging" : "sequential";
+    const box = r.objective && r.objective.box;  // a detection: drawn over its map
     const card = el("figure", { class: "card", "data-result": r.id },
       el("div", { class: "overlay", title: "click for a large view", onclick: () => openViewer(r) },
         el("img", { src: state.image.url, alt: "photo" }),
-        el("img", { class: "heat", src: `${base}/heatmap.png`, alt: `${r.method} map` })),
+        el("img", { class: "heat", src: `${base}/heatmap.png`, alt: `${r.method} map` }),
+        box ? el("div", { class: "det shown", style: boxStyle(box) }) : ""),
       el("figcaption", {},
         el("div", { class: "title", text: r.title }),
         el("div", { class: "legend" }, el("span", { text: r.range[0].toPrecision(2) }), el("img", { src: `/api/colorbar/${kind}.png`, alt: "" }), el("span", { text: (r.clipped ? "≥" : "") + r.range[1].toPrecision(2), title: r.clipped ? `the colour scale is clipped at the 99th percentile of |map|; the map spans ${r.extent[0].toPrecision(2)} to ${r.extent[1].toPrecision(2)}` : null })),
@@ -333,7 +362,7 @@ function showResults(results) {
           el("a", { href: `${base}/overlay.png`, download: "" }, "overlay .png"),
           el("a", { href: `${base}/explanation.json`, download: "" }, "JSON"),
           el("button", { onclick: () => { $("topk-map").value = r.id; hideTopK(); } }, "hide its top patches"))));
-    box.prepend(card);
+    list.prepend(card);
   }
   refreshTopkChoices();
   const last = state.maps[state.maps.length - 1];
@@ -357,6 +386,15 @@ async function loadClasses() {
     options.unshift(el("option", { value: "present", label: "every present label (p ≥ 0.5)" }));
     $("target").value = "present";
   }
+  if (isDetector()) {  // a detector's targets are detections: by number, all of them, or a class's
+    options.splice(0, options.length, el("option", { value: "top1", label: "the strongest detection" }),
+      el("option", { value: "all", label: `every detection scoring at least ${state.info.model.min_score ?? 0.5}` }));
+    names.forEach((n) => { if (n && n !== "N/A" && n !== "__background__") options.push(el("option", { value: `label:${n}`, label: `every ${n}` })); });
+    $("class-list").replaceChildren(...options);
+    $("target-label").firstChild.textContent = "detection to explain ";
+    $("pred-title").textContent = "Detections (click one, here or on the photo, to explain it)";
+    return;
+  }
   // a name two classes share is not a target: offer those by index
   names.forEach((n, i) => options.push(el("option", { value: seen.get(n) > 1 ? String(i) : n, label: `${i} · ${n}` })));
   $("class-list").replaceChildren(...options);
@@ -375,6 +413,10 @@ async function start() {
     }
     for (const b of info.baselines) $("baseline").append(el("option", { value: b, text: b }));
     buildMethodsForm(info.methods, info.model.white_box, info.token_masking);
+    if (info.model.detector) {  // a detector's own method, ready: clicking a detection explains it at once
+      const drise = document.querySelector('fieldset[data-method="drise"]');
+      if (drise) { drise.querySelector("legend input").checked = true; drise.classList.add("on"); }
+    }
     await loadClasses();
     const metricNames = Object.keys(info.metrics);
     $("metrics-label").hidden = metricNames.length === 0;
