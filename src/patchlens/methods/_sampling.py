@@ -21,7 +21,6 @@ import torch
 from ..engine.convergence import ConvergenceMonitor
 from ..errors import BudgetError
 from . import _params as shared
-from ._masking import MaskingMethod
 from ._params import INTERACTIVE_CONVERGE  # noqa: F401  (declared beside the parameter; imported from here too)
 from .base import Attribution, Job, Method, Prepared
 
@@ -50,7 +49,7 @@ def stopping_rule(method: Method) -> str | None:
 
 
 @dataclass(frozen=True)
-class SamplingMethod(MaskingMethod):
+class SamplingMethod(Method):
     """Base of the sampling methods: it declares the stopping rule (``converge``, ``round_size``; a method
     may give ``round_size`` its own default) and runs the rounds. A method implements :meth:`draw`,
     :meth:`sample_count`, :meth:`score_round` and :meth:`running_maps`."""

@@ -32,7 +32,7 @@ from ..engine.convergence import SliceSource
 from . import _params as shared
 from ._sampling import SamplingMethod
 from .base import MAX_SAMPLES, Job, param, register
-from .rise import RiseMasks
+from .rise import MAX_RISE_GRID, RiseMasks
 
 
 @dataclass
@@ -57,7 +57,8 @@ class DRise(SamplingMethod):
 
     n_masks: int = param(1000, "how many random masks to score (more: smoother, more stable map; one forward pass each)", low=1,
                          high=MAX_SAMPLES, cost=True)
-    grid: int = param(16, "mask coarseness: each mask is a random grid x grid pattern of kept/hidden cells (the paper's 16)", low=2)
+    grid: int = param(16, "mask coarseness: each mask is a random grid x grid pattern of kept/hidden cells (the paper's 16)", low=2,
+                      high=MAX_RISE_GRID)
     p_keep: float = param(0.5, "probability that a grid cell is kept visible", low=0.01, high=0.99)
     baseline: str = shared.baseline()
     centre: bool = param(

@@ -20,6 +20,7 @@ from ..engine import FeatureMasks, make_baseline
 from ..errors import MethodError
 from . import _params as shared
 from ._features import check_design, constrained_shapley, paint, regions, shapley_coalitions
+from ._masking import MaskingMethod
 from ._sampling import SamplingMethod
 from .base import MAX_SAMPLES, Job, param, register
 
@@ -39,7 +40,7 @@ class _ShapState:
 
 @register
 @dataclass(frozen=True)
-class KernelShap(SamplingMethod):
+class KernelShap(SamplingMethod, MaskingMethod):
     name = "kernelshap"
     summary = "Shapley values of image regions (how much each adds to the score, summing to the total) by weighted regression."
 

@@ -20,6 +20,7 @@ import torch
 from ..engine import FeatureMasks, make_baseline
 from . import _params as shared
 from ._features import check_design, lime_samples, lime_weights, paint, regions, weighted_ridge
+from ._masking import MaskingMethod
 from ._sampling import SamplingMethod
 from .base import MAX_SAMPLES, Job, param, register
 
@@ -38,7 +39,7 @@ class _LimeState:
 
 @register
 @dataclass(frozen=True)
-class Lime(SamplingMethod):
+class Lime(SamplingMethod, MaskingMethod):
     name = "lime"
     summary = "Fit a weighted linear model of the score to random on/off patterns of image regions; works on any model."
 

@@ -38,6 +38,7 @@ import torch.nn.functional as F
 from ..engine import combine_masks, make_baseline
 from ..engine.convergence import SliceSource
 from . import _params as shared
+from ._masking import MaskingMethod
 from ._sampling import SamplingMethod
 from .base import MAX_SAMPLES, Job, param, register
 
@@ -146,7 +147,7 @@ class _RiseState:
 
 @register
 @dataclass(frozen=True)
-class Rise(SamplingMethod):
+class Rise(SamplingMethod, MaskingMethod):
     name = "rise"
     summary = "Average thousands of random smooth masks, each weighted by the score it leaves; works on any model."
 

@@ -20,6 +20,7 @@ import torch
 from ..engine import FeatureMasks, make_baseline
 from . import _params as shared
 from ._features import check_design, paint, region_limit, regions
+from ._masking import MaskingMethod
 from ._sampling import SamplingMethod
 from .base import MAX_SAMPLES, Job, param, register
 
@@ -47,7 +48,7 @@ class _SobolState:
 
 @register
 @dataclass(frozen=True)
-class Sobol(SamplingMethod):
+class Sobol(SamplingMethod, MaskingMethod):
     name = "sobol"
     summary = "Total Sobol indices: the share of the score's variance each region takes part in, from quasi-random soft masks."
 
