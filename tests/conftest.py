@@ -132,3 +132,30 @@ def one_torch_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(before)
+
+
+def model_state(module: torch.nn.Module) -> dict:
+    """What explaining must leave as it was on a user's module: flags, weights, hooks, gradients, devices."""
+    return {
+        "training": [m.training for m in module.modules()],
+        "params": {k: v.detach().clone() for k, v in module.state_dict().items()},
+        "requires_grad": [p.requires_grad for p in module.parameters()],
+        "grads": [p.grad for p in module.parameters()],
+        "hooks": [
+            (len(m._forward_hooks), len(m._forward_pre_hooks), len(m._backward_hooks), len(m._backward_pre_hooks))
+            for m in module.modules()
+        ],
+        "device": [p.device for p in module.parameters()],
+        "memory_format": next(module.parameters()).is_contiguous(),
+    }
+
+
+def assert_same_state(a: dict, b: dict) -> None:
+    assert a["training"] == b["training"]
+    assert a["requires_grad"] == b["requires_grad"]
+    assert a["hooks"] == b["hooks"]
+    assert a["device"] == b["device"]
+    assert all(g is None for g in b["grads"])
+    assert a["params"].keys() == b["params"].keys()
+    for k in a["params"]:
+        assert torch.equal(a["params"][k], b["params"][k]), k

@@ -94,23 +94,6 @@ def test_smoothgrad_without_noise_is_the_gradient():
     assert not torch.allclose(noisy, grad, rtol=1e-3)
 
 
-@pytest.mark.parametrize(
-    "method,params",
-    [("smoothgrad", {"n_samples": 7}), ("integrated_gradients", {"steps": 7, "baseline": "blur"})],
-)
-def test_same_map_at_batch_sizes_1_3_64_and_under_a_seed(method, params):
-    model = patchlens.load_model(smooth_model(), input_size=S)
-    img = (np.random.default_rng(0).random((S, S, 3)) * 255).astype(np.uint8)
-    maps = [patchlens.explain(model, img, method, target=2, batch_size=b, **params).saliency for b in (1, 3, 64)]
-    for m in maps[1:]:
-        np.testing.assert_allclose(m, maps[0], rtol=1e-5, atol=1e-7)
-    again = patchlens.explain(model, img, method, target=2, batch_size=3, **params)
-    np.testing.assert_array_equal(again.saliency, maps[1])
-    if method == "smoothgrad":
-        other = patchlens.explain(model, img, method, target=2, seed=1, **params).saliency
-        assert not np.allclose(other, maps[0], rtol=1e-3)
-
-
 class BoxNet(torch.nn.Module):
     """Sees only the pixels inside conftest's BOX: the input is zeroed elsewhere before the first conv.
 
