@@ -22,7 +22,7 @@ tomllib = pytest.importorskip("tomllib")  # Python 3.11+
 ROOT = Path(__file__).resolve().parents[1]
 EXTRAS = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["optional-dependencies"]
 #: the extras that need torch themselves: they go with the torch build the user chose, never into [all]
-TORCH_EXTRAS = {"timm", "torchvision"}
+TORCH_EXTRAS = {"timm", "torchvision", "ultralytics"}  # ultralytics requires torch and torchvision
 #: not run-time features
 TOOL_EXTRAS = {"test", "bench", "all"}
 
