@@ -159,3 +159,29 @@ def assert_same_state(a: dict, b: dict) -> None:
     assert a["params"].keys() == b["params"].keys()
     for k in a["params"]:
         assert torch.equal(a["params"][k], b["params"][k]), k
+
+
+#: Small budgets for the tiny models. Most methods then take well under a second for the contract's
+#: six runs; the ViT-only ones take longer (attention rollout about 7 s on a busy 2-core machine).
+SMALL: dict[str, dict] = {
+    "rise": {"n_masks": 64, "grid": 4},
+    "occlusion": {"window": 8, "stride": 8},
+    "lime": {"n_samples": 40, "features": "grid", "grid": 3},
+    "kernelshap": {"n_samples": 40, "features": "grid", "grid": 3},
+    "subset": {"grid": 3},
+    "sobol": {"n_designs": 4, "grid": 3},
+    "smoothgrad": {"n_samples": 5},
+    "integrated_gradients": {"steps": 8},
+    "scorecam": {"top_channels": 8},
+    "drise": {"n_masks": 64, "grid": 4},
+}
+
+
+@pytest.fixture(scope="module")
+def tiny_spec(tmp_path_factory: pytest.TempPathFactory) -> str:
+    """batch_fixtures' tiny model as a spec string any process can rebuild (as the CLI and Ray workers must)."""
+    from batch_fixtures import tiny_model
+
+    path = tmp_path_factory.mktemp("model") / "tiny.pt"
+    torch.jit.save(torch.jit.trace(tiny_model(), torch.rand(1, 3, 224, 224)), str(path))
+    return f"torchscript:{path}"

@@ -23,7 +23,7 @@ from patchlens.methods import base as method_base
 
 ray = pytest.importorskip("ray")
 
-from test_batch import make_images, same_store, tiny_spec  # noqa: E402,F401  (tiny_spec is a fixture)
+from batch_fixtures import make_images, same_store
 
 pytestmark = [pytest.mark.usefixtures("one_torch_thread"), pytest.mark.slow]
 
@@ -70,7 +70,7 @@ def plugin_in_this_process(plugin_site: Path, monkeypatch: pytest.MonkeyPatch) -
 
 
 @pytest.mark.usefixtures("ray_cluster")
-def test_ray_backend_matches_local(tmp_path: Path, tiny_spec: str) -> None:  # noqa: F811
+def test_ray_backend_matches_local(tmp_path: Path, tiny_spec: str) -> None:
     make_images(tmp_path / "src", 6)
     (tmp_path / "src" / "bad.png").write_text("not a picture")
     cmd = ["batch", str(tmp_path / "src"), "--model", tiny_spec, "--device", "cpu", "--n-masks", "8", "--grid", "2",
@@ -82,7 +82,7 @@ def test_ray_backend_matches_local(tmp_path: Path, tiny_spec: str) -> None:  # n
 
 @pytest.mark.usefixtures("ray_cluster")
 def test_a_pip_installed_plugin_is_listed_and_runs_on_ray_workers(
-    tmp_path: Path, tiny_spec: str, plugin_in_this_process: str, capsys: pytest.CaptureFixture[str],  # noqa: F811
+    tmp_path: Path, tiny_spec: str, plugin_in_this_process: str, capsys: pytest.CaptureFixture[str],
 ) -> None:
     name = plugin_in_this_process
     assert main(["methods"]) == 0

@@ -11,6 +11,7 @@ import pytest
 import torch
 from PIL import Image
 
+from batch_fixtures import same_store, tiny_model
 from patchlens.api import explain_one
 from patchlens.batch import open_store, run_batch
 from patchlens.cli import main
@@ -21,7 +22,6 @@ from patchlens.images import load_image
 from patchlens.methods import make_method
 from patchlens.models import CallableClassifier, Classifier
 from patchlens.request import RunRequest
-from test_batch import same_store, tiny_model, tiny_spec  # noqa: F401  (tiny_spec is a fixture)
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -194,7 +194,7 @@ def test_an_interrupted_shared_run_resumes_to_the_same_store(tmp_path: Path) -> 
     same_store(tmp_path / "whole", tmp_path / "cut")
 
 
-def test_the_cli_takes_images_in_flight(tmp_path: Path, tiny_spec: str, capsys: pytest.CaptureFixture[str]) -> None:  # noqa: F811
+def test_the_cli_takes_images_in_flight(tmp_path: Path, tiny_spec: str, capsys: pytest.CaptureFixture[str]) -> None:
     bright_photos(tmp_path / "src", 3)
     cmd = ["batch", str(tmp_path / "src"), "--model", tiny_spec, "--device", "cpu", "--n-masks", "8", "--quiet"]
     assert main([*cmd, "--out", str(tmp_path / "one"), "--images-in-flight", "1"]) == 0

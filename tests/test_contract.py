@@ -16,25 +16,11 @@ import pytest
 import torch
 
 import patchlens
-from conftest import TinyCNN, assert_same_state, model_state
+from conftest import SMALL, TinyCNN, assert_same_state, model_state
 from patchlens import ModelError
 from patchlens.capabilities import ModelKind
 from patchlens.methods import registry
 
-#: Small budgets for the tiny models. Most methods then take well under a second for the contract's
-#: six runs; the ViT-only ones take longer (attention rollout about 7 s on a busy 2-core machine).
-SMALL = {
-    "rise": {"n_masks": 64, "grid": 4},
-    "occlusion": {"window": 8, "stride": 8},
-    "lime": {"n_samples": 40, "features": "grid", "grid": 3},
-    "kernelshap": {"n_samples": 40, "features": "grid", "grid": 3},
-    "subset": {"grid": 3},
-    "sobol": {"n_designs": 4, "grid": 3},
-    "smoothgrad": {"n_samples": 5},
-    "integrated_gradients": {"steps": 8},
-    "scorecam": {"top_channels": 8},
-    "drise": {"n_masks": 64, "grid": 4},
-}
 SIZE = 32
 
 

@@ -13,7 +13,7 @@ pytest.importorskip("uvicorn")
 playwright_api = pytest.importorskip("playwright.sync_api")
 
 from browser_support import MARKS, launch
-from test_web_api import tiny_classifier
+from web_fixtures import tiny_classifier
 
 pytestmark = MARKS
 

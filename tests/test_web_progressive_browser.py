@@ -15,7 +15,7 @@ pytest.importorskip("uvicorn")
 playwright_api = pytest.importorskip("playwright.sync_api")
 
 from browser_support import MARKS, launch
-from test_web_api import slow_classifier
+from web_fixtures import slow_classifier
 
 pytestmark = MARKS
 

@@ -1,4 +1,4 @@
-"""Issue 26, finding 5: reading the largest images patchlens accepts stays under +1 GB of resident memory.
+"""images.py: reading the largest images patchlens accepts stays under +1 GB of resident memory.
 
 Each case runs ``load_image`` in a fresh process and reads the growth of its peak
 resident set over the resident set just before the call (``/proc/self/status``;

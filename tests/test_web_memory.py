@@ -1,4 +1,4 @@
-"""Issue 26, finding 5 on the web server: bounded bodies, results bounded by bytes, answers that do not echo.
+"""The web server's memory: bounded bodies, results bounded by bytes, answers that do not echo.
 
 Before: a small lossless WebP upload cost +1.2 GB (Pillow's WebP plugin allocates
 the canvas twice just to open the file), 128 kept results of a large photo's eight

@@ -1,4 +1,4 @@
-"""Issue 13, findings 1, 2, 3, 11, 12 on the web server: every request is bounded before it runs."""
+"""The web server's limits: every request is bounded before it runs."""
 
 from __future__ import annotations
 
@@ -58,7 +58,7 @@ def submit(client, image_id: str, method: dict, target: str = "top1"):
     return client.post("/api/jobs", json={"image_id": image_id, "methods": [method], "target": target})
 
 
-# -- finding 1 ---------------------------------------------------------------------------------
+# -- uploads of odd shapes -------------------------------------------------------------------
 
 
 def test_a_tall_thin_upload_is_refused_as_a_client_error(client):
@@ -66,7 +66,7 @@ def test_a_tall_thin_upload_is_refused_as_a_client_error(client):
     assert r.status_code == 422 and "strip.png" in r.json()["detail"]
 
 
-# -- finding 2: every method states its passes; superpixel methods included --------------------------
+# -- every method states its passes; superpixel methods included --------------------------
 
 
 @pytest.mark.parametrize(
@@ -107,7 +107,7 @@ def test_a_method_whose_passes_are_per_class_is_budgeted_for_every_class(client,
     assert r.status_code == 422 and f"{(once - 1) * 5 + 1:,} forward passes" in r.json()["detail"]
 
 
-# -- finding 3: targets and features per request -------------------------------------------------------
+# -- targets and features per request -------------------------------------------------------
 
 
 def test_targets_per_request_are_limited(client, image_id):
@@ -131,7 +131,7 @@ def test_features_per_image_are_limited(client, image_id):
         make_method("lime", grid=224)
 
 
-# -- finding 11: Host allowlist and cross-origin writes ---------------------------------------------
+# -- Host allowlist and cross-origin writes ---------------------------------------------
 
 
 def test_an_unknown_host_header_is_refused(client):
@@ -161,7 +161,7 @@ def test_allowed_hosts_are_configurable():
     assert allowed_hosts("a.lan, b.lan", "0.0.0.0") == ("a.lan", "b.lan")
 
 
-# -- finding 12: the documented limits are the code's ------------------------------------------------
+# -- the documented limits are the code's ------------------------------------------------
 
 
 def test_the_readme_states_the_web_limits_the_code_enforces(client):

@@ -1,4 +1,4 @@
-"""Issue 13, findings 9 and 10 on the command line: one line per mistake, checked before the work, others still done."""
+"""The command line's mistakes: one line per mistake, checked before the work; one bad image does not stop the others."""
 
 from __future__ import annotations
 
