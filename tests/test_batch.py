@@ -69,6 +69,7 @@ def test_metrics_are_those_of_evaluate(tmp_path: Path) -> None:
         run_batch(str(tmp_path / "src"), str(tmp_path / "s2"), model=model, metrics=["pointing_game"], progress=False)
 
 
+@pytest.mark.slow
 def test_kill_9_then_resume_gives_the_uninterrupted_result(tmp_path: Path, tiny_spec: str) -> None:
     make_images(tmp_path / "src", 20)
     cmd = ["batch", str(tmp_path / "src"), "--model", tiny_spec, "--device", "cpu", "--n-masks", "8", "--grid", "2",

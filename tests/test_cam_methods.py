@@ -131,6 +131,7 @@ def test_cams_on_vits_use_the_models_own_token_layout(kw, prefix, method):
 # -- one real model on one real photo --------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_gradcam_on_the_default_model_finds_the_espresso_cup(default_model):
     """coffee.png (600x400): the cup spans roughly rows 20-290, columns 165-415; the border is table."""
     for method in ("gradcam", "layercam"):

@@ -78,6 +78,7 @@ def test_the_cheapest_method_does_not_win_on_cost_and_cost_has_its_own_columns()
     assert "lower deletion, higher insertion" == result.better()
 
 
+@pytest.mark.slow
 def test_budget_cuts_passes_without_opening_gaps():
     from patchlens.api import start_job
     from patchlens.engine import Engine
@@ -98,6 +99,7 @@ def test_budget_cuts_passes_without_opening_gaps():
         assert 50 <= cost <= 100, (name, cost)
 
 
+@pytest.mark.slow
 def test_cli_on_the_default_model_writes_the_report(tmp_path, capsys):
     out = tmp_path / "cmp"
     code = main(["compare", "example:coffee", "--methods", "occlusion,rise", "--budget", "5", "--steps", "3",

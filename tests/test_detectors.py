@@ -207,6 +207,7 @@ def test_batches_of_detections_join_and_split():
     assert joined[1:].listed(0) == b.listed(0) and joined[0].listed(0)[0]["box"] == [0.0, 0.0, 0.5, 0.5]
 
 
+@pytest.mark.slow
 def test_a_remote_detector_through_a_custom_json_api(one_torch_thread):
     """decode() returns one dict of boxes, scores and labels per image: the remote model is a detector."""
     import json as jsonlib

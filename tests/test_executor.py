@@ -159,6 +159,7 @@ class OverSpending(patchlens.methods.registry()["smoothgrad"]):  # type: ignore[
         ("rise", {"n_masks": 3000, "grid": 8, "round_size": 250}),
     ],
 )
+@pytest.mark.slow
 def test_every_sampling_method_stops_once_settled_and_shows_its_map_forming(name, params):
     rounds: list[int] = []
     exp = patchlens.explain(

@@ -245,6 +245,7 @@ def test_method_parameters(data):
 @settings(FUZZ, max_examples=30)
 @given(st.one_of(st.integers(-(2**70), 2**70), st.floats(allow_nan=True), st.text(max_size=3), st.booleans(), st.none(),
                  st.sampled_from([2**63 - 1, 2**63, 2**64, -1])))
+@pytest.mark.slow
 def test_seeds(seed):
     model = patchlens.load_model(lambda x: torch.stack([x.mean((1, 2, 3)), 1 - x.mean((1, 2, 3))], 1), input_size=8)
     image = np.full((8, 8, 3), 100, np.uint8)

@@ -102,6 +102,7 @@ class Planted64(torch.nn.Module):
         return torch.stack([1 - inside, inside], dim=1) * 4  # logits: the adapter's softmax applies
 
 
+@pytest.mark.slow
 def test_cli_serve_model_and_explain_against_it(tmp_path):
     model = tmp_path / "planted.pt"
     torch.jit.save(torch.jit.script(Planted64()), str(model))

@@ -18,6 +18,7 @@ from web_fixtures import tiny_classifier
 pytestmark = MARKS
 
 
+@pytest.mark.slow
 def test_page_offers_resets_reports_and_enlarges() -> None:
     from patchlens.web import create_app
     from patchlens.web.server import BackgroundServer

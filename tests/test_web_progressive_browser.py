@@ -20,6 +20,7 @@ from web_fixtures import slow_classifier
 pytestmark = MARKS
 
 
+@pytest.mark.slow
 def test_the_map_is_drawn_while_it_forms_then_replaced_by_the_card() -> None:
     from patchlens.web import create_app
     from patchlens.web.server import BackgroundServer
