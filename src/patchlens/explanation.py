@@ -41,7 +41,7 @@ class FrozenParams(dict):  # type: ignore[type-arg]
     def _refuse(self, *args: Any, **kwargs: Any) -> NoReturn:
         raise TypeError("an Explanation's params are a record of how it was made and cannot be changed")
 
-    __setitem__ = __delitem__ = clear = pop = popitem = setdefault = update = __ior__ = _refuse  # type: ignore[assignment]
+    __setitem__ = __delitem__ = clear = pop = popitem = setdefault = update = __ior__ = _refuse
 
     def __reduce__(self) -> tuple[Any, ...]:  # pickles (Ray, multiprocessing) without calling the refused methods
         return (FrozenParams, (dict(self),))

@@ -15,7 +15,7 @@ from typing import Any, Callable, Union, cast
 
 import numpy as np
 import torch
-from PIL import Image
+from PIL import Image, UnidentifiedImageError
 
 from . import webp
 from .errors import ImageError
@@ -34,7 +34,7 @@ ASPECT_LIMIT = 100
 #: loses nothing and bounds every per-target map and overlay at ~16 MP.
 WORK_SIDE = 4096
 
-ImageLike = Union[str, os.PathLike, Image.Image, np.ndarray, torch.Tensor]
+ImageLike = Union[str, os.PathLike[str], Image.Image, np.ndarray, torch.Tensor]
 
 IMAGE_EXTENSIONS = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm"}
 
@@ -205,7 +205,7 @@ def _decode_failure(label: str, exc: BaseException) -> ImageError:
     """The one-line ImageError for an exception raised while opening or decoding a file."""
     if isinstance(exc, (Image.DecompressionBombError, Image.DecompressionBombWarning)):
         return ImageError(f"{label}: too many pixels, possible decompression bomb ({exc})")
-    if isinstance(exc, OSError) and not isinstance(exc, Image.UnidentifiedImageError):
+    if isinstance(exc, OSError) and not isinstance(exc, UnidentifiedImageError):
         reason = exc.strerror or str(exc) or type(exc).__name__
     elif isinstance(exc, (ValueError, RuntimeError, SyntaxError, EOFError)):  # what decoders raise: the text says it
         reason = str(exc) or type(exc).__name__

@@ -267,7 +267,7 @@ def draw_boxes(picture: Image.Image, boxes: Sequence[Boxed], scale: float, unit:
     thick = max(2, unit // 6)
     for k, item in enumerate(boxes):
         box, label = item[0], item[1]
-        colour = item[2] if len(item) > 2 else BOX_COLOURS[k % len(BOX_COLOURS)]  # type: ignore[misc]
+        colour = item[2] if len(item) > 2 else BOX_COLOURS[k % len(BOX_COLOURS)]
         x0, y0, x1, y1 = (float(v) * scale for v in box)
         if x1 <= x0 or y1 <= y0:  # an empty box holds a target's place (its colour) in a combined picture
             continue

@@ -28,13 +28,13 @@ __all__ = ["KINDS", "ClassFindings", "Findings", "Group", "GroupRule", "ImageFin
 
 
 def report(
-    store: str | os.PathLike | BatchStore,
-    out: str | os.PathLike | None = None,
+    store: str | os.PathLike[str] | BatchStore,
+    out: str | os.PathLike[str] | None = None,
     *,
     method: str | None = None,
     request: str | None = None,
     pictures: str = "auto",
-    json_path: str | os.PathLike | None = None,
+    json_path: str | os.PathLike[str] | None = None,
 ) -> Findings:
     """Audit a batch store: per-class maps, how the evidence is spread, and shortcut signals.
 

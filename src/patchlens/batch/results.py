@@ -40,7 +40,7 @@ class BatchStore:
 
     _OPEN_SHARDS = 8  # map shards kept open at once; bounded so reading a large store stays flat
 
-    def __init__(self, path: str | os.PathLike, *, hash_maps: bool = True) -> None:
+    def __init__(self, path: str | os.PathLike[str], *, hash_maps: bool = True) -> None:
         self.hash_maps = hash_maps
         self._store = Store(path)
         if not (self._store.root / "store.json").exists():
@@ -166,7 +166,7 @@ class BatchStore:
         self.close()
 
 
-def open_store(path: str | os.PathLike, *, hash_maps: bool = True) -> BatchStore:
+def open_store(path: str | os.PathLike[str], *, hash_maps: bool = True) -> BatchStore:
     """Open a store written by ``patchlens batch`` for analysis.
 
     ``store.manifest`` is a pandas DataFrame; ``store.map(i)`` reads the i-th
@@ -181,7 +181,7 @@ def open_store(path: str | os.PathLike, *, hash_maps: bool = True) -> BatchStore
     return BatchStore(path, hash_maps=hash_maps)
 
 
-def verify_store(path: str | os.PathLike) -> tuple[Any, Any]:
+def verify_store(path: str | os.PathLike[str]) -> tuple[Any, Any]:
     """Check every part and map shard of a store against its checksums.
 
     Returns ``(damage, manifest)``: the :class:`~patchlens.batch.health.Damage`

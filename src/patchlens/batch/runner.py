@@ -16,7 +16,7 @@ import json
 import os
 import time
 from collections import deque
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator, Sequence
@@ -35,7 +35,7 @@ from ..validation import check_target, validate_run
 from .shared import can_share, shared_results
 from .sources import Item, read_source, region_columns, resolved, same_file, true_labels
 from .store import Store, StoreError, file_paths, lost_maps
-from .work import Plan, RowAndMap, check_metrics, explain_loaded, prepare
+from .work import Loaded, Plan, RowAndMap, check_metrics, explain_loaded, prepare
 
 BACKENDS = ("local", "ray")
 
@@ -225,7 +225,7 @@ def local_results(classifier: Classifier, plan: Plan, items: Sequence[Item], wor
 def _one_at_a_time(classifier: Classifier, plan: Plan, items: Sequence[Item], workers: int) -> Iterator[list[RowAndMap]]:
     ahead = max(1, 2 * workers)
     with ThreadPoolExecutor(max_workers=max(1, workers), thread_name_prefix="patchlens-decode") as pool:
-        queue: deque = deque()
+        queue: deque[Future[Loaded]] = deque()
         todo = iter(items)
         for item in todo:
             queue.append(pool.submit(prepare, item))

@@ -172,7 +172,7 @@ def _pandas_type(arrow_type: Any) -> Any:
 class Store:
     """Low-level access to a store folder (the runner writes, :class:`BatchStore` reads)."""
 
-    def __init__(self, root: str | os.PathLike) -> None:
+    def __init__(self, root: str | os.PathLike[str]) -> None:
         self.root = Path(root)
         self.manifest_dir = self.root / "manifest"
         self.maps_dir = self.root / "maps"
@@ -198,7 +198,7 @@ class Store:
 
     # -- opening -------------------------------------------------------------
     @classmethod
-    def create(cls, root: str | os.PathLike) -> "Store":
+    def create(cls, root: str | os.PathLike[str]) -> "Store":
         """Open ``root`` for writing, creating it if needed (a non-store folder is refused)."""
         store = cls(root)
         if store.root.exists() and not (store.root / "store.json").exists():

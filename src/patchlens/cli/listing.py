@@ -52,7 +52,7 @@ def run_methods(args: argparse.Namespace) -> int:
     return 0
 
 
-def _defaults(param: dict) -> str:
+def _defaults(param: dict[str, Any]) -> str:
     """One default, or each front-end's where they differ: "0.99 (explain, batch, web), 0.0 (compare, python)"."""
     per = param.get("defaults")
     if not per:

@@ -9,7 +9,8 @@ from __future__ import annotations
 
 from ..describe import describe  # lives beside render.py; re-exported here
 from .base import Case, Metric, MetricError, Options, directions, get_metrics, metric, registry
-from .compare import Comparison, budgeted, compare
+from .budget import budgeted
+from .compare import Comparison, compare
 from .complexity import complexity, sparseness
 from .curves import auc, curve
 from .evaluate import EvaluationTable, evaluate

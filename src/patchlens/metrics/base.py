@@ -19,7 +19,7 @@ import torch
 from .._discovery import import_submodules, load_plugins
 from ..capabilities import Capability
 from ..engine import BASELINES, Engine
-from ..errors import MetricError  # noqa: F401  re-exported here, where metrics have always found it
+from ..errors import MetricError as MetricError  # re-exported here, where metrics have always found it
 from ..explanation import Explanation
 from ..methods import ParamInfo
 from ..models.classifier import Classifier
@@ -176,7 +176,7 @@ _METRICS: dict[str, Metric] = {}
 _NEEDS = ("model", "region", "module")
 
 
-def metric(name: str, summary: str, columns: dict[str, str], needs: tuple[str, ...] = (), judges_map: bool = True) -> Callable:
+def metric(name: str, summary: str, columns: dict[str, str], needs: tuple[str, ...] = (), judges_map: bool = True) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
     """Decorator: register ``fn(case) -> {column: value}`` as metric ``name``.
 
     ``needs``: among "model" (scores), "module" (a PyTorch model) and "region";

@@ -21,7 +21,7 @@ from .sanity import is_sanity_baseline
 ID_COLUMNS = ("image", "method", "target", "label", "score", "protocol")
 
 
-class EvaluationTable(list):
+class EvaluationTable(list[dict[str, Any]]):
     """One dict row per explanation (a plain list of dicts), plus the curves behind them.
 
     ``curves[i]`` holds row ``i``'s curves, ``{"deletion": (x, y), ...}``;

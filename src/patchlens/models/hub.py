@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import socket
 from contextlib import contextmanager, nullcontext
-from typing import Iterator
+from typing import Any, Iterator
 from urllib.parse import urlsplit
 
 import torch
@@ -74,7 +74,7 @@ def load_timm(
     size = cfg.get("input_size", (3, 224, 224))[1:]
     num_classes = getattr(module, "num_classes", 1000)
     labels = imagenet_labels() if num_classes == 1000 else None
-    opts: dict = dict(
+    opts: dict[str, Any] = dict(
         mean=cfg.get("mean", IMAGENET_MEAN),
         std=cfg.get("std", IMAGENET_STD),
         input_size=tuple(size),
@@ -99,7 +99,7 @@ def load_torchvision(
     from .detectors import load_torchvision_detector, torchvision_detectors
 
     if name in torchvision_detectors():
-        return load_torchvision_detector(name, pretrained=pretrained, seed=seed, device=device, **options)  # type: ignore[arg-type,return-value]
+        return load_torchvision_detector(name, pretrained=pretrained, seed=seed, device=device, **options)  # type: ignore[arg-type]
     try:
         with nullcontext() if pretrained else seeded_init(seed):
             module = torchvision.models.get_model(name, weights="DEFAULT" if pretrained else None)
@@ -114,6 +114,6 @@ def load_torchvision(
         labels = meta.get("categories")
     elif getattr(module, "fc", None) is not None and getattr(module.fc, "out_features", 0) == 1000:
         labels = list(imagenet_labels())
-    opts: dict = dict(labels=labels, model_id=f"torchvision:{name}", kind="classifier")
+    opts: dict[str, Any] = dict(labels=labels, model_id=f"torchvision:{name}", kind="classifier")
     opts.update(options)
     return TorchClassifier(module, **opts)

@@ -117,7 +117,7 @@ def vit_layout(vit: Any, image_size: tuple[int, int] | None = None) -> VitLayout
                 f"{h}x{w} input: the ViT's patch grid is {grid[0]}x{grid[1]} patches of {patch[0]}x{patch[1]} "
                 f"({grid[0] * patch[0]}x{grid[1] * patch[1]} px); load the model with that input size"
             )
-    prefix = int(vit.num_prefix_tokens)  # type: ignore[arg-type]
+    prefix = int(vit.num_prefix_tokens)
     class_token = bool(getattr(vit, "has_class_token", getattr(vit, "cls_token", None) is not None))
     return VitLayout(patch=patch, grid=grid, prefix=prefix, class_token=class_token)
 

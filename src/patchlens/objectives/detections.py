@@ -226,7 +226,7 @@ def resolve_detections(
         raise TargetError(f"{shown}: {total} detections at once; at most {MAX_TARGETS} can be explained together")
     names = [model.label(int(e["label"])) for e in chosen] + [name for _, _, name in typed]
     objective = DetectionScores(
-        boxes=tuple(tuple(e["box"]) for e in chosen) + tuple(b for b, _, _ in typed),  # type: ignore[misc]
+        boxes=tuple(tuple(e["box"]) for e in chosen) + tuple(b for b, _, _ in typed),
         classes=tuple(int(e["label"]) for e in chosen) + tuple(c for _, c, _ in typed),
         labels=tuple(names),
         scores=tuple(float(e["score"]) for e in chosen),

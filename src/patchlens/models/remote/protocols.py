@@ -394,5 +394,5 @@ class CustomJson(Protocol):
         if looks_like_detections(rows):  # a detector's answers, one dict per image: the adapter checks them
             if len(rows) != n:
                 raise ModelError(f"{client.url}: decode() returned {len(rows)} detection dicts for a batch of {n}")
-            return rows  # type: ignore[no-any-return]
+            return rows
         return as_scores(rows, n, client.url, "decode()'s scores")
