@@ -75,7 +75,7 @@ def test_the_cheapest_method_does_not_win_on_cost_and_cost_has_its_own_columns()
     cols = result.ordered_columns()
     assert cols.index("mean_rank") < cols.index("forward_passes") and cols.index("mean_rank") < cols.index("sparseness")
     assert cols.index("deletion") < cols.index("mean_rank")
-    assert "lower deletion, higher insertion" == result.better()
+    assert result.better() == "lower deletion, higher insertion"
 
 
 @pytest.mark.slow

@@ -10,8 +10,9 @@ the budget) and :meth:`PreparedRun.explain`. :func:`explain_one` does both.
 from __future__ import annotations
 
 import warnings
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, Callable, Sequence, Union
+from typing import Any
 
 import numpy as np
 import torch
@@ -36,7 +37,7 @@ __all__ = [
 ]
 
 #: what :func:`explain` returns for one image: one Explanation, or a list when the target names several classes.
-ImageResult = Union[Explanation, list[Explanation]]
+ImageResult = Explanation | list[Explanation]
 
 
 class NothingToExplain(UserWarning):
@@ -79,6 +80,7 @@ class PreparedRun:
 
     @property
     def regions(self) -> int | None:
+        """How many regions the method cut the image into, when it cuts it."""
         return self.prepared.regions if self.prepared is not None else None
 
     def close(self) -> None:
@@ -185,7 +187,8 @@ def prepare_run(
 
 def start_job(engine: Engine, image: LoadedImage, target: TargetSpec | Objective, seed: int) -> Job | str:
     """The job of explaining ``image``: scored once through ``engine`` and its target resolved (or, when the
-    target names nothing on it, the note that says why)."""
+    target names nothing on it, the note that says why).
+    """
     classifier = engine.classifier
     x = resize(to_tensor(image.pixels).to(classifier.device), classifier.input_size)
     output = engine.output_of(x)

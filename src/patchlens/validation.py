@@ -117,7 +117,8 @@ def _is_plumbing(mod: torch.nn.Module) -> bool:
 
 def check_layer(classifier: Classifier, method_name: str, layer: str, *, hooks: Hooks | None = None) -> None:
     """``layer`` can be read by a CAM method: parsed by the same parser and read by the same reader as when
-    the method runs (on one grey image), so the two accept the same names, ``name@k`` included."""
+    the method runs (on one grey image), so the two accept the same names, ``name@k`` included.
+    """
     module = classifier.module
     assert module is not None
     spec = parse_layer(layer)
@@ -150,7 +151,8 @@ def check_layer(classifier: Classifier, method_name: str, layer: str, *, hooks: 
 
 def check_target(classifier: Classifier, target: TargetSpec, *, true_labels: bool = False) -> None:
     """``target`` names targets of the model on any image: parsed and resolved by the same code that
-    resolves each image's targets (:mod:`patchlens.objectives`), without the image's scores."""
+    resolves each image's targets (:mod:`patchlens.objectives`), without the image's scores.
+    """
     check_targets(target, classifier, true_labels=true_labels)
 
 

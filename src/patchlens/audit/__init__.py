@@ -41,8 +41,9 @@ def report(
     Args:
         store: a store folder written by ``patchlens batch``, or an opened store.
         out: write the HTML page here (and ``findings.json`` beside it); None: only return the findings.
-        method, request: which run of the store to report (needed only when it holds several:
-            a method name and a target request such as ``"top1"`` or ``"label"``).
+        method: which method's run of the store to report (needed only when it holds several).
+        request: which target request's run to report, such as ``"top1"`` or ``"label"`` (needed only
+            when the store holds several).
         pictures: ``"embed"`` puts the pictures inside the page (one file to share), ``"folder"``
             writes them to ``<page name>_files/`` beside it, ``"auto"`` embeds up to EMBED_LIMIT of them.
         json_path: where to write the findings as JSON (default: ``findings.json`` beside ``out``).

@@ -16,10 +16,11 @@ import json
 import os
 import time
 from collections import deque
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterable, Iterator, Sequence
+from typing import Any
 
 from tqdm.auto import tqdm
 
@@ -116,7 +117,8 @@ def _now() -> Any:
 
 def stored_params(method: str, params: str) -> str:
     """A store's params JSON as this version writes it: parameters added since are filled in with the
-    values the stored results were made with (``Method.added_params``), so old stores still resume."""
+    values the stored results were made with (``Method.added_params``), so old stores still resume.
+    """
     return json.dumps(recorded_params(method, json.loads(params)), sort_keys=True)
 
 
@@ -274,12 +276,15 @@ def run_batch(
         model: a model spec (``"default"``, ``"timm:NAME"``, ``"torchscript:PATH"``...).
             The local backend also takes a Classifier or module; the Ray backend
             rebuilds the model in each worker, so it needs a spec string.
-        method, **method_params: the method and its parameters, as for ``explain``.
+        method: the method, as for ``explain``.
         target: ``"top1"``, ``"topk:K"``, ``"present"``, a class index or name, or
             ``"label"`` for each image's true label(s) from the source (``cat;dog``: both).
         seed: the same seed gives the same maps on every backend and worker count
             (and number of images in flight, up to float rounding: see ``images_in_flight``);
             None: 0, or on resume the seed the run started with.
+        device: for model specs: ``"auto"``, ``"cpu"``, ``"cuda"``.
+        runtime: what runs the forward passes: ``"auto"``, ``"torch"`` or ``"onnx"`` (see ``load_model``).
+        batch_size: images per forward pass (None: chosen for the device).
         metrics: registered metric names to compute for each map (``metric_*`` columns).
         backend: ``"local"`` or ``"ray"``.
         workers: local: image-decoding threads; ray: model workers (actors).
@@ -298,10 +303,13 @@ def run_batch(
         front_end: whose defaults fill parameters neither given nor stored (the
             ``batch`` command stops sampling methods once settled, Python keeps fixed counts).
         retry_failed: like ``resume``, but images that failed are tried again.
-        chunk_size, flush_seconds: a part is written after this many images or seconds.
+        chunk_size: a part of the store is written after this many images...
+        flush_seconds: ...or after this many seconds, whichever comes first.
         ray_address: an existing Ray cluster (``"auto"`` or ``"ray://host:10001"``);
             None starts a local Ray.
+        progress: show a progress bar.
         on_image: called with the running summary after each image.
+        **method_params: the method's parameters, as for ``explain``.
     """
     if backend not in BACKENDS:
         raise StoreError(f"backend={backend!r}: use one of {', '.join(BACKENDS)}")

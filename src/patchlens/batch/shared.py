@@ -12,8 +12,8 @@ store, resume and the writer's checks see what the one-at-a-time path gives.
 from __future__ import annotations
 
 from collections import deque
+from collections.abc import Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
-from typing import Iterator, Sequence
 
 from ..api import scores_only
 from ..capabilities import Capability
@@ -26,7 +26,8 @@ from .work import Loaded, Plan, RowAndMap, explain_loaded, prepare
 
 def can_share(plan: Plan) -> bool:
     """Whether the method and metrics only score inputs: gradients, module hooks and
-    token views must not run for several images at once on one model."""
+    token views must not run for several images at once on one model.
+    """
     if not scores_only(plan.request.method):
         return False
     from ..metrics import get_metrics

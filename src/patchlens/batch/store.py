@@ -40,8 +40,9 @@ import json
 import os
 import re
 import uuid
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any, BinaryIO, Callable, Iterator
+from typing import Any, BinaryIO
 
 import numpy as np
 
@@ -198,11 +199,11 @@ class Store:
 
     # -- opening -------------------------------------------------------------
     @classmethod
-    def create(cls, root: str | os.PathLike[str]) -> "Store":
+    def create(cls, root: str | os.PathLike[str]) -> Store:
         """Open ``root`` for writing, creating it if needed (a non-store folder is refused)."""
         store = cls(root)
-        if store.root.exists() and not (store.root / "store.json").exists():
-            if not store.root.is_dir() or any(store.root.iterdir()):
+        if (store.root.exists() and not (store.root / "store.json").exists()
+                and (not store.root.is_dir() or any(store.root.iterdir()))):
                 raise StoreError(f"{store.root}: exists and is not a patchlens batch store; choose a new --out")
         try:
             for folder in (store.manifest_dir, store.maps_dir, store.sums_dir):
@@ -356,7 +357,7 @@ class Store:
             ) from None
 
     # -- reading -------------------------------------------------------------
-    def read(self, latest: bool = True, hash_maps: bool = False, finite_maps: bool = False) -> "Any":
+    def read(self, latest: bool = True, hash_maps: bool = False, finite_maps: bool = False) -> Any:
         """The manifest as a pandas DataFrame; ``latest`` keeps only the newest part's rows per unit.
 
         Damaged manifest parts are skipped and every other row is kept; what was
@@ -386,7 +387,7 @@ class Store:
             if why is None:
                 try:
                     frame = pq.read_table(p).to_pandas(types_mapper=_pandas_type)
-                except Exception as exc:  # pyarrow raises many kinds for a mangled file
+                except Exception as exc:  # noqa: BLE001  pyarrow raises many kinds for a mangled file
                     why = f"not readable as Parquet: {type(exc).__name__}"
             if why is not None:
                 if fallback and number > fallback[-1][0]:
@@ -421,7 +422,7 @@ class Store:
                 try:
                     used = {map_name(str(map_file), str(k)) for k in df.loc[df["map_file"] == map_file, "map_key"]}
                     damage.maps.update({k: v for k, v in check_maps(self.root, str(map_file)).items() if k in used})
-                except Exception as exc:  # zipfile, zlib and numpy each raise their own kind for a mangled shard
+                except Exception as exc:  # noqa: BLE001  zipfile, zlib and numpy each raise their own kind for a mangled shard
                     damage.shards[str(map_file)] = f"not readable: {type(exc).__name__}"
         self.damage = damage
         return df.sort_values(["path", "method", "request", "target"], kind="stable").reset_index(drop=True)
@@ -521,7 +522,7 @@ def _parquet_rows(path: Path) -> int:
 
     try:
         return int(pq.read_metadata(path).num_rows)
-    except Exception:
+    except Exception:  # noqa: BLE001  pyarrow raises many kinds for a mangled file
         return 0
 
 
@@ -531,7 +532,7 @@ def _parquet_ok(path: Path) -> bool:
     try:
         pq.read_metadata(path)
         return True
-    except Exception:
+    except Exception:  # noqa: BLE001  pyarrow raises many kinds for a mangled file
         return False
 
 
@@ -543,10 +544,10 @@ def _bytes(write: Callable[[BinaryIO], object]) -> bytes:
 
 
 def storable(row: dict[str, Any]) -> dict[str, Any]:
-    """``row`` with every text valid UTF-8, as Parquet needs: a path that is not keeps its bytes in ``path_bytes``.
+    r"""``row`` with every text valid UTF-8, as Parquet needs: a path that is not keeps its bytes in ``path_bytes``.
 
     Other text (an error naming the file, a label from a folder name) is shown
-    with the odd bytes as ``\\xNN``: it is read by people, not used to find a file.
+    with the odd bytes as ``\xNN``: it is read by people, not used to find a file.
     """
     out = dict(row)
     path = out.get("path")

@@ -83,7 +83,7 @@ def prepare(item: Item) -> Loaded:
         out.image = load_image(item.path)  # a one-line ImageError for missing, empty or corrupt files
     except PatchlensError as exc:
         out.error = str(exc)
-    except Exception as exc:  # load_image turns decoder failures into ImageErrors; this is the last guard
+    except Exception as exc:  # noqa: BLE001  load_image turns decoder failures into ImageErrors; this is the last guard
         out.error = f"{name}: cannot read image: {type(exc).__name__}: {exc}"
     try:
         out.sha256, out.file_bytes = file_digest(item.path)  # in blocks, not the whole file in memory (2 GB: +2.4 GB)
@@ -200,5 +200,5 @@ def explain_loaded(classifier: Classifier, plan: Plan, loaded: Loaded, hooks: Ho
         raise
     except PatchlensError as exc:
         return failed(str(exc))
-    except Exception as exc:  # one bad image must not end a long run; the reason is kept in the store
+    except Exception as exc:  # noqa: BLE001  one bad image must not end a long run; the reason is kept in the store
         return failed(f"{printable(item.path)}: {type(exc).__name__}: {exc}")

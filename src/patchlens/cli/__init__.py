@@ -14,7 +14,8 @@ import os
 import pkgutil
 import sys
 import warnings
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 from .._version import __version__
 from ..errors import PatchlensError
@@ -74,7 +75,7 @@ def error(message: str) -> None:
 
 
 def _one_line_warnings() -> None:
-    """patchlens's own warnings print as one line (``patchlens: warning: ...``), not with a source line under them."""
+    """Patchlens's own warnings print as one line (``patchlens: warning: ...``), not with a source line under them."""
     plain = warnings.showwarning
 
     def show(message: Any, category: type[Warning], filename: str, lineno: int, file: Any = None, line: Any = None) -> None:

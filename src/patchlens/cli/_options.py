@@ -8,7 +8,8 @@ method or metric options.
 from __future__ import annotations
 
 import argparse
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 from ..errors import PatchlensError
 from ..methods.base import Method
@@ -56,7 +57,8 @@ def add_method_arguments(parser: argparse.ArgumentParser, methods: Sequence[type
 def add_other_method_arguments(parser: argparse.ArgumentParser) -> None:
     """Accept, unlisted, the options of every other registered method, so that one given to a method that
     does not take it (``--method occlusion --n-masks 10``) reaches ``validation.check_method_options``
-    and its one line naming the methods that have it, instead of argparse's usage message."""
+    and its one line naming the methods that have it, instead of argparse's usage message.
+    """
     from ..methods import registry
 
     for cls in registry().values():
@@ -73,7 +75,8 @@ def explicit_params(args: argparse.Namespace, cls: type[Method]) -> dict[str, An
 
 def method_params(args: argparse.Namespace, cls: type[Method], front_end: str) -> dict[str, Any]:
     """The method options given on the command line, as keyword arguments for ``cls``, with the
-    defaults that ``front_end`` (the command) declares for those not given."""
+    defaults that ``front_end`` (the command) declares for those not given.
+    """
     return cls.with_defaults(explicit_params(args, cls), front_end)
 
 
@@ -82,7 +85,8 @@ def add_metric_arguments(
     notes: dict[str, str] | None = None,
 ) -> None:
     """Add ``--option-name`` flags for the metrics' declared options (:class:`patchlens.metrics.Options`), or for
-    those in ``only``; ``defaults`` are this command's own where it has them, ``notes`` more words for some."""
+    those in ``only``; ``defaults`` are this command's own where it has them, ``notes`` more words for some.
+    """
     from ..metrics.base import option_infos
 
     group = parser.add_argument_group("metric options")

@@ -152,12 +152,13 @@ def run(args: argparse.Namespace) -> int:
 
 def failure_lines(store: str, groups: int = 3) -> list[str]:
     """The store's failures grouped by reason, most frequent first: "12 x cannot read image: not an image file
-    (e.g. /data/a.jpg)"; the image's own path is taken out of the reason so that images failing alike group."""
+    (e.g. /data/a.jpg)"; the image's own path is taken out of the reason so that images failing alike group.
+    """
     from ..batch import open_store
 
     try:
         manifest = open_store(store).manifest
-    except Exception:  # the summary is a courtesy; the run itself is done and stored
+    except Exception:  # noqa: BLE001  the summary is a courtesy; the run itself is done and stored
         return []
     failed = manifest[manifest["status"] == "failed"].drop_duplicates("path")
     counts: dict[str, list[str]] = {}

@@ -18,7 +18,7 @@ from .explain import add_common
 METRICS = "pointing_game,focus,insertion,deletion,cost"
 
 
-def register(sub: Any, argv: list[str]) -> None:
+def register(sub: Any, _argv: list[str]) -> None:
     p = sub.add_parser(
         "benchmark",
         help="rank the black-box methods on built-in 2x2 photo mosaics (pointing game, focus, insertion, deletion, cost)",

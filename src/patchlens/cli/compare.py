@@ -133,7 +133,8 @@ def load_regions(path: str, images: list[str]) -> list[Any]:
 
 def curve_options(args: argparse.Namespace) -> dict[str, Any]:
     """The metric options the command line gives (checked as the API checks them, named as typed), with
-    ``--fast``'s quicker curves where they are not given."""
+    ``--fast``'s quicker curves where they are not given.
+    """
     given = metric_options(args)
     Options.from_given(given, spell=flag)  # an option the protocol fixes is one error, before any map is made
     if args.fast and given.get("protocol", "patchlens") == "patchlens":

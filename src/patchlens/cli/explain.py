@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import sys
 from pathlib import Path
 from typing import Any
@@ -139,10 +140,8 @@ def _explain_all(args: argparse.Namespace, classifier: Any, request: RunRequest,
                 print(f"patchlens: note: {path}: partial map from {partial['samples_used']} of {partial['sample_budget']} "
                       f"samples: {partial['reason']}", file=sys.stderr)
             say(f"{path}: {exp.named_with_score('=')}, {exp.forward_passes} passes in {exp.seconds:.1f}s")
-            try:
+            with contextlib.suppress(Exception):  # the description is a nicety; never lose results over it
                 say("  " + exp.describe())
-            except Exception:  # the description is a nicety; never lose results over it
-                pass
             for kind, file in files.items():
                 say(f"  wrote {kind}: {file}")
         if len(results) > 1 and any(exp.boxes() for exp in results):  # several detections: one picture of them all

@@ -12,7 +12,7 @@ from ..models import list_model_specs
 from ._model_options import add_model_arguments, load_cli_model
 
 
-def register(sub: Any, argv: list[str]) -> None:
+def register(sub: Any, _argv: list[str]) -> None:
     p = sub.add_parser("methods", help="list the explanation methods, the kinds of model each explains, and their parameters")
     p.add_argument("--json", action="store_true", help="print as JSON")
     p.set_defaults(run=run_methods)

@@ -23,7 +23,7 @@ path to a binary mask image).
 """
 
 
-def register(sub: Any, argv: list[str]) -> None:
+def register(sub: Any, _argv: list[str]) -> None:
     p = sub.add_parser(
         "report",
         help="audit a batch store: where the model looks per class, and shortcut signals (HTML + JSON)",

@@ -17,7 +17,7 @@ EXAMPLES = """examples:
 """
 
 
-def register(sub: Any, argv: list[str]) -> None:
+def register(sub: Any, _argv: list[str]) -> None:
     p = sub.add_parser(
         "serve",
         help="start the interactive web explorer (needs: pip install 'patchlens[web]')",

@@ -22,7 +22,7 @@ EXAMPLES = """examples:
 """
 
 
-def register(sub: Any, argv: list[str]) -> None:
+def register(sub: Any, _argv: list[str]) -> None:
     p = sub.add_parser(
         "serve-model",
         help="serve a model over the Open Inference Protocol v2 (KServe/Triton REST), for remote explanation",

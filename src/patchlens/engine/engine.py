@@ -23,8 +23,9 @@ from __future__ import annotations
 
 import contextlib
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable, ContextManager, Protocol, TypeVar
+from typing import Any, Protocol, TypeVar
 
 import torch
 from tqdm.auto import tqdm
@@ -51,6 +52,7 @@ class MaskSource(Protocol):
 
 
 def default_batch_size(device: torch.device) -> int:
+    """Images per forward pass when nothing was measured or asked for: small on a CPU, larger on a GPU."""
     # On a CPU larger batches stop paying off early and cost memory; on a GPU
     # we start big and let the out-of-memory back-off find the limit.
     return 256 if device.type == "cuda" else 32
@@ -100,7 +102,7 @@ class Hooks:
     cancelled: Callable[[], bool] | None = None
     on_passes: Callable[[int], None] | None = None
     on_map: Callable[[torch.Tensor, int], None] | None = None
-    lock: ContextManager[Any] | None = None
+    lock: contextlib.AbstractContextManager[Any] | None = None
     forward: Callable[[torch.Tensor], Any] | None = None
     progress: bool = False
 
@@ -169,7 +171,8 @@ class Engine:
     def back_off(self, exc: BaseException, size: int) -> bool:
         """After a batch of ``size`` raised ``exc``: on out-of-memory, halve the batch size
         and return True (retry the same batch; what is already scored is kept).
-        Anything else returns False, for the caller to re-raise."""
+        Anything else returns False, for the caller to re-raise.
+        """
         if not (is_out_of_memory(exc) and size > 1):
             return False
         self._trials = []
@@ -263,7 +266,7 @@ class Engine:
 
     def run_once(self, fn: Callable[[], T]) -> T:
         """One forward pass (and backward, if ``fn`` takes gradients) of one image, counted and timed."""
-        return self.run(lambda a, b: (fn(), 1), 1, tune=False)[0]
+        return self.run(lambda _a, _b: (fn(), 1), 1, tune=False)[0]
 
     def _forward(self, x: torch.Tensor) -> Any:
         """The model's answer for a batch of inputs: the classifier's own, or through the caller's ``forward``."""
@@ -285,7 +288,6 @@ class Engine:
         Inputs are built one batch at a time, so memory is bounded by the batch
         size whatever ``total`` is; the scores stay on the device.
         """
-
         # The scores go straight into one tensor allocated at the first batch. Kept as many small
         # tensors, they sat between the batches' large freed buffers on the heap, and the process's
         # memory grew with the number of batches (glibc: 16,000 RISE masks, +250 MB).
@@ -330,8 +332,9 @@ class Engine:
 
     def output_of(self, image: torch.Tensor) -> object:
         """The model's whole answer for one image ``(3, H, W)``, as a batch of one (class scores ``(1, C)``
-        for a classifier); one counted pass. Objectives are resolved from it."""
-        return self.run(lambda a, b: (self._forward(image[None]), 1), 1)[0]
+        for a classifier); one counted pass. Objectives are resolved from it.
+        """
+        return self.run(lambda _a, _b: (self._forward(image[None]), 1), 1)[0]
 
     def score_one(self, image: torch.Tensor) -> object:
         """The model's answer for one image ``(3, H, W)`` (a classifier's class scores ``(C,)``); one counted pass."""
@@ -357,7 +360,7 @@ class Engine:
         out = torch.empty(source.total, len(objective), device=self.device)
         empty = (counts == 0).nonzero()[:, 0]
         if len(empty):
-            out[empty] = self.score_inputs(lambda a, b: baseline[None], 1, objective)
+            out[empty] = self.score_inputs(lambda _a, _b: baseline[None], 1, objective)
         order = counts.argsort(stable=True)[len(empty) :]  # fewest tokens first: little padding per batch
 
         def step(start: int, stop: int) -> tuple[None, int]:

@@ -40,8 +40,9 @@ import contextlib
 import threading
 import time
 from collections import deque
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterator
+from typing import Any
 
 import torch
 
@@ -106,7 +107,8 @@ class SharedBatches:
     @contextlib.contextmanager
     def caller(self) -> Iterator[Callable[[torch.Tensor], Any]]:
         """The forward function of one caller thread (for its engine's ``Hooks.forward``); while it is open,
-        the model thread counts on its rows."""
+        the model thread counts on its rows.
+        """
         with self._changed:
             self._callers += 1
         try:
@@ -193,7 +195,7 @@ class SharedBatches:
         start = time.perf_counter()
         try:
             scores = self.classifier(rows[0] if len(rows) == 1 else torch.cat(rows))
-        except BaseException as exc:
+        except BaseException as exc:  # noqa: BLE001  whatever the model raised goes to the callers waiting for this batch
             if len(slices) == 1:
                 self._fail(slices[0][0], exc)
                 return

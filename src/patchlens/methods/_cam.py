@@ -36,7 +36,8 @@ class Capture:
 
 def capture(job: Job, layer: str, *, gradients: bool) -> Capture:
     """Run the model once on ``job.image`` and return the layer's activations (and the gradients of the
-    objective on the raw output: each target's logit, for a classifier)."""
+    objective on the raw output: each target's logit, for a classifier).
+    """
     module = job.classifier.module
     assert module is not None  # explain_one refuses black boxes for white-box methods
     layout = token_layout(module)
@@ -100,14 +101,14 @@ class GradientCam(LayerMethod):
 
     requires = Capability.GRADIENTS | Capability.LAYERS
 
-    def prepare(self, job: Job) -> Prepared:
+    def prepare(self, job: Job) -> Prepared:  # noqa: ARG002  (an interface: other implementations use it)
         return Prepared(passes=1)  # one forward (and a backward per target)
 
     def combine(self, grads: torch.Tensor, activations: torch.Tensor) -> torch.Tensor:
         """``(T, H', W')`` map from gradients ``(T, K, H', W')`` and activations ``(1, K, H', W')``."""
         raise NotImplementedError
 
-    def attribute(self, job: Job, state: None) -> Attribution:
+    def attribute(self, job: Job, state: None) -> Attribution:  # noqa: ARG002  (an interface: other implementations use it)
         cap = capture(job, self.layer, gradients=True)
         assert cap.grads is not None
         return Attribution(maps=self.combine(cap.grads, cap.activations), extras=extras(cap, len(job.objective)))

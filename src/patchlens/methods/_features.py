@@ -81,11 +81,9 @@ def lime_weights(z: torch.Tensor, kernel_width: float, distance: str) -> torch.T
     """LIME's kernel ``sqrt(exp(-d^2 / width^2))`` of each sample's distance to the all-ones vector."""
     k = z.shape[1]
     kept = z.sum(1)
-    if distance == "cosine":
-        # cos(z, 1) = |z| / (sqrt(|z|) sqrt(K)) for binary z; all-hidden has no angle: distance 1 as in sklearn.
-        d = 1.0 - torch.sqrt(kept / k)
-    else:  # hamming: the fraction of regions hidden
-        d = 1.0 - kept / k
+    # cosine: cos(z, 1) = |z| / (sqrt(|z|) sqrt(K)) for binary z; all-hidden has no angle: distance 1 as in
+    # sklearn. hamming: the fraction of regions hidden
+    d = 1.0 - torch.sqrt(kept / k) if distance == "cosine" else 1.0 - kept / k
     return torch.exp(-(d**2) / kernel_width**2).sqrt()
 
 

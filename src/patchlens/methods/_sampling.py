@@ -52,7 +52,8 @@ def stopping_rule(method: Method) -> str | None:
 class SamplingMethod(Method):
     """Base of the sampling methods: it declares the stopping rule (``converge``, ``round_size``; a method
     may give ``round_size`` its own default) and runs the rounds. A method implements :meth:`draw`,
-    :meth:`sample_count`, :meth:`score_round` and :meth:`running_maps`."""
+    :meth:`sample_count`, :meth:`score_round` and :meth:`running_maps`.
+    """
 
     converge: float = shared.converge()
     round_size: int = shared.round_size(100)
@@ -70,11 +71,11 @@ class SamplingMethod(Method):
         """How many samples ``draw`` drew (the most that will be scored)."""
         raise NotImplementedError
 
-    def sample_passes(self, state: Any) -> int:
+    def sample_passes(self, state: Any) -> int:  # noqa: ARG002  (an interface: other implementations use it)
         """Forward passes one sample costs (Sobol: a design is regions + 2 passes)."""
         return 1
 
-    def regions_of(self, state: Any) -> int | None:
+    def regions_of(self, state: Any) -> int | None:  # noqa: ARG002  (an interface: other implementations use it)
         """How many regions the image was cut into, for methods that cut it."""
         return None
 
@@ -86,11 +87,11 @@ class SamplingMethod(Method):
         """The map ``(T, h, w)`` from the first ``used`` samples."""
         raise NotImplementedError
 
-    def settled_enough(self, state: Any, used: int) -> bool:
+    def settled_enough(self, state: Any, used: int) -> bool:  # noqa: ARG002  (an interface: other implementations use it)
         """Whether ``used`` samples are enough for the map to be compared with the next (LIME: more than regions)."""
         return True
 
-    def extras(self, state: Any, used: int) -> list[dict[str, Any]]:
+    def extras(self, state: Any, used: int) -> list[dict[str, Any]]:  # noqa: ARG002  (an interface: other implementations use it)
         """Per-target extra results for the final map."""
         return []
 

@@ -69,10 +69,10 @@ class AttentionRollout(Method):
         high=0.99,
     )
 
-    def prepare(self, job: Job) -> Prepared:
+    def prepare(self, job: Job) -> Prepared:  # noqa: ARG002  (an interface: other implementations use it)
         return Prepared(passes=1)  # the pass that records attention
 
-    def attribute(self, job: Job, state: None) -> Attribution:
+    def attribute(self, job: Job, state: None) -> Attribution:  # noqa: ARG002  (an interface: other implementations use it)
         vit: Any = find_vit(job.classifier.module)
         if vit is None:  # capabilities are checked before any work; this guards direct calls
             raise MethodError(f"{self.name}: {job.classifier.model_id} is not a timm Vision Transformer")

@@ -13,9 +13,10 @@ import dataclasses
 import difflib
 import hashlib
 import math
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, ClassVar, Iterable
+from typing import Any, ClassVar
 
 import torch
 
@@ -198,7 +199,7 @@ class Method:
         """What this value needs of the model: the class's :attr:`requires` (a parameter may add to it)."""
         return self.requires
 
-    def instead(self, lack: Capability) -> tuple[str, str] | None:
+    def instead(self, lack: Capability) -> tuple[str, str] | None:  # noqa: ARG002  (an interface: other implementations use it)
         """When a parameter value is why this method needs ``lack``: that value and how to do without it."""
         return None
 
@@ -242,7 +243,8 @@ class Method:
     @classmethod
     def parameters(cls) -> list[ParamInfo]:
         """The declared hyper-parameters: the method's own first, then those its base classes declare
-        (masking, the sampling template's stopping rule), so a method's help starts with what is its own."""
+        (masking, the sampling template's stopping rule), so a method's help starts with what is its own.
+        """
         inherited = {f.name for base in cls.__mro__[1:] if dataclasses.is_dataclass(base) for f in dataclasses.fields(base)}
         fields = sorted(dataclasses.fields(cls), key=lambda f: f.name in inherited)
         hints = {f.name: f.type for f in fields}
@@ -290,7 +292,7 @@ class Method:
             return "p" + hashlib.sha1(text.encode()).hexdigest()[:8]
         return text
 
-    def prepare(self, job: Job) -> Prepared:
+    def prepare(self, job: Job) -> Prepared:  # noqa: ARG002  (an interface: other implementations use it)
         """Everything this method decides before its forward passes (samples drawn, the image cut into
         regions...), and the passes :meth:`attribute` will then run, exactly (see :class:`Prepared`).
 
@@ -320,7 +322,8 @@ def register(cls: type[Method]) -> type[Method]:
 
 def registry() -> dict[str, type[Method]]:
     """Every registered method class by name: this package's modules, then installed plug-ins (entry points
-    of the group ``patchlens.methods``, see :mod:`patchlens._discovery`)."""
+    of the group ``patchlens.methods``, see :mod:`patchlens._discovery`).
+    """
     import_submodules(__package__ or "patchlens.methods", [str(Path(__file__).parent)])
     load_plugins("patchlens.methods")
     return dict(sorted(_REGISTRY.items()))
@@ -348,6 +351,7 @@ def catalogue(front_end: str = "python") -> dict[str, dict[str, Any]]:
 
 
 def get_method(name: str) -> type[Method]:
+    """The registered method class called ``name``; a MethodError naming the registered ones if there is none."""
     methods = registry()
     if name not in methods:
         close = difflib.get_close_matches(str(name).strip().lower(), list(methods), n=1, cutoff=0.6)

@@ -76,7 +76,7 @@ class DRise(SamplingMethod):
         source = RiseMasks(self.n_masks, self.grid, self.p_keep, h, w, job.generator, x.device)
         return _DriseState(x, make_baseline(x, self.baseline, job.generator), source)
 
-    def sample_count(self, state: _DriseState) -> int:
+    def sample_count(self, state: _DriseState) -> int:  # noqa: ARG002  (an interface: other implementations use it)
         return self.n_masks
 
     def score_round(self, job: Job, state: _DriseState, start: int, stop: int) -> None:

@@ -23,9 +23,9 @@ class Gradient(Method):
     summary = "Absolute gradient of the class score per pixel (one backward pass; sharp, noisy, needs a PyTorch model)."
     requires = Capability.GRADIENTS
 
-    def prepare(self, job: Job) -> Prepared:
+    def prepare(self, job: Job) -> Prepared:  # noqa: ARG002  (an interface: other implementations use it)
         return Prepared(passes=1)  # one forward (and a backward per target)
 
-    def attribute(self, job: Job, state: None) -> Attribution:
-        grads = accumulate(job, lambda a, b: job.image[None], 1, lambda g, a, b: g[0])  # (T, 3, H, W)
+    def attribute(self, job: Job, state: None) -> Attribution:  # noqa: ARG002  (an interface: other implementations use it)
+        grads = accumulate(job, lambda _a, _b: job.image[None], 1, lambda g, _a, _b: g[0])  # (T, 3, H, W)
         return Attribution(maps=grads.abs().amax(dim=1))

@@ -23,9 +23,9 @@ class GradientXInput(Method):
     summary = "Gradient times pixel value, summed over colours; signed contributions (one backward pass)."
     requires = Capability.GRADIENTS
 
-    def prepare(self, job: Job) -> Prepared:
+    def prepare(self, job: Job) -> Prepared:  # noqa: ARG002  (an interface: other implementations use it)
         return Prepared(passes=1)  # one forward (and a backward per target)
 
-    def attribute(self, job: Job, state: None) -> Attribution:
-        grads = accumulate(job, lambda a, b: job.image[None], 1, lambda g, a, b: g[0])  # (T, 3, H, W)
+    def attribute(self, job: Job, state: None) -> Attribution:  # noqa: ARG002  (an interface: other implementations use it)
+        grads = accumulate(job, lambda _a, _b: job.image[None], 1, lambda g, _a, _b: g[0])  # (T, 3, H, W)
         return Attribution(maps=(grads * job.image[None]).sum(dim=1))

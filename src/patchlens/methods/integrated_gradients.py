@@ -52,10 +52,10 @@ class IntegratedGradients(Method):
         if self.rule == "trapezoid" and self.steps < 2:
             raise MethodError(f"{self.name}: steps={self.steps} must be at least 2 for the trapezoid rule")
 
-    def prepare(self, job: Job) -> Prepared:
+    def prepare(self, job: Job) -> Prepared:  # noqa: ARG002  (an interface: other implementations use it)
         return Prepared(passes=self.steps + 2)  # the path, then the image and the baseline (for completeness)
 
-    def attribute(self, job: Job, state: None) -> Attribution:
+    def attribute(self, job: Job, state: None) -> Attribution:  # noqa: ARG002  (an interface: other implementations use it)
         x = job.image
         base = make_baseline(x, self.baseline, job.generator)
         delta = x - base

@@ -61,7 +61,7 @@ class Lime(SamplingMethod, MaskingMethod):
         z = lime_samples(self.n_samples, k, job.generator, x.device)
         return _LimeState(x, baseline, labels, k, z, lime_weights(z, self.kernel_width, self.distance))
 
-    def sample_count(self, state: _LimeState) -> int:
+    def sample_count(self, state: _LimeState) -> int:  # noqa: ARG002  (an interface: other implementations use it)
         return self.n_samples
 
     def regions_of(self, state: _LimeState) -> int:
@@ -80,7 +80,7 @@ class Lime(SamplingMethod, MaskingMethod):
     def settled_enough(self, state: _LimeState, used: int) -> bool:
         return used > state.regions  # fewer samples than regions: the fit is not yet determined
 
-    def extras(self, state: _LimeState, used: int) -> list[dict[str, Any]]:
+    def extras(self, state: _LimeState, used: int) -> list[dict[str, Any]]:  # noqa: ARG002  (an interface: other implementations use it)
         assert state.fit is not None
         coef, intercept, r2 = state.fit
         return [

@@ -29,8 +29,8 @@ is used; the result's extras say which estimator made the map.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 import torch
 import torch.nn.functional as F
@@ -115,7 +115,8 @@ def _upsampling_crops(
     grid: int, size: int, cell: int, device: torch.device, dtype: torch.dtype = torch.float32
 ) -> torch.Tensor:
     """``(cell, size, grid)``: for each shift d, rows d..d+size-1 of the 1-D bilinear upsampling
-    (align_corners=False) of ``grid`` values to ``(grid + 1) * cell``."""
+    (align_corners=False) of ``grid`` values to ``(grid + 1) * cell``.
+    """
     eye = torch.eye(grid, dtype=dtype, device=device)[:, None, :]
     up = F.interpolate(eye, size=(grid + 1) * cell, mode="linear", align_corners=False)[:, 0].T  # (U, grid)
     return torch.stack([up[d : d + size] for d in range(cell)])
@@ -190,7 +191,7 @@ class Rise(SamplingMethod, MaskingMethod):
         source = RiseMasks(self.n_masks, self.grid, self.p_keep, h, w, job.generator, x.device)
         return _RiseState(x, make_baseline(x, self.baseline, job.generator), source)
 
-    def sample_count(self, state: _RiseState) -> int:
+    def sample_count(self, state: _RiseState) -> int:  # noqa: ARG002  (an interface: other implementations use it)
         return self.n_masks
 
     def score_round(self, job: Job, state: _RiseState, start: int, stop: int) -> None:

@@ -67,7 +67,7 @@ class ScoreCam(LayerMethod):
         baseline = make_baseline(x, self.baseline, job.generator)
         source = ActivationMasks(acts, (int(x.shape[-2]), int(x.shape[-1])))
         scores = job.engine.score_masks(x, baseline, source, job.objective)  # (K, T)
-        floor = job.engine.score_inputs(lambda a, b: baseline[None], 1, job.objective)  # (1, T)
+        floor = job.engine.score_inputs(lambda _a, _b: baseline[None], 1, job.objective)  # (1, T)
         weights = scores - floor
         cam = torch.relu(torch.einsum("kt,khw->thw", weights, acts))
         return Attribution(maps=cam, extras=extras(cap, len(job.objective)))

@@ -36,10 +36,10 @@ class SmoothGrad(Method):
         high=10.0,
     )
 
-    def prepare(self, job: Job) -> Prepared:
+    def prepare(self, job: Job) -> Prepared:  # noqa: ARG002  (an interface: other implementations use it)
         return Prepared(passes=self.n_samples)
 
-    def attribute(self, job: Job, state: None) -> Attribution:
+    def attribute(self, job: Job, state: None) -> Attribution:  # noqa: ARG002  (an interface: other implementations use it)
         x = job.image
         sigma = float(self.noise * (x.max() - x.min()))
         seeds = torch.randint(0, 2**62, (self.n_samples,), generator=job.generator, device=job.generator.device).tolist()
@@ -51,5 +51,5 @@ class SmoothGrad(Method):
                 noisy.append(x + sigma * torch.randn(x.shape, generator=g, device=x.device, dtype=x.dtype))
             return torch.stack(noisy)
 
-        summed = accumulate(job, make, self.n_samples, lambda g, a, b: g.abs().sum(dim=0))  # (T, 3, H, W)
+        summed = accumulate(job, make, self.n_samples, lambda g, _a, _b: g.abs().sum(dim=0))  # (T, 3, H, W)
         return Attribution(maps=(summed / self.n_samples).amax(dim=1))

@@ -73,7 +73,7 @@ class Sobol(SamplingMethod, MaskingMethod):
         ab = torch.quasirandom.SobolEngine(2 * k, scramble=True, seed=seed).draw(self.n_designs).to(x.device)
         return _SobolState(x, baseline, labels, k, ab[:, :k], ab[:, k:])
 
-    def sample_count(self, state: _SobolState) -> int:
+    def sample_count(self, state: _SobolState) -> int:  # noqa: ARG002  (an interface: other implementations use it)
         return self.n_designs  # a "sample" here is a design
 
     def sample_passes(self, state: _SobolState) -> int:
@@ -101,10 +101,10 @@ class Sobol(SamplingMethod, MaskingMethod):
         state.indices = jansen_total_indices(scores, used, k)
         return paint(state.indices[0], state.labels)
 
-    def settled_enough(self, state: _SobolState, used: int) -> bool:
+    def settled_enough(self, state: _SobolState, used: int) -> bool:  # noqa: ARG002  (an interface: other implementations use it)
         return used >= 4  # a variance from fewer designs says little
 
-    def extras(self, state: _SobolState, used: int) -> list[dict[str, Any]]:
+    def extras(self, state: _SobolState, used: int) -> list[dict[str, Any]]:  # noqa: ARG002  (an interface: other implementations use it)
         assert state.indices is not None
         total, var = state.indices
         return [

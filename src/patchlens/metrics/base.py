@@ -9,9 +9,10 @@ methods without keeping a list of metric directions by hand.
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 import torch
@@ -31,7 +32,8 @@ def option(
     command_line: bool = True,
 ) -> Any:
     """Declare a metric option: its default, what it means and its valid values; ``command_line``: whether
-    ``compare`` offers it as a flag (the run's own ``--seed`` and ``--batch-size`` serve the metrics too)."""
+    ``compare`` offers it as a flag (the run's own ``--seed`` and ``--batch-size`` serve the metrics too).
+    """
     meta = {"help": help, "choices": choices, "low": low, "high": high, "command_line": command_line}
     return field(default=default, metadata=meta)
 
@@ -43,7 +45,8 @@ FIXED_BY_PROTOCOL = ("steps", "unit", "deletion_baseline", "insertion_baseline")
 @dataclass(frozen=True)
 class Options:
     """Settings shared by the metrics (one name for one knob), declared once: ``compare``'s command-line
-    flags, their help and their checks are generated from these declarations (:func:`option_infos`)."""
+    flags, their help and their checks are generated from these declarations (:func:`option_infos`).
+    """
 
     steps: int | None = option(32, "points on the deletion/insertion curves after the start, one forward pass each "
                                "(None: one per pixel or patch)", low=1)
@@ -90,7 +93,8 @@ class Options:
     @classmethod
     def from_given(cls, given: dict[str, Any], spell: Callable[[str], str] = str) -> Options:
         """Options from the ones a user gave (unknown names and options the protocol fixes are one error each;
-        ``spell`` writes a name as the user typed it, ``--pixels-per-step`` on the command line)."""
+        ``spell`` writes a name as the user typed it, ``--pixels-per-step`` on the command line).
+        """
         known = [f.name for f in dataclasses.fields(cls)]
         unknown = sorted(set(given) - set(known))
         if unknown:
@@ -136,6 +140,8 @@ class Case:
 
 @dataclass(frozen=True)
 class Metric:
+    """A registered metric (see :func:`metric`): its columns, which way each is better, and what it needs."""
+
     name: str
     summary: str
     #: column name -> "higher" or "lower" (which is better), or "" when neither.
@@ -195,7 +201,8 @@ def metric(name: str, summary: str, columns: dict[str, str], needs: tuple[str, .
 
 def registry() -> dict[str, Metric]:
     """Every registered metric by name: this package's modules, then installed plug-ins (entry points of the
-    group ``patchlens.metrics``, see :mod:`patchlens._discovery`)."""
+    group ``patchlens.metrics``, see :mod:`patchlens._discovery`).
+    """
     import_submodules(__package__ or "patchlens.metrics", [str(Path(__file__).parent)])
     load_plugins("patchlens.metrics")
     return dict(_METRICS)

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -177,7 +178,8 @@ def chosen_methods(
     method_params: dict[str, dict[str, Any]] | None = None,
 ) -> list[Method]:
     """The method values a comparison runs: Method values as given, names with ``method_params``, cut to about
-    ``budget`` forward passes per image (see :func:`budgeted`; costs counted on ``image``) when one is given."""
+    ``budget`` forward passes per image (see :func:`budgeted`; costs counted on ``image``) when one is given.
+    """
     from ..api import start_job
 
     names = [m.strip() for m in methods.split(",") if m.strip()] if isinstance(methods, str) else list(methods)
@@ -217,15 +219,22 @@ def compare(
     """Explain every image with every method, then score all maps with ``metrics``.
 
     Args:
+        model: the model to explain (anything ``load_model`` takes).
+        images: the images (paths, arrays...) or :class:`Mosaic` values, which bring their own regions.
         methods: names (a comma list or a list) or Method values.
+        metrics: the metrics that score every map (a comma list or a list).
         target: what to explain on each image, as for ``explain``: one class or
             several (``topk:3``, ``present``, ``a,b``: every method explains each,
             and each (image, target) pair is a row of the table); a
             :class:`Mosaic` is explained for its own target class unless
             ``target`` names another.
+        seed: seeds every stochastic method, as for ``explain``.
         budget: cut each named method down to about this many forward passes
             per image (see :func:`budgeted`).
         method_params: ``{method name: {parameter: value}}`` set explicitly.
+        batch_size: images per forward pass (None: chosen for the device).
+        regions: ground truth for the region metrics, as for ``evaluate``.
+        progress: show progress bars.
         baselines: sanity baselines scored beside the methods (``random``,
             ``edges``, ``centre``; None or ``()`` for none). A metric on which one
             does as well as the best method is flagged and left out of the rank.

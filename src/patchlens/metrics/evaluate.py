@@ -5,7 +5,8 @@ from __future__ import annotations
 import csv
 import io
 import json
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 
@@ -58,6 +59,7 @@ class EvaluationTable(list[dict[str, Any]]):
         return out
 
     def to_csv(self) -> str:
+        """The table as CSV text: one row per explanation, the metrics' columns."""
         buf = io.StringIO()
         writer = csv.DictWriter(buf, fieldnames=list(self[0]) if self else list(ID_COLUMNS), lineterminator="\n")
         writer.writeheader()
@@ -65,6 +67,7 @@ class EvaluationTable(list[dict[str, Any]]):
         return buf.getvalue()
 
     def to_json(self) -> str:
+        """The table as JSON text: the rows and each row's curves."""
         curves = [{k: {"x": np.asarray(x).tolist(), "y": np.asarray(y).tolist()} for k, (x, y) in c.items()} for c in self.curves]
         return json.dumps({"rows": list(self), "curves": curves}, indent=1)
 
@@ -127,6 +130,7 @@ def evaluate(
         regions: ground truth for the region metrics, one per image: a boolean
             mask at the map's resolution, a ``(left, top, right, bottom)`` box,
             or a dict from class (index or label) to either.
+        progress: show a progress bar.
         **options: metric settings, see :class:`patchlens.metrics.Options`
             (``steps``, ``unit``, ``patch``, ``tolerance``, ``top``, ...);
             ``protocol="rise"`` runs deletion/insertion as the RISE reference
@@ -224,7 +228,8 @@ def _wrap_arrays(engine: Engine, images: Any, explanations: Any, target: Any) ->
 
 def _external(item: Any, loaded: Any, found: dict[str, Any], score: float, classifier: Any) -> Any:
     """A map made elsewhere as an Explanation of the target ``found`` (an objective's record) on ``loaded``
-    (an Explanation passes through)."""
+    (an Explanation passes through).
+    """
     if not _is_map(item):
         return item
     saliency = np.asarray(item.detach().cpu() if hasattr(item, "detach") else item, dtype=np.float32)

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import torch
 
@@ -44,6 +45,7 @@ MODEL_SPECS: dict[str, str] = {
 
 
 def list_model_specs() -> dict[str, str]:
+    """The model specs :func:`load_model` accepts, each with what it loads."""
     return dict(MODEL_SPECS)
 
 

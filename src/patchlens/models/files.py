@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import warnings
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 import torch
@@ -48,7 +48,7 @@ class OnnxClassifier(Classifier):
         file = _existing(path, "onnx")
         try:
             self.session = ort.InferenceSession(str(file), providers=list(providers or ort.get_available_providers()))
-        except Exception as exc:
+        except Exception as exc:  # noqa: BLE001  third-party code (a loader, an exporter, a runtime) may raise anything: one ModelError or a fallback
             raise ModelError(f"onnx:{path}: cannot load ({str(exc).splitlines()[0]})") from None
         inp = self.session.get_inputs()[0]
         self.input_name = inp.name
@@ -82,7 +82,7 @@ class OnnxClassifier(Classifier):
                 out = np.concatenate(parts)
             else:
                 out = self.session.run(None, {self.input_name: batch.astype(np.float32)})[0]
-        except Exception as exc:
+        except Exception as exc:  # noqa: BLE001  third-party code (a loader, an exporter, a runtime) may raise anything: one ModelError or a fallback
             raise ModelError(f"{self.model_id}: onnxruntime failed: {str(exc).splitlines()[0]}") from None
         return torch.from_numpy(np.asarray(out, np.float32)).to(x.device)  # activated by Classifier.__call__
 
@@ -93,7 +93,7 @@ def load_torchscript(path: str, *, device: str | torch.device = "cpu", **options
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", FutureWarning)  # "jit.load is deprecated": still the way to read these files
             module = torch.jit.load(str(file), map_location=device)
-    except Exception as exc:
+    except Exception as exc:  # noqa: BLE001  third-party code (a loader, an exporter, a runtime) may raise anything: one ModelError or a fallback
         raise ModelError(f"torchscript:{path}: cannot load ({str(exc).splitlines()[0]})") from None
     options.setdefault("model_id", f"torchscript:{path}")
     return TorchClassifier(module, **options)  # type: ignore[arg-type]
@@ -124,12 +124,12 @@ def load_python(spec: str) -> object:
         module = importlib.util.module_from_spec(found)
         try:
             found.loader.exec_module(module)
-        except Exception as exc:
+        except Exception as exc:  # noqa: BLE001  third-party code (a loader, an exporter, a runtime) may raise anything: one ModelError or a fallback
             raise ModelError(f"python:{spec}: {where} raised {type(exc).__name__}: {exc}") from None
     else:
         try:
             module = importlib.import_module(where)
-        except Exception as exc:
+        except Exception as exc:  # noqa: BLE001  third-party code (a loader, an exporter, a runtime) may raise anything: one ModelError or a fallback
             raise ModelError(f"python:{spec}: cannot import {where} ({type(exc).__name__}: {exc})") from None
     if not hasattr(module, name):
         raise ModelError(f"python:{spec}: {where} has no {name!r}")
@@ -137,7 +137,7 @@ def load_python(spec: str) -> object:
     if isinstance(value, type) and issubclass(value, torch.nn.Module):
         try:
             value = value()
-        except Exception as exc:
+        except Exception as exc:  # noqa: BLE001  third-party code (a loader, an exporter, a runtime) may raise anything: one ModelError or a fallback
             raise ModelError(f"python:{spec}: {name}() raised {type(exc).__name__}: {exc}") from None
     if not isinstance(value, torch.nn.Module) and not callable(value):
         raise ModelError(f"python:{spec}: {name} is a {type(value).__name__}, not a module, class or function")

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import socket
+from collections.abc import Iterator
 from contextlib import contextmanager, nullcontext
-from typing import Any, Iterator
+from typing import Any
 from urllib.parse import urlsplit
 
 import torch
@@ -65,7 +66,7 @@ def load_timm(
     try:
         with offline_unless_reachable() if pretrained else seeded_init(seed):
             module = timm.create_model(name, pretrained=pretrained, **model_kwargs)
-    except Exception as exc:
+    except Exception as exc:  # noqa: BLE001  third-party code (a loader, an exporter, a runtime) may raise anything: one ModelError or a fallback
         if pretrained:
             raise _weights_error(f"timm:{name}", exc) from None
         raise ModelError(f"timm:{name}: {type(exc).__name__}: {exc}") from None
@@ -103,7 +104,7 @@ def load_torchvision(
     try:
         with nullcontext() if pretrained else seeded_init(seed):
             module = torchvision.models.get_model(name, weights="DEFAULT" if pretrained else None)
-    except Exception as exc:
+    except Exception as exc:  # noqa: BLE001  third-party code (a loader, an exporter, a runtime) may raise anything: one ModelError or a fallback
         if pretrained:
             raise _weights_error(f"torchvision:{name}", exc) from None
         raise ModelError(f"torchvision:{name}: {type(exc).__name__}: {exc}") from None

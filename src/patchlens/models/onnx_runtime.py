@@ -24,8 +24,9 @@ import logging
 import os
 import sys
 import warnings
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any
 
 import numpy as np
 import torch
@@ -45,7 +46,8 @@ EXPORT_FORMAT = 1
 
 def activation_key(classifier: TorchClassifier) -> object:
     """The activation as the cache key holds it: the ``softmax`` flag it held before ``activation`` existed
-    (True, False), so the files exported then stay valid; any other activation by its name."""
+    (True, False), so the files exported then stay valid; any other activation by its name.
+    """
     return {"softmax": True, "none": False}.get(classifier.activation, classifier.activation)
 
 
@@ -182,10 +184,8 @@ def _stdout_silenced() -> Iterator[None]:
         os.dup2(saved, 1)
         os.close(saved)
         os.close(devnull)
-        try:
+        with contextlib.suppress(AttributeError):
             torch._C._jit_set_onnx_log_enabled(False)
-        except AttributeError:
-            pass
 
 
 class RememberedExportFailure(Exception):
@@ -356,13 +356,14 @@ class OnnxRuntimeClassifier(Classifier):
         batch = x.detach().to("cpu", torch.float32).contiguous().numpy()
         try:
             out = self.session.run(None, {"pixels": batch})[0]
-        except Exception as exc:
+        except Exception as exc:  # noqa: BLE001  third-party code (a loader, an exporter, a runtime) may raise anything: one ModelError or a fallback
             raise ModelError(f"{self.model_id}: onnxruntime failed: {str(exc).splitlines()[0]}") from None
         return torch.from_numpy(np.asarray(out, np.float32)).to(self.device)
 
     def activate(self, out: object) -> object:
         """The graph's output as it is: the graph ends in the torch classifier's own :meth:`activate`
-        (see :class:`_ScoringGraph`), so its scores are activated already, by the same function."""
+        (see :class:`_ScoringGraph`), so its scores are activated already, by the same function.
+        """
         return out
 
     # -- white-box access: the torch side ---------------------------------------

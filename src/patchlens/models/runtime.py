@@ -21,7 +21,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
-from typing import Iterator
+from collections.abc import Iterator
 
 import torch
 
@@ -122,7 +122,8 @@ def check_batch(classifier: Classifier, n: int = CHECK_IMAGES) -> torch.Tensor:
 
 def score_difference(a: Classifier, b: Classifier) -> float:
     """Largest absolute difference between the two classifiers' scores on the check batch
-    (``2 * CHECK_IMAGES`` forward passes)."""
+    (``2 * CHECK_IMAGES`` forward passes).
+    """
     x = check_batch(a)
     return float((a(x) - b(x)).abs().max())
 
@@ -206,12 +207,12 @@ def _onnx(classifier: TorchClassifier, *, explicit: bool, threads: int, explicit
         path, exported = cached_export(classifier)
     except RememberedExportFailure as exc:
         return _fallback(classifier, f"ONNX export failed ({exc})")
-    except Exception as exc:
+    except Exception as exc:  # noqa: BLE001  third-party code (a loader, an exporter, a runtime) may raise anything: one ModelError or a fallback
         return _fallback(classifier, f"ONNX export failed ({type(exc).__name__}: {_first_line(exc)})")
     try:
         fast = OnnxRuntimeClassifier(classifier, path, threads=threads)
         diff, remembered = remembered_check(path, fast.provider, lambda: score_difference(classifier, fast))
-    except Exception as exc:
+    except Exception as exc:  # noqa: BLE001  third-party code (a loader, an exporter, a runtime) may raise anything: one ModelError or a fallback
         return _fallback(classifier, f"ONNX Runtime could not run the exported model ({type(exc).__name__}: {_first_line(exc)})")
     if diff > CHECK_TOLERANCE:
         if not explicit:
@@ -233,7 +234,7 @@ def bf16_supported() -> bool:
     """Whether this CPU computes bf16 natively (AVX512-BF16 or AMX); emulated bf16 is slower than fp32."""
     try:
         return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
-    except Exception:
+    except Exception:  # noqa: BLE001  a private torch op: missing or failing means no native bf16
         return False
 
 

@@ -12,9 +12,9 @@ from __future__ import annotations
 
 import contextlib
 import inspect
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -142,7 +142,7 @@ def record_attention(vit: Any) -> Iterator[list[torch.Tensor]]:
         for a, _ in flags:
             a.fused_attn = False
         for a in attns:
-            handles.append(a.attn_drop.register_forward_hook(lambda mod, inp, out: recorded.append(inp[0].detach())))
+            handles.append(a.attn_drop.register_forward_hook(lambda _mod, inp, _out: recorded.append(inp[0].detach())))
         yield recorded
     finally:
         for h in handles:

@@ -12,8 +12,9 @@ from __future__ import annotations
 
 import difflib
 import functools
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
-from typing import TYPE_CHECKING, Any, Mapping, Sequence
+from typing import TYPE_CHECKING, Any
 
 import torch
 
@@ -103,7 +104,8 @@ class LabelScores(ClassScores):
 @functools.lru_cache(maxsize=256)
 def _columns(indices: tuple[int, ...], device: torch.device) -> torch.Tensor:
     """The index tensor of ``indices`` on ``device``, made once: copying it to a GPU for every batch would
-    wait for the work already queued there (a copy from pageable memory synchronises)."""
+    wait for the work already queued there (a copy from pageable memory synchronises).
+    """
     return torch.tensor(indices, dtype=torch.long, device=device)
 
 

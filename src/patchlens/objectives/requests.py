@@ -32,13 +32,13 @@ from __future__ import annotations
 
 import math
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence, Union
 
 from ..errors import TargetError
 
 #: what ``target=`` accepts: text, an index, or a list of those
-TargetSpec = Union[str, int, Sequence[Union[str, int]]]
+TargetSpec = str | int | Sequence[str | int]
 
 #: Most targets explained at once: each one is a map at the photo's resolution, so
 #: ``topk:1000`` on a large photo would ask for gigabytes.

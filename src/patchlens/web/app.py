@@ -13,7 +13,7 @@ from __future__ import annotations
 import io
 import threading
 from importlib import resources
-from typing import Any, Union
+from typing import Any
 
 import numpy as np
 import torch
@@ -71,7 +71,7 @@ class MethodChoice(BaseModel):
 class JobRequest(BaseModel):
     image_id: str
     methods: list[MethodChoice] = Field(min_length=1)
-    target: Union[int, str] = Field(
+    target: int | str = Field(
         "top1", description="top1, topk:K, present (a multi-label model's labels with p >= 0.5; present:T), "
         "a class index or a label name, or a comma list of those; for an object detector: top1, topk:K, all (all:S), "
         "label:NAME, a detection's number (0 the strongest) or box:x0,y0,x1,y1[:LABEL] in the photo's pixels")
@@ -123,12 +123,12 @@ def create_app(
     app.state.classifier, app.state.config, app.state.queue = clf, cfg, queue
 
     @app.exception_handler(PatchlensError)
-    async def user_error(request: Request, exc: PatchlensError) -> JSONResponse:
+    async def user_error(_request: Request, exc: PatchlensError) -> JSONResponse:
         status = 413 if isinstance(exc, TooLarge) else 415 if isinstance(exc, NotAnImage) else 422
         return JSONResponse({"detail": str(exc)}, status_code=status)
 
     @app.exception_handler(RequestValidationError)
-    async def bad_request(request: Request, exc: RequestValidationError) -> JSONResponse:
+    async def bad_request(_request: Request, exc: RequestValidationError) -> JSONResponse:
         # FastAPI's own answer repeats each bad value ("input"): a 30 MB body came back as a 35 MB answer
         return JSONResponse({"detail": validation_errors(exc.errors())}, status_code=422)
 

@@ -18,8 +18,9 @@ import contextlib
 import threading
 import time
 import uuid
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterator
+from typing import Any
 
 import torch
 
@@ -64,7 +65,8 @@ class WebJob:
         self, lock: Any, on_map: Callable[[torch.Tensor, int], None] | None = None, count: Callable[[int], None] | None = None
     ) -> Hooks:
         """What every engine working for this job runs with: counted (by ``count``, :meth:`count` unless
-        given), cancellable, behind the server's ``lock``."""
+        given), cancellable, behind the server's ``lock``.
+        """
         return Hooks(cancelled=self.cancel_flag.is_set, on_passes=count or self.count, on_map=on_map, lock=lock)
 
     def show_preview(self, png: bytes, **about: Any) -> None:
@@ -113,7 +115,8 @@ class JobQueue:
 
     def submit(self, work: Callable[[WebJob], Any], total: int | None = None, *, job: WebJob | None = None) -> WebJob:
         """Queue ``work(job)`` (``job``: one made beforehand, whose hooks have already counted); raises
-        :class:`QueueFull` when the queue is full."""
+        :class:`QueueFull` when the queue is full.
+        """
         with self._cond:
             if len(self._waiting) >= self.max_queued:
                 raise QueueFull(f"{len(self._waiting)} jobs are already waiting (the limit is {self.max_queued})")
@@ -182,7 +185,7 @@ class JobQueue:
                 status, error = "done", None
             except Cancelled:
                 result, status, error = None, "cancelled", None
-            except Exception as exc:  # reported to the user; the worker must survive
+            except Exception as exc:  # noqa: BLE001  reported to the user; the worker must survive
                 result, status = None, "error"
                 error = str(exc) if _is_user_error(exc) else f"internal error: {type(exc).__name__}: {exc}"
             with self._cond:

@@ -13,8 +13,9 @@ import io
 import re
 import threading
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable, Generic, TypeVar
+from typing import Any, Generic, TypeVar
 
 import numpy as np
 import torch
@@ -150,7 +151,7 @@ def check_pixels(data: bytes, name: str, max_pixels: int) -> None:
                 w, h = img.size
     except Image.DecompressionBombError:
         raise TooLarge(f"{name}: too many pixels, possible decompression bomb") from None
-    except Exception:
+    except Exception:  # noqa: BLE001  Pillow's plugins raise many kinds for a file that is not an image
         raise NotAnImage(f"{name}: not an image file (or a format Pillow cannot read)") from None
     if w * h > max_pixels:
         raise TooLarge(f"{name}: {w}x{h} pixels is over this server's limit of {max_pixels:,} pixels")
@@ -165,12 +166,12 @@ class NotAnImage(ImageError):
     """The upload is not an image (HTTP 415)."""
 
 
-def stored_image_bytes(stored: "StoredImage") -> int:
+def stored_image_bytes(stored: StoredImage) -> int:
     """What a stored upload holds: the photo and its tensor at the model's input size."""
     return int(stored.image.pixels.nbytes + stored.x.element_size() * stored.x.nelement())
 
 
-def check_result_bytes(stored: "StoredImage", maps: int, cfg: WebConfig) -> None:
+def check_result_bytes(stored: StoredImage, maps: int, cfg: WebConfig) -> None:
     """Refuse a job whose maps alone (float32 at the photo's size) are more than the server keeps."""
     h, w = stored.image.pixels.shape[:2]
     need = maps * h * w * 4
@@ -192,7 +193,8 @@ def validation_errors(errors: Any, limit: int = 10) -> list[dict[str, Any]]:
 
 def top_predictions(output: Any, classifier: Classifier, k: int = 5, image_size: tuple[int, int] | None = None) -> list[dict[str, Any]]:
     """What the model says about the image: its top ``k`` (and, for a multi-label model, every present label);
-    a detector's detections with their boxes in the photo's pixels (``image_size``)."""
+    a detector's detections with their boxes in the photo's pixels (``image_size``).
+    """
     return predictions(output, classifier, k, image_size=image_size)
 
 
@@ -253,7 +255,8 @@ def build_requests(
 
 def check_counts(method: Method, max_passes: int) -> None:
     """Sample and step counts (parameters declared ``cost=True``) over the server's limit are refused before
-    the method draws what they count: each costs a forward pass."""
+    the method draws what they count: each costs a forward pass.
+    """
     for info in method.parameters():
         value = getattr(method, info.name)
         if info.cost and value > max_passes:
@@ -325,7 +328,7 @@ def describe(exp: Explanation) -> str | None:
     """The map in words, when ``patchlens.metrics.describe`` is available."""
     try:
         return exp.describe()
-    except Exception:  # the description is optional; never lose a result over it
+    except Exception:  # noqa: BLE001  the description is optional; never lose a result over it
         return None
 
 

@@ -101,10 +101,10 @@ class Protocol:
     name = "protocol"
     infer_path = ""
 
-    def describe(self, client: HttpClient) -> Layout:
+    def describe(self, client: HttpClient) -> Layout:  # noqa: ARG002  (an interface: other implementations use it)
         return Layout()
 
-    def settle(self, client: HttpClient, input_size: tuple[int, int]) -> int:
+    def settle(self, client: HttpClient, input_size: tuple[int, int]) -> int:  # noqa: ARG002  (an interface: other implementations use it)
         """Choices that need a request to the model (OIP's binary tensors); the images this sent."""
         return 0
 
@@ -121,7 +121,7 @@ class Protocol:
         """Request body and any extra headers."""
         return json.dumps(self.request(batch), separators=(",", ":")).encode(), {}
 
-    def read(self, data: bytes, headers: HTTPMessage, n: int, client: HttpClient) -> np.ndarray:
+    def read(self, data: bytes, headers: HTTPMessage, n: int, client: HttpClient) -> np.ndarray:  # noqa: ARG002  (an interface: other implementations use it)
         return self.scores(client.decode(data, self.infer_path), n, client)
 
 

@@ -24,11 +24,11 @@ from __future__ import annotations
 
 import hmac
 import json
-import socket
 import threading
 import time
+from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 import torch
@@ -366,9 +366,9 @@ class ModelServer:
                     if exc.status == 401:
                         extra["WWW-Authenticate"] = "Bearer"
                     self._answer(exc.status, {"error": str(exc)}, extra=extra)
-                except (BrokenPipeError, ConnectionResetError, socket.timeout, TimeoutError):
+                except (BrokenPipeError, ConnectionResetError, TimeoutError):
                     self.close_connection = True  # the client left or stalled; nothing to tell it
-                except Exception as exc:  # a bug of ours must not take the server down, nor echo the request
+                except Exception as exc:  # noqa: BLE001  a bug of ours must not take the server down, nor echo the request
                     self.close_connection = True
                     self._answer(500, {"error": f"internal error ({type(exc).__name__}); the request was not scored"})
                 finally:
