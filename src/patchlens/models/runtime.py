@@ -150,11 +150,7 @@ def use_runtime(
         raise ModelError(f"precision={precision!r}: use one of {', '.join(PRECISIONS)}")
     threads = resolve_threads(threads)
     if not isinstance(classifier, TorchClassifier):
-        if runtime == "onnx" and classifier.runtime != "onnxruntime":
-            raise ModelError(f"{classifier.model_id}: runtime='onnx' needs a PyTorch model to export; this one is a black box")
-        if precision != "fp32":
-            raise ModelError(f"{classifier.model_id}: precision={precision!r} needs a PyTorch model")
-        return classifier
+        return _black_box(classifier, runtime, precision)
     if threads is not None:
         torch.set_num_threads(threads)  # whole process: only when asked for
     if classifier.kind == "auto" and runtime == "auto" and on_cpu_torch(classifier) and not own_module:
@@ -162,12 +158,7 @@ def use_runtime(
     if classifier.kind == "auto" and classifier.autocast_dtype is not None:
         classifier.settle_kind()  # bf16 on a GPU is for classifiers: know the kind before the first real answer
     if classifier.model_kind == ModelKind.DETECTOR:  # boxes of a variable count: the ONNX export and its check are for class scores
-        if runtime == "onnx" or precision != "fp32":
-            raise ModelError(f"{classifier.model_id}: an object detector runs in torch at fp32 (runtime='onnx' and bf16 are for classifiers)")
-        if classifier.autocast_dtype is not None:
-            classifier.autocast_dtype = None  # under bf16 autocast torchvision's boxes snap to multiples of 16 and NMS keeps others
-        classifier.details = {**classifier.details, "chosen_because": "an object detector"}
-        return classifier
+        return _detector(classifier, runtime, precision)
     if precision == "bf16":
         return _bf16(classifier)
     on_cpu = classifier.device.type == "cpu"
@@ -182,6 +173,25 @@ def use_runtime(
         classifier.details = {"chosen_because": why}
         return classifier
     return _onnx(classifier, explicit=runtime == "onnx", threads=threads or available_cores(), explicit_threads=threads is not None)
+
+
+def _black_box(classifier: Classifier, runtime: str, precision: str) -> Classifier:
+    """A model that is not a torch module runs as it is: only what needs a module is refused."""
+    if runtime == "onnx" and classifier.runtime != "onnxruntime":
+        raise ModelError(f"{classifier.model_id}: runtime='onnx' needs a PyTorch model to export; this one is a black box")
+    if precision != "fp32":
+        raise ModelError(f"{classifier.model_id}: precision={precision!r} needs a PyTorch model")
+    return classifier
+
+
+def _detector(classifier: TorchClassifier, runtime: str, precision: str) -> TorchClassifier:
+    """An object detector runs in torch at fp32: its boxes come in variable counts, and bf16 moves them."""
+    if runtime == "onnx" or precision != "fp32":
+        raise ModelError(f"{classifier.model_id}: an object detector runs in torch at fp32 (runtime='onnx' and bf16 are for classifiers)")
+    if classifier.autocast_dtype is not None:
+        classifier.autocast_dtype = None  # under bf16 autocast torchvision's boxes snap to multiples of 16 and NMS keeps others
+    classifier.details = {**classifier.details, "chosen_because": "an object detector"}
+    return classifier
 
 
 def on_cpu_torch(classifier: Classifier) -> bool:

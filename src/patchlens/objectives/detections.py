@@ -265,12 +265,7 @@ def _typed_box(r: Box, model: Classifier, image_size: tuple[int, int] | None, re
 def _pick(r: Request, found: list[dict[str, Any]] | None, model: Classifier, threshold: float) -> list[dict[str, Any]]:
     """The detections one request names (none while checking without an image)."""
     if isinstance(r, Index):
-        if r.index < 0:
-            raise TargetError(f"{r.text}: a detection's number starts at 0 (the strongest)")
-        if found is not None and r.index >= len(found):
-            have = f"detections 0..{len(found) - 1}" if found else "no detection"
-            raise TargetError(f"{r.text}: the model found {have} on this image")
-        return [] if found is None else [found[r.index]]
+        return _numbered(r, found)
     if isinstance(r, Present):
         raise TargetError(f"{r.text}: present is for multi-label models; a detector's every detection is all (or all:S)")
     if isinstance(r, TrueLabel):
@@ -294,6 +289,16 @@ def _pick(r: Request, found: list[dict[str, Any]] | None, model: Classifier, thr
     if isinstance(r, All):
         return [e for e in found if e["score"] >= threshold]
     raise TargetError(f"{r.text}: a detection objective cannot resolve this target")
+
+
+def _numbered(r: Index, found: list[dict[str, Any]] | None) -> list[dict[str, Any]]:
+    """Detection number ``r.index`` (0 the strongest)."""
+    if r.index < 0:
+        raise TargetError(f"{r.text}: a detection's number starts at 0 (the strongest)")
+    if found is not None and r.index >= len(found):
+        have = f"detections 0..{len(found) - 1}" if found else "no detection"
+        raise TargetError(f"{r.text}: the model found {have} on this image")
+    return [] if found is None else [found[r.index]]
 
 
 def _strongest(found: list[dict[str, Any]], model: Classifier) -> str:
