@@ -171,6 +171,11 @@ def test_files(tmp_path_factory, kind, shape, mode, damage, where, stem):
     only_patchlens_errors(lambda: load_image(lazy))
 
 
+def _with_grad(p: torch.Tensor) -> torch.Tensor:
+    with torch.inference_mode(False):
+        return p.clone().requires_grad_()
+
+
 BEHAVIOURS = st.sampled_from(
     ["probs", "logits", "ints", "nan", "wrong_rows", "three_d", "string", "none", "list", "raise", "grows", "inplace", "grad"]
 )
@@ -186,32 +191,23 @@ def test_callables(behaviour, classes, as_numpy):
         x = torch.as_tensor(np.asarray(batch)).float()
         n = x.shape[0]
         p = torch.full((n, classes), 1.0 / classes)
-        if behaviour == "logits":
-            return p * 10 - 3
-        if behaviour == "ints":
-            return np.ones((n, classes), np.int64)
-        if behaviour == "nan":
-            return p.clone().fill_(float("nan"))
-        if behaviour == "wrong_rows":
-            return p[:-1] if n > 1 else p.repeat(2, 1)
-        if behaviour == "three_d":
-            return p[:, :, None]
-        if behaviour == "string":
-            return "cat"
-        if behaviour == "none":
-            return None
-        if behaviour == "list":
-            return p.tolist()
         if behaviour == "raise":
             raise KeyError("weights")
-        if behaviour == "grows":
-            return torch.full((n, classes + len(calls)), 1.0 / (classes + len(calls)))
         if behaviour == "inplace":
             batch[...] = 0
-        if behaviour == "grad":
-            with torch.inference_mode(False):
-                return p.clone().requires_grad_()
-        return p
+        answers = {
+            "logits": lambda: p * 10 - 3,
+            "ints": lambda: np.ones((n, classes), np.int64),
+            "nan": lambda: p.clone().fill_(float("nan")),
+            "wrong_rows": lambda: p[:-1] if n > 1 else p.repeat(2, 1),
+            "three_d": lambda: p[:, :, None],
+            "string": lambda: "cat",
+            "none": lambda: None,
+            "list": lambda: p.tolist(),
+            "grows": lambda: torch.full((n, classes + len(calls)), 1.0 / (classes + len(calls))),
+            "grad": lambda: _with_grad(p),
+        }
+        return answers.get(behaviour, lambda: p)()
 
     model = patchlens.load_model(fn, input_size=16, numpy=as_numpy)
     image = np.random.default_rng(0).integers(0, 256, (16, 16, 3), dtype=np.uint8)

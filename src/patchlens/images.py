@@ -409,27 +409,7 @@ def load_image(image: ImageLike, name: str | None = None) -> LoadedImage:
 
         return load_image(example_path(image.split(":", 1)[1]), name=name or image)
     if isinstance(image, (str, os.PathLike)):
-        path = Path(image)
-        label = printable(_short(name or str(path)))  # a name that is not UTF-8 still prints
-        try:
-            if not path.exists():
-                raise ImageError(f"{label}: no such file")
-            if path.is_dir():
-                raise ImageError(f"{label}: is a folder, not an image")
-            if path.stat().st_size == 0:
-                raise ImageError(f"{label}: the file is empty")
-            shrunk = _large_webp(path, label)
-            if shrunk is not None:
-                return LoadedImage(shrunk, label)
-            with warnings.catch_warnings():
-                # our own limit (PIXEL_LIMIT, checked in _decode) decides, not Pillow's warning threshold
-                warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-                with Image.open(path) as img:
-                    return LoadedImage(_decode(img, label), label)
-        except ImageError:
-            raise
-        except Exception as exc:  # noqa: BLE001  Image.open runs the format's plugin, which may raise anything
-            raise _decode_failure(label, exc) from None
+        return _load_file(Path(image), name)
     if isinstance(image, Image.Image):
         label = printable(name or "<PIL image>")
         with warnings.catch_warnings():
@@ -446,6 +426,30 @@ def load_image(image: ImageLike, name: str | None = None) -> LoadedImage:
         label = printable(name or "<array>")
         return LoadedImage(_from_array(image, label), label)
     raise ImageError(f"{type(image).__name__}: not an image (expected a path, PIL image, numpy array or torch tensor)")
+
+
+def _load_file(path: Path, name: str | None) -> LoadedImage:
+    """An image file, decoded (or a large WebP decoded at a reduced scale)."""
+    label = printable(_short(name or str(path)))  # a name that is not UTF-8 still prints
+    try:
+        if not path.exists():
+            raise ImageError(f"{label}: no such file")
+        if path.is_dir():
+            raise ImageError(f"{label}: is a folder, not an image")
+        if path.stat().st_size == 0:
+            raise ImageError(f"{label}: the file is empty")
+        shrunk = _large_webp(path, label)
+        if shrunk is not None:
+            return LoadedImage(shrunk, label)
+        with warnings.catch_warnings():
+            # our own limit (PIXEL_LIMIT, checked in _decode) decides, not Pillow's warning threshold
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            with Image.open(path) as img:
+                return LoadedImage(_decode(img, label), label)
+    except ImageError:
+        raise
+    except Exception as exc:  # noqa: BLE001  Image.open runs the format's plugin, which may raise anything
+        raise _decode_failure(label, exc) from None
 
 
 def to_tensor(pixels: np.ndarray) -> torch.Tensor:

@@ -93,6 +93,30 @@ def _unwrap(exc: BaseException) -> BaseException:
     return exc
 
 
+def _per_image(ds: Any) -> Iterator[list[RowAndMap]]:
+    """The dataset's rows, decoded and grouped by image (an image's rows, one per class, arrive together),
+    with a task's error raised as the PatchlensError behind it.
+    """
+    current: list[RowAndMap] = []
+    try:
+        for batch in ds.iter_batches(batch_size=None, batch_format="numpy"):
+            for row_json, data, dtype in zip(batch["row"], batch["map"], batch["dtype"]):
+                result = _decode(str(row_json), bytes(data), str(dtype))
+                if current and current[0][0]["path"] != result[0]["path"]:
+                    yield current
+                    current = []
+                current.append(result)
+    except PatchlensError:
+        raise
+    except Exception as exc:
+        cause = _unwrap(exc)
+        if cause is not exc:
+            raise cause from None
+        raise
+    if current:
+        yield current
+
+
 def ray_results(
     model: str, device: str, plan: Plan, items: Sequence[Item], workers: int, *, address: str | None = None,
     cpus_per_worker: int = 1, runtime: str = "auto",
@@ -130,25 +154,7 @@ def ray_results(
             num_gpus=1 if use_gpu else 0,
             num_cpus=1 if use_gpu else cpus_per_worker,
         )
-        current: list[RowAndMap] = []
-        try:
-            for batch in ds.iter_batches(batch_size=None, batch_format="numpy"):
-                for row_json, data, dtype in zip(batch["row"], batch["map"], batch["dtype"]):
-                    result = _decode(str(row_json), bytes(data), str(dtype))
-                    # an image's rows (one per class) arrive together; group them so they land in one part
-                    if current and current[0][0]["path"] != result[0]["path"]:
-                        yield current
-                        current = []
-                    current.append(result)
-        except PatchlensError:
-            raise
-        except Exception as exc:
-            cause = _unwrap(exc)
-            if cause is not exc:
-                raise cause from None
-            raise
-        if current:
-            yield current
+        yield from _per_image(ds)
     finally:
         if started:
             ray.shutdown()

@@ -56,6 +56,15 @@ class Summary:
     stopped: str | None = None
     left: int = 0
 
+    def count(self, rows: list[RowAndMap]) -> None:
+        """Count one image's rows: done (any map made), empty (nothing to explain) or failed."""
+        ok = [r for r, _ in rows if r["status"] == "ok"]
+        empty = not ok and any(r["status"] == "empty" for r, _ in rows)
+        self.done += bool(ok)
+        self.empty += empty
+        self.failed += not ok and not empty
+        self.forward_passes += int(ok[0]["forward_passes"]) if ok else 0
+
     @property
     def images_per_second(self) -> float:
         return (self.done + self.failed + self.empty) / self.seconds if self.seconds > 0 else 0.0
@@ -242,6 +251,39 @@ def _one_at_a_time(classifier: Classifier, plan: Plan, items: Sequence[Item], wo
             del loaded  # the photo goes as soon as it is explained
 
 
+def _check_options(backend: str, images_in_flight: int, batch_size: int | None) -> None:
+    """The run's own options, and the extra its backend needs, checked before anything is written."""
+    if backend not in BACKENDS:
+        raise StoreError(f"backend={backend!r}: use one of {', '.join(BACKENDS)}")
+    require("ray" if backend == "ray" else "batch", "patchlens batch")  # before anything is written
+    if images_in_flight < 1:
+        raise StoreError(f"images_in_flight={images_in_flight}: must be at least 1")
+    if batch_size is not None and batch_size < 1:
+        raise StoreError(f"batch_size={batch_size}: must be at least 1 (or None to choose one for the device)")
+
+
+def _continuable(store: Store, existing: Any, out: str, plan: Plan, *, continuing: bool) -> Any:
+    """The rows of ``existing`` this run continues (its method's), after refusing a store it must not add to:
+    damaged or not empty without ``continuing``, or holding this method's results with other parameters or seed.
+    """
+    method_value, seed = plan.request.method, plan.request.generator_seed
+    if store.damage:
+        if not continuing:
+            raise StoreError(f"{store.damage.line(store.root)}; pass --resume to explain the lost images again")
+        warn(f"{store.damage.line(store.root)}; explaining those images again")
+    if len(existing) and not continuing:
+        raise StoreError(f"{out}: already holds {len(existing)} results; pass --resume to continue it, or choose another --out")
+    same = existing[existing["method"] == method_value.name] if len(existing) else existing
+    if len(same):  # fail fast; the writer also checks the model id of every row
+        wanted, recorded_seed = json.dumps(method_value.param_values(), sort_keys=True), seed if method_value.stochastic else None
+        first = same.iloc[0]
+        if stored_params(method_value.name, first["params"]) != wanted or (None if _missing(first["seed"]) else int(first["seed"])) != recorded_seed:
+            raise StoreError(f"{out}: already holds {method_value.name} results made with other parameters or seed "
+                             f"({stored_params(method_value.name, first['params'])}, seed {first['seed']}); "
+                             "pass those to continue it, or use another --out")
+    return same
+
+
 def run_batch(
     source: str | Iterable[str | Item],
     out: str,
@@ -311,13 +353,7 @@ def run_batch(
         on_image: called with the running summary after each image.
         **method_params: the method's parameters, as for ``explain``.
     """
-    if backend not in BACKENDS:
-        raise StoreError(f"backend={backend!r}: use one of {', '.join(BACKENDS)}")
-    require("ray" if backend == "ray" else "batch", "patchlens batch")  # before anything is written
-    if images_in_flight < 1:
-        raise StoreError(f"images_in_flight={images_in_flight}: must be at least 1")
-    if batch_size is not None and batch_size < 1:
-        raise StoreError(f"batch_size={batch_size}: must be at least 1 (or None to choose one for the device)")
+    _check_options(backend, images_in_flight, batch_size)
     items = read_source(source) if isinstance(source, str) else [same_file(i if isinstance(i, Item) else Item(str(i))) for i in source]
     params, chosen_seed = dict(method_params), seed
     if resume or retry_failed:
@@ -344,20 +380,7 @@ def run_batch(
     store = Store.create(out)
     with store.lock():
         existing = store.read(hash_maps=resume or retry_failed, finite_maps=resume or retry_failed)
-        if store.damage:
-            if not (resume or retry_failed):
-                raise StoreError(f"{store.damage.line(store.root)}; pass --resume to explain the lost images again")
-            warn(f"{store.damage.line(store.root)}; explaining those images again")
-        if len(existing) and not (resume or retry_failed):
-            raise StoreError(f"{out}: already holds {len(existing)} results; pass --resume to continue it, or choose another --out")
-        same = existing[existing["method"] == method_value.name] if len(existing) else existing
-        if len(same):  # fail fast; the writer also checks the model id of every row
-            wanted, recorded_seed = json.dumps(method_value.param_values(), sort_keys=True), seed if method_value.stochastic else None
-            first = same.iloc[0]
-            if stored_params(method_value.name, first["params"]) != wanted or (None if _missing(first["seed"]) else int(first["seed"])) != recorded_seed:
-                raise StoreError(f"{out}: already holds {method_value.name} results made with other parameters or seed "
-                                 f"({stored_params(method_value.name, first['params'])}, seed {first['seed']}); "
-                                 "pass those to continue it, or use another --out")
+        same = _continuable(store, existing, out, plan, continuing=resume or retry_failed)
         _write_request(out, method_value.name, method_value.param_values(), seed if method_value.stochastic else None)
         mine = same[same["request"] == plan.target] if len(same) else same
         settled = mine[mine["status"].isin(["ok", "empty"])] if retry_failed and len(mine) else mine
@@ -383,12 +406,7 @@ def run_batch(
                 for row, _ in rows:  # here rather than in the workers, so every backend records them
                     row.update(regions.get(row["path"], {}))
                 writer.add(rows)
-                ok = [r for r, _ in rows if r["status"] == "ok"]
-                empty = not ok and any(r["status"] == "empty" for r, _ in rows)
-                summary.done += bool(ok)
-                summary.empty += empty
-                summary.failed += not ok and not empty
-                summary.forward_passes += int(ok[0]["forward_passes"]) if ok else 0
+                summary.count(rows)
                 summary.seconds = time.perf_counter() - start
                 bar.update(1)
                 bar.set_postfix(failed=summary.failed, refresh=False)

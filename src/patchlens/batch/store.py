@@ -368,10 +368,32 @@ class Store:
         with ``finite_maps`` every map they hold is checked for NaN and inf.
         """
         import pandas as pd
-        import pyarrow.parquet as pq
 
         damage = Damage()
-        frames = []
+        frames = self._read_parts(damage)
+        if not frames:
+            self.damage = damage
+            return pd.DataFrame({name: pd.Series(dtype="object") for name in COLUMNS})
+        df = pd.concat(frames, ignore_index=True) if len(frames) > 1 else frames[0]
+        # parts from before path_bytes existed lack it; a name is then its text
+        raw = df["path_bytes"] if "path_bytes" in df.columns else pd.Series(None, index=df.index, dtype="object")
+        df["path_bytes"] = raw.astype("object").where(raw.notna(), None)
+        if latest and len(frames) > 1:
+            # by file, not by the "part" column: a compacted part repeats the part numbers of its rows
+            newest = df.groupby([*UNIT, "path_bytes"], dropna=False)["_file"].transform("max")
+            df = df[df["_file"] == newest]
+        df = df.drop(columns="_file")
+        self._check_shards(df, damage, hash_maps, finite_maps)
+        self.damage = damage
+        return df.sort_values(["path", "method", "request", "target"], kind="stable").reset_index(drop=True)
+
+    def _read_parts(self, damage: Damage) -> list[Any]:
+        """The manifest parts that can be trusted, as DataFrames (each with its file number); what cannot is
+        recorded in ``damage``.
+        """
+        import pyarrow.parquet as pq
+
+        frames: list[Any] = []
         parts = self.parts()
         fallback = self._fallback(parts)
         for name in self.strangers():
@@ -398,18 +420,12 @@ class Store:
                 continue
             if len(frame):
                 frames.append(frame.assign(_file=number))
-        if not frames:
-            self.damage = damage
-            return pd.DataFrame({name: pd.Series(dtype="object") for name in COLUMNS})
-        df = pd.concat(frames, ignore_index=True) if len(frames) > 1 else frames[0]
-        # parts from before path_bytes existed lack it; a name is then its text
-        raw = df["path_bytes"] if "path_bytes" in df.columns else pd.Series(None, index=df.index, dtype="object")
-        df["path_bytes"] = raw.astype("object").where(raw.notna(), None)
-        if latest and len(frames) > 1:
-            # by file, not by the "part" column: a compacted part repeats the part numbers of its rows
-            newest = df.groupby([*UNIT, "path_bytes"], dropna=False)["_file"].transform("max")
-            df = df[df["_file"] == newest]
-        df = df.drop(columns="_file")
+        return frames
+
+    def _check_shards(self, df: Any, damage: Damage, hash_maps: bool, finite_maps: bool) -> None:
+        """Record in ``damage`` the map shards the manifest ``df`` names that are missing, damaged or (with
+        ``finite_maps``) hold maps that are not numbers.
+        """
         for map_file in df["map_file"].dropna().unique():
             m = _PART.match(Path(str(map_file)).name)
             sums = read_sums(self.sums_dir, int(m.group(1))) if m else None
@@ -424,8 +440,6 @@ class Store:
                     damage.maps.update({k: v for k, v in check_maps(self.root, str(map_file)).items() if k in used})
                 except Exception as exc:  # noqa: BLE001  zipfile, zlib and numpy each raise their own kind for a mangled shard
                     damage.shards[str(map_file)] = f"not readable: {type(exc).__name__}"
-        self.damage = damage
-        return df.sort_values(["path", "method", "request", "target"], kind="stable").reset_index(drop=True)
 
     def _fallback(self, parts: list[tuple[int, Path]]) -> list[tuple[int, Path]]:
         """The replaced parts, when the compacted part that replaced them is damaged or gone, else none.

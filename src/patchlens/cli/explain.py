@@ -127,32 +127,42 @@ def _explain_all(args: argparse.Namespace, classifier: Any, request: RunRequest,
             continue
         if not results:  # present, and no label present: not a failure, and never silent
             say(f"{results.note}")
-        for exp in results:
-            try:
-                files = exp.save(out)
-            except OSError as exc:  # a full disk: this image fails, the others may still fit
-                print(f"patchlens: error: {path}: cannot save to {out}: {exc.strerror or exc}", file=sys.stderr)
-                failed += 1
-                break
-            if exp.partial:  # never silently: the map was formed from the rounds done before a budget ran out
-                partial_maps += 1
-                partial = exp.partial
-                print(f"patchlens: note: {path}: partial map from {partial['samples_used']} of {partial['sample_budget']} "
-                      f"samples: {partial['reason']}", file=sys.stderr)
-            say(f"{path}: {exp.named_with_score('=')}, {exp.forward_passes} passes in {exp.seconds:.1f}s")
-            with contextlib.suppress(Exception):  # the description is a nicety; never lose results over it
-                say("  " + exp.describe())
-            for kind, file in files.items():
-                say(f"  wrote {kind}: {file}")
-        if len(results) > 1 and any(exp.boxes() for exp in results):  # several detections: one picture of them all
-            combined = out / combined_name(results[0])
-            try:
-                combined_overlay(list(results)).save(combined)
-                say(f"{path}: its {len(results)} targets in one picture: {combined}")
-            except OSError as exc:
-                print(f"patchlens: error: {path}: cannot save to {out}: {exc.strerror or exc}", file=sys.stderr)
+        saved, partial = _save_results(results, path, out, say)
+        failed += not saved
+        partial_maps += partial
         if hasattr(classifier, "traffic"):  # a remote model: what the network did
             say(f"  remote: {classifier.traffic}")
     if failed:
         print(f"patchlens: {failed} of {len(args.images)} image(s) failed", file=sys.stderr)
     return 1 if failed else 3 if partial_maps else 0
+
+
+def _save_results(results: Any, path: str, out: Any, say: Any) -> tuple[bool, int]:
+    """Write one image's explanations (and, for several detections, one picture of them all); whether they
+    were all written, and how many maps are partial.
+    """
+    partial_maps = 0
+    for exp in results:
+        try:
+            files = exp.save(out)
+        except OSError as exc:  # a full disk: this image fails, the others may still fit
+            print(f"patchlens: error: {path}: cannot save to {out}: {exc.strerror or exc}", file=sys.stderr)
+            return False, partial_maps
+        if exp.partial:  # never silently: the map was formed from the rounds done before a budget ran out
+            partial_maps += 1
+            partial = exp.partial
+            print(f"patchlens: note: {path}: partial map from {partial['samples_used']} of {partial['sample_budget']} "
+                  f"samples: {partial['reason']}", file=sys.stderr)
+        say(f"{path}: {exp.named_with_score('=')}, {exp.forward_passes} passes in {exp.seconds:.1f}s")
+        with contextlib.suppress(Exception):  # the description is a nicety; never lose results over it
+            say("  " + exp.describe())
+        for kind, file in files.items():
+            say(f"  wrote {kind}: {file}")
+    if len(results) > 1 and any(exp.boxes() for exp in results):  # several detections: one picture of them all
+        combined = out / combined_name(results[0])
+        try:
+            combined_overlay(list(results)).save(combined)
+            say(f"{path}: its {len(results)} targets in one picture: {combined}")
+        except OSError as exc:
+            print(f"patchlens: error: {path}: cannot save to {out}: {exc.strerror or exc}", file=sys.stderr)
+    return True, partial_maps
