@@ -29,7 +29,7 @@ class TorchClassifier(kserve.Model):
     def get_output_types(self):
         return [{"name": "probabilities", "datatype": "FP32", "shape": [-1, self.classes]}]
 
-    def predict(self, payload: InferRequest, headers=None) -> InferResponse:  # noqa: ARG002  (an interface: other implementations use it)
+    def predict(self, payload: InferRequest, headers=None) -> InferResponse:
         x = torch.from_numpy(payload.inputs[0].as_numpy())
         with torch.no_grad():
             p = self.net(x).softmax(dim=1).numpy()
