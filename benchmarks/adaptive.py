@@ -102,7 +102,7 @@ def main() -> None:
     begun = uptime()
     rows, traces = [], []
     chosen = {} if args.estimator is None else {"estimator": args.estimator}
-    print(f"estimator: {args.estimator or patchlens.api.make_method('rise').params()['estimator']}")
+    print(f"estimator: {args.estimator or patchlens.api.make_method('rise').param_values()['estimator']}")
     for name in args.images:
         ref = reference_map(model, name, args.reference, chosen, args.reference_cache)
         runs = [(f"fixed {n}", {"n_masks": n}) for n in args.fixed]

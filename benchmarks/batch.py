@@ -150,7 +150,7 @@ def shared_stream(in_flight: int, rounds: int, batch: int | None) -> str:
     import subprocess
 
     import patchlens
-    from patchlens.engine.batcher import measured_batch_size
+    from patchlens.engine.engine import measured_batch_size
     from patchlens.examples import EXAMPLES, example_path
     from patchlens.models.runtime import runtime_record
 

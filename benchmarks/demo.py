@@ -41,8 +41,9 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 import torch
@@ -189,13 +190,12 @@ def demo(args: argparse.Namespace) -> str:
                         times.setdefault((loaded, case, name), []).append((wall, cpu, speed))
                         line = (f"round {round_ + 1} {'loaded' if loaded else 'quiet '} {case:24s} {name:6s} {wall:6.2f} s wall "
                                 f"{cpu:6.2f} s CPU {speed:6.1f} passes/s")
-                        if name == "after" and case == "README demo":
-                            if reference is not None:
-                                from patchlens.ranking import spearman
+                        if name == "after" and case == "README demo" and reference is not None:
+                            from patchlens.ranking import spearman
 
-                                saliency = np.load(newest(outs[name], "npy"))
-                                quality.append((record["forward_passes"], spearman(torch.from_numpy(saliency), torch.from_numpy(reference))))
-                                line += f", {record['forward_passes']} passes, Spearman vs reference {quality[-1][1]:.3f}"
+                            saliency = np.load(newest(outs[name], "npy"))
+                            quality.append((record["forward_passes"], spearman(torch.from_numpy(saliency), torch.from_numpy(reference))))
+                            line += f", {record['forward_passes']} passes, Spearman vs reference {quality[-1][1]:.3f}"
                         print(line + f"; load average {os.getloadavg()[0]:.1f}", flush=True)
     rows = []
     for loaded in loads(args.load_now):

@@ -102,7 +102,7 @@ def photo() -> np.ndarray:
     return np.asarray(Image.fromarray(pixels).resize((SIDE, SIDE), Image.Resampling.BILINEAR))
 
 
-def run_vem(drise: Any, common: Any, wrapper: Any, image: np.ndarray, masks: torch.Tensor, box: list[float]) -> tuple[np.ndarray, float]:
+def run_vem(drise: Any, common: Any, wrapper: Any, image: np.ndarray, masks: torch.Tensor, box: list[float]) -> tuple[np.ndarray, float]:  # noqa: ARG001  (an interface: other implementations use it)
     """VEM's D-RISE on ``masks`` (its generate_mask replaced), for its detection with ``box`` (the one patchlens
     explained: the strongest, found by its box, since near-ties may order VEM's list otherwise); (map, seconds)."""
     x = torch.from_numpy(image.copy()).permute(2, 0, 1).float()[None] / 255

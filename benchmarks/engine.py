@@ -20,7 +20,7 @@ import torch
 
 import patchlens
 from patchlens.engine import Engine, make_baseline
-from patchlens.engine.batcher import measured_batch_size
+from patchlens.engine.engine import measured_batch_size
 from patchlens.images import load_image, resize, to_tensor
 from patchlens.methods.rise import RiseMasks
 from patchlens.objectives import class_objective

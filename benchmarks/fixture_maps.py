@@ -41,7 +41,7 @@ def maps() -> dict[str, np.ndarray]:
     torch.manual_seed(0)
     cnn = patchlens.load_model(TinyCNN(), input_size=64, labels=[f"c{i}" for i in range(5)])
     listed = patchlens.list_methods()
-    # methods for classifiers only: the fixtures are classifiers (a detector-only method such as drise refuses them)
+    # methods for classifiers only (D-RISE explains detectors; rollout needs a ViT, below)
     for name in (m for m in listed if m != "attention_rollout" and "classifiers" in listed[m].get("models", ["classifiers"])):
         for key, model in (("planted", planted_classifier()), ("cnn", cnn)):
             if key == "planted" and listed[name]["kind"] != "black-box":

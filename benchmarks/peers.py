@@ -26,9 +26,10 @@ from __future__ import annotations
 import argparse
 import math
 import os
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from functools import partial
-from typing import Any, Callable
+from typing import Any
 
 os.environ.setdefault("TQDM_DISABLE", "1")  # pytorch-grad-cam's ScoreCAM draws a progress bar per call
 
@@ -39,7 +40,7 @@ from scipy.stats import spearmanr
 import patchlens
 from _common import machine, markdown_table, raw_images_per_second, timed, write_section
 from patchlens.engine import patch_grid
-from patchlens.engine.batcher import measured_batch_size
+from patchlens.engine.engine import measured_batch_size
 from patchlens.images import load_image, resize, to_tensor
 from patchlens.models.layers import find_layer, split_call
 from patchlens.models.torch_module import eval_mode
@@ -246,7 +247,7 @@ def lime(s: Setup, b: Budget) -> list[Row]:
     mask = patch_grid(*s.x.shape[-2:], b.grid, device=s.device)[None, None]
     regions = b.grid * b.grid
 
-    def kernel(original: Any, perturbed: Any, z: torch.Tensor, **kw: Any) -> float:
+    def kernel(_original: Any, _perturbed: Any, z: torch.Tensor, **kw: Any) -> float:
         # Ours: cosine distance of the binary on/off vector to all-on, exp(-d^2 / (2 width^2)) (= sqrt(exp(-d^2/width^2))).
         d = 1.0 - math.sqrt(float(z.sum()) / regions)
         return math.exp(-(d**2) / (2 * width**2))
@@ -292,7 +293,7 @@ def cam_layer(s: Setup, max_channels: int | None = None) -> tuple[str, str]:
     calls: dict[str, list[tuple[int, ...]]] = {}
     order: list[str] = []
 
-    def record(name: str, module: torch.nn.Module, inputs: Any, output: Any) -> None:
+    def record(name: str, _module: torch.nn.Module, _inputs: Any, output: Any) -> None:
         calls.setdefault(name, []).append(tuple(output.shape) if isinstance(output, torch.Tensor) else ())
         order.append(name)
 

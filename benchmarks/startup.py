@@ -45,7 +45,7 @@ def uptime() -> str:
     try:
         return subprocess.run(["uptime"], capture_output=True, text=True, timeout=5).stdout.strip()
     except (OSError, subprocess.SubprocessError):
-        return "load average %.2f, %.2f, %.2f" % os.getloadavg()
+        return "load average {:.2f}, {:.2f}, {:.2f}".format(*os.getloadavg())
 
 
 def measurements(small: int, out: str, demo: bool, full: bool = True) -> dict[str, list[str]]:

@@ -37,9 +37,10 @@ def main() -> None:
     client = TestClient(create_app(clf), base_url="http://127.0.0.1")
 
     def status(field: str) -> float:
-        for line in open("/proc/self/status"):
-            if line.startswith(field):
-                return int(line.split()[1]) / 1024  # MiB
+        with open("/proc/self/status") as lines:
+            for line in lines:
+                if line.startswith(field):
+                    return int(line.split()[1]) / 1024  # MiB
         raise KeyError(field)
 
     def send(codes: list[int]) -> None:

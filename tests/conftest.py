@@ -11,7 +11,7 @@ import torch
 
 import patchlens
 from patchlens.engine import Engine
-from patchlens.methods import Job
+from patchlens.methods import Attribution, Job, Method
 from patchlens.models import CallableClassifier
 from patchlens.objectives import class_objective
 
@@ -87,11 +87,26 @@ class TinyCNN(torch.nn.Module):
 
 
 def make_job(clf: patchlens.Classifier, x: torch.Tensor, targets: list[int], batch_size: int = 8, seed: int = 0) -> Job:
-    """What ``explain_one`` hands a method, for ``targets`` (class indices) on ``x`` (3, H, W)."""
+    """What ``prepare_run`` hands a method, for ``targets`` (class indices) on ``x`` (3, H, W)."""
     objective = class_objective(clf, *targets)
     engine = Engine(clf, batch_size=batch_size)
     reference = objective(engine.output_of(x))[0]
     return Job(clf, x, objective, reference, engine, torch.Generator().manual_seed(seed))
+
+
+def prepared_cost(model: patchlens.Classifier, image: object, method: Method, target: object = "top1") -> int | None:
+    """The forward passes ``method`` states, once prepared, for explaining ``image`` on ``model`` (scoring pass included)."""
+    from patchlens.api import prepare_run
+    from patchlens.request import RunRequest
+
+    run = prepare_run(model, patchlens.load_image(image), RunRequest(method, target=target))
+    run.close()
+    return run.passes
+
+
+def attributed(method: Method, job: Job) -> Attribution:
+    """The method run on ``job`` as ``explain_one`` runs it: prepared, then attributed."""
+    return method.attribute(job, method.prepare(job).state)
 
 
 @pytest.fixture
@@ -117,3 +132,56 @@ def one_torch_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(before)
+
+
+def model_state(module: torch.nn.Module) -> dict:
+    """What explaining must leave as it was on a user's module: flags, weights, hooks, gradients, devices."""
+    return {
+        "training": [m.training for m in module.modules()],
+        "params": {k: v.detach().clone() for k, v in module.state_dict().items()},
+        "requires_grad": [p.requires_grad for p in module.parameters()],
+        "grads": [p.grad for p in module.parameters()],
+        "hooks": [
+            (len(m._forward_hooks), len(m._forward_pre_hooks), len(m._backward_hooks), len(m._backward_pre_hooks))
+            for m in module.modules()
+        ],
+        "device": [p.device for p in module.parameters()],
+        "memory_format": next(module.parameters()).is_contiguous(),
+    }
+
+
+def assert_same_state(a: dict, b: dict) -> None:
+    assert a["training"] == b["training"]
+    assert a["requires_grad"] == b["requires_grad"]
+    assert a["hooks"] == b["hooks"]
+    assert a["device"] == b["device"]
+    assert all(g is None for g in b["grads"])
+    assert a["params"].keys() == b["params"].keys()
+    for k in a["params"]:
+        assert torch.equal(a["params"][k], b["params"][k]), k
+
+
+#: Small budgets for the tiny models. Most methods then take well under a second for the contract's
+#: six runs; the ViT-only ones take longer (attention rollout about 7 s on a busy 2-core machine).
+SMALL: dict[str, dict] = {
+    "rise": {"n_masks": 64, "grid": 4},
+    "occlusion": {"window": 8, "stride": 8},
+    "lime": {"n_samples": 40, "features": "grid", "grid": 3},
+    "kernelshap": {"n_samples": 40, "features": "grid", "grid": 3},
+    "subset": {"grid": 3},
+    "sobol": {"n_designs": 4, "grid": 3},
+    "smoothgrad": {"n_samples": 5},
+    "integrated_gradients": {"steps": 8},
+    "scorecam": {"top_channels": 8},
+    "drise": {"n_masks": 64, "grid": 4},
+}
+
+
+@pytest.fixture(scope="module")
+def tiny_spec(tmp_path_factory: pytest.TempPathFactory) -> str:
+    """batch_fixtures' tiny model as a spec string any process can rebuild (as the CLI and Ray workers must)."""
+    from batch_fixtures import tiny_model
+
+    path = tmp_path_factory.mktemp("model") / "tiny.pt"
+    torch.jit.save(torch.jit.trace(tiny_model(), torch.rand(1, 3, 224, 224)), str(path))
+    return f"torchscript:{path}"

@@ -9,8 +9,6 @@ targets on one image.
 
 from __future__ import annotations
 
-from typing import Dict, List
-
 import numpy as np
 import torch
 
@@ -48,9 +46,9 @@ class PlantedDetector(torch.nn.Module):
             self.features.weight.fill_(1.0 / 27)
         self.vectors = vectors
 
-    def forward(self, x: torch.Tensor) -> List[Dict[str, torch.Tensor]]:  # noqa: UP006 (TorchScript reads these)
+    def forward(self, x: torch.Tensor) -> list[dict[str, torch.Tensor]]:  # noqa: UP006 (TorchScript reads these)
         f = torch.relu(self.features(x))
-        out: List[Dict[str, torch.Tensor]] = []  # noqa: UP006
+        out: list[dict[str, torch.Tensor]] = []  # noqa: UP006
         for i in range(x.shape[0]):
             square = f[i, :, 8:32, 32:56].mean()  # BOX (TorchScript cannot read a global tuple)
             decoy = f[i, :, 44:58, 6:20].mean()  # DECOY

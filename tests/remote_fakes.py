@@ -8,6 +8,7 @@ context manager. Stalls sleep a fixed short time and end by themselves.
 from __future__ import annotations
 
 import hashlib
+import http.client
 import json
 import random
 import threading
@@ -188,3 +189,21 @@ def kserve_v1_responder(model: CallableClassifier, name: str = "m") -> Responder
             send(handler, 404, {"error": f"model {path} not found"})
 
     return respond
+
+
+def ask(server: ModelServer, method: str, path: str, body: bytes | None = None, headers: dict | None = None):
+    host, port = server.httpd.server_address[:2]
+    conn = http.client.HTTPConnection(host, port, timeout=10)
+    try:
+        conn.request(method, path, body=body, headers=headers or {})
+        answer = conn.getresponse()
+        data = answer.read()
+        return answer.status, json.loads(data) if data else None, answer
+    finally:
+        conn.close()
+
+
+def infer_body(n: int, size: int = SIZE, **tensor) -> bytes:
+    x = np.random.default_rng(0).random((n, 3, size, size), dtype=np.float32)
+    spec = {"name": "input", "shape": [n, 3, size, size], "datatype": "FP32", "data": x.ravel().tolist(), **tensor}
+    return json.dumps({"id": "r1", "inputs": [spec]}).encode()

@@ -79,6 +79,7 @@ def test_rise_stops_early_on_an_easy_model_and_still_finds_the_box():
     assert top_fraction_inside(exp.saliency, box_mask()) >= 0.95
 
 
+@pytest.mark.slow
 def test_early_stopped_map_equals_a_fixed_budget_of_the_same_size():
     """Stopping after k masks gives exactly the map of k masks drawn from the same stream."""
     kw = dict(grid=8, seed=4, estimator="conditional_mean")  # the estimator written out below
@@ -99,6 +100,7 @@ def test_early_stopped_map_equals_a_fixed_budget_of_the_same_size():
     np.testing.assert_allclose(stopped.saliency, expected.numpy(), rtol=1e-5, atol=1e-6)
 
 
+@pytest.mark.slow
 def test_adaptive_rise_is_batch_size_invariant():
     maps = [
         patchlens.explain(

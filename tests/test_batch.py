@@ -14,71 +14,18 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-import torch
-from PIL import Image
 
 import patchlens
+from batch_fixtures import make_images, same_store, tiny_model
 from patchlens.batch import StoreError, Summary, open_store, run_batch
 from patchlens.batch.store import Store
 from patchlens.cli import main
 from patchlens.examples import example_path
 
 RISE = {"n_masks": 12, "grid": 3}
-TIMING = ["seconds", "finished_at", "part", "map_file", "map_key"]
 
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
-
-
-class Tiny(torch.nn.Module):
-    """Pools the 224 px input down first, so a forward pass costs next to nothing."""
-
-    def __init__(self, classes: int = 5) -> None:
-        super().__init__()
-        self.net = torch.nn.Sequential(
-            torch.nn.AvgPool2d(8), torch.nn.Conv2d(3, 6, 3, padding=1), torch.nn.ReLU(),
-            torch.nn.AdaptiveAvgPool2d(2), torch.nn.Flatten(), torch.nn.Linear(24, classes),
-        )
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.net(x)
-
-
-def tiny_model() -> torch.nn.Module:
-    torch.manual_seed(0)  # weights only
-    return Tiny().eval()
-
-
-@pytest.fixture(scope="module")
-def tiny_spec(tmp_path_factory: pytest.TempPathFactory) -> str:
-    """A model spec string any process can rebuild (as the CLI and Ray workers must)."""
-    path = tmp_path_factory.mktemp("model") / "tiny.pt"
-    torch.jit.save(torch.jit.trace(tiny_model(), torch.rand(1, 3, 224, 224)), str(path))
-    return f"torchscript:{path}"
-
-
-def make_images(folder: Path, n: int, size: int = 32, seed: int = 0) -> list[Path]:
-    folder.mkdir(parents=True, exist_ok=True)
-    rng = np.random.default_rng(seed)
-    paths = []
-    for i in range(n):
-        p = folder / f"img{i:03d}.png"
-        Image.fromarray(rng.integers(0, 256, (size, size + 8, 3), dtype=np.uint8)).save(p)
-        paths.append(p)
-    return paths
-
-
-def same_store(a: Path, b: Path) -> None:
-    """Same rows (timing aside) and bit-identical maps."""
-    sa, sb = open_store(a), open_store(b)
-    ma, mb = sa.manifest.drop(columns=TIMING), sb.manifest.drop(columns=TIMING)
-    # extras record what ran, per process (runtime, threads, an export's error text): the rest must match
-    for m in (ma, mb):
-        m["extras"] = [json.dumps({k: v for k, v in json.loads(e).items() if k != "runtime"}) if isinstance(e, str) else None for e in m["extras"]]
-    pd.testing.assert_frame_equal(ma, mb)
-    for i in range(len(sa)):
-        if sa.manifest.status[i] == "ok":
-            np.testing.assert_array_equal(sa.map(i), sb.map(i))
 
 
 def test_store_holds_what_explain_returns(tmp_path: Path) -> None:
@@ -105,7 +52,7 @@ def test_store_holds_what_explain_returns(tmp_path: Path) -> None:
             assert row.score == pytest.approx(exp.score) and row.forward_passes == RISE["n_masks"] + 1
     # plain Parquet: pandas reads the folder directly, and the finished run left one deduplicated part
     assert len(pd.read_parquet(tmp_path / "store" / "manifest")) == 8
-    assert store.explanation(0).params == patchlens.api.make_method("rise", **RISE).params()
+    assert store.explanation(0).params == patchlens.methods.make_method("rise", **RISE).param_values()
 
 
 def test_metrics_are_those_of_evaluate(tmp_path: Path) -> None:
@@ -122,6 +69,7 @@ def test_metrics_are_those_of_evaluate(tmp_path: Path) -> None:
         run_batch(str(tmp_path / "src"), str(tmp_path / "s2"), model=model, metrics=["pointing_game"], progress=False)
 
 
+@pytest.mark.slow
 def test_kill_9_then_resume_gives_the_uninterrupted_result(tmp_path: Path, tiny_spec: str) -> None:
     make_images(tmp_path / "src", 20)
     cmd = ["batch", str(tmp_path / "src"), "--model", tiny_spec, "--device", "cpu", "--n-masks", "8", "--grid", "2",
@@ -273,9 +221,9 @@ def test_a_store_from_before_a_parameter_existed_resumes_as_what_it_was(tmp_path
 
     make_images(tmp_path / "src", 3)
     model = patchlens.load_model(tiny_model(), input_size=32)
-    today = Rise.params
+    today = Rise.param_values
     with monkeypatch.context() as m:  # write the store as a version without the parameter did
-        m.setattr(Rise, "params", lambda self: {k: v for k, v in today(self).items() if k != "estimator"})
+        m.setattr(Rise, "param_values", lambda self: {k: v for k, v in today(self).items() if k != "estimator"})
         run_batch([str(tmp_path / "src" / "img000.png")], str(tmp_path / "s"),
                   model=model, progress=False, **RISE)
     assert "estimator" not in json.loads(open_store(tmp_path / "s").manifest.params[0])

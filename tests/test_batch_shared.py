@@ -11,21 +11,23 @@ import pytest
 import torch
 from PIL import Image
 
+from batch_fixtures import same_store, tiny_model
 from patchlens.api import explain_one
 from patchlens.batch import open_store, run_batch
 from patchlens.cli import main
-from patchlens.engine import shared_batches
+from patchlens.engine import Hooks, shared_batches
 from patchlens.engine.shared_batches import SharedBatches
 from patchlens.errors import Cancelled
 from patchlens.images import load_image
 from patchlens.methods import make_method
 from patchlens.models import CallableClassifier, Classifier
-from test_batch import same_store, tiny_model, tiny_spec  # noqa: F401  (tiny_spec is a fixture)
+from patchlens.request import RunRequest
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 RISE = {"n_masks": 20, "grid": 3}
 BATCH = 32  # more than one image's 20 masks: alone, each image sends short batches
+ALONE = RunRequest(make_method("rise", **RISE), seed=0, batch_size=BATCH)
 
 
 def recording_model(seen: list[int], *, dark_fails: bool = False) -> Classifier:
@@ -66,17 +68,18 @@ def explain_together(model: Classifier, photos: list[Path], options: dict[int, d
                      ) -> tuple[list[Any], SharedBatches]:
     """Explain ``photos`` at once, one thread each (``options[i]``: more arguments for photo i), through
     one stream that waits for every caller (a long ``max_wait``), so its batches do not depend on thread timing."""
-    method = make_method("rise", **RISE)
     stream = SharedBatches(model, BATCH, max_wait=30.0)
     results: list[Any] = [None] * len(photos)
     ready = threading.Barrier(len(photos))
 
     def work(i: int) -> None:
-        with stream.caller() as view:
+        with stream.caller() as forward:
             ready.wait()  # every caller is counted before the first request
+            more = (options or {}).get(i, {})
+            request = RunRequest(make_method("rise", **RISE), seed=0, batch_size=BATCH, max_passes=more.get("max_passes"))
             try:
-                results[i] = explain_one(view, load_image(str(photos[i])), method, seed=0, batch_size=BATCH,
-                                         **(options or {}).get(i, {}))[0]
+                results[i] = explain_one(model, load_image(str(photos[i])), request,
+                                         Hooks(forward=forward, cancelled=more.get("cancelled")))[0]
             except Exception as exc:  # noqa: BLE001 (the test looks at which images failed, and why)
                 results[i] = exc
 
@@ -93,7 +96,7 @@ def test_shared_batches_give_the_maps_of_one_image_at_a_time(tmp_path: Path) -> 
     photos = bright_photos(tmp_path, 3)
     seen: list[int] = []
     model = recording_model(seen)
-    alone = [explain_one(model, load_image(str(p)), make_method("rise", **RISE), seed=0, batch_size=BATCH)[0] for p in photos]
+    alone = [explain_one(model, load_image(str(p)), ALONE)[0] for p in photos]
     assert seen == [1, 20] * 3  # the short batches that sharing is for
     seen.clear()
     together, stream = explain_together(model, photos)
@@ -114,7 +117,7 @@ def test_a_failing_image_fails_alone(tmp_path: Path) -> None:
     assert isinstance(together[1], Exception) and "NaN" in str(together[1])
     alone = recording_model([])
     for i in (0, 2):
-        ref = explain_one(alone, load_image(str(photos[i])), make_method("rise", **RISE), seed=0, batch_size=BATCH)[0]
+        ref = explain_one(alone, load_image(str(photos[i])), ALONE)[0]
         np.testing.assert_array_equal(together[i].saliency, ref.saliency)
 
 
@@ -128,26 +131,31 @@ def test_out_of_memory_halves_the_shared_batch_and_loses_nothing(tmp_path: Path)
             raise torch.cuda.OutOfMemoryError("CUDA out of memory (simulated)")
         return inner(x)
 
-    together, stream = explain_together(CallableClassifier(fn, input_size=64, labels=inner.labels, probabilities=True), photos)
-    assert stream.batch_size == 8 and max(stream.batch_sizes) <= 12  # 32 -> 16 -> 8, kept for the later batches
+    model = CallableClassifier(fn, input_size=64, labels=inner.labels, probabilities=True)
+    together, stream = explain_together(model, photos)
+    # the images' engines backed off (32 -> 16 at least) and recorded what fits; the stream keeps to it, and a
+    # shared batch over the limit was run again caller by caller, so every batch that ran held 12 rows or fewer
+    fits = model.batch_policy.fits
+    assert fits is not None and fits <= 16 and stream.rows_per_batch == fits and max(stream.batch_sizes) <= 12
     assert sum(stream.batch_sizes) == 3 * (RISE["n_masks"] + 1)  # every row scored once
     for photo, exp in zip(photos, together):
-        ref = explain_one(inner, load_image(str(photo)), make_method("rise", **RISE), seed=0, batch_size=BATCH)[0]
+        ref = explain_one(inner, load_image(str(photo)), ALONE)[0]
         np.testing.assert_array_equal(exp.saliency, ref.saliency)
 
 
 def test_cancelling_one_image_leaves_the_others(tmp_path: Path) -> None:
     photos = bright_photos(tmp_path, 3)
     seen: list[int] = []
-    # image 0 may run its first pass only; image 2's budget is too small for its masks (checked per image)
+    # image 0 may run its first pass only; image 2's budget is too small for its masks (checked per image, once prepared)
     cancel = {"cancelled": lambda: len(seen) > 0}
     together, stream = explain_together(recording_model(seen), photos, {0: cancel, 2: {"max_passes": 10}})
     assert isinstance(together[0], Cancelled)
     assert "budget" in str(together[2])
     assert together[1].forward_passes == RISE["n_masks"] + 1
-    ref = explain_one(recording_model([]), load_image(str(photos[1])), make_method("rise", **RISE), seed=0, batch_size=BATCH)[0]
+    ref = explain_one(recording_model([]), load_image(str(photos[1])), ALONE)[0]
     np.testing.assert_array_equal(together[1].saliency, ref.saliency)
-    assert sum(seen) == 2 + RISE["n_masks"]  # the first passes of images 0 and 1 (2 failed its budget before any), then 1's masks
+    # the three scoring passes (2's prepared cost is then over its budget: none of its masks run), then 1's masks
+    assert sum(seen) == 3 + RISE["n_masks"]
 
 
 def test_run_batch_shares_batches_and_stores_what_one_at_a_time_stores(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -186,7 +194,7 @@ def test_an_interrupted_shared_run_resumes_to_the_same_store(tmp_path: Path) -> 
     same_store(tmp_path / "whole", tmp_path / "cut")
 
 
-def test_the_cli_takes_images_in_flight(tmp_path: Path, tiny_spec: str, capsys: pytest.CaptureFixture[str]) -> None:  # noqa: F811
+def test_the_cli_takes_images_in_flight(tmp_path: Path, tiny_spec: str, capsys: pytest.CaptureFixture[str]) -> None:
     bright_photos(tmp_path / "src", 3)
     cmd = ["batch", str(tmp_path / "src"), "--model", tiny_spec, "--device", "cpu", "--n-masks", "8", "--quiet"]
     assert main([*cmd, "--out", str(tmp_path / "one"), "--images-in-flight", "1"]) == 0

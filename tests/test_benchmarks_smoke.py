@@ -65,6 +65,7 @@ def _captum_occlusion(s: peers.Setup, b: peers.Budget) -> np.ndarray:
     return out[0].mean(0).detach().numpy()
 
 
+@pytest.mark.slow
 def test_sampled_pairs_rank_regions_alike(setup):
     # 16 regions, 150 samples: a correlation, not an equality, but a clearly positive one.
     for pair in ("kernelshap", "lime"):

@@ -24,12 +24,13 @@ def run_cli(*args, cwd=None):
     )
 
 
+@pytest.mark.slow
 def test_explain_a_real_photo_end_to_end(tmp_path):
     out = tmp_path / "maps"
     result = run_cli("explain", str(example_path("coffee")), *FAST, "--out", str(out), "--device", "cpu")
     assert result.returncode == 0, result.stderr
     assert "espresso" in result.stdout
-    assert "5 forward passes per image" in result.stdout  # 2x2 windows + the unmasked image
+    assert "5 passes in" in result.stdout  # 2x2 windows + the unmasked image
     png, npy, js = (out / f"coffee_occlusion_967_default_window112_stride112.{ext}" for ext in ("png", "npy", "json"))
     for f in (png, npy, js):
         assert f.exists() and str(f) in result.stdout
@@ -53,6 +54,7 @@ def test_bad_files_do_not_stop_the_others(tmp_path):
     assert len(written) == 3 and all(p.startswith("gray_occlusion_") for p in written)
 
 
+@pytest.mark.slow
 def test_errors_are_one_line_without_traceback(tmp_path):
     bad = tmp_path / "notes.jpg"
     bad.write_text("hello")
@@ -109,6 +111,7 @@ def test_explain_help_points_up_to_the_method_options_it_shows(capsys):
     assert "below" not in out and "'patchlens explain --method NAME --help' shows another's" in out
 
 
+@pytest.mark.slow
 def test_runs_with_other_parameters_write_other_files(tmp_path, capsys):
     """Output names carry what was chosen, so a rerun with another window or seed does not overwrite the first."""
     from patchlens.cli import main

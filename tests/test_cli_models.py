@@ -101,6 +101,7 @@ def test_models_lists_the_classes_of_a_model(capsys):
     assert lines[0].startswith("default: 1000 classes") and lines[1 + 967].split(None, 1) == ["967", "espresso"]
 
 
+@pytest.mark.slow
 def test_random_weights_are_drawn_from_the_seed(tmp_path, monkeypatch, capsys):
     """Two --no-pretrained --seed 0 runs give one model (identical maps, one cached export); --seed 1 another."""
     pytest.importorskip("timm")

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+import patchlens
 from conftest import BOX, planted_classifier, planted_image
 from patchlens.cli import main
 from patchlens.errors import MethodError
@@ -74,22 +75,31 @@ def test_the_cheapest_method_does_not_win_on_cost_and_cost_has_its_own_columns()
     cols = result.ordered_columns()
     assert cols.index("mean_rank") < cols.index("forward_passes") and cols.index("mean_rank") < cols.index("sparseness")
     assert cols.index("deletion") < cols.index("mean_rank")
-    assert "lower deletion, higher insertion" == result.better()
+    assert result.better() == "lower deletion, higher insertion"
 
 
+@pytest.mark.slow
 def test_budget_cuts_passes_without_opening_gaps():
-    occ = budgeted("occlusion", 100)
-    assert occ.passes() <= 100 and occ.stride <= occ.window
-    assert occ.passes() > 50  # it uses the budget, rather than collapsing to a few windows
-    rise = budgeted("rise", 100)
-    assert rise.passes() == 100
-    kept = budgeted("rise", 100, fixed={"n_masks": 300})
+    from patchlens.api import start_job
+    from patchlens.engine import Engine
+
+    model = patchlens.load_model(lambda x: x.mean((2, 3)).softmax(1), input_size=224)
+    job = start_job(Engine(model), patchlens.load_image("example:coffee"), "top1", 0)
+    passes = lambda method: method.prepare(job).passes + 1  # noqa: E731  (and the scoring pass)
+    occ = budgeted("occlusion", 100, job)
+    assert passes(occ) <= 100 and occ.stride <= occ.window
+    assert passes(occ) > 50  # it uses the budget, rather than collapsing to a few windows
+    rise = budgeted("rise", 100, job)
+    assert passes(rise) == 100
+    kept = budgeted("rise", 100, job, fixed={"n_masks": 300})
     assert kept.n_masks == 300
-    for name in ("kernelshap", "lime", "occlusion", "rise", "subset"):  # whatever the parameters are called
-        passes = budgeted(name, 100, fixed={"features": "grid"} if name in ("kernelshap", "lime") else None).passes()
-        assert 50 <= passes <= 100, (name, passes)
+    # whatever the parameters are called; superpixels counted on the photo itself
+    for name in ("kernelshap", "lime", "occlusion", "rise", "subset", "sobol", "smoothgrad", "integrated_gradients"):
+        cost = passes(budgeted(name, 100, job))
+        assert 50 <= cost <= 100, (name, cost)
 
 
+@pytest.mark.slow
 def test_cli_on_the_default_model_writes_the_report(tmp_path, capsys):
     out = tmp_path / "cmp"
     code = main(["compare", "example:coffee", "--methods", "occlusion,rise", "--budget", "5", "--steps", "3",
@@ -134,3 +144,20 @@ def test_regions_file_gives_boxes_and_masks(tmp_path):
     assert box == [1, 2, 3, 4] and m.shape == (10, 12) and m.sum() == 18 and m[2, 3] and not m[5, 3]
     with pytest.raises(MetricError, match="no region for c.jpg"):
         load_regions(str(tmp_path / "r.json"), ["c.jpg"])
+
+
+def test_metric_options_are_generated_from_their_declarations(capsys):
+    """compare's metric flags come from Options' declarations (one text, one check), not a hand-kept copy."""
+    from patchlens.cli._options import flag
+    from patchlens.metrics.base import option_infos
+
+    with pytest.raises(SystemExit):
+        main(["compare", "x.jpg", "--help"])
+    text = capsys.readouterr().out
+    declared = [i for i in option_infos() if i.group == "metrics"]
+    assert declared and all(flag(i.name) in text and i.help.split(" (")[0][:30] in " ".join(text.split()) for i in declared)
+    options = [line.split()[0] for line in text.splitlines() if line.startswith("  --")]
+    assert "--seed" in options and options.count("--batch-size") == 1  # the run's own flags serve the metrics too
+    # a value the declaration refuses is the API's error, named as typed
+    assert main(["compare", "example:coffee", "--unit", "hexagons"]) == 2
+    assert "unit='hexagons': use one of pixels, patches" in capsys.readouterr().err

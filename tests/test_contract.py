@@ -1,8 +1,12 @@
 """One contract over every registered method, so a new method needs no test edits.
 
 For each method: a finite map of the photo's shape, the same map under the
-same seed, the same map at batch sizes 1, 3 and 64, and the user's model
-exactly as it was afterwards - also after the model fails part-way.
+same seed (and, for a stochastic method, another under another seed), the
+same map at batch sizes 1, 3 and 64, and the user's model exactly as it was
+afterwards (training flags, a frozen BatchNorm inside a training model, a
+frozen weight, no hooks, no gradients) - also after the model fails part-way,
+once its layers (and any hooks on them) have run. The per-method tests that
+used to check these one method at a time are merged here.
 """
 
 from __future__ import annotations
@@ -12,25 +16,11 @@ import pytest
 import torch
 
 import patchlens
-from conftest import TinyCNN
+from conftest import SMALL, TinyCNN, assert_same_state, model_state
 from patchlens import ModelError
 from patchlens.capabilities import ModelKind
 from patchlens.methods import registry
-from test_models import assert_same_state, model_state
 
-#: Small budgets so every method runs in well under a second on the tiny models.
-SMALL = {
-    "rise": {"n_masks": 64, "grid": 4},
-    "occlusion": {"window": 8, "stride": 8},
-    "lime": {"n_samples": 40, "features": "grid", "grid": 3},
-    "kernelshap": {"n_samples": 40, "features": "grid", "grid": 3},
-    "subset": {"grid": 3},
-    "sobol": {"n_designs": 4, "grid": 3},
-    "smoothgrad": {"n_samples": 5},
-    "integrated_gradients": {"steps": 8},
-    "scorecam": {"top_channels": 8},
-    "drise": {"n_masks": 64, "grid": 4},
-}
 SIZE = 32
 
 
@@ -67,6 +57,16 @@ def model_for(cls: type) -> torch.nn.Module:
     return TinyCNN()
 
 
+def user_model(cls: type) -> torch.nn.Module:
+    """``model_for(cls)`` as a user may leave it: training, with a frozen BatchNorm and a frozen first weight."""
+    module = model_for(cls).train()
+    norms = [m for m in module.modules() if isinstance(m, (torch.nn.BatchNorm2d, torch.nn.LayerNorm))]
+    if norms:
+        norms[0].eval()
+    next(module.parameters()).requires_grad_(False)
+    return module
+
+
 def photo(seed: int = 0) -> np.ndarray:
     return np.random.default_rng(seed).integers(0, 256, (SIZE + 8, SIZE + 16, 3), dtype=np.uint8)
 
@@ -79,8 +79,7 @@ def run(name: str, module: torch.nn.Module, **kw):
 @pytest.mark.parametrize("name", sorted(registry()))
 def test_method_contract(name):
     cls = registry()[name]
-    module = model_for(cls)
-    module.train()  # the user left it in training mode; it must stay so
+    module = user_model(cls)
     before = model_state(module)
     first = run(name, module, seed=3)
     assert first.saliency.shape == (SIZE + 8, SIZE + 16) and first.saliency.dtype == np.float32
@@ -88,6 +87,8 @@ def test_method_contract(name):
     assert first.method == name and first.target == 1 and first.forward_passes >= 1
     again = run(name, module, seed=3)
     np.testing.assert_array_equal(first.saliency, again.saliency)
+    if cls.stochastic:  # the seed is the method's only source of randomness, and it is used
+        assert not np.array_equal(run(name, module, seed=4).saliency, first.saliency)
     by_batch = [run(name, module, seed=3, batch_size=b).saliency for b in (1, 3, 64)]
     for other in by_batch:
         np.testing.assert_allclose(other, by_batch[0], rtol=1e-4, atol=1e-6)
@@ -95,7 +96,7 @@ def test_method_contract(name):
 
 
 class FailsLater(torch.nn.Module):
-    """Works for the first ``good`` forward passes, then raises."""
+    """Works for the first ``good`` forward passes, then raises after its layers (and any hooks on them) ran."""
 
     def __init__(self, inner: torch.nn.Module, good: int) -> None:
         super().__init__()
@@ -103,15 +104,16 @@ class FailsLater(torch.nn.Module):
 
     def forward(self, x):
         self.calls += 1
+        out = self.inner(x)
         if self.calls > self.good:
             raise RuntimeError("device lost")
-        return self.inner(x)
+        return out
 
 
 @pytest.mark.parametrize("name", sorted(registry()))
 def test_model_untouched_after_a_failure(name):
     cls = registry()[name]
-    module = FailsLater(model_for(cls), good=1).train()
+    module = FailsLater(user_model(cls), good=1)  # a fresh wrapper trains; the frozen parts inside stay frozen
     before = model_state(module)
     with pytest.raises((ModelError, RuntimeError)):
         run(name, module, seed=0)

@@ -4,20 +4,22 @@ from __future__ import annotations
 
 import pytest
 
-from conftest import planted_classifier
+import patchlens
+from conftest import planted_classifier, prepared_cost
 from patchlens.methods import registry
 from patchlens.methods._params import INTERACTIVE_CONVERGE
 from patchlens.models.default import INPUT_SIZE
 
 
 def test_every_black_box_default_costs_about_rise_default_or_less():
-    size = (INPUT_SIZE, INPUT_SIZE) if isinstance(INPUT_SIZE, int) else tuple(INPUT_SIZE)
+    """Each method's default, prepared on a photo at the default model's input size (superpixels cut on it)."""
+    size = INPUT_SIZE if isinstance(INPUT_SIZE, int) else tuple(INPUT_SIZE)
+    model = patchlens.load_model(lambda x: x.mean((2, 3)).softmax(1), input_size=size)  # the size is what matters
     methods = {name: cls() for name, cls in registry().items() if cls.kind() == "black-box"}
-    rise = methods["rise"].passes(size)
+    rise = prepared_cost(model, "example:coffee", methods["rise"])
+    assert rise == 1001
     for name, method in methods.items():
-        passes = method.passes(size)
-        if passes is None:  # superpixel regions: the count depends on the image; the sample count bounds it
-            passes = getattr(method, "n_samples", None)
+        passes = prepared_cost(model, "example:coffee", method)
         assert passes is not None and passes <= 1.1 * rise, (name, passes, rise)
 
 
@@ -73,10 +75,12 @@ def test_the_web_form_gets_the_web_default_and_an_untouched_form_stops_adaptivel
         info = client.get("/api/info").json()
     rise = {p["name"]: p for p in info["methods"]["rise"]["parameters"]}
     assert rise["converge"]["default"] == INTERACTIVE_CONVERGE and rise["converge"]["defaults"]["python"] == 0.0
+    import threading
+
     from patchlens.web import WebConfig
-    from patchlens.web.state import build_methods
+    from patchlens.web.state import build_requests
 
     form = {p["name"]: p["default"] for p in rise.values()}  # what the page sends when nothing is changed
     for sent in (form, {}):
-        (method,) = build_methods([("rise", sent)], clf, WebConfig())
-        assert method.converge == INTERACTIVE_CONVERGE
+        (request,) = build_requests([("rise", sent)], clf, WebConfig(), "top1", 0, threading.RLock())
+        assert request.method.converge == INTERACTIVE_CONVERGE

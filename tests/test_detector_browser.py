@@ -14,6 +14,7 @@ playwright_api = pytest.importorskip("playwright.sync_api")
 pytest.importorskip("uvicorn")
 
 
+@pytest.mark.slow
 def test_clicking_a_detection_explains_it(tmp_path: Path) -> None:
     import patchlens
     from conftest import SIZE

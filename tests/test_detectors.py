@@ -9,7 +9,7 @@ import pytest
 import torch
 
 import patchlens
-from conftest import BOX, SIZE, planted_classifier, planted_image
+from conftest import BOX, SIZE, SMALL, planted_classifier, planted_image
 from detector_fixtures import DECOY, LABELS, PlantedDetector, planted_detector, planted_scene, top_area_inside, xyxy
 from patchlens.capabilities import ModelKind
 from patchlens.errors import MethodError, ModelError, TargetError
@@ -207,6 +207,7 @@ def test_batches_of_detections_join_and_split():
     assert joined[1:].listed(0) == b.listed(0) and joined[0].listed(0)[0]["box"] == [0.0, 0.0, 0.5, 0.5]
 
 
+@pytest.mark.slow
 def test_a_remote_detector_through_a_custom_json_api(one_torch_thread):
     """decode() returns one dict of boxes, scores and labels per image: the remote model is a detector."""
     import json as jsonlib
@@ -310,7 +311,6 @@ def test_every_method_that_explains_detectors_runs_on_one(name, one_torch_thread
     """Each registered method either explains the planted detector through its objective (a finite map of the
     photo's shape, a detection recorded) or says in one line why it cannot (attention rollout needs a ViT)."""
     from patchlens.methods import registry
-    from test_contract import SMALL
 
     cls = registry()[name]
     model = planted_detector()

@@ -11,12 +11,13 @@ import torch
 
 import patchlens
 from conftest import box_mask, planted_classifier, planted_image, top_fraction_inside
-from patchlens.engine import Engine
+from patchlens.engine import Engine, Hooks
 from patchlens.engine.convergence import settle_ties, spearman
 from patchlens.errors import BudgetError, Cancelled, MethodError
 from patchlens.images import load_image
-from patchlens.methods import get_method, make_method
+from patchlens.methods import Prepared, get_method, make_method
 from patchlens.models import CallableClassifier
+from patchlens.request import RunRequest
 
 
 def counting(classes: int = 3) -> tuple[CallableClassifier, list[int]]:
@@ -37,16 +38,29 @@ def test_a_budget_stops_the_run_before_the_batch_that_would_exceed_it():
     assert seen == [10, 10] and engine.forward_passes == 20  # the third batch never ran
 
 
-def test_explain_refuses_up_front_a_method_that_announces_more_than_the_budget_and_stops_one_that_does_not():
+def test_explain_refuses_a_method_whose_prepared_cost_is_over_the_budget_before_its_first_pass():
     clf, seen = counting()
     with pytest.raises(MethodError, match="1,001 forward passes is over the budget of 500"):
         patchlens.explain(clf, "example:coffee", "rise", max_passes=500)
-    assert seen == []  # refused before the first pass
-    # superpixels: the count is exact once the image is cut, so the refusal is still before any pass
+    assert seen == [1]  # the scoring pass that resolves the target, then no pass of the method's
+    # superpixels: the count is exact once prepare has cut the image
     seen.clear()
     with pytest.raises(MethodError, match="over the budget of 300"):
         patchlens.explain(clf, "example:coffee", "kernelshap", features="slic", n_samples=5000, max_passes=300)
-    assert seen == []
+    assert seen == [1]
+
+
+def test_the_budget_counts_every_target():
+    """A method that searches once per target (subset) costs that many times more on topk:3: the budget
+    check counts them all, as the web server's limit does."""
+    clf, seen = counting(classes=5)
+    img = np.zeros((16, 16, 3), np.uint8)
+    one = patchlens.api.prepare_run(clf, load_image(img), RunRequest.of("subset", {"grid": 3})).passes
+    three = patchlens.api.prepare_run(clf, load_image(img), RunRequest.of("subset", {"grid": 3}, target="topk:3")).passes
+    assert one is not None and three == 1 + 3 * (one - 1)
+    with pytest.raises(MethodError, match=f"{three} forward passes is over the budget of {three - 1}"):
+        patchlens.explain(clf, img, "subset", grid=3, target="topk:3", max_passes=three - 1)
+    assert patchlens.explain(clf, img, "subset", grid=3, target="topk:3", max_passes=three)[0].forward_passes == three
 
 
 def test_cancellation_is_checked_before_every_batch():
@@ -58,22 +72,20 @@ def test_cancellation_is_checked_before_every_batch():
             stop.set()
         return torch.rand(b - a, 3, 16, 16)
 
-    engine = Engine(clf, batch_size=10, cancelled=stop.is_set)
+    engine = Engine(clf, batch_size=10, hooks=Hooks(cancelled=stop.is_set))
     with pytest.raises(Cancelled):
         engine.run_inputs(make, 100)
     assert seen == [10, 10, 10]
 
 
-def test_progress_reports_passes_against_the_announced_total():
+def test_progress_reports_every_batch_and_adds_up_to_the_prepared_cost():
     clf, _ = counting()
-    reports: list[tuple[int, int | None]] = []
-    method = make_method("occlusion", window=8, stride=8)
-    exps = patchlens.api.explain_one(
-        clf, load_image(np.zeros((16, 16, 3), np.uint8)), method, batch_size=3, on_progress=lambda d, t: reports.append((d, t))
-    )
-    announced = method.passes((16, 16))
-    assert reports[-1] == (announced, announced) == (exps[0].forward_passes, announced)
-    assert [d for d, _ in reports] == sorted(d for d, _ in reports)
+    reports: list[int] = []
+    request = RunRequest.of("occlusion", {"window": 8, "stride": 8}, batch_size=3)
+    run = patchlens.api.prepare_run(clf, load_image(np.zeros((16, 16, 3), np.uint8)), request, Hooks(on_passes=reports.append))
+    assert run.passes == 5 and reports == [1]  # 2 x 2 windows and the scoring pass, already run
+    exps = run.explain()
+    assert reports == [1, 3, 1] and sum(reports) == run.passes == exps[0].forward_passes
 
 
 def test_counters_belong_to_the_engine():
@@ -85,19 +97,41 @@ def test_counters_belong_to_the_engine():
     assert engine.forward_passes == 1
 
 
-def test_the_measured_batch_size_is_kept_by_the_model_and_seen_through_wrappers():
-    from patchlens.web.jobs import WatchedClassifier
-
+def test_the_measured_batch_size_is_kept_by_the_model_for_every_later_engine():
     clf, seen = counting()
-    watched = WatchedClassifier(clf, threading.RLock(), lambda n: None, lambda: False)
-    first = Engine(watched)  # measures on its real work
+    lock = threading.RLock()
+    first = Engine(clf, hooks=Hooks(lock=lock))  # measures on its real work (a web job's engine)
     first.run_inputs(lambda a, b: torch.rand(b - a, 3, 16, 16), 2 * sum(clf.batch_policy.candidates))
     chosen = clf.batch_policy.chosen
-    assert chosen in clf.batch_policy.candidates and watched.batch_policy is clf.batch_policy
+    assert chosen in clf.batch_policy.candidates
     seen.clear()
-    again = WatchedClassifier(clf, threading.RLock(), lambda n: None, lambda: False)  # the web's next job
-    Engine(again).run_inputs(lambda a, b: torch.rand(b - a, 3, 16, 16), 2 * chosen)
+    Engine(clf, hooks=Hooks(lock=lock)).run_inputs(lambda a, b: torch.rand(b - a, 3, 16, 16), 2 * chosen)  # the next job
     assert seen == [chosen, chosen]  # no second round of trial batches
+
+
+def test_the_lock_is_held_around_every_forward_pass_and_nothing_else():
+    clf, _ = counting()
+    held: list[bool] = []
+
+    class Spy:
+        depth = 0
+
+        def __enter__(self) -> None:
+            Spy.depth += 1
+
+        def __exit__(self, *exc: object) -> None:
+            Spy.depth -= 1
+
+    inner = clf.fn
+
+    def fn(x: torch.Tensor) -> torch.Tensor:
+        held.append(Spy.depth == 1)
+        return inner(x)
+
+    clf.fn = fn
+    patchlens.api.explain_one(clf, load_image(np.zeros((16, 16, 3), np.uint8)), RunRequest.of("occlusion", {"window": 8, "stride": 8},
+                              batch_size=2), Hooks(lock=Spy()))
+    assert held == [True] * 3 and Spy.depth == 0
 
 
 def test_gradient_batches_run_through_the_engine_with_a_budget(tiny_cnn):
@@ -105,17 +139,15 @@ def test_gradient_batches_run_through_the_engine_with_a_budget(tiny_cnn):
     exp = patchlens.explain(clf, "example:coffee", "smoothgrad", n_samples=9, batch_size=4)
     assert exp.forward_passes == 10  # the scoring pass and nine noisy copies
     with pytest.raises(BudgetError):  # announced within budget, but a run that overspends is stopped
-        patchlens.api.explain_one(
-            clf, load_image("example:coffee"), OverSpending(n_samples=9), max_passes=6, batch_size=4
-        )
+        patchlens.api.explain_one(clf, load_image("example:coffee"), RunRequest(OverSpending(n_samples=9), max_passes=6, batch_size=4))
 
 
 @dataclass(frozen=True)
 class OverSpending(patchlens.methods.registry()["smoothgrad"]):  # type: ignore[misc]
     """SmoothGrad that under-announces its cost, as a buggy plug-in might."""
 
-    def passes(self, size=(224, 224), image=None) -> int:
-        return 2
+    def prepare(self, job):
+        return Prepared(passes=1)
 
 
 @pytest.mark.parametrize(
@@ -127,6 +159,7 @@ class OverSpending(patchlens.methods.registry()["smoothgrad"]):  # type: ignore[
         ("rise", {"n_masks": 3000, "grid": 8, "round_size": 250}),
     ],
 )
+@pytest.mark.slow
 def test_every_sampling_method_stops_once_settled_and_shows_its_map_forming(name, params):
     rounds: list[int] = []
     exp = patchlens.explain(
@@ -178,21 +211,20 @@ def test_a_budget_spent_after_some_rounds_gives_a_map_marked_partial():
     """A sampling method keeps the rounds it finished when a budget runs out, and says so; before one round: an error."""
     clf, _ = counting()
     method = OverSpendingRise(n_masks=400, round_size=100, converge=0.0)
-    exps = patchlens.api.explain_one(
-        clf, load_image(np.zeros((16, 16, 3), np.uint8)), method, max_passes=250, batch_size=50, on_map=lambda m, u: None
-    )
+    request = RunRequest(method, max_passes=250, batch_size=50)
+    exps = patchlens.api.explain_one(clf, load_image(np.zeros((16, 16, 3), np.uint8)), request, Hooks(on_map=lambda m, u: None))
     partial = exps[0].partial
     # shown four times per round of 100 (on_map is set), so the map keeps every step of 25 done
     assert partial is not None and partial["samples_used"] == 225 and partial["sample_budget"] == 400
     assert "exceed the budget of 250" in partial["reason"] and "[partial]" in exps[0].title
     assert exps[0].forward_passes == 226 and np.isfinite(exps[0].saliency).all()
     with pytest.raises(BudgetError):  # the first round itself would overspend: no map at all
-        patchlens.api.explain_one(clf, load_image(np.zeros((16, 16, 3), np.uint8)), method, max_passes=50, batch_size=50)
+        patchlens.api.explain_one(clf, load_image(np.zeros((16, 16, 3), np.uint8)), RunRequest(method, max_passes=50, batch_size=50))
 
 
 @dataclass(frozen=True)
 class OverSpendingRise(patchlens.methods.registry()["rise"]):  # type: ignore[misc]
     """RISE that under-announces its cost, so the engine's budget, not the up-front check, stops it."""
 
-    def passes(self, size=(224, 224), image=None) -> int:
-        return 2
+    def prepare(self, job):
+        return Prepared(super().prepare(job).state, passes=1)

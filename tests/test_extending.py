@@ -29,7 +29,7 @@ class Brightness(Method):
 
     gain: float = param(2.0, "how much to scale the brightness by", low=0.0)
 
-    def attribute(self, job):
+    def attribute(self, job, state):
         maps = job.image.mean(0, keepdim=True) * self.gain
         job.engine.score_one(job.image)  # one counted pass, through the engine like any method
         return Attribution(maps=maps.expand(len(job.objective), -1, -1).clone())

@@ -143,7 +143,7 @@ NAMES = st.sampled_from([b"f", b"caf\xe9", b"<!--<script>"])
 def test_files(tmp_path_factory, kind, shape, mode, damage, where, stem):
     try:
         data = _file_bytes(kind, shape, mode)
-    except Exception:  # Pillow cannot write this mode, or this size, in this format
+    except Exception:  # noqa: BLE001  Pillow cannot write this mode, or this size, in this format
         return
     if damage == "truncated":
         data = data[: max(1, where % len(data))]
@@ -166,9 +166,14 @@ def test_files(tmp_path_factory, kind, shape, mode, damage, where, stem):
         loaded.name.encode("utf-8")  # printable, whatever the file system's bytes
     try:
         lazy = Image.open(path)  # the header only: a user's lazily opened image
-    except Exception:  # Pillow refuses it outright: nothing to hand patchlens
+    except Exception:  # noqa: BLE001  Pillow refuses it outright: nothing to hand patchlens
         return
     only_patchlens_errors(lambda: load_image(lazy))
+
+
+def _with_grad(p: torch.Tensor) -> torch.Tensor:
+    with torch.inference_mode(False):
+        return p.clone().requires_grad_()
 
 
 BEHAVIOURS = st.sampled_from(
@@ -186,32 +191,23 @@ def test_callables(behaviour, classes, as_numpy):
         x = torch.as_tensor(np.asarray(batch)).float()
         n = x.shape[0]
         p = torch.full((n, classes), 1.0 / classes)
-        if behaviour == "logits":
-            return p * 10 - 3
-        if behaviour == "ints":
-            return np.ones((n, classes), np.int64)
-        if behaviour == "nan":
-            return p.clone().fill_(float("nan"))
-        if behaviour == "wrong_rows":
-            return p[:-1] if n > 1 else p.repeat(2, 1)
-        if behaviour == "three_d":
-            return p[:, :, None]
-        if behaviour == "string":
-            return "cat"
-        if behaviour == "none":
-            return None
-        if behaviour == "list":
-            return p.tolist()
         if behaviour == "raise":
             raise KeyError("weights")
-        if behaviour == "grows":
-            return torch.full((n, classes + len(calls)), 1.0 / (classes + len(calls)))
         if behaviour == "inplace":
             batch[...] = 0
-        if behaviour == "grad":
-            with torch.inference_mode(False):
-                return p.clone().requires_grad_()
-        return p
+        answers = {
+            "logits": lambda: p * 10 - 3,
+            "ints": lambda: np.ones((n, classes), np.int64),
+            "nan": lambda: p.clone().fill_(float("nan")),
+            "wrong_rows": lambda: p[:-1] if n > 1 else p.repeat(2, 1),
+            "three_d": lambda: p[:, :, None],
+            "string": lambda: "cat",
+            "none": lambda: None,
+            "list": lambda: p.tolist(),
+            "grows": lambda: torch.full((n, classes + len(calls)), 1.0 / (classes + len(calls))),
+            "grad": lambda: _with_grad(p),
+        }
+        return answers.get(behaviour, lambda: p)()
 
     model = patchlens.load_model(fn, input_size=16, numpy=as_numpy)
     image = np.random.default_rng(0).integers(0, 256, (16, 16, 3), dtype=np.uint8)
@@ -245,6 +241,7 @@ def test_method_parameters(data):
 @settings(FUZZ, max_examples=30)
 @given(st.one_of(st.integers(-(2**70), 2**70), st.floats(allow_nan=True), st.text(max_size=3), st.booleans(), st.none(),
                  st.sampled_from([2**63 - 1, 2**63, 2**64, -1])))
+@pytest.mark.slow
 def test_seeds(seed):
     model = patchlens.load_model(lambda x: torch.stack([x.mean((1, 2, 3)), 1 - x.mean((1, 2, 3))], 1), input_size=8)
     image = np.full((8, 8, 3), 100, np.uint8)

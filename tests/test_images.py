@@ -20,7 +20,7 @@ def photo(h=20, w=30):
 @pytest.mark.parametrize("mode", ["L", "RGBA", "P", "CMYK", "LA", "1", "I;16", "I", "F"])
 def test_modes_are_converted_to_rgb(tmp_path, mode):
     img = Image.fromarray(photo()).convert(mode) if mode not in ("I;16",) else Image.fromarray(
-        (np.arange(600, dtype=np.uint16).reshape(20, 30) * 100)
+        np.arange(600, dtype=np.uint16).reshape(20, 30) * 100
     )
     ext = ".tiff" if mode in ("CMYK", "I;16", "I", "F") else ".png"
     path = tmp_path / f"img_{mode.replace(';', '')}{ext}"

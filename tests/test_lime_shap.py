@@ -147,18 +147,6 @@ def test_kernelshap_agrees_with_captum_exact_shapley() -> None:
     assert torch.allclose(torch.tensor(exp.saliency), ref[0, 0].detach(), atol=1e-5)
 
 
-@pytest.mark.parametrize("method, params", [("lime", {"n_samples": 60}), ("kernelshap", {"n_samples": 60}), ("sobol", {"n_designs": 8})])
-def test_seeded_and_batch_size_independent(method: str, params: dict) -> None:
-    model = pl.load_model(game_model, input_size=SIDE, probabilities=False)
-    image = photo(3)
-    run = lambda seed, b: pl.explain(model, image, method, features="grid", grid=3, seed=seed, batch_size=b, **params)
-    first = run(0, None).saliency
-    assert np.array_equal(first, run(0, None).saliency)
-    assert not np.allclose(first, run(1, None).saliency)
-    for b in (1, 3, 64):
-        assert np.allclose(first, run(0, b).saliency, atol=1e-6)
-
-
 def test_sobol_total_indices() -> None:
     # a region the score ignores has total index 0; the two it reads share the variance
     model = pl.load_model(lambda x: region_means(x, 4)[:, [0, 5]].prod(1, keepdim=True), input_size=SIDE, probabilities=False)

@@ -276,7 +276,7 @@ class Brightness(Method):
 
     name = "brightness"
 
-    def attribute(self, job: Job) -> Attribution:
+    def attribute(self, job: Job, state: None) -> Attribution:
         return Attribution(maps=job.image.mean(0, keepdim=True).repeat(len(job.objective), 1, 1))
 
 
@@ -285,7 +285,7 @@ def test_randomization_flags_a_model_independent_map_and_leaves_the_model_alone(
     before = {k: v.clone() for k, v in tiny_cnn.state_dict().items()}
     model = patchlens.load_model(tiny_cnn, input_size=16, mean=(0.5,) * 3, std=(0.5,) * 3)
     img = np.random.default_rng(0).integers(0, 255, (16, 16, 3), dtype=np.uint8)
-    fake = patchlens.api.explain_one(model, patchlens.load_image(img), Brightness(), target=0)[0]
+    fake = patchlens.api.explain_one(model, patchlens.load_image(img), patchlens.RunRequest(Brightness(), target=0))[0]
     _, rho = randomization(model, fake, stages=3, method=Brightness())
     assert np.allclose(rho, 1.0)
     real = patchlens.explain(model, img, "occlusion", window=4, stride=2, target=0)

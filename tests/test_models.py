@@ -11,63 +11,7 @@ import torch
 import patchlens
 from conftest import planted_image
 from patchlens import ModelError
-from patchlens.models import CallableClassifier, TorchClassifier
-
-
-def model_state(module: torch.nn.Module):
-    return {
-        "training": [m.training for m in module.modules()],
-        "params": {k: v.detach().clone() for k, v in module.state_dict().items()},
-        "requires_grad": [p.requires_grad for p in module.parameters()],
-        "grads": [p.grad for p in module.parameters()],
-        "hooks": [
-            (len(m._forward_hooks), len(m._forward_pre_hooks), len(m._backward_hooks)) for m in module.modules()
-        ],
-        "device": [p.device for p in module.parameters()],
-        "memory_format": next(module.parameters()).is_contiguous(),
-    }
-
-
-def assert_same_state(a, b):
-    assert a["training"] == b["training"]
-    assert a["requires_grad"] == b["requires_grad"]
-    assert a["hooks"] == b["hooks"]
-    assert a["device"] == b["device"]
-    assert all(g is None for g in b["grads"])
-    assert a["params"].keys() == b["params"].keys()
-    for k in a["params"]:
-        assert torch.equal(a["params"][k], b["params"][k]), k
-
-
-@pytest.mark.parametrize("method", ["rise", "occlusion"])
-def test_user_module_is_left_exactly_as_it_was(tiny_cnn, method):
-    tiny_cnn.train()
-    tiny_cnn.features[1].eval()  # a frozen BatchNorm inside a training model
-    before = model_state(tiny_cnn)
-    clf = patchlens.load_model(tiny_cnn, input_size=32)
-    patchlens.explain(clf, planted_image(32), method, **({"n_masks": 20} if method == "rise" else {"window": 8, "stride": 8}))
-    assert_same_state(before, model_state(tiny_cnn))
-    assert tiny_cnn.training and not tiny_cnn.features[1].training
-
-
-def test_module_left_alone_after_an_error(tiny_cnn):
-    class Exploding(torch.nn.Module):
-        def __init__(self, inner):
-            super().__init__()
-            self.inner = inner
-            self.calls = 0
-
-        def forward(self, x):
-            self.calls += 1
-            if self.calls > 1:
-                raise RuntimeError("boom")
-            return self.inner(x)
-
-    model = Exploding(tiny_cnn).train()
-    before = model_state(model)
-    with pytest.raises(ModelError, match="boom"):
-        patchlens.explain(patchlens.load_model(model, input_size=32), planted_image(32), "rise", n_masks=10)
-    assert_same_state(before, model_state(model))
+from patchlens.models import TorchClassifier
 
 
 def test_module_in_eval_mode_gives_deterministic_scores(tiny_cnn):
@@ -109,30 +53,6 @@ def test_callable_with_numpy_batches():
     exp = patchlens.explain(clf, planted_image(40), "occlusion", window=10, stride=10)
     assert shapes[0] == (np.ndarray, (1, 40, 40, 3), np.float32)
     assert exp.saliency.shape == (40, 40)
-
-
-@pytest.mark.parametrize(
-    "output,message",
-    [
-        (lambda x: torch.full((x.shape[0], 3), float("nan")), "NaN"),
-        (lambda x: torch.ones(x.shape[0], 3, 2), "shape"),
-        (lambda x: torch.ones(x.shape[0] + 1, 3), "shape"),
-        (lambda x: "not scores", "scores"),
-    ],
-)
-def test_bad_model_outputs_are_clear_errors(output, message):
-    clf = CallableClassifier(output, input_size=16, model_id="bad-model")
-    with pytest.raises(ModelError, match=message) as info:
-        patchlens.explain(clf, planted_image(16), "occlusion", window=8, stride=8)
-    assert "bad-model" in str(info.value) and "\n" not in str(info.value)
-
-
-def test_a_model_that_raises_is_a_clear_error():
-    def fn(x):
-        raise ValueError("weights not loaded")
-
-    with pytest.raises(ModelError, match="weights not loaded"):
-        patchlens.explain(fn, planted_image(16), "rise", n_masks=4)
 
 
 def test_label_count_mismatch(tiny_cnn):

@@ -260,9 +260,9 @@ def test_old_results_without_an_objective_read_as_a_class():
 def test_methods_declare_the_kinds_of_model_they_explain(model, capsys):
     from dataclasses import dataclass
 
-    from patchlens.api import check_supported
     from patchlens.errors import MethodError
     from patchlens.methods import Method
+    from patchlens.validation import check_supported
 
     assert main(["methods"]) == 0
     text = capsys.readouterr().out

@@ -30,10 +30,12 @@ from patchlens.methods import Attribution, Job, Method, make_method
 from patchlens.metrics import MetricError, Options, evaluate
 from patchlens.metrics.compare import Comparison, compare
 from patchlens.metrics.complexity import complexity, sparseness
+from patchlens.metrics.curves import ranks
 from patchlens.metrics.evaluate import EvaluationTable
 from patchlens.metrics.protocols import rise_kernel
 from patchlens.metrics.regions import energy_in_region, focus, pointing_game
 from patchlens.models import TorchClassifier
+from patchlens.request import RunRequest
 
 MEAN, STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 
@@ -113,7 +115,7 @@ def _fixed_maps(side: int) -> dict[str, np.ndarray]:
     rng = np.random.default_rng(1)
     y, x = np.mgrid[0:side, 0:side] / side
     blob = np.exp(-((y - 0.4) ** 2 + (x - 0.6) ** 2) / 0.05)
-    # tie-free maps: the reference orders tied pixels by numpy's unstable argsort, patchlens by raster order
+    # nearly tie-free maps (ties are tested on their own below)
     return {"random": rng.random((side, side)), "blob": blob + 1e-6 * rng.random((side, side))}
 
 
@@ -140,7 +142,8 @@ def test_rise_protocol_gives_the_reference_aucs(side, step):
     for row, own, (name, saliency), curves in zip(table, ours, maps.items(), table.curves):
         assert row["protocol"] == "rise" and own["protocol"] == "patchlens"
         for kind, mode in (("deletion", "del"), ("insertion", "ins")):
-            ref = reference_scores(reference_model, normalised.clone(), saliency, mode, step)
+            # the map as the explanation holds it (float32, as RISE's own maps are): the same values, the same ties
+            ref = reference_scores(reference_model, normalised.clone(), saliency.astype(np.float32), mode, step)
             assert len(curves[kind][1]) == len(ref) == -(-side * side // step) + 1
             assert row[kind] == pytest.approx(reference_auc(ref), abs=1e-3), (name, kind)
             assert np.allclose(curves[kind][1], ref, atol=1e-3), (name, kind)
@@ -149,6 +152,26 @@ def test_rise_protocol_gives_the_reference_aucs(side, step):
     assert max(gaps) > 0.02
     # and the maps are told apart: the blob's deletion is not the random map's
     assert abs(table[0]["deletion"] - table[1]["deletion"]) > 0.01
+
+
+def test_rise_protocol_orders_ties_as_the_reference_does():
+    """A map with plateaus (a RISE map at few masks has them, so does a quantised one): the reference orders
+    tied pixels by numpy's argsort, then flips; patchlens' own protocol keeps raster order. Under
+    protocol="rise" the curves are the reference's to float rounding, ties and all."""
+    side, step = 40, 224
+    clf, reference_model, photo, _, normalised = _setup(side)
+    y, x = np.mgrid[0:side, 0:side] / side
+    plateaus = (np.round(8 * np.exp(-((y - 0.4) ** 2 + (x - 0.6) ** 2) / 0.05)) / 8).astype(np.float32)
+    assert len(np.unique(plateaus)) < 10  # hundreds of pixels share each value
+    target = int(reference_model(normalised).argmax(1)[0])
+    table = evaluate(clf, photo, [_exp(plateaus, target)], ["deletion", "insertion"], protocol="rise", pixels_per_step=step)
+    raster = ranks(torch.from_numpy(plateaus))[0].flatten()
+    numpy_order = ranks(torch.from_numpy(plateaus), ties="numpy")[0].flatten()
+    assert not torch.equal(raster, numpy_order)  # the two orders differ on this map: the test can fail
+    for kind, mode in (("deletion", "del"), ("insertion", "ins")):
+        ref = reference_scores(reference_model, normalised.clone(), plateaus, mode, step)
+        assert np.allclose(table.curves[0][kind][1], ref, atol=1e-5), kind
+        assert table[0][kind] == pytest.approx(reference_auc(ref), abs=1e-6)
 
 
 def test_rise_substrates_are_the_models_mean_colour_and_a_zero_padded_blur():
@@ -163,7 +186,7 @@ def test_rise_substrates_are_the_models_mean_colour_and_a_zero_padded_blur():
 
 
 def test_protocol_options_are_checked():
-    with pytest.raises(MetricError, match="unknown protocol"):
+    with pytest.raises(MetricError, match="protocol=.paper.: use one of patchlens, rise"):
         Options(protocol="paper")
     with pytest.raises(MetricError, match="fixes the unit"):
         Options(protocol="rise", unit="patches")
@@ -236,7 +259,7 @@ class Planted(Method):
     name = "planted_box"
     inverted: bool = False
 
-    def attribute(self, job: Job) -> Attribution:
+    def attribute(self, job: Job, state: object) -> Attribution:
         box = torch.as_tensor(box_mask(), dtype=torch.float32)
         m = 1 - box if self.inverted else box
         return Attribution(maps=(m + 1e-3 * torch.rand(m.shape, generator=job.generator)).repeat(len(job.objective), 1, 1))
@@ -311,11 +334,11 @@ def test_cli_compare_with_the_rise_protocol(tmp_path, capsys):
 
 def test_occlusion_records_the_window_it_used():
     clf, img = planted_classifier(), load_image(planted_image())
-    big = explain_one(clf, img, make_method("occlusion", window=100, stride=16))[0]
-    fits = explain_one(clf, img, make_method("occlusion", window=64, stride=16))[0]
+    big = explain_one(clf, img, RunRequest(make_method("occlusion", window=100, stride=16)))[0]
+    fits = explain_one(clf, img, RunRequest(make_method("occlusion", window=64, stride=16)))[0]
     assert big.params["window"] == 100 and big.extras["effective"] == {"window": 64, "stride": 16, "windows": 1}
     assert np.array_equal(big.saliency, fits.saliency)  # the same computation as asking for 64
-    small = explain_one(clf, img, make_method("occlusion", window=16, stride=16))[0]
+    small = explain_one(clf, img, RunRequest(make_method("occlusion", window=16, stride=16)))[0]
     assert small.extras["effective"]["window"] == 16 and small.extras["effective"]["windows"] == 16 == small.forward_passes - 1
 
 
@@ -339,20 +362,20 @@ def test_a_module_called_twice_is_named_by_its_call():
     clf = patchlens.load_model(SharedActivation(), input_size=16, labels=["a", "b", "c"])
     img = load_image(np.random.default_rng(0).integers(0, 255, (16, 16, 3), dtype=np.uint8))
     gradcam = make_method
-    auto = explain_one(clf, img, gradcam("gradcam"), target=0)[0]
+    auto = explain_one(clf, img, RunRequest(gradcam("gradcam"), target=0))[0]
     assert auto.extras["layer"] == "act@2" and auto.extras["feature_map"] == [8, 8]
-    again = explain_one(clf, img, gradcam("gradcam", layer="act@2"), target=0)[0]
+    again = explain_one(clf, img, RunRequest(gradcam("gradcam", layer="act@2"), target=0))[0]
     assert np.array_equal(again.saliency, auto.saliency)
-    first = explain_one(clf, img, gradcam("gradcam", layer="act@1"), target=0)[0]
+    first = explain_one(clf, img, RunRequest(gradcam("gradcam", layer="act@1"), target=0))[0]
     assert first.extras["layer"] == "act@1" and first.extras["feature_map"] == [16, 16]
     with pytest.raises(MethodError, match=r"runs this module 2 times.*act@1 to act@2"):
-        explain_one(clf, img, gradcam("gradcam", layer="act"), target=0)
+        explain_one(clf, img, RunRequest(gradcam("gradcam", layer="act"), target=0))
     with pytest.raises(MethodError, match="ran only 2"):
-        explain_one(clf, img, gradcam("gradcam", layer="act@3"), target=0)
-    once = explain_one(clf, img, gradcam("gradcam", layer="conv2"), target=0)[0]
+        explain_one(clf, img, RunRequest(gradcam("gradcam", layer="act@3"), target=0))
+    once = explain_one(clf, img, RunRequest(gradcam("gradcam", layer="conv2"), target=0))[0]
     assert once.extras["layer"] == "conv2"  # a module run once keeps its plain name
 
 
 def test_the_default_models_automatic_layer_is_the_heads_swish(default_model):
-    exp = explain_one(default_model, load_image("example:chelsea"), make_method("gradcam"))[0]
+    exp = explain_one(default_model, load_image("example:chelsea"), RunRequest(make_method("gradcam")))[0]
     assert exp.extras["layer"] == "_swish@2" and exp.extras["feature_map"] == [7, 7]

@@ -60,6 +60,7 @@ def want():
         ("mlserver", "v2", {}, "JSON"),  # MLServer 1.7 fails on binary bodies: the probe falls back
     ],
 )
+@pytest.mark.slow
 def test_maps_equal_the_in_process_model(request, want, server, protocol, options, tensors):
     running = request.getfixturevalue(server)
     remote = load_model(running.url(protocol), request_batch=32, **options)
@@ -113,6 +114,7 @@ def test_an_idle_kept_alive_connection_is_reopened_without_a_retry(kserve):
 
 
 @pytest.mark.parametrize("server", ["kserve", "mlserver"])
+@pytest.mark.slow
 def test_a_server_killed_mid_rise_leaves_a_partial_map(server, tmp_path):
     with serve(server, tmp_path) as running:
         remote = load_model(running.url(), request_batch=16, in_flight=2, retries=1, backoff=0.05, timeout=10)

@@ -90,6 +90,7 @@ def test_a_spent_budget_stops_the_run_and_says_what_is_missing(tmp_path, capsys)
     assert json.loads(next((tmp_path / "out").glob("*.json")).read_text())["forward_passes"] == 41
 
 
+@pytest.mark.slow
 def test_a_server_that_dies_mid_run_leaves_a_partial_map_and_names_the_images_left(tmp_path, capsys):
     """RISE scores in rounds of 250 masks; the server dies in the second round of the first photo."""
     images = photos(tmp_path / "in", 3)
@@ -121,6 +122,7 @@ def test_a_server_that_dies_mid_run_leaves_a_partial_map_and_names_the_images_le
     assert "remote: oip-v2" in captured.out  # the run's header names the protocol, not (cpu, torch)
 
 
+@pytest.mark.slow
 def test_a_scores_warning_is_one_line_in_cli_spelling(tmp_path):
     """The command line prints patchlens's own warnings as one line, not Python's two with a source line."""
     import subprocess

@@ -204,9 +204,9 @@ def test_optional_fields_of_the_wrong_type_are_ignored(meta, answer):
 
 @pytest.mark.parametrize("meta", BAD_METADATA, ids=range(len(BAD_METADATA)))
 def test_malformed_metadata_is_one_line(meta):
-    with FakeServer(lambda h, m, p, b: send(h, 200, json.dumps(meta).encode()) if p == "/v2/models/m" else send(h, 404, {})) as server:
-        with pytest.raises(ModelError) as info:
-            load_model(server.base + "/v2/models/m", retries=0)
+    answer = lambda h, m, p, b: send(h, 200, json.dumps(meta).encode()) if p == "/v2/models/m" else send(h, 404, {})
+    with FakeServer(answer) as server, pytest.raises(ModelError) as info:
+        load_model(server.base + "/v2/models/m", retries=0)
     assert "\n" not in str(info.value) and len(str(info.value)) < 400
 
 

@@ -183,8 +183,14 @@ def test_cli_report_and_its_errors(planted, tmp_path: Path, capsys: pytest.Captu
     assert main(["report", str(tmp_path / "nothing"), "--out", str(tmp_path / "b.html")]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "no such store folder" in err
-    assert main(["report", str(root / "store"), "--out", str(tmp_path / "no" / "b.html")]) == 2
-    assert "no such folder for the report" in capsys.readouterr().err
+    # a page in folders that do not exist yet gets them, as every --out does; a file in the way is one line
+    assert main(["report", str(root / "store"), "--out", str(tmp_path / "a" / "b" / "report.html")]) == 0
+    assert (tmp_path / "a" / "b" / "report.html").is_file() and (tmp_path / "a" / "b" / "findings.json").is_file()
+    capsys.readouterr()
+    (tmp_path / "file").write_text("x")
+    assert main(["report", str(root / "store"), "--out", str(tmp_path / "file" / "b.html")]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "cannot make the report's folder" in err
 
 
 def test_batch_with_report_flag(planted, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -23,6 +23,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from report_fixtures import OCCLUSION, planted_dataset, tag_classifier, write_csv
 
 
+@pytest.mark.slow
 def test_filter_to_the_flagged_class_and_open_an_example(tmp_path: Path) -> None:
     import patchlens
     from patchlens.batch import run_batch

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import http.client
 import json
 import subprocess
 import sys
@@ -16,25 +15,7 @@ from conftest import SIZE, planted_image
 from patchlens.cli import main
 from patchlens.models import CallableClassifier, load_model
 from patchlens.models.remote.server import ModelServer
-from remote_fakes import exact_classifier
-
-
-def ask(server: ModelServer, method: str, path: str, body: bytes | None = None, headers: dict | None = None):
-    host, port = server.httpd.server_address[:2]
-    conn = http.client.HTTPConnection(host, port, timeout=10)
-    try:
-        conn.request(method, path, body=body, headers=headers or {})
-        answer = conn.getresponse()
-        data = answer.read()
-        return answer.status, json.loads(data) if data else None, answer
-    finally:
-        conn.close()
-
-
-def infer_body(n: int, size: int = SIZE, **tensor) -> bytes:
-    x = np.random.default_rng(0).random((n, 3, size, size), dtype=np.float32)
-    spec = {"name": "input", "shape": [n, 3, size, size], "datatype": "FP32", "data": x.ravel().tolist(), **tensor}
-    return json.dumps({"id": "r1", "inputs": [spec]}).encode()
+from remote_fakes import ask, exact_classifier, infer_body  # noqa: F401
 
 
 @pytest.fixture
@@ -121,6 +102,7 @@ class Planted64(torch.nn.Module):
         return torch.stack([1 - inside, inside], dim=1) * 4  # logits: the adapter's softmax applies
 
 
+@pytest.mark.slow
 def test_cli_serve_model_and_explain_against_it(tmp_path):
     model = tmp_path / "planted.pt"
     torch.jit.save(torch.jit.script(Planted64()), str(model))

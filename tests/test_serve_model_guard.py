@@ -18,8 +18,7 @@ from patchlens.cli.serve_model import host_guard
 from patchlens.errors import ModelError
 from patchlens.models import CallableClassifier, load_model
 from patchlens.models.remote.server import ModelServer
-from remote_fakes import exact_classifier
-from test_serve_model import ask, infer_body
+from remote_fakes import ask, exact_classifier, infer_body
 
 TOKEN = "srv-7d1e4b9a2c"
 

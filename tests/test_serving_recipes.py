@@ -125,6 +125,7 @@ def _ready(process: subprocess.Popen, base: str, log: Path) -> None:
 
 
 @pytest.mark.parametrize("server", ["kserve", "mlserver"])
+@pytest.mark.slow
 def test_a_served_torch_model_explains_as_the_local_file_does(server, tmp_path, lent, capsys):
     process, url, model = _served(server, tmp_path, lent)
     image = tmp_path / "planted.png"

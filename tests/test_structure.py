@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import ast
-import warnings
+import shutil
 from pathlib import Path
 
 import patchlens
@@ -11,37 +11,42 @@ import patchlens
 SRC = Path(patchlens.__file__).parent
 
 #: Each top-level unit of the package and its layer: a unit may import only units of its own layer or below.
-#: base: results and views of them; models: adapters; engine; methods; api; above the api: metrics
-#: (scoring and comparing explanations); outer: the front-ends.
+#: base: results and views of them; models: adapters; engine; methods; the run request and the checks every
+#: front-end makes once per run (below the api, which calls them too); api; above the api: metrics (scoring
+#: and comparing explanations); outer: the front-ends.
 LAYERS = {
     "_version": 0, "_paths": 0, "errors": 0, "filenames": 0, "webp": 0, "capabilities": 0, "_discovery": 0, "extras": 0, "images": 0, "render": 0,
     "describe": 0, "explanation": 0, "examples": 0, "ranking": 0,
-    "models": 1, "targets": 1, "objectives": 1,
+    "models": 1, "objectives": 1,
     "engine": 2,
     "methods": 3,
-    "api": 4,
-    "metrics": 5, "validation": 5,
-    "batch": 6, "web": 6, "audit": 7, "cli": 8, "__main__": 9, "__init__": 10,
+    "request": 4, "validation": 4,
+    "api": 5,
+    "metrics": 6,
+    "batch": 7, "web": 7, "audit": 8, "cli": 9, "__main__": 10, "__init__": 11,
 }
 
 
-def module_name(path: Path) -> str:
-    parts = list(path.relative_to(SRC.parent).with_suffix("").parts)
+def module_name(path: Path, src: Path = SRC) -> str:
+    parts = list(path.relative_to(src.parent).with_suffix("").parts)
     if parts[-1] == "__init__":
         parts = parts[:-1]
     return ".".join(parts)
 
 
-def imports_of(path: Path) -> set[str]:
-    """Every patchlens module ``path`` imports, at the top or inside a function (both count for cycles)."""
-    name = module_name(path)
+def imports_of(path: Path, src: Path = SRC) -> set[str]:
+    """Every patchlens module ``path`` imports: at the top, inside a function or only for type checkers.
+
+    All count. An import inside a function runs later, but it still makes the
+    two modules depend on each other; one under ``TYPE_CHECKING`` never runs,
+    but it ties the two modules' types together, and today's type-only import
+    is tomorrow's real one. A module's import of its own package (``from .
+    import x`` in a submodule) counts as well.
+    """
+    name = module_name(path, src)
     package = name if path.name == "__init__.py" else name.rsplit(".", 1)[0]
     found = set()
-    tree = ast.parse(path.read_text(encoding="utf-8"))
-    for node in ast.walk(tree):  # imports only for type checkers never run, so they cannot form a cycle
-        if isinstance(node, ast.If) and getattr(node.test, "id", getattr(node.test, "attr", "")) == "TYPE_CHECKING":
-            node.body = []
-    for node in ast.walk(tree):
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
         if isinstance(node, ast.Import):
             found |= {a.name for a in node.names if a.name.startswith("patchlens")}
         elif isinstance(node, ast.ImportFrom):
@@ -55,38 +60,28 @@ def imports_of(path: Path) -> set[str]:
                 continue
             for alias in node.names:  # "from . import x" imports the submodule x when there is one
                 candidate = f"{target}.{alias.name}"
-                if (SRC.parent / candidate.replace(".", "/")).with_suffix(".py").exists() or (
-                    SRC.parent / candidate.replace(".", "/") / "__init__.py"
-                ).exists():
-                    found.add(candidate)
-                else:  # a name defined in the module or package itself
-                    found.add(target)
+                as_path = src.parent / candidate.replace(".", "/")
+                found.add(candidate if as_path.with_suffix(".py").exists() or (as_path / "__init__.py").exists() else target)
     found.discard(name)
     return found
 
 
-def graph() -> dict[str, set[str]]:
-    modules = {module_name(p): p for p in SRC.rglob("*.py")}
-    return {name: {i for i in imports_of(path) if i in modules} for name, path in modules.items()}
+def graph(src: Path = SRC) -> dict[str, set[str]]:
+    """Module -> the package's modules it imports (every kind of import, see :func:`imports_of`)."""
+    modules = {module_name(p, src): p for p in src.rglob("*.py")}
+    return {name: {i for i in imports_of(path, src) if i in modules} for name, path in modules.items()}
 
 
-def unit(module: str) -> str:
-    parts = module.split(".")
-    return parts[1] if len(parts) > 1 else "__init__"
-
-
-def test_no_import_cycles_between_modules():
-    g = graph()
-    # a package's __init__ may re-export its own submodules: that is not a dependency of theirs on it
-    edges = {m: {i for i in deps if not m.startswith(i + ".")} for m, deps in g.items()}
+def cycles(edges: dict[str, set[str]]) -> list[list[str]]:
+    """Import cycles in ``edges``, each as the path that closes it (depth-first search)."""
     state: dict[str, int] = {}
-    cycles: list[list[str]] = []
+    found: list[list[str]] = []
 
     def visit(node: str, path: list[str]) -> None:
         state[node] = 1
         for nxt in sorted(edges[node]):
             if state.get(nxt) == 1:
-                cycles.append(path[path.index(nxt):] + [nxt] if nxt in path else [node, nxt])
+                found.append(path[path.index(nxt):] + [nxt])
             elif nxt not in state:
                 visit(nxt, path + [nxt])
         state[node] = 2
@@ -94,44 +89,79 @@ def test_no_import_cycles_between_modules():
     for node in sorted(edges):
         if node not in state:
             visit(node, [node])
-    assert not cycles, "import cycles: " + "; ".join(" -> ".join(c) for c in cycles)
+    return found
 
 
-def test_every_unit_has_a_layer_and_imports_only_downwards():
-    g = graph()
+def unit(module: str) -> str:
+    parts = module.split(".")
+    return parts[1] if len(parts) > 1 else "__init__"
+
+
+def upward_imports(edges: dict[str, set[str]]) -> list[str]:
+    """Imports from a unit into a unit of a higher layer."""
     wrong = []
-    for module, deps in g.items():
+    for module, deps in sorted(edges.items()):
         here = unit(module)
         assert here in LAYERS, f"{module}: new top-level unit {here!r}; give it a layer in this test"
-        for dep in deps:
+        for dep in sorted(deps):
             there = unit(dep)
             if LAYERS[there] > LAYERS[here]:
                 wrong.append(f"{module} ({here}, layer {LAYERS[here]}) imports {dep} ({there}, layer {LAYERS[there]})")
+    return wrong
+
+
+def test_no_import_cycles_between_modules():
+    found = cycles(graph())
+    assert not found, "import cycles: " + "; ".join(" -> ".join(c) for c in found)
+
+
+def test_every_unit_has_a_layer_and_imports_only_downwards():
+    wrong = upward_imports(graph())
     assert not wrong, "\n".join(wrong)
 
 
-def test_the_cycle_check_can_fail(tmp_path, monkeypatch):
-    """The checker finds a planted cycle (so the test above is not vacuous)."""
+def planted_copy(tmp_path: Path, module: str, line: str) -> Path:
+    """A copy of the package with ``line`` added to ``module`` (a path inside the package) under TYPE_CHECKING."""
+    copy = tmp_path / "patchlens"
+    shutil.copytree(SRC, copy, ignore=shutil.ignore_patterns("__pycache__", "static", "data"))
+    target = copy / module
+    target.write_text(target.read_text(encoding="utf-8") + f"\nif TYPE_CHECKING:\n    {line}\n", encoding="utf-8")
+    return copy
+
+
+def test_a_planted_type_checking_cycle_is_found(tmp_path):
+    """The cycle search runs on the package with one type-only import added, and finds the cycle it makes
+    (so the test above is not vacuous): engine.engine imports models.classifier, which now imports it back."""
+    copy = planted_copy(tmp_path, "models/classifier.py", "from ..engine.engine import MaskSource")
+    found = cycles(graph(copy))
+    assert any(c[0] == c[-1] and {"patchlens.models.classifier", "patchlens.engine.engine"} <= set(c) for c in found), found
+    assert not cycles(graph())
+
+
+def test_a_planted_type_checking_import_upwards_is_found(tmp_path):
+    """A type-only import from the models up to the methods is an upward import like any other."""
+    copy = planted_copy(tmp_path, "models/vit.py", "from ..methods.base import Method")
+    wrong = upward_imports(graph(copy))
+    assert wrong == ["patchlens.models.vit (models, layer 1) imports patchlens.methods.base (methods, layer 3)"], wrong
+
+
+def test_the_cycle_search_finds_a_cycle_through_a_function_level_import(tmp_path):
     pkg = tmp_path / "patchlens"
     pkg.mkdir()
     (pkg / "__init__.py").write_text("")
     (pkg / "a.py").write_text("from .b import x\n")
     (pkg / "b.py").write_text("def f():\n    from .a import y\n")
-    monkeypatch.setattr(__import__(__name__), "SRC", pkg)
-    g = graph()
-    assert "patchlens.b" in g["patchlens.a"] and "patchlens.a" in g["patchlens.b"]
+    (pkg / "c.py").write_text("from . import a\n")
+    assert cycles(graph(pkg)) == [["patchlens.a", "patchlens.b", "patchlens.a"]]
 
 
-def test_patchlens_methods_is_the_subpackage_and_still_lists_when_called():
+def test_patchlens_methods_is_the_subpackage():
+    import types
+
     import patchlens.methods
 
     assert patchlens.methods.registry()["rise"].name == "rise"
-    assert patchlens.methods.__name__ == "patchlens.methods"
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        listed = patchlens.methods()
-    assert listed == patchlens.list_methods()
-    assert any(issubclass(w.category, DeprecationWarning) and "list_methods" in str(w.message) for w in caught)
+    assert patchlens.methods.__name__ == "patchlens.methods" and type(patchlens.methods) is types.ModuleType
 
 
 # -- objectives: what a score is, decided in one place --------------------------------------------
@@ -173,8 +203,8 @@ def column_picks(path: Path) -> list[str]:
 
 def test_no_module_outside_the_objective_layer_picks_score_columns_for_a_target():
     """The engine, methods, metrics and front-ends score through an objective and never learn what a class is;
-    objectives/ turns the model's output into scores, and targets.py keeps the old name of its resolver."""
-    allowed = {SRC / "objectives", SRC / "targets.py"}
+    objectives/ turns the model's output into scores."""
+    allowed = {SRC / "objectives"}
     offenders = []
     for path in sorted(SRC.rglob("*.py")):
         if any(path == a or a in path.parents for a in allowed):

@@ -9,6 +9,7 @@ import pytest
 import torch
 
 import patchlens as pl
+from conftest import prepared_cost
 from patchlens.engine import patch_grid
 from patchlens.methods import make_method
 
@@ -70,7 +71,8 @@ def test_planted_regions_are_ranked_first() -> None:
 def test_curves_are_the_models_scores_and_the_greedy_choice_holds(grid: int) -> None:
     image = photo(grid, seed=2)
     fn = tangled if grid == 3 else (lambda x: planted(x)[:, :1] + 0.1 * region_means(x, 4)[:, [3, 7, 12]].prod(1, keepdim=True))
-    exp = pl.explain(pl.load_model(fn, input_size=SIDE), image, "subset", target=0, grid=grid, baseline="black")
+    model = pl.load_model(fn, input_size=SIDE)
+    exp = pl.explain(model, image, "subset", target=0, grid=grid, baseline="black")
     k, ranking = grid * grid, exp.extras["ranking"]
     ins = [reveal(fn, image, grid, ranking[:j]) for j in range(k + 1)]
     dele = [reveal(fn, image, grid, ranking[j:]) for j in range(k + 1)]
@@ -81,8 +83,8 @@ def test_curves_are_the_models_scores_and_the_greedy_choice_holds(grid: int) -> 
     hidden = [reveal(fn, image, grid, [h for h in range(k) if h != g]) for g in range(k)]
     assert shown[ranking[0]] == pytest.approx(max(shown), abs=1e-7)
     assert hidden[ranking[-1]] == pytest.approx(max(v for g, v in enumerate(hidden) if g != ranking[0]), abs=1e-7)
-    # counted passes are what passes() promised (one target)
-    assert exp.forward_passes == make_method("subset", grid=grid).passes((SIDE, SIDE))
+    # counted passes are what prepare promised (one target)
+    assert exp.forward_passes == prepared_cost(model, image, make_method("subset", grid=grid, baseline="black"), target=0)
 
 
 def test_gain_map_adds_up_and_batch_size_does_not_matter() -> None:

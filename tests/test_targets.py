@@ -9,9 +9,14 @@ import patchlens
 from conftest import planted_image
 from patchlens import TargetError
 from patchlens.models import CallableClassifier, imagenet_labels
-from patchlens.targets import resolve_targets
+from patchlens.objectives import resolve_objective
 
 PROBS = torch.tensor([0.1, 0.5, 0.04, 0.3, 0.06])
+
+
+def resolve_targets(spec, scores: torch.Tensor, model) -> list[int]:
+    """The class indices ``spec`` names, given the model's scores ``(C,)`` on the image."""
+    return list(resolve_objective(spec, scores[None], model).indices)
 LABELS = ["cat", "dog", "fish", "bird", "horse"]
 
 

@@ -12,6 +12,7 @@ from patchlens.cli import main
 from patchlens.errors import MethodError, TargetError
 from patchlens.methods import make_method
 from patchlens.models import TorchClassifier
+from patchlens.request import RunRequest
 from patchlens.validation import cam_layers, check_target, validate_run
 
 
@@ -70,10 +71,10 @@ def test_layer_suggestions_are_layers_a_cam_method_can_read(tiny_cnn):
     # features: 0 conv, 1 batchnorm, 2 relu, 3 maxpool, 4 conv, 5 relu; pool/drop/head give no spatial map
     assert useful == ["features.0", "features.3", "features.4", "features"]
     with pytest.raises(MethodError, match=r"layer='fc': .* gives no spatial feature map .* features\.4, features"):
-        validate_run(clf, make_method("gradcam", layer="fc"))
+        validate_run(clf, RunRequest(make_method("gradcam", layer="fc")))
     with pytest.raises(MethodError, match="did you mean features.4"):
-        validate_run(clf, make_method("gradcam", layer="feature.4"))
-    validate_run(clf, make_method("gradcam", layer="features.1"))  # a batchnorm output is readable, just not suggested
+        validate_run(clf, RunRequest(make_method("gradcam", layer="feature.4")))
+    validate_run(clf, RunRequest(make_method("gradcam", layer="features.1")))  # a batchnorm output is readable, just not suggested
 
 
 def test_targets_are_checked_against_the_label_list(default_model):
@@ -105,11 +106,11 @@ def test_batch_and_compare_fail_once_before_writing_or_explaining(photos, tmp_pa
 def test_a_vit_passes_the_checks_a_cnn_fails():
     pytest.importorskip("timm")
     vit = patchlens.load_model("timm:test_vit", pretrained=False)
-    validate_run(vit, make_method("attention_rollout"))
-    validate_run(vit, make_method("rise", masking="tokens"))
-    validate_run(vit, make_method("gradcam", layer="blocks.0.norm1"))
+    validate_run(vit, RunRequest(make_method("attention_rollout")))
+    validate_run(vit, RunRequest(make_method("rise", masking="tokens")))
+    validate_run(vit, RunRequest(make_method("gradcam", layer="blocks.0.norm1")))
     with pytest.raises(MethodError, match="did you mean blocks.0"):
-        validate_run(vit, make_method("gradcam", layer="block.0"))
+        validate_run(vit, RunRequest(make_method("gradcam", layer="block.0")))
 
 
 class SharedActivation(torch.nn.Module):
@@ -143,7 +144,7 @@ def test_validation_and_execution_accept_exactly_the_same_layers(layer):
         except MethodError:
             return False
 
-    checked = accepts(lambda: validate_run(clf, make_method("gradcam", layer=layer)))
+    checked = accepts(lambda: validate_run(clf, RunRequest(make_method("gradcam", layer=layer))))
     ran = accepts(lambda: patchlens.explain(clf, image, "gradcam", layer=layer))
     assert checked == ran, (layer, checked, ran)
 
@@ -151,7 +152,7 @@ def test_validation_and_execution_accept_exactly_the_same_layers(layer):
 def test_a_named_call_is_the_layer_that_results_record(default_model, photos, tmp_path, capsys):
     """`_swish@2`, the form the CAM help and every record give, is accepted by the CLI's run-level check."""
     with pytest.raises(MethodError, match=r"runs this module 2 times .* from _swish@1 to _swish@2"):
-        validate_run(default_model, make_method("gradcam", layer="_swish"))
+        validate_run(default_model, RunRequest(make_method("gradcam", layer="_swish")))
     code = main(["explain", photos[0], "--method", "gradcam", "--layer", "_swish@2", "--out", str(tmp_path / "o"), "--quiet"])
     assert code == 0, capsys.readouterr().err
     record = next((tmp_path / "o").glob("*.json")).read_text()

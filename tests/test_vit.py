@@ -9,7 +9,7 @@ import torch
 timm = pytest.importorskip("timm")
 
 import patchlens
-from conftest import make_job
+from conftest import attributed, make_job
 from patchlens.engine import Engine, FeatureMasks, patch_grid
 from patchlens.errors import MethodError
 from patchlens.methods import Job, make_method
@@ -87,7 +87,7 @@ def test_rollout_equals_explicit_attention_reference(kw, fusion, discard, prefix
     clf = TorchClassifier(model, input_size=SIZE)
     x = image()
     method = make_method("attention_rollout", head_fusion=fusion, discard_ratio=discard)
-    maps = method.attribute(job_for(clf, x)).maps
+    maps = attributed(method, job_for(clf, x)).maps
     assert maps.shape == (2, 6, 8) and torch.isfinite(maps).all()
     assert torch.equal(maps[0], maps[1])  # not class-specific
     attns = explicit_attention(model, clf.normalise(x[None]))
@@ -112,7 +112,7 @@ def test_rollout_leaves_the_model_as_it_was_even_after_an_error():
     clf = TorchClassifier(model, input_size=SIZE)
     job = job_for(clf, image())
     method = make_method("attention_rollout")
-    maps = method.attribute(job).maps
+    maps = attributed(method, job).maps
     assert job.engine.forward_passes == 2
     assert_untouched(model, fused, training)
 
@@ -121,10 +121,10 @@ def test_rollout_leaves_the_model_as_it_was_even_after_an_error():
 
     handle = model.head.register_forward_hook(boom)
     with pytest.raises(RuntimeError, match="boom"):
-        method.attribute(job)
+        attributed(method, job)
     handle.remove()
     assert_untouched(model, fused, training)
-    assert torch.equal(method.attribute(job).maps, maps)  # nothing left behind changes the next run
+    assert torch.equal(attributed(method, job).maps, maps)  # nothing left behind changes the next run
 
 
 def test_rollout_through_explain_maps_at_photo_size():
@@ -144,7 +144,7 @@ def test_rollout_on_a_cnn_names_alternatives(tiny_cnn):
     with pytest.raises(MethodError, match="not a timm Vision Transformer.*rise"):
         patchlens.explain(clf, "example:coffee", "attention_rollout")
     with pytest.raises(MethodError, match="not a timm Vision Transformer"):  # called directly, still refused
-        make_method("attention_rollout").attribute(job_for(clf, image()))
+        attributed(make_method("attention_rollout"), job_for(clf, image()))
 
 
 # -- token-drop masking ----------------------------------------------------------------------
@@ -250,7 +250,7 @@ def test_a_patch_is_kept_when_its_mask_mean_is_above_one_half():
     from patchlens.methods.rise import RiseMasks
 
     view = TorchClassifier(tiny_vit(), input_size=SIZE).token_view(torch.rand(3, *SIZE))
-    keep_vectors = lambda source, layout: view.keep_vectors(source)  # noqa: E731
+    keep_vectors = lambda source, layout: view.keep_vectors(source.masks(0, source.total))  # noqa: E731
     layout = view.layout
     masks = RiseMasks(5, 3, 0.5, *SIZE, torch.Generator().manual_seed(0), torch.device("cpu"))
     expected = torch.stack(
@@ -274,25 +274,27 @@ def test_a_patch_is_kept_when_its_mask_mean_is_above_one_half():
     assert not keep[0] and keep[8] and keep.sum() == 47
 
 
-def test_token_drop_goes_through_the_classifiers_own_call_path():
-    """The web server's per-job view of a model sees every token-drop batch: counted, locked, cancellable."""
+def test_token_drop_runs_in_the_engine_counted_locked_and_cancellable():
+    """A web job's hooks see every token-drop batch: counted, behind the lock, cancellable."""
     import threading
 
+    from patchlens.engine import Hooks
     from patchlens.errors import Cancelled
-    from patchlens.web.jobs import WatchedClassifier
+    from patchlens.images import load_image
+    from patchlens.request import RunRequest
 
     clf = TorchClassifier(tiny_vit(), input_size=SIZE)
     counted: list[int] = []
-    watched = WatchedClassifier(clf, threading.RLock(), counted.append, lambda: False)
-    pixels = image(5).numpy().transpose(1, 2, 0)
-    exp = patchlens.explain(watched, pixels, "occlusion", masking="tokens", window=8, stride=8, batch_size=5)
+    pixels = (image(5).numpy().transpose(1, 2, 0) * 255).astype(np.uint8)
+    request = RunRequest.of("occlusion", {"masking": "tokens", "window": 8, "stride": 8}, batch_size=5)
+    lock = threading.RLock()
+    exp = patchlens.api.explain_one(clf, load_image(pixels), request, Hooks(on_passes=counted.append, lock=lock))[0]
     assert sum(counted) == exp.forward_passes == 6 * 8 + 1
-    direct = patchlens.explain(clf, pixels, "occlusion", masking="tokens", window=8, stride=8, batch_size=5)
+    direct = patchlens.api.explain_one(clf, load_image(pixels), request)[0]
     np.testing.assert_array_equal(exp.saliency, direct.saliency)
     stop = threading.Event()
-    cancelling = WatchedClassifier(clf, threading.RLock(), lambda n: stop.set(), stop.is_set)
     with pytest.raises(Cancelled):
-        patchlens.explain(cancelling, pixels, "occlusion", masking="tokens", window=8, stride=8, batch_size=5)
+        patchlens.api.explain_one(clf, load_image(pixels), request, Hooks(on_passes=lambda n: stop.set(), cancelled=stop.is_set))
 
 
 def test_a_vit_inside_a_wrapper_can_be_read_but_not_token_dropped_and_says_so_before_work():

@@ -21,42 +21,11 @@ from fastapi.testclient import TestClient  # noqa: E402
 
 import patchlens  # noqa: E402
 from patchlens.images import load_image, resize, to_tensor  # noqa: E402
-from patchlens.methods import make_method  # noqa: E402
-from patchlens.models import CallableClassifier, TorchClassifier  # noqa: E402
+from patchlens.models import TorchClassifier  # noqa: E402
 from patchlens.web import WebConfig, create_app  # noqa: E402
+from web_fixtures import CLASSES, SIZE, png_bytes, random_pixels, slow_classifier, tiny_classifier, upload  # noqa: E402,F401
 
-SIZE, CLASSES, GRID = 32, 6, 8
-
-
-def tiny_classifier() -> TorchClassifier:
-    """A fixed linear model on 32x32 images: every pixel matters, differently per class."""
-    g = torch.Generator().manual_seed(0)
-    net = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(3 * SIZE * SIZE, CLASSES))
-    with torch.no_grad():
-        net[1].weight.copy_(torch.randn(CLASSES, 3 * SIZE * SIZE, generator=g) * 0.05)
-        net[1].bias.zero_()
-    return TorchClassifier(net, input_size=SIZE, labels=[f"class{i}" for i in range(CLASSES)], model_id="tiny")
-
-
-def slow_classifier(per_image: float) -> CallableClassifier:
-    """A black box that takes ``per_image`` seconds per image, to keep jobs running a while."""
-    fast = tiny_classifier()
-
-    def fn(x: torch.Tensor) -> torch.Tensor:
-        time.sleep(per_image * x.shape[0])
-        return fast(x)
-
-    return CallableClassifier(fn, input_size=SIZE, labels=fast.labels, model_id="slow")
-
-
-def png_bytes(pixels: np.ndarray) -> bytes:
-    buf = io.BytesIO()
-    Image.fromarray(pixels).save(buf, format="PNG")
-    return buf.getvalue()
-
-
-def random_pixels(h: int, w: int, seed: int = 1) -> np.ndarray:
-    return np.random.default_rng(seed).integers(0, 256, (h, w, 3), dtype=np.uint8)
+GRID = 8
 
 
 @pytest.fixture(scope="module")
@@ -68,12 +37,6 @@ def clf() -> TorchClassifier:
 def client(clf: TorchClassifier):
     with TestClient(create_app(clf, config=WebConfig(grid=GRID, max_passes=5000)), base_url="http://127.0.0.1") as c:
         yield c
-
-
-def upload(client: TestClient, pixels: np.ndarray, name: str = "photo.png") -> dict:
-    r = client.post("/api/images", files={"file": (name, png_bytes(pixels), "image/png")})
-    assert r.status_code == 200, r.text
-    return r.json()
 
 
 def wait(client: TestClient, job_id: str, timeout: float = 30.0) -> dict:
@@ -197,9 +160,10 @@ def test_job_map_equals_explain_and_downloads(client: TestClient, clf: TorchClas
     assert r.status_code == 202, r.text
     job = wait(client, r.json()["id"])
     assert job["status"] == "done", job
-    expected_passes = sum(make_method(m["name"], **m["params"]).passes((SIZE, SIZE)) for m in methods)
-    assert job["progress"]["done"] == job["progress"]["total"] == expected_passes
     occ, rise = job["results"]
+    # the total was the methods' exact cost, prepared before the job was queued; each scoring pass included
+    assert job["progress"]["done"] == job["progress"]["total"] == occ["forward_passes"] + rise["forward_passes"]
+    assert occ["forward_passes"] == 1 + 7 * 7 and rise["forward_passes"] == 1 + 40  # 7 x 7 windows of 8 at stride 4
     assert (occ["method"], rise["method"], occ["target"], occ["label"]) == ("occlusion", "rise", 2, "class2")
     for result, m in zip((occ, rise), methods):
         reference = patchlens.explain(clf, pixels, m["name"], target=2, seed=3, **m["params"])
@@ -325,7 +289,8 @@ def test_cancel_running_and_queued_jobs_and_full_queue() -> None:
         assert latency < 1.0  # one batch of 32 images is 0.13 s; the job alone is 4 s
         # a waiting job is dropped at once, a running one stops at its next batch
         dropped = c.delete(f"/api/jobs/{queued[0].json()['id']}").json()
-        assert dropped["status"] == "cancelled" and dropped["progress"]["done"] == 0
+        # (it was prepared when submitted: its scoring pass ran then, none of its method's)
+        assert dropped["status"] == "cancelled" and dropped["progress"]["done"] == 1
         c.delete(f"/api/jobs/{running['id']}")
         stopped = wait(c, running["id"])
         assert stopped["status"] == "cancelled" and stopped["results"] is None
@@ -383,23 +348,6 @@ def test_a_sampling_method_shows_its_map_while_it_forms() -> None:
             time.sleep(0.05)
         assert job["status"] == "done" and job["preview"] is None  # the cards replace the preview
         assert len(seen) >= 2 and seen == sorted(seen)
-
-
-def test_a_jobs_view_of_the_model_says_what_the_model_says() -> None:
-    """The web server's per-job wrapper forwards what Classifier declares at class level (not via __getattr__)."""
-    import threading
-
-    from patchlens.web.jobs import WatchedClassifier
-
-    scores = CallableClassifier(lambda x: x.mean((2, 3)) * 10, input_size=SIZE, probabilities=False)
-    watched = WatchedClassifier(scores, threading.RLock(), lambda n: None, lambda: False)
-    assert scores.outputs_probabilities is False and watched.outputs_probabilities is False
-    clf = tiny_classifier()
-    watched = WatchedClassifier(clf, threading.RLock(), lambda n: None, lambda: False)
-    assert watched.input_mean() == clf.input_mean() and watched.capabilities == clf.capabilities
-    assert watched.batch_policy is clf.batch_policy
-    clf.model_id = "renamed"  # read at each use, never a copy taken when the view was built
-    assert watched.model_id == "renamed"
 
 
 def test_the_docs_page_loads_nothing_from_another_host(client: TestClient) -> None:

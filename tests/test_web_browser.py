@@ -31,6 +31,7 @@ def prob(page, index: int) -> float:
     return float(text.replace("%", "").strip()) / 100
 
 
+@pytest.mark.slow
 def test_upload_explain_compare_and_what_if(tmp_path: Path) -> None:
     import patchlens
     from patchlens.web import create_app

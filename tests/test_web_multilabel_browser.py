@@ -25,6 +25,7 @@ from multilabel import LABELS, SIZE, QuadrantTagger, scene  # noqa: E402
 pytestmark = MARKS
 
 
+@pytest.mark.slow
 def test_present_labels_are_listed_and_each_explained(tmp_path: Path) -> None:
     import patchlens
     from patchlens.web import create_app

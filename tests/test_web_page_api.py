@@ -10,7 +10,7 @@ from fastapi.testclient import TestClient
 
 from patchlens.models import CallableClassifier
 from patchlens.web import create_app
-from test_web_api import random_pixels, tiny_classifier, upload
+from web_fixtures import random_pixels, tiny_classifier, upload
 
 
 @pytest.fixture(scope="module")

@@ -13,11 +13,12 @@ pytest.importorskip("uvicorn")
 playwright_api = pytest.importorskip("playwright.sync_api")
 
 from browser_support import MARKS, launch
-from test_web_api import tiny_classifier
+from web_fixtures import tiny_classifier
 
 pytestmark = MARKS
 
 
+@pytest.mark.slow
 def test_page_offers_resets_reports_and_enlarges() -> None:
     from patchlens.web import create_app
     from patchlens.web.server import BackgroundServer

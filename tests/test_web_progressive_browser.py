@@ -15,11 +15,12 @@ pytest.importorskip("uvicorn")
 playwright_api = pytest.importorskip("playwright.sync_api")
 
 from browser_support import MARKS, launch
-from test_web_api import slow_classifier
+from web_fixtures import slow_classifier
 
 pytestmark = MARKS
 
 
+@pytest.mark.slow
 def test_the_map_is_drawn_while_it_forms_then_replaced_by_the_card() -> None:
     from patchlens.web import create_app
     from patchlens.web.server import BackgroundServer

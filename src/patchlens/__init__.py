@@ -26,10 +26,11 @@ if TYPE_CHECKING:  # what type checkers and IDEs see; at run time __getattr__ im
     from .images import load_image
     from .metrics.evaluate import evaluate
     from .models import Classifier, load_model
+    from .request import RunRequest
 
 #: public name -> the module it lives in (``None``: the name is a subpackage, ``patchlens.methods``).
 _LAZY: dict[str, tuple[str, str | None]] = {
-    "methods": ("methods", None),  # the subpackage, callable as patchlens.methods() for older code
+    "methods": ("methods", None),  # the subpackage
     "explain": ("api", "explain"),
     "list_methods": ("api", "list_methods"),
     "NothingToExplain": ("api", "NothingToExplain"),
@@ -46,6 +47,7 @@ _LAZY: dict[str, tuple[str, str | None]] = {
     "evaluate": ("metrics.evaluate", "evaluate"),
     "Classifier": ("models", "Classifier"),
     "load_model": ("models", "load_model"),
+    "RunRequest": ("request", "RunRequest"),
 }
 
 
@@ -85,4 +87,5 @@ __all__ = [
     "TargetError",
     "ModelKind",
     "NothingToExplain",
+    "RunRequest",
 ]

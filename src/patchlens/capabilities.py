@@ -12,7 +12,8 @@ one-line error, before any forward pass.
 from __future__ import annotations
 
 import enum
-from typing import Iterable, Protocol
+from collections.abc import Iterable
+from typing import Protocol
 
 from .errors import MethodError
 

@@ -41,7 +41,7 @@ class FrozenParams(dict):  # type: ignore[type-arg]
     def _refuse(self, *args: Any, **kwargs: Any) -> NoReturn:
         raise TypeError("an Explanation's params are a record of how it was made and cannot be changed")
 
-    __setitem__ = __delitem__ = clear = pop = popitem = setdefault = update = __ior__ = _refuse  # type: ignore[assignment]
+    __setitem__ = __delitem__ = clear = pop = popitem = setdefault = update = __ior__ = _refuse
 
     def __reduce__(self) -> tuple[Any, ...]:  # pickles (Ray, multiprocessing) without calling the refused methods
         return (FrozenParams, (dict(self),))
@@ -171,7 +171,8 @@ class Explanation:
 
     def overlay(self, alpha: float = 0.5, colorbar: bool = True, title: str | None = None, **options: Any) -> Image.Image:
         """The heatmap over the photo, a colour bar and a title; ``options`` go to :func:`patchlens.render.overlay`
-        (``clip_percentile``, ``value_range``, ``cmap``). Without the photo the map is drawn on grey and the title says so."""
+        (``clip_percentile``, ``value_range``, ``cmap``). Without the photo the map is drawn on grey and the title says so.
+        """
         missing = " [photo missing]" if self.image is None else ""
         base = np.full((*self.saliency.shape, 3), 128, np.uint8) if self.image is None else self.image
         text = self.title + missing if title is None else title
@@ -180,7 +181,8 @@ class Explanation:
 
     def boxes(self, shape: tuple[int, int] | None = None) -> list[tuple[list[float], str]]:
         """The explained target's box and label to draw (a detection; none for a class), in the pixels of an
-        image of ``shape`` ``(H, W)``: by default the map's."""
+        image of ``shape`` ``(H, W)``: by default the map's.
+        """
         box = self.objective.get("box")
         if not isinstance(box, (list, tuple)) or len(box) != 4:
             return []
@@ -201,6 +203,7 @@ class Explanation:
         return record(self)
 
     def default_stem(self) -> str:
+        """The file name (without extension) that :meth:`save` gives this explanation's files."""
         name = Path(self.image_name).stem if self.image_name and not self.image_name.startswith("<") else "image"
         variant = f"_{self.variant}" if self.variant else ""
         return _stem(f"{name}_{self.method}_{self.target}_{short_model_id(self.model)}{variant}")
@@ -220,7 +223,8 @@ class Explanation:
 
 def combined_overlay(explanations: list[Explanation], title: str | None = None) -> Image.Image:
     """One picture of several targets' maps on the same photo (say, every detection of an image), each in its own
-    colour with its box, where its evidence is stronger than the others' (see :func:`patchlens.render.combined`)."""
+    colour with its box, where its evidence is stronger than the others' (see :func:`patchlens.render.combined`).
+    """
     if not explanations:
         raise ValueError("combined_overlay needs at least one explanation")
     first = explanations[0]

@@ -1,7 +1,7 @@
-"""File names as the file system has them, and as a line of text can show them.
+r"""File names as the file system has them, and as a line of text can show them.
 
 On POSIX a file name is bytes; Python decodes the bytes that are not UTF-8 to
-lone surrogates (``b"caf\\xe9.png"`` becomes ``"caf\\udce9.png"``), which open
+lone surrogates (``b"caf\xe9.png"`` becomes ``"caf\udce9.png"``), which open
 the file again but cannot be written as UTF-8: printing one to a UTF-8 terminal,
 a JSON file or a Parquet string column raises ``UnicodeEncodeError``. Messages
 show :func:`printable` names; the batch store keeps the bytes (see
@@ -12,7 +12,7 @@ from __future__ import annotations
 
 
 def printable(name: str) -> str:
-    """``name`` as valid UTF-8 text: undecodable bytes shown as ``\\xNN``, everything else unchanged."""
+    r"""``name`` as valid UTF-8 text: undecodable bytes shown as ``\xNN``, everything else unchanged."""
     try:
         name.encode("utf-8")
         return name

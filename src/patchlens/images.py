@@ -9,13 +9,14 @@ from __future__ import annotations
 
 import os
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Union, cast
+from typing import Any, cast
 
 import numpy as np
 import torch
-from PIL import Image
+from PIL import Image, UnidentifiedImageError
 
 from . import webp
 from .errors import ImageError
@@ -34,7 +35,7 @@ ASPECT_LIMIT = 100
 #: loses nothing and bounds every per-target map and overlay at ~16 MP.
 WORK_SIDE = 4096
 
-ImageLike = Union[str, os.PathLike, Image.Image, np.ndarray, torch.Tensor]
+ImageLike = str | os.PathLike[str] | Image.Image | np.ndarray | torch.Tensor
 
 IMAGE_EXTENSIONS = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm"}
 
@@ -197,7 +198,7 @@ def _decode(img: Image.Image, label: str, own: bool = True) -> np.ndarray:
         return _to_rgb_uint8(img, label)
     except ImageError:
         raise
-    except Exception as exc:  # a decoder plugin may raise anything (AVIF's RuntimeError); never past here
+    except Exception as exc:  # noqa: BLE001  a decoder plugin may raise anything (AVIF's RuntimeError); never past here
         raise _decode_failure(label, exc) from None
 
 
@@ -205,7 +206,7 @@ def _decode_failure(label: str, exc: BaseException) -> ImageError:
     """The one-line ImageError for an exception raised while opening or decoding a file."""
     if isinstance(exc, (Image.DecompressionBombError, Image.DecompressionBombWarning)):
         return ImageError(f"{label}: too many pixels, possible decompression bomb ({exc})")
-    if isinstance(exc, OSError) and not isinstance(exc, Image.UnidentifiedImageError):
+    if isinstance(exc, OSError) and not isinstance(exc, UnidentifiedImageError):
         reason = exc.strerror or str(exc) or type(exc).__name__
     elif isinstance(exc, (ValueError, RuntimeError, SyntaxError, EOFError)):  # what decoders raise: the text says it
         reason = str(exc) or type(exc).__name__
@@ -222,7 +223,8 @@ def _decode_failure(label: str, exc: BaseException) -> ImageError:
 
 def _large_webp(path: Path, label: str) -> np.ndarray | None:
     """A still WebP over WORK_SIDE, decoded by libwebp straight to the working size (see :mod:`patchlens.webp`);
-    None for anything else, which Pillow then decodes. Pillow's own decoder holds 15 bytes a pixel."""
+    None for anything else, which Pillow then decodes. Pillow's own decoder holds 15 bytes a pixel.
+    """
     with open(path, "rb") as f:
         if not webp.is_webp(f.read(12)):
             return None
@@ -245,7 +247,7 @@ def _large_webp(path: Path, label: str) -> np.ndarray | None:
     return out
 
 
-def _from_array(arr: "np.ndarray | _TensorRows", name: str) -> np.ndarray:
+def _from_array(arr: np.ndarray | _TensorRows, name: str) -> np.ndarray:
     if arr.ndim == 2:
         arr = arr[:, :, None]
     if arr.ndim != 3:
@@ -274,7 +276,7 @@ def _from_array(arr: "np.ndarray | _TensorRows", name: str) -> np.ndarray:
     return canvas.pixels()
 
 
-def _array_converter(arr: "np.ndarray | _TensorRows", name: str) -> Callable[[np.ndarray], np.ndarray]:
+def _array_converter(arr: np.ndarray | _TensorRows, name: str) -> Callable[[np.ndarray], np.ndarray]:
     """The function that turns rows of ``arr`` ``(h, W, C)`` into RGB uint8 ``(h, W, 3)``, by its dtype.
 
     Decided once for the whole array (a float image in [0, 1] or in [0, 255], 8 or 16-bit integers),
@@ -318,7 +320,7 @@ _NARROW_FLOATS = tuple(
 )
 
 
-def _tensor_to_array(t: torch.Tensor, label: str) -> "np.ndarray | _TensorRows":
+def _tensor_to_array(t: torch.Tensor, label: str) -> np.ndarray | _TensorRows:
     """A tensor's values as a numpy array (its own memory), or rows read on demand when numpy cannot share it."""
     if t.is_nested:  # its .shape raises an internal error; a list of images of different sizes, not one image
         raise ImageError(f"{label}: a nested tensor is several images; pass each image on its own")
@@ -349,7 +351,8 @@ def _tensor_to_array(t: torch.Tensor, label: str) -> "np.ndarray | _TensorRows":
 class _TensorRows:
     """A tensor that numpy cannot share (bfloat16, sparse, quantized, on a GPU) read as an array a strip of rows
     at a time: each strip is made dense, dequantized, widened to float32 and copied to the CPU on its own, so
-    a whole-image copy in float32 (1.2 GB for 100 MP of RGB) is never made. Offers what ``_from_array`` uses."""
+    a whole-image copy in float32 (1.2 GB for 100 MP of RGB) is never made. Offers what ``_from_array`` uses.
+    """
 
     def __init__(self, t: torch.Tensor, label: str) -> None:
         self.t, self.label = t, label
@@ -383,7 +386,7 @@ class _TensorRows:
             return _TensorRows(self.t.unsqueeze(-1), self.label)
         raise TypeError(f"rows of a tensor are read by slices, not {index!r}")
 
-    def channels_last(self) -> "_TensorRows":
+    def channels_last(self) -> _TensorRows:
         return _TensorRows(self.t.permute(1, 2, 0), self.label)
 
     def max(self) -> float:
@@ -406,27 +409,7 @@ def load_image(image: ImageLike, name: str | None = None) -> LoadedImage:
 
         return load_image(example_path(image.split(":", 1)[1]), name=name or image)
     if isinstance(image, (str, os.PathLike)):
-        path = Path(image)
-        label = printable(_short(name or str(path)))  # a name that is not UTF-8 still prints
-        try:
-            if not path.exists():
-                raise ImageError(f"{label}: no such file")
-            if path.is_dir():
-                raise ImageError(f"{label}: is a folder, not an image")
-            if path.stat().st_size == 0:
-                raise ImageError(f"{label}: the file is empty")
-            shrunk = _large_webp(path, label)
-            if shrunk is not None:
-                return LoadedImage(shrunk, label)
-            with warnings.catch_warnings():
-                # our own limit (PIXEL_LIMIT, checked in _decode) decides, not Pillow's warning threshold
-                warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-                with Image.open(path) as img:
-                    return LoadedImage(_decode(img, label), label)
-        except ImageError:
-            raise
-        except Exception as exc:  # Image.open runs the format's plugin, which may raise anything
-            raise _decode_failure(label, exc) from None
+        return _load_file(Path(image), name)
     if isinstance(image, Image.Image):
         label = printable(name or "<PIL image>")
         with warnings.catch_warnings():
@@ -443,6 +426,30 @@ def load_image(image: ImageLike, name: str | None = None) -> LoadedImage:
         label = printable(name or "<array>")
         return LoadedImage(_from_array(image, label), label)
     raise ImageError(f"{type(image).__name__}: not an image (expected a path, PIL image, numpy array or torch tensor)")
+
+
+def _load_file(path: Path, name: str | None) -> LoadedImage:
+    """An image file, decoded (or a large WebP decoded at a reduced scale)."""
+    label = printable(_short(name or str(path)))  # a name that is not UTF-8 still prints
+    try:
+        if not path.exists():
+            raise ImageError(f"{label}: no such file")
+        if path.is_dir():
+            raise ImageError(f"{label}: is a folder, not an image")
+        if path.stat().st_size == 0:
+            raise ImageError(f"{label}: the file is empty")
+        shrunk = _large_webp(path, label)
+        if shrunk is not None:
+            return LoadedImage(shrunk, label)
+        with warnings.catch_warnings():
+            # our own limit (PIXEL_LIMIT, checked in _decode) decides, not Pillow's warning threshold
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            with Image.open(path) as img:
+                return LoadedImage(_decode(img, label), label)
+    except ImageError:
+        raise
+    except Exception as exc:  # noqa: BLE001  Image.open runs the format's plugin, which may raise anything
+        raise _decode_failure(label, exc) from None
 
 
 def to_tensor(pixels: np.ndarray) -> torch.Tensor:

@@ -13,8 +13,8 @@ Two choices decide whether a map is readable:
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence, Union
 
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
@@ -256,7 +256,7 @@ def overlay(
 
 
 #: one box to draw: ``((x0, y0, x1, y1) in the photo's pixels, label)``, optionally with an RGB colour
-Boxed = Union[tuple[Sequence[float], str], tuple[Sequence[float], str, tuple[int, int, int]]]
+Boxed = tuple[Sequence[float], str] | tuple[Sequence[float], str, tuple[int, int, int]]
 #: colours of boxes and of the targets in a combined picture, in order
 BOX_COLOURS = ((255, 255, 255), (255, 64, 160), (0, 230, 255), (255, 220, 0), (120, 255, 80), (255, 120, 0))
 
@@ -267,7 +267,7 @@ def draw_boxes(picture: Image.Image, boxes: Sequence[Boxed], scale: float, unit:
     thick = max(2, unit // 6)
     for k, item in enumerate(boxes):
         box, label = item[0], item[1]
-        colour = item[2] if len(item) > 2 else BOX_COLOURS[k % len(BOX_COLOURS)]  # type: ignore[misc]
+        colour = item[2] if len(item) > 2 else BOX_COLOURS[k % len(BOX_COLOURS)]
         x0, y0, x1, y1 = (float(v) * scale for v in box)
         if x1 <= x0 or y1 <= y0:  # an empty box holds a target's place (its colour) in a combined picture
             continue
@@ -287,7 +287,8 @@ def combined(
 ) -> Image.Image:
     """Several targets' maps on one picture: each pixel takes the colour of the target whose map is strongest
     there (each map scaled to its own clipped maximum), as opaque as that evidence is strong, with the
-    targets' boxes in the same colours. For the several detections of one image."""
+    targets' boxes in the same colours. For the several detections of one image.
+    """
     h, w = _display_size(*image.shape[:2])
     photo = np.asarray(Image.fromarray(image.astype(np.uint8)).resize((w, h), Image.Resampling.BILINEAR), np.float32)
     grey = photo @ np.array([0.299, 0.587, 0.114], np.float32)

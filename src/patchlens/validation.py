@@ -1,11 +1,15 @@
-"""Checks that concern a whole run, made once before the first forward pass.
+"""Checks that concern a whole run, made once before the first forward pass, by every front-end.
 
 A misspelled target, ``masking="tokens"`` on a CNN, a layer the model does not
 have or ``attention_rollout`` on a CNN are the same mistake for every image:
 found per image, after a forward pass, N images gave N identical errors. Here
-they are one error, before any work. What the model offers against what the
-method requires is :func:`patchlens.api.check_supported`, the one capability
-check; layers and targets are checked here.
+they are one error, before any work. :func:`validate_run` is called once per
+run by ``explain()``, the CLI, the web server, batch mode and compare, so a
+Python user and a command-line user get the same message and the same "did
+you mean" (targets: :mod:`patchlens.objectives`; layers: :func:`check_layer`;
+method names: :func:`patchlens.methods.get_method`). What the model offers
+against what the method requires is :func:`check_supported`, the one
+capability check.
 """
 
 from __future__ import annotations
@@ -17,45 +21,62 @@ from typing import Any
 
 import torch
 
-from .api import check_supported
+from . import capabilities
+from .engine import Engine, Hooks
 from .errors import MethodError, MetricError
-from .methods import Method, registry
+from .methods import LayerMethod, Method, registry
 from .models.classifier import Classifier
 from .models.layers import LayerReader, as_feature_map, parse_layer, token_layout
 from .models.vit import find_token_model
 from .objectives import TargetSpec, check_targets
+from .request import RunRequest
 
 
-def validate_run(classifier: Classifier, method: Method, target: TargetSpec = "top1", *, true_labels: bool = False) -> None:
-    """Raise one :class:`PatchlensError` if ``method`` cannot explain ``target`` on ``classifier`` for any image.
+def validate_run(classifier: Classifier, request: RunRequest, *, true_labels: bool = False, hooks: Hooks | None = None) -> None:
+    """Raise one :class:`PatchlensError` if ``request`` cannot run on ``classifier`` for any image.
 
     ``true_labels``: the run puts each image's own labels where the target says
-    ``label`` (batch mode).
+    ``label`` (batch mode). ``hooks``: the caller's lock, held around the one
+    forward pass that checking a named layer takes.
     """
-    check_method(classifier, method)
-    check_target(classifier, target, true_labels=true_labels)
+    check_method(classifier, request.method, hooks=hooks)
+    check_target(classifier, request.target, true_labels=true_labels)
 
 
 # -- method against model ---------------------------------------------------------
 
 
-def check_method(classifier: Classifier, method: Method) -> None:
+def check_supported(method: Method, classifier: Classifier) -> None:
+    """One MethodError, before any work, when ``classifier`` lacks what ``method`` requires.
+
+    The one capability check of every front-end; the error names the
+    registered methods that would work.
+    """
+    alternatives = [cls() for cls in registry().values()]
+    if not classifier.model_kind & method.models and not classifier.kind_settled:
+        classifier.settle_kind()  # a module or function whose answers say what kind it is: ask it once
+    capabilities.check(method, classifier, alternatives)
+
+
+def check_method(classifier: Classifier, method: Method, *, hooks: Hooks | None = None) -> None:
     """The method's needs (a module, a ViT, token masking, a layer) against what the model offers."""
     check_supported(method, classifier)  # the one capability check (capabilities.py)
-    layer = getattr(method, "layer", None)
     # the module only when a layer is named: the default model builds its module on first use
-    if isinstance(layer, str) and layer.strip() != "auto" and classifier.module is not None:
-        check_layer(classifier, method.name, layer)
+    if isinstance(method, LayerMethod) and method.layer.strip() != "auto" and classifier.module is not None:
+        check_layer(classifier, method.name, method.layer, hooks=hooks)
 
 
-def cam_layers(classifier: Classifier, *, useful: bool = True, reader: LayerReader | None = None) -> list[str]:
+def cam_layers(
+    classifier: Classifier, *, useful: bool = True, reader: LayerReader | None = None, hooks: Hooks | None = None
+) -> list[str]:
     """Layers a CAM method can read, in execution order: those whose output is a spatial map ``(N, C, h, w)``.
 
-    Found with one forward pass of a grey image under hooks, once per run; ViT
-    blocks count too, as their tokens lie on the patch grid. With ``useful``,
-    normalisation, activation, dropout and padding layers are left out: they can
-    be read, but they are not what anyone means to suggest. ``reader`` reads a
-    named layer during the same pass (see :func:`check_layer`).
+    Found with one forward pass of a grey image under hooks (through the
+    engine, like every pass), once per run; ViT blocks count too, as their
+    tokens lie on the patch grid. With ``useful``, normalisation, activation,
+    dropout and padding layers are left out: they can be read, but they are
+    not what anyone means to suggest. ``reader`` reads a named layer during the
+    same pass (see :func:`check_layer`).
     """
     module = classifier.module
     assert module is not None
@@ -68,17 +89,18 @@ def cam_layers(classifier: Classifier, *, useful: bool = True, reader: LayerRead
             found.append(names[mod])
 
     handles = [m.register_forward_hook(hook) for m in names]
+    grey = torch.full((1, 3, *classifier.input_size), 0.5)
     try:
-        with reader if reader is not None else contextlib.nullcontext():
-            with torch.inference_mode():
-                classifier.logits(torch.full((1, 3, *classifier.input_size), 0.5))  # the torch path, whatever scores
+        with reader if reader is not None else contextlib.nullcontext(), torch.inference_mode():
+            Engine(classifier, hooks=hooks or Hooks()).run_once(lambda: classifier.logits(grey))  # the torch path
     finally:
         for h in handles:
             h.remove()
     vit = find_token_model(module)
     if vit is not None:
         prefix, model = vit
-        found += [f"{prefix}.blocks.{i}" if prefix else f"blocks.{i}" for i in range(len(model.blocks))]  # type: ignore[arg-type]
+        blocks: Any = model.blocks
+        found += [f"{prefix}.blocks.{i}" if prefix else f"blocks.{i}" for i in range(len(blocks))]
     return found
 
 
@@ -93,15 +115,16 @@ def _is_plumbing(mod: torch.nn.Module) -> bool:
     return name.endswith(("swish", "relu", "gelu", "silu", "padding", "identity", "dropout", "norm", "norm2d"))
 
 
-def check_layer(classifier: Classifier, method_name: str, layer: str) -> None:
+def check_layer(classifier: Classifier, method_name: str, layer: str, *, hooks: Hooks | None = None) -> None:
     """``layer`` can be read by a CAM method: parsed by the same parser and read by the same reader as when
-    the method runs (on one grey image), so the two accept the same names, ``name@k`` included."""
+    the method runs (on one grey image), so the two accept the same names, ``name@k`` included.
+    """
     module = classifier.module
     assert module is not None
     spec = parse_layer(layer)
     names = {n for n, _ in module.named_modules() if n}
     reader = LayerReader(module, spec) if spec.name in names else None
-    usable = cam_layers(classifier, reader=reader)  # one forward pass: the suggestions and the named layer
+    usable = cam_layers(classifier, reader=reader, hooks=hooks)  # one forward pass: the suggestions and the named layer
     why = "has no such layer"
     if reader is not None:
         try:
@@ -128,7 +151,8 @@ def check_layer(classifier: Classifier, method_name: str, layer: str) -> None:
 
 def check_target(classifier: Classifier, target: TargetSpec, *, true_labels: bool = False) -> None:
     """``target`` names targets of the model on any image: parsed and resolved by the same code that
-    resolves each image's targets (:mod:`patchlens.objectives`), without the image's scores."""
+    resolves each image's targets (:mod:`patchlens.objectives`), without the image's scores.
+    """
     check_targets(target, classifier, true_labels=true_labels)
 
 

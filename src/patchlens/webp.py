@@ -82,7 +82,7 @@ def _candidates() -> list[str]:
 
 
 def library() -> ctypes.CDLL | None:
-    """libwebp with its decoder functions typed, or None when no usable one is found."""
+    """Libwebp with its decoder functions typed, or None when no usable one is found."""
     global _library, _looked
     with _lock:
         if _looked:

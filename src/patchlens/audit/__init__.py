@@ -28,21 +28,22 @@ __all__ = ["KINDS", "ClassFindings", "Findings", "Group", "GroupRule", "ImageFin
 
 
 def report(
-    store: str | os.PathLike | BatchStore,
-    out: str | os.PathLike | None = None,
+    store: str | os.PathLike[str] | BatchStore,
+    out: str | os.PathLike[str] | None = None,
     *,
     method: str | None = None,
     request: str | None = None,
     pictures: str = "auto",
-    json_path: str | os.PathLike | None = None,
+    json_path: str | os.PathLike[str] | None = None,
 ) -> Findings:
     """Audit a batch store: per-class maps, how the evidence is spread, and shortcut signals.
 
     Args:
         store: a store folder written by ``patchlens batch``, or an opened store.
         out: write the HTML page here (and ``findings.json`` beside it); None: only return the findings.
-        method, request: which run of the store to report (needed only when it holds several:
-            a method name and a target request such as ``"top1"`` or ``"label"``).
+        method: which method's run of the store to report (needed only when it holds several).
+        request: which target request's run to report, such as ``"top1"`` or ``"label"`` (needed only
+            when the store holds several).
         pictures: ``"embed"`` puts the pictures inside the page (one file to share), ``"folder"``
             writes them to ``<page name>_files/`` beside it, ``"auto"`` embeds up to EMBED_LIMIT of them.
         json_path: where to write the findings as JSON (default: ``findings.json`` beside ``out``).
@@ -63,8 +64,10 @@ def report(
         page = Path(out)
         if page.is_dir():
             raise ReportError(f"{page}: is a folder; name the HTML file to write, e.g. {page / 'report.html'}")
-        if not page.parent.is_dir():
-            raise ReportError(f"{page.parent}: no such folder for the report")
+        try:  # a page in a folder that does not exist yet gets its folder, as every --out does
+            page.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise ReportError(f"{page.parent}: cannot make the report's folder: {exc.strerror or exc}") from None
         ids = pictured_ids(findings)
         in_folder = pictures == "folder" or (pictures == "auto" and len(ids) > EMBED_LIMIT)
         sink = PictureSink(page.parent / f"{page.stem}_files" if in_folder else None, page.parent)

@@ -155,7 +155,7 @@ class Findings:
                             "sentence": s.sentence} for s in self.flagged]
         return {"format": "patchlens-report", "version": 2, **clean(data)}
 
-    def write_json(self, path: str | os.PathLike) -> Path:
+    def write_json(self, path: str | os.PathLike[str]) -> Path:
         path = Path(path)
         path.write_text(json.dumps(self.to_dict(), indent=1) + "\n", encoding="utf-8")
         return path

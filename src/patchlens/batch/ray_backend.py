@@ -12,7 +12,9 @@ image's rows and map and writes them as the local backend does.
 
 The work itself is :func:`patchlens.batch.work.explain_loaded`, the same
 function the local backend runs, with the same per-image seed, so the same
-seed gives the same maps on both backends.
+seed gives the same maps on both backends. The plan travels as plain values;
+each actor rebuilds its method from the registry, which loads installed
+plug-ins (entry points of ``patchlens.methods``) in the worker too.
 """
 
 from __future__ import annotations
@@ -20,14 +22,15 @@ from __future__ import annotations
 import json
 import logging
 import os
+from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any, Iterator, Sequence
+from typing import Any
 
 import numpy as np
 
 from ..errors import ModelError, PatchlensError
 from .sources import Item
-from .work import Plan, Result, check_metrics, explain_loaded, prepare
+from .work import Plan, RowAndMap, check_metrics, explain_loaded, prepare
 
 #: images an actor explains per call; small, since each image is already many forward passes
 IMAGES_PER_CALL = 4
@@ -41,14 +44,18 @@ class Explainer:
     ) -> None:
         import torch
 
+        from ..api import scores_only
         from ..models import load_model
 
         if threads:
             torch.set_num_threads(threads)
         self.classifier = load_model(model, device=device, runtime=runtime, threads=threads)
-        self.plan = Plan(**{**plan, "metrics": tuple(plan.get("metrics", ()))})
-        self.method = self.plan.make_method()
+        self.plan = Plan.from_dict(plan)
         check_metrics(self.plan.metrics, self.classifier)
+        # the actor's process is its own: torch's threads are set once, for its life
+        wanted = self.classifier.torch_threads
+        if wanted is not None and not threads and scores_only(self.plan.request.method):
+            torch.set_num_threads(wanted)
         self.pool = ThreadPoolExecutor(max_workers=2, thread_name_prefix="patchlens-decode")
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, list[Any]]:
@@ -59,14 +66,14 @@ class Explainer:
         dtypes: list[str] = []
         # decoding the next image overlaps with explaining this one
         for loaded in self.pool.map(prepare, items):
-            for row, m in explain_loaded(self.classifier, self.method, self.plan, loaded):
+            for row, m in explain_loaded(self.classifier, self.plan, loaded):
                 rows.append(json.dumps(row))  # one JSON column: no schema to unify across ok/failed rows
                 maps.append(b"" if m is None else m.tobytes())
                 dtypes.append("" if m is None else m.dtype.str)  # float16, or float32 where that cannot hold it
         return {"row": rows, "map": maps, "dtype": dtypes}
 
 
-def _decode(row_json: str, data: bytes, dtype: str) -> Result:
+def _decode(row_json: str, data: bytes, dtype: str) -> RowAndMap:
     row = json.loads(row_json)
     if row.get("status") != "ok" or not data:
         return row, None
@@ -86,10 +93,34 @@ def _unwrap(exc: BaseException) -> BaseException:
     return exc
 
 
+def _per_image(ds: Any) -> Iterator[list[RowAndMap]]:
+    """The dataset's rows, decoded and grouped by image (an image's rows, one per class, arrive together),
+    with a task's error raised as the PatchlensError behind it.
+    """
+    current: list[RowAndMap] = []
+    try:
+        for batch in ds.iter_batches(batch_size=None, batch_format="numpy"):
+            for row_json, data, dtype in zip(batch["row"], batch["map"], batch["dtype"]):
+                result = _decode(str(row_json), bytes(data), str(dtype))
+                if current and current[0][0]["path"] != result[0]["path"]:
+                    yield current
+                    current = []
+                current.append(result)
+    except PatchlensError:
+        raise
+    except Exception as exc:
+        cause = _unwrap(exc)
+        if cause is not exc:
+            raise cause from None
+        raise
+    if current:
+        yield current
+
+
 def ray_results(
     model: str, device: str, plan: Plan, items: Sequence[Item], workers: int, *, address: str | None = None,
     cpus_per_worker: int = 1, runtime: str = "auto",
-) -> Iterator[list[Result]]:
+) -> Iterator[list[RowAndMap]]:
     """Explain ``items`` on Ray; yields each image's results as it arrives (in no fixed order)."""
     if not items:
         return
@@ -123,25 +154,7 @@ def ray_results(
             num_gpus=1 if use_gpu else 0,
             num_cpus=1 if use_gpu else cpus_per_worker,
         )
-        current: list[Result] = []
-        try:
-            for batch in ds.iter_batches(batch_size=None, batch_format="numpy"):
-                for row_json, data, dtype in zip(batch["row"], batch["map"], batch["dtype"]):
-                    result = _decode(str(row_json), bytes(data), str(dtype))
-                    # an image's rows (one per class) arrive together; group them so they land in one part
-                    if current and current[0][0]["path"] != result[0]["path"]:
-                        yield current
-                        current = []
-                    current.append(result)
-        except PatchlensError:
-            raise
-        except Exception as exc:
-            cause = _unwrap(exc)
-            if cause is not exc:
-                raise cause from None
-            raise
-        if current:
-            yield current
+        yield from _per_image(ds)
     finally:
         if started:
             ray.shutdown()

@@ -6,8 +6,9 @@ import json
 import os
 import warnings
 from collections import OrderedDict
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator, Union
+from typing import Any, Union
 
 import numpy as np
 
@@ -40,7 +41,7 @@ class BatchStore:
 
     _OPEN_SHARDS = 8  # map shards kept open at once; bounded so reading a large store stays flat
 
-    def __init__(self, path: str | os.PathLike, *, hash_maps: bool = True) -> None:
+    def __init__(self, path: str | os.PathLike[str], *, hash_maps: bool = True) -> None:
         self.hash_maps = hash_maps
         self._store = Store(path)
         if not (self._store.root / "store.json").exists():
@@ -50,7 +51,7 @@ class BatchStore:
         self._shards: OrderedDict[str, Any] = OrderedDict()
         self.reload()
 
-    def reload(self) -> "BatchStore":
+    def reload(self) -> BatchStore:
         """Read the manifest again (a run may still be adding to it)."""
         # every shard hashed: a same-size bit flip is named here, not met later as a Bad CRC-32 (see RESULTS.md for the cost)
         self.manifest = self._store.read(hash_maps=self.hash_maps)
@@ -67,10 +68,12 @@ class BatchStore:
 
     @property
     def ok(self) -> Any:
+        """The manifest's rows of maps that were made (status "ok")."""
         return self.manifest[self.manifest["status"] == "ok"]
 
     @property
     def failed(self) -> Any:
+        """The manifest's rows of images that failed, with the reason in ``error``."""
         return self.manifest[self.manifest["status"] == "failed"]
 
     def _row(self, row: RowRef) -> Any:
@@ -95,7 +98,7 @@ class BatchStore:
                     self._shards.popitem(last=False)[1].close()
             self._shards[r["map_file"]] = shard  # most recently used last
             values = shard[r["map_key"]].astype(np.float32)
-        except Exception as exc:  # zipfile, zlib and numpy each raise their own kind for a mangled shard
+        except Exception as exc:  # noqa: BLE001  zipfile, zlib and numpy each raise their own kind for a mangled shard
             raise StoreError(f"{r['path']}: cannot read its map from {r['map_file']}: {type(exc).__name__}: {exc}") from None
         bad = int(values.size - np.count_nonzero(np.isfinite(values)))
         if bad:  # an older patchlens stored float16 maps that overflowed; no analysis may read them as numbers
@@ -110,7 +113,8 @@ class BatchStore:
 
     def photo(self, row: RowRef) -> np.ndarray | None:
         """The row's photo if it can still be found unchanged: its stored path (absolute since issue 16; an
-        older relative one is tried from the working folder and the store's parent), checked by sha256."""
+        older relative one is tried from the working folder and the store's parent), checked by sha256.
+        """
         r = self._row(row)
         path = Path(file_path(r))  # the exact name, also when it is not UTF-8
         candidates = [path] if path.is_absolute() else [Path.cwd() / path, self.path.parent / path]
@@ -127,7 +131,8 @@ class BatchStore:
 
     def explanation(self, row: RowRef, photo: bool = True) -> Explanation:
         """A row as an :class:`Explanation`, with its photo when it is still there unchanged (see :meth:`photo`);
-        without it, ``overlay()`` draws on grey and its title says "[photo missing]"."""
+        without it, ``overlay()`` draws on grey and its title says "[photo missing]".
+        """
         r = self._row(row)
         import pandas as pd
 
@@ -156,17 +161,18 @@ class BatchStore:
         )
 
     def close(self) -> None:
+        """Close the map shards this reader opened."""
         while self._shards:
             self._shards.popitem()[1].close()
 
-    def __enter__(self) -> "BatchStore":
+    def __enter__(self) -> BatchStore:
         return self
 
     def __exit__(self, *exc: object) -> None:
         self.close()
 
 
-def open_store(path: str | os.PathLike, *, hash_maps: bool = True) -> BatchStore:
+def open_store(path: str | os.PathLike[str], *, hash_maps: bool = True) -> BatchStore:
     """Open a store written by ``patchlens batch`` for analysis.
 
     ``store.manifest`` is a pandas DataFrame; ``store.map(i)`` reads the i-th
@@ -181,7 +187,7 @@ def open_store(path: str | os.PathLike, *, hash_maps: bool = True) -> BatchStore
     return BatchStore(path, hash_maps=hash_maps)
 
 
-def verify_store(path: str | os.PathLike) -> tuple[Any, Any]:
+def verify_store(path: str | os.PathLike[str]) -> tuple[Any, Any]:
     """Check every part and map shard of a store against its checksums.
 
     Returns ``(damage, manifest)``: the :class:`~patchlens.batch.health.Damage`

@@ -16,24 +16,27 @@ import json
 import os
 import time
 from collections import deque
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterable, Iterator, Sequence
+from typing import Any
 
 from tqdm.auto import tqdm
 
-from ..api import check_seed
+from ..api import scores_only
 from ..errors import ModelError, ServerUnavailableError, TargetError
 from ..extras import require
 from ..methods import get_method, recorded_params
 from ..models import Classifier, load_model
+from ..models.runtime import scoring_threads
 from ..objectives import TrueLabel, parse_targets
+from ..request import RunRequest, check_seed
 from ..validation import check_target, validate_run
 from .shared import can_share, shared_results
 from .sources import Item, read_source, region_columns, resolved, same_file, true_labels
 from .store import Store, StoreError, file_paths, lost_maps
-from .work import Plan, Result, check_metrics, explain_loaded, prepare
+from .work import Loaded, Plan, RowAndMap, check_metrics, explain_loaded, prepare
 
 BACKENDS = ("local", "ray")
 
@@ -53,6 +56,15 @@ class Summary:
     stopped: str | None = None
     left: int = 0
 
+    def count(self, rows: list[RowAndMap]) -> None:
+        """Count one image's rows: done (any map made), empty (nothing to explain) or failed."""
+        ok = [r for r, _ in rows if r["status"] == "ok"]
+        empty = not ok and any(r["status"] == "empty" for r, _ in rows)
+        self.done += bool(ok)
+        self.empty += empty
+        self.failed += not ok and not empty
+        self.forward_passes += int(ok[0]["forward_passes"]) if ok else 0
+
     @property
     def images_per_second(self) -> float:
         return (self.done + self.failed + self.empty) / self.seconds if self.seconds > 0 else 0.0
@@ -69,7 +81,7 @@ class _Writer:
 
     def __init__(self, store: Store, existing: Any, chunk_size: int, flush_seconds: float) -> None:
         self.store, self.chunk_size, self.flush_seconds = store, max(1, chunk_size), flush_seconds
-        self.pending: list[Result] = []
+        self.pending: list[RowAndMap] = []
         self.images = 0
         self.last = time.monotonic()
         self.config: dict[str, tuple[Any, ...]] = {}
@@ -84,7 +96,7 @@ class _Writer:
             diff = "; ".join(f"{n}: store has {a}, this run {b}" for n, a, b in zip(names, known, config) if a != b)
             raise StoreError(f"{self.store.root}: already holds {row['method']} results made differently ({diff}); use another --out")
 
-    def add(self, results: list[Result]) -> None:
+    def add(self, results: list[RowAndMap]) -> None:
         now = _now()
         for row, _ in results:
             self.check(row)
@@ -114,7 +126,8 @@ def _now() -> Any:
 
 def stored_params(method: str, params: str) -> str:
     """A store's params JSON as this version writes it: parameters added since are filled in with the
-    values the stored results were made with (``Method.added_params``), so old stores still resume."""
+    values the stored results were made with (``Method.added_params``), so old stores still resume.
+    """
     return json.dumps(recorded_params(method, json.loads(params)), sort_keys=True)
 
 
@@ -205,17 +218,25 @@ def warn_unknown_labels(source: Any, items: Sequence[Item], classifier: Classifi
 
 
 def local_results(classifier: Classifier, plan: Plan, items: Sequence[Item], workers: int,
-                  images_in_flight: int = 1) -> Iterator[list[Result]]:
+                  images_in_flight: int = 1) -> Iterator[list[RowAndMap]]:
     """Explain ``items`` in order on one model, decoding up to ``2 * workers`` images ahead in threads;
-    with ``images_in_flight`` > 1 and a score-only method, that many images share the model's batches."""
-    method = plan.make_method()
+    with ``images_in_flight`` > 1 and a score-only method, that many images share the model's batches.
+
+    Torch's thread count is a setting of the whole process: set once here for the run (see
+    :func:`~patchlens.models.runtime.scoring_threads`), never by each image's explanation in turn.
+    """
     check_metrics(plan.metrics, classifier)
-    if images_in_flight > 1 and len(items) > 1 and can_share(method, plan):
-        yield from shared_results(classifier, plan, items, workers, images_in_flight)
-        return
+    with scoring_threads(classifier, scores_only(plan.request.method)):
+        if images_in_flight > 1 and len(items) > 1 and can_share(plan):
+            yield from shared_results(classifier, plan, items, workers, images_in_flight)
+        else:
+            yield from _one_at_a_time(classifier, plan, items, workers)
+
+
+def _one_at_a_time(classifier: Classifier, plan: Plan, items: Sequence[Item], workers: int) -> Iterator[list[RowAndMap]]:
     ahead = max(1, 2 * workers)
     with ThreadPoolExecutor(max_workers=max(1, workers), thread_name_prefix="patchlens-decode") as pool:
-        queue: deque = deque()
+        queue: deque[Future[Loaded]] = deque()
         todo = iter(items)
         for item in todo:
             queue.append(pool.submit(prepare, item))
@@ -226,8 +247,41 @@ def local_results(classifier: Classifier, plan: Plan, items: Sequence[Item], wor
             nxt = next(todo, None)
             if nxt is not None:
                 queue.append(pool.submit(prepare, nxt))
-            yield explain_loaded(classifier, method, plan, loaded)
+            yield explain_loaded(classifier, plan, loaded)
             del loaded  # the photo goes as soon as it is explained
+
+
+def _check_options(backend: str, images_in_flight: int, batch_size: int | None) -> None:
+    """The run's own options, and the extra its backend needs, checked before anything is written."""
+    if backend not in BACKENDS:
+        raise StoreError(f"backend={backend!r}: use one of {', '.join(BACKENDS)}")
+    require("ray" if backend == "ray" else "batch", "patchlens batch")  # before anything is written
+    if images_in_flight < 1:
+        raise StoreError(f"images_in_flight={images_in_flight}: must be at least 1")
+    if batch_size is not None and batch_size < 1:
+        raise StoreError(f"batch_size={batch_size}: must be at least 1 (or None to choose one for the device)")
+
+
+def _continuable(store: Store, existing: Any, out: str, plan: Plan, *, continuing: bool) -> Any:
+    """The rows of ``existing`` this run continues (its method's), after refusing a store it must not add to:
+    damaged or not empty without ``continuing``, or holding this method's results with other parameters or seed.
+    """
+    method_value, seed = plan.request.method, plan.request.generator_seed
+    if store.damage:
+        if not continuing:
+            raise StoreError(f"{store.damage.line(store.root)}; pass --resume to explain the lost images again")
+        warn(f"{store.damage.line(store.root)}; explaining those images again")
+    if len(existing) and not continuing:
+        raise StoreError(f"{out}: already holds {len(existing)} results; pass --resume to continue it, or choose another --out")
+    same = existing[existing["method"] == method_value.name] if len(existing) else existing
+    if len(same):  # fail fast; the writer also checks the model id of every row
+        wanted, recorded_seed = json.dumps(method_value.param_values(), sort_keys=True), seed if method_value.stochastic else None
+        first = same.iloc[0]
+        if stored_params(method_value.name, first["params"]) != wanted or (None if _missing(first["seed"]) else int(first["seed"])) != recorded_seed:
+            raise StoreError(f"{out}: already holds {method_value.name} results made with other parameters or seed "
+                             f"({stored_params(method_value.name, first['params'])}, seed {first['seed']}); "
+                             "pass those to continue it, or use another --out")
+    return same
 
 
 def run_batch(
@@ -264,12 +318,15 @@ def run_batch(
         model: a model spec (``"default"``, ``"timm:NAME"``, ``"torchscript:PATH"``...).
             The local backend also takes a Classifier or module; the Ray backend
             rebuilds the model in each worker, so it needs a spec string.
-        method, **method_params: the method and its parameters, as for ``explain``.
+        method: the method, as for ``explain``.
         target: ``"top1"``, ``"topk:K"``, ``"present"``, a class index or name, or
             ``"label"`` for each image's true label(s) from the source (``cat;dog``: both).
         seed: the same seed gives the same maps on every backend and worker count
             (and number of images in flight, up to float rounding: see ``images_in_flight``);
             None: 0, or on resume the seed the run started with.
+        device: for model specs: ``"auto"``, ``"cpu"``, ``"cuda"``.
+        runtime: what runs the forward passes: ``"auto"``, ``"torch"`` or ``"onnx"`` (see ``load_model``).
+        batch_size: images per forward pass (None: chosen for the device).
         metrics: registered metric names to compute for each map (``metric_*`` columns).
         backend: ``"local"`` or ``"ray"``.
         workers: local: image-decoding threads; ray: model workers (actors).
@@ -288,27 +345,24 @@ def run_batch(
         front_end: whose defaults fill parameters neither given nor stored (the
             ``batch`` command stops sampling methods once settled, Python keeps fixed counts).
         retry_failed: like ``resume``, but images that failed are tried again.
-        chunk_size, flush_seconds: a part is written after this many images or seconds.
+        chunk_size: a part of the store is written after this many images...
+        flush_seconds: ...or after this many seconds, whichever comes first.
         ray_address: an existing Ray cluster (``"auto"`` or ``"ray://host:10001"``);
             None starts a local Ray.
+        progress: show a progress bar.
         on_image: called with the running summary after each image.
+        **method_params: the method's parameters, as for ``explain``.
     """
-    if backend not in BACKENDS:
-        raise StoreError(f"backend={backend!r}: use one of {', '.join(BACKENDS)}")
-    require("ray" if backend == "ray" else "batch", "patchlens batch")  # before anything is written
-    if images_in_flight < 1:
-        raise StoreError(f"images_in_flight={images_in_flight}: must be at least 1")
-    if batch_size is not None and batch_size < 1:
-        raise StoreError(f"batch_size={batch_size}: must be at least 1 (or None to choose one for the device)")
+    _check_options(backend, images_in_flight, batch_size)
     items = read_source(source) if isinstance(source, str) else [same_file(i if isinstance(i, Item) else Item(str(i))) for i in source]
     params, chosen_seed = dict(method_params), seed
     if resume or retry_failed:
         params, chosen_seed = resumed_request(out, method, params, seed)
     params = get_method(method).with_defaults(params, front_end)
-    seed = check_seed(chosen_seed) or 0
-    plan = Plan(method=method, params=params, target=str(target), seed=seed, batch_size=batch_size,
-                metrics=tuple(metrics))
-    method_value = plan.make_method()  # a bad method or parameter fails before anything is written
+    # a bad method, parameter or seed fails before anything is written
+    plan = Plan(RunRequest.of(method, params, target=str(target), seed=check_seed(chosen_seed) or 0, batch_size=batch_size),
+                tuple(metrics))
+    method_value, seed = plan.request.method, plan.request.generator_seed
     wants_labels = any(isinstance(r, TrueLabel) for r in parse_targets(plan.target, true_labels=True))
     if wants_labels and not any(i.label is not None for i in items):
         raise TargetError(f"{source}: --target label needs labels (a label column, or an ImageFolder tree of class folders)")
@@ -319,28 +373,15 @@ def run_batch(
     if backend == "local":
         options: dict[str, Any] = {"device": device} if isinstance(model, str) else {}
         classifier = load_model(model, runtime=runtime, **options)
-        validate_run(classifier, method_value, plan.target, true_labels=True)  # one error for the run, not one per image
+        validate_run(classifier, plan.request, true_labels=True)  # one error for the run, not one per image
         if wants_labels:
             warn_unknown_labels(source, items, classifier)
     check_metrics(plan.metrics, classifier)
     store = Store.create(out)
     with store.lock():
         existing = store.read(hash_maps=resume or retry_failed, finite_maps=resume or retry_failed)
-        if store.damage:
-            if not (resume or retry_failed):
-                raise StoreError(f"{store.damage.line(store.root)}; pass --resume to explain the lost images again")
-            warn(f"{store.damage.line(store.root)}; explaining those images again")
-        if len(existing) and not (resume or retry_failed):
-            raise StoreError(f"{out}: already holds {len(existing)} results; pass --resume to continue it, or choose another --out")
-        same = existing[existing["method"] == method_value.name] if len(existing) else existing
-        if len(same):  # fail fast; the writer also checks the model id of every row
-            wanted, recorded_seed = json.dumps(method_value.params(), sort_keys=True), seed if method_value.stochastic else None
-            first = same.iloc[0]
-            if stored_params(method_value.name, first["params"]) != wanted or (None if _missing(first["seed"]) else int(first["seed"])) != recorded_seed:
-                raise StoreError(f"{out}: already holds {method_value.name} results made with other parameters or seed "
-                                 f"({stored_params(method_value.name, first['params'])}, seed {first['seed']}); "
-                                 "pass those to continue it, or use another --out")
-        _write_request(out, method_value.name, method_value.params(), seed if method_value.stochastic else None)
+        same = _continuable(store, existing, out, plan, continuing=resume or retry_failed)
+        _write_request(out, method_value.name, method_value.param_values(), seed if method_value.stochastic else None)
         mine = same[same["request"] == plan.target] if len(same) else same
         settled = mine[mine["status"].isin(["ok", "empty"])] if retry_failed and len(mine) else mine
         if len(settled) and (store.damage.shards or store.damage.maps):  # rows whose maps are lost are not done
@@ -365,12 +406,7 @@ def run_batch(
                 for row, _ in rows:  # here rather than in the workers, so every backend records them
                     row.update(regions.get(row["path"], {}))
                 writer.add(rows)
-                ok = [r for r, _ in rows if r["status"] == "ok"]
-                empty = not ok and any(r["status"] == "empty" for r, _ in rows)
-                summary.done += bool(ok)
-                summary.empty += empty
-                summary.failed += not ok and not empty
-                summary.forward_passes += int(ok[0]["forward_passes"]) if ok else 0
+                summary.count(rows)
                 summary.seconds = time.perf_counter() - start
                 bar.update(1)
                 bar.set_postfix(failed=summary.failed, refresh=False)

@@ -12,23 +12,23 @@ store, resume and the writer's checks see what the one-at-a-time path gives.
 from __future__ import annotations
 
 from collections import deque
+from collections.abc import Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
-from typing import Iterator, Sequence
 
+from ..api import scores_only
 from ..capabilities import Capability
-from ..engine.batcher import measured_batch_size
+from ..engine import Hooks, measured_batch_size
 from ..engine.shared_batches import SharedBatches
-from ..methods import Method
 from ..models import Classifier
-from ..models.runtime import scoring_threads
 from .sources import Item
-from .work import Loaded, Plan, Result, explain_loaded, prepare
+from .work import Loaded, Plan, RowAndMap, explain_loaded, prepare
 
 
-def can_share(method: Method, plan: Plan) -> bool:
+def can_share(plan: Plan) -> bool:
     """Whether the method and metrics only score inputs: gradients, module hooks and
-    token views must not run for several images at once on one model."""
-    if method.requirements() != Capability.SCORES:
+    token views must not run for several images at once on one model.
+    """
+    if not scores_only(plan.request.method):
         return False
     from ..metrics import get_metrics
 
@@ -36,33 +36,30 @@ def can_share(method: Method, plan: Plan) -> bool:
     return all(m.requires in (None, Capability.SCORES) for m in chosen)
 
 
-def shared_results(classifier: Classifier, plan: Plan, items: Sequence[Item], workers: int, images: int) -> Iterator[list[Result]]:
+def shared_results(classifier: Classifier, plan: Plan, items: Sequence[Item], workers: int, images: int) -> Iterator[list[RowAndMap]]:
     """Explain ``items`` with ``images`` of them in flight at once; their results in input order."""
-    method = plan.make_method()
-    batch = plan.batch_size or measured_batch_size(classifier)  # measured once here, not by each image's engine
+    batch = plan.request.batch_size or measured_batch_size(classifier)  # measured once here, not by each image's engine
     ahead = images + 2 * max(1, workers)
     stream = SharedBatches(classifier, batch)
 
-    def explain(loading: Future[Loaded]) -> list[Result]:
+    def explain(loading: Future[Loaded]) -> list[RowAndMap]:
         loaded = loading.result()  # a caller joins the stream only once its image is decoded
-        with stream.caller() as model:
-            return explain_loaded(model, method, plan, loaded)
+        with stream.caller() as forward:
+            return explain_loaded(classifier, plan, loaded, Hooks(forward=forward))
 
     decode = ThreadPoolExecutor(max_workers=max(1, workers), thread_name_prefix="patchlens-decode")
     explainers = ThreadPoolExecutor(max_workers=images, thread_name_prefix="patchlens-image")
-    # torch's thread count is process-wide: set once for the run, not by each image's explanation in turn
-    with scoring_threads(classifier, True):
-        try:
-            queue: deque[Future[list[Result]]] = deque()
-            for item in items:
-                queue.append(explainers.submit(explain, decode.submit(prepare, item)))
-                if len(queue) >= ahead:
-                    yield queue.popleft().result()
-            while queue:
+    try:
+        queue: deque[Future[list[RowAndMap]]] = deque()
+        for item in items:
+            queue.append(explainers.submit(explain, decode.submit(prepare, item)))
+            if len(queue) >= ahead:
                 yield queue.popleft().result()
-        finally:
-            # on Ctrl-C or an error: images still running stop at their next batch (Cancelled), the rest never start
-            stream.close()
-            decode.shutdown(wait=False, cancel_futures=True)
-            explainers.shutdown(wait=True, cancel_futures=True)
-            decode.shutdown(wait=True)
+        while queue:
+            yield queue.popleft().result()
+    finally:
+        # on Ctrl-C or an error: images still running stop at their next batch (Cancelled), the rest never start
+        stream.close()
+        decode.shutdown(wait=False, cancel_futures=True)
+        explainers.shutdown(wait=True, cancel_futures=True)
+        decode.shutdown(wait=True)

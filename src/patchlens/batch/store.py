@@ -40,8 +40,9 @@ import json
 import os
 import re
 import uuid
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any, BinaryIO, Callable, Iterator
+from typing import Any, BinaryIO
 
 import numpy as np
 
@@ -172,7 +173,7 @@ def _pandas_type(arrow_type: Any) -> Any:
 class Store:
     """Low-level access to a store folder (the runner writes, :class:`BatchStore` reads)."""
 
-    def __init__(self, root: str | os.PathLike) -> None:
+    def __init__(self, root: str | os.PathLike[str]) -> None:
         self.root = Path(root)
         self.manifest_dir = self.root / "manifest"
         self.maps_dir = self.root / "maps"
@@ -198,11 +199,11 @@ class Store:
 
     # -- opening -------------------------------------------------------------
     @classmethod
-    def create(cls, root: str | os.PathLike) -> "Store":
+    def create(cls, root: str | os.PathLike[str]) -> Store:
         """Open ``root`` for writing, creating it if needed (a non-store folder is refused)."""
         store = cls(root)
-        if store.root.exists() and not (store.root / "store.json").exists():
-            if not store.root.is_dir() or any(store.root.iterdir()):
+        if (store.root.exists() and not (store.root / "store.json").exists()
+                and (not store.root.is_dir() or any(store.root.iterdir()))):
                 raise StoreError(f"{store.root}: exists and is not a patchlens batch store; choose a new --out")
         try:
             for folder in (store.manifest_dir, store.maps_dir, store.sums_dir):
@@ -356,7 +357,7 @@ class Store:
             ) from None
 
     # -- reading -------------------------------------------------------------
-    def read(self, latest: bool = True, hash_maps: bool = False, finite_maps: bool = False) -> "Any":
+    def read(self, latest: bool = True, hash_maps: bool = False, finite_maps: bool = False) -> Any:
         """The manifest as a pandas DataFrame; ``latest`` keeps only the newest part's rows per unit.
 
         Damaged manifest parts are skipped and every other row is kept; what was
@@ -367,10 +368,32 @@ class Store:
         with ``finite_maps`` every map they hold is checked for NaN and inf.
         """
         import pandas as pd
-        import pyarrow.parquet as pq
 
         damage = Damage()
-        frames = []
+        frames = self._read_parts(damage)
+        if not frames:
+            self.damage = damage
+            return pd.DataFrame({name: pd.Series(dtype="object") for name in COLUMNS})
+        df = pd.concat(frames, ignore_index=True) if len(frames) > 1 else frames[0]
+        # parts from before path_bytes existed lack it; a name is then its text
+        raw = df["path_bytes"] if "path_bytes" in df.columns else pd.Series(None, index=df.index, dtype="object")
+        df["path_bytes"] = raw.astype("object").where(raw.notna(), None)
+        if latest and len(frames) > 1:
+            # by file, not by the "part" column: a compacted part repeats the part numbers of its rows
+            newest = df.groupby([*UNIT, "path_bytes"], dropna=False)["_file"].transform("max")
+            df = df[df["_file"] == newest]
+        df = df.drop(columns="_file")
+        self._check_shards(df, damage, hash_maps, finite_maps)
+        self.damage = damage
+        return df.sort_values(["path", "method", "request", "target"], kind="stable").reset_index(drop=True)
+
+    def _read_parts(self, damage: Damage) -> list[Any]:
+        """The manifest parts that can be trusted, as DataFrames (each with its file number); what cannot is
+        recorded in ``damage``.
+        """
+        import pyarrow.parquet as pq
+
+        frames: list[Any] = []
         parts = self.parts()
         fallback = self._fallback(parts)
         for name in self.strangers():
@@ -386,7 +409,7 @@ class Store:
             if why is None:
                 try:
                     frame = pq.read_table(p).to_pandas(types_mapper=_pandas_type)
-                except Exception as exc:  # pyarrow raises many kinds for a mangled file
+                except Exception as exc:  # noqa: BLE001  pyarrow raises many kinds for a mangled file
                     why = f"not readable as Parquet: {type(exc).__name__}"
             if why is not None:
                 if fallback and number > fallback[-1][0]:
@@ -397,18 +420,12 @@ class Store:
                 continue
             if len(frame):
                 frames.append(frame.assign(_file=number))
-        if not frames:
-            self.damage = damage
-            return pd.DataFrame({name: pd.Series(dtype="object") for name in COLUMNS})
-        df = pd.concat(frames, ignore_index=True) if len(frames) > 1 else frames[0]
-        # parts from before path_bytes existed lack it; a name is then its text
-        raw = df["path_bytes"] if "path_bytes" in df.columns else pd.Series(None, index=df.index, dtype="object")
-        df["path_bytes"] = raw.astype("object").where(raw.notna(), None)
-        if latest and len(frames) > 1:
-            # by file, not by the "part" column: a compacted part repeats the part numbers of its rows
-            newest = df.groupby([*UNIT, "path_bytes"], dropna=False)["_file"].transform("max")
-            df = df[df["_file"] == newest]
-        df = df.drop(columns="_file")
+        return frames
+
+    def _check_shards(self, df: Any, damage: Damage, hash_maps: bool, finite_maps: bool) -> None:
+        """Record in ``damage`` the map shards the manifest ``df`` names that are missing, damaged or (with
+        ``finite_maps``) hold maps that are not numbers.
+        """
         for map_file in df["map_file"].dropna().unique():
             m = _PART.match(Path(str(map_file)).name)
             sums = read_sums(self.sums_dir, int(m.group(1))) if m else None
@@ -421,10 +438,8 @@ class Store:
                 try:
                     used = {map_name(str(map_file), str(k)) for k in df.loc[df["map_file"] == map_file, "map_key"]}
                     damage.maps.update({k: v for k, v in check_maps(self.root, str(map_file)).items() if k in used})
-                except Exception as exc:  # zipfile, zlib and numpy each raise their own kind for a mangled shard
+                except Exception as exc:  # noqa: BLE001  zipfile, zlib and numpy each raise their own kind for a mangled shard
                     damage.shards[str(map_file)] = f"not readable: {type(exc).__name__}"
-        self.damage = damage
-        return df.sort_values(["path", "method", "request", "target"], kind="stable").reset_index(drop=True)
 
     def _fallback(self, parts: list[tuple[int, Path]]) -> list[tuple[int, Path]]:
         """The replaced parts, when the compacted part that replaced them is damaged or gone, else none.
@@ -521,7 +536,7 @@ def _parquet_rows(path: Path) -> int:
 
     try:
         return int(pq.read_metadata(path).num_rows)
-    except Exception:
+    except Exception:  # noqa: BLE001  pyarrow raises many kinds for a mangled file
         return 0
 
 
@@ -531,7 +546,7 @@ def _parquet_ok(path: Path) -> bool:
     try:
         pq.read_metadata(path)
         return True
-    except Exception:
+    except Exception:  # noqa: BLE001  pyarrow raises many kinds for a mangled file
         return False
 
 
@@ -543,10 +558,10 @@ def _bytes(write: Callable[[BinaryIO], object]) -> bytes:
 
 
 def storable(row: dict[str, Any]) -> dict[str, Any]:
-    """``row`` with every text valid UTF-8, as Parquet needs: a path that is not keeps its bytes in ``path_bytes``.
+    r"""``row`` with every text valid UTF-8, as Parquet needs: a path that is not keeps its bytes in ``path_bytes``.
 
     Other text (an error naming the file, a label from a folder name) is shown
-    with the odd bytes as ``\\xNN``: it is read by people, not used to find a file.
+    with the odd bytes as ``\xNN``: it is read by people, not used to find a file.
     """
     out = dict(row)
     path = out.get("path")

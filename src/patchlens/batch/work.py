@@ -1,13 +1,14 @@
 """One unit of batch work, shared by every backend: read an image, explain it, describe the result as rows.
 
 Everything here is a thin layer over the public API (``load_image``,
-``explain_one``); a backend only decides where these functions run.
+``explain_one``, a :class:`~patchlens.request.RunRequest`); a backend only
+decides where these functions run.
 """
 
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -15,43 +16,49 @@ import numpy as np
 from .._version import __version__
 from ..api import explain_one
 from ..capabilities import ModelKind
+from ..engine import Hooks
 from ..errors import PatchlensError, ServerUnavailableError, TargetError
 from ..explanation import Explanation, record
 from ..filenames import printable
 from ..images import LoadedImage, load_image
-from ..methods import Method, make_method
 from ..models import Classifier
-from ..objectives import TrueLabel, parse_targets
+from ..objectives import TargetSpec, TrueLabel, parse_targets
+from ..request import RunRequest
 from .health import file_digest
 from .sources import Item, true_labels
 from .store import MapError, stored_map
 
-#: one finished row and its map (as the store keeps it, see ``stored_map``; None for a failed row)
-Result = tuple[dict[str, Any], "np.ndarray | None"]
+#: one finished row of the store and its map (as the store keeps it, see ``stored_map``; None for a row without one)
+RowAndMap = tuple[dict[str, Any], "np.ndarray | None"]
 
 
 @dataclass(frozen=True)
 class Plan:
-    """What every worker needs to do the same work: plain values, so Ray can ship it to any node.
+    """What every worker needs to do the same work: the run's request and the metrics of each map.
 
-    ``target`` is what the user asked for (``"top1"``, ``"label"``, a class
-    index or name, ``"topk:K"``, ``"present"``); it is the ``request`` column of
-    the store. ``"label"`` is each image's own label(s) from the source (several
-    separated by ``;``), explained as if named.
+    The request's ``target`` is what the user asked for (``"top1"``, ``"label"``,
+    a class index or name, ``"topk:K"``, ``"present"``); as text it is the
+    ``request`` column of the store. ``"label"`` is each image's own label(s)
+    from the source (several separated by ``;``), explained as if named.
+    :meth:`to_dict` gives plain values, so Ray can ship a plan to any node.
     """
 
-    method: str
-    params: dict[str, Any] = field(default_factory=dict)
-    target: str = "top1"
-    seed: int = 0
-    batch_size: int | None = None
+    request: RunRequest
     metrics: tuple[str, ...] = ()
 
-    def make_method(self) -> Method:
-        return make_method(self.method, **self.params)
+    @property
+    def target(self) -> str:
+        """The target as the store's ``request`` column has it."""
+        return str(self.request.target)
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        """Plain values (see :meth:`RunRequest.to_dict`)."""
+        return {"request": self.request.to_dict(), "metrics": list(self.metrics)}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Plan:
+        """The plan :meth:`to_dict` described."""
+        return cls(RunRequest.from_dict(data["request"]), tuple(data.get("metrics", ())))
 
 
 @dataclass
@@ -76,7 +83,7 @@ def prepare(item: Item) -> Loaded:
         out.image = load_image(item.path)  # a one-line ImageError for missing, empty or corrupt files
     except PatchlensError as exc:
         out.error = str(exc)
-    except Exception as exc:  # load_image turns decoder failures into ImageErrors; this is the last guard
+    except Exception as exc:  # noqa: BLE001  load_image turns decoder failures into ImageErrors; this is the last guard
         out.error = f"{name}: cannot read image: {type(exc).__name__}: {exc}"
     try:
         out.sha256, out.file_bytes = file_digest(item.path)  # in blocks, not the whole file in memory (2 GB: +2.4 GB)
@@ -114,7 +121,7 @@ def _metric_values(names: tuple[str, ...], exps: list[Explanation], classifier: 
         return [{} for _ in exps]
     from ..metrics import evaluate
 
-    table = evaluate(classifier, None, [exps], list(names), batch_size=plan.batch_size)
+    table = evaluate(classifier, None, [exps], list(names), batch_size=plan.request.batch_size)
     return [{f"metric_{c}": None if row.get(c) is None else float(row[c]) for c in table.columns} for row in table]  # type: ignore[misc]
 
 
@@ -126,7 +133,7 @@ def target_box(objective: dict[str, Any]) -> dict[str, float]:
     return {f"target_{k}": float(v) for k, v in zip(("x0", "y0", "x1", "y1"), box)}
 
 
-def image_target(request: str, item: Item) -> Any:
+def image_target(request: TargetSpec, item: Item) -> TargetSpec:
     """What to explain on ``item``: the run's target, with the image's own labels where it says ``label``."""
     parsed = parse_targets(request, true_labels=True)
     if not any(isinstance(r, TrueLabel) for r in parsed):
@@ -138,10 +145,14 @@ def image_target(request: str, item: Item) -> Any:
     return [part for r in parsed for part in (labels if isinstance(r, TrueLabel) else [r.text])]
 
 
-def explain_loaded(classifier: Classifier, method: Method, plan: Plan, loaded: Loaded) -> list[Result]:
+def explain_loaded(classifier: Classifier, plan: Plan, loaded: Loaded, hooks: Hooks | None = None) -> list[RowAndMap]:
     """Explain one prepared image: one row per explained target, one failed row with the reason, or
-    one ``empty`` row when the target named nothing on it (``present``, no label present; ``error`` says why)."""
+    one ``empty`` row when the target named nothing on it (``present``, no label present; ``error`` says why).
+
+    ``hooks``: where the run's forward passes go (batch mode's shared batches), for score-only methods.
+    """
     item = loaded.item
+    method = plan.request.method
     base: dict[str, Any] = {
         "path": item.path,
         "sha256": loaded.sha256,
@@ -149,29 +160,29 @@ def explain_loaded(classifier: Classifier, method: Method, plan: Plan, loaded: L
         "true_label": item.label,
         "request": plan.target,
         "method": method.name,
-        "params": json.dumps(method.params(), sort_keys=True),
-        "seed": plan.seed if method.stochastic else None,
+        "params": json.dumps(method.param_values(), sort_keys=True),
+        "seed": plan.request.seed if method.stochastic else None,
         "model": classifier.model_id,
         "patchlens_version": __version__,
     }
     if loaded.image is not None:
         base["height"], base["width"] = loaded.image.pixels.shape[:2]
 
-    def failed(reason: str) -> list[Result]:
+    def failed(reason: str) -> list[RowAndMap]:
         return [({**base, "status": "failed", "error": printable(reason)}, None)]
 
     if loaded.error is not None or loaded.image is None:
         return failed(loaded.error or f"{printable(item.path)}: not read")
     try:
-        target = image_target(plan.target, item)
+        target = image_target(plan.request.target, item)
     except PatchlensError as exc:
         return failed(str(exc))
     try:
-        exps = explain_one(classifier, loaded.image, method, target=target, seed=plan.seed, batch_size=plan.batch_size)
+        exps = explain_one(classifier, loaded.image, plan.request, hooks, target=target)
         if not exps:  # present, and no label present: said so, not failed
             return [({**base, "status": "empty", "error": exps.note}, None)]
         values = _metric_values(plan.metrics, exps, classifier, plan)
-        out: list[Result] = []
+        out: list[RowAndMap] = []
         for exp, metric_values in zip(exps, values):
             rec = record(exp)  # the one record of an explanation; the store keeps these columns of it
             row = {**base, **{k: rec[k] for k in ("target", "label", "score", "score_is_probability", "forward_passes", "seconds")},
@@ -189,5 +200,5 @@ def explain_loaded(classifier: Classifier, method: Method, plan: Plan, loaded: L
         raise
     except PatchlensError as exc:
         return failed(str(exc))
-    except Exception as exc:  # one bad image must not end a long run; the reason is kept in the store
+    except Exception as exc:  # noqa: BLE001  one bad image must not end a long run; the reason is kept in the store
         return failed(f"{printable(item.path)}: {type(exc).__name__}: {exc}")

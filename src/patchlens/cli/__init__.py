@@ -17,8 +17,9 @@ import os
 import pkgutil
 import sys
 import warnings
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 from .._version import __version__
 from ..errors import PatchlensError
@@ -74,7 +75,7 @@ def _print_help(argv: list[str]) -> int:
         summaries = _help.command_summaries(Path(__file__).parent, command_modules())
         if summaries is not None:
             parser, sub = _bare_parser()
-            _help.summary_parser(parser, sub, summaries)
+            _help.summary_parser(sub, summaries)
             text = parser.format_help()
     elif keep:
         text = _help.remembered(argv)
@@ -120,7 +121,7 @@ def error(message: str) -> None:
 
 
 def _one_line_warnings() -> None:
-    """patchlens's own warnings print as one line (``patchlens: warning: ...``), not with a source line under them."""
+    """Patchlens's own warnings print as one line (``patchlens: warning: ...``), not with a source line under them."""
     plain = warnings.showwarning
 
     def show(message: Any, category: type[Warning], filename: str, lineno: int, file: Any = None, line: Any = None) -> None:
@@ -183,10 +184,8 @@ def console() -> None:
     if argv[:1] and argv[0] in QUICK_EXIT:
         logging.shutdown()  # flushes the log's handlers
         for stream in (sys.stdout, sys.stderr):
-            try:
+            with contextlib.suppress(OSError, ValueError):  # a closed pipe: nothing more can reach the reader anyway
                 stream.flush()
-            except (OSError, ValueError):  # a closed pipe: nothing more can reach the reader anyway
-                pass
         os._exit(code)
     sys.exit(code)
 

@@ -13,7 +13,7 @@ from pathlib import Path
 from ..errors import PatchlensError
 
 
-def writable_folder(path: str | os.PathLike, flag: str = "--out") -> Path:
+def writable_folder(path: str | os.PathLike[str], flag: str = "--out") -> Path:
     """``path`` as a folder that can take files, or a one-line PatchlensError.
 
     Nothing is created: a run that then fails on its first check leaves no empty

@@ -30,8 +30,8 @@ import hashlib
 import os
 import shutil
 import sys
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 HELP_FLAGS = ("-h", "--help")
 #: help texts kept in the cache folder (a few KB each)
@@ -75,7 +75,7 @@ def command_summaries(package_dir: Path, names: Sequence[str]) -> dict[str, str]
     return found
 
 
-def summary_parser(parser: argparse.ArgumentParser, sub: argparse._SubParsersAction, summaries: dict[str, str]) -> None:
+def summary_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser], summaries: dict[str, str]) -> None:
     """Add one bare subparser per command, with its one-line help: enough for the top-level help."""
     for name, text in summaries.items():
         sub.add_parser(name, help=text)

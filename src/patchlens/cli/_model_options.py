@@ -62,7 +62,7 @@ def _triple(flag: str, text: str) -> tuple[float, float, float]:
         raise ModelError(f"{flag} {text}: expected three numbers R,G,B, got {len(values)}")
     if flag == "--std" and min(values) <= 0:
         raise ModelError(f"{flag} {text}: standard deviations must be above 0")
-    return values  # type: ignore[return-value]
+    return values
 
 
 def _size(text: str) -> tuple[int, int]:

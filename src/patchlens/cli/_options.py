@@ -1,13 +1,15 @@
-"""Command-line options generated from a method's declared parameters.
+"""Command-line options generated from declarations: a method's parameters and the metrics' options.
 
-Shared by every subcommand that runs a method (explain, compare, batch), so no
-subcommand keeps its own list of method options.
+Shared by every subcommand that runs a method (explain, compare, batch) or
+scores maps (compare, benchmark), so no subcommand keeps its own list of
+method or metric options.
 """
 
 from __future__ import annotations
 
 import argparse
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 from ..errors import PatchlensError
 from ..methods.base import Method
@@ -55,7 +57,8 @@ def add_method_arguments(parser: argparse.ArgumentParser, methods: Sequence[type
 def add_other_method_arguments(parser: argparse.ArgumentParser) -> None:
     """Accept, unlisted, the options of every other registered method, so that one given to a method that
     does not take it (``--method occlusion --n-masks 10``) reaches ``validation.check_method_options``
-    and its one line naming the methods that have it, instead of argparse's usage message."""
+    and its one line naming the methods that have it, instead of argparse's usage message.
+    """
     from ..methods import registry
 
     for cls in registry().values():
@@ -72,8 +75,36 @@ def explicit_params(args: argparse.Namespace, cls: type[Method]) -> dict[str, An
 
 def method_params(args: argparse.Namespace, cls: type[Method], front_end: str) -> dict[str, Any]:
     """The method options given on the command line, as keyword arguments for ``cls``, with the
-    defaults that ``front_end`` (the command) declares for those not given."""
+    defaults that ``front_end`` (the command) declares for those not given.
+    """
     return cls.with_defaults(explicit_params(args, cls), front_end)
+
+
+def add_metric_arguments(
+    parser: argparse.ArgumentParser, only: Sequence[str] | None = None, defaults: dict[str, Any] | None = None,
+    notes: dict[str, str] | None = None,
+) -> None:
+    """Add ``--option-name`` flags for the metrics' declared options (:class:`patchlens.metrics.Options`), or for
+    those in ``only``; ``defaults`` are this command's own where it has them, ``notes`` more words for some.
+    """
+    from ..metrics.base import option_infos
+
+    group = parser.add_argument_group("metric options")
+    for info in option_infos():
+        if info.group != "metrics" or (only is not None and info.name not in only):
+            continue
+        shown = (defaults or {}).get(info.name, info.default)
+        choices = f" (one of: {', '.join(map(str, info.choices))})" if info.choices else ""
+        group.add_argument(
+            flag(info.name), dest=f"metric__{info.name}", type=info.type, default=argparse.SUPPRESS,
+            metavar=info.type.__name__.upper(),
+            help=f"{info.help}{choices}{(notes or {}).get(info.name, '')} [default: {'none' if shown is None else shown}]",
+        )
+
+
+def metric_options(args: argparse.Namespace) -> dict[str, Any]:
+    """The metric options given on the command line, by their declared names."""
+    return {key[8:]: value for key, value in vars(args).items() if key.startswith("metric__")}
 
 
 def given_method_options(args: argparse.Namespace) -> list[str]:

@@ -107,14 +107,13 @@ def run(args: argparse.Namespace) -> int:
         raise PatchlensError(f"--backend ray: workers rebuild the model from --model alone, so {', '.join(sorted(options))} "
                              "cannot reach them; save the configured model with torch.jit.save and use torchscript:PATH")
     classifier = load_cli_model(args) if args.backend == "local" else None
-    if classifier is not None and not args.quiet:  # the cost, announced before the run
+    if classifier is not None and not args.quiet:  # what runs, announced before the run
         given = method_params(args, cls, "batch")
         if args.resume or args.retry_failed:  # the parameters the run started with, as run_batch will take them
             given, _ = resumed_request(args.out, args.method, explicit_params(args, cls), args.seed)
             given = cls.with_defaults(given, "batch")
         method = make_method(args.method, **given)
-        passes = method.passes(classifier.input_size)
-        print(f"{method.name} on {classifier.model_id}: {f'{passes} forward passes per image' if passes else 'forward passes vary'}")
+        print(f"{method.name} on {classifier.model_id} ({classifier.device}, {classifier.runtime}): {method.param_values()}")
     summary = run_batch(
         args.source,
         args.out,
@@ -159,12 +158,13 @@ def run(args: argparse.Namespace) -> int:
 
 def failure_lines(store: str, groups: int = 3) -> list[str]:
     """The store's failures grouped by reason, most frequent first: "12 x cannot read image: not an image file
-    (e.g. /data/a.jpg)"; the image's own path is taken out of the reason so that images failing alike group."""
+    (e.g. /data/a.jpg)"; the image's own path is taken out of the reason so that images failing alike group.
+    """
     from ..batch import open_store
 
     try:
         manifest = open_store(store).manifest
-    except Exception:  # the summary is a courtesy; the run itself is done and stored
+    except Exception:  # noqa: BLE001  the summary is a courtesy; the run itself is done and stored
         return []
     failed = manifest[manifest["status"] == "failed"].drop_duplicates("path")
     counts: dict[str, list[str]] = {}

@@ -9,8 +9,10 @@ import time
 from typing import Any
 
 from ..api import list_methods
-from ..metrics.protocols import PROTOCOLS
+from ..metrics.base import Options
+from ..metrics.protocols import get_protocol
 from ._model_options import load_cli_model
+from ._options import add_metric_arguments, flag, metric_options
 from .explain import add_common
 
 #: the commands this module adds and their one-line help (read without importing this module: cli/_help.py)
@@ -22,7 +24,7 @@ COMMANDS = {
 METRICS = "pointing_game,focus,insertion,deletion,cost"
 
 
-def register(sub: Any, argv: list[str]) -> None:
+def register(sub: Any, _argv: list[str]) -> None:
     p = sub.add_parser(
         "benchmark",
         help=COMMANDS["benchmark"],
@@ -32,13 +34,11 @@ def register(sub: Any, argv: list[str]) -> None:
     p.add_argument("--methods", default=None, help="comma list [default: every black-box method]")
     p.add_argument("--metrics", default=METRICS, help=f"comma list [default: {METRICS}]")
     p.add_argument("--budget", type=int, default=100, help="about N forward passes per method and mosaic [default: 100]")
-    p.add_argument("--steps", type=int, default=16, help="points on the deletion/insertion curves [default: 16]")
     p.add_argument("--out", default=None, help="also write the report (tables, overlays, curves) into this folder")
-    p.add_argument("--protocol", choices=tuple(PROTOCOLS), default="patchlens",
-                   help="deletion/insertion protocol (rise: the RISE reference code's; --steps is then unused) [default: patchlens]")
     p.add_argument("--baselines", default="random,edges",
                    help="sanity baselines ranked beside the methods: random, edges, centre, or none [default: random,edges]")
     add_common(p)
+    add_metric_arguments(p, only=("steps", "protocol", "pixels_per_step"), defaults={"steps": 16})
     p.set_defaults(run=run)
 
 
@@ -58,18 +58,23 @@ def run(args: argparse.Namespace) -> int:
     from ..metrics.mosaics import builtin_mosaics
 
     names = args.methods.split(",") if args.methods else [n for n, m in list_methods().items() if m["requires"] == ["scores"]]
+    options = metric_options(args)
+    if options.get("protocol", "patchlens") == "patchlens":
+        options.setdefault("steps", 16)  # this command's quicker curves
+    Options.from_given(options, spell=flag)  # before the model is loaded
     classifier = load_cli_model(args)
     mosaics = builtin_mosaics()
     print(f"benchmark: {len(mosaics)} mosaics, model {classifier.model_id} on {classifier.device} "
-          f"({machine() if classifier.device.type == 'cpu' else classifier.device}), budget {args.budget} passes, {args.steps} curve steps")
+          f"({machine() if classifier.device.type == 'cpu' else classifier.device}), budget {args.budget} passes, "
+          f"{get_protocol(options.get('protocol', 'patchlens')).describe(options.get('steps'), options.get('pixels_per_step'))}")
     start = time.perf_counter()
     result = compare(
         classifier, mosaics, names, args.metrics, target=None, seed=args.seed, budget=args.budget,
         batch_size=args.batch_size, progress=True, baselines=args.baselines,
-        **({"steps": args.steps} if args.protocol == "patchlens" else {"protocol": args.protocol}),
+        **options,
     )
     for m in result.methods:
-        print(f"  {m.name}: {m.params()}")
+        print(f"  {m.name}: {m.param_values()}")
     ranking = result.ranking()
     cols = [c for c in result.ordered_columns() if c != "n"]
     width = max(len(c) for c in cols)

@@ -18,7 +18,7 @@ exports are removed until it fits.
 COMMANDS = {"cache": "show or empty the cache of exported models (cache info, cache clear)"}
 
 
-def register(sub: Any, argv: list[str]) -> None:
+def register(sub: Any, _argv: list[str]) -> None:
     p = sub.add_parser(
         "cache",
         help=COMMANDS["cache"],
@@ -35,7 +35,7 @@ def _mb(size: int) -> str:
     return f"{size / 1024**2:,.1f} MB"
 
 
-def run_info(args: argparse.Namespace) -> int:
+def run_info(_args: argparse.Namespace) -> int:
     from ..models import export_cache as cache
 
     found = cache.entries()
@@ -49,7 +49,7 @@ def run_info(args: argparse.Namespace) -> int:
     return 0
 
 
-def run_clear(args: argparse.Namespace) -> int:
+def run_clear(_args: argparse.Namespace) -> int:
     from ..models import export_cache as cache
 
     count, size = cache.clear()

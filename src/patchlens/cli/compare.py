@@ -13,21 +13,21 @@ import numpy as np
 from ..capabilities import ModelKind
 from ..errors import MethodError
 from ..images import load_image
-from ..methods import Method, get_method, make_method, registry
-from ..metrics.base import MetricError, get_metrics
+from ..methods import Method, get_method, registry
+from ..metrics.base import MetricError, Options, get_metrics
 from ..metrics.base import registry as metric_registry
-from ..metrics.budget import budgeted
-from ..metrics.protocols import PROTOCOLS
 from ..metrics.sanity import parse_baselines
 from ..validation import check_method_options, check_metric_needs
 from ._model_options import load_cli_model
 from ._options import (
     _bool,
     add_method_arguments,
+    add_metric_arguments,
     add_other_method_arguments,
     flag,
     given_method_options,
     method_params,
+    metric_options,
     peek_option,
 )
 from .explain import add_common
@@ -68,20 +68,13 @@ def register(sub: Any, argv: list[str]) -> None:
     p.add_argument("--out", default="patchlens-compare", help="folder for the report [default: patchlens-compare]")
     p.add_argument("--budget", type=int, default=None, help="cut each method to about N forward passes per image (sample counts, strides)")
     p.add_argument("--fast", action="store_true", help="quick CPU run: --budget 100 --steps 16 unless given")
-    p.add_argument("--steps", type=int, default=None, help="points on the deletion/insertion curves, one pass each [default: 32]")
-    p.add_argument("--protocol", choices=tuple(PROTOCOLS), default="patchlens",
-                   help="deletion/insertion protocol: patchlens, or rise (the RISE reference code's substrates, "
-                   "steps and area; see docs/metrics.md) [default: patchlens]")
-    p.add_argument("--pixels-per-step", type=int, default=None,
-                   help="with --protocol rise: pixels changed per curve point [default: 224, as the reference; 1792 with --fast]")
     p.add_argument("--baselines", default="random,edges",
                    help="sanity baselines scored beside the methods: random, edges, centre, or none [default: random,edges]")
-    p.add_argument("--unit", choices=("pixels", "patches"), default="pixels", help="remove/reveal pixels or patches [default: pixels]")
-    p.add_argument("--patch", type=int, default=16, help="patch side in model-input pixels for --unit patches [default: 16]")
     p.add_argument("--regions", default=None, help="JSON file mapping each image to a box [l, t, r, b] or a mask image, for region metrics")
     p.add_argument("--set", action="append", default=[], metavar="METHOD.PARAM=VALUE", help="a parameter for one method (repeatable)")
     p.add_argument("--quiet", action="store_true", help="print only the table and errors")
     add_common(p)
+    add_metric_arguments(p, notes={"steps": "; 16 with --fast", "pixels_per_step": "; 1792 with --fast"})
     add_method_arguments(p, [get_method(m) for m in chosen], "compare")
     add_other_method_arguments(p)
     p.set_defaults(run=run)
@@ -145,21 +138,20 @@ def load_regions(path: str, images: list[str]) -> list[Any]:
 
 
 def curve_options(args: argparse.Namespace) -> dict[str, Any]:
-    """The deletion/insertion options the command line asks for, refusing options the protocol fixes."""
-    if args.protocol == "patchlens":
-        if args.pixels_per_step is not None:
-            raise MetricError("--pixels-per-step: only with --protocol rise (the patchlens protocol uses --steps)")
-        steps = args.steps if args.steps is not None else (16 if args.fast else 32)
-        return {"protocol": "patchlens", "steps": steps, "unit": args.unit, "patch": args.patch}
-    if args.steps is not None or args.unit != "pixels":
-        raise MetricError(f"--protocol {args.protocol}: the protocol fixes the steps and the unit; use --pixels-per-step instead of --steps")
-    # --fast: 8 rows of pixels per step, the reference notebook's own quick setting (224 * 8).
-    pixels = args.pixels_per_step if args.pixels_per_step is not None else (1792 if args.fast else None)
-    return {"protocol": args.protocol, "pixels_per_step": pixels}
+    """The metric options the command line gives (checked as the API checks them, named as typed), with
+    ``--fast``'s quicker curves where they are not given.
+    """
+    given = metric_options(args)
+    Options.from_given(given, spell=flag)  # an option the protocol fixes is one error, before any map is made
+    if args.fast and given.get("protocol", "patchlens") == "patchlens":
+        given.setdefault("steps", 16)
+    elif args.fast:  # 8 rows of pixels per step, the reference notebook's own quick setting (224 * 8)
+        given.setdefault("pixels_per_step", 1792)
+    return given
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..metrics.compare import compare
+    from ..metrics.compare import chosen_methods, compare
 
     say = (lambda *a: None) if args.quiet else print
     methods = [m.strip() for m in args.methods.split(",") if m.strip()]
@@ -179,12 +171,9 @@ def run(args: argparse.Namespace) -> int:
     # after the model is loaded, before any map: a detection is measured in its own box when no region is given
     check_metric_needs(metrics, regions=bool(args.regions) or classifier.model_kind == ModelKind.DETECTOR,
                        how="--regions FILE (JSON: each image to a box [l, t, r, b] or a mask image)")
-    values = [
-        budgeted(m, budget, classifier.input_size, given.get(m)) if budget is not None else make_method(m, **given.get(m, {}))
-        for m in methods
-    ]
-    for v in values:  # the cost, announced before the run
-        say(f"{v.name}: {v.params()} ({v.passes(classifier.input_size) or 'varying'} passes per image)")
+    values = chosen_methods(classifier, args.images[0], methods, budget, given)
+    for v in values:  # what runs, announced before the run
+        say(f"{v.name}: {v.param_values()}")
     result = compare(
         classifier, list(args.images), values, args.metrics, target=args.target, seed=args.seed, budget=budget,
         method_params=given, batch_size=args.batch_size, regions=regions, progress=not args.quiet,

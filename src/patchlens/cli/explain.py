@@ -3,19 +3,21 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import sys
 from pathlib import Path
 from typing import Any
 
-from ..api import check_seed, explain_one
-from ..capabilities import Capability
+from ..api import explain_one, scores_only
+from ..engine import Hooks
 from ..errors import PatchlensError, QueryBudgetError, ServerUnavailableError
 from ..explanation import Explanation, combined_overlay, short_model_id
 from ..filenames import printable
 from ..images import load_image
 from ..methods import get_method, make_method
 from ..methods._sampling import stopping_rule
-from ..models.runtime import runs_on
+from ..models.runtime import runs_on, scoring_threads
+from ..request import RunRequest
 from ..validation import check_method_options, validate_run
 from ._checks import writable_folder
 from ._model_options import add_model_arguments, load_cli_model
@@ -93,29 +95,33 @@ def combined_name(exp: Explanation) -> str:
 def run(args: argparse.Namespace) -> int:
     cls = get_method(args.method)
     check_method_options([cls], given_method_options(args), flag)  # before the model is loaded
-    method = make_method(args.method, **method_params(args, cls, "explain"))
-    check_seed(args.seed)  # one error for the run, before the model is loaded
+    # the run's one request: a bad seed or parameter is one error before the model is loaded
+    request = RunRequest(make_method(args.method, **method_params(args, cls, "explain")), target=args.target,
+                         seed=args.seed, batch_size=args.batch_size)
+    method = request.method
     say = (lambda *a: None) if args.quiet else print
     out = writable_folder(args.out)  # before the model is loaded and any image explained
     classifier = load_cli_model(args)
-    validate_run(classifier, method, args.target)  # one error for the whole run, before any forward pass
-    passes = method.passes(classifier.input_size)
-    per_image = f"{passes} forward passes per image" if passes else "forward passes vary"
+    validate_run(classifier, request)  # one error for the whole run, before any forward pass
     where = runs_on(classifier)
-    if getattr(classifier, "runtime", "torch") not in ("torch", "remote") and method.requirements() & ~Capability.SCORES:
+    if classifier.runtime not in ("torch", "remote") and not scores_only(method):
         where += " for scores, torch for the rest"  # gradients, layers and tokens come from torch
-    say(f"{method.name} on {classifier.model_id} ({where}): {per_image}")
+    say(f"{method.name} on {classifier.model_id} ({where})")
     rule = stopping_rule(method)
     if rule:
         say(f"  {rule}")
+    with scoring_threads(classifier, scores_only(method)):  # torch's threads, once for the whole run
+        return _explain_all(args, classifier, request, out, say)
+
+
+def _explain_all(args: argparse.Namespace, classifier: Any, request: RunRequest, out: Any, say: Any) -> int:
+    hooks = Hooks(progress=not args.quiet)
     failed = partial_maps = 0
     for index, name in enumerate(args.images):
         path = printable(name)  # what messages show; a name that is not UTF-8 still prints
         try:
             image = load_image(name)
-            results = explain_one(
-                classifier, image, method, target=args.target, seed=args.seed, batch_size=args.batch_size, progress=not args.quiet
-            )
+            results = explain_one(classifier, image, request, hooks)
         except (QueryBudgetError, ServerUnavailableError) as exc:  # every later image would fail the same way: stop, say what is missing
             print(f"patchlens: error: {exc}", file=sys.stderr)
             done = index - failed
@@ -127,34 +133,42 @@ def run(args: argparse.Namespace) -> int:
             continue
         if not results:  # present, and no label present: not a failure, and never silent
             say(f"{results.note}")
-        for exp in results:
-            try:
-                files = exp.save(out)
-            except OSError as exc:  # a full disk: this image fails, the others may still fit
-                print(f"patchlens: error: {path}: cannot save to {out}: {exc.strerror or exc}", file=sys.stderr)
-                failed += 1
-                break
-            if exp.partial:  # never silently: the map was formed from the rounds done before a budget ran out
-                partial_maps += 1
-                partial = exp.partial
-                print(f"patchlens: note: {path}: partial map from {partial['samples_used']} of {partial['sample_budget']} "
-                      f"samples: {partial['reason']}", file=sys.stderr)
-            say(f"{path}: {exp.named_with_score('=')}, {exp.forward_passes} passes in {exp.seconds:.1f}s")
-            try:
-                say("  " + exp.describe())
-            except Exception:  # the description is a nicety; never lose results over it
-                pass
-            for kind, file in files.items():
-                say(f"  wrote {kind}: {file}")
-        if len(results) > 1 and any(exp.boxes() for exp in results):  # several detections: one picture of them all
-            combined = out / combined_name(results[0])
-            try:
-                combined_overlay(list(results)).save(combined)
-                say(f"{path}: its {len(results)} targets in one picture: {combined}")
-            except OSError as exc:
-                print(f"patchlens: error: {path}: cannot save to {out}: {exc.strerror or exc}", file=sys.stderr)
+        saved, partial = _save_results(results, path, out, say)
+        failed += not saved
+        partial_maps += partial
         if hasattr(classifier, "traffic"):  # a remote model: what the network did
             say(f"  remote: {classifier.traffic}")
     if failed:
         print(f"patchlens: {failed} of {len(args.images)} image(s) failed", file=sys.stderr)
     return 1 if failed else 3 if partial_maps else 0
+
+
+def _save_results(results: Any, path: str, out: Any, say: Any) -> tuple[bool, int]:
+    """Write one image's explanations (and, for several detections, one picture of them all); whether they
+    were all written, and how many maps are partial.
+    """
+    partial_maps = 0
+    for exp in results:
+        try:
+            files = exp.save(out)
+        except OSError as exc:  # a full disk: this image fails, the others may still fit
+            print(f"patchlens: error: {path}: cannot save to {out}: {exc.strerror or exc}", file=sys.stderr)
+            return False, partial_maps
+        if exp.partial:  # never silently: the map was formed from the rounds done before a budget ran out
+            partial_maps += 1
+            partial = exp.partial
+            print(f"patchlens: note: {path}: partial map from {partial['samples_used']} of {partial['sample_budget']} "
+                  f"samples: {partial['reason']}", file=sys.stderr)
+        say(f"{path}: {exp.named_with_score('=')}, {exp.forward_passes} passes in {exp.seconds:.1f}s")
+        with contextlib.suppress(Exception):  # the description is a nicety; never lose results over it
+            say("  " + exp.describe())
+        for kind, file in files.items():
+            say(f"  wrote {kind}: {file}")
+    if len(results) > 1 and any(exp.boxes() for exp in results):  # several detections: one picture of them all
+        combined = out / combined_name(results[0])
+        try:
+            combined_overlay(list(results)).save(combined)
+            say(f"{path}: its {len(results)} targets in one picture: {combined}")
+        except OSError as exc:
+            print(f"patchlens: error: {path}: cannot save to {out}: {exc.strerror or exc}", file=sys.stderr)
+    return True, partial_maps

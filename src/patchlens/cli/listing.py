@@ -18,7 +18,7 @@ COMMANDS = {
 }
 
 
-def register(sub: Any, argv: list[str]) -> None:
+def register(sub: Any, _argv: list[str]) -> None:
     p = sub.add_parser("methods", help=COMMANDS["methods"])
     p.add_argument("--json", action="store_true", help="print as JSON")
     p.set_defaults(run=run_methods)
@@ -58,7 +58,7 @@ def run_methods(args: argparse.Namespace) -> int:
     return 0
 
 
-def _defaults(param: dict) -> str:
+def _defaults(param: dict[str, Any]) -> str:
     """One default, or each front-end's where they differ: "0.99 (explain, batch, web), 0.0 (compare, python)"."""
     per = param.get("defaults")
     if not per:

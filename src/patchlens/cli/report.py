@@ -29,7 +29,7 @@ path to a binary mask image).
 """
 
 
-def register(sub: Any, argv: list[str]) -> None:
+def register(sub: Any, _argv: list[str]) -> None:
     p = sub.add_parser(
         "report",
         help=COMMANDS["report"],

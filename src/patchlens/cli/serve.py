@@ -23,7 +23,7 @@ EXAMPLES = """examples:
 """
 
 
-def register(sub: Any, argv: list[str]) -> None:
+def register(sub: Any, _argv: list[str]) -> None:
     p = sub.add_parser(
         "serve",
         help=COMMANDS["serve"],

@@ -20,7 +20,7 @@ explains the lost images again.
 """
 
 
-def register(sub: Any, argv: list[str]) -> None:
+def register(sub: Any, _argv: list[str]) -> None:
     p = sub.add_parser(
         "store",
         help=COMMANDS["store"],

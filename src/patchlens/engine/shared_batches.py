@@ -3,15 +3,22 @@
 An engine explaining one image sends batches of at most its batch size, and
 short ones at every round's end (RISE's 250-mask rounds leave 26 over at batch
 32; a 20-mask job is one short batch). With several images explained at once,
-each through its own :class:`StreamClassifier`, one model thread concatenates
-whatever rows are waiting, from any image, into batches of the best size, runs
-one forward pass and hands each caller its rows. A request may be split between
-two batches, so batches are full whenever enough rows wait.
+each image's engine sends its forward passes to the stream (:meth:`SharedBatches.caller`
+gives it the function, which it takes as its ``Hooks.forward``); one model
+thread concatenates whatever rows are waiting, from any image, into batches of
+the best size, runs one forward pass and hands each caller its rows. A request
+may be split between two batches, so batches are full whenever enough rows wait.
 
 The callers compose their inputs (masking, resizing, moving to the device) on
 their own threads; the model thread only runs forward passes. Each image's
-engine still counts its passes, checks its budget and honours cancellation, as
-it does on a plain classifier: the stream changes where rows run, never how many.
+engine still counts its passes, checks its budget, honours cancellation and
+backs off when the device runs out of memory, as it does on a plain classifier:
+the stream changes where rows run, never how many. An error in a shared batch
+is handed to the callers whose rows were in it (each caller's rows are run
+again alone first, so one image's bad input fails that image only); an
+out-of-memory error thus reaches the engines, which halve their batches and
+record the size that fits on the model's batch policy, which the stream reads
+before every batch.
 
 Which rows share a batch depends on thread timing, so a map equals the one
 explained alone exactly when the model scores a row the same whatever else is
@@ -33,18 +40,16 @@ import contextlib
 import threading
 import time
 from collections import deque
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from typing import Any, Iterator
+from typing import Any
 
 import torch
 
-from ..capabilities import Capability
 from ..errors import Cancelled, ModelError
 from ..images import resize
 from ..models import outputs
 from ..models.classifier import Classifier
-from ..models.view import ClassifierView
-from .batcher import _is_oom
 
 #: how long (seconds) the oldest waiting row may wait for a fuller batch while a caller is still
 #: composing its next request, at least ...
@@ -73,13 +78,14 @@ class SharedBatches:
 
     Args:
         classifier: the model; only the model thread calls it.
-        batch_size: rows per forward pass (the model's best batch).
+        batch_size: rows per forward pass (the model's best batch; less once the
+            model's batch policy knows that fewer fit in memory).
         max_wait: seconds the oldest waiting row may wait for a fuller batch while
             some caller is still composing its next request (None: :data:`MAX_WAIT`),
             or :data:`WAIT_SHARE` of a full batch's measured time when that is longer.
             A batch runs at once when it is full or when every caller is waiting for the model.
 
-    Use as a context manager; :meth:`caller` gives each image its view of the model.
+    Use as a context manager; :meth:`caller` gives each image its forward function.
     """
 
     def __init__(self, classifier: Classifier, batch_size: int, max_wait: float | None = None) -> None:
@@ -99,19 +105,27 @@ class SharedBatches:
 
     # -- the callers' side --------------------------------------------------------
     @contextlib.contextmanager
-    def caller(self) -> Iterator[StreamClassifier]:
-        """A view of the model for one caller thread; while it is open, the model thread counts on its rows."""
+    def caller(self) -> Iterator[Callable[[torch.Tensor], Any]]:
+        """The forward function of one caller thread (for its engine's ``Hooks.forward``); while it is open,
+        the model thread counts on its rows.
+        """
         with self._changed:
             self._callers += 1
         try:
-            yield StreamClassifier(self)
+            yield self.score
         finally:
             with self._changed:
                 self._callers -= 1
                 self._changed.notify_all()  # the others may now be all that the model waits for
 
-    def score(self, rows: torch.Tensor) -> Any:
-        """The model's answer for ``rows`` (already at the model's input size, on its device), from shared batches."""
+    def score(self, x: torch.Tensor) -> Any:
+        """The model's answer for a batch ``x`` ``(n, 3, H, W)``, from shared batches.
+
+        The caller's thread moves and resizes its rows, so the model thread only runs the model.
+        """
+        if x.ndim != 4 or x.shape[1] != 3:
+            raise ModelError(f"{self.classifier.model_id}: expected a batch of shape (N, 3, H, W), got {tuple(x.shape)}")
+        rows = resize(x.to(self.classifier.device, torch.float32), self.classifier.input_size)
         request = _Request(rows)
         with self._changed:
             if self._closed:
@@ -127,10 +141,15 @@ class SharedBatches:
     def _waiting_rows(self) -> int:
         return sum(len(r.rows) - r.taken for r in self._pending)
 
+    @property
+    def rows_per_batch(self) -> int:
+        """Rows per forward pass now: the batch size, or fewer once the model is known to hold no more."""
+        return self.classifier.batch_policy.cap(self.batch_size)
+
     def _ready(self) -> bool:
         if not self._pending:
             return False
-        if self._closed or self._waiting_rows() >= self.batch_size or len(self._pending) >= self._callers:
+        if self._closed or self._waiting_rows() >= self.rows_per_batch or len(self._pending) >= self._callers:
             return True  # full, or nobody else can add rows before this batch runs
         return time.monotonic() - self._pending[0].arrived >= self._wait_limit()
 
@@ -139,7 +158,7 @@ class SharedBatches:
 
     def _take(self) -> list[tuple[_Request, int, int]]:
         """Slices ``(request, start, stop)`` for the next batch, oldest rows first."""
-        slices, room = [], self.batch_size
+        slices, room = [], self.rows_per_batch
         for request in self._pending:
             if room == 0:
                 break
@@ -176,17 +195,7 @@ class SharedBatches:
         start = time.perf_counter()
         try:
             scores = self.classifier(rows[0] if len(rows) == 1 else torch.cat(rows))
-        except BaseException as exc:
-            n = sum(b - a for _, a, b in slices)
-            if _is_oom(exc) and n > 1:
-                # As the engine backs off: halve the batch for this and every later one; nothing is lost.
-                self.batch_size = max(1, n // 2)
-                if self.classifier.device.type == "cuda":
-                    torch.cuda.empty_cache()
-                first, rest = _split(slices, self.batch_size)
-                self._run(first)
-                self._run(rest)
-                return
+        except BaseException as exc:  # noqa: BLE001  whatever the model raised goes to the callers waiting for this batch
             if len(slices) == 1:
                 self._fail(slices[0][0], exc)
                 return
@@ -197,7 +206,7 @@ class SharedBatches:
             return
         count = outputs.batch_length(scores)
         self.batch_sizes.append(count)
-        self._full_batch_seconds = (time.perf_counter() - start) * self.batch_size / count
+        self._full_batch_seconds = (time.perf_counter() - start) * self.rows_per_batch / count
         at = 0
         for request, a, b in slices:
             if request.error is None:
@@ -227,46 +236,3 @@ class SharedBatches:
 
     def __exit__(self, *exc: Any) -> None:
         self.close()
-
-
-def _split(slices: list[tuple[_Request, int, int]], k: int) -> tuple[list[tuple[_Request, int, int]], ...]:
-    """``slices`` as their first ``k`` rows and the rest."""
-    first, rest = [], []
-    for request, a, b in slices:
-        cut = min(b, max(a, a + k))
-        if cut > a:
-            first.append((request, a, cut))
-        if b > cut:
-            rest.append((request, cut, b))
-        k -= cut - a
-    return first, rest
-
-
-class StreamClassifier(ClassifierView):
-    """A classifier whose forward passes go through a :class:`SharedBatches` stream.
-
-    Everything but scoring is the inner classifier's. Only score-only methods
-    use it (see ``patchlens.batch.runner``): gradients, module hooks and token
-    views stay with one image at a time on the plain classifier.
-    """
-
-    def __init__(self, stream: SharedBatches) -> None:
-        super().__init__(stream.classifier)
-        self.stream = stream
-
-    def __call__(self, x: torch.Tensor) -> torch.Tensor:
-        if x.ndim != 4 or x.shape[1] != 3:
-            raise ModelError(f"{self.model_id}: expected a batch of shape (N, 3, H, W), got {tuple(x.shape)}")
-        # the caller's thread resizes, so the model thread's own resize has nothing to do
-        return self.stream.score(resize(x.to(self.device, torch.float32), self.input_size))
-
-    # scores only: no gradients, module or token views through the stream (a plain Classifier's answers)
-    @property
-    def capabilities(self) -> Capability:
-        return Capability.SCORES
-
-    module = Classifier.module
-    logits = Classifier.logits
-    evaluating = Classifier.evaluating
-    token_view = Classifier.token_view
-    score_tokens = Classifier.score_tokens

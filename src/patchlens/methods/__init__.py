@@ -1,23 +1,22 @@
 """Explanation methods: one file per method, each registered by name.
 
 Any module in this package that defines a ``@register``-ed :class:`Method` is
-found automatically; no list is kept by hand.
+found automatically, and so is a method of another installed package that
+declares an entry point in the group ``patchlens.methods`` (see
+:mod:`patchlens._discovery`); no list is kept by hand.
 """
 
 from __future__ import annotations
 
-import sys
-import types
-import warnings
-from typing import Any
-
-from .._discovery import import_submodules
-from ._features import count_regions
+from ._cam import LayerMethod
+from ._masking import MaskingMethod
+from ._sampling import SamplingMethod
 from .base import (
     Attribution,
     Job,
     Method,
     ParamInfo,
+    Prepared,
     catalogue,
     get_method,
     make_method,
@@ -27,28 +26,15 @@ from .base import (
     registry,
 )
 
-
-def _discover() -> None:
-    import_submodules(__name__, __path__)
-
-
-class _CallablePackage(types.ModuleType):
-    """``patchlens.methods`` is this package; calling it still lists the methods, as it did before 0.2."""
-
-    def __call__(self) -> dict[str, dict[str, Any]]:
-        warnings.warn(
-            "patchlens.methods() is deprecated: use patchlens.list_methods()", DeprecationWarning, stacklevel=2
-        )
-        return catalogue()
-
-
-sys.modules[__name__].__class__ = _CallablePackage
-
 __all__ = [
     "recorded_params",
     "Method",
+    "MaskingMethod",
+    "LayerMethod",
+    "SamplingMethod",
     "Job",
     "Attribution",
+    "Prepared",
     "ParamInfo",
     "param",
     "register",
@@ -56,5 +42,4 @@ __all__ = [
     "catalogue",
     "get_method",
     "make_method",
-    "count_regions",
 ]

@@ -16,7 +16,7 @@ import torch
 from ..capabilities import Capability
 from ..errors import MethodError
 from ..models.layers import LayerReader, as_feature_map, parse_layer, token_layout
-from .base import Attribution, Job, Method, param
+from .base import Attribution, Job, Method, Prepared, param
 
 LAYER_HELP = (
     "which layer to read: 'auto' (the last spatial feature map of a CNN; a ViT's last block) "
@@ -36,7 +36,8 @@ class Capture:
 
 def capture(job: Job, layer: str, *, gradients: bool) -> Capture:
     """Run the model once on ``job.image`` and return the layer's activations (and the gradients of the
-    objective on the raw output: each target's logit, for a classifier)."""
+    objective on the raw output: each target's logit, for a classifier).
+    """
     module = job.classifier.module
     assert module is not None  # explain_one refuses black boxes for white-box methods
     layout = token_layout(module)
@@ -65,7 +66,7 @@ def capture(job: Job, layer: str, *, gradients: bool) -> Capture:
         return Capture(layer=resolved, activations=activations, grads=grads)
 
     spec = parse_layer(layer)
-    declared = getattr(job.classifier, "cam_layer", None)  # an adapter may say what "auto" means for its model
+    declared = job.classifier.cam_layer  # an adapter may say what "auto" means for its model
     if spec.name is None and declared:
         spec = parse_layer(declared)
     reader = LayerReader(module, spec)
@@ -83,7 +84,15 @@ def extras(capture: Capture, count: int) -> list[dict[str, Any]]:
 
 
 @dataclass(frozen=True)
-class GradientCam(Method):
+class LayerMethod(Method):
+    """A method that reads one of the model's layers (``layer``): a run checks the name once, before any work."""
+
+    requires = Capability.LAYERS
+    layer: str = param("auto", LAYER_HELP)
+
+
+@dataclass(frozen=True)
+class GradientCam(LayerMethod):
     """Base of the CAMs that weight one layer's activations by its gradients.
 
     A subclass only says how gradients and activations combine into a map
@@ -91,16 +100,15 @@ class GradientCam(Method):
     """
 
     requires = Capability.GRADIENTS | Capability.LAYERS
-    layer: str = param("auto", LAYER_HELP)
 
-    def passes(self, size: tuple[int, int] = (224, 224), image: torch.Tensor | None = None) -> int:
-        return 2  # the scoring pass that resolves targets, then one forward (and a backward per target)
+    def prepare(self, job: Job) -> Prepared:  # noqa: ARG002  (an interface: other implementations use it)
+        return Prepared(passes=1)  # one forward (and a backward per target)
 
     def combine(self, grads: torch.Tensor, activations: torch.Tensor) -> torch.Tensor:
         """``(T, H', W')`` map from gradients ``(T, K, H', W')`` and activations ``(1, K, H', W')``."""
         raise NotImplementedError
 
-    def attribute(self, job: Job) -> Attribution:
+    def attribute(self, job: Job, state: None) -> Attribution:  # noqa: ARG002  (an interface: other implementations use it)
         cap = capture(job, self.layer, gradients=True)
         assert cap.grads is not None
         return Attribution(maps=self.combine(cap.grads, cap.activations), extras=extras(cap, len(job.objective)))

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import itertools
 import math
-import weakref
 
 import torch
 
@@ -49,18 +48,12 @@ def region_limit(features: str, grid: int) -> int:
     return grid * grid if features == "grid" else 2 * grid * grid
 
 
-#: The last cut: an explanation counts its passes (to check a budget before any work) and then
-#: prepares its samples, and both need the regions; SLIC on a photo costs more than the lookup.
-#: Keyed by the image object itself (a weak reference, and its in-place version counter).
-_last_cut: tuple[weakref.ref, int, str, int, torch.Tensor, int] | None = None
-
-
 def regions(image: torch.Tensor, features: str, grid: int) -> tuple[torch.Tensor, int]:
-    """The region label map ``(H, W)`` of ``image`` and the number of regions K (at most :func:`region_limit`)."""
-    global _last_cut
-    last = _last_cut
-    if last is not None and last[0]() is image and last[1:4] == (image._version, features, grid):
-        return last[4], last[5]
+    """The region label map ``(H, W)`` of ``image`` and the number of regions K (at most :func:`region_limit`).
+
+    A method cuts its image once, in :meth:`~patchlens.methods.base.Method.prepare`, which counts its
+    cost from K, and keeps the cut in its state.
+    """
     labels = make_partition(image, features, grid)
     k = int(labels.max()) + 1
     limit = region_limit(features, grid)
@@ -69,15 +62,7 @@ def regions(image: torch.Tensor, features: str, grid: int) -> tuple[torch.Tensor
             f"features={features}: cut this image into {k:,} regions, more than the {limit:,} allowed for grid={grid}; "
             "use features=slic or grid, or a smaller grid"
         )
-    _last_cut = (weakref.ref(image), image._version, features, grid, labels, k)
     return labels, k
-
-
-def count_regions(features: str, grid: int, image: torch.Tensor | None = None) -> int:
-    """The number of regions of ``image`` (exact, one partition: milliseconds), or without an image its bound."""
-    if features == "grid" or image is None:
-        return region_limit(features, grid)
-    return regions(image, features, grid)[1]
 
 
 def paint(values: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
@@ -96,11 +81,9 @@ def lime_weights(z: torch.Tensor, kernel_width: float, distance: str) -> torch.T
     """LIME's kernel ``sqrt(exp(-d^2 / width^2))`` of each sample's distance to the all-ones vector."""
     k = z.shape[1]
     kept = z.sum(1)
-    if distance == "cosine":
-        # cos(z, 1) = |z| / (sqrt(|z|) sqrt(K)) for binary z; all-hidden has no angle: distance 1 as in sklearn.
-        d = 1.0 - torch.sqrt(kept / k)
-    else:  # hamming: the fraction of regions hidden
-        d = 1.0 - kept / k
+    # cosine: cos(z, 1) = |z| / (sqrt(|z|) sqrt(K)) for binary z; all-hidden has no angle: distance 1 as in
+    # sklearn. hamming: the fraction of regions hidden
+    d = 1.0 - torch.sqrt(kept / k) if distance == "cosine" else 1.0 - kept / k
     return torch.exp(-(d**2) / kernel_width**2).sqrt()
 
 

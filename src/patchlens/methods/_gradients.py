@@ -11,7 +11,7 @@ independent and the result does not depend on the batch size.
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 

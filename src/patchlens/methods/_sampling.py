@@ -22,8 +22,9 @@ import torch
 
 from ..engine.convergence import ConvergenceMonitor
 from ..errors import BudgetError
+from . import _params as shared
 from ._params import INTERACTIVE_CONVERGE  # noqa: F401  (declared beside the parameter; imported from here too)
-from .base import Attribution, Job, Method
+from .base import Attribution, Job, Method, Prepared
 
 #: how many running maps a convergence round shows when someone is watching (``on_map``)
 PREVIEWS_PER_ROUND = 4
@@ -41,19 +42,23 @@ def stopping_rule(method: Method) -> str | None:
     """The stopping rule in words, printed before a run; None for methods that do not sample."""
     if not isinstance(method, SamplingMethod):
         return None
-    converge = float(getattr(method, "converge", 0.0))
-    if converge <= 0:
+    if method.converge <= 0:
         return "fixed count: every sample is scored"
     return (
         f"adaptive: stops once the map's estimated rank correlation with the map that unlimited samples would give "
-        f"reaches {converge:g} (checked every {getattr(method, 'round_size', '?')} samples); --converge 0 scores every sample"
+        f"reaches {method.converge:g} (checked every {method.round_size} samples); --converge 0 scores every sample"
     )
 
 
 @dataclass(frozen=True)
 class SamplingMethod(Method):
-    """Base of the sampling methods. Subclasses declare ``converge`` and ``round_size`` (``methods/_params.py``)
-    and implement :meth:`prepare`, :meth:`sample_count`, :meth:`score_round`, :meth:`running_maps`."""
+    """Base of the sampling methods: it declares the stopping rule (``converge``, ``round_size``; a method
+    may give ``round_size`` its own default) and runs the rounds. A method implements :meth:`draw`,
+    :meth:`sample_count`, :meth:`score_round` and :meth:`running_maps`.
+    """
+
+    converge: float = shared.converge()
+    round_size: int = shared.round_size(100)
 
     stochastic = True
     #: Differences under this share of a map's range count as ties when the half maps are compared: one of
@@ -63,13 +68,21 @@ class SamplingMethod(Method):
     tie_resolution = 1 / 256
 
     # -- what a method supplies -------------------------------------------------
-    def prepare(self, job: Job) -> Any:
+    def draw(self, job: Job) -> Any:
         """Draw every sample and return the method's state for this image."""
         raise NotImplementedError
 
     def sample_count(self, state: Any) -> int:
-        """How many samples ``prepare`` drew (the most that will be scored)."""
+        """How many samples ``draw`` drew (the most that will be scored)."""
         raise NotImplementedError
+
+    def sample_passes(self, state: Any) -> int:  # noqa: ARG002  (an interface: other implementations use it)
+        """Forward passes one sample costs (Sobol: a design is regions + 2 passes)."""
+        return 1
+
+    def regions_of(self, state: Any) -> int | None:  # noqa: ARG002  (an interface: other implementations use it)
+        """How many regions the image was cut into, for methods that cut it."""
+        return None
 
     def score_round(self, job: Job, state: Any, start: int, stop: int) -> None:
         """Score samples ``start..stop-1`` and fold them into ``state``."""
@@ -79,10 +92,11 @@ class SamplingMethod(Method):
         """The map ``(T, h, w)`` from the first ``used`` samples."""
         raise NotImplementedError
 
-    def half_maps(self, state: Any, used: int) -> tuple[torch.Tensor, torch.Tensor, int, int] | None:
+    def half_maps(self, state: Any, used: int) -> tuple[torch.Tensor, torch.Tensor, int, int] | None:  # noqa: ARG002  (an interface)
         """The maps ``(T, ...)`` from the even rounds' samples and from the odd rounds' (with their sample counts),
         None until both have samples. Only called with ``converge > 0``; see :meth:`half_of`. A method
-        that cannot split its samples keeps the default, None, and then always uses every sample."""
+        that cannot split its samples keeps the default, None, and then always uses every sample.
+        """
         return None
 
     def half_of(self, start: int) -> int:
@@ -90,27 +104,32 @@ class SamplingMethod(Method):
 
         Rounds have fixed boundaries, so the halves, like the map, do not depend on the batch size.
         """
-        return (start // int(getattr(self, "round_size", 1))) % 2
+        return (start // self.round_size) % 2
 
     def halves_of_rows(self, used: int, device: torch.device) -> torch.Tensor:
         """:meth:`half_of` for each of the first ``used`` samples ``(used,)``: for methods that keep samples as rows."""
-        return (torch.arange(used, device=device) // int(getattr(self, "round_size", 1))) % 2
+        return (torch.arange(used, device=device) // self.round_size) % 2
 
-    def settled_enough(self, state: Any, used: int) -> bool:
+    def settled_enough(self, state: Any, used: int) -> bool:  # noqa: ARG002  (an interface: other implementations use it)
         """Whether ``used`` samples are enough for the map to be compared with the next (LIME: more than regions)."""
         return True
 
-    def extras(self, state: Any, used: int) -> list[dict[str, Any]]:
+    def extras(self, state: Any, used: int) -> list[dict[str, Any]]:  # noqa: ARG002  (an interface: other implementations use it)
         """Per-target extra results for the final map."""
         return []
 
     # -- the loop -----------------------------------------------------------------
-    def attribute(self, job: Job) -> Attribution:
-        state = self.prepare(job)
+    def prepare(self, job: Job) -> Prepared:
+        """Every sample drawn, and what scoring all of them costs."""
+        state = self.draw(job)
+        return Prepared(state, self.sample_count(state) * self.sample_passes(state), self.regions_of(state))
+
+    def attribute(self, job: Job, state: Any) -> Attribution:
+        """Score the samples in rounds, forming the running map after each, until they are all scored or it settles."""
         total = self.sample_count(state)
-        converge: float = getattr(self, "converge", 0.0)
+        converge = self.converge
         rounds = converge > 0 or job.on_map is not None
-        round_size = int(getattr(self, "round_size", total)) if rounds else total
+        round_size = self.round_size if rounds else total
         # A running map is shown a few times per convergence round, so the first picture comes early;
         # convergence is still judged on whole rounds (fixed boundaries: the same at any batch size).
         step = max(1, round_size // PREVIEWS_PER_ROUND) if job.on_map is not None else round_size

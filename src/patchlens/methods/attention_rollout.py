@@ -25,7 +25,7 @@ import torch
 from ..capabilities import Capability
 from ..errors import MethodError
 from ..models.vit import find_vit, record_attention, vit_layout
-from .base import Attribution, Job, Method, param, register
+from .base import Attribution, Job, Method, Prepared, param, register
 
 
 def rollout(attentions: list[torch.Tensor], head_fusion: str = "mean", discard_ratio: float = 0.0) -> torch.Tensor:
@@ -69,11 +69,11 @@ class AttentionRollout(Method):
         high=0.99,
     )
 
-    def passes(self, size: tuple[int, int] = (224, 224), image: torch.Tensor | None = None) -> int:
-        return 2  # the scoring pass explain() runs, and the pass that records attention
+    def prepare(self, job: Job) -> Prepared:  # noqa: ARG002  (an interface: other implementations use it)
+        return Prepared(passes=1)  # the pass that records attention
 
-    def attribute(self, job: Job) -> Attribution:
-        vit: Any = find_vit(job.classifier)
+    def attribute(self, job: Job, state: None) -> Attribution:  # noqa: ARG002  (an interface: other implementations use it)
+        vit: Any = find_vit(job.classifier.module)
         if vit is None:  # capabilities are checked before any work; this guards direct calls
             raise MethodError(f"{self.name}: {job.classifier.model_id} is not a timm Vision Transformer")
         layout = vit_layout(vit, tuple(job.image.shape[-2:]))  # type: ignore[arg-type]

@@ -13,11 +13,14 @@ import dataclasses
 import difflib
 import hashlib
 import math
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from typing import Any, Callable, ClassVar, Iterable
+from pathlib import Path
+from typing import Any, ClassVar
 
 import torch
 
+from .._discovery import import_submodules, load_plugins
 from ..capabilities import Capability, ModelKind, every_kind, kind_names, names
 from ..engine import Engine
 from ..errors import MethodError
@@ -38,6 +41,7 @@ def param(
     high: float | None = None,
     group: str = "",
     front_ends: dict[str, Any] | None = None,
+    cost: bool = False,
 ) -> Any:
     """Declare a method hyper-parameter: its default, what it means, and its valid range.
 
@@ -46,6 +50,9 @@ def param(
     ``front_ends``: the default in the front-ends of :data:`FRONT_ENDS` where it
     differs from ``default`` (the Python API's), declared here so that every
     listing, help text and form shows what that front-end really uses.
+    ``cost``: the parameter is a count of samples, steps or channels, each a
+    forward pass, so a budget sets it (``patchlens.metrics.budgeted``) and a
+    server refuses one over its pass limit before anything is drawn.
     """
     unknown = set(front_ends or {}) - set(FRONT_ENDS)
     if unknown:
@@ -57,6 +64,7 @@ def param(
         "high": high,
         "group": group,
         "front_ends": dict(front_ends or {}),
+        "cost": cost,
     }
     return field(default=default, metadata=meta)
 
@@ -75,6 +83,8 @@ class ParamInfo:
     group: str = ""
     #: defaults that differ from ``default`` in some front-ends (see :data:`FRONT_ENDS`)
     front_ends: dict[str, Any] = field(default_factory=dict)
+    #: a count of samples, steps or channels that a budget sets (see :func:`param`)
+    cost: bool = False
 
     def default_for(self, front_end: str = "python") -> Any:
         """The value this parameter takes in ``front_end`` when it is not given."""
@@ -118,6 +128,23 @@ class Job:
     #: called by sampling methods after each round with the running maps ``(T, h, w)``
     #: and the samples used so far (progressive maps for the web page and scripts)
     on_map: Callable[[torch.Tensor, int], None] | None = None
+
+
+@dataclass
+class Prepared:
+    """What :meth:`Method.prepare` returns: the method's state for one job, and what the rest will cost.
+
+    Attributes:
+        state: whatever :meth:`Method.attribute` needs (drawn samples, the image's regions...).
+        passes: the forward passes :meth:`Method.attribute` will run on the job, exactly, when it runs to the
+            end (a sampling method that converges early runs fewer); None when the method does not say.
+            Budgets, progress bars and a server's limits are checked against it before the work starts.
+        regions: how many regions the image was cut into, for methods that cut it (a server's limit).
+    """
+
+    state: Any = None
+    passes: int | None = None
+    regions: int | None = None
 
 
 @dataclass
@@ -169,15 +196,11 @@ class Method:
         return "black-box" if cls.requires == Capability.SCORES else "white-box"
 
     def requirements(self) -> Capability:
-        """What this value needs of the model: the class's :attr:`requires`, plus tokens for ``masking="tokens"``."""
-        if getattr(self, "masking", "pixels") == "tokens":
-            return self.requires | Capability.TOKEN_DROP
+        """What this value needs of the model: the class's :attr:`requires` (a parameter may add to it)."""
         return self.requires
 
-    def instead(self, lack: Capability) -> tuple[str, str] | None:
+    def instead(self, lack: Capability) -> tuple[str, str] | None:  # noqa: ARG002  (an interface: other implementations use it)
         """When a parameter value is why this method needs ``lack``: that value and how to do without it."""
-        if Capability.TOKEN_DROP in lack and Capability.TOKEN_DROP not in self.requires:
-            return "masking='tokens'", "use masking='pixels'"
         return None
 
     def __post_init__(self) -> None:
@@ -219,9 +242,14 @@ class Method:
 
     @classmethod
     def parameters(cls) -> list[ParamInfo]:
-        hints = {f.name: f.type for f in dataclasses.fields(cls)}
+        """The declared hyper-parameters: the method's own first, then those its base classes declare
+        (masking, the sampling template's stopping rule), so a method's help starts with what is its own.
+        """
+        inherited = {f.name for base in cls.__mro__[1:] if dataclasses.is_dataclass(base) for f in dataclasses.fields(base)}
+        fields = sorted(dataclasses.fields(cls), key=lambda f: f.name in inherited)
+        hints = {f.name: f.type for f in fields}
         out = []
-        for f in dataclasses.fields(cls):
+        for f in fields:
             t = hints[f.name]
             t = _TYPES.get(t, t) if isinstance(t, str) else t
             out.append(
@@ -235,13 +263,14 @@ class Method:
                     high=f.metadata.get("high"),
                     group=f.metadata.get("group", ""),
                     front_ends=dict(f.metadata.get("front_ends", {})),
+                    cost=f.metadata.get("cost", False),
                 )
             )
         return out
 
-    def params(self) -> dict[str, Any]:
-        """This value's hyper-parameters, for provenance."""
-        return dataclasses.asdict(self)
+    def param_values(self) -> dict[str, Any]:
+        """This value's hyper-parameters, for provenance (in the order of :meth:`parameters`)."""
+        return {p.name: getattr(self, p.name) for p in self.parameters()}
 
     def variant(self, seed: int | None = 0) -> str:
         """The parameters (and seed) that are no front-end's default, short enough for a file name.
@@ -263,32 +292,19 @@ class Method:
             return "p" + hashlib.sha1(text.encode()).hexdigest()[:8]
         return text
 
-    def attribute(self, job: Job) -> Attribution:
-        raise NotImplementedError
+    def prepare(self, job: Job) -> Prepared:  # noqa: ARG002  (an interface: other implementations use it)
+        """Everything this method decides before its forward passes (samples drawn, the image cut into
+        regions...), and the passes :meth:`attribute` will then run, exactly (see :class:`Prepared`).
 
-    def passes(self, size: tuple[int, int] = (224, 224), image: torch.Tensor | None = None) -> int | None:
-        """Forward passes this configuration will run, known before it runs (budgets, progress).
-
-        ``image`` (``(3, H, W)`` at the model's input size) makes the count exact
-        for methods whose cost depends on the image (superpixels); without it
-        they give an upper bound.
+        Called once per job, before any of the method's passes, so budgets and
+        progress are checked against what the job will really cost. A method
+        that states no cost (``passes`` None) still runs, where no limit applies.
         """
-        return None
+        return Prepared()
 
-    #: whether :meth:`passes` counts one class: the method then searches once per explained class
-    passes_per_target: ClassVar[bool] = False
-
-    def total_passes(
-        self, size: tuple[int, int] = (224, 224), image: torch.Tensor | None = None, targets: int = 1
-    ) -> int | None:
-        """Forward passes for ``targets`` classes on one image, the scoring pass included (budgets, progress)."""
-        return self.for_targets(self.passes(size, image), targets)
-
-    def for_targets(self, passes: int | None, targets: int) -> int | None:
-        """:meth:`passes` (already counted, say on the image's superpixels) scaled to ``targets`` classes."""
-        if passes is not None and self.passes_per_target:
-            passes = (passes - 1) * targets + 1  # the one scoring pass, then the search for each class
-        return passes
+    def attribute(self, job: Job, state: Any) -> Attribution:
+        """The maps for ``job``, from the ``state`` that :meth:`prepare` returned."""
+        raise NotImplementedError
 
 
 _REGISTRY: dict[str, type[Method]] = {}
@@ -305,9 +321,11 @@ def register(cls: type[Method]) -> type[Method]:
 
 
 def registry() -> dict[str, type[Method]]:
-    from . import _discover
-
-    _discover()
+    """Every registered method class by name: this package's modules, then installed plug-ins (entry points
+    of the group ``patchlens.methods``, see :mod:`patchlens._discovery`).
+    """
+    import_submodules(__package__ or "patchlens.methods", [str(Path(__file__).parent)])
+    load_plugins("patchlens.methods")
     return dict(sorted(_REGISTRY.items()))
 
 
@@ -333,6 +351,7 @@ def catalogue(front_end: str = "python") -> dict[str, dict[str, Any]]:
 
 
 def get_method(name: str) -> type[Method]:
+    """The registered method class called ``name``; a MethodError naming the registered ones if there is none."""
     methods = registry()
     if name not in methods:
         close = difflib.get_close_matches(str(name).strip().lower(), list(methods), n=1, cutoff=0.6)

@@ -55,8 +55,10 @@ class DRise(SamplingMethod):
     )
     models = ModelKind.DETECTOR
 
-    n_masks: int = param(1000, "how many random masks to score (more: smoother, more stable map; one forward pass each)", low=1, high=MAX_SAMPLES)
-    grid: int = param(16, "mask coarseness: each mask is a random grid x grid pattern of kept/hidden cells (the paper's 16)", low=2, high=MAX_RISE_GRID)
+    n_masks: int = param(1000, "how many random masks to score (more: smoother, more stable map; one forward pass each)", low=1,
+                         high=MAX_SAMPLES, cost=True)
+    grid: int = param(16, "mask coarseness: each mask is a random grid x grid pattern of kept/hidden cells (the paper's 16)", low=2,
+                      high=MAX_RISE_GRID)
     p_keep: float = param(0.5, "probability that a grid cell is kept visible", low=0.01, high=0.99)
     baseline: str = shared.baseline()
     centre: bool = param(
@@ -64,21 +66,17 @@ class DRise(SamplingMethod):
         "subtract the mean match before weighting the masks (removes the noise of how often each pixel was kept; "
         "as vision-explanation-methods does); false: the paper's plain weighted mean",
     )
-    converge: float = shared.converge()
     round_size: int = shared.round_size(250)
 
     tie_resolution = 1e-3
 
-    def passes(self, size: tuple[int, int] = (224, 224), image: torch.Tensor | None = None) -> int:
-        return self.n_masks + 1
-
-    def prepare(self, job: Job) -> _DriseState:
+    def draw(self, job: Job) -> _DriseState:
         x = job.image
         h, w = x.shape[-2:]
         source = RiseMasks(self.n_masks, self.grid, self.p_keep, h, w, job.generator, x.device)
         return _DriseState(x, make_baseline(x, self.baseline, job.generator), source)
 
-    def sample_count(self, state: _DriseState) -> int:
+    def sample_count(self, state: _DriseState) -> int:  # noqa: ARG002  (an interface: other implementations use it)
         return self.n_masks
 
     def score_round(self, job: Job, state: _DriseState, start: int, stop: int) -> None:

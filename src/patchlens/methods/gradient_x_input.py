@@ -11,11 +11,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import torch
-
 from ..capabilities import Capability
 from ._gradients import accumulate
-from .base import Attribution, Job, Method, register
+from .base import Attribution, Job, Method, Prepared, register
 
 
 @register
@@ -25,9 +23,9 @@ class GradientXInput(Method):
     summary = "Gradient times pixel value, summed over colours; signed contributions (one backward pass)."
     requires = Capability.GRADIENTS
 
-    def passes(self, size: tuple[int, int] = (224, 224), image: torch.Tensor | None = None) -> int:
-        return 2  # the scoring pass that resolves targets, then one forward (and a backward per target)
+    def prepare(self, job: Job) -> Prepared:  # noqa: ARG002  (an interface: other implementations use it)
+        return Prepared(passes=1)  # one forward (and a backward per target)
 
-    def attribute(self, job: Job) -> Attribution:
-        grads = accumulate(job, lambda a, b: job.image[None], 1, lambda g, a, b: g[0])  # (T, 3, H, W)
+    def attribute(self, job: Job, state: None) -> Attribution:  # noqa: ARG002  (an interface: other implementations use it)
+        grads = accumulate(job, lambda _a, _b: job.image[None], 1, lambda g, _a, _b: g[0])  # (T, 3, H, W)
         return Attribution(maps=(grads * job.image[None]).sum(dim=1))

@@ -23,7 +23,7 @@ from ..capabilities import Capability
 from ..engine import make_baseline
 from ..errors import MethodError
 from ._gradients import accumulate, logits_of
-from .base import MAX_SAMPLES, Attribution, Job, Method, param, register
+from .base import MAX_SAMPLES, Attribution, Job, Method, Prepared, param, register
 
 
 def path_rule(steps: int, rule: str) -> tuple[np.ndarray, np.ndarray]:
@@ -43,7 +43,8 @@ class IntegratedGradients(Method):
     summary = "Sum gradients along a path from a blank image to the photo; signed contributions that add up."
     requires = Capability.GRADIENTS
 
-    steps: int = param(32, "points on the path from the baseline to the image (more: more exact; one pass each)", low=1, high=MAX_SAMPLES)
+    steps: int = param(32, "points on the path from the baseline to the image (more: more exact; one pass each)", low=1,
+                       high=MAX_SAMPLES, cost=True)
     baseline: str = param("black", "the 'absence' image the path starts from", choices=("black", "gray", "blur"))
     rule: str = param("gausslegendre", "numerical integration rule", choices=("gausslegendre", "trapezoid"))
 
@@ -51,10 +52,10 @@ class IntegratedGradients(Method):
         if self.rule == "trapezoid" and self.steps < 2:
             raise MethodError(f"{self.name}: steps={self.steps} must be at least 2 for the trapezoid rule")
 
-    def passes(self, size: tuple[int, int] = (224, 224), image: torch.Tensor | None = None) -> int:
-        return self.steps + 3  # + the scoring pass, the image and the baseline
+    def prepare(self, job: Job) -> Prepared:  # noqa: ARG002  (an interface: other implementations use it)
+        return Prepared(passes=self.steps + 2)  # the path, then the image and the baseline (for completeness)
 
-    def attribute(self, job: Job) -> Attribution:
+    def attribute(self, job: Job, state: None) -> Attribution:  # noqa: ARG002  (an interface: other implementations use it)
         x = job.image
         base = make_baseline(x, self.baseline, job.generator)
         delta = x - base

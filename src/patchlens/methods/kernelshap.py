@@ -19,7 +19,8 @@ import torch
 from ..engine import FeatureMasks, make_baseline
 from ..errors import MethodError
 from . import _params as shared
-from ._features import check_design, constrained_shapley, count_regions, paint, regions, shapley_coalitions
+from ._features import check_design, constrained_shapley, paint, regions, shapley_coalitions
+from ._masking import MaskingMethod
 from ._sampling import SamplingMethod
 from .base import MAX_SAMPLES, Job, param, register
 
@@ -39,17 +40,14 @@ class _ShapState:
 
 @register
 @dataclass(frozen=True)
-class KernelShap(SamplingMethod):
+class KernelShap(SamplingMethod, MaskingMethod):
     name = "kernelshap"
     summary = "Shapley values of image regions (how much each adds to the score, summing to the total) by weighted regression."
 
-    n_samples: int = param(500, "how many region on/off patterns to score, one forward pass each (all of them when 2^regions is no more)", low=2, high=MAX_SAMPLES)
+    n_samples: int = param(500, "how many region on/off patterns to score, one forward pass each (all of them when 2^regions is no more)", low=2, high=MAX_SAMPLES, cost=True)
     features: str = shared.features("slic")
     grid: int = shared.region_grid(7)
     baseline: str = shared.baseline()
-    masking: str = shared.masking()
-    converge: float = shared.converge()
-    round_size: int = shared.round_size(100)
 
     def validate(self) -> None:
         check_design(self.name, self.n_samples, f"n_samples={self.n_samples:,}", self.features, self.grid)
@@ -57,12 +55,7 @@ class KernelShap(SamplingMethod):
         if self.features == "grid" and self.n_samples < k + 1:  # superpixels: checked once counted
             raise MethodError(f"kernelshap: n_samples={self.n_samples} is too few for {k} regions; use at least {k + 1}")
 
-    def passes(self, size: tuple[int, int] = (224, 224), image: torch.Tensor | None = None) -> int:
-        k = count_regions(self.features, self.grid, image)
-        # all 2^k coalitions when they fit in n_samples, else n_samples of them; + the scoring pass
-        return (2**k if k < 31 and 2**k <= self.n_samples else self.n_samples) + 1
-
-    def prepare(self, job: Job) -> _ShapState:
+    def draw(self, job: Job) -> _ShapState:
         x = job.image
         labels, k = regions(x, self.features, self.grid)
         baseline = make_baseline(x, self.baseline, job.generator)
@@ -72,7 +65,10 @@ class KernelShap(SamplingMethod):
         return _ShapState(x, baseline, labels, k, z, weights, exact)
 
     def sample_count(self, state: _ShapState) -> int:
-        return state.coalitions.shape[0]
+        return state.coalitions.shape[0]  # all 2^k coalitions when they fit in n_samples, else n_samples
+
+    def regions_of(self, state: _ShapState) -> int:
+        return state.regions
 
     def score_round(self, job: Job, state: _ShapState, start: int, stop: int) -> None:
         part = FeatureMasks(state.labels, state.coalitions[start:stop])

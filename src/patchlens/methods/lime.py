@@ -20,6 +20,7 @@ import torch
 from ..engine import FeatureMasks, make_baseline
 from . import _params as shared
 from ._features import check_design, lime_samples, lime_weights, paint, regions, weighted_ridge
+from ._masking import MaskingMethod
 from ._sampling import SamplingMethod
 from .base import MAX_SAMPLES, Job, param, register
 
@@ -38,36 +39,33 @@ class _LimeState:
 
 @register
 @dataclass(frozen=True)
-class Lime(SamplingMethod):
+class Lime(SamplingMethod, MaskingMethod):
     name = "lime"
     summary = "Fit a weighted linear model of the score to random on/off patterns of image regions; works on any model."
 
-    n_samples: int = param(500, "how many randomly masked copies to score (one forward pass each; more: steadier map)", low=2, high=MAX_SAMPLES)
+    n_samples: int = param(500, "how many randomly masked copies to score (one forward pass each; more: steadier map)", low=2, high=MAX_SAMPLES, cost=True)
     features: str = shared.features("slic")
     grid: int = shared.region_grid(7)
     kernel_width: float = param(0.25, "how fast a copy's weight falls with its distance to the original (larger: all copies count alike)", low=1e-6, high=1e3)
     distance: str = param("cosine", "distance from a copy to the original: cosine (as lime) or hamming (fraction of regions hidden)", choices=("cosine", "hamming"))
     alpha: float = param(1.0, "ridge penalty on the coefficients (0: plain weighted least squares)", low=0.0, high=1e6)
     baseline: str = shared.baseline()
-    masking: str = shared.masking()
-    converge: float = shared.converge()
-    round_size: int = shared.round_size(100)
 
     def validate(self) -> None:
         check_design(self.name, self.n_samples, f"n_samples={self.n_samples:,}", self.features, self.grid)
 
-    def passes(self, size: tuple[int, int] = (224, 224), image: torch.Tensor | None = None) -> int:
-        return self.n_samples + 1
-
-    def prepare(self, job: Job) -> _LimeState:
+    def draw(self, job: Job) -> _LimeState:
         x = job.image
         labels, k = regions(x, self.features, self.grid)
         baseline = make_baseline(x, self.baseline, job.generator)
         z = lime_samples(self.n_samples, k, job.generator, x.device)
         return _LimeState(x, baseline, labels, k, z, lime_weights(z, self.kernel_width, self.distance))
 
-    def sample_count(self, state: _LimeState) -> int:
+    def sample_count(self, state: _LimeState) -> int:  # noqa: ARG002  (an interface: other implementations use it)
         return self.n_samples
+
+    def regions_of(self, state: _LimeState) -> int:
+        return state.regions
 
     def score_round(self, job: Job, state: _LimeState, start: int, stop: int) -> None:
         part = FeatureMasks(state.labels, state.samples[start:stop])
@@ -92,7 +90,7 @@ class Lime(SamplingMethod):
         a, b = (weighted_ridge(state.samples[:used][r], scores[r], state.weights[:used][r], self.alpha)[0] for r in rows)
         return a, b, int(rows[0].sum()), int(rows[1].sum())
 
-    def extras(self, state: _LimeState, used: int) -> list[dict[str, Any]]:
+    def extras(self, state: _LimeState, used: int) -> list[dict[str, Any]]:  # noqa: ARG002  (an interface: other implementations use it)
         assert state.fit is not None
         coef, intercept, r2 = state.fit
         return [

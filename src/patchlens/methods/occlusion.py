@@ -14,7 +14,8 @@ import torch
 
 from ..engine import combine_masks, make_baseline
 from . import _params as shared
-from .base import MAX_SIDE, Attribution, Job, Method, param, register
+from ._masking import MaskingMethod
+from .base import MAX_SIDE, Attribution, Job, Prepared, param, register
 
 
 class WindowMasks:
@@ -46,24 +47,23 @@ def _starts(size: int, window: int, stride: int) -> list[int]:
 
 @register
 @dataclass(frozen=True)
-class Occlusion(Method):
+class Occlusion(MaskingMethod):
     name = "occlusion"
     summary = "Slide a grey (or blurred) window over the image; the map is how much the score drops."
 
     window: int = param(32, "side of the square window that hides part of the image, in model-input pixels", low=1, high=MAX_SIDE)
     stride: int = param(16, "step between window positions, in pixels (smaller: sharper map, more passes)", low=1, high=MAX_SIDE)
     baseline: str = shared.baseline()
-    masking: str = shared.masking()
 
-    def passes(self, size: tuple[int, int] = (224, 224), image: torch.Tensor | None = None) -> int:
-        h, w = size
-        return len(_starts(h, self.window, self.stride)) * len(_starts(w, self.window, self.stride)) + 1
-
-    def attribute(self, job: Job) -> Attribution:
-        x = job.image
-        h, w = x.shape[-2:]
+    def prepare(self, job: Job) -> Prepared:
+        h, w = job.image.shape[-2:]
         window = min(self.window, h, w)  # a window larger than the image is clamped to it
-        source = WindowMasks(h, w, window, self.stride, x.device)
+        source = WindowMasks(h, w, window, self.stride, job.image.device)
+        return Prepared(source, passes=source.total)  # one pass per window position
+
+    def attribute(self, job: Job, state: WindowMasks) -> Attribution:
+        x, source = job.image, state
+        window = source.window
         baseline = make_baseline(x, self.baseline, job.generator)
         scores = job.engine.score_masks(x, baseline, source, job.objective, masking=self.masking)  # (K, T)
         drops = job.reference[None, :] - scores  # f(x) - f(x_k)

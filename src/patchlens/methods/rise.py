@@ -29,8 +29,8 @@ is used; the result's extras say which estimator made the map.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Sequence
 
 import torch
 import torch.nn.functional as F
@@ -38,6 +38,7 @@ import torch.nn.functional as F
 from ..engine import combine_masks, make_baseline
 from ..engine.convergence import SliceSource
 from . import _params as shared
+from ._masking import MaskingMethod
 from ._sampling import SamplingMethod
 from .base import MAX_SAMPLES, Job, param, register
 
@@ -114,7 +115,8 @@ def _upsampling_crops(
     grid: int, size: int, cell: int, device: torch.device, dtype: torch.dtype = torch.float32
 ) -> torch.Tensor:
     """``(cell, size, grid)``: for each shift d, rows d..d+size-1 of the 1-D bilinear upsampling
-    (align_corners=False) of ``grid`` values to ``(grid + 1) * cell``."""
+    (align_corners=False) of ``grid`` values to ``(grid + 1) * cell``.
+    """
     eye = torch.eye(grid, dtype=dtype, device=device)[:, None, :]
     up = F.interpolate(eye, size=(grid + 1) * cell, mode="linear", align_corners=False)[:, 0].T  # (U, grid)
     return torch.stack([up[d : d + size] for d in range(cell)])
@@ -164,15 +166,14 @@ class _RiseState:
 
 @register
 @dataclass(frozen=True)
-class Rise(SamplingMethod):
+class Rise(SamplingMethod, MaskingMethod):
     name = "rise"
     summary = "Average thousands of random smooth masks, each weighted by the score it leaves; works on any model."
 
-    n_masks: int = param(1000, "how many random masks to score (more: smoother, more stable map; one forward pass each)", low=1, high=MAX_SAMPLES)
+    n_masks: int = param(1000, "how many random masks to score (more: smoother, more stable map; one forward pass each)", low=1, high=MAX_SAMPLES, cost=True)
     grid: int = param(7, "mask coarseness: each mask is a random grid x grid pattern of kept/hidden cells; smaller: coarser blobs", low=2, high=MAX_RISE_GRID)
     p_keep: float = param(0.5, "probability that a grid cell is kept visible", low=0.01, high=0.99)
     baseline: str = shared.baseline()
-    masking: str = shared.masking()
     estimator: str = param(
         "control_variates",
         "how scores become a map: control_variates (the paper's expected map with about half its noise: the part "
@@ -180,14 +181,10 @@ class Rise(SamplingMethod):
         "conditional_mean (the paper's average of the masks weighted by their scores)",
         choices=("control_variates", "conditional_mean"),
     )
-    converge: float = shared.converge()
     round_size: int = shared.round_size(250)
 
     # results stored before the estimator was chosen were made with the plain one
     added_params = {"estimator": "conditional_mean"}
-
-    def passes(self, size: tuple[int, int] = (224, 224), image: torch.Tensor | None = None) -> int:
-        return self.n_masks + 1
 
     def _fit_possible(self, used: int, size: Sequence[int]) -> bool:
         """Whether ``used`` masks are enough for the control-variates fit on an image of ``size``.
@@ -202,13 +199,13 @@ class Rise(SamplingMethod):
         enough = used * min(self.p_keep, 1 - self.p_keep) >= 2 * (k * k + 1)
         return self.estimator == "control_variates" and enough and min(size) >= k
 
-    def prepare(self, job: Job) -> _RiseState:
+    def draw(self, job: Job) -> _RiseState:
         x = job.image
         h, w = x.shape[-2:]
         source = RiseMasks(self.n_masks, self.grid, self.p_keep, h, w, job.generator, x.device)
         return _RiseState(x, make_baseline(x, self.baseline, job.generator), source)
 
-    def sample_count(self, state: _RiseState) -> int:
+    def sample_count(self, state: _RiseState) -> int:  # noqa: ARG002  (an interface: other implementations use it)
         return self.n_masks
 
     def score_round(self, job: Job, state: _RiseState, start: int, stop: int) -> None:
@@ -232,10 +229,10 @@ class Rise(SamplingMethod):
         if self.converge > 0:
             state.halves[self.half_of(start)].add(sums)
 
-    def running_maps(self, state: _RiseState, used: int) -> torch.Tensor:
+    def running_maps(self, state: _RiseState, used: int) -> torch.Tensor:  # noqa: ARG002  (an interface: others use it)
         return self._map(state, state.sums)
 
-    def half_maps(self, state: _RiseState, used: int) -> tuple[torch.Tensor, torch.Tensor, int, int] | None:
+    def half_maps(self, state: _RiseState, used: int) -> tuple[torch.Tensor, torch.Tensor, int, int] | None:  # noqa: ARG002  (an interface)
         a, b = state.halves
         if not (a.count and b.count):
             return None

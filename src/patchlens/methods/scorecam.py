@@ -20,8 +20,8 @@ import torch.nn.functional as F
 
 from ..capabilities import Capability
 from ..engine import BASELINES, make_baseline
-from ._cam import LAYER_HELP, capture, extras
-from .base import MAX_SAMPLES, Attribution, Job, Method, param, register
+from ._cam import Capture, LayerMethod, capture, extras
+from .base import MAX_SAMPLES, Attribution, Job, Prepared, param, register
 
 
 class ActivationMasks:
@@ -41,29 +41,33 @@ class ActivationMasks:
 
 @register
 @dataclass(frozen=True)
-class ScoreCam(Method):
+class ScoreCam(LayerMethod):
     name = "scorecam"
     summary = "Mask the image with each feature map of a layer and weight it by the score left; no gradients."
     requires = Capability.LAYERS
 
-    layer: str = param("auto", LAYER_HELP)
     top_channels: int = param(
         256, "score only this many channels, those with the highest mean activation (0: all; one pass each)", low=0,
-        high=MAX_SAMPLES,
+        high=MAX_SAMPLES, cost=True,
     )
     baseline: str = param("black", "what the parts a feature map does not cover are replaced with", choices=BASELINES)
 
-    def attribute(self, job: Job) -> Attribution:
-        x = job.image
+    def prepare(self, job: Job) -> Prepared:
+        # the layer is read first (one pass): how many channels it has decides the cost
         cap = capture(job, self.layer, gradients=False)
         acts = cap.activations[0]  # (K, h, w)
         if 0 < self.top_channels < acts.shape[0]:
             keep = acts.mean(dim=(1, 2)).topk(self.top_channels).indices.sort().values
             acts = acts[keep]
+        return Prepared((cap, acts), passes=acts.shape[0] + 1)  # a pass per channel, and the baseline
+
+    def attribute(self, job: Job, state: tuple[Capture, torch.Tensor]) -> Attribution:
+        x = job.image
+        cap, acts = state
         baseline = make_baseline(x, self.baseline, job.generator)
         source = ActivationMasks(acts, (int(x.shape[-2]), int(x.shape[-1])))
         scores = job.engine.score_masks(x, baseline, source, job.objective)  # (K, T)
-        floor = job.engine.score_inputs(lambda a, b: baseline[None], 1, job.objective)  # (1, T)
+        floor = job.engine.score_inputs(lambda _a, _b: baseline[None], 1, job.objective)  # (1, T)
         weights = scores - floor
         cam = torch.relu(torch.einsum("kt,khw->thw", weights, acts))
         return Attribution(maps=cam, extras=extras(cap, len(job.objective)))

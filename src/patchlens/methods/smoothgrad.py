@@ -18,7 +18,7 @@ import torch
 
 from ..capabilities import Capability
 from ._gradients import accumulate
-from .base import MAX_SAMPLES, Attribution, Job, Method, param, register
+from .base import MAX_SAMPLES, Attribution, Job, Method, Prepared, param, register
 
 
 @register
@@ -29,16 +29,17 @@ class SmoothGrad(Method):
     requires = Capability.GRADIENTS
     stochastic = True
 
-    n_samples: int = param(25, "how many noisy copies to average (one forward and backward pass each)", low=1, high=MAX_SAMPLES)
+    n_samples: int = param(25, "how many noisy copies to average (one forward and backward pass each)", low=1, high=MAX_SAMPLES,
+                           cost=True)
     noise: float = param(
         0.15, "noise strength: standard deviation as a fraction of the image's value range (0.1-0.2 is typical)", low=0.0,
         high=10.0,
     )
 
-    def passes(self, size: tuple[int, int] = (224, 224), image: torch.Tensor | None = None) -> int:
-        return self.n_samples + 1
+    def prepare(self, job: Job) -> Prepared:  # noqa: ARG002  (an interface: other implementations use it)
+        return Prepared(passes=self.n_samples)
 
-    def attribute(self, job: Job) -> Attribution:
+    def attribute(self, job: Job, state: None) -> Attribution:  # noqa: ARG002  (an interface: other implementations use it)
         x = job.image
         sigma = float(self.noise * (x.max() - x.min()))
         seeds = torch.randint(0, 2**62, (self.n_samples,), generator=job.generator, device=job.generator.device).tolist()
@@ -50,5 +51,5 @@ class SmoothGrad(Method):
                 noisy.append(x + sigma * torch.randn(x.shape, generator=g, device=x.device, dtype=x.dtype))
             return torch.stack(noisy)
 
-        summed = accumulate(job, make, self.n_samples, lambda g, a, b: g.abs().sum(dim=0))  # (T, 3, H, W)
+        summed = accumulate(job, make, self.n_samples, lambda g, _a, _b: g.abs().sum(dim=0))  # (T, 3, H, W)
         return Attribution(maps=(summed / self.n_samples).amax(dim=1))

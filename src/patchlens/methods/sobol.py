@@ -19,7 +19,8 @@ import torch
 
 from ..engine import FeatureMasks, make_baseline
 from . import _params as shared
-from ._features import check_design, count_regions, paint, region_limit, regions
+from ._features import check_design, paint, region_limit, regions
+from ._masking import MaskingMethod
 from ._sampling import SamplingMethod
 from .base import MAX_SAMPLES, Job, param, register
 
@@ -47,17 +48,15 @@ class _SobolState:
 
 @register
 @dataclass(frozen=True)
-class Sobol(SamplingMethod):
+class Sobol(SamplingMethod, MaskingMethod):
     name = "sobol"
     summary = "Total Sobol indices: the share of the score's variance each region takes part in, from quasi-random soft masks."
 
     # 16 x (64 + 2) + 1 = 1,057 passes on the default 8 x 8 grid: about RISE's default cost (32 designs cost 2,113)
-    n_designs: int = param(16, "quasi-random designs; each costs (regions + 2) forward passes (a power of 2 balances the sequence best)", low=2, high=MAX_SAMPLES)
+    n_designs: int = param(16, "quasi-random designs; each costs (regions + 2) forward passes (a power of 2 balances the sequence best)", low=2, high=MAX_SAMPLES, cost=True)
     features: str = shared.features("grid")
     grid: int = shared.region_grid(8)
     baseline: str = shared.baseline()
-    masking: str = shared.masking()
-    converge: float = shared.converge()
     round_size: int = shared.round_size(8)
 
     def validate(self) -> None:
@@ -65,10 +64,7 @@ class Sobol(SamplingMethod):
         rows = self.n_designs * (region_limit(self.features, self.grid) + 2)
         check_design(self.name, rows, f"n_designs={self.n_designs:,}", self.features, self.grid)
 
-    def passes(self, size: tuple[int, int] = (224, 224), image: torch.Tensor | None = None) -> int:
-        return self.n_designs * (count_regions(self.features, self.grid, image) + 2) + 1
-
-    def prepare(self, job: Job) -> _SobolState:
+    def draw(self, job: Job) -> _SobolState:
         x = job.image
         labels, k = regions(x, self.features, self.grid)
         baseline = make_baseline(x, self.baseline, job.generator)
@@ -77,8 +73,14 @@ class Sobol(SamplingMethod):
         ab = torch.quasirandom.SobolEngine(2 * k, scramble=True, seed=seed).draw(self.n_designs).to(x.device)
         return _SobolState(x, baseline, labels, k, ab[:, :k], ab[:, k:])
 
-    def sample_count(self, state: _SobolState) -> int:
-        return self.n_designs  # a "sample" here is a design: K + 2 forward passes
+    def sample_count(self, state: _SobolState) -> int:  # noqa: ARG002  (an interface: other implementations use it)
+        return self.n_designs  # a "sample" here is a design
+
+    def sample_passes(self, state: _SobolState) -> int:
+        return state.regions + 2  # A, B, and A with each region's column from B
+
+    def regions_of(self, state: _SobolState) -> int:
+        return state.regions
 
     def score_round(self, job: Job, state: _SobolState, start: int, stop: int) -> None:
         a, b, k = state.a[start:stop], state.b[start:stop], state.regions
@@ -100,7 +102,7 @@ class Sobol(SamplingMethod):
         parts = [s.reshape(state.regions + 2, -1, s.shape[-1]) for s in chunks]
         return torch.cat(parts, dim=1).reshape(-1, parts[0].shape[-1])
 
-    def half_maps(self, state: _SobolState, used: int) -> tuple[torch.Tensor, torch.Tensor, int, int] | None:
+    def half_maps(self, state: _SobolState, used: int) -> tuple[torch.Tensor, torch.Tensor, int, int] | None:  # noqa: ARG002  (an interface)
         # each chunk of scores is one call of score_round, inside one round; its designs start where the last ended
         halves: tuple[list[torch.Tensor], list[torch.Tensor]] = ([], [])
         start = 0
@@ -113,10 +115,10 @@ class Sobol(SamplingMethod):
         a, b = (jansen_total_indices(self._regrouped(state, h), n, state.regions)[0] for h, n in zip(halves, counts))
         return a, b, counts[0], counts[1]
 
-    def settled_enough(self, state: _SobolState, used: int) -> bool:
+    def settled_enough(self, state: _SobolState, used: int) -> bool:  # noqa: ARG002  (an interface: other implementations use it)
         return used >= 4  # a variance from fewer designs says little
 
-    def extras(self, state: _SobolState, used: int) -> list[dict[str, Any]]:
+    def extras(self, state: _SobolState, used: int) -> list[dict[str, Any]]:  # noqa: ARG002  (an interface: other implementations use it)
         assert state.indices is not None
         total, var = state.indices
         return [

@@ -24,9 +24,10 @@ import torch
 from ..engine import FeatureMasks, make_baseline
 from ..objectives import Objective
 from . import _params as shared
-from ._features import count_regions, regions
 from ._features import paint as paint_regions  # "paint" is also this method's parameter
-from .base import Attribution, Job, Method, param, register
+from ._features import regions
+from ._masking import MaskingMethod
+from .base import Attribution, Job, Prepared, param, register
 
 
 def search_passes(k: int) -> int:
@@ -40,25 +41,23 @@ def search_passes(k: int) -> int:
 
 @register
 @dataclass(frozen=True)
-class SubsetSelection(Method):
+class SubsetSelection(MaskingMethod):
     name = "subset"
     summary = "Rank image regions by a greedy search from both ends (most and least important); gives insertion/deletion curves."
-
-    passes_per_target = True  # its search runs once per explained class
 
     features: str = shared.features("grid")
     grid: int = shared.region_grid(5, low=2)  # cost grows as regions²/2
     baseline: str = shared.baseline()
     paint: str = param("rank", "map value of a region: rank ((K - rank) / K, 1 = most important) or gain (its rise on the insertion curve)", choices=("rank", "gain"))
-    masking: str = shared.masking()
 
-    def passes(self, size: tuple[int, int] = (224, 224), image: torch.Tensor | None = None) -> int:
-        k = count_regions(self.features, self.grid, image)
-        return search_passes(k) + k + 1  # per target
+    def prepare(self, job: Job) -> Prepared:
+        labels, k = regions(job.image, self.features, self.grid)
+        # the search, then the deletion curve, once per explained target
+        return Prepared((labels, k), passes=(search_passes(k) + k) * len(job.objective), regions=k)
 
-    def attribute(self, job: Job) -> Attribution:
+    def attribute(self, job: Job, state: tuple[torch.Tensor, int]) -> Attribution:
         x = job.image
-        labels, k = regions(x, self.features, self.grid)
+        labels, k = state
         baseline = make_baseline(x, self.baseline, job.generator)
         values, extras = [], []
         for t in range(len(job.objective)):

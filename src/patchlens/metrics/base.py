@@ -8,81 +8,121 @@ methods without keeping a list of metric directions by hand.
 
 from __future__ import annotations
 
+import dataclasses
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
 
+from .._discovery import import_submodules, load_plugins
 from ..capabilities import Capability
-from ..engine import Engine
-from ..errors import MetricError  # noqa: F401  re-exported here, where metrics have always found it
+from ..engine import BASELINES, Engine
+from ..errors import MetricError as MetricError  # re-exported here, where metrics have always found it
 from ..explanation import Explanation
+from ..methods import ParamInfo
 from ..models.classifier import Classifier
+from .protocols import PROTOCOLS, get_protocol
+
+
+def option(
+    default: Any, help: str, *, choices: tuple[Any, ...] | None = None, low: float | None = None, high: float | None = None,
+    command_line: bool = True,
+) -> Any:
+    """Declare a metric option: its default, what it means and its valid values; ``command_line``: whether
+    ``compare`` offers it as a flag (the run's own ``--seed`` and ``--batch-size`` serve the metrics too).
+    """
+    meta = {"help": help, "choices": choices, "low": low, "high": high, "command_line": command_line}
+    return field(default=default, metadata=meta)
+
+
+#: the options a protocol other than "patchlens" fixes (see :mod:`.protocols`)
+FIXED_BY_PROTOCOL = ("steps", "unit", "deletion_baseline", "insertion_baseline")
 
 
 @dataclass(frozen=True)
 class Options:
-    """Settings shared by the metrics (one name for one knob).
-
-    Attributes:
-        steps: points on the deletion/insertion curves after the start (one
-            forward pass each); None means one step per pixel or patch.
-        unit: what is removed or revealed at a time, ``"pixels"`` or ``"patches"``.
-        patch: side of a patch in model-input pixels when ``unit="patches"``.
-        deletion_baseline: what removed pixels become (protocol "patchlens" only).
-        insertion_baseline: what unrevealed pixels show (protocol "patchlens" only).
-        protocol: how deletion/insertion are run and scored: ``"patchlens"`` or
-            ``"rise"`` (the RISE reference code's substrates, steps and area;
-            it fixes ``unit``, the baselines and the step; see docs/metrics.md).
-        pixels_per_step: with ``protocol="rise"``, pixels changed per curve
-            point (None: 224, the reference's value); ``steps`` is then unused.
-        tolerance: pointing game slack in map pixels (Zhang et al.: 15).
-        top: segmentation keeps this fraction of the most salient pixels
-            (None with no ``threshold``: as many pixels as the ground truth has).
-        threshold: segmentation keeps pixels whose saliency is at least this.
-        stages: randomization check: how many steps the layer cascade takes.
-        seed: for the randomization check's new weights and noise baselines.
-        batch_size: images per forward pass (None: chosen for the device).
+    """Settings shared by the metrics (one name for one knob), declared once: ``compare``'s command-line
+    flags, their help and their checks are generated from these declarations (:func:`option_infos`).
     """
 
-    steps: int | None = 32
-    unit: str = "pixels"
-    patch: int = 16
-    deletion_baseline: str = "black"
-    insertion_baseline: str = "blur"
-    tolerance: float = 15.0
-    top: float | None = None
-    threshold: float | None = None
-    stages: int = 4
-    seed: int = 0
-    batch_size: int | None = None
-    protocol: str = "patchlens"
-    pixels_per_step: int | None = None
+    steps: int | None = option(32, "points on the deletion/insertion curves after the start, one forward pass each "
+                               "(None: one per pixel or patch)", low=1)
+    unit: str = option("pixels", "what deletion/insertion remove or reveal at a time", choices=("pixels", "patches"))
+    patch: int = option(16, "side of a patch in model-input pixels, with unit patches", low=1)
+    deletion_baseline: str = option("black", "what removed pixels become (protocol patchlens)", choices=BASELINES)
+    insertion_baseline: str = option("blur", "what unrevealed pixels show (protocol patchlens)", choices=BASELINES)
+    tolerance: float = option(15.0, "pointing game: slack in map pixels (Zhang et al.: 15)", low=0.0)
+    top: float | None = option(None, "segmentation keeps this fraction of the most salient pixels (none: as many as "
+                               "the ground truth has)", low=0.0, high=1.0)
+    threshold: float | None = option(None, "segmentation keeps pixels whose saliency is at least this")
+    stages: int = option(4, "randomization check: how many steps the layer cascade takes", low=1)
+    seed: int = option(0, "the randomization check's new weights and noise baselines", command_line=False)
+    batch_size: int | None = option(None, "images per forward pass (none: chosen for the device)", low=1, command_line=False)
+    protocol: str = option("patchlens", "how deletion/insertion are run and scored; rise: the RISE reference code's "
+                           "substrates, steps, tie order and area (it fixes unit, the baselines and the step; see "
+                           "docs/metrics.md)", choices=tuple(PROTOCOLS))
+    pixels_per_step: int | None = option(None, "with protocol rise: pixels changed per curve point (none: 224, the "
+                                         "reference's); steps is then unused", low=1)
 
     def __post_init__(self) -> None:
-        from .protocols import get_protocol
-
+        for info in option_infos():
+            value = getattr(self, info.name)
+            if value is None:
+                continue
+            if info.choices and value not in info.choices:
+                raise MetricError(f"{info.name}={value!r}: use one of {', '.join(map(str, info.choices))}")
+            if info.low is not None and (info.type is not str) and value < info.low:
+                raise MetricError(f"{info.name}={value}: must be at least {info.low:g}")
+            if info.high is not None and (info.type is not str) and value > info.high:
+                raise MetricError(f"{info.name}={value}: must be at most {info.high:g}")
+        if self.top is not None and self.top == 0:
+            raise MetricError(f"top={self.top}: a fraction of the image, in (0, 1]")
         fixed = get_protocol(self.protocol).pixels_per_step is not None
-        if fixed and (self.unit, self.deletion_baseline, self.insertion_baseline) != ("pixels", "black", "blur"):
+        defaults = {f.name: f.default for f in dataclasses.fields(Options)}
+        if fixed and any(getattr(self, n) != defaults[n] for n in FIXED_BY_PROTOCOL if n != "steps"):
             raise MetricError(
                 f"protocol={self.protocol!r} fixes the unit (pixels) and the substrates; "
                 "use protocol='patchlens' to choose unit, deletion_baseline or insertion_baseline"
             )
         if self.pixels_per_step is not None and not fixed:
             raise MetricError(f"pixels_per_step={self.pixels_per_step}: only for protocol='rise' (protocol 'patchlens' uses steps)")
-        if self.pixels_per_step is not None and self.pixels_per_step < 1:
-            raise MetricError(f"pixels_per_step={self.pixels_per_step}: must be at least 1")
-        if self.unit not in ("pixels", "patches"):
-            raise MetricError(f"unit={self.unit!r}: use 'pixels' or 'patches'")
-        if self.steps is not None and self.steps < 1:
-            raise MetricError(f"steps={self.steps}: must be at least 1")
-        if self.patch < 1:
-            raise MetricError(f"patch={self.patch}: must be at least 1 pixel")
-        if self.top is not None and not 0 < self.top <= 1:
-            raise MetricError(f"top={self.top}: a fraction of the image, in (0, 1]")
-        if self.stages < 1:
-            raise MetricError(f"stages={self.stages}: must be at least 1")
+
+    @classmethod
+    def from_given(cls, given: dict[str, Any], spell: Callable[[str], str] = str) -> Options:
+        """Options from the ones a user gave (unknown names and options the protocol fixes are one error each;
+        ``spell`` writes a name as the user typed it, ``--pixels-per-step`` on the command line).
+        """
+        known = [f.name for f in dataclasses.fields(cls)]
+        unknown = sorted(set(given) - set(known))
+        if unknown:
+            raise MetricError(f"{', '.join(map(spell, unknown))}: unknown metric option(s); the options are "
+                              f"{', '.join(map(spell, known))}")
+        protocol = given.get("protocol", "patchlens")
+        stepped = get_protocol(protocol).pixels_per_step is not None
+        fixed = [n for n in FIXED_BY_PROTOCOL if n in given] if stepped else []
+        if fixed:
+            raise MetricError(f"{spell('protocol')} {protocol}: the protocol fixes {', '.join(map(spell, fixed))}; "
+                              f"use {spell('pixels_per_step')} to choose its step")
+        if given.get("pixels_per_step") is not None and not stepped:
+            raise MetricError(f"{spell('pixels_per_step')}: only with {spell('protocol')} rise "
+                              f"(the {protocol} protocol uses {spell('steps')})")
+        return cls(**given)
+
+
+def option_infos() -> list[ParamInfo]:
+    """The declared metric options, as a method's parameters are listed (name, type, default, help, bounds)."""
+    out = []
+    for f in dataclasses.fields(Options):
+        kind = f.type if isinstance(f.type, type) else _OPTION_TYPES.get(str(f.type).split(" |")[0], str)
+        out.append(ParamInfo(name=f.name, type=kind, default=f.default, help=f.metadata["help"], choices=f.metadata["choices"],
+                             low=f.metadata["low"], high=f.metadata["high"], group="metrics" if f.metadata["command_line"] else "run"))
+    return out
+
+
+_OPTION_TYPES = {"int": int, "float": float, "str": str}
 
 
 @dataclass
@@ -100,6 +140,8 @@ class Case:
 
 @dataclass(frozen=True)
 class Metric:
+    """A registered metric (see :func:`metric`): its columns, which way each is better, and what it needs."""
+
     name: str
     summary: str
     #: column name -> "higher" or "lower" (which is better), or "" when neither.
@@ -140,7 +182,7 @@ _METRICS: dict[str, Metric] = {}
 _NEEDS = ("model", "region", "module")
 
 
-def metric(name: str, summary: str, columns: dict[str, str], needs: tuple[str, ...] = (), judges_map: bool = True) -> Callable:
+def metric(name: str, summary: str, columns: dict[str, str], needs: tuple[str, ...] = (), judges_map: bool = True) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
     """Decorator: register ``fn(case) -> {column: value}`` as metric ``name``.
 
     ``needs``: among "model" (scores), "module" (a PyTorch model) and "region";
@@ -158,9 +200,11 @@ def metric(name: str, summary: str, columns: dict[str, str], needs: tuple[str, .
 
 
 def registry() -> dict[str, Metric]:
-    from . import _discover
-
-    _discover()
+    """Every registered metric by name: this package's modules, then installed plug-ins (entry points of the
+    group ``patchlens.metrics``, see :mod:`patchlens._discovery`).
+    """
+    import_submodules(__package__ or "patchlens.metrics", [str(Path(__file__).parent)])
+    load_plugins("patchlens.metrics")
     return dict(_METRICS)
 
 

@@ -2,22 +2,25 @@
 
 from __future__ import annotations
 
-import dataclasses
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 
 from ..capabilities import ModelKind
+from ..engine import Engine, Hooks
 from ..errors import MethodError
 from ..explanation import Explanation
 from ..images import ImageLike, LoadedImage, load_image
 from ..methods import Method, make_method
 from ..models import load_model
 from ..models.classifier import Classifier
+from ..models.runtime import scoring_threads
 from ..objectives import TargetSpec
+from ..request import RunRequest
 from ..validation import check_metric_needs, validate_run
 from .base import Options, directions, get_metrics, registry
 from .budget import budgeted
@@ -146,7 +149,7 @@ class Comparison:
         data = json.loads(self.table.to_json())
         data.update(ranking=ranking, better=self.better(), model=self.model, settings=self.settings, notes=self.notes(),
                     uninformative=[{**vars(u), "sentence": u.sentence} for u in self.uninformative()],
-                    methods=[{"name": m.name, "params": m.params()} for m in self.methods],
+                    methods=[{"name": m.name, "params": m.param_values()} for m in self.methods],
                     descriptions=[e.describe() for exps in self.explanations for e in exps])
         paths["json"].write_text(json.dumps(data, indent=1, default=str) + "\n", encoding="utf-8")
         overlay_grid(self.explanations).save(paths["overlays"])
@@ -170,6 +173,33 @@ def cell(v: Any, column: str = "", csv: bool = False) -> str:
     return str(v)
 
 
+def chosen_methods(
+    classifier: Classifier, image: ImageLike | Mosaic, methods: str | Sequence[str | Method], budget: int | None = None,
+    method_params: dict[str, dict[str, Any]] | None = None,
+) -> list[Method]:
+    """The method values a comparison runs: Method values as given, names with ``method_params``, cut to about
+    ``budget`` forward passes per image (see :func:`budgeted`; costs counted on ``image``) when one is given.
+    """
+    from ..api import start_job
+
+    names = [m.strip() for m in methods.split(",") if m.strip()] if isinstance(methods, str) else list(methods)
+    given = method_params or {}
+    job = None
+    if budget is not None and any(not isinstance(m, Method) for m in names):
+        first = load_image(image.image, name=image.name) if isinstance(image, Mosaic) else load_image(image)
+        planned = start_job(Engine(classifier), first, "top1", 0)  # costs counted on one image, for its top class
+        job = planned if not isinstance(planned, str) else None
+    values: list[Method] = []
+    for m in names:
+        if isinstance(m, Method):
+            values.append(m)
+        elif job is not None and budget is not None:
+            values.append(budgeted(m, budget, job, given.get(m)))
+        else:
+            values.append(make_method(m, **given.get(m, {})))
+    return values
+
+
 def compare(
     model: Any,
     images: ImageLike | Mosaic | Sequence[ImageLike | Mosaic],
@@ -189,45 +219,43 @@ def compare(
     """Explain every image with every method, then score all maps with ``metrics``.
 
     Args:
+        model: the model to explain (anything ``load_model`` takes).
+        images: the images (paths, arrays...) or :class:`Mosaic` values, which bring their own regions.
         methods: names (a comma list or a list) or Method values.
+        metrics: the metrics that score every map (a comma list or a list).
         target: what to explain on each image, as for ``explain``: one class or
             several (``topk:3``, ``present``, ``a,b``: every method explains each,
             and each (image, target) pair is a row of the table); a
             :class:`Mosaic` is explained for its own target class unless
             ``target`` names another.
+        seed: seeds every stochastic method, as for ``explain``.
         budget: cut each named method down to about this many forward passes
             per image (see :func:`budgeted`).
         method_params: ``{method name: {parameter: value}}`` set explicitly.
+        batch_size: images per forward pass (None: chosen for the device).
+        regions: ground truth for the region metrics, as for ``evaluate``.
+        progress: show progress bars.
         baselines: sanity baselines scored beside the methods (``random``,
             ``edges``, ``centre``; None or ``()`` for none). A metric on which one
             does as well as the best method is flagged and left out of the rank.
         **options: metric settings (``steps``, ``unit``, ...), see ``evaluate``.
     """
-    from ..api import explain_one
+    from ..api import explain_one, scores_only
 
     chosen = get_metrics(list(metrics) if not isinstance(metrics, str) else metrics)  # fail before the slow part
     listed = list(images) if isinstance(images, (list, tuple)) else [images]
     mosaics_only = bool(listed) and all(isinstance(i, Mosaic) for i in listed)  # a mosaic knows its regions
     kinds = parse_baselines(baselines)
-    known = {f.name for f in dataclasses.fields(Options)}
-    Options(**{k: v for k, v in options.items() if k in known})  # a bad protocol or option fails before the slow part
+    Options.from_given(options)  # a bad protocol or option fails before the slow part
     classifier: Classifier = load_model(model)
     # a detection is measured in its own box when no region is given (metrics/regions.py)
     own_boxes = classifier.model_kind == ModelKind.DETECTOR
     check_metric_needs(chosen, regions=regions is not None or mosaics_only or own_boxes, how="regions=[...]")
-    names = [m.strip() for m in methods.split(",") if m.strip()] if isinstance(methods, str) else list(methods)
-    given = method_params or {}
-    values: list[Method] = []
-    for m in names:
-        if isinstance(m, Method):
-            values.append(m)
-        elif budget is not None:
-            values.append(budgeted(m, budget, classifier.input_size, given.get(m)))
-        else:
-            values.append(make_method(m, **given.get(m, {})))
-    for v in values:  # a method the model cannot run, or a misspelled target: one error before any work
-        validate_run(classifier, v, "top1" if target is None else target)
     items: list[Any] = list(images) if isinstance(images, (list, tuple)) else [images]
+    values = chosen_methods(classifier, items[0], methods, budget, method_params)
+    requests = [RunRequest(v, target="top1" if target is None else target, seed=seed, batch_size=batch_size) for v in values]
+    for request in requests:  # a method the model cannot run, or a misspelled target: one error before any work
+        validate_run(classifier, request)
     per_region = list(regions) if isinstance(regions, (list, tuple)) and len(items) > 1 else None
     loaded, exps, rows_items, rows_regions, skipped = [], [], [], [], []
     for n, item in enumerate(items):
@@ -236,7 +264,11 @@ def compare(
         goal: Any = mosaic.target if mosaic is not None and (target is None or target == "top1") else target
         # one list per method, one explanation per target: every method explains the same targets
         # (they are resolved from the same unmasked output)
-        made = [explain_one(classifier, img, v, target=goal, seed=seed, batch_size=batch_size, progress=progress) for v in values]
+        hooks = Hooks(progress=progress)
+        made = []
+        for request in requests:
+            with scoring_threads(classifier, scores_only(request.method)):
+                made.append(explain_one(classifier, img, request, hooks, target=goal))
         if made and not made[0]:
             skipped.append(made[0].note or f"{img.name}: the target names nothing")
             continue

@@ -32,12 +32,14 @@ def auc(x: np.ndarray, y: np.ndarray) -> float:
     return float(np.sum((y[1:] + y[:-1]) / 2 * np.diff(x)))
 
 
-def ranks(saliency: torch.Tensor, unit: str = "pixels", patch: int = 16) -> tuple[torch.Tensor, int]:
+def ranks(saliency: torch.Tensor, unit: str = "pixels", patch: int = 16, ties: str = "raster") -> tuple[torch.Tensor, int]:
     """Order of removal ``(H, W)`` (0 = first) and the number of units.
 
-    Ties keep raster order, so the order (and every curve) is deterministic.
-    With ``unit="patches"`` all pixels of a patch share its rank, patches being
-    ordered by their mean saliency.
+    With ``ties="raster"`` ties keep raster order, so the order (and every
+    curve) is deterministic. ``ties="numpy"`` orders them as the RISE reference
+    does, ``np.flip(np.argsort(map))`` on the map's own values: numpy's
+    default (unstable) sort, reversed. With ``unit="patches"`` all pixels of a
+    patch share its rank, patches being ordered by their mean saliency.
     """
     h, w = saliency.shape
     if unit == "pixels":
@@ -47,7 +49,11 @@ def ranks(saliency: torch.Tensor, unit: str = "pixels", patch: int = 16) -> tupl
         n = int(labels.max()) + 1
         sums = torch.zeros(n, device=saliency.device, dtype=torch.float64).index_add_(0, labels.flatten(), saliency.flatten().double())
         values = sums / torch.bincount(labels.flatten(), minlength=n).double()
-    order = torch.argsort(-values.double(), stable=True)
+    if ties == "numpy":
+        flat = values.detach().cpu().numpy()
+        order = torch.from_numpy(np.ascontiguousarray(np.flip(np.argsort(flat)))).to(values.device)
+    else:
+        order = torch.argsort(-values.double(), stable=True)
     rank_of = torch.empty_like(order)
     rank_of[order] = torch.arange(len(order), device=order.device)
     return rank_of[labels], len(order)
@@ -98,7 +104,7 @@ def curve(
     s = torch.as_tensor(saliency, dtype=torch.float32, device=image.device)
     if tuple(s.shape) != (h, w):
         s = F.interpolate(s[None, None], size=(h, w), mode="bilinear", align_corners=False, antialias=True)[0, 0]
-    rank, n = ranks(s, unit, patch)
+    rank, n = ranks(s, unit, patch, chosen.ties)
     counts = counts_per_step(n, chosen, steps, pixels_per_step).to(image.device)
     base_kind = baseline or (chosen.deletion_substrate if kind == "deletion" else chosen.insertion_substrate)
     base = substrate(image, base_kind, engine.classifier, generator)

@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 import csv
-import dataclasses
 import io
 import json
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 
-from ..engine import Engine
+from ..engine import Engine, Hooks
 from ..explanation import Explanation
 from ..images import ImageLike, load_image, resize, to_tensor
 from ..models import load_model
@@ -22,7 +22,7 @@ from .sanity import is_sanity_baseline
 ID_COLUMNS = ("image", "method", "target", "label", "score", "protocol")
 
 
-class EvaluationTable(list):
+class EvaluationTable(list[dict[str, Any]]):
     """One dict row per explanation (a plain list of dicts), plus the curves behind them.
 
     ``curves[i]`` holds row ``i``'s curves, ``{"deletion": (x, y), ...}``;
@@ -59,6 +59,7 @@ class EvaluationTable(list):
         return out
 
     def to_csv(self) -> str:
+        """The table as CSV text: one row per explanation, the metrics' columns."""
         buf = io.StringIO()
         writer = csv.DictWriter(buf, fieldnames=list(self[0]) if self else list(ID_COLUMNS), lineterminator="\n")
         writer.writeheader()
@@ -66,6 +67,7 @@ class EvaluationTable(list):
         return buf.getvalue()
 
     def to_json(self) -> str:
+        """The table as JSON text: the rows and each row's curves."""
         curves = [{k: {"x": np.asarray(x).tolist(), "y": np.asarray(y).tolist()} for k, (x, y) in c.items()} for c in self.curves]
         return json.dumps({"rows": list(self), "curves": curves}, indent=1)
 
@@ -128,6 +130,7 @@ def evaluate(
         regions: ground truth for the region metrics, one per image: a boolean
             mask at the map's resolution, a ``(left, top, right, bottom)`` box,
             or a dict from class (index or label) to either.
+        progress: show a progress bar.
         **options: metric settings, see :class:`patchlens.metrics.Options`
             (``steps``, ``unit``, ``patch``, ``tolerance``, ``top``, ...);
             ``protocol="rise"`` runs deletion/insertion as the RISE reference
@@ -138,25 +141,26 @@ def evaluate(
         with ``.curves``, ``.summary()`` and ``.to_pandas()``.
     """
     chosen = get_metrics(list(metrics) if not isinstance(metrics, str) else metrics)
-    known = [f.name for f in dataclasses.fields(Options)]
-    unknown = sorted(set(options) - set(known))
-    if unknown:
-        raise MetricError(f"{', '.join(unknown)}: unknown metric option(s); the options are {', '.join(known)}")
-    opts = Options(**options)
-    explanations = _wrap_arrays(model, images, explanations, target)
+    opts = Options.from_given(options)
+    has_maps = _has_maps(explanations)
+    loaded = load_model(model) if has_maps or any(m.requires is not None for m in chosen) else None
+    passes = 0
+    if loaded is not None and has_maps:  # maps made elsewhere: each image scored once (counted) to resolve its target
+        wrapping = Engine(loaded, batch_size=opts.batch_size, description="targets")
+        explanations = _wrap_arrays(wrapping, images, explanations, target)
+        passes = wrapping.forward_passes
     groups = _groups(images, explanations)
     per_image = list(regions) if isinstance(regions, (list, tuple)) and len(groups) > 1 else [regions] * len(groups)
     if len(per_image) != len(groups):
         raise MetricError(f"{len(per_image)} regions for {len(groups)} images")
-    needs_model = any(m.requires is not None for m in chosen)
-    classifier = load_model(model) if needs_model else None
+    classifier = loaded if any(m.requires is not None for m in chosen) else None
     for m in chosen:
         m.check(classifier)
-    rows, curves, columns, passes = [], [], [c for m in chosen for c in m.columns], 0
+    rows, curves, columns = [], [], [c for m in chosen for c in m.columns]
     for (image, exps), region in zip(groups, per_image):
         engine = tensor = None
         if classifier is not None:
-            engine = Engine(classifier, batch_size=opts.batch_size, progress=progress, description="metrics")
+            engine = Engine(classifier, batch_size=opts.batch_size, description="metrics", hooks=Hooks(progress=progress))
             source = image.image if isinstance(image, Mosaic) else image
             pixels = load_image(source).pixels if source is not None else exps[0].image
             if pixels is None:
@@ -184,17 +188,26 @@ def _is_map(item: Any) -> bool:
     return hasattr(item, "shape") and len(getattr(item, "shape", ())) == 2 and not isinstance(item, Explanation)
 
 
-def _wrap_arrays(model: Any, images: Any, explanations: Any, target: Any) -> Any:
-    """Maps given as ``(H, W)`` arrays, as Explanations of ``target`` on their image (others untouched)."""
+def _has_maps(explanations: Any) -> bool:
+    """Whether any of ``explanations`` is a map given as an ``(H, W)`` array (made elsewhere)."""
+    if _is_map(explanations):
+        return True
+    entries = list(explanations) if isinstance(explanations, (list, tuple)) else []
+    return any(_is_map(e) or (isinstance(e, (list, tuple)) and any(map(_is_map, e))) for e in entries)
+
+
+def _wrap_arrays(engine: Engine, images: Any, explanations: Any, target: Any) -> Any:
+    """Maps given as ``(H, W)`` arrays, as Explanations of ``target`` on their image (others untouched).
+
+    Each image is scored once through ``engine`` (its passes are the table's too) to resolve its target.
+    """
     single = _is_map(explanations)
-    entries = [explanations] if single else list(explanations) if isinstance(explanations, (list, tuple)) else explanations
-    if not isinstance(entries, list) or not any(_is_map(e) or (isinstance(e, (list, tuple)) and any(map(_is_map, e))) for e in entries):
-        return explanations
+    entries = [explanations] if single else list(explanations)
     if images is None or target is None:
         raise MetricError("maps given as arrays need the images they explain and target= (the class each explains)")
     from ..objectives import resolve_objective
 
-    classifier = load_model(model)
+    classifier = engine.classifier
     image_list = list(images) if isinstance(images, (list, tuple)) else [images] * len(entries)
     targets = list(target) if isinstance(target, (list, tuple)) else [target] * len(entries)
     if len(image_list) != len(entries) or len(targets) != len(entries):
@@ -202,7 +215,7 @@ def _wrap_arrays(model: Any, images: Any, explanations: Any, target: Any) -> Any
     out: list[Any] = []
     for entry, image, goal in zip(entries, image_list, targets):
         loaded = load_image(image)
-        output = classifier(resize(to_tensor(loaded.pixels).to(classifier.device), classifier.input_size)[None])
+        output = engine.output_of(resize(to_tensor(loaded.pixels).to(classifier.device), classifier.input_size))
         objective = resolve_objective(goal, output, classifier, image_size=loaded.pixels.shape[:2])
         if len(objective) == 0:
             raise MetricError(f"{loaded.name}: target {goal!r} names nothing on this image ({objective.note})")
@@ -215,7 +228,8 @@ def _wrap_arrays(model: Any, images: Any, explanations: Any, target: Any) -> Any
 
 def _external(item: Any, loaded: Any, found: dict[str, Any], score: float, classifier: Any) -> Any:
     """A map made elsewhere as an Explanation of the target ``found`` (an objective's record) on ``loaded``
-    (an Explanation passes through)."""
+    (an Explanation passes through).
+    """
     if not _is_map(item):
         return item
     saliency = np.asarray(item.detach().cpu() if hasattr(item, "detach") else item, dtype=np.float32)
@@ -225,5 +239,5 @@ def _external(item: Any, loaded: Any, found: dict[str, Any], score: float, class
         saliency=saliency, target=int(found["index"]), label=str(found["label"]), score=score,
         method="external", params={}, seed=None, model=classifier.model_id, forward_passes=0, seconds=0.0,
         image_name=loaded.name, image=loaded.pixels, objective=found,
-        score_is_probability=getattr(classifier, "outputs_probabilities", True),
+        score_is_probability=classifier.outputs_probabilities,
     )

@@ -7,8 +7,8 @@ different class each, so the ground truth is known by construction.
 
 from __future__ import annotations
 
+from collections.abc import Hashable, Sequence
 from dataclasses import dataclass
-from typing import Hashable, Sequence
 
 import numpy as np
 import torch

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 from PIL import Image, ImageDraw
@@ -22,7 +23,8 @@ LABEL_SIZE, TITLE_SIZE = 16, 18
 
 def _cell_overlay(exp: Explanation, cell: int) -> Image.Image:
     """``exp``'s overlay drawn at ``cell`` pixels wide, so its title and colour bar keep readable type
-    (an overlay drawn at the photo's size and shrunk to a cell had type a few pixels high)."""
+    (an overlay drawn at the photo's size and shrunk to a cell had type a few pixels high).
+    """
     base = exp.image if exp.image is not None else np.full((*exp.saliency.shape, 3), 128, np.uint8)
     h, w = base.shape[:2]
     width = max(64, cell - cell // 5)  # the colour bar takes about a fifth beside the photo
@@ -35,7 +37,8 @@ def _cell_overlay(exp: Explanation, cell: int) -> Image.Image:
 
 def overlay_grid(explanations: Sequence[Sequence[Explanation]], cell: int = 320) -> Image.Image:
     """Overlays in a grid: one row per image (its name on the left), one column per method (its name on top),
-    each cell ``cell`` pixels wide, with the class and score under each picture."""
+    each cell ``cell`` pixels wide, with the class and score under each picture.
+    """
     font, small = _font(TITLE_SIZE), _font(LABEL_SIZE)
     rows = [list(row) for row in explanations]
     cols = max((len(row) for row in rows), default=0)
@@ -68,7 +71,8 @@ def _wrap_chars(text: str, width: int) -> list[str]:
 
 def line_plot(series: dict[str, tuple[np.ndarray, np.ndarray]], title: str, xlabel: str, ylabel: str, size: tuple[int, int] = (560, 380)) -> Image.Image:
     """A line chart of ``{name: (x, y)}`` on x in [0, 1] and y in [0, max(1, top)], with its legend below the
-    axes (never over the curves). Names starting with ``baseline:`` are drawn in grey."""
+    axes (never over the curves). Names starting with ``baseline:`` are drawn in grey.
+    """
     w, plot_h = size
     legend_rows = (len(series) + 1) // 2
     h = plot_h + 10 + legend_rows * (LABEL_SIZE + 8)

@@ -45,6 +45,9 @@ class Protocol:
     #: ``"trapezoid"`` over the fraction of pixels, or ``"rise"``: steps equally spaced.
     auc_rule: str
     summary: str
+    #: how pixels of equal saliency are ordered: ``"raster"`` (a stable sort, deterministic everywhere) or
+    #: ``"numpy"`` (the reference's ``np.flip(np.argsort(map))``: numpy's unstable sort, then reversed)
+    ties: str = "raster"
 
     def describe(self, steps: int | None = 32, pixels_per_step: int | None = None) -> str:
         """The protocol in one sentence, with the step actually used."""
@@ -63,6 +66,7 @@ PROTOCOLS = {
         "rise (Petsiuk et al. 2018, reference CausalMetric): deletion to the model's mean colour (zeros of the "
         "normalised input), insertion from an 11x11 sigma-5 Gaussian blur with zero padding in normalised space, "
         "{pixels} pixels per step, area (sum - first/2 - last/2) / (points - 1)",
+        ties="numpy",
     ),
 }
 

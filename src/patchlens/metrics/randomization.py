@@ -21,6 +21,7 @@ from ..methods import Method, make_method
 from ..models.classifier import Classifier
 from ..models.torch_module import TorchClassifier
 from ..objectives import objective_from_record
+from ..request import RunRequest
 from .base import Case, MetricError, metric
 
 
@@ -91,7 +92,8 @@ def randomization(
             _reinitialise(layer, generator)
         done = upto
         target = objective_from_record(explanation.objective)  # the same target, on the changed model
-        new = explain_one(clone, image, method, target=target, seed=explanation.seed, batch_size=batch_size)[0]
+        request = RunRequest(method, seed=explanation.seed, batch_size=batch_size)
+        new = explain_one(clone, image, request, target=target)[0]
         rhos.append(spearman(original, np.abs(new.saliency) if absolute else new.saliency))
         fractions.append(done / len(found))
     return np.array(fractions), np.array(rhos)

@@ -9,7 +9,7 @@ object is.
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 from scipy import ndimage
@@ -114,10 +114,3 @@ def _segmentation(case: Case) -> dict[str, float]:
     o = case.options
     return segmentation(case.explanation.saliency, _region(case), o.top, o.threshold)
 
-
-def boxes_to_mask(boxes: Sequence[Sequence[float]], shape: tuple[int, int]) -> np.ndarray:
-    """Union of several ``(left, top, right, bottom)`` boxes as one mask."""
-    out = np.zeros(shape, bool)
-    for b in boxes:
-        out |= as_region(tuple(b), shape)
-    return out

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Any, Callable, Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
 import torch
 
@@ -44,6 +45,7 @@ MODEL_SPECS: dict[str, str] = {
 
 
 def list_model_specs() -> dict[str, str]:
+    """The model specs :func:`load_model` accepts, each with what it loads."""
     return dict(MODEL_SPECS)
 
 
@@ -122,41 +124,48 @@ def _adapter(spec: Any, **options: Any) -> Classifier:
         return load_remote(spec, device="cpu" if device in (None, "auto") else resolve_device(device), **options)
     dev = resolve_device(device)
     if isinstance(spec, str):
-        kind, _, rest = spec.partition(":")
-        if spec == "default":
-            from .default import load_default
-
-            return load_default(dev, **options)
-        if kind == "timm" and rest:
-            from .hub import load_timm
-
-            return load_timm(rest, device=dev, **options)
-        if kind == "torchvision" and rest:
-            from .hub import load_torchvision
-
-            return load_torchvision(rest, device=dev, **options)
-        if kind == "onnx" and rest:
-            from .files import OnnxClassifier
-
-            return OnnxClassifier(rest, **options)
-        if kind == "torchscript" and rest:
-            from .files import load_torchscript
-
-            return load_torchscript(rest, device=dev, **options)
-        if kind == "ultralytics" and rest:
-            from .detectors.ultralytics import load_ultralytics
-
-            return load_ultralytics(rest, device=dev, **options)
-        if kind == "python" and rest:
-            from .files import load_python
-
-            options.setdefault("model_id", spec)
-            return _adapter(load_python(rest), device=None if device in (None, "auto") else device, **options)
-        raise ModelError(
-            f"{spec}: unknown model; use default, timm:<name>, torchvision:<name>, onnx:<path>, torchscript:<path> "
-            "or python:<file.py>:<name>"
-        )
+        return _from_spec(spec, dev, device, **options)
     if callable(spec):
         fn: Callable[..., object] = spec
         return CallableClassifier(fn, device=dev, **options)
     raise ModelError(f"{type(spec).__name__}: not a model (expected a name, an nn.Module or a callable)")
+
+
+def _from_spec(spec: str, dev: torch.device, device: Any, **options: Any) -> Classifier:
+    """A model named by a spec string: ``default``, ``timm:``, ``torchvision:``, ``onnx:``, ``torchscript:``,
+    ``ultralytics:`` or ``python:``; ``dev`` is ``device`` resolved.
+    """
+    kind, _, rest = spec.partition(":")
+    if spec == "default":
+        from .default import load_default
+
+        return load_default(dev, **options)
+    if kind == "timm" and rest:
+        from .hub import load_timm
+
+        return load_timm(rest, device=dev, **options)
+    if kind == "torchvision" and rest:
+        from .hub import load_torchvision
+
+        return load_torchvision(rest, device=dev, **options)
+    if kind == "onnx" and rest:
+        from .files import OnnxClassifier
+
+        return OnnxClassifier(rest, **options)
+    if kind == "torchscript" and rest:
+        from .files import load_torchscript
+
+        return load_torchscript(rest, device=dev, **options)
+    if kind == "ultralytics" and rest:
+        from .detectors.ultralytics import load_ultralytics
+
+        return load_ultralytics(rest, device=dev, **options)
+    if kind == "python" and rest:
+        from .files import load_python
+
+        options.setdefault("model_id", spec)
+        return _adapter(load_python(rest), device=None if device in (None, "auto") else device, **options)
+    raise ModelError(
+        f"{spec}: unknown model; use default, timm:<name>, torchvision:<name>, onnx:<path>, torchscript:<path> "
+        "or python:<file.py>:<name>"
+    )

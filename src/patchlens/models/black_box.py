@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Callable, Sequence
+from collections.abc import Callable, Sequence
 
 import numpy as np
 import torch
@@ -85,7 +85,7 @@ class CallableClassifier(Classifier):
         if self.kind != "classifier" and looks_like_detections(out):
             return out  # type: ignore[return-value]  # a detector's boxes: checked by check_output
         integers = _is_integer(out)
-        if isinstance(out, np.ndarray) or isinstance(out, (list, tuple)):
+        if isinstance(out, (np.ndarray, list, tuple)):
             try:
                 out = torch.as_tensor(np.asarray(out, dtype=np.float32))
             except (TypeError, ValueError):

@@ -19,8 +19,9 @@ from __future__ import annotations
 
 import contextlib
 import threading
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Sequence
+from typing import TYPE_CHECKING
 
 import torch
 
@@ -43,21 +44,33 @@ CPU_CANDIDATES = (1, 4, 16, 32)
 
 @dataclass
 class BatchSizePolicy:
-    """How engines choose a classifier's batch size; one per classifier, shared by its wrappers.
+    """How engines choose a classifier's batch size; one per classifier, kept for its life.
 
     On a CPU the first engine measures ``candidates`` on its real work and writes
-    the winner to ``chosen``; later engines use it. Wrappers (the web server's
-    per-job view of a model) return the inner classifier's policy, so a model
-    measured once stays measured.
+    the winner to ``chosen``; later engines use it, so a model measured once
+    stays measured. An engine that runs out of memory records the size that
+    fitted (``fits``), which caps every later engine and batch mode's shared stream.
     """
 
     candidates: tuple[int, ...] = CPU_CANDIDATES
     chosen: int | None = None
+    #: the largest batch known to fit in the device's memory, once a larger one ran out of it (None: no limit met)
+    fits: int | None = None
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
 
     def record(self, size: int) -> None:
+        """The batch size measured fastest."""
         with self._lock:
             self.chosen = size
+
+    def record_fit(self, size: int) -> None:
+        """A batch of twice ``size`` (or more) ran out of memory: nothing larger than ``size`` is tried again."""
+        with self._lock:
+            self.fits = size if self.fits is None else min(self.fits, size)
+
+    def cap(self, size: int) -> int:
+        """``size``, or the largest that fits when that is smaller."""
+        return size if self.fits is None else max(1, min(size, self.fits))
 
 
 #: what ``kind=`` accepts
@@ -65,12 +78,14 @@ KINDS = ("auto", "classifier", "detector")
 
 
 def check_kind(kind: str, model: str) -> str:
+    """``kind`` if it is one of :data:`KINDS`, else a ModelError naming ``model``."""
     if kind not in KINDS:
         raise ModelError(f"{model}: kind={kind!r}: use one of {', '.join(KINDS)}")
     return kind
 
 
 def check_min_score(value: float, model: str) -> float:
+    """``value`` as a float if it is a number (not a bool, not NaN), else a ModelError naming ``model``."""
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not value == value:
         raise ModelError(f"{model}: min_score={value!r}: must be a number")
     return float(value)
@@ -94,6 +109,11 @@ class Classifier:
     #: what :meth:`activate` applies to the raw class scores: "softmax", "sigmoid" or "none"
     #: (declared once, by the adapter, from ``load_model(..., activation=...)``).
     activation: str = "none"
+    #: what runs the forward passes ("torch", "onnxruntime", "callable", "remote"), recorded on every result.
+    runtime: str = "unknown"
+    #: torch's thread count while only scores are asked of this model, when another runtime runs them
+    #: (ONNX Runtime: torch then only composes masks); None leaves torch's own (see ``models/runtime.py``).
+    torch_threads: int | None = None
     #: what kind of answer the model gives: "classifier" (scores), "detector" (boxes) or "auto"
     #: (its first answer decides: a module or function loaded without ``kind=``)
     kind: str = "classifier"
@@ -131,10 +151,16 @@ class Classifier:
     @property
     def model_kind(self) -> ModelKind:
         """What kind of answer the model gives: boxes (a detector), independent labels under a sigmoid,
-        competing classes otherwise."""
+        competing classes otherwise.
+        """
         if self.kind == "detector" or self.__dict__.get("_answered") == "detector":
             return ModelKind.DETECTOR
         return ModelKind.MULTI_LABEL if self.activation == "sigmoid" else ModelKind.CLASSIFIER
+
+    @property
+    def cam_layer(self) -> str | None:
+        """What ``layer="auto"`` means for CAM methods on this model; None: the last spatial output of the pass."""
+        return None
 
     @property
     def kind_settled(self) -> bool:
@@ -157,9 +183,14 @@ class Classifier:
         """What methods may ask of this model (see :mod:`patchlens.capabilities`)."""
         return Capability.SCORES
 
-    def lacks(self, flag: Capability) -> str | None:
+    def lacks(self, flag: Capability) -> str | None:  # noqa: ARG002  (an interface: other implementations use it)
         """Why this model does not offer ``flag``, when the generic reason would mislead (None: the generic one)."""
         return None
+
+    @property
+    def runtime_details(self) -> dict[str, object]:
+        """What runs the forward passes, with its settings, for a result's record; adapters add theirs."""
+        return {"runtime": self.runtime}
 
     @property
     def batch_policy(self) -> BatchSizePolicy:
@@ -173,7 +204,7 @@ class Classifier:
         """The wrapped ``torch.nn.Module`` for gradient methods, or None for a black box."""
         return None
 
-    def logits(self, x: torch.Tensor) -> torch.Tensor:
+    def logits(self, x: torch.Tensor) -> torch.Tensor:  # noqa: ARG002  (an interface: other implementations use it)
         """Differentiable pre-softmax outputs; only for classifiers that wrap a module."""
         raise ModelError(f"{self.model_id}: a black-box model has no gradients")
 
@@ -182,13 +213,14 @@ class Classifier:
         return contextlib.nullcontext()
 
     # -- token access (timm ViTs only) --------------------------------------------
-    def token_view(self, image: torch.Tensor) -> TokenView:
+    def token_view(self, image: torch.Tensor) -> TokenView:  # noqa: ARG002  (an interface: other implementations use it)
         """``image`` (3, H, W) embedded once, ready for :meth:`score_tokens`; ViTs only."""
         raise MethodError(f"masking='tokens': {self.model_id} is not a timm Vision Transformer; use masking='pixels'")
 
-    def score_tokens(self, view: TokenView, keep: torch.Tensor) -> torch.Tensor:
+    def score_tokens(self, view: TokenView, keep: torch.Tensor) -> torch.Tensor:  # noqa: ARG002  (an interface: other implementations use it)
         """The model's answer (class scores ``(n, C)``, activated) for the image of ``view`` with only the patch tokens in ``keep``
-        ``(n, patches)`` bool, through the same checks as :meth:`__call__`."""
+        ``(n, patches)`` bool, through the same checks as :meth:`__call__`.
+        """
         raise MethodError(f"masking='tokens': {self.model_id} is not a timm Vision Transformer; use masking='pixels'")
 
     def input_mean(self) -> tuple[float, float, float]:
@@ -202,9 +234,11 @@ class Classifier:
     # -- helpers ---------------------------------------------------------------
     @property
     def num_classes(self) -> int | None:
+        """How many classes the model has, when its labels say (None otherwise)."""
         return len(self.labels) if self.labels is not None else None
 
     def label(self, index: int) -> str:
+        """The name of class ``index``, or ``"class N"`` when the model has no labels."""
         if self.labels is not None and 0 <= index < len(self.labels):
             return self.labels[index]
         return f"class {index}"
@@ -238,7 +272,7 @@ class Classifier:
         if not isinstance(out, torch.Tensor):
             try:
                 out = torch.as_tensor(out)
-            except Exception:
+            except Exception:  # noqa: BLE001  torch.as_tensor raises many kinds for what a model may return
                 raise ModelError(
                     f"{self.model_id}: model returned {type(out).__name__}, expected scores of shape (N, C)"
                 ) from None

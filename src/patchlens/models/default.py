@@ -57,7 +57,7 @@ def weights_file() -> Path:
 
 
 def load_default(device: str | torch.device = "cpu", **options: object) -> TorchClassifier:
-    settings: dict = dict(mean=MEAN, std=STD, input_size=INPUT_SIZE, labels=imagenet_labels(),
+    settings: dict[str, Any] = dict(mean=MEAN, std=STD, input_size=INPUT_SIZE, labels=imagenet_labels(),
                           model_id="default", channels_last=True)  # activation "auto": softmax
     settings.update(options)  # the user's options win (e.g. --labels from the command line)
     return DefaultClassifier(torch.device(device), **settings)

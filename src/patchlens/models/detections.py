@@ -24,8 +24,9 @@ it has ``class_scores``).
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 import torch
 from torch.nn.utils.rnn import pad_sequence
@@ -117,7 +118,8 @@ class Detections:
     # -- for people and resolvers ------------------------------------------------
     def listed(self, image: int = 0) -> list[dict[str, Any]]:
         """Image ``image``'s detections (not proposals), strongest first: ``{"index", "box", "score", "label"}``
-        with ``box`` in fractions of the image; ``index`` numbers them from 0 (the strongest)."""
+        with ``box`` in fractions of the image; ``index`` numbers them from 0 (the strongest).
+        """
         keep = (self.valid[image] & self.final[image]).nonzero()[:, 0]
         order = self.scores[image, keep].detach().float().cpu().argsort(descending=True, stable=True)
         out = []

@@ -12,6 +12,7 @@ empty the folder.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import time
@@ -87,10 +88,8 @@ def other_files() -> list[Path]:
 
 def mark_used(path: Path) -> None:
     """Record that the export at ``path`` was just loaded, so the bound removes others first."""
-    try:
+    with contextlib.suppress(OSError):  # a read-only cache still serves its files
         os.utime(path)
-    except OSError:
-        pass  # a read-only cache still serves its files
 
 
 def prune(keep: Path | None = None) -> list[Entry]:

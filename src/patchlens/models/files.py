@@ -5,8 +5,9 @@ from __future__ import annotations
 import copy
 import time
 import warnings
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -63,7 +64,7 @@ class OnnxClassifier(Classifier):
         self.details: dict[str, Any] = {}
         try:
             self._open(file)
-        except Exception as exc:
+        except Exception as exc:  # noqa: BLE001  third-party code (a loader, an exporter, a runtime) may raise anything: one ModelError or a fallback
             raise ModelError(f"onnx:{path}: cannot load ({str(exc).splitlines()[0]})") from None
         inp = self.session.get_inputs()[0]
         self.input_name = inp.name
@@ -130,7 +131,7 @@ class OnnxClassifier(Classifier):
                 out = np.concatenate(parts)
             else:
                 out = self._run(batch)
-        except Exception as exc:
+        except Exception as exc:  # noqa: BLE001  third-party code (a loader, an exporter, a runtime) may raise anything: one ModelError or a fallback
             raise ModelError(f"{self.model_id}: onnxruntime failed: {str(exc).splitlines()[0]}") from None
         return torch.from_numpy(np.asarray(out, np.float32)).to(x.device)  # activated by Classifier.__call__
 
@@ -152,7 +153,7 @@ def load_torchscript(path: str, *, device: str | torch.device = "cpu", **options
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", FutureWarning)  # "jit.load is deprecated": still the way to read these files
             module = torch.jit.load(str(file), map_location=device)
-    except Exception as exc:
+    except Exception as exc:  # noqa: BLE001  third-party code (a loader, an exporter, a runtime) may raise anything: one ModelError or a fallback
         raise ModelError(f"torchscript:{path}: cannot load ({str(exc).splitlines()[0]})") from None
     options.setdefault("model_id", f"torchscript:{path}")
     return TorchClassifier(module, **options)  # type: ignore[arg-type]
@@ -183,12 +184,12 @@ def load_python(spec: str) -> object:
         module = importlib.util.module_from_spec(found)
         try:
             found.loader.exec_module(module)
-        except Exception as exc:
+        except Exception as exc:  # noqa: BLE001  third-party code (a loader, an exporter, a runtime) may raise anything: one ModelError or a fallback
             raise ModelError(f"python:{spec}: {where} raised {type(exc).__name__}: {exc}") from None
     else:
         try:
             module = importlib.import_module(where)
-        except Exception as exc:
+        except Exception as exc:  # noqa: BLE001  third-party code (a loader, an exporter, a runtime) may raise anything: one ModelError or a fallback
             raise ModelError(f"python:{spec}: cannot import {where} ({type(exc).__name__}: {exc})") from None
     if not hasattr(module, name):
         raise ModelError(f"python:{spec}: {where} has no {name!r}")
@@ -196,7 +197,7 @@ def load_python(spec: str) -> object:
     if isinstance(value, type) and issubclass(value, torch.nn.Module):
         try:
             value = value()
-        except Exception as exc:
+        except Exception as exc:  # noqa: BLE001  third-party code (a loader, an exporter, a runtime) may raise anything: one ModelError or a fallback
             raise ModelError(f"python:{spec}: {name}() raised {type(exc).__name__}: {exc}") from None
     if not isinstance(value, torch.nn.Module) and not callable(value):
         raise ModelError(f"python:{spec}: {name} is a {type(value).__name__}, not a module, class or function")

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import socket
+from collections.abc import Iterator
 from contextlib import contextmanager, nullcontext
-from typing import Iterator
+from typing import Any
 from urllib.parse import urlsplit
 
 import torch
@@ -65,7 +66,7 @@ def load_timm(
     try:
         with offline_unless_reachable() if pretrained else seeded_init(seed):
             module = timm.create_model(name, pretrained=pretrained, **model_kwargs)
-    except Exception as exc:
+    except Exception as exc:  # noqa: BLE001  third-party code (a loader, an exporter, a runtime) may raise anything: one ModelError or a fallback
         if pretrained:
             raise _weights_error(f"timm:{name}", exc) from None
         raise ModelError(f"timm:{name}: {type(exc).__name__}: {exc}") from None
@@ -74,7 +75,7 @@ def load_timm(
     size = cfg.get("input_size", (3, 224, 224))[1:]
     num_classes = getattr(module, "num_classes", 1000)
     labels = imagenet_labels() if num_classes == 1000 else None
-    opts: dict = dict(
+    opts: dict[str, Any] = dict(
         mean=cfg.get("mean", IMAGENET_MEAN),
         std=cfg.get("std", IMAGENET_STD),
         input_size=tuple(size),
@@ -99,11 +100,11 @@ def load_torchvision(
     from .detectors import load_torchvision_detector, torchvision_detectors
 
     if name in torchvision_detectors():
-        return load_torchvision_detector(name, pretrained=pretrained, seed=seed, device=device, **options)  # type: ignore[arg-type,return-value]
+        return load_torchvision_detector(name, pretrained=pretrained, seed=seed, device=device, **options)  # type: ignore[arg-type]
     try:
         with nullcontext() if pretrained else seeded_init(seed):
             module = torchvision.models.get_model(name, weights="DEFAULT" if pretrained else None)
-    except Exception as exc:
+    except Exception as exc:  # noqa: BLE001  third-party code (a loader, an exporter, a runtime) may raise anything: one ModelError or a fallback
         if pretrained:
             raise _weights_error(f"torchvision:{name}", exc) from None
         raise ModelError(f"torchvision:{name}: {type(exc).__name__}: {exc}") from None
@@ -114,6 +115,6 @@ def load_torchvision(
         labels = meta.get("categories")
     elif getattr(module, "fc", None) is not None and getattr(module.fc, "out_features", 0) == 1000:
         labels = list(imagenet_labels())
-    opts: dict = dict(labels=labels, model_id=f"torchvision:{name}", kind="classifier")
+    opts: dict[str, Any] = dict(labels=labels, model_id=f"torchvision:{name}", kind="classifier")
     opts.update(options)
     return TorchClassifier(module, **opts)

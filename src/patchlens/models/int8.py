@@ -29,9 +29,10 @@ import json
 import logging
 import os
 import tempfile
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -76,7 +77,7 @@ def int8_instructions(cpuinfo: str | None = None) -> list[str]:
         try:
             if callable(check) and check():
                 found.append(flag)
-        except Exception:
+        except Exception:  # noqa: BLE001, S110  a private torch helper: any failure means "not known to be there"
             pass
     return found
 
@@ -129,7 +130,7 @@ def quantize(source: Path, target: Path, input_name: str, batches: Sequence[np.n
     except ImportError as exc:
         raise ModelError(f"int8 needs onnxruntime's quantisation tools and onnx ({exc}; pip install onnx onnxruntime)") from None
 
-    class Reader(CalibrationDataReader):  # type: ignore[misc]
+    class Reader(CalibrationDataReader):
         def __init__(self) -> None:
             self.left = iter(batches)
 

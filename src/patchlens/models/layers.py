@@ -174,7 +174,7 @@ class LayerRecorder:
         self.output: Any = None
 
     def hook(self, name: str) -> Callable[..., None]:
-        def record(module: torch.nn.Module, inputs: Any, output: Any) -> None:
+        def record(_module: torch.nn.Module, _inputs: Any, output: Any) -> None:
             self.calls[name] += 1
             wanted = is_feature_map(output) if self.automatic else self.call in (None, self.calls[name])
             if wanted:

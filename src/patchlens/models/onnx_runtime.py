@@ -25,16 +25,18 @@ import os
 import sys
 import time
 import warnings
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any
 
 import numpy as np
 import torch
 
+from .._paths import cache_dir
 from ..capabilities import Capability
 from ..errors import ModelError
 from .classifier import Classifier
-from .export_cache import CACHE_ENV, cache_dir, mark_used, prune  # noqa: F401  (CACHE_ENV: re-exported)
+from .export_cache import mark_used, prune
 from .spinning import SpinningChoice, spinning_setting
 from .torch_module import TorchClassifier
 from .vit import TokenView
@@ -47,7 +49,8 @@ EXPORT_FORMAT = 1
 
 def activation_key(classifier: TorchClassifier) -> object:
     """The activation as the cache key holds it: the ``softmax`` flag it held before ``activation`` existed
-    (True, False), so the files exported then stay valid; any other activation by its name."""
+    (True, False), so the files exported then stay valid; any other activation by its name.
+    """
     return {"softmax": True, "none": False}.get(classifier.activation, classifier.activation)
 
 
@@ -184,10 +187,8 @@ def _stdout_silenced() -> Iterator[None]:
         os.dup2(saved, 1)
         os.close(saved)
         os.close(devnull)
-        try:
+        with contextlib.suppress(AttributeError):
             torch._C._jit_set_onnx_log_enabled(False)
-        except AttributeError:
-            pass
 
 
 class RememberedExportFailure(Exception):
@@ -367,7 +368,7 @@ class OnnxRuntimeClassifier(Classifier):
         tick = time.perf_counter()
         try:
             out = self.threading.session(spinning).run(None, {"pixels": batch})[0]
-        except Exception as exc:
+        except Exception as exc:  # noqa: BLE001  third-party code (a loader, an exporter, a runtime) may raise anything: one ModelError or a fallback
             kind = None
             raise ModelError(f"{self.model_id}: onnxruntime failed: {str(exc).splitlines()[0]}") from None
         finally:
@@ -376,7 +377,8 @@ class OnnxRuntimeClassifier(Classifier):
 
     def activate(self, out: object) -> object:
         """The graph's output as it is: the graph ends in the torch classifier's own :meth:`activate`
-        (see :class:`_ScoringGraph`), so its scores are activated already, by the same function."""
+        (see :class:`_ScoringGraph`), so its scores are activated already, by the same function.
+        """
         return out
 
     # -- white-box access: the torch side ---------------------------------------

@@ -4,7 +4,9 @@
 ONNX Runtime on a CPU when it is installed and the exported graph's scores
 match torch's on a check batch; torch otherwise, and on GPUs (where torch with
 bf16 autocast is already fast). What ran is recorded on the classifier
-(``runtime``, ``runtime_details``) and on every result made with it.
+(``runtime``, ``runtime_details``) and on every result made with it, with the
+forward passes its checks took (``check_forward_passes``): they run here, at
+load time, before any engine exists, and are counted here.
 
 Thread defaults come from benchmarks/runtimes.py on the shared 2-core machine
 (benchmarks/RESULTS.md, "Runtimes"): ONNX Runtime's thread count is the cores
@@ -21,7 +23,8 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
-from typing import TYPE_CHECKING, Any, Iterator, Sequence
+from collections.abc import Iterator, Sequence
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -69,7 +72,7 @@ def resolve_threads(threads: int | None) -> int | None:
 
 
 @contextlib.contextmanager
-def scoring_threads(classifier: object, scores_only: bool) -> Iterator[None]:
+def scoring_threads(classifier: Classifier, scores_only: bool) -> Iterator[None]:
     """Torch's thread count while ``classifier`` explains with a method that needs ``scores_only`` (or more).
 
     When ONNX Runtime scores a black-box method's passes, torch only builds
@@ -77,8 +80,12 @@ def scoring_threads(classifier: object, scores_only: bool) -> Iterator[None]:
     little on a quiet machine and, under contention, cost 2.5-6x (RISE on the
     default model at load average 16 on 2 cores: 12-36 passes/s with one torch
     thread, 5 with two). Gradient methods keep torch's own setting.
+
+    The setting is the whole process's: a front-end enters this once for a run
+    it owns (a CLI command, a batch run, ``explain()``), never per image or per
+    request while other threads explain (the web server leaves torch's threads alone).
     """
-    wanted = getattr(classifier, "torch_threads", None)
+    wanted = classifier.torch_threads
     before = torch.get_num_threads()
     if wanted is None or not scores_only or wanted == before:
         yield
@@ -90,36 +97,41 @@ def scoring_threads(classifier: object, scores_only: bool) -> Iterator[None]:
         torch.set_num_threads(before)
 
 
-def runtime_record(classifier: object, *, white_box: bool = False) -> dict[str, object]:
-    """What ran ``classifier``'s forward passes, for a result's record (any adapter, wrapped or not).
+def runtime_record(classifier: Classifier, *, white_box: bool = False) -> dict[str, object]:
+    """What ran ``classifier``'s forward passes, for a result's record (its declared ``runtime_details``).
 
     ``white_box``: the method also used gradients, the module's insides or
     its tokens, which always come from torch; the record says so when scores did not.
     """
-    details = getattr(classifier, "runtime_details", None)
-    record = dict(details) if isinstance(details, dict) else {"runtime": str(getattr(classifier, "runtime", "unknown"))}
+    record = dict(classifier.runtime_details)
     if white_box and record.get("runtime") != "torch":
         record["gradients"] = "torch"
     return record
 
 
-def runs_on(classifier: object) -> str:
+def runs_on(classifier: Classifier) -> str:
     """Where and by what a classifier's forward passes run, for a run's header: "cpu, torch", "remote: oip-v2, MLServer 1.7.1"."""
     record = runtime_record(classifier)
     if record.get("runtime") == "remote":
         tensors = f", {record['tensors']} tensors" if record.get("tensors") else ""
         return f"remote: {record.get('protocol')}, {record.get('server')}{tensors}"
-    return f"{getattr(classifier, 'device', 'cpu')}, {record.get('runtime', 'torch')}"
+    return f"{classifier.device}, {record.get('runtime', 'torch')}"
 
 
-def check_batch(classifier: Classifier, n: int = 3) -> torch.Tensor:
+#: images in the check batch; 3, so that a graph whose batch was baked in at 2 fails
+CHECK_IMAGES = 3
+
+
+def check_batch(classifier: Classifier, n: int = CHECK_IMAGES) -> torch.Tensor:
     """Random pixels, the same every time; 3 images so that a graph whose batch was baked in at 2 fails."""
     generator = torch.Generator().manual_seed(0)
     return torch.rand(n, 3, *classifier.input_size, generator=generator).to(classifier.device)
 
 
 def score_difference(a: Classifier, b: Classifier) -> float:
-    """Largest absolute difference between the two classifiers' scores on the check batch."""
+    """Largest absolute difference between the two classifiers' scores on the check batch
+    (``2 * CHECK_IMAGES`` forward passes).
+    """
     x = check_batch(a)
     return float((a(x) - b(x)).abs().max())
 
@@ -148,36 +160,20 @@ def use_runtime(
     models that declare it safe (the default model) on CPUs with VNNI or AMX,
     and only when its maps pass the check of models/int8.py.
     """
-    if runtime not in RUNTIMES:
-        raise ModelError(f"runtime={runtime!r}: use one of {', '.join(RUNTIMES)}")
-    if precision not in PRECISIONS:
-        raise ModelError(f"precision={precision!r}: use one of {', '.join(PRECISIONS)}")
+    _check_choice(classifier, runtime, precision, calibration)
     threads = resolve_threads(threads)
-    if runtime == "onnx-int8" and classifier.device.type != "cpu":
-        raise ModelError(f"{classifier.model_id}: runtime='onnx-int8' is for CPUs (VNNI or AMX); on a GPU, torch runs bf16")
-    if calibration is not None and runtime != "onnx-int8":
-        raise ModelError(f"{classifier.model_id}: calibration images are only used with runtime='onnx-int8'")
     if not isinstance(classifier, TorchClassifier):
         if runtime == "onnx-int8":
             return _int8_file(classifier, calibration, threads or available_cores())
-        if runtime == "onnx" and getattr(classifier, "runtime", None) != "onnxruntime":
-            raise ModelError(f"{classifier.model_id}: runtime='onnx' needs a PyTorch model to export; this one is a black box")
-        if precision != "fp32":
-            raise ModelError(f"{classifier.model_id}: precision={precision!r} needs a PyTorch model")
-        return classifier
+        return _black_box(classifier, runtime, precision)
     if threads is not None:
         torch.set_num_threads(threads)  # whole process: only when asked for
     if classifier.kind == "auto" and runtime == "auto" and on_cpu_torch(classifier) and not own_module:
         classifier.settle_kind()  # a file that answers with boxes is not exported: ask it once which it is
-    if classifier.kind == "auto" and getattr(classifier, "autocast_dtype", None) is not None:
+    if classifier.kind == "auto" and classifier.autocast_dtype is not None:
         classifier.settle_kind()  # bf16 on a GPU is for classifiers: know the kind before the first real answer
     if classifier.model_kind == ModelKind.DETECTOR:  # boxes of a variable count: the ONNX export and its check are for class scores
-        if runtime == "onnx" or precision != "fp32":
-            raise ModelError(f"{classifier.model_id}: an object detector runs in torch at fp32 (runtime='onnx' and bf16 are for classifiers)")
-        if getattr(classifier, "autocast_dtype", None) is not None:
-            classifier.autocast_dtype = None  # under bf16 autocast torchvision's boxes snap to multiples of 16 and NMS keeps others
-        classifier.details = {**classifier.details, "chosen_because": "an object detector"}
-        return classifier
+        return _detector(classifier, runtime, precision)
     if precision == "bf16":
         return _bf16(classifier)
     on_cpu = classifier.device.type == "cpu"
@@ -196,6 +192,37 @@ def use_runtime(
     if not int8 or fast is classifier:  # no int8 asked for, or no ONNX Runtime at all (the fallback says why)
         return fast
     return _int8(classifier, fast, explicit=runtime == "onnx-int8", calibration=calibration)  # type: ignore[arg-type]
+
+
+def _check_choice(classifier: Classifier, runtime: str, precision: str, calibration: Sequence[Any] | None) -> None:
+    """The runtime, precision and calibration asked for, each one line if it cannot be had."""
+    if runtime not in RUNTIMES:
+        raise ModelError(f"runtime={runtime!r}: use one of {', '.join(RUNTIMES)}")
+    if precision not in PRECISIONS:
+        raise ModelError(f"precision={precision!r}: use one of {', '.join(PRECISIONS)}")
+    if runtime == "onnx-int8" and classifier.device.type != "cpu":
+        raise ModelError(f"{classifier.model_id}: runtime='onnx-int8' is for CPUs (VNNI or AMX); on a GPU, torch runs bf16")
+    if calibration is not None and runtime != "onnx-int8":
+        raise ModelError(f"{classifier.model_id}: calibration images are only used with runtime='onnx-int8'")
+
+
+def _black_box(classifier: Classifier, runtime: str, precision: str) -> Classifier:
+    """A model that is not a torch module runs as it is: only what needs a module is refused."""
+    if runtime == "onnx" and classifier.runtime != "onnxruntime":
+        raise ModelError(f"{classifier.model_id}: runtime='onnx' needs a PyTorch model to export; this one is a black box")
+    if precision != "fp32":
+        raise ModelError(f"{classifier.model_id}: precision={precision!r} needs a PyTorch model")
+    return classifier
+
+
+def _detector(classifier: TorchClassifier, runtime: str, precision: str) -> TorchClassifier:
+    """An object detector runs in torch at fp32: its boxes come in variable counts, and bf16 moves them."""
+    if runtime == "onnx" or precision != "fp32":
+        raise ModelError(f"{classifier.model_id}: an object detector runs in torch at fp32 (runtime='onnx' and bf16 are for classifiers)")
+    if classifier.autocast_dtype is not None:
+        classifier.autocast_dtype = None  # under bf16 autocast torchvision's boxes snap to multiples of 16 and NMS keeps others
+    classifier.details = {**classifier.details, "chosen_because": "an object detector"}
+    return classifier
 
 
 def on_cpu_torch(classifier: Classifier) -> bool:
@@ -221,18 +248,19 @@ def _onnx(classifier: TorchClassifier, *, explicit: bool, threads: int, explicit
         path, exported = cached_export(classifier)
     except RememberedExportFailure as exc:
         return _fallback(classifier, f"ONNX export failed ({exc})")
-    except Exception as exc:
+    except Exception as exc:  # noqa: BLE001  third-party code (a loader, an exporter, a runtime) may raise anything: one ModelError or a fallback
         return _fallback(classifier, f"ONNX export failed ({type(exc).__name__}: {_first_line(exc)})")
     try:
         fast = OnnxRuntimeClassifier(classifier, path, threads=threads)
         diff, remembered = remembered_check(path, fast.provider, lambda: score_difference(classifier, fast))
-    except Exception as exc:
+    except Exception as exc:  # noqa: BLE001  third-party code (a loader, an exporter, a runtime) may raise anything: one ModelError or a fallback
         return _fallback(classifier, f"ONNX Runtime could not run the exported model ({type(exc).__name__}: {_first_line(exc)})")
     if diff > CHECK_TOLERANCE:
         if not explicit:
             return _fallback(classifier, f"ONNX Runtime's scores differ from torch's by {diff:.2g} (> {CHECK_TOLERANCE:g})")
         log.warning("patchlens: %s: ONNX Runtime's scores differ from torch's by %.2g on a check batch", classifier.model_id, diff)
-    fast.details = {"check_max_abs_diff": diff, "check_remembered": remembered, "exported_now": exported, "file": str(path)}
+    fast.details = {"check_max_abs_diff": diff, "check_remembered": remembered, "exported_now": exported, "file": str(path),
+                    "check_forward_passes": 0 if remembered else 2 * CHECK_IMAGES}
     if explicit_threads:
         fast.torch_threads = None  # the caller set torch's threads; leave them
     return fast
@@ -254,7 +282,7 @@ def _int8(classifier: TorchClassifier, fast: OnnxRuntimeClassifier, *, explicit:
         quantised.precision = "int8"
         checked = _check_inputs(photos, classifier.input_size)
         agreement, remembered = remembered_agreement(path, lambda: map_agreement(fast, quantised, checked))
-    except Exception as exc:
+    except Exception as exc:  # noqa: BLE001  quantising and checking run third-party code: any failure means no int8, said
         reason = f"no int8 copy ({type(exc).__name__}: {_first_line(exc)})"
         if explicit:
             log.warning("patchlens: %s: %s; running the float32 export", classifier.model_id, reason)
@@ -331,7 +359,7 @@ def bf16_supported() -> bool:
     """Whether this CPU computes bf16 natively (AVX512-BF16 or AMX); emulated bf16 is slower than fp32."""
     try:
         return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
-    except Exception:
+    except Exception:  # noqa: BLE001  a private torch op: missing or failing means no native bf16
         return False
 
 
@@ -344,9 +372,12 @@ def _bf16(classifier: TorchClassifier) -> TorchClassifier:
         return classifier  # the GPU default already
     reduced = _with_autocast(classifier, torch.bfloat16)
     rho = occlusion_rank_correlation(classifier, reduced)
+    checked = 2 * (CHECK_GRID * CHECK_GRID + 1)  # both models on the photo and each occluded copy
     if rho < PRECISION_MIN_RANK_CORRELATION:
-        return _fallback(classifier, f"precision='bf16' changes the map (rank correlation {rho:.3f} < {PRECISION_MIN_RANK_CORRELATION})")
-    reduced.details = {"precision": "bf16", "check_rank_correlation": rho}
+        out = _fallback(classifier, f"precision='bf16' changes the map (rank correlation {rho:.3f} < {PRECISION_MIN_RANK_CORRELATION})")
+        out.details["check_forward_passes"] = checked
+        return out
+    reduced.details = {"precision": "bf16", "check_rank_correlation": rho, "check_forward_passes": checked}
     return reduced
 
 
@@ -358,7 +389,11 @@ def _with_autocast(classifier: TorchClassifier, dtype: torch.dtype) -> TorchClas
     return out
 
 
-def occlusion_rank_correlation(reference: Classifier, other: Classifier, grid: int = 8) -> float:
+#: the occlusion check's grid: grid x grid squares, so 2 * (grid² + 1) forward passes
+CHECK_GRID = 8
+
+
+def occlusion_rank_correlation(reference: Classifier, other: Classifier, grid: int = CHECK_GRID) -> float:
     """Spearman correlation of two classifiers' occlusion maps (``grid`` x ``grid`` grey squares) on a bundled photo.
 
     The check is a map, not a score: reduced precision matters when it

@@ -29,7 +29,8 @@ import os
 import statistics
 import threading
 import time
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 log = logging.getLogger("patchlens")
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import contextlib
-from typing import Iterator, Sequence
+from collections.abc import Iterator, Sequence
 
 import torch
 
@@ -125,9 +125,9 @@ class TorchClassifier(Classifier):
             # gradients still flow through them
             return Capability.SCORES | Capability.GRADIENTS
         offered = Capability.WHITE_BOX
-        if find_vit(self, nested=False) is not None:
+        if find_vit(self.module, nested=False) is not None:
             return offered | Capability.TOKENS | Capability.TOKEN_DROP
-        return offered | Capability.TOKENS if find_vit(self) is not None else offered
+        return offered | Capability.TOKENS if find_vit(self.module) is not None else offered
 
     def lacks(self, flag: Capability) -> str | None:
         if flag is Capability.LAYERS and isinstance(self._module, torch.jit.ScriptModule):
@@ -135,7 +135,7 @@ class TorchClassifier(Classifier):
         return None
 
     def token_view(self, image: torch.Tensor) -> TokenView:
-        vit = find_vit(self, nested=False)
+        vit = find_vit(self.module, nested=False)
         if vit is None:
             raise MethodError(
                 f"masking='tokens': {self.model_id} is not a timm Vision Transformer called directly "

@@ -12,21 +12,14 @@ from __future__ import annotations
 
 import contextlib
 import inspect
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Callable
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 
 from ..errors import MethodError
-
-if TYPE_CHECKING:
-    from ..engine.batcher import MaskSource
-    from .classifier import Classifier
-
-#: masks are turned into kept-token sets in chunks of this many (memory bound only).
-_KEEP_CHUNK = 256
 
 #: what a module needs for us to treat it as a timm VisionTransformer.
 _VIT_PARTS = ("patch_embed", "blocks", "_pos_embed", "norm_pre", "norm", "forward_head", "num_prefix_tokens")
@@ -72,13 +65,12 @@ def is_vit(module: object) -> bool:
     return isinstance(module, torch.nn.Module) and all(hasattr(module, a) for a in _VIT_PARTS)
 
 
-def find_vit(classifier: Classifier, *, nested: bool = True) -> torch.nn.Module | None:
-    """The ViT that ``classifier`` wraps, or None.
+def find_vit(module: torch.nn.Module | None, *, nested: bool = True) -> torch.nn.Module | None:
+    """The ViT that ``module`` (a classifier's module, None for a black box) is or holds, or None.
 
     With ``nested`` a ViT inside a wrapper module (say ``Sequential(resize, vit)``)
-    counts too; without, only a classifier whose module *is* the ViT.
+    counts too; without, only a module that *is* the ViT.
     """
-    module = classifier.module
     if module is None:
         return None
     if is_vit(module):
@@ -125,7 +117,7 @@ def vit_layout(vit: Any, image_size: tuple[int, int] | None = None) -> VitLayout
                 f"{h}x{w} input: the ViT's patch grid is {grid[0]}x{grid[1]} patches of {patch[0]}x{patch[1]} "
                 f"({grid[0] * patch[0]}x{grid[1] * patch[1]} px); load the model with that input size"
             )
-    prefix = int(vit.num_prefix_tokens)  # type: ignore[arg-type]
+    prefix = int(vit.num_prefix_tokens)
     class_token = bool(getattr(vit, "has_class_token", getattr(vit, "cls_token", None) is not None))
     return VitLayout(patch=patch, grid=grid, prefix=prefix, class_token=class_token)
 
@@ -150,7 +142,7 @@ def record_attention(vit: Any) -> Iterator[list[torch.Tensor]]:
         for a, _ in flags:
             a.fused_attn = False
         for a in attns:
-            handles.append(a.attn_drop.register_forward_hook(lambda mod, inp, out: recorded.append(inp[0].detach())))
+            handles.append(a.attn_drop.register_forward_hook(lambda _mod, inp, _out: recorded.append(inp[0].detach())))
         yield recorded
     finally:
         for h in handles:
@@ -208,15 +200,12 @@ class TokenView:
                 f"expected {self.layout.num_patches}; use masking='pixels'"
             )
 
-    def keep_vectors(self, source: MaskSource) -> torch.Tensor:
-        """``(source.total, patches)`` bool: which patch tokens each mask keeps (mask mean > 0.5)."""
-        layout, parts = self.layout, []
-        for start in range(0, source.total, _KEEP_CHUNK):
-            m = source.masks(start, min(source.total, start + _KEEP_CHUNK)).float()
-            if tuple(m.shape[-2:]) != (layout.grid[0] * layout.patch[0], layout.grid[1] * layout.patch[1]):
-                raise MethodError(f"masking='tokens': masks of {tuple(m.shape[-2:])} px do not match the ViT's patch grid")
-            parts.append(F.avg_pool2d(m, kernel_size=layout.patch, stride=layout.patch).flatten(1) > 0.5)
-        return torch.cat(parts) if parts else torch.zeros(0, layout.num_patches, dtype=torch.bool)
+    def keep_vectors(self, masks: torch.Tensor) -> torch.Tensor:
+        """``(n, patches)`` bool: which patch tokens each of the pixel masks ``(n, 1, H, W)`` keeps (mask mean > 0.5)."""
+        layout = self.layout
+        if tuple(masks.shape[-2:]) != (layout.grid[0] * layout.patch[0], layout.grid[1] * layout.patch[1]):
+            raise MethodError(f"masking='tokens': masks of {tuple(masks.shape[-2:])} px do not match the ViT's patch grid")
+        return F.avg_pool2d(masks.float(), kernel_size=layout.patch, stride=layout.patch).flatten(1) > 0.5
 
     def logits(self, keep: torch.Tensor, autocast_dtype: torch.dtype | None = None) -> torch.Tensor:
         """Raw outputs ``(n, C)`` for ``keep`` ``(n, patches)`` bool: the patch tokens each row keeps."""

@@ -1,10 +1,11 @@
-"""Weights: the one message for pretrained weights that could not be had (an offline machine, a missing file),
-and random weights drawn from a seed."""
+"""Weights: the one message for pretrained weights that could not be had (an offline machine, a missing
+file), and random weights drawn from a seed.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Iterator
 
 import torch
 

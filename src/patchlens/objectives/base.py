@@ -22,7 +22,8 @@ targets for it (:mod:`.families`); the engine and the methods do not change.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from typing import Any, ClassVar, Mapping
+from collections.abc import Mapping
+from typing import Any, ClassVar
 
 import torch
 

@@ -12,8 +12,9 @@ from __future__ import annotations
 
 import difflib
 import functools
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
-from typing import TYPE_CHECKING, Any, Mapping, Sequence
+from typing import TYPE_CHECKING, Any
 
 import torch
 
@@ -103,7 +104,8 @@ class LabelScores(ClassScores):
 @functools.lru_cache(maxsize=256)
 def _columns(indices: tuple[int, ...], device: torch.device) -> torch.Tensor:
     """The index tensor of ``indices`` on ``device``, made once: copying it to a GPU for every batch would
-    wait for the work already queued there (a copy from pageable memory synchronises)."""
+    wait for the work already queued there (a copy from pageable memory synchronises).
+    """
     return torch.tensor(indices, dtype=torch.long, device=device)
 
 
@@ -181,7 +183,7 @@ def _indices(request: Request, scores: torch.Tensor | None, n: int | None, model
 
 def _threshold(request: Present, model: Classifier) -> float:
     """The probability (or score) at which a label counts as present, checked against what the scores are."""
-    probabilities = bool(getattr(model, "outputs_probabilities", True))
+    probabilities = model.outputs_probabilities
     if request.threshold is None:
         if not probabilities:
             raise TargetError(
@@ -196,7 +198,7 @@ def _threshold(request: Present, model: Classifier) -> float:
 
 def _nothing_present(scores: torch.Tensor, threshold: float | None, model: Classifier, noun: str) -> str:
     best = int(scores.argmax())
-    word = "p" if getattr(model, "outputs_probabilities", True) else "score"
+    word = "p" if model.outputs_probabilities else "score"
     at = f" (at least {threshold:g})" if threshold is not None else ""
     return (f"no {noun} present{at}: the highest is {model.label(best)!r} ({noun} {best}) with "
             f"{word} = {float(scores[best]):.3f}; name it, or use top1, to explain it anyway")

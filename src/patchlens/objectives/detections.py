@@ -21,8 +21,9 @@ gradient of the matched score) and is what deletion and insertion plot.
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
-from typing import TYPE_CHECKING, Any, Mapping, Sequence
+from typing import TYPE_CHECKING, Any
 
 import torch
 
@@ -207,7 +208,7 @@ def resolve_detections(
     if output is not None and not isinstance(output, Detections):
         raise ModelError(f"{model.model_id}: expected a detector's answers, got {type(output).__name__}")
     found = output.listed(0) if output is not None else None
-    min_score = float(getattr(model, "min_score", DEFAULT_MIN_SCORE))
+    min_score = float(model.min_score)
     chosen: list[dict[str, Any]] = []
     typed: list[tuple[Box4, int, str]] = []  # boxes the user typed: relative box, class, name
     used_threshold = None
@@ -226,7 +227,7 @@ def resolve_detections(
         raise TargetError(f"{shown}: {total} detections at once; at most {MAX_TARGETS} can be explained together")
     names = [model.label(int(e["label"])) for e in chosen] + [name for _, _, name in typed]
     objective = DetectionScores(
-        boxes=tuple(tuple(e["box"]) for e in chosen) + tuple(b for b, _, _ in typed),  # type: ignore[misc]
+        boxes=tuple(tuple(e["box"]) for e in chosen) + tuple(b for b, _, _ in typed),
         classes=tuple(int(e["label"]) for e in chosen) + tuple(c for _, c, _ in typed),
         labels=tuple(names),
         scores=tuple(float(e["score"]) for e in chosen),
@@ -264,12 +265,7 @@ def _typed_box(r: Box, model: Classifier, image_size: tuple[int, int] | None, re
 def _pick(r: Request, found: list[dict[str, Any]] | None, model: Classifier, threshold: float) -> list[dict[str, Any]]:
     """The detections one request names (none while checking without an image)."""
     if isinstance(r, Index):
-        if r.index < 0:
-            raise TargetError(f"{r.text}: a detection's number starts at 0 (the strongest)")
-        if found is not None and r.index >= len(found):
-            have = f"detections 0..{len(found) - 1}" if found else "no detection"
-            raise TargetError(f"{r.text}: the model found {have} on this image")
-        return [] if found is None else [found[r.index]]
+        return _numbered(r, found)
     if isinstance(r, Present):
         raise TargetError(f"{r.text}: present is for multi-label models; a detector's every detection is all (or all:S)")
     if isinstance(r, TrueLabel):
@@ -293,6 +289,16 @@ def _pick(r: Request, found: list[dict[str, Any]] | None, model: Classifier, thr
     if isinstance(r, All):
         return [e for e in found if e["score"] >= threshold]
     raise TargetError(f"{r.text}: a detection objective cannot resolve this target")
+
+
+def _numbered(r: Index, found: list[dict[str, Any]] | None) -> list[dict[str, Any]]:
+    """Detection number ``r.index`` (0 the strongest)."""
+    if r.index < 0:
+        raise TargetError(f"{r.text}: a detection's number starts at 0 (the strongest)")
+    if found is not None and r.index >= len(found):
+        have = f"detections 0..{len(found) - 1}" if found else "no detection"
+        raise TargetError(f"{r.text}: the model found {have} on this image")
+    return [] if found is None else [found[r.index]]
 
 
 def _strongest(found: list[dict[str, Any]], model: Classifier) -> str:

@@ -19,7 +19,8 @@ is asked once when its assumed kind cannot resolve the targets
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Callable, Sequence
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Any
 
 from ..capabilities import ModelKind, kind_names
 from ..errors import TargetError
@@ -37,7 +38,7 @@ Resolver = Callable[..., Objective]
 Describer = Callable[[Any, "Classifier", int, Any, Any], list[dict[str, Any]]]
 
 
-def _classes(requests: Sequence[Request], output: Any, model: Classifier, image_size: Any = None) -> Objective:
+def _classes(requests: Sequence[Request], output: Any, model: Classifier, image_size: Any = None) -> Objective:  # noqa: ARG001  (an interface: other implementations use it)
     """Classes and labels do not depend on where things are: the photo's size is not needed."""
     named = []
     for r in requests:
@@ -48,11 +49,11 @@ def _classes(requests: Sequence[Request], output: Any, model: Classifier, image_
     return resolve_classes(named, output, model)
 
 
-def _class_list(output: Any, model: Classifier, k: int, original: Any, image_size: Any = None) -> list[dict[str, Any]]:
+def _class_list(output: Any, model: Classifier, k: int, original: Any, image_size: Any = None) -> list[dict[str, Any]]:  # noqa: ARG001  (an interface: other implementations use it)
     return class_predictions(output, model, k, original)
 
 
-def _detection_list(output: Any, model: Classifier, k: int, original: Any, image_size: Any = None) -> list[dict[str, Any]]:
+def _detection_list(output: Any, model: Classifier, k: int, original: Any, image_size: Any = None) -> list[dict[str, Any]]:  # noqa: ARG001  (an interface: other implementations use it)
     return detection_predictions(output, model, image_size)  # every detection, strongest first: the page draws them all
 
 
@@ -112,5 +113,6 @@ def predictions(
 ) -> list[dict[str, Any]]:
     """What ``model`` answered on one image (``output``, a batch of one), for people: its top ``k`` targets with
     their scores; with ``original`` (the answer on the unmasked image, for a what-if) each with its change.
-    A detector's are its detections with their boxes (in the photo's pixels with ``image_size``)."""
+    A detector's are its detections with their boxes (in the photo's pixels with ``image_size``).
+    """
     return _family(model)[1](output, model, k, original, image_size)

@@ -32,13 +32,13 @@ from __future__ import annotations
 
 import math
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence, Union
 
 from ..errors import TargetError
 
 #: what ``target=`` accepts: text, an index, or a list of those
-TargetSpec = Union[str, int, Sequence[Union[str, int]]]
+TargetSpec = str | int | Sequence[str | int]
 
 #: Most targets explained at once: each one is a map at the photo's resolution, so
 #: ``topk:1000`` on a large photo would ask for gigabytes.
@@ -168,24 +168,12 @@ def _item(text: str, true_labels: bool) -> Request:
     low = text.lower()
     if low.lstrip("-").isdigit():
         return Index(text, int(low))
-    top = _TOP.fullmatch(low)
-    if top is not None and int(top.group(1)) >= 1:
-        return Top(text, int(top.group(1)))
-    if low.startswith("topk:"):
-        k = low[5:].strip()
-        if not (k.isdigit() and int(k) >= 1):
-            raise TargetError(f"{text}: K must be a positive whole number, as in topk:3")
-        return Top(text, int(k))
+    if _TOP.fullmatch(low) or low.startswith("topk:"):
+        return _top(text, low)
     if low == "present":
         return Present(text, None)
     if low.startswith("present:"):
-        try:
-            threshold = float(low[8:])
-        except ValueError:
-            threshold = math.nan
-        if not math.isfinite(threshold):
-            raise TargetError(f"{text}: T must be a number, as in present:0.3 (labels with p >= 0.3)")
-        return Present(text, threshold)
+        return Present(text, _number(text, low[8:], "T must be a number, as in present:0.3 (labels with p >= 0.3)"))
     if low == "label" and true_labels:
         return TrueLabel(text)
     if low.startswith("label:") and text[6:].strip():
@@ -193,16 +181,32 @@ def _item(text: str, true_labels: bool) -> Request:
     if low == "all":
         return All(text, None)
     if low.startswith("all:"):
-        try:
-            score = float(low[4:])
-        except ValueError:
-            score = math.nan
-        if not math.isfinite(score):
-            raise TargetError(f"{text}: S must be a number, as in all:0.3 (every detection scoring at least 0.3)")
-        return All(text, score)
+        return All(text, _number(text, low[4:], "S must be a number, as in all:0.3 (every detection scoring at least 0.3)"))
     if low.startswith("box:"):
         return _box(text)
     return Name(text, text)
+
+
+def _top(text: str, low: str) -> Request:
+    """``top3`` or ``topk:3``; a topN with N < 1 is a class name, as it always was."""
+    top = _TOP.fullmatch(low)
+    if top is not None:
+        return Top(text, int(top.group(1))) if int(top.group(1)) >= 1 else Name(text, text)
+    k = low[5:].strip()
+    if not (k.isdigit() and int(k) >= 1):
+        raise TargetError(f"{text}: K must be a positive whole number, as in topk:3")
+    return Top(text, int(k))
+
+
+def _number(text: str, value: str, how: str) -> float:
+    """``value`` as a finite number, or a TargetError about ``text`` that says ``how`` to write it."""
+    try:
+        number = float(value)
+    except ValueError:
+        number = math.nan
+    if not math.isfinite(number):
+        raise TargetError(f"{text}: {how}")
+    return number
 
 
 def _box(text: str) -> Box:

@@ -10,7 +10,7 @@ an Origin (curl, scripts) are not from a browser page and are let through.
 
 from __future__ import annotations
 
-from typing import Iterable
+from collections.abc import Iterable
 from urllib.parse import urlsplit
 
 #: the names a loopback server is reached by
@@ -30,10 +30,9 @@ def host_name(netloc: str) -> str:
 def refusal(method: str, host: str | None, origin: str | None, allowed: Iterable[str]) -> tuple[int, str] | None:
     """``(status, reason)`` when the request must be refused, else None."""
     names = {h.lower() for h in allowed}
-    if "*" not in names:
-        if not host or host_name(host) not in names:
-            shown = (host or "(none)")[:100]
-            return 400, f"Host {shown!r} is not one this server answers to ({', '.join(sorted(names))}); see --allowed-hosts"
+    if "*" not in names and (not host or host_name(host) not in names):
+        shown = (host or "(none)")[:100]
+        return 400, f"Host {shown!r} is not one this server answers to ({', '.join(sorted(names))}); see --allowed-hosts"
     if method.upper() in _WRITES and origin is not None:
         parts = urlsplit(origin) if origin != "null" else None
         if parts is None or not parts.netloc or parts.netloc.lower() != (host or "").strip().lower():

@@ -2,12 +2,13 @@
 
 A small pool of worker threads takes jobs from a queue of limited length; a
 full queue is refused (the web app answers 429) instead of piling up work.
-Cancellation and progress need no change to the engine: each job sees the
-model through :class:`WatchedClassifier`, which counts forward passes and
-raises :class:`JobCancelled` at the next batch once the job's flag is set.
-Every call into the model goes through one lock, so the cheap what-if
-predictions interleave with a long job batch by batch instead of waiting for
-the whole queue, and a model that is not thread-safe is never run twice at once.
+Progress and cancellation are the engine's (:class:`patchlens.engine.Hooks`):
+a job's :meth:`WebJob.hooks` counts the forward passes of every engine that
+works for it and stops them at their next batch once the job is cancelled,
+and holds the server's one model lock around each forward pass, so the cheap
+what-if predictions interleave with a long job batch by batch instead of
+waiting for the whole queue, and a model that is not thread-safe is never run
+twice at once.
 """
 
 from __future__ import annotations
@@ -17,80 +18,26 @@ import contextlib
 import threading
 import time
 import uuid
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterator
+from typing import Any
 
 import torch
 
+from ..engine import Hooks
 from ..errors import Cancelled
-from ..models.classifier import Classifier
-from ..models.view import ClassifierView
-from ..models.vit import TokenView
-
-#: raised inside a job's model calls once the job has been cancelled
-JobCancelled = Cancelled
 
 
 class QueueFull(Exception):
     """The queue already holds as many waiting jobs as it may."""
 
 
-class WatchedClassifier(ClassifierView):
-    """The server's classifier as one job sees it: same answers, counted and cancellable.
-
-    Args:
-        inner: the real classifier (never modified).
-        lock: held around each model call, shared by every user of ``inner``.
-        on_batch: called with the number of images after each scored batch.
-        cancelled: returns True when the job should stop.
-    """
-
-    def __init__(
-        self,
-        inner: Classifier,
-        lock: threading.RLock,
-        on_batch: Callable[[int], None],
-        cancelled: Callable[[], bool],
-    ) -> None:
-        super().__init__(inner)
-        self.lock, self.on_batch, self.cancelled = lock, on_batch, cancelled
-
-    def _check_cancel(self) -> None:
-        if self.cancelled():
-            raise JobCancelled()
-
-    def __call__(self, x: torch.Tensor) -> torch.Tensor:
-        self._check_cancel()
-        with self.lock:
-            out = self.inner(x)
-        self.on_batch(int(x.shape[0]))
-        return out
-
-    def logits(self, x: torch.Tensor) -> torch.Tensor:
-        self._check_cancel()
-        with self.lock:
-            out = self.inner.logits(x)
-        self.on_batch(int(x.shape[0]))
-        return out
-
-    def score_tokens(self, view: TokenView, keep: torch.Tensor) -> torch.Tensor:
-        self._check_cancel()
-        with self.lock:
-            out = self.inner.score_tokens(view, keep)
-        self.on_batch(int(keep.shape[0]))
-        return out
-
-    def token_view(self, image: torch.Tensor) -> TokenView:
-        with self.lock:
-            return self.inner.token_view(image)
-
-
 @dataclass
-class Job:
+class WebJob:
     """One submitted computation and what is known about it so far."""
 
-    id: str
-    work: Callable[["Job"], Any]
+    id: str = field(default_factory=lambda: uuid.uuid4().hex[:16])
+    work: Callable[[WebJob], Any] | None = None
     total: int | None = None  # forward passes expected, when known
     done: int = 0
     status: str = "queued"  # queued, running, done, error, cancelled
@@ -105,6 +52,22 @@ class Job:
     preview_png: bytes | None = field(default=None, repr=False)
     #: forward passes of the faithfulness metrics after the maps, counted apart: ``total`` is the methods' passes
     scoring: int = 0
+
+    def count(self, passes: int) -> None:
+        """``passes`` more forward passes of the job's methods ran (counted against its stated ``total``)."""
+        self.done += passes
+
+    def count_scoring(self, passes: int) -> None:
+        """``passes`` more forward passes of the job's metrics ran (not in its stated total: counted apart)."""
+        self.scoring += passes
+
+    def hooks(
+        self, lock: Any, on_map: Callable[[torch.Tensor, int], None] | None = None, count: Callable[[int], None] | None = None
+    ) -> Hooks:
+        """What every engine working for this job runs with: counted (by ``count``, :meth:`count` unless
+        given), cancellable, behind the server's ``lock``.
+        """
+        return Hooks(cancelled=self.cancel_flag.is_set, on_passes=count or self.count, on_map=on_map, lock=lock)
 
     def show_preview(self, png: bytes, **about: Any) -> None:
         """Replace the running map; ``version`` counts replacements, so the page fetches each once."""
@@ -140,8 +103,8 @@ class JobQueue:
         if workers < 1 or max_queued < 1:
             raise ValueError("a job queue needs at least one worker and room for one job")
         self.max_queued, self.keep = max_queued, keep
-        self._jobs: collections.OrderedDict[str, Job] = collections.OrderedDict()
-        self._waiting: collections.deque[Job] = collections.deque()
+        self._jobs: collections.OrderedDict[str, WebJob] = collections.OrderedDict()
+        self._waiting: collections.deque[WebJob] = collections.deque()
         self._cond = threading.Condition()
         self._stopping = False
         self._threads = [
@@ -150,23 +113,32 @@ class JobQueue:
         for t in self._threads:
             t.start()
 
-    def submit(self, work: Callable[[Job], Any], total: int | None = None) -> Job:
-        """Queue ``work(job)``; raises :class:`QueueFull` when the queue is full."""
+    def submit(self, work: Callable[[WebJob], Any], total: int | None = None, *, job: WebJob | None = None) -> WebJob:
+        """Queue ``work(job)`` (``job``: one made beforehand, whose hooks have already counted); raises
+        :class:`QueueFull` when the queue is full.
+        """
         with self._cond:
             if len(self._waiting) >= self.max_queued:
                 raise QueueFull(f"{len(self._waiting)} jobs are already waiting (the limit is {self.max_queued})")
-            job = Job(id=uuid.uuid4().hex[:16], work=work, total=total)
+            job = job or WebJob()
+            job.work, job.total = work, total
             self._jobs[job.id] = job
             self._waiting.append(job)
             self._forget_old()
             self._cond.notify()
         return job
 
-    def get(self, job_id: str) -> Job | None:
+    @property
+    def full(self) -> bool:
+        """Whether a job submitted now would be refused."""
+        with self._cond:
+            return len(self._waiting) >= self.max_queued
+
+    def get(self, job_id: str) -> WebJob | None:
         with self._cond:
             return self._jobs.get(job_id)
 
-    def cancel(self, job_id: str) -> Job | None:
+    def cancel(self, job_id: str) -> WebJob | None:
         """Ask a job to stop: a waiting job is dropped now, a running one at its next batch."""
         with self._cond:
             job = self._jobs.get(job_id)
@@ -208,11 +180,12 @@ class JobQueue:
                 job = self._waiting.popleft()
                 job.status, job.started = "running", time.time()
             try:
+                assert job.work is not None
                 result = job.work(job)
                 status, error = "done", None
-            except JobCancelled:
+            except Cancelled:
                 result, status, error = None, "cancelled", None
-            except Exception as exc:  # reported to the user; the worker must survive
+            except Exception as exc:  # noqa: BLE001  reported to the user; the worker must survive
                 result, status = None, "error"
                 error = str(exc) if _is_user_error(exc) else f"internal error: {type(exc).__name__}: {exc}"
             with self._cond:

@@ -1,7 +1,9 @@
 """What the web server keeps between requests: images by id, results by id, and the work on them.
 
-Everything here is plain Python over the public API (``explain_one``,
-``Explanation``, the engine); ``app.py`` only turns it into HTTP.
+Everything here is plain Python over the public API (``validate_run``,
+``prepare_run``, ``Explanation``, the engine); ``app.py`` only turns it into
+HTTP. Every forward pass runs in an engine behind the server's one model lock:
+the upload's scoring pass, a what-if, a job's explanations and metrics.
 """
 
 from __future__ import annotations
@@ -11,26 +13,30 @@ import io
 import re
 import threading
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable, Generic, TypeVar
+from typing import Any, Generic, TypeVar
 
 import numpy as np
 import torch
 from PIL import Image
 
 from .. import render, webp
-from ..api import explain_one
+from ..api import PreparedRun, prepare_run
 from ..capabilities import Capability
-from ..engine import BASELINES, Engine, FeatureMasks, make_baseline, patch_grid
+from ..engine import BASELINES, Engine, FeatureMasks, Hooks, make_baseline, patch_grid
 from ..errors import ImageError, MethodError, PatchlensError
 from ..explanation import Explanation, record
 from ..images import LoadedImage, check_size, resize, to_tensor
-from ..methods import Method, count_regions, get_method, make_method
+from ..methods import Method, get_method, make_method
+from ..metrics import Case, Options
+from ..metrics import registry as metric_registry
 from ..models.classifier import Classifier
-from ..objectives import Objective, predictions
-from ..validation import check_method
+from ..objectives import Objective, TargetSpec, predictions
+from ..request import RunRequest
+from ..validation import validate_run
 from .guard import LOOPBACK_HOSTS
-from .jobs import Job, WatchedClassifier, holding
+from .jobs import WebJob, holding
 
 T = TypeVar("T")
 
@@ -75,8 +81,9 @@ class WebConfig:
     max_decoding: int = 2
 
 
-class Store(Generic[T]):
-    """A thread-safe dict that forgets its oldest entries beyond ``size`` entries or ``budget`` bytes.
+class Recent(Generic[T]):
+    """A thread-safe dict of the most recently used entries, by a random key (uploads, results): it forgets its
+    oldest entries beyond ``size`` entries or ``budget`` bytes.
 
     ``weigh`` gives an entry's bytes. The newest entry is always kept, so the result a job has just
     made can be fetched even when it alone is over the budget (submission refuses such jobs first).
@@ -117,6 +124,7 @@ class StoredImage:
     image: LoadedImage
     x: torch.Tensor  # (3, h, w) at the model's input size
     output: Any  # the model's answer on the unmasked image, a batch of one (class scores (1, C))
+    forward_passes: int = 1  # what scoring it took
 
 
 @dataclass
@@ -143,7 +151,7 @@ def check_pixels(data: bytes, name: str, max_pixels: int) -> None:
                 w, h = img.size
     except Image.DecompressionBombError:
         raise TooLarge(f"{name}: too many pixels, possible decompression bomb") from None
-    except Exception:
+    except Exception:  # noqa: BLE001  Pillow's plugins raise many kinds for a file that is not an image
         raise NotAnImage(f"{name}: not an image file (or a format Pillow cannot read)") from None
     if w * h > max_pixels:
         raise TooLarge(f"{name}: {w}x{h} pixels is over this server's limit of {max_pixels:,} pixels")
@@ -158,12 +166,12 @@ class NotAnImage(ImageError):
     """The upload is not an image (HTTP 415)."""
 
 
-def stored_image_bytes(stored: "StoredImage") -> int:
+def stored_image_bytes(stored: StoredImage) -> int:
     """What a stored upload holds: the photo and its tensor at the model's input size."""
     return int(stored.image.pixels.nbytes + stored.x.element_size() * stored.x.nelement())
 
 
-def check_result_bytes(stored: "StoredImage", maps: int, cfg: WebConfig) -> None:
+def check_result_bytes(stored: StoredImage, maps: int, cfg: WebConfig) -> None:
     """Refuse a job whose maps alone (float32 at the photo's size) are more than the server keeps."""
     h, w = stored.image.pixels.shape[:2]
     need = maps * h * w * 4
@@ -185,7 +193,8 @@ def validation_errors(errors: Any, limit: int = 10) -> list[dict[str, Any]]:
 
 def top_predictions(output: Any, classifier: Classifier, k: int = 5, image_size: tuple[int, int] | None = None) -> list[dict[str, Any]]:
     """What the model says about the image: its top ``k`` (and, for a multi-label model, every present label);
-    a detector's detections with their boxes in the photo's pixels (``image_size``)."""
+    a detector's detections with their boxes in the photo's pixels (``image_size``).
+    """
     return predictions(output, classifier, k, image_size=image_size)
 
 
@@ -208,31 +217,28 @@ def predict_hidden(
     labels = patch_grid(x.shape[-2], x.shape[-1], grid, grid, device=x.device)
     keep = torch.ones(1, grid * grid, device=x.device)
     keep[0, torch.tensor(sorted(set(hidden)), device=x.device)] = 0
-    engine = Engine(WatchedClassifier(classifier, lock, lambda n: None, lambda: False), batch_size=1)
+    engine = Engine(classifier, batch_size=1, hooks=Hooks(lock=lock))
     fill = make_baseline(x, baseline)
     mask = FeatureMasks(labels, keep).masks(0, 1)[0]
     return engine.output_of(torch.addcmul(fill, mask, x - fill))  # fill + mask * (x - fill), as the engine composes
 
 
 def load_stored(classifier: Classifier, lock: threading.RLock, image: LoadedImage) -> StoredImage:
+    """``image`` at the model's input size, scored once (through the engine, behind the lock)."""
     x = resize(to_tensor(image.pixels).to(classifier.device), classifier.input_size)
-    with lock:
-        output = classifier(x[None])
-    return StoredImage(image=image, x=x, output=output)
+    engine = Engine(classifier, batch_size=1, hooks=Hooks(lock=lock))
+    output = engine.output_of(x)
+    return StoredImage(image=image, x=x, output=output, forward_passes=engine.forward_passes)
 
 
-def build_methods(
-    choices: list[tuple[str, dict[str, Any]]],
-    classifier: Classifier,
-    config: WebConfig,
-    image: torch.Tensor | None = None,
-    targets: int = 1,
-) -> list[Method]:
-    """Method values for a request; unknown names, bad values and over-budget runs are MethodErrors.
+def build_requests(
+    choices: list[tuple[str, dict[str, Any]]], classifier: Classifier, config: WebConfig, target: TargetSpec, seed: int,
+    lock: threading.RLock,
+) -> list[RunRequest]:
+    """One run request per chosen method, each checked as every front-end checks a run (MethodError: a 422).
 
-    With ``image`` (the stored, model-sized image) the counts of superpixel
-    methods are exact; without it they are upper bounds. ``targets``: classes
-    explained, for methods whose passes are per class.
+    The web page's own defaults apply (sampling methods stop once the map
+    settles); each run's budget is the server's limit.
     """
     if not choices:
         raise MethodError("no method chosen")
@@ -241,28 +247,58 @@ def build_methods(
     out = []
     for name, params in choices:
         method = make_method(name, **get_method(name).with_defaults(params, "web"))
-        check_method(classifier, method)  # attention_rollout on a CNN: a 422 now, not an error card after the job
-        if hasattr(method, "features") and hasattr(method, "grid"):
-            regions = count_regions(method.features, method.grid, image)
-            if regions > config.max_regions:
-                raise MethodError(
-                    f"{name}: {regions:,} regions (features) per image is over this server's limit of "
-                    f"{config.max_regions:,}; lower grid"
-                )
-        passes = job_passes(method, classifier, image, targets)
-        if passes is None or passes > config.max_passes:
-            stated = f"{passes:,} forward passes" if passes is not None else "an unstated number of forward passes"
-            raise MethodError(f"{name}: {stated} is over this server's limit of {config.max_passes:,}; lower its budget")
-        out.append(method)
+        request = RunRequest(method, target=target, seed=seed, max_passes=config.max_passes)
+        validate_run(classifier, request, hooks=Hooks(lock=lock))  # attention_rollout on a CNN: a 422 now
+        out.append(request)
     return out
 
 
-def job_passes(method: Method, classifier: Classifier, image: torch.Tensor | None, targets: int) -> int | None:
-    """Forward passes of ``method`` on one image for ``targets`` classes, stated before it runs."""
-    return method.total_passes(classifier.input_size, image, targets)
+def check_counts(method: Method, max_passes: int) -> None:
+    """Sample and step counts (parameters declared ``cost=True``) over the server's limit are refused before
+    the method draws what they count: each costs a forward pass.
+    """
+    for info in method.parameters():
+        value = getattr(method, info.name)
+        if info.cost and value > max_passes:
+            raise MethodError(
+                f"{method.name}: {info.name}={value:,} asks for more forward passes than this server's limit of "
+                f"{max_passes:,}; lower it"
+            )
+
+
+def prepare_runs(
+    classifier: Classifier, stored: StoredImage, requests: list[RunRequest], hooks: Callable[[RunRequest], Hooks],
+    config: WebConfig,
+) -> list[PreparedRun]:
+    """Each request prepared on the stored image, within this server's limits on passes and regions.
+
+    ``hooks(request)`` gives each run's engine hooks (the job's counter, cancel
+    flag and lock). A method's exact cost (all targets, the image's own
+    superpixels) is known once it is prepared, so a run over the limit is
+    refused (MethodError) before any of its work is queued.
+    """
+    runs: list[PreparedRun] = []
+    try:
+        for request in requests:
+            check_counts(request.method, config.max_passes)
+            run = prepare_run(classifier, stored.image, request, hooks(request))
+            runs.append(run)
+            name = request.method.name
+            if run.regions is not None and run.regions > config.max_regions:
+                raise MethodError(f"{name}: {run.regions:,} regions (features) per image is over this server's limit of "
+                                  f"{config.max_regions:,}; lower grid")
+            if run.passes is None:
+                raise MethodError(f"{name}: an unstated number of forward passes is over this server's limit of "
+                                  f"{config.max_passes:,}; it cannot run here")
+    except BaseException:
+        for run in runs:
+            run.close()
+        raise
+    return runs
 
 
 def check_targets(objective: Objective, config: WebConfig) -> None:
+    """At most ``config.max_targets`` targets per request (each is a map and an overlay)."""
     if len(objective) > config.max_targets:
         raise MethodError(f"{len(objective)} targets at once: this server explains at most {config.max_targets} per request")
 
@@ -292,40 +328,31 @@ def describe(exp: Explanation) -> str | None:
     """The map in words, when ``patchlens.metrics.describe`` is available."""
     try:
         return exp.describe()
-    except Exception:  # the description is optional; never lose a result over it
+    except Exception:  # noqa: BLE001  the description is optional; never lose a result over it
         return None
 
 
 def available_metrics() -> dict[str, dict[str, str]]:
-    """Registered metrics that need nothing but the model and the map: ``{name: {column: "higher"|"lower"|""}}``.
-
-    ``patchlens.metrics`` is optional here: with no such registry, none.
-    """
-    try:
-        from ..metrics import registry as metric_registry
-
-        found = metric_registry()
-    except Exception:
-        return {}
+    """Registered metrics that need nothing but the model and the map: ``{name: {column: "higher"|"lower"|""}}``."""
     return {
         name: dict(m.columns)
-        for name, m in found.items()
+        for name, m in metric_registry().items()
         if not m.needs_region and (m.requires is None or m.requires == Capability.SCORES)
     }
 
 
-def faithfulness(classifier: Classifier, stored: StoredImage, exp: Explanation) -> dict[str, Any] | None:
-    """Scores of every metric that needs only the model (deletion, insertion, ...), with their curves."""
+def faithfulness(classifier: Classifier, stored: StoredImage, exp: Explanation, engine: Engine) -> dict[str, Any] | None:
+    """Scores of every metric that needs only the model (deletion, insertion, ...), with their curves.
+
+    Their forward passes run in ``engine`` (the job's hooks: counted, cancellable, behind the lock).
+    """
     wanted = available_metrics()
     if not wanted:
         return None
-    from ..metrics import Case, Options
-    from ..metrics import registry as metric_registry
-
     found = metric_registry()
     out: dict[str, Any] = {}
     for name, columns in wanted.items():
-        case = Case(explanation=exp, options=Options(), classifier=classifier, engine=Engine(classifier), image=stored.x)
+        case = Case(explanation=exp, options=Options(), classifier=classifier, engine=engine, image=stored.x)
         try:
             values = found[name].compute(case)
         except PatchlensError:
@@ -341,47 +368,23 @@ def faithfulness(classifier: Classifier, stored: StoredImage, exp: Explanation) 
 
 
 def run_explanations(
-    job: Job,
-    classifier: Classifier,
-    lock: threading.RLock,
-    stored: StoredImage,
-    image_id: str,
-    methods: list[Method],
-    target: Any,
-    seed: int,
-    with_metrics: bool,
-    results: Store[StoredResult],
-    grid: int,
-    max_passes: int | None = None,
+    job: WebJob, runs: list[PreparedRun], *, stored: StoredImage, image_id: str, results: Recent[StoredResult],
+    grid: int, with_metrics: bool, lock: threading.RLock,
 ) -> list[dict[str, Any]]:
-    """The body of an explanation job: each method in turn, results stored, summaries returned.
+    """The body of an explanation job: each prepared run in turn, results stored, summaries returned.
 
-    ``max_passes`` is enforced by the engine while each method runs, so a method
-    whose cost depends on the image (superpixels) cannot run past the server's limit.
+    Each run's engine holds the job's hooks (its counter, cancel flag and the
+    server's lock) and its budget, the server's pass limit. The metrics'
+    passes are not in the job's stated total: counted apart, so progress never passes it.
     """
-
-    def counted(n: int) -> None:
-        job.done += n
-
-    def scored(n: int) -> None:
-        job.scoring += n
-
-    watched = WatchedClassifier(classifier, lock, counted, job.cancel_flag.is_set)
-    # the metrics' passes are not in the job's stated total: counted apart, so progress never passes it
-    scoring = WatchedClassifier(classifier, lock, scored, job.cancel_flag.is_set)
     summaries = []
-    for method in methods:
-
-        def preview(maps: torch.Tensor, used: int, method: Method = method) -> None:
-            job.show_preview(heatmap_png(maps[0].float().cpu().numpy()), method=method.name, samples=used)
-
+    for run in runs:
+        method = run.request.method
         try:
             # methods that hook into the module must not share it with what-if calls meanwhile
             with holding(lock, bool(method.requirements() & ~Capability.SCORES)):
-                exps = explain_one(
-                    watched, stored.image, method, target=target, seed=seed, max_passes=max_passes, on_map=preview
-                )
-        except PatchlensError as exc:  # one method failing (say, white-box on a black box) keeps the others
+                exps = run.explain()
+        except PatchlensError as exc:  # one method failing keeps the others
             summaries.append({"method": method.name, "error": str(exc)})
             continue
         if not exps:  # present, and no label present: said so, not an error
@@ -390,7 +393,8 @@ def run_explanations(
         for exp in exps:
             summary = summarize(exp, grid)
             if with_metrics:
-                summary["metrics"] = faithfulness(scoring, stored, exp)
+                engine = Engine(run.classifier, description="metrics", hooks=job.hooks(lock, count=job.count_scoring))
+                summary["metrics"] = faithfulness(run.classifier, stored, exp, engine)
             rid = results.add(StoredResult(exp, image_id, summary))
             summary["id"] = rid
             summaries.append(summary)

@@ -19,7 +19,7 @@ __all__ = ["TorchvisionDetector", "coco_labels", "is_torchvision_detector", "loa
 
 
 def torchvision_detectors() -> list[str]:
-    """torchvision's detection model names."""
+    """Torchvision's detection model names."""
     import torchvision
     from torchvision.models import detection
 
@@ -50,7 +50,7 @@ def load_torchvision_detector(
         else:
             with seeded_init(seed):
                 module = torchvision.models.get_model(name, weights=None, weights_backbone=None, **kwargs)
-    except Exception as exc:
+    except Exception as exc:  # noqa: BLE001  third-party code (a loader, an exporter, a runtime) may raise anything: one ModelError or a fallback
         if pretrained:
             raise weights_error(f"torchvision:{name}", exc) from None
         raise ModelError(f"torchvision:{name}: {type(exc).__name__}: {exc}") from None

@@ -25,7 +25,8 @@ FCOS), so that weak matches still count and random weights still detect.
 from __future__ import annotations
 
 import contextlib
-from typing import Any, Iterator
+from collections.abc import Iterator
+from typing import Any
 
 import torch
 

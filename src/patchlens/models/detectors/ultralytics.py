@@ -58,7 +58,7 @@ def load_ultralytics(weights: str, *, device: str | torch.device = "cpu", **opti
         raise ModelError(f"ultralytics:{weights}: the ultralytics package is not installed (pip install 'patchlens[ultralytics]')") from None
     try:
         yolo = YOLO(weights)
-    except Exception as exc:
+    except Exception as exc:  # noqa: BLE001  third-party code (a loader, an exporter, a runtime) may raise anything: one ModelError or a fallback
         raise ModelError(f"ultralytics:{weights}: cannot load ({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''})") from None
     options.setdefault("model_id", f"ultralytics:{weights}")
     return UltralyticsDetector(yolo, device=device, **options)

@@ -108,23 +108,30 @@ def load_remote(
     """A :class:`RemoteClassifier` for the model at ``url``.
 
     Args:
+        url: the model's address (an OIP v2 model URL, a KServe v1 ``:predict`` URL, or any JSON API).
         protocol: ``"oip-v2"``, ``"kserve-v1"`` or ``"json"``; None reads it from the URL.
         headers: ``["Name: value", ...]`` or a mapping; added to those in ``$PATCHLENS_HEADERS``.
         in_flight: requests sent at the same time.
         request_batch: images per request (None: the server's max batch, else 8).
         max_queries: most images ever sent; past it the explanation stops with
             :class:`~patchlens.errors.QueryBudgetError`.
-        connect_timeout, timeout: seconds to connect, and to wait for an answer.
-        retries, backoff, max_wait: further tries on connection errors, 429 and 5xx;
-            the first wait in seconds (doubling, with jitter); the longest wait.
-        input_size, labels: override what the server says.
+        connect_timeout: seconds to connect.
+        timeout: seconds to wait for an answer.
+        retries: further tries on connection errors, 429 and 5xx.
+        backoff: the first wait between tries, in seconds (doubling, with jitter).
+        max_wait: the longest wait between tries, in seconds.
+        input_size: the model's input size, overriding what the server says.
+        labels: the class names, overriding what the server says.
         activation: "softmax" or "sigmoid" when the server returns logits (of competing classes, of
-            independent labels), "none" or "auto" (none) when it returns probabilities; ``softmax=True``
-            is the older spelling of "softmax".
+            independent labels), "none" or "auto" (none) when it returns probabilities.
+        softmax: ``True`` is the older spelling of ``activation="softmax"``.
         progress: show a line with images sent, requests in flight and retries.
-        kind, min_score: "detector" when ``decode`` returns one dict of boxes, scores and labels per image
+        device: where the answers are put (the masks' device).
+        sleep: what waits between tries (tests pass a fake clock's).
+        kind: "detector" when ``decode`` returns one dict of boxes, scores and labels per image
             (protocol json, where None means "auto": its first answer decides; the other protocols carry class
-            scores); the score ``all`` needs, for a detector.
+            scores).
+        min_score: for a detector, the score a detection needs for the target ``all``.
         **codec_options: ``input``, ``output``, ``mean``, ``std``, ``binary`` (OIP v2; binary tensors
             are used when the server lists the ``binary_tensor_data`` extension or, without a
             ``max_queries`` budget, when a one-image probe sent both ways gets the same answer;

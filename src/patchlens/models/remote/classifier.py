@@ -38,6 +38,8 @@ class ScoresWarning(UserWarning):
 class RemoteClassifier(Classifier):
     """Scores from a model behind an HTTP endpoint; see :func:`patchlens.models.remote.load_remote`."""
 
+    runtime = "remote"
+
     def __init__(
         self,
         client: HttpClient,
@@ -146,7 +148,7 @@ class RemoteClassifier(Classifier):
                         self._remember(key, row)
         answers = [found[k] for k in keys]
         if answers and not isinstance(answers[0], np.ndarray):  # a detector's dicts: checked by Classifier.check_output
-            return answers  # type: ignore[return-value]
+            return answers
         return torch.from_numpy(np.stack(answers))  # activated by Classifier.__call__
 
     def _spend(self, n: int) -> None:
@@ -182,7 +184,7 @@ class RemoteClassifier(Classifier):
             self._show(batch.shape[0])
         scores = self.protocol.read(data, answer_headers, batch.shape[0], self.client)
         if isinstance(scores, list):  # a detector's answers (custom JSON decode), one dict per image
-            return scores  # type: ignore[return-value]
+            return scores
         if self.labels is not None and scores.shape[1] != len(self.labels):
             raise ModelError(f"{self.client.url}: the server returned {scores.shape[1]} scores per image for {len(self.labels)} labels")
         self._check_probabilities(scores)

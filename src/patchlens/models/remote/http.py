@@ -142,7 +142,7 @@ class _Deadline(io.RawIOBase):
     def readinto(self, buffer: Any) -> int:
         left = self._deadline - time.monotonic()
         if left <= 0:
-            raise socket.timeout("the answer did not arrive in time")
+            raise TimeoutError("the answer did not arrive in time")
         self._sock.settimeout(left)
         n = self._sock.recv_into(buffer)
         self.received += n
@@ -155,7 +155,7 @@ class _Watched:
     def __init__(self, sock: socket.socket, deadline: float) -> None:
         self.raw = _Deadline(sock, deadline)
 
-    def makefile(self, mode: str) -> io.BufferedReader:
+    def makefile(self, mode: str) -> io.BufferedReader:  # noqa: ARG002  (an interface: other implementations use it)
         return io.BufferedReader(self.raw)
 
 

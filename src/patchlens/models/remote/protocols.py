@@ -101,10 +101,10 @@ class Protocol:
     name = "protocol"
     infer_path = ""
 
-    def describe(self, client: HttpClient) -> Layout:
+    def describe(self, client: HttpClient) -> Layout:  # noqa: ARG002  (an interface: other implementations use it)
         return Layout()
 
-    def settle(self, client: HttpClient, input_size: tuple[int, int]) -> int:
+    def settle(self, client: HttpClient, input_size: tuple[int, int]) -> int:  # noqa: ARG002  (an interface: other implementations use it)
         """Choices that need a request to the model (OIP's binary tensors); the images this sent."""
         return 0
 
@@ -121,7 +121,7 @@ class Protocol:
         """Request body and any extra headers."""
         return json.dumps(self.request(batch), separators=(",", ":")).encode(), {}
 
-    def read(self, data: bytes, headers: HTTPMessage, n: int, client: HttpClient) -> np.ndarray:
+    def read(self, data: bytes, headers: HTTPMessage, n: int, client: HttpClient) -> np.ndarray:  # noqa: ARG002  (an interface: other implementations use it)
         return self.scores(client.decode(data, self.infer_path), n, client)
 
 
@@ -394,5 +394,5 @@ class CustomJson(Protocol):
         if looks_like_detections(rows):  # a detector's answers, one dict per image: the adapter checks them
             if len(rows) != n:
                 raise ModelError(f"{client.url}: decode() returned {len(rows)} detection dicts for a batch of {n}")
-            return rows  # type: ignore[no-any-return]
+            return rows
         return as_scores(rows, n, client.url, "decode()'s scores")

@@ -25,7 +25,8 @@ REDACTED = "<redacted>"
 
 def one_line(text: str, limit: int = 200) -> str:
     """``text`` on one line, cut to ``limit`` characters. Only for text that holds no secret:
-    anything a server sent goes through :meth:`Secrets.quote` instead."""
+    anything a server sent goes through :meth:`Secrets.quote` instead.
+    """
     text = " ".join(text.split())
     return text if len(text) <= limit else text[: limit - 3] + "..."
 

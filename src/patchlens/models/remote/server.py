@@ -24,11 +24,11 @@ from __future__ import annotations
 
 import hmac
 import json
-import socket
 import threading
 import time
+from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 import torch
@@ -166,12 +166,8 @@ class ModelServer:
             meta["parameters"] = {"labels": list(self.classifier.labels)}
         return meta
 
-    def infer(self, request: Any, raw: bytes = b"") -> tuple[dict[str, Any], bytes]:
-        """The answer to an infer request; ``raw`` holds binary tensor data, if any.
-
-        Returns the JSON answer and, when the client asked for binary outputs,
-        the raw scores to send after it (empty otherwise).
-        """
+    def _input_tensor(self, request: Any) -> tuple[dict[str, Any], int, str]:
+        """The request's one input tensor, its batch size and datatype, checked against the model's input."""
         h, w = self.classifier.input_size
         inputs = request.get("inputs") if isinstance(request, dict) else None
         if not isinstance(inputs, list) or len(inputs) != 1 or not isinstance(inputs[0], dict):
@@ -189,20 +185,17 @@ class ModelServer:
         for where in (request, tensor, *[o for o in request.get("outputs") or [] if isinstance(o, dict)]):
             if where.get("parameters") is not None and not isinstance(where.get("parameters"), dict):
                 raise RequestError(400, "'parameters' must be an object")
-        size = _dict(tensor.get("parameters")).get("binary_data_size")
-        if size is not None:
-            wire = np.dtype("<f4" if datatype == "FP32" else "<f8")
-            if not isinstance(size, int) or isinstance(size, bool) or size != len(raw):
-                raise RequestError(400, f"binary_data_size {_shown(size, 20)} but {len(raw)} bytes follow the JSON header")
-            if size % wire.itemsize:
-                raise RequestError(400, f"{size} bytes of binary data is not a whole number of {datatype} values")
-            x = np.frombuffer(raw, wire).astype(np.float32)
-        else:
-            try:
-                with np.errstate(over="ignore"):  # numbers past FP32's range become inf, refused just below
-                    x = np.asarray(tensor.get("data"), dtype=np.float32)
-            except (TypeError, ValueError, OverflowError, RecursionError):
-                raise RequestError(400, "input data is not an array of numbers") from None
+        return tensor, n, datatype
+
+    def infer(self, request: Any, raw: bytes = b"") -> tuple[dict[str, Any], bytes]:
+        """The answer to an infer request; ``raw`` holds binary tensor data, if any.
+
+        Returns the JSON answer and, when the client asked for binary outputs,
+        the raw scores to send after it (empty otherwise).
+        """
+        h, w = self.classifier.input_size
+        tensor, n, datatype = self._input_tensor(request)
+        x = _input_values(tensor, datatype, raw)
         if x.size != n * 3 * h * w:
             raise RequestError(400, f"input data has {x.size} numbers; shape [{n}, 3, {h}, {w}] needs {n * 3 * h * w}")
         if not np.isfinite(x).all():
@@ -218,12 +211,12 @@ class ModelServer:
         )
         with self._model_lock:
             try:
-                probs = self.classifier(torch.from_numpy(x.reshape(n, 3, h, w)))
+                scores = self.classifier(torch.from_numpy(x.reshape(n, 3, h, w)))
             except PatchlensError as exc:
                 raise RequestError(500, one_line(str(exc), 300)) from None
             self.requests += 1
             self.images += n
-        out = probs.detach().cpu().numpy().astype("<f4")
+        out = scores.detach().cpu().numpy().astype("<f4")  # activated as the model declares: probabilities or not
         output: dict[str, Any] = {"name": "probabilities", "datatype": "FP32", "shape": list(out.shape)}
         if binary:
             output["parameters"] = {"binary_data_size": out.nbytes}
@@ -285,102 +278,124 @@ class ModelServer:
         raise RequestError(405 if rest in ("", "ready", "config", "infer") else 404, f"{method} {path}: no such endpoint")
 
     def _handler(self) -> type[BaseHTTPRequestHandler]:
-        server = self
         h, w = self.classifier.input_size
         # JSON writes a float32 in at most ~25 characters; a batch bigger than that is refused unread.
-        max_body = server.max_batch * 3 * h * w * 26 + 65536
+        max_body = self.max_batch * 3 * h * w * 26 + 65536
+        # timeout: a connection silent this long (idle, or stalled mid-request) is closed
+        return type("Handler", (_Handler,), {"model_server": self, "max_body": max_body, "timeout": self.idle_timeout})
 
-        class Handler(BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"  # keep-alive: clients reuse one connection per worker
-            disable_nagle_algorithm = True  # headers and body go out in two writes: no 40 ms delayed-ACK stall
-            server_version = f"patchlens/{__version__}"
-            timeout = server.idle_timeout  # a connection silent this long (idle, or stalled mid-request) is closed
 
-            def log_message(self, format: str, *args: Any) -> None:
-                pass  # one line per request is noise; headers (secrets) are never logged either
+def _input_values(tensor: dict[str, Any], datatype: str, raw: bytes) -> np.ndarray:
+    """The input's numbers as float32: from the binary data after the JSON header, or from the JSON ``data``."""
+    size = _dict(tensor.get("parameters")).get("binary_data_size")
+    if size is not None:
+        wire = np.dtype("<f4" if datatype == "FP32" else "<f8")
+        if not isinstance(size, int) or isinstance(size, bool) or size != len(raw):
+            raise RequestError(400, f"binary_data_size {_shown(size, 20)} but {len(raw)} bytes follow the JSON header")
+        if size % wire.itemsize:
+            raise RequestError(400, f"{size} bytes of binary data is not a whole number of {datatype} values")
+        return np.frombuffer(raw, wire).astype(np.float32)
+    try:
+        with np.errstate(over="ignore"):  # numbers past FP32's range become inf, refused by the caller
+            return np.asarray(tensor.get("data"), dtype=np.float32)
+    except (TypeError, ValueError, OverflowError, RecursionError):
+        raise RequestError(400, "input data is not an array of numbers") from None
 
-            def _answer(self, status: int, payload: Any, raw: bytes = b"", extra: dict[str, str] | None = None) -> None:
-                data = json.dumps(payload, separators=(",", ":")).encode()
-                self.send_response(status)
-                self.send_header("Content-Type", "application/octet-stream" if raw else "application/json")
-                self.send_header("Content-Length", str(len(data) + len(raw)))
-                if raw:
-                    self.send_header("Inference-Header-Content-Length", str(len(data)))
-                for name, value in (extra or {}).items():
-                    self.send_header(name, value)
-                if self.close_connection:
-                    self.send_header("Connection", "close")  # say so: a client must not reuse what we are closing
-                self.end_headers()
-                self.wfile.write(data + raw)
 
-            def _length(self) -> int:
-                text = (self.headers.get("Content-Length") or "").strip()
-                if not text:
-                    raise RequestError(411, "a Content-Length header is required")
-                if not text.isdigit():
-                    raise RequestError(400, f"Content-Length {_shown(text, 20)} is not a number of bytes")
-                if int(text) > max_body:
-                    raise RequestError(413, f"a body of {int(text)} bytes; this server reads at most {max_body}")
-                return int(text)
+class _Handler(BaseHTTPRequestHandler):
+    """One connection's requests to a :class:`ModelServer` (each server makes its own subclass, see ``_handler``)."""
 
-            def _body(self, length: int) -> bytes:
-                """The body, read within ``idle_timeout`` seconds in all (a client trickling it is cut off)."""
-                deadline = time.monotonic() + server.idle_timeout
-                parts, left = [], length
-                while left:
-                    remaining = deadline - time.monotonic()
-                    if remaining <= 0:
-                        raise RequestError(408, f"the body did not arrive within {server.idle_timeout:g}s")
-                    self.connection.settimeout(remaining)
-                    chunk = self.rfile.read1(min(left, 1 << 20))
-                    if not chunk:
-                        raise ConnectionResetError("the client closed the connection mid-body")
-                    parts.append(chunk)
-                    left -= len(chunk)
-                self.connection.settimeout(server.idle_timeout)
-                return b"".join(parts)
+    #: the server whose model answers, and the largest body it reads: set on each server's own subclass
+    model_server: ModelServer
+    max_body: int
 
-            def _serve(self, method: str) -> None:
-                cost, slot = 0, False
-                body: bytes | None = None
-                try:
-                    server.admit(method, self.path, self.headers)
-                    if method == "POST":
-                        length = self._length()
-                        if not server._slots.acquire(blocking=False):
-                            raise RequestError(503, f"busy: {server.queue} requests already running or waiting")
-                        slot = True
-                        json_part = self.headers.get("Inference-Header-Content-Length")
-                        json_bytes = length if json_part is None or not json_part.strip().isdigit() else min(length, int(json_part))
-                        cost = json_bytes * JSON_COST + (length - json_bytes) * BINARY_COST
-                        if not server.memory.take(cost):
-                            cost = 0
-                            raise RequestError(503, "busy: the requests in flight already use this server's memory budget")
-                        body = self._body(length)
-                    status, payload, raw = server.route(method, self.path, body, self.headers.get("Inference-Header-Content-Length"))
-                    self._answer(status, payload, raw)
-                except RequestError as exc:
-                    if exc.status in (408, 411, 413) or (method == "POST" and body is None):
-                        self.close_connection = True  # the unread body would be taken for the next request
-                    extra = {"Retry-After": "1"} if exc.status == 503 else {}
-                    if exc.status == 401:
-                        extra["WWW-Authenticate"] = "Bearer"
-                    self._answer(exc.status, {"error": str(exc)}, extra=extra)
-                except (BrokenPipeError, ConnectionResetError, socket.timeout, TimeoutError):
-                    self.close_connection = True  # the client left or stalled; nothing to tell it
-                except Exception as exc:  # a bug of ours must not take the server down, nor echo the request
-                    self.close_connection = True
-                    self._answer(500, {"error": f"internal error ({type(exc).__name__}); the request was not scored"})
-                finally:
-                    if cost:
-                        server.memory.give(cost)
-                    if slot:
-                        server._slots.release()
+    protocol_version = "HTTP/1.1"  # keep-alive: clients reuse one connection per worker
+    disable_nagle_algorithm = True  # headers and body go out in two writes: no 40 ms delayed-ACK stall
+    server_version = f"patchlens/{__version__}"
 
-            def do_GET(self) -> None:
-                self._serve("GET")
+    def log_message(self, format: str, *args: Any) -> None:
+        pass  # one line per request is noise; headers (secrets) are never logged either
 
-            def do_POST(self) -> None:
-                self._serve("POST")
+    def _answer(self, status: int, payload: Any, raw: bytes = b"", extra: dict[str, str] | None = None) -> None:
+        data = json.dumps(payload, separators=(",", ":")).encode()
+        self.send_response(status)
+        self.send_header("Content-Type", "application/octet-stream" if raw else "application/json")
+        self.send_header("Content-Length", str(len(data) + len(raw)))
+        if raw:
+            self.send_header("Inference-Header-Content-Length", str(len(data)))
+        for name, value in (extra or {}).items():
+            self.send_header(name, value)
+        if self.close_connection:
+            self.send_header("Connection", "close")  # say so: a client must not reuse what we are closing
+        self.end_headers()
+        self.wfile.write(data + raw)
 
-        return Handler
+    def _length(self) -> int:
+        text = (self.headers.get("Content-Length") or "").strip()
+        if not text:
+            raise RequestError(411, "a Content-Length header is required")
+        if not text.isdigit():
+            raise RequestError(400, f"Content-Length {_shown(text, 20)} is not a number of bytes")
+        if int(text) > self.max_body:
+            raise RequestError(413, f"a body of {int(text)} bytes; this server reads at most {self.max_body}")
+        return int(text)
+
+    def _body(self, length: int) -> bytes:
+        """The body, read within ``idle_timeout`` seconds in all (a client trickling it is cut off)."""
+        deadline = time.monotonic() + self.model_server.idle_timeout
+        parts, left = [], length
+        while left:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise RequestError(408, f"the body did not arrive within {self.model_server.idle_timeout:g}s")
+            self.connection.settimeout(remaining)
+            chunk = self.rfile.read1(min(left, 1 << 20))
+            if not chunk:
+                raise ConnectionResetError("the client closed the connection mid-body")
+            parts.append(chunk)
+            left -= len(chunk)
+        self.connection.settimeout(self.model_server.idle_timeout)
+        return b"".join(parts)
+
+    def _serve(self, method: str) -> None:
+        cost, slot = 0, False
+        body: bytes | None = None
+        try:
+            self.model_server.admit(method, self.path, self.headers)
+            if method == "POST":
+                length = self._length()
+                if not self.model_server._slots.acquire(blocking=False):
+                    raise RequestError(503, f"busy: {self.model_server.queue} requests already running or waiting")
+                slot = True
+                json_part = self.headers.get("Inference-Header-Content-Length")
+                json_bytes = length if json_part is None or not json_part.strip().isdigit() else min(length, int(json_part))
+                cost = json_bytes * JSON_COST + (length - json_bytes) * BINARY_COST
+                if not self.model_server.memory.take(cost):
+                    cost = 0
+                    raise RequestError(503, "busy: the requests in flight already use this server's memory budget")
+                body = self._body(length)
+            status, payload, raw = self.model_server.route(method, self.path, body, self.headers.get("Inference-Header-Content-Length"))
+            self._answer(status, payload, raw)
+        except RequestError as exc:
+            if exc.status in (408, 411, 413) or (method == "POST" and body is None):
+                self.close_connection = True  # the unread body would be taken for the next request
+            extra = {"Retry-After": "1"} if exc.status == 503 else {}
+            if exc.status == 401:
+                extra["WWW-Authenticate"] = "Bearer"
+            self._answer(exc.status, {"error": str(exc)}, extra=extra)
+        except (BrokenPipeError, ConnectionResetError, TimeoutError):
+            self.close_connection = True  # the client left or stalled; nothing to tell it
+        except Exception as exc:  # noqa: BLE001  a bug of ours must not take the server down, nor echo the request
+            self.close_connection = True
+            self._answer(500, {"error": f"internal error ({type(exc).__name__}); the request was not scored"})
+        finally:
+            if cost:
+                self.model_server.memory.give(cost)
+            if slot:
+                self.model_server._slots.release()
+
+    def do_GET(self) -> None:
+        self._serve("GET")
+
+    def do_POST(self) -> None:
+        self._serve("POST")

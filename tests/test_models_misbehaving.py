@@ -1,6 +1,8 @@
-"""Issue 13, findings 5, 6, 8 and 9: models that misbehave give one-line ModelErrors, never a wrong map."""
+"""Model adapters and models that misbehave: one-line ModelErrors, never a wrong map."""
 
 from __future__ import annotations
+
+from collections.abc import Callable
 
 import numpy as np
 import pytest
@@ -17,7 +19,7 @@ def _in_box_share(saliency: np.ndarray) -> float:
     return float(pos[box_mask()].sum() / max(pos.sum(), 1e-12))
 
 
-# -- finding 5: a callable that changes its input in place ----------------------------------------
+# -- a callable that changes its input in place ----------------------------------------
 
 
 @pytest.mark.parametrize("numpy", [False, True])
@@ -42,7 +44,7 @@ def test_a_callable_that_scribbles_on_its_input_cannot_change_the_map(numpy):
     assert _in_box_share(got.saliency) > 0.9
 
 
-# -- finding 6: a white-box model's own exception ------------------------------------------------
+# -- a white-box model's own exception ------------------------------------------------
 
 
 class Fragile(torch.nn.Module):
@@ -67,7 +69,7 @@ def test_white_box_methods_turn_the_models_exception_into_a_model_error(method):
     assert "\n" not in str(info.value)
 
 
-# -- finding 8: scores that are not probabilities ---------------------------------------------------
+# -- scores that are not probabilities ---------------------------------------------------
 
 
 def _logits(x: torch.Tensor) -> torch.Tensor:
@@ -90,14 +92,6 @@ def test_logits_are_converted_when_the_user_says_so():
     assert exp.score > 1 and not plain.outputs_probabilities
 
 
-def test_integer_scores_are_refused():
-    def votes(x: torch.Tensor) -> np.ndarray:
-        return np.tile(np.array([[0, 1]], dtype=np.int64), (x.shape[0], 1))
-
-    with pytest.raises(ModelError, match="integers"):
-        patchlens.explain(patchlens.load_model(votes, input_size=SIZE), planted_image(), "occlusion")
-
-
 def test_rows_in_0_1_that_are_not_a_distribution_are_marked_as_scores():
     def sigmoids(x: torch.Tensor) -> torch.Tensor:
         return torch.sigmoid(torch.stack([x.mean((1, 2, 3)), x.std((1, 2, 3))], 1))  # rows sum to ~1.2
@@ -113,19 +107,42 @@ def test_torch_models_say_whether_they_output_probabilities():
     assert not TorchClassifier(Fragile(), softmax=False).outputs_probabilities
 
 
-# -- finding 9: callables that misbehave in other ways ------------------------------------------------
+# -- callables that misbehave in other ways ------------------------------------------------
 
 
-def test_a_callable_whose_class_count_changes_is_a_model_error():
+def _shifty() -> Callable[[torch.Tensor], torch.Tensor]:
     calls = []
 
-    def shifty(x: torch.Tensor) -> torch.Tensor:
+    def shifty(x: torch.Tensor) -> torch.Tensor:  # 2 classes on the first call, 3 after
         calls.append(1)
         c = 2 if len(calls) == 1 else 3
         return torch.full((x.shape[0], c), 1.0 / c)
 
-    with pytest.raises(ModelError, match="3 classes, but 2 on an earlier call"):
-        patchlens.explain(patchlens.load_model(shifty, input_size=SIZE), planted_image(), "occlusion", window=16, stride=16)
+    return shifty
+
+
+def _raises(x: torch.Tensor) -> torch.Tensor:
+    raise ValueError("weights not loaded")
+
+
+@pytest.mark.parametrize(
+    "make,message",
+    [
+        (lambda: lambda x: torch.full((x.shape[0], 3), float("nan")), "NaN"),
+        (lambda: lambda x: torch.ones(x.shape[0], 3, 2), "shape"),
+        (lambda: lambda x: torch.ones(x.shape[0] + 1, 3), "shape"),
+        (lambda: lambda x: "not scores", "scores"),
+        (lambda: lambda x: np.tile(np.array([[0, 1]], dtype=np.int64), (x.shape[0], 1)), "integers"),
+        (lambda: _raises, "weights not loaded"),
+        (_shifty, "3 classes, but 2 on an earlier call"),
+    ],
+    ids=["nan", "3d", "rows", "string", "integers", "raises", "class-count-changes"],
+)
+def test_a_callable_that_answers_badly_is_one_model_error_naming_the_model(make, message):
+    clf = CallableClassifier(make(), input_size=16, model_id="bad-model")
+    with pytest.raises(ModelError, match=message) as info:
+        patchlens.explain(clf, planted_image(16), "occlusion", window=8, stride=8)
+    assert "bad-model" in str(info.value) and "\n" not in str(info.value)
 
 
 def test_a_callable_whose_output_requires_grad_is_just_scores():

@@ -10,13 +10,22 @@ the model's output, whatever its shape, into scores ``(n, T)``. :meth:`Engine.ru
 shows progress, counts forward passes and time, honours cancellation and
 stops a job that would exceed its forward-pass budget. Methods never touch
 the counters: they hand the engine a *step* and read the results.
+
+Front-ends watch and steer a run through :class:`Hooks` (cancellation,
+progress, a lock shared with other users of the model, where forward passes
+run); none of them wraps the model to do it, and no other module handles
+out-of-memory errors: the engine halves its batch and records the size that
+fitted on the model's :class:`~patchlens.models.classifier.BatchSizePolicy`,
+where every other user of the model reads it.
 """
 
 from __future__ import annotations
 
+import contextlib
 import time
-from dataclasses import dataclass
-from typing import Callable, Protocol, TypeVar
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, Protocol, TypeVar
 
 import torch
 from tqdm.auto import tqdm
@@ -43,6 +52,7 @@ class MaskSource(Protocol):
 
 
 def default_batch_size(device: torch.device) -> int:
+    """Images per forward pass when nothing was measured or asked for: small on a CPU, larger on a GPU."""
     # On a CPU larger batches stop paying off early and cost memory; on a GPU
     # we start big and let the out-of-memory back-off find the limit.
     return 256 if device.type == "cuda" else 32
@@ -57,16 +67,44 @@ def measured_batch_size(classifier: Classifier) -> int:
             lambda a, b: torch.rand(b - a, 3, *classifier.input_size, device=classifier.device),
             2 * sum(policy.candidates),
         )
-    return int(policy.chosen or default_batch_size(classifier.device))
+    return policy.cap(int(policy.chosen or default_batch_size(classifier.device)))
 
 
-def _is_oom(exc: BaseException) -> bool:
+def is_out_of_memory(exc: BaseException) -> bool:
+    """Whether ``exc`` says the device ran out of memory (torch's own error, or one that wraps it)."""
     if isinstance(exc, torch.cuda.OutOfMemoryError):
         return True
     cause = exc.__cause__
     return isinstance(cause, torch.cuda.OutOfMemoryError) or (
         isinstance(exc, RuntimeError) and "out of memory" in str(exc).lower()
     )
+
+
+@dataclass(frozen=True)
+class Hooks:
+    """How a caller watches and steers one run; every field is optional.
+
+    Attributes:
+        cancelled: checked before every batch; when it returns True the run
+            stops with :class:`~patchlens.errors.Cancelled`.
+        on_passes: called after every batch with the forward passes it ran
+            (a web job adds them up over its methods and metrics).
+        on_map: called by sampling methods after each round with the running
+            maps ``(T, h, w)`` and the samples used so far (progressive maps).
+        lock: held around every forward pass, so that other users of the same
+            model (a web server's other jobs and what-if calls) never run it at
+            the same moment.
+        forward: where the forward passes of masked inputs run, instead of the
+            classifier itself (batch mode's shared batches); scores only.
+        progress: show a progress bar (appears only if the work takes over a second).
+    """
+
+    cancelled: Callable[[], bool] | None = None
+    on_passes: Callable[[int], None] | None = None
+    on_map: Callable[[torch.Tensor, int], None] | None = None
+    lock: contextlib.AbstractContextManager[Any] | None = None
+    forward: Callable[[torch.Tensor], Any] | None = None
+    progress: bool = False
 
 
 @dataclass
@@ -77,38 +115,32 @@ class Engine:
         classifier: the model.
         batch_size: images per forward pass; None picks one for the device
             (measured on a CPU, see :class:`BatchSizePolicy`).
-        progress: show a progress bar (appears only if the work takes over a second).
         description: the progress bar's label.
         max_passes: a hard budget; a batch that would take the total over it
             raises :class:`~patchlens.errors.BudgetError` instead of running.
-        cancelled: checked before every batch; when it returns True the run
-            stops with :class:`~patchlens.errors.Cancelled`.
-        on_progress: called after every batch with ``(passes so far, passes announced)``.
-        expected_passes: passes the whole job is announced to take (for
-            ``on_progress`` and the progress bar's total); None when unknown.
+        hooks: the caller's cancellation, progress, lock and forward path (see :class:`Hooks`).
     """
 
     classifier: Classifier
     batch_size: int | None = None
-    progress: bool = False
     description: str = "scoring"
     max_passes: int | None = None
-    cancelled: Callable[[], bool] | None = None
-    on_progress: Callable[[int, int | None], None] | None = None
-    expected_passes: int | None = None
+    hooks: Hooks = field(default_factory=Hooks)
 
     def __post_init__(self) -> None:
         self._passes = 0
         self._seconds = 0.0
+        self._expected: int | None = None
         self._trials: list[int] = []
         self._rates: dict[int, float] = {}
         self._bar: tqdm | None = None
+        self._lock = self.hooks.lock if self.hooks.lock is not None else contextlib.nullcontext()
         if self.batch_size is None:
             policy = self.classifier.batch_policy
             if policy.chosen is None and self.classifier.device.type == "cpu":
                 # Try each candidate twice (the first call at a new shape pays set-up costs).
-                self._trials = [b for b in policy.candidates for _ in range(2)]
-            self.batch_size = policy.chosen or default_batch_size(self.classifier.device)
+                self._trials = [b for b in policy.candidates if policy.cap(b) == b for _ in range(2)]
+            self.batch_size = policy.cap(policy.chosen or default_batch_size(self.classifier.device))
         if self.batch_size < 1:
             raise MethodError(f"batch_size={self.batch_size}: must be at least 1")
 
@@ -125,17 +157,27 @@ class Engine:
 
     @property
     def device(self) -> torch.device:
+        """Where the model's inputs live."""
         return self.classifier.device
+
+    def expect(self, passes: int) -> None:
+        """The passes the whole run will take, once its method has counted them (the progress bar's total)."""
+        self._expected = passes
+        if self._bar is not None:
+            self._bar.total = passes
+            self._bar.refresh()
 
     # -- the loop --------------------------------------------------------------------
     def back_off(self, exc: BaseException, size: int) -> bool:
         """After a batch of ``size`` raised ``exc``: on out-of-memory, halve the batch size
         and return True (retry the same batch; what is already scored is kept).
-        Anything else returns False, for the caller to re-raise."""
-        if not (_is_oom(exc) and size > 1):
+        Anything else returns False, for the caller to re-raise.
+        """
+        if not (is_out_of_memory(exc) and size > 1):
             return False
         self._trials = []
         self.batch_size = max(1, size // 2)
+        self.classifier.batch_policy.record_fit(self.batch_size)  # every other user of the model learns it too
         if self.device.type == "cuda":
             torch.cuda.empty_cache()
         return True
@@ -153,7 +195,7 @@ class Engine:
             self.classifier.batch_policy.record(self.batch_size)
 
     def _before_batch(self, size: int) -> None:
-        if self.cancelled is not None and self.cancelled():
+        if self.hooks.cancelled is not None and self.hooks.cancelled():
             raise Cancelled("the job was cancelled")
         if self.max_passes is not None and self._passes + size > self.max_passes:
             raise BudgetError(
@@ -165,8 +207,8 @@ class Engine:
         self._passes += count
         if self._bar is not None:
             self._bar.update(count)
-        if self.on_progress is not None:
-            self.on_progress(self._passes, self.expected_passes)
+        if self.hooks.on_passes is not None:
+            self.hooks.on_passes(count)
 
     def run(self, step: Callable[[int, int], tuple[T, int]], total: int, *, tune: bool = True) -> list[T]:
         """Run ``step`` over items ``0..total-1`` in batches; the steps' results, in order.
@@ -179,9 +221,9 @@ class Engine:
         """
         start_time = time.perf_counter()
         results: list[T] = []
-        if self._bar is None and self.progress:
+        if self._bar is None and self.hooks.progress:
             # one bar for the whole job when its cost was announced (a sampling method's rounds share it)
-            bar_total = self.expected_passes if self.expected_passes is not None else self._passes + total
+            bar_total = self._expected if self._expected is not None else self._passes + total
             self._bar = tqdm(total=bar_total, desc=self.description, unit="pass", delay=1.0, leave=False)
             self._bar.update(self._passes)
         done = 0
@@ -192,7 +234,8 @@ class Engine:
                 self._before_batch(stop - done)
                 tick = time.perf_counter()
                 try:
-                    value, consumed = step(done, stop)
+                    with self._lock:
+                        value, consumed = step(done, stop)
                 except Exception as exc:
                     if self.back_off(exc, size):
                         continue
@@ -206,7 +249,7 @@ class Engine:
                 done += consumed
         finally:
             self._seconds += time.perf_counter() - start_time
-            if self.expected_passes is None or self._passes >= self.expected_passes:
+            if self._expected is None or self._passes >= self._expected:
                 self.close()
         return results
 
@@ -223,14 +266,18 @@ class Engine:
 
     def run_once(self, fn: Callable[[], T]) -> T:
         """One forward pass (and backward, if ``fn`` takes gradients) of one image, counted and timed."""
-        return self.run(lambda a, b: (fn(), 1), 1, tune=False)[0]
+        return self.run(lambda _a, _b: (fn(), 1), 1, tune=False)[0]
+
+    def _forward(self, x: torch.Tensor) -> Any:
+        """The model's answer for a batch of inputs: the classifier's own, or through the caller's ``forward``."""
+        return self.hooks.forward(x) if self.hooks.forward is not None else self.classifier(x)
 
     # -- pixel scoring -------------------------------------------------------------
     def run_inputs(self, make: Callable[[int, int], torch.Tensor], total: int) -> None:
         """Run the model on ``total`` inputs that ``make(start, stop)`` builds, keeping nothing (batch-size measurement)."""
 
         def step(start: int, stop: int) -> tuple[None, int]:
-            self.classifier(make(start, stop))
+            self._forward(make(start, stop))
             return None, stop - start
 
         self.run(step, total)
@@ -241,14 +288,13 @@ class Engine:
         Inputs are built one batch at a time, so memory is bounded by the batch
         size whatever ``total`` is; the scores stay on the device.
         """
-
         # The scores go straight into one tensor allocated at the first batch. Kept as many small
         # tensors, they sat between the batches' large freed buffers on the heap, and the process's
         # memory grew with the number of batches (glibc: 16,000 RISE masks, +250 MB).
         out: list[torch.Tensor] = []
 
         def step(start: int, stop: int) -> tuple[None, int]:
-            chosen = objective(self.classifier(make(start, stop)))
+            chosen = objective(self._forward(make(start, stop)))
             if not out:
                 out.append(torch.empty(total, chosen.shape[1], dtype=chosen.dtype, device=chosen.device))
             out[0][start:stop] = chosen
@@ -286,8 +332,9 @@ class Engine:
 
     def output_of(self, image: torch.Tensor) -> object:
         """The model's whole answer for one image ``(3, H, W)``, as a batch of one (class scores ``(1, C)``
-        for a classifier); one counted pass. Objectives are resolved from it."""
-        return self.run(lambda a, b: (self.classifier(image[None]), 1), 1)[0]
+        for a classifier); one counted pass. Objectives are resolved from it.
+        """
+        return self.run(lambda _a, _b: (self._forward(image[None]), 1), 1)[0]
 
     def score_one(self, image: torch.Tensor) -> object:
         """The model's answer for one image ``(3, H, W)`` (a classifier's class scores ``(C,)``); one counted pass."""
@@ -304,13 +351,16 @@ class Engine:
         run in order of how many tokens they keep, so each padded batch wastes
         little; a mask that keeps nothing is scored as the baseline image.
         """
-        view = self.classifier.token_view(image)
-        keep = view.keep_vectors(source)
+        with self._lock:  # the embedding runs the model's first layers
+            view = self.classifier.token_view(image)
+        # one chunk of pixel masks at a time: memory is bounded whatever the mask count
+        parts = [view.keep_vectors(source.masks(a, min(source.total, a + COMBINE_CHUNK))) for a in range(0, source.total, COMBINE_CHUNK)]
+        keep = torch.cat(parts) if parts else torch.zeros(0, view.layout.num_patches, dtype=torch.bool, device=self.device)
         counts = keep.sum(1)
         out = torch.empty(source.total, len(objective), device=self.device)
         empty = (counts == 0).nonzero()[:, 0]
         if len(empty):
-            out[empty] = self.score_inputs(lambda a, b: baseline[None], 1, objective)
+            out[empty] = self.score_inputs(lambda _a, _b: baseline[None], 1, objective)
         order = counts.argsort(stable=True)[len(empty) :]  # fewest tokens first: little padding per batch
 
         def step(start: int, stop: int) -> tuple[None, int]:

@@ -1,4 +1,4 @@
-"""Issue 26, finding 3: the store keeps every map it vouches for as the numbers it was, and refuses inf.
+"""The batch store keeps every map it vouches for as the numbers it was, and refuses inf.
 
 Maps used to be stored as float16 without a look at their range: a model whose
 scores are near 1e7 got maps that were mostly ``inf``, a model with scores near

@@ -1,4 +1,4 @@
-"""Issue 26, finding 2: one bad file never stops a dataset; a name that is not UTF-8 is kept exactly.
+"""Batch sources: one bad file never stops a dataset; a name that is not UTF-8 is kept exactly.
 
 The corrupt AVIF is real: a small AVIF with one byte flipped, so that Pillow's
 plugin raises ``RuntimeError: Failed to decode image: Not implemented`` while
@@ -41,7 +41,7 @@ def corrupt_avif() -> bytes:
                 img.load()
         except RuntimeError:
             return bad
-        except Exception:
+        except Exception:  # noqa: BLE001  any other failure: try the next byte
             continue
     pytest.skip("no single flipped byte makes this AVIF encoder's output raise RuntimeError")
 

@@ -1,4 +1,4 @@
-"""Issue 13, findings 9 and 10 on the command line: one line per mistake, checked before the work, others still done."""
+"""The command line's mistakes: one line per mistake, checked before the work; one bad image does not stop the others."""
 
 from __future__ import annotations
 
@@ -67,6 +67,7 @@ def test_one_bad_image_does_not_stop_the_others(photo, tmp_path, capsys, tiny_sp
     assert sorted(p.suffix for p in out.iterdir()) == [".json", ".npy", ".png"]  # the good photo was done
 
 
+@pytest.mark.slow
 def test_a_closed_pipe_ends_the_listing_without_a_traceback() -> None:
     # `patchlens methods | head -1`: the reader leaves early; the writer must not print a traceback
     import subprocess

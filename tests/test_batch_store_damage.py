@@ -1,4 +1,4 @@
-"""Issue 13, findings 4, 7 and 10: a damaged store is detected, named, read and repaired; sources are one name per file."""
+"""The batch store under damage: detected, named, read and repaired; sources are one name per file; a full disk."""
 
 from __future__ import annotations
 
@@ -77,7 +77,7 @@ def complete(out: Path, n: int) -> None:
             assert np.isfinite(s.map(i)).all()
 
 
-# -- finding 4: damaged parts and shards ----------------------------------------------------------
+# -- damaged parts and shards ----------------------------------------------------------
 
 
 def test_random_bytes_in_a_manifest_part_lose_only_that_part_and_resume_repairs_it(tmp_path, model, capsys):
@@ -165,7 +165,7 @@ def test_store_verify_reports_a_healthy_store(tmp_path, model, capsys):
     assert main(["store", "verify", str(tmp_path / "nowhere")]) == 2
 
 
-# -- finding 7: one image, one name --------------------------------------------------------------
+# -- one image, one name --------------------------------------------------------------
 
 
 def test_resume_with_the_source_spelled_differently_does_not_duplicate(tmp_path, model, monkeypatch):
@@ -180,7 +180,7 @@ def test_resume_with_the_source_spelled_differently_does_not_duplicate(tmp_path,
     assert len(open_store(out)) == 3
 
 
-# -- finding 10: a full disk ------------------------------------------------------------------------
+# -- a full disk ------------------------------------------------------------------------
 
 
 def test_a_full_disk_is_one_line_and_leaves_the_store_intact(tmp_path, model, monkeypatch, capsys):

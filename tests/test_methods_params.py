@@ -1,4 +1,4 @@
-"""Issue 26, findings 5 and 8: method parameters finite and bounded, seeds in range, nested tensors refused.
+"""Method parameters: finite and bounded, seeds in range, nested tensors refused.
 
 NaN passed every bound check (``nan < low`` is False), so ``p_keep=nan`` gave a
 "done" RISE map of zeros; ``grid=14000`` was announced as 2 passes and cost

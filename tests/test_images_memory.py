@@ -1,4 +1,4 @@
-"""Issue 26, finding 5: reading the largest images patchlens accepts stays under +1 GB of resident memory.
+"""images.py: reading the largest images patchlens accepts stays under +1 GB of resident memory.
 
 Each case runs ``load_image`` in a fresh process and reads the growth of its peak
 resident set over the resident set just before the call (``/proc/self/status``;
@@ -69,6 +69,7 @@ def big_files(tmp_path_factory):
 
 
 @pytest.mark.parametrize("name", ["rgba.webp", "rgba.png"])
+@pytest.mark.slow
 def test_a_100_megapixel_transparent_file_costs_under_a_gigabyte(big_files, name):
     r = grow("file", str(big_files / name))
     assert r["shape"] == [WORK_SIDE, WORK_SIDE, 3]
@@ -77,6 +78,7 @@ def test_a_100_megapixel_transparent_file_costs_under_a_gigabyte(big_files, name
     assert r["growth"] < LIMIT_MB * 1e6, f"{name}: +{r['growth'] / 1e6:.0f} MB"
 
 
+@pytest.mark.slow
 def test_a_100_megapixel_16_bit_array_is_converted_a_strip_at_a_time():
     """+4.6 GB before: the whole array went to float64 before it was downsampled (bfloat16 tensors, float
     arrays and the rest are in benchmarks/load_memory.py; they take the same road)."""
@@ -86,6 +88,7 @@ def test_a_100_megapixel_16_bit_array_is_converted_a_strip_at_a_time():
     assert r["growth"] < LIMIT_MB * 1e6, f"{expression}: +{r['growth'] / 1e6:.0f} MB"
 
 
+@pytest.mark.slow
 def test_a_large_webp_decoded_by_libwebp_matches_pillows_decode(tmp_path):
     """The scaled decoder is a faster road to the same picture, not another picture."""
     from patchlens import webp
@@ -126,6 +129,7 @@ print(json.dumps({"growth": status("VmHWM") - before, "sha256": loaded.sha256, "
 """
 
 
+@pytest.mark.slow
 def test_batch_hashes_a_large_file_in_blocks(tmp_path):
     """A 2 GB file cost +2.4 GB: it was read whole to be hashed. Here 300 MB (sparse, so cheap to make)."""
     import hashlib

@@ -1,4 +1,4 @@
-"""Issue 13, findings 1, 8, 9 and 12: odd and hostile images give one-line ImageErrors and bounded memory."""
+"""images.py on odd and hostile images: one-line ImageErrors and bounded memory."""
 
 from __future__ import annotations
 
@@ -21,7 +21,7 @@ def one_line(exc: BaseException) -> str:
     return text
 
 
-# -- finding 1: tall, thin images ------------------------------------------------------------------
+# -- tall, thin images ------------------------------------------------------------------
 
 
 def test_a_one_pixel_strip_is_refused_from_its_header(tmp_path):
@@ -52,7 +52,7 @@ def test_large_images_are_downsampled_on_reading_so_maps_stay_small(tmp_path, pl
     assert exp.saliency.shape == from_file.shape[:2]  # one map of at most WORK_SIDE per side, not 300x12000
 
 
-# -- finding 8: non-finite pixels ---------------------------------------------------------------
+# -- non-finite pixels ---------------------------------------------------------------
 
 
 def test_a_float_tiff_with_one_nan_is_refused_not_black(tmp_path):
@@ -68,7 +68,7 @@ def test_a_float_tiff_with_one_nan_is_refused_not_black(tmp_path):
     assert load_image(path).pixels.std() > 10  # a finite float image still loads with its contrast
 
 
-# -- finding 9: inputs that raised something other than a patchlens error ------------------------
+# -- inputs that raised something other than a patchlens error ------------------------
 
 
 ODD_TENSORS = {
@@ -129,7 +129,7 @@ def test_an_over_long_path_is_one_short_line():
     assert len(one_line(info.value)) < 300
 
 
-# -- finding 12: the documented pixel limit and Pillow's agree --------------------------------------
+# -- the documented pixel limit and Pillow's agree --------------------------------------
 
 
 def test_pillows_own_limit_does_not_refuse_what_ours_allows(tmp_path, monkeypatch):

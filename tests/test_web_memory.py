@@ -1,4 +1,4 @@
-"""Issue 26, finding 5 on the web server: bounded bodies, results bounded by bytes, answers that do not echo.
+"""The web server's memory: bounded bodies, results bounded by bytes, answers that do not echo.
 
 Before: a small lossless WebP upload cost +1.2 GB (Pillow's WebP plugin allocates
 the canvas twice just to open the file), 128 kept results of a large photo's eight
@@ -25,7 +25,7 @@ from fastapi.testclient import TestClient  # noqa: E402
 
 from patchlens.models import CallableClassifier  # noqa: E402
 from patchlens.web import WebConfig, create_app  # noqa: E402
-from patchlens.web.state import Store  # noqa: E402
+from patchlens.web.state import Recent  # noqa: E402
 
 LOCAL = "http://127.0.0.1"
 
@@ -50,7 +50,7 @@ def upload(client, data: bytes, name: str = "a.png"):
 
 
 def test_the_stores_forget_the_oldest_by_bytes_as_well_as_by_count():
-    store: Store[bytes] = Store(100, budget=10, weigh=len)
+    store: Recent[bytes] = Recent(100, budget=10, weigh=len)
     first = store.add(b"1234")
     second = store.add(b"5678")
     assert store.bytes == 8

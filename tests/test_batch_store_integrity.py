@@ -1,4 +1,4 @@
-"""Issue 26, finding 4: a store vouches only for what it can read.
+"""The batch store vouches only for what it can read.
 
 Each test is one of the audit's reproductions: a deleted checksum file, a part
 copied in from another store, a same-size bit flip in a map shard, a truncated

@@ -1,4 +1,4 @@
-"""Issue 26, finding 9: a file name or label holding ``<!--<script>`` does not swallow the report page's own script.
+"""The report page: a file name or label holding ``<!--<script>`` does not swallow the report page's own script.
 
 Inside a ``<script>`` element, ``<!--`` followed by ``<script`` puts the HTML
 parser in its "double escaped" state, where ``</script>`` no longer ends the
