@@ -13,11 +13,14 @@ empty the folder.
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import re
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from .._paths import CACHE_ENV, cache_dir  # noqa: F401  (one definition, importable without torch: --help reads it)
 from ..errors import ModelError
@@ -151,3 +154,27 @@ def _mtime(path: Path) -> float:
         return path.stat().st_mtime
     except OSError:
         return 0.0
+
+
+def remembered(record: Path, stamp: dict[str, Any], compute: Callable[[], Any]) -> tuple[Any, bool]:
+    """``compute()``'s JSON answer about a cached file, kept in ``record`` beside it and reused while ``stamp``
+    (everything the answer depends on: runtime version, CPU, settings) is unchanged.
+
+    Returns the answer and whether it came from the record. A record that is
+    missing, unreadable or stamped otherwise is computed again; a cache that
+    cannot be written still works, it just computes every time.
+    """
+    try:
+        saved = json.loads(record.read_text())
+        if saved["stamp"] == stamp:
+            return saved["value"], True
+    except (OSError, ValueError, KeyError, TypeError):
+        pass
+    value = compute()
+    tmp = record.with_name(f"{record.name}.{os.getpid()}.tmp")
+    try:
+        tmp.write_text(json.dumps({"stamp": stamp, "value": value}))
+        os.replace(tmp, record)  # whole or not at all: a reader never sees half a record
+    except OSError:
+        tmp.unlink(missing_ok=True)
+    return value, False

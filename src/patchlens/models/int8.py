@@ -25,7 +25,6 @@ chooses it.
 from __future__ import annotations
 
 import hashlib
-import json
 import logging
 import os
 import tempfile
@@ -40,6 +39,7 @@ import torch
 from ..errors import ModelError
 from ..ranking import spearman
 from .classifier import Classifier
+from .export_cache import remembered
 
 log = logging.getLogger("patchlens")
 
@@ -250,23 +250,10 @@ def remembered_agreement(path: Path, compute: Callable[[], Agreement]) -> tuple[
     """:func:`map_agreement` for the int8 file at ``path``, computed once per ONNX Runtime version and CPU."""
     import onnxruntime as ort
 
-    record = path.with_name(path.stem + ".check.json")
     stamp = {"onnxruntime": ort.__version__, "int8": int8_instructions(), "cpu": torch.backends.cpu.get_cpu_capability(),
              "masks": CHECK_MASKS, "map": "RISE covariance, 7x7 cells"}
-    try:
-        saved = json.loads(record.read_text())
-        if saved["stamp"] == stamp:
-            return Agreement(saved["photos"]), True
-    except (OSError, ValueError, KeyError, TypeError):
-        pass
-    found = compute()
-    tmp = record.with_name(f"{record.name}.{os.getpid()}.tmp")
-    try:
-        tmp.write_text(json.dumps({"stamp": stamp, "photos": found.photos}))
-        os.replace(tmp, record)
-    except OSError:
-        tmp.unlink(missing_ok=True)
-    return found, False
+    photos, kept = remembered(path.with_name(path.stem + ".check.json"), stamp, lambda: compute().photos)
+    return Agreement(photos), kept
 
 
 def bundled_photos() -> list[tuple[str, np.ndarray]]:

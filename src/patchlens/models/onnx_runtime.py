@@ -36,7 +36,7 @@ from .._paths import cache_dir
 from ..capabilities import Capability
 from ..errors import ModelError
 from .classifier import Classifier
-from .export_cache import mark_used, prune
+from .export_cache import mark_used, prune, remembered
 from .spinning import SpinningChoice, spinning_setting
 from .torch_module import TorchClassifier
 from .vit import TokenView
@@ -263,22 +263,9 @@ def remembered_check(path: Path, provider: str, compute: Callable[[], float]) ->
     """
     import onnxruntime as ort
 
-    record = path.with_name(path.stem + ".check.json")
     stamp = {"onnxruntime": ort.__version__, "provider": provider, "cpu": torch.backends.cpu.get_cpu_capability()}
-    try:
-        saved = json.loads(record.read_text())
-        if saved["stamp"] == stamp:
-            return float(saved["max_abs_diff"]), True
-    except (OSError, ValueError, KeyError, TypeError):
-        pass
-    diff = compute()
-    tmp = record.with_name(f"{record.name}.{os.getpid()}.tmp")
-    try:
-        tmp.write_text(json.dumps({"stamp": stamp, "max_abs_diff": diff}))
-        os.replace(tmp, record)
-    except OSError:
-        tmp.unlink(missing_ok=True)  # a read-only cache still works, it just checks every time
-    return diff, False
+    diff, kept = remembered(path.with_name(path.stem + ".check.json"), stamp, lambda: float(compute()))
+    return float(diff), kept
 
 
 def session_options(threads: int, spinning: bool) -> Any:
