@@ -25,3 +25,12 @@ MARKS = [
 def launch(pw: object) -> object:
     """Headless Chromium as these machines can run it."""
     return pw.chromium.launch(executable_path=CHROMIUM, args=ARGS)  # type: ignore[attr-defined]
+
+
+def open_page(browser: object, url: str, height: int) -> tuple[object, list[str]]:
+    """A 1280-wide page of ``browser`` at ``url``, and the list its JavaScript errors are collected in."""
+    page = browser.new_page(viewport={"width": 1280, "height": height})  # type: ignore[attr-defined]
+    errors: list[str] = []
+    page.on("pageerror", lambda exc: errors.append(str(exc)))
+    page.goto(url)
+    return page, errors

@@ -52,6 +52,21 @@ def run(src: Path, out: Path, model, **kw):
     return run_batch(str(src), str(out), model=model, **{**SETTINGS, **kw})
 
 
+def interrupted_run(tmp_path: Path, model, images_done: int = 4) -> tuple[Path, Path]:
+    """Six photos, the run interrupted (Ctrl-C) after ``images_done``: its parts written, the store not compacted."""
+    src, out = images(tmp_path / "src", 6), tmp_path / "s"
+    seen = []
+
+    def stop(summary) -> None:
+        seen.append(1)
+        if len(seen) == images_done:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        run(src, out, model, on_image=stop)
+    return src, out
+
+
 def healthy(out: Path, n: int) -> None:
     damage, manifest = verify_store(out)
     assert not damage, damage
@@ -81,17 +96,7 @@ def test_a_deleted_checksum_file_is_not_trusted(tmp_path, model):
 
 
 def test_a_deleted_checksum_of_a_manifest_part_drops_its_rows_until_resume(tmp_path, model):
-    src = images(tmp_path / "src", 6)
-    out = tmp_path / "s"
-    seen = []
-
-    def stop(summary) -> None:
-        seen.append(1)
-        if len(seen) == 4:
-            raise KeyboardInterrupt
-
-    with pytest.raises(KeyboardInterrupt):
-        run(src, out, model, on_image=stop)  # two parts, not compacted
+    src, out = interrupted_run(tmp_path, model)  # two parts, not compacted
     (out / "checksums" / "part-000001.json").unlink()
     with pytest.warns(StoreWarning, match="part-000001.parquet \\(no checksum file"):
         assert len(open_store(out)) == 2
@@ -183,17 +188,7 @@ def test_a_junk_file_in_manifest_is_named_and_moved_aside(tmp_path, model):
 
 def test_stores_written_before_checksums_were_required_stay_readable(tmp_path, model):
     """An older store: no id or checksums_from in store.json, and its first parts have no checksum files."""
-    src = images(tmp_path / "src", 6)
-    out = tmp_path / "s"
-    seen = []
-
-    def stop(summary) -> None:
-        seen.append(1)
-        if len(seen) == 4:
-            raise KeyboardInterrupt
-
-    with pytest.raises(KeyboardInterrupt):
-        run(src, out, model, on_image=stop)
+    src, out = interrupted_run(tmp_path, model)
     info = json.loads((out / "store.json").read_text())
     for key in ("id", "checksums_from"):
         info.pop(key)

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from browser_support import MARKS, launch
+from browser_support import MARKS, launch, open_page
 
 pytestmark = MARKS
 playwright_api = pytest.importorskip("playwright.sync_api")
@@ -28,10 +28,7 @@ def test_clicking_a_detection_explains_it(tmp_path: Path) -> None:
     with BackgroundServer(create_app(model)) as url, playwright_api.sync_playwright() as pw:
         browser = launch(pw)
         try:
-            page = browser.new_page(viewport={"width": 1280, "height": 1100})
-            errors: list[str] = []
-            page.on("pageerror", lambda exc: errors.append(str(exc)))
-            page.goto(url + "/")
+            page, errors = open_page(browser, url + "/", 1100)
             page.wait_for_selector('fieldset[data-method="drise"].on')  # a detector's own method, ticked
             page.set_input_files("#upload", str(photo))
             page.wait_for_selector('#boxes .det[data-detection="1"]')

@@ -14,7 +14,7 @@ pytest.importorskip("fastapi")
 pytest.importorskip("uvicorn")
 playwright_api = pytest.importorskip("playwright.sync_api")
 
-from browser_support import MARKS, launch
+from browser_support import MARKS, launch, open_page
 
 COFFEE = Path(__file__).resolve().parents[1] / "src/patchlens/data/examples/coffee.png"
 ARTIFACTS = Path(__file__).resolve().parent / "artifacts"
@@ -41,10 +41,7 @@ def test_upload_explain_compare_and_what_if(tmp_path: Path) -> None:
     with BackgroundServer(app) as url, playwright_api.sync_playwright() as pw:
         browser = launch(pw)
         try:
-            page = browser.new_page(viewport={"width": 1280, "height": 1100})
-            errors: list[str] = []
-            page.on("pageerror", lambda exc: errors.append(str(exc)))
-            page.goto(url + "/")
+            page, errors = open_page(browser, url + "/", 1100)
             # the method form is generated from the registry: every registered method appears
             page.wait_for_selector('fieldset[data-method="occlusion"]')
             assert page.locator("#methods-form fieldset").count() == len(patchlens.list_methods())

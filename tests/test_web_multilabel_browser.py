@@ -17,7 +17,7 @@ pytest.importorskip("fastapi")
 pytest.importorskip("uvicorn")
 playwright_api = pytest.importorskip("playwright.sync_api")
 
-from browser_support import MARKS, launch
+from browser_support import MARKS, launch, open_page
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "docs"))
 from multilabel import LABELS, SIZE, QuadrantTagger, scene  # noqa: E402
@@ -39,10 +39,7 @@ def test_present_labels_are_listed_and_each_explained(tmp_path: Path) -> None:
     with BackgroundServer(create_app(tagger)) as url, playwright_api.sync_playwright() as pw:
         browser = launch(pw)
         try:
-            page = browser.new_page(viewport={"width": 1280, "height": 800})
-            errors: list[str] = []
-            page.on("pageerror", lambda exc: errors.append(str(exc)))
-            page.goto(url + "/")
+            page, errors = open_page(browser, url + "/", 800)
             page.wait_for_selector('fieldset[data-method="occlusion"]')
             page.wait_for_function("() => document.querySelector('#target').value === 'present'")  # the default here
             page.set_input_files("#upload", str(photo))

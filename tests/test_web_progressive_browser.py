@@ -14,7 +14,7 @@ pytest.importorskip("fastapi")
 pytest.importorskip("uvicorn")
 playwright_api = pytest.importorskip("playwright.sync_api")
 
-from browser_support import MARKS, launch
+from browser_support import MARKS, launch, open_page
 from web_fixtures import slow_classifier
 
 pytestmark = MARKS
@@ -28,10 +28,7 @@ def test_the_map_is_drawn_while_it_forms_then_replaced_by_the_card() -> None:
     with BackgroundServer(create_app(slow_classifier(0.004))) as url, playwright_api.sync_playwright() as pw:
         browser = launch(pw)
         try:
-            page = browser.new_page(viewport={"width": 1280, "height": 900})
-            errors: list[str] = []
-            page.on("pageerror", lambda exc: errors.append(str(exc)))
-            page.goto(url + "/")
+            page, errors = open_page(browser, url + "/", 900)
             page.wait_for_selector('fieldset[data-method="rise"]')
             page.click('img[data-example="coffee"]')
             page.wait_for_selector("#preds li")
