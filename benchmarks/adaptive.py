@@ -30,6 +30,7 @@ import torch.nn.functional as F
 
 import patchlens
 from patchlens.engine.convergence import spearman
+from patchlens.methods import make_method
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import machine, markdown_table, write_section  # noqa: E402
@@ -102,7 +103,7 @@ def main() -> None:
     begun = uptime()
     rows, traces = [], []
     chosen = {} if args.estimator is None else {"estimator": args.estimator}
-    print(f"estimator: {args.estimator or patchlens.api.make_method('rise').param_values()['estimator']}")
+    print(f"estimator: {args.estimator or make_method('rise').param_values()['estimator']}")
     for name in args.images:
         ref = reference_map(model, name, args.reference, chosen, args.reference_cache)
         runs = [(f"fixed {n}", {"n_masks": n}) for n in args.fixed]

@@ -55,16 +55,21 @@ def test_the_estimate_matches_the_true_correlation_with_the_converged_map(n_a, n
     assert abs(float(np.mean(errors))) < 0.01 and max(abs(e) for e in errors) < 0.04, errors
 
 
-def test_monitor_stops_once_the_estimate_reaches_the_threshold():
+def test_monitor_stops_once_the_estimate_reaches_the_threshold_two_rounds_in_a_row():
     g = torch.Generator().manual_seed(1)
     truth = smooth_field(g)[None]
     noisy = lambda scale: truth + scale * (smooth_field(g)[None] - 0.5)  # noqa: E731
     m = ConvergenceMonitor(threshold=0.95)
     assert not m.update(noisy(2.0), noisy(2.0), 250, 250)  # halves far apart: keep going
-    assert m.update(noisy(0.01), noisy(0.01), 500, 500)  # nearly equal halves: settled
-    assert m.history[-1] >= 0.95 and len(m.history) == len(m.halves) == 2
+    assert not m.update(noisy(0.01), noisy(0.01), 500, 500)  # nearly equal halves: settled, once (could be luck)
+    assert not m.update(noisy(2.0), noisy(2.0), 750, 750)  # and it was: far apart again
+    assert not m.update(noisy(0.01), noisy(0.01), 1000, 1000)
+    assert m.update(noisy(0.01), noisy(0.01), 1250, 1250)  # settled twice in a row: stop
+    assert m.history[-1] >= 0.95 and m.history[-2] >= 0.95 and len(m.history) == len(m.halves) == 5
     flat = torch.full_like(truth, 0.25)  # constant but for rounding: as settled as a map gets
-    assert ConvergenceMonitor(threshold=0.99).update(flat + 1e-12 * torch.rand_like(flat), flat, 10, 10)
+    settled = ConvergenceMonitor(threshold=0.99)
+    assert not settled.update(flat + 1e-12 * torch.rand_like(flat), flat, 10, 10)
+    assert settled.update(flat + 1e-12 * torch.rand_like(flat), flat, 20, 20)
     assert ConvergenceMonitor(threshold=0.0).update(truth, truth, 10, 10) is False
 
 

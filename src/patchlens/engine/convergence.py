@@ -81,7 +81,7 @@ class ConvergenceMonitor:
     Args:
         threshold: stop once the estimated rank correlation of the running map
             with the converged map (:func:`agreement_with_converged`) reaches
-            this for every target. 0 disables stopping (all samples are used).
+            this for every target, two checked rounds in a row. 0 disables stopping (all samples are used).
         resolution: see :func:`settle_ties`.
     """
 
@@ -98,7 +98,8 @@ class ConvergenceMonitor:
         estimate = agreement_with_converged(r, n_a, n_b, n_a + n_b)
         self.halves.append(round(r, 5))
         self.history.append(round(estimate, 5))
-        return self.threshold > 0 and estimate >= self.threshold
+        # two rounds in a row: an early estimate, from few samples, can cross the target by luck alone
+        return self.threshold > 0 and len(self.history) >= 2 and min(self.history[-2:]) >= self.threshold
 
     @property
     def estimate(self) -> float | None:

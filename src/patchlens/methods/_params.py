@@ -59,8 +59,8 @@ def region_grid(default: int, low: int = 1) -> Any:
 
 
 #: The stopping rule the command line, batch mode and the web page use for sampling methods unless told
-#: otherwise: stop once the map's estimated rank correlation with its converged map reaches this
-#: (engine/convergence.py). 0.95: the README demo's map then agrees with an 8,000-mask reference at 0.95 or
+#: otherwise: stop once the map's estimated rank correlation with its converged map reaches this two rounds
+#: in a row (engine/convergence.py). 0.95: the README demo's map then agrees with an 8,000-mask reference at 0.95 or
 #: more (benchmarks/RESULTS.md, "Stopping rule"). The Python API and ``compare`` keep a fixed count
 #: (converge=0): a script's maps never change under it, and compare weighs methods at a known cost.
 INTERACTIVE_CONVERGE = 0.95
@@ -70,7 +70,8 @@ def converge(default: float = 0.0) -> Any:
     return param(
         default,
         "stop early once the map's estimated rank correlation with the converged map (the map unlimited samples "
-        "would give) reaches this, e.g. 0.95; estimated after each round from two maps of alternate rounds. The "
+        "would give) reaches this two rounds in a row, e.g. 0.95; estimated after each round from two maps of "
+        "alternate rounds. The "
         "sample count is then the most that will be used. 0: always use every sample",
         low=0.0,
         high=1.0,

@@ -46,7 +46,7 @@ def stopping_rule(method: Method) -> str | None:
         return "fixed count: every sample is scored"
     return (
         f"adaptive: stops once the map's estimated rank correlation with the map that unlimited samples would give "
-        f"reaches {method.converge:g} (checked every {method.round_size} samples); --converge 0 scores every sample"
+        f"reaches {method.converge:g} two checks in a row (one every {method.round_size} samples); --converge 0 scores every sample"
     )
 
 
