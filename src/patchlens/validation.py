@@ -178,13 +178,23 @@ def check_method_options(
         raise MethodError(f"{who} {verb} no {spell(name)}{elsewhere}")
 
 
-def check_metric_needs(metrics: Sequence[Any], *, regions: bool, how: str = "regions=...") -> None:
+def carries_own_regions(classifier: Classifier | None) -> bool:
+    """Whether every map of this model comes with its own region: a detector's box, which region metrics
+    (energy, pointing game) measure in when no ground truth is given (metrics/regions.py).
+    """
+    return classifier is not None and classifier.settle_kind() == capabilities.ModelKind.DETECTOR
+
+
+def check_metric_needs(
+    metrics: Sequence[Any], *, regions: bool, how: str = "regions=...", classifier: Classifier | None = None
+) -> None:
     """Metrics that need a ground-truth region per image when none are given: one error before any map is made.
 
     ``metrics``: :class:`~patchlens.metrics.base.Metric` values; ``how`` says how
-    this front-end gives regions (``--regions FILE`` on the command line).
+    this front-end gives regions (``--regions FILE`` on the command line); a
+    ``classifier`` whose maps carry their own regions needs none.
     """
     needing = [m.name for m in metrics if m.needs_region]
-    if needing and not regions:
+    if needing and not regions and not carries_own_regions(classifier):
         verb = "needs" if len(needing) == 1 else "need"
         raise MetricError(f"{', '.join(needing)} {verb} a ground-truth region for each image (a box or a mask); give {how}")

@@ -15,7 +15,6 @@ import numpy as np
 
 from .._version import __version__
 from ..api import explain_one
-from ..capabilities import ModelKind
 from ..engine import Hooks
 from ..errors import PatchlensError, ServerUnavailableError, TargetError
 from ..explanation import Explanation, record
@@ -24,6 +23,7 @@ from ..images import LoadedImage, load_image
 from ..models import Classifier
 from ..objectives import TargetSpec, TrueLabel, parse_targets
 from ..request import RunRequest
+from ..validation import carries_own_regions
 from .health import file_digest
 from .sources import Item, true_labels
 from .store import MapError, stored_map
@@ -100,19 +100,12 @@ def check_metrics(names: tuple[str, ...], classifier: Classifier | None) -> list
 
     chosen = get_metrics(list(names))
     for m in chosen:
-        if m.needs_region and not _own_boxes(classifier):
+        if m.needs_region and not carries_own_regions(classifier):
             raise MetricError(f"{m.name}: needs a ground-truth region per image, which batch sources do not carry "
                               "(an object detector's maps are measured in their own boxes)")
         if classifier is not None:
             m.check(classifier)
     return chosen
-
-
-def _own_boxes(classifier: Classifier | None) -> bool:
-    """Whether every map of this model comes with its own box (a detector's), which region metrics measure in."""
-    if classifier is None:
-        return False
-    return classifier.settle_kind() == ModelKind.DETECTOR
 
 
 def _metric_values(names: tuple[str, ...], exps: list[Explanation], classifier: Classifier, plan: Plan) -> list[dict[str, float]]:

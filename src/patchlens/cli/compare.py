@@ -10,7 +10,6 @@ from typing import Any
 
 import numpy as np
 
-from ..capabilities import ModelKind
 from ..errors import MethodError
 from ..images import load_image
 from ..methods import Method, get_method, registry
@@ -169,7 +168,7 @@ def run(args: argparse.Namespace) -> int:
     regions = load_regions(args.regions, args.images) if args.regions else None
     classifier = load_cli_model(args)
     # after the model is loaded, before any map: a detection is measured in its own box when no region is given
-    check_metric_needs(metrics, regions=bool(args.regions) or classifier.model_kind == ModelKind.DETECTOR,
+    check_metric_needs(metrics, regions=bool(args.regions), classifier=classifier,
                        how="--regions FILE (JSON: each image to a box [l, t, r, b] or a mask image)")
     values = chosen_methods(classifier, args.images[0], methods, budget, given)
     for v in values:  # what runs, announced before the run

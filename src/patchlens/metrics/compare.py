@@ -10,7 +10,6 @@ from typing import Any
 
 import numpy as np
 
-from ..capabilities import ModelKind
 from ..engine import Engine, Hooks
 from ..errors import MethodError
 from ..explanation import Explanation
@@ -248,9 +247,7 @@ def compare(
     kinds = parse_baselines(baselines)
     Options.from_given(options)  # a bad protocol or option fails before the slow part
     classifier: Classifier = load_model(model)
-    # a detection is measured in its own box when no region is given (metrics/regions.py)
-    own_boxes = classifier.model_kind == ModelKind.DETECTOR
-    check_metric_needs(chosen, regions=regions is not None or mosaics_only or own_boxes, how="regions=[...]")
+    check_metric_needs(chosen, regions=regions is not None or mosaics_only, how="regions=[...]", classifier=classifier)
     items: list[Any] = list(images) if isinstance(images, (list, tuple)) else [images]
     values = chosen_methods(classifier, items[0], methods, budget, method_params)
     requests = [RunRequest(v, target="top1" if target is None else target, seed=seed, batch_size=batch_size) for v in values]
