@@ -134,13 +134,14 @@ class Running:
         self.process.wait(10)
 
 
-def _wait_ready(process: subprocess.Popen, base: str, log: Path, seconds: float = 90) -> None:
+def wait_ready(process: subprocess.Popen, ready_url: str, log: Path, seconds: float = 90) -> None:
+    """Until ``ready_url`` answers 200; a server that exits or stays unready fails with the end of its log."""
     deadline = time.monotonic() + seconds
     while time.monotonic() < deadline:
         if process.poll() is not None:
             raise RuntimeError(f"the server exited ({process.returncode}): {log.read_text(errors='replace')[-600:]}")
         try:
-            with urllib.request.urlopen(base + "/v2/models/planted/ready", timeout=2) as answer:
+            with urllib.request.urlopen(ready_url, timeout=2) as answer:
                 if answer.status == 200:
                     return
         except OSError:
@@ -168,7 +169,7 @@ def serve(name: str, tmp: Path, *, keep_alive: int = 5) -> Iterator[Running]:
         process = subprocess.Popen(args, cwd=cwd, env=env, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
     base = f"http://127.0.0.1:{port}"
     try:
-        _wait_ready(process, base, log)
+        wait_ready(process, base + "/v2/models/planted/ready", log)
         yield Running(process, base, log)
     finally:
         if process.poll() is None:

@@ -176,6 +176,28 @@ class Faults:
         return faulty
 
 
+def held_classifier() -> tuple[CallableClassifier, threading.Event, threading.Event]:
+    """A model that holds each call until ``release`` is set (10 s at most); ``entered`` is set once one is held."""
+    release, entered = threading.Event(), threading.Event()
+
+    def slow(x: torch.Tensor) -> torch.Tensor:
+        entered.set()
+        release.wait(10)  # bounded: the test releases it at once
+        return torch.full((x.shape[0], 2), 0.5)
+
+    return CallableClassifier(slow, input_size=SIZE), release, entered
+
+
+def logits_responder(handler: BaseHTTPRequestHandler, method: str, path: str, body: bytes) -> None:
+    """An OIP v2 model ``m`` (8x8 inputs) that answers logits [2, -1, 0.5] for every image: not probabilities."""
+    if path == "/v2/models/m":
+        return send(handler, 200, {"name": "m", "inputs": [{"name": "x", "datatype": "FP32", "shape": [-1, 3, 8, 8]}]})
+    if method == "GET":
+        return send(handler, 404, {"error": "not here"})
+    n = json.loads(body)["inputs"][0]["shape"][0]
+    send(handler, 200, {"outputs": [{"name": "y", "shape": [n, 3], "datatype": "FP32", "data": [[2.0, -1.0, 0.5]] * n}]})
+
+
 def kserve_v1_responder(model: CallableClassifier, name: str = "m") -> Responder:
     """KServe v1: GET /v1/models/NAME -> ready; POST :predict with HWC arrays in [0, 1]."""
 

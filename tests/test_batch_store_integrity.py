@@ -67,6 +67,14 @@ def interrupted_run(tmp_path: Path, model, images_done: int = 4) -> tuple[Path, 
     return src, out
 
 
+def two_stores(tmp_path: Path, model) -> tuple[Path, Path, Path]:
+    """This store (4 photos) and another one (6 other photos in one part): the source folder and both stores."""
+    src, out, other = images(tmp_path / "src", 4), tmp_path / "s", tmp_path / "o"
+    run(src, out, model)
+    run(images(tmp_path / "other", 6, seed=1), other, model, chunk_size=6)
+    return src, out, other
+
+
 def healthy(out: Path, n: int) -> None:
     damage, manifest = verify_store(out)
     assert not damage, damage
@@ -105,11 +113,7 @@ def test_a_deleted_checksum_of_a_manifest_part_drops_its_rows_until_resume(tmp_p
 
 
 def test_a_part_copied_from_another_store_is_named_and_ignored(tmp_path, model):
-    src = images(tmp_path / "src", 4)
-    other_src = images(tmp_path / "other", 6, seed=1)
-    out, other = tmp_path / "s", tmp_path / "o"
-    run(src, out, model)
-    run(other_src, other, model, chunk_size=6)
+    src, out, other = two_stores(tmp_path, model)
     (number, part), = Store(other).parts()
     stray = f"part-{number + 7:06d}"  # a number this store has not used, so it would be the newest
     shutil.copy(part, out / "manifest" / f"{stray}.parquet")
@@ -125,11 +129,7 @@ def test_a_part_copied_from_another_store_is_named_and_ignored(tmp_path, model):
 
 
 def test_a_part_copied_without_its_checksum_is_not_trusted(tmp_path, model):
-    src = images(tmp_path / "src", 4)
-    other_src = images(tmp_path / "other", 6, seed=1)
-    out, other = tmp_path / "s", tmp_path / "o"
-    run(src, out, model)
-    run(other_src, other, model, chunk_size=6)
+    src, out, other = two_stores(tmp_path, model)
     (_, part), = Store(other).parts()
     shutil.copy(part, out / "manifest" / "part-000050.parquet")
     with pytest.warns(StoreWarning, match="part-000050.parquet \\(no checksum file"):

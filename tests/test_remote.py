@@ -19,7 +19,7 @@ from patchlens.errors import ModelError, QueryBudgetError
 from patchlens.models import load_model
 from patchlens.models.remote import ScoresWarning
 from patchlens.models.remote.server import ModelServer
-from remote_fakes import FakeServer, Faults, exact_classifier, kserve_v1_responder, oip_responder, send
+from remote_fakes import FakeServer, Faults, exact_classifier, kserve_v1_responder, logits_responder, oip_responder, send
 
 FAST = dict(timeout=2.0, retries=1, backoff=0.001)
 
@@ -158,15 +158,7 @@ def test_nhwc_uint8_layout_read_from_metadata():
 
 
 def test_logits_warn_once_and_softmax_on_request():
-    def respond(handler, method, path, body):
-        if path == "/v2/models/m":
-            return send(handler, 200, {"name": "m", "inputs": [{"name": "x", "datatype": "FP32", "shape": [-1, 3, 8, 8]}]})
-        if method == "GET":
-            return send(handler, 404, {"error": "not here"})
-        n = json.loads(body)["inputs"][0]["shape"][0]
-        send(handler, 200, {"outputs": [{"name": "y", "shape": [n, 3], "datatype": "FP32", "data": [[2.0, -1.0, 0.5]] * n}]})
-
-    with FakeServer(respond) as server:
+    with FakeServer(logits_responder) as server:
         remote = load_model(server.base + "/v2/models/m", request_batch=1)
         with pytest.warns(ScoresWarning, match="softmax") as record:
             remote(torch.rand(3, 3, 8, 8))

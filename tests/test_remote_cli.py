@@ -16,7 +16,7 @@ from patchlens.errors import ModelError
 from patchlens.models import load_model
 from patchlens.models.remote import HEADERS_ENV
 from patchlens.models.remote.server import ModelServer
-from remote_fakes import TOKEN, FakeServer, exact_classifier, oip_responder, send
+from remote_fakes import TOKEN, FakeServer, exact_classifier, logits_responder, oip_responder, send
 
 
 def photos(folder: Path, n: int) -> list[str]:
@@ -128,16 +128,8 @@ def test_a_scores_warning_is_one_line_in_cli_spelling(tmp_path):
     import subprocess
     import sys
 
-    def logits(handler, method, path, body):
-        if path == "/v2/models/m":
-            return send(handler, 200, {"name": "m", "inputs": [{"name": "x", "datatype": "FP32", "shape": [-1, 3, 8, 8]}]})
-        if method == "GET":
-            return send(handler, 404, {"error": "not here"})
-        n = json.loads(body)["inputs"][0]["shape"][0]
-        send(handler, 200, {"outputs": [{"name": "y", "shape": [n, 3], "datatype": "FP32", "data": [[2.0, -1.0, 0.5]] * n}]})
-
     Image.new("RGB", (8, 8), "gray").save(tmp_path / "a.png")
-    with FakeServer(logits) as server:
+    with FakeServer(logits_responder) as server:
         run = subprocess.run(
             [sys.executable, "-m", "patchlens", "explain", str(tmp_path / "a.png"), "--model", server.base + "/v2/models/m",
              "--method", "occlusion", "--window", "4", "--stride", "4", "--no-binary", "--quiet", "--out", str(tmp_path / "out")],

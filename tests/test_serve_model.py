@@ -13,9 +13,9 @@ import torch
 
 from conftest import SIZE, planted_image
 from patchlens.cli import main
-from patchlens.models import CallableClassifier, load_model
+from patchlens.models import load_model
 from patchlens.models.remote.server import ModelServer
-from remote_fakes import ask, exact_classifier, infer_body  # noqa: F401
+from remote_fakes import ask, exact_classifier, held_classifier, infer_body  # noqa: F401
 
 
 @pytest.fixture
@@ -60,14 +60,7 @@ def test_bad_requests_get_a_status_and_one_line(server, path, body, status, mess
 
 
 def test_a_full_queue_answers_503_with_retry_after():
-    release, entered = threading.Event(), threading.Event()
-
-    def slow(x: torch.Tensor) -> torch.Tensor:
-        entered.set()
-        release.wait(10)  # bounded: the test releases it at once
-        return torch.full((x.shape[0], 2), 0.5)
-
-    clf = CallableClassifier(slow, input_size=SIZE)
+    clf, release, entered = held_classifier()
     with ModelServer(clf, name="slow", port=0, max_batch=4, queue=1) as server:
         first = threading.Thread(target=ask, args=(server, "POST", "/v2/models/slow/infer", infer_body(1)))
         first.start()

@@ -16,9 +16,9 @@ from patchlens.cli import main
 from patchlens.cli.serve import allowed_hosts
 from patchlens.cli.serve_model import host_guard
 from patchlens.errors import ModelError
-from patchlens.models import CallableClassifier, load_model
+from patchlens.models import load_model
 from patchlens.models.remote.server import ModelServer
-from remote_fakes import ask, exact_classifier, infer_body
+from remote_fakes import ask, exact_classifier, held_classifier, infer_body
 
 TOKEN = "srv-7d1e4b9a2c"
 
@@ -117,14 +117,7 @@ def test_a_huge_bad_field_is_not_echoed(server):
 
 
 def test_a_body_over_the_memory_budget_is_refused_before_it_is_read():
-    release, entered = threading.Event(), threading.Event()
-
-    def slow(x: torch.Tensor) -> torch.Tensor:
-        entered.set()
-        release.wait(10)  # bounded: the test releases it at once
-        return torch.full((x.shape[0], 2), 0.5)
-
-    clf = CallableClassifier(slow, input_size=SIZE)
+    clf, release, entered = held_classifier()
     with ModelServer(clf, name="slow", port=0, max_batch=4, queue=8, max_memory_mb=1) as server:
         first = threading.Thread(target=ask, args=(server, "POST", "/v2/models/slow/infer", infer_body(1)))
         first.start()  # ~270 KB of JSON, x18: takes the whole budget (one request may always run alone)

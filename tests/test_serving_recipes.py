@@ -22,7 +22,7 @@ from PIL import Image
 
 from conftest import planted_image
 from patchlens.cli import main
-from real_servers import environment, free_port
+from real_servers import environment, free_port, wait_ready
 
 pytestmark = pytest.mark.slow
 
@@ -99,29 +99,11 @@ def _served(server: str, tmp_path: Path, lent: Path) -> tuple[subprocess.Popen, 
         process = subprocess.Popen(args, cwd=cwd, env=env, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
     base = f"http://127.0.0.1:{port}"
     try:
-        _ready(process, base, log)
+        wait_ready(process, f"{base}/v2/models/mynet/ready", log, seconds=120)
     except BaseException:
         process.kill()
         raise
     return process, f"{base}/v2/models/mynet", model
-
-
-def _ready(process: subprocess.Popen, base: str, log: Path) -> None:
-    import time
-    import urllib.request
-
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise RuntimeError(f"the server exited: {log.read_text(errors='replace')[-800:]}")
-        try:
-            with urllib.request.urlopen(base + "/v2/models/mynet/ready", timeout=2) as answer:
-                if answer.status == 200:
-                    return
-        except OSError:
-            pass
-        time.sleep(0.25)
-    raise RuntimeError(f"not ready in 120 s: {log.read_text(errors='replace')[-800:]}")
 
 
 @pytest.mark.parametrize("server", ["kserve", "mlserver"])
