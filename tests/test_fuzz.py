@@ -63,13 +63,13 @@ def arrays(draw) -> np.ndarray:
     shape = [draw(SIDES) for _ in range(ndim)]
     if ndim == 3 and draw(st.booleans()):
         shape[draw(st.sampled_from([0, 2]))] = draw(st.sampled_from([1, 3, 4]))
-    if int(np.prod(shape)) > 400_000:  # keep each input small; the extreme shapes stay extreme
+    if math.prod(shape) > 400_000:  # keep each input small; the extreme shapes stay extreme
         shape = [min(s, 4) if i else s for i, s in enumerate(shape)]
-    if int(np.prod(shape)) > 400_000:
+    if math.prod(shape) > 400_000:
         shape = [min(s, 20) for s in shape]
     dtype = draw(DTYPES)
     arr = draw(hnp.arrays(dtype, tuple(shape), elements=None, fill=st.just(dtype(0)) if dtype is not np.complex64 else None)) \
-        if int(np.prod(shape)) <= 64 else np.zeros(shape, dtype)
+        if math.prod(shape) <= 64 else np.zeros(shape, dtype)
     special = draw(SPECIAL)
     if special is not None and arr.size and np.issubdtype(arr.dtype, np.floating):
         arr.flat[draw(st.integers(0, arr.size - 1))] = special
