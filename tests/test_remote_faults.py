@@ -250,7 +250,8 @@ json_values = st.recursive(
 )
 
 
-@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
+@settings(max_examples=60, deadline=None, derandomize=True,  # the same examples on every run: CI failures reproduce
+          suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
 @given(meta=json_values, answer=json_values)
 def test_any_json_from_the_server_is_scores_or_one_line(meta, answer):
     """Fuzz: metadata and answers of any JSON shape give scores or a ModelError, never another exception."""
