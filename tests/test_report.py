@@ -316,3 +316,23 @@ def test_signal_sentences_count_maps_in_words_that_read_right():
     two = region_share("corners", "cat", ["a.png", "b.png"], np.array([0.6, 0.2]), 0.17).sentence
     assert "of the one map explained as 'cat'" in one and "1 maps" not in one
     assert "of the 2 maps explained as 'cat'" in two
+
+
+def test_two_detections_in_one_image_keep_their_own_flags():
+    """A detector's image holds one record per detection, all under one path: flags and worst examples go by record."""
+    from patchlens.audit.analysis import _signals
+    from patchlens.audit.findings import ImageFinding
+
+    def finding(i: int, path: str, corners: float, peak: tuple[float, float]) -> ImageFinding:
+        return ImageFinding(id=i, path=path, label="cup", target=0, score=1.0 - i / 10, true_label=None, correct=None,
+                            corners=corners, border=corners, centre=0.0, peak=peak, typicality=0.0)
+
+    # records 0 and 1: two cups in one photo, their evidence in the corners; records 2 and 3: two photos, centred
+    members = [finding(0, "two-cups.png", 1.0, (0.05, 0.05)), finding(1, "two-cups.png", 0.9, (0.95, 0.95)),
+               finding(2, "a.png", 0.2, (0.5, 0.5)), finding(3, "b.png", 0.1, (0.3, 0.7))]
+    extras = {m.id: {"object": None, "area_outside": 0.0} for m in members}
+    found, _ = _signals("cup", members, extras)
+    corners = next(s for s in found if s.kind == "corners")
+    assert corners.flagged and corners.worst_ids[:2] == [0, 1] and corners.worst[:2] == ["two-cups.png"] * 2
+    assert members[0].flags == members[1].flags and "corners" in members[0].flags  # each record flagged once, both flagged
+    assert members[1].flags.count("corners") == 1

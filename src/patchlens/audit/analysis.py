@@ -172,15 +172,16 @@ def _typicality(members: list[ImageFinding], layouts: np.ndarray) -> None:
 
 def _signals(label: str, members: list[ImageFinding], extras: dict[int, dict[str, Any]]) -> tuple[list[signals.Signal], list[str]]:
     regions = Regions.of()
-    paths = [m.path for m in members]
+    paths, ids = [m.path for m in members], [m.id for m in members]
     with_object = [m for m in members if m.outside is not None]
     found = [
         signals.fixed_position(label, paths, np.array([m.peak for m in members]), np.array([m.score for m in members]),
-                               [extras[m.id]["object"] for m in members]),
-        signals.region_share("corners", label, paths, np.array([m.corners for m in members]), float(regions.corners.mean())),
-        signals.region_share("border", label, paths, np.array([m.border for m in members]), float(regions.border.mean())),
+                               [extras[m.id]["object"] for m in members], ids),
+        signals.region_share("corners", label, paths, np.array([m.corners for m in members]), float(regions.corners.mean()), ids),
+        signals.region_share("border", label, paths, np.array([m.border for m in members]), float(regions.border.mean()), ids),
         signals.outside_object(label, [m.path for m in with_object], np.array([m.outside for m in with_object]),
-                               np.array([extras[m.id]["area_outside"] for m in with_object]), len(members)),
+                               np.array([extras[m.id]["area_outside"] for m in with_object]), len(members),
+                               [m.id for m in with_object]),
     ]
     notes = []
     if found[0] is None:
@@ -189,10 +190,10 @@ def _signals(label: str, members: list[ImageFinding], extras: dict[int, dict[str
         notes.append("no boxes or masks for this class: evidence outside the object not measured "
                      "(add x0,y0,x1,y1 or mask columns to the source list)")
     kept = [s for s in found if s is not None]
-    by_path = {m.path: m for m in members}
+    by_id = {m.id: m for m in members}  # not by path: a detector's image holds one record per detection
     for s in kept:
-        for p in s.worst:
-            by_path[p].flags.append(s.kind)
+        for i in s.worst_ids:
+            by_id[i].flags.append(s.kind)
     return kept, notes
 
 

@@ -126,9 +126,9 @@ def find_groups(label: str, members: list[ImageFinding], layouts: np.ndarray, ob
                           "grouped by SpRAy (spectral clustering of the maps)" + (": " + "; ".join(reasons) if reasons else "") + ".")
         groups.append(group)
         if reasons:
-            worst = [members[i].path for i in idx[:EXAMPLES]]
-            for i in idx[:EXAMPLES]:
-                members[i].flags.append("group")
-            found.append(Signal("group", label, group.share, rule.min_share, True, group.size, group.sentence, None, worst,
-                                group.place, tier=tier, group=j))
+            worst = [members[i] for i in idx[:EXAMPLES]]
+            for m in worst:
+                m.flags.append("group")
+            found.append(Signal("group", label, group.share, rule.min_share, True, group.size, group.sentence, None,
+                                [m.path for m in worst], [m.id for m in worst], where=group.place, tier=tier, group=j))
     return groups, found

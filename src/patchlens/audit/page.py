@@ -80,8 +80,7 @@ def _card(i: int, c: ClassFindings, findings: Findings, pic: Callable[[int], str
                    f"{escape(s.sentence)}</li>")
     out.append("</ul>")
     out += [f'<p class="muted">{escape(n)}</p>' for n in c.notes]
-    by_path = {m.path: m for m in findings.images if m.label == c.label}
-    worst = list(dict.fromkeys(by_path[p].id for s in c.flagged for p in s.worst))  # one set for all flags
+    worst = list(dict.fromkeys(i for s in c.flagged for i in s.worst_ids))  # one set for all flags
     sections = ([("worst examples of the flags", worst)] if worst else []) + [(w, ids) for w, ids in c.examples.items() if ids]
     out.append('<h4>Examples</h4><div class="example-sets">')
     for why, ids in sections:
@@ -194,9 +193,8 @@ def pictured_ids(findings: Findings) -> list[int]:
     """The images the page shows as overlays: each class's examples, its groups' first members, its worst cases."""
     ids: dict[int, None] = {}
     for c in findings.classes:
-        by_path = {m.path: m.id for m in findings.images if m.label == c.label}
         for s in c.flagged:
-            ids.update((by_path[p], None) for p in s.worst)
+            ids.update((i, None) for i in s.worst_ids)
         for chosen in c.examples.values():
             ids.update((j, None) for j in chosen)
         for g in c.groups:

@@ -58,6 +58,9 @@ class Signal:
     sentence: str
     chance: float | None = None
     worst: list[str] = field(default_factory=list)  # paths of the most affected images, worst first
+    # the same images' record ids, in the same order: one image holds several records when a detector
+    # found several objects in it, so its path alone does not say which detection is meant
+    worst_ids: list[int] = field(default_factory=list)
     where: tuple[float, float] | None = None  # fixed_position, group: the common peak, (x, y) in [0, 1]
     tier: int = 1  # see TIERS: flags measured against the object come first
     group: int | None = None  # group: which of the class's groups (0-based)
@@ -107,12 +110,14 @@ def point_inside(packed: np.ndarray | None, where: tuple[float, float]) -> bool 
 
 
 def fixed_position(label: str, paths: Sequence[str], peaks: np.ndarray, scores: np.ndarray,
-                   objects: Sequence[np.ndarray | None] | None = None) -> Signal | None:
+                   objects: Sequence[np.ndarray | None] | None = None, ids: Sequence[int] | None = None) -> Signal | None:
     """How many images of a class have their peak evidence at one common place (None below MIN_IMAGES).
 
     ``objects`` (a :func:`packed_object` mask or None per image) tell a fixed
     place on the object (a centred product, a crop around a lesion), which is
-    not a shortcut, from a fixed place beside it (a tag, a ruler).
+    not a shortcut, from a fixed place beside it (a tag, a ruler). ``ids`` are
+    the images' record ids (default: their positions), kept beside the paths of
+    the worst examples.
     """
     n = len(paths)
     if n < MIN_IMAGES:
@@ -124,7 +129,7 @@ def fixed_position(label: str, paths: Sequence[str], peaks: np.ndarray, scores: 
     known = [v for v in inside if v is not None]
     on_object = 2 * len(known) >= len(members) and sum(known) >= INSIDE_SHARE * len(known)
     flagged = value >= FIXED_THRESHOLD and not on_object
-    worst = [paths[i] for i in members[np.argsort(-scores[members], kind="stable")][:WORST]]
+    worst = members[np.argsort(-scores[members], kind="stable")][:WORST]
     sentence = (
         f"In {len(members)} of {n} images explained as '{label}' ({value:.0%}), the strongest evidence lies within "
         f"{RADIUS:.0%} of the image side of one point, at x={where[0]:.0%}, y={where[1]:.0%} of the image "
@@ -144,8 +149,9 @@ def fixed_position(label: str, paths: Sequence[str], peaks: np.ndarray, scores: 
             sentence += ", and this point is near the centre, so it may be the object itself"
         sentence += "; boxes or masks in the source list would tell the two apart."
         tier = 2
-    return Signal("fixed_position", label, value, FIXED_THRESHOLD, flagged, n, sentence, None, worst if flagged else [],
-                  where, tier=tier)
+    paths_of_worst, ids_of_worst = _named(worst if flagged else np.zeros(0, int), paths, ids)
+    return Signal("fixed_position", label, value, FIXED_THRESHOLD, flagged, n, sentence, None, paths_of_worst,
+                  ids_of_worst, where=where, tier=tier)
 
 
 def _maps(n: int) -> str:
@@ -153,7 +159,8 @@ def _maps(n: int) -> str:
     return "the one map" if n == 1 else f"the {n} maps"
 
 
-def region_share(kind: str, label: str, paths: Sequence[str], shares: np.ndarray, chance: float) -> Signal:
+def region_share(kind: str, label: str, paths: Sequence[str], shares: np.ndarray, chance: float,
+                 ids: Sequence[int] | None = None) -> Signal:
     """Mean share of top evidence in the corners or on the border, against the region's share of the image."""
     threshold, region = {
         "corners": (CORNER_THRESHOLD, f"the four corner squares (each {CORNER:.0%} of a side)"),
@@ -165,11 +172,12 @@ def region_share(kind: str, label: str, paths: Sequence[str], shares: np.ndarray
         f"On average {value:.0%} of the top {TOP_FRACTION:.0%} evidence of {_maps(len(paths))} explained as "
         f"'{label}' lies in {region}, which covers {chance:.0%} of the image; flagged at {threshold:.0%} or more."
     )
-    worst = [paths[i] for i in np.argsort(-shares, kind="stable")[:WORST]] if flagged else []
-    return Signal(kind, label, value, threshold, flagged, len(paths), sentence, chance, worst)
+    worst = np.argsort(-shares, kind="stable")[:WORST] if flagged else np.zeros(0, int)
+    return Signal(kind, label, value, threshold, flagged, len(paths), sentence, chance, *_named(worst, paths, ids))
 
 
-def outside_object(label: str, paths: Sequence[str], outside: np.ndarray, area_outside: np.ndarray, total: int) -> Signal | None:
+def outside_object(label: str, paths: Sequence[str], outside: np.ndarray, area_outside: np.ndarray, total: int,
+                   ids: Sequence[int] | None = None) -> Signal | None:
     """Mean share of top evidence outside the object's box or mask, over the images that have one."""
     if not len(paths):
         return None
@@ -180,5 +188,12 @@ def outside_object(label: str, paths: Sequence[str], outside: np.ndarray, area_o
         f"measured on the {len(paths)} of {total} images explained as '{label}' that have one (outside the object "
         f"is {chance:.0%} of those images); flagged at {OUTSIDE_THRESHOLD:.0%} or more."
     )
-    worst = [paths[i] for i in np.argsort(-outside, kind="stable")[:WORST]] if flagged else []
-    return Signal("outside_object", label, value, OUTSIDE_THRESHOLD, flagged, len(paths), sentence, chance, worst, tier=0)
+    worst = np.argsort(-outside, kind="stable")[:WORST] if flagged else np.zeros(0, int)
+    return Signal("outside_object", label, value, OUTSIDE_THRESHOLD, flagged, len(paths), sentence, chance,
+                  *_named(worst, paths, ids), tier=0)
+
+
+def _named(chosen: np.ndarray, paths: Sequence[str], ids: Sequence[int] | None) -> tuple[list[str], list[int]]:
+    """The chosen images' paths and record ids (positions when no ids are given), in the chosen order."""
+    picked = [int(i) for i in chosen]
+    return [paths[i] for i in picked], [int(ids[i]) if ids is not None else i for i in picked]
