@@ -112,8 +112,9 @@ def test_a_server_that_dies_mid_run_leaves_a_partial_map_and_names_the_images_le
     captured = capsys.readouterr()
     err = [line for line in captured.err.splitlines() if line.strip()]
     assert code == 3, captured.err
-    note = next((line for line in err if line.startswith("patchlens: note:")), str(err))
-    assert f"{images[0]}: partial map from 250 of 2000 samples" in note and "(gave up after 2 tries)" in note
+    notes = [line[line.index("patchlens: note:"):] for line in err if "patchlens: note:" in line]  # after the bar's clearing
+    assert len(notes) == 1, captured.err
+    assert f"{images[0]}: partial map from 250 of 2000 samples" in notes[0] and "(gave up after 2 tries)" in notes[0], captured.err
     assert err[-1] == f"patchlens: partial run: 1 of 3 image(s) explained; {images[1]} and those after it were not"
     assert "(gave up after 1 try)" in err[-2]  # the second image: asked once, not after another round of back-off
     record = json.dumps(json.loads(next((tmp_path / "out").glob("*.json")).read_text()))

@@ -58,6 +58,32 @@ def test_a_trickling_server_cannot_hold_the_client_past_its_timeout():
             remote(torch.rand(1, 3, 8, 8))
 
 
+def test_a_failed_call_leaves_no_request_running():
+    """One request of a call fails; the others, still under way, finish before the error reaches the caller (else they
+    go on drawing the progress line under the caller's message)."""
+    calls = {"n": 0}
+    lock = threading.Lock()
+
+    def first_fails_others_slow(handler, body):
+        with lock:
+            calls["n"] += 1
+            first = calls["n"] == 1
+        if first:
+            handler.close_connection = True  # dropped without an answer
+            return
+        time.sleep(0.5)
+        n = json.loads(body)["inputs"][0]["shape"][0]
+        send(handler, 200, {"outputs": [{"name": "p", "datatype": "FP32", "shape": [n, 2], "data": [0.5] * (2 * n)}]})
+
+    with FakeServer(model_then(first_fails_others_slow)) as server:
+        remote = load_model(server.base + "/v2/models/m", retries=0, request_batch=1, in_flight=3, binary=False)
+        with pytest.raises(ServerUnavailableError):
+            remote(torch.rand(3, 3, 8, 8))
+        assert remote.client.traffic.in_flight == 0
+        assert calls["n"] == 3  # the two slow requests were sent and answered, not abandoned mid-way
+        remote.close()
+
+
 def test_an_answer_over_its_limit_is_refused_unread():
     def huge(handler, body):
         handler.send_response(200)

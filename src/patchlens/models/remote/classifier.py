@@ -15,7 +15,7 @@ import threading
 import warnings
 from collections import OrderedDict
 from collections.abc import Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor, wait
 
 import numpy as np
 import torch
@@ -136,9 +136,17 @@ class RemoteClassifier(Classifier):
         if todo:
             chunks = [todo[i : i + self.request_batch] for i in range(0, len(todo), self.request_batch)]
             pool = self._executor()
+            sent = [pool.submit(self._send, batch[[rows[k] for k in c]]) for c in chunks]
             try:
-                answers = list(pool.map(lambda c: self._send(batch[[rows[k] for k in c]]), chunks))
-            except BaseException:
+                answers = [f.result() for f in sent]
+            except BaseException as exc:
+                # The other requests of this call are not needed any more. Those not yet sent are dropped; those
+                # under way (retrying, perhaps) finish first, so that none of them redraws the progress line
+                # under the message the caller is about to print. Ctrl-C does not wait for them.
+                for f in sent:
+                    f.cancel()
+                if isinstance(exc, Exception):
+                    wait(sent)
                 self._bar.clear()  # no stale progress line left above the error message
                 raise
             with self._lock:
