@@ -124,6 +124,29 @@ def oip_responder(model: ModelServer) -> Responder:
     return respond
 
 
+class DiesAfter:
+    """An OIP responder for ``model`` that answers until ``limit`` images were served, then drops every infer
+    connection unanswered, until ``back`` is set."""
+
+    def __init__(self, model: ModelServer, limit: int) -> None:
+        self.ok, self.limit = oip_responder(model), limit
+        self.served, self.back = 0, False
+        self.lock = threading.Lock()
+
+    def __call__(self, handler: BaseHTTPRequestHandler, method: str, path: str, body: bytes) -> None:
+        if path.endswith("/infer") and not self.back:
+            images = json.loads(body)["inputs"][0]["shape"][0]
+            # Handler threads run at once: checked and counted as one step, else increments are lost and the
+            # server dies hundreds of images late (it did, under load: a round that should have failed finished).
+            with self.lock:
+                gone = self.served >= self.limit
+                self.served += 0 if gone else images
+            if gone:
+                handler.close_connection = True  # gone: the connection dropped without an answer
+                return
+        self.ok(handler, method, path, body)
+
+
 class Faults:
     """Decides, per request, whether an infer call fails and how.
 

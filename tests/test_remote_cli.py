@@ -16,7 +16,7 @@ from patchlens.errors import ModelError
 from patchlens.models import load_model
 from patchlens.models.remote import HEADERS_ENV
 from patchlens.models.remote.server import ModelServer
-from remote_fakes import TOKEN, FakeServer, exact_classifier, logits_responder, oip_responder, send
+from remote_fakes import TOKEN, DiesAfter, FakeServer, exact_classifier, logits_responder, oip_responder, send
 
 
 def photos(folder: Path, n: int) -> list[str]:
@@ -94,18 +94,7 @@ def test_a_spent_budget_stops_the_run_and_says_what_is_missing(tmp_path, capsys)
 def test_a_server_that_dies_mid_run_leaves_a_partial_map_and_names_the_images_left(tmp_path, capsys):
     """RISE scores in rounds of 250 masks; the server dies in the second round of the first photo."""
     images = photos(tmp_path / "in", 3)
-    model = ModelServer(exact_classifier(), port=0, max_batch=8)
-    ok = oip_responder(model)
-    served = {"images": 0}
-
-    def dies_after_270(handler, method, path, body):
-        if path.endswith("/infer"):
-            if served["images"] >= 270:
-                handler.close_connection = True  # gone: every connection dropped without an answer
-                return
-            served["images"] += json.loads(body)["inputs"][0]["shape"][0]
-        ok(handler, method, path, body)
-
+    dies_after_270 = DiesAfter(ModelServer(exact_classifier(), port=0, max_batch=8), 270)
     with FakeServer(dies_after_270, max_requests=400) as server:
         code = main(["explain", *images, "--model", server.base + "/v2/models/default", "--method", "rise", "--n-masks", "2000",
                      "--no-binary", "--retries", "1", "--device", "cpu", "--out", str(tmp_path / "out")])
@@ -145,17 +134,7 @@ def test_a_scores_warning_is_one_line_in_cli_spelling(tmp_path):
 def test_a_server_that_dies_mid_batch_stops_the_run_and_resume_finishes_it(tmp_path, capsys):
     """Not one failed row per image left (each after its retries): the run stops, keeps what is done, exit 3."""
     photos(tmp_path / "in", 4)
-    model = ModelServer(exact_classifier(), port=0, max_batch=8)
-    ok = oip_responder(model)
-    served = {"images": 0, "back": False}
-
-    def dies_after_12(handler, method, path, body):
-        if path.endswith("/infer") and not served["back"]:
-            if served["images"] >= 12:  # 5 passes per photo: two photos, then two passes of the third
-                handler.close_connection = True
-                return
-            served["images"] += json.loads(body)["inputs"][0]["shape"][0]
-        ok(handler, method, path, body)
+    dies_after_12 = DiesAfter(ModelServer(exact_classifier(), port=0, max_batch=8), 12)  # 5 passes per photo: two photos, then two passes of the third
 
     store = tmp_path / "store"
     common = ["--method", "occlusion", "--window", "32", "--stride", "32", "--batch-size", "1", "--workers", "1",
@@ -171,7 +150,7 @@ def test_a_server_that_dies_mid_batch_stops_the_run_and_resume_finishes_it(tmp_p
         assert err[-2].startswith("patchlens: error: ") and "gave up after 2 tries" in err[-2]
         rows = open_store(store).manifest
         assert sorted(rows["status"]) == ["ok", "ok"]  # nothing recorded as failed: the images were not at fault
-        served["back"] = True  # the server is up again at the same address
+        dies_after_12.back = True  # the server is up again at the same address
         assert main(["batch", str(tmp_path / "in"), "--model", url, "--resume", *common]) == 0
     rows = open_store(store).manifest
     assert sorted(rows["status"]) == ["ok"] * 4
