@@ -11,7 +11,7 @@ import torch
 import patchlens
 from conftest import planted_image
 from patchlens import ModelError
-from patchlens.models import TorchClassifier
+from patchlens.models import TorchClassifier, list_model_specs
 
 
 def test_module_in_eval_mode_gives_deterministic_scores(tiny_cnn):
@@ -62,8 +62,10 @@ def test_label_count_mismatch(tiny_cnn):
 
 
 def test_unknown_specs_and_devices():
-    with pytest.raises(ModelError, match="unknown model"):
+    with pytest.raises(ModelError, match="unknown model") as refused:
         patchlens.load_model("resnet")
+    # every form a string can take is named, from the one list of them (ultralytics was missing from a copy)
+    assert all(form in str(refused.value) for form in list_model_specs() if not form.startswith("<"))
     with pytest.raises(ModelError, match="no such file"):
         patchlens.load_model("onnx:/nonexistent/model.onnx")
     with pytest.raises(ModelError, match="no such file"):

@@ -73,9 +73,10 @@ def load_model(
 ) -> Classifier:
     """Turn a model specification into a :class:`Classifier`.
 
-    ``spec`` is ``"default"``, ``"timm:<name>"``, ``"torchvision:<name>"``,
-    ``"onnx:<path>"``, ``"torchscript:<path>"``, a ``torch.nn.Module``, a
-    Python callable (the black-box case), or a Classifier (returned as is).
+    ``spec`` is one of the strings of :data:`MODEL_SPECS` (``"default"``,
+    ``"timm:<name>"``, ``"onnx:<path>"``, a server's URL, ...), a
+    ``torch.nn.Module``, a Python callable (the black-box case), or a
+    Classifier (returned as is).
     ``options`` go to the adapter (``device``, ``mean``, ``std``,
     ``input_size``, ``labels``, ``activation``, ``numpy``, ``pretrained``, ...).
     ``activation``: ``"softmax"`` (competing classes), ``"sigmoid"``
@@ -165,7 +166,6 @@ def _from_spec(spec: str, dev: torch.device, device: Any, **options: Any) -> Cla
 
         options.setdefault("model_id", spec)
         return _adapter(load_python(rest), device=None if device in (None, "auto") else device, **options)
-    raise ModelError(
-        f"{spec}: unknown model; use default, timm:<name>, torchvision:<name>, onnx:<path>, torchscript:<path> "
-        "or python:<file.py>:<name>"
-    )
+    # the forms a string can take, from MODEL_SPECS: a kind added there is named here too
+    forms = [form for form in MODEL_SPECS if not form.startswith("<")]
+    raise ModelError(f"{spec}: unknown model; use {', '.join(forms[:-1])} or {forms[-1]}")
