@@ -39,7 +39,7 @@ def settle_ties(maps: torch.Tensor, resolution: float = 1e-6) -> torch.Tensor:
     by rounding noise from round to round; ranked as they are, that noise would
     reshuffle them and a settled map would never look settled. A method whose
     maps are smooth rather than exactly flat there asks for a coarser resolution
-    (RISE: 1e-3, still four times finer than an overlay's 256 colour levels).
+    (the sampling methods: 1/256, one of an overlay's colour levels; D-RISE: 1e-3).
     """
     flat = maps.flatten(1).double()
     span = (flat.amax(1) - flat.amin(1)).clamp_min(1e-30)[:, None]
