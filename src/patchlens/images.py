@@ -83,14 +83,6 @@ def _work_size(width: int, height: int) -> tuple[int, int] | None:
     return max(1, round(width * scale)), max(1, round(height * scale))
 
 
-def _shrink(img: Image.Image) -> Image.Image:
-    size = _work_size(*img.size)
-    if size is None:
-        return img
-    # reducing_gap: a fast integer-factor reduce first, then a proper filter for the rest
-    return img.resize(size, Image.Resampling.LANCZOS, reducing_gap=3.0)
-
-
 @dataclass(frozen=True)
 class LoadedImage:
     """An RGB photo and the name it came under (a path or ``"<array>"``)."""

@@ -19,17 +19,8 @@ import math
 from dataclasses import dataclass, field
 
 import torch
-import torch.nn.functional as F
 
 from ..ranking import spearman  # noqa: F401  (re-exported: the engine's users read it here)
-
-
-def coarse(maps: torch.Tensor, side: int = 32) -> torch.Tensor:
-    """``(T, H, W)`` maps pooled to at most ``side x side``, for cheap comparisons."""
-    h, w = maps.shape[-2:]
-    if h <= side and w <= side:
-        return maps.float()
-    return F.adaptive_avg_pool2d(maps[:, None].float(), (min(h, side), min(w, side)))[:, 0]
 
 
 def settle_ties(maps: torch.Tensor, resolution: float = 1e-6) -> torch.Tensor:

@@ -29,15 +29,6 @@ from .base import Attribution, Job, Method, Prepared
 #: how many running maps a convergence round shows when someone is watching (``on_map``)
 PREVIEWS_PER_ROUND = 4
 
-def interactive_defaults(cls: type[Method], params: dict[str, Any]) -> dict[str, Any]:
-    """``params`` with the ``explain`` command's defaults filled in (the adaptive stopping rule, :data:`INTERACTIVE_CONVERGE`).
-
-    Each front-end's defaults are declared on the parameters (``param(front_ends=...)``); this is
-    :meth:`Method.with_defaults` for ``explain``.
-    """
-    return cls.with_defaults(params, "explain")
-
-
 def stopping_rule(method: Method) -> str | None:
     """The stopping rule in words, printed before a run; None for methods that do not sample."""
     if not isinstance(method, SamplingMethod):
